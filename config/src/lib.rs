@@ -1,0 +1,553 @@
+//! Postfix-syntax configuration for Postern.
+//!
+//! `main.cf` holds `name = value` parameters with Postfix's names; `master.cf`
+//! lists services. Loading never stops at the first problem: every error and
+//! warning is collected with its file and line, for `postern conf --check`.
+#![forbid(unsafe_code)]
+
+mod expand;
+mod lines;
+pub mod masterfile;
+mod params;
+pub mod registry;
+mod role;
+pub mod value;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+pub use expand::{ExpandError, expand};
+pub use masterfile::{EMBEDDED_MASTER_CF, Listen, Override, Service, ServiceType};
+pub use params::{ParamError, Params};
+pub use registry::{Kind, ParamDef};
+pub use role::Role;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn error(file: &str, line: Option<usize>, message: String) -> Self {
+        Self {
+            severity: Severity::Error,
+            file: file.to_string(),
+            line,
+            message,
+        }
+    }
+    pub fn warning(file: &str, line: Option<usize>, message: String) -> Self {
+        Self {
+            severity: Severity::Warning,
+            file: file.to_string(),
+            line,
+            message,
+        }
+    }
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}: {}", self.file, l, sev, self.message),
+            None => write!(f, "{}: {}: {}", self.file, sev, self.message),
+        }
+    }
+}
+
+/// A main.cf setting and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub value: String,
+    pub line: usize,
+}
+
+/// A loaded configuration: main.cf settings, master.cf services, and every
+/// problem found while loading.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub config_dir: Option<PathBuf>,
+    /// Display name of main.cf ("main.cf (embedded)" when there is none).
+    pub main_name: String,
+    pub master_name: String,
+    pub master_embedded: bool,
+    settings: BTreeMap<String, Setting>,
+    computed: BTreeMap<&'static str, String>,
+    pub services: Vec<Service>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Directory relative Path parameters are resolved against.
+    base_dir: PathBuf,
+}
+
+fn system_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Config {
+    /// Loads `DIR/main.cf` and `DIR/master.cf` (the embedded master.cf when
+    /// that file does not exist). With no directory, everything is embedded.
+    pub fn load(config_dir: Option<&Path>) -> Config {
+        let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let mut main_text = String::new();
+        let mut master_text = EMBEDDED_MASTER_CF.to_string();
+        let mut diags = Vec::new();
+        let (mut main_name, mut master_name, mut master_embedded) = (
+            "main.cf (embedded)".to_string(),
+            "master.cf (embedded)".to_string(),
+            true,
+        );
+        if let Some(dir) = config_dir {
+            let main = dir.join("main.cf");
+            main_name = main.display().to_string();
+            match std::fs::read_to_string(&main) {
+                Ok(t) => main_text = t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    diags.push(Diagnostic::error(&main_name, None, "no such file".into()))
+                }
+                Err(e) => diags.push(Diagnostic::error(
+                    &main_name,
+                    None,
+                    format!("cannot read: {e}"),
+                )),
+            }
+            let master = dir.join("master.cf");
+            match std::fs::read_to_string(&master) {
+                Ok(t) => {
+                    master_text = t;
+                    master_name = master.display().to_string();
+                    master_embedded = false;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => diags.push(Diagnostic::error(
+                    &master.display().to_string(),
+                    None,
+                    format!("cannot read: {e}"),
+                )),
+            }
+        }
+        Self::from_texts(
+            config_dir,
+            &main_name,
+            &main_text,
+            &master_name,
+            &master_text,
+            master_embedded,
+            base,
+            diags,
+        )
+    }
+
+    /// Builds a configuration from file contents (for tests and for `load`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_texts(
+        config_dir: Option<&Path>,
+        main_name: &str,
+        main_text: &str,
+        master_name: &str,
+        master_text: &str,
+        master_embedded: bool,
+        base_dir: PathBuf,
+        mut diags: Vec<Diagnostic>,
+    ) -> Config {
+        let settings = parse_main(main_text, main_name, &mut diags);
+        let services = masterfile::parse(master_text, master_name, &mut diags);
+        let mut computed = BTreeMap::new();
+        computed.insert("myhostname", system_hostname());
+        computed.insert(
+            "config_directory",
+            match config_dir {
+                Some(d) => d.display().to_string(),
+                None => "${data_directory}".into(),
+            },
+        );
+        let mut cfg = Config {
+            config_dir: config_dir.map(Path::to_path_buf),
+            main_name: main_name.to_string(),
+            master_name: master_name.to_string(),
+            master_embedded,
+            settings,
+            computed,
+            services,
+            diagnostics: diags,
+            base_dir,
+        };
+        cfg.validate();
+        cfg
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+
+    /// The default (unexpanded) value of a registry parameter.
+    pub fn default_value(&self, def: &ParamDef) -> String {
+        self.computed
+            .get(def.name)
+            .cloned()
+            .unwrap_or_else(|| def.default.to_string())
+    }
+
+    /// The raw value of `name`: main.cf, else the default; None if unknown.
+    pub fn raw(&self, name: &str) -> Option<String> {
+        let def = registry::lookup(name);
+        if let Some(d) = def
+            && d.read_only
+        {
+            return Some(self.default_value(d));
+        }
+        if let Some(s) = self.settings.get(name) {
+            return Some(s.value.clone());
+        }
+        if name == "mydomain" && !self.settings.contains_key("mydomain") {
+            // Postfix: the default domain is myhostname minus its first label.
+            let host = self
+                .raw("myhostname")
+                .and_then(|h| {
+                    expand(&h, &|n| if n == "mydomain" { None } else { self.raw(n) }).ok()
+                })
+                .unwrap_or_default();
+            return Some(
+                host.split_once('.')
+                    .map(|(_, d)| d.to_string())
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or_else(|| "localdomain".into()),
+            );
+        }
+        def.map(|d| self.default_value(d))
+    }
+
+    /// main.cf settings in name order.
+    pub fn settings(&self) -> impl Iterator<Item = (&String, &Setting)> {
+        self.settings.iter()
+    }
+
+    /// Every parameter expanded for the global context (no -o overrides).
+    pub fn params(&self) -> Result<Params, Vec<Diagnostic>> {
+        self.params_with(&[])
+    }
+
+    /// Every parameter expanded, keeping values that fail their type check
+    /// (for commands that only need to find the instance, like `status`).
+    pub fn params_lenient(&self) -> Params {
+        let mut errs = Vec::new();
+        Params::new(self.expand_all(&[], &mut errs))
+    }
+
+    /// Every parameter expanded with a service's -o overrides applied.
+    pub fn params_with(&self, overrides: &[Override]) -> Result<Params, Vec<Diagnostic>> {
+        let mut errs = Vec::new();
+        let map = self.expand_all(overrides, &mut errs);
+        if errs.is_empty() {
+            Ok(Params::new(map))
+        } else {
+            Err(errs)
+        }
+    }
+
+    fn lookup_with<'a>(
+        &'a self,
+        overrides: &'a [Override],
+    ) -> impl Fn(&str) -> Option<String> + 'a {
+        move |n: &str| {
+            if let Some(o) = overrides.iter().rev().find(|o| o.name == n) {
+                return Some(o.value.clone());
+            }
+            self.raw(n)
+        }
+    }
+
+    /// Where a parameter's value comes from, for diagnostics.
+    fn origin(&self, name: &str, overrides: &[Override]) -> (String, Option<usize>) {
+        if let Some(o) = overrides.iter().rev().find(|o| o.name == name) {
+            return (self.master_name.clone(), Some(o.line));
+        }
+        match self.settings.get(name) {
+            Some(s) => (self.main_name.clone(), Some(s.line)),
+            None => ("(default)".into(), None),
+        }
+    }
+
+    fn expand_all(
+        &self,
+        overrides: &[Override],
+        errs: &mut Vec<Diagnostic>,
+    ) -> BTreeMap<String, String> {
+        let get = self.lookup_with(overrides);
+        let mut out = BTreeMap::new();
+        for def in registry::PARAMS {
+            let raw = get(def.name).unwrap_or_default();
+            let (file, line) = self.origin(def.name, overrides);
+            match expand(&raw, &get) {
+                Ok(v) => {
+                    let v = match def.kind {
+                        Kind::Path if !v.is_empty() && !v.starts_with('/') => {
+                            self.base_dir.join(&v).display().to_string()
+                        }
+                        _ => v,
+                    };
+                    if let Err(m) = params::check_value(def, &v) {
+                        errs.push(Diagnostic::error(
+                            &file,
+                            line,
+                            format!("bad value for {}: \"{}\": {m}", def.name, v),
+                        ));
+                    }
+                    out.insert(def.name.to_string(), v);
+                }
+                Err(e) => errs.push(Diagnostic::error(&file, line, format!("{}: {e}", def.name))),
+            }
+        }
+        out
+    }
+
+    /// Checks every value in every context and warns about unknown names.
+    fn validate(&mut self) {
+        let mut diags = Vec::new();
+        // Names referenced anywhere make user-defined parameters legitimate.
+        let mut referenced: BTreeSet<String> = BTreeSet::new();
+        for s in self.settings.values() {
+            referenced.extend(expand::references(&s.value));
+        }
+        for svc in &self.services {
+            for o in &svc.overrides {
+                referenced.extend(expand::references(&o.value));
+            }
+        }
+        for def in registry::PARAMS {
+            referenced.extend(expand::references(def.default));
+        }
+        for (name, s) in &self.settings {
+            match registry::lookup(name) {
+                Some(d) if d.read_only => diags.push(Diagnostic::warning(
+                    &self.main_name,
+                    Some(s.line),
+                    format!("{name} is read-only; the setting is ignored"),
+                )),
+                Some(_) => {}
+                None if referenced.contains(name) => {}
+                None => diags.push(Diagnostic::warning(
+                    &self.main_name,
+                    Some(s.line),
+                    format!("unknown parameter: {name}={}", s.value),
+                )),
+            }
+        }
+        let mut seen = BTreeSet::new();
+        let mut push = |d: Diagnostic, diags: &mut Vec<Diagnostic>| {
+            if seen.insert((d.file.clone(), d.line, d.message.clone())) {
+                diags.push(d);
+            }
+        };
+        let mut errs = Vec::new();
+        self.expand_all(&[], &mut errs);
+        for e in errs {
+            push(e, &mut diags);
+        }
+        for svc in &self.services {
+            for o in &svc.overrides {
+                if registry::lookup(&o.name).is_none() && !self.settings.contains_key(&o.name) {
+                    push(
+                        Diagnostic::warning(
+                            &self.master_name,
+                            Some(o.line),
+                            format!("unknown parameter in -o: {}", o.name),
+                        ),
+                        &mut diags,
+                    );
+                }
+            }
+            if svc.overrides.is_empty() {
+                continue;
+            }
+            let mut errs = Vec::new();
+            self.expand_all(&svc.overrides, &mut errs);
+            for e in errs {
+                push(e, &mut diags);
+            }
+        }
+        self.diagnostics.extend(diags);
+        self.diagnostics
+            .sort_by(|a, b| (a.file.as_str(), a.line).cmp(&(b.file.as_str(), b.line)));
+    }
+}
+
+fn parse_main(text: &str, file: &str, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, Setting> {
+    let mut out: BTreeMap<String, Setting> = BTreeMap::new();
+    for ll in lines::logical_lines(text) {
+        if ll.text.starts_with([' ', '\t']) {
+            diags.push(Diagnostic::error(
+                file,
+                Some(ll.line),
+                "continuation line without a parameter line before it".into(),
+            ));
+            continue;
+        }
+        let Some((name, value)) = ll.text.split_once('=') else {
+            diags.push(Diagnostic::error(
+                file,
+                Some(ll.line),
+                format!("missing '=' after parameter name: \"{}\"", ll.text.trim()),
+            ));
+            continue;
+        };
+        let name = name.trim();
+        if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+            diags.push(Diagnostic::error(
+                file,
+                Some(ll.line),
+                format!("bad parameter name: \"{name}\""),
+            ));
+            continue;
+        }
+        let value = value.trim().to_string();
+        if let Some(pos) = value.find(" #").or_else(|| value.find("\t#")) {
+            diags.push(Diagnostic::warning(
+                file,
+                Some(ll.line),
+                format!(
+                    "'#' after text is not a comment: it is part of the value of {name} (\"{}\")",
+                    &value[pos + 1..]
+                ),
+            ));
+        }
+        if let Some(prev) = out.get(name) {
+            diags.push(Diagnostic::warning(
+                file,
+                Some(ll.line),
+                format!("{name} overrides its earlier setting at line {}", prev.line),
+            ));
+        }
+        out.insert(
+            name.to_string(),
+            Setting {
+                value,
+                line: ll.line,
+            },
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(main: &str, master: &str) -> Config {
+        Config::from_texts(
+            Some(Path::new("/etc/postern")),
+            "main.cf",
+            main,
+            "master.cf",
+            master,
+            false,
+            PathBuf::from("/work"),
+            vec![],
+        )
+    }
+
+    #[test]
+    fn three_errors_all_reported_with_lines() {
+        let c = cfg(
+            "myhostname = mx.example.com\nsmtpd_timeout = soon\nthis line is wrong\nsmtpd_recipient_limit = 50\nmessage_size_limit = 10240000\n",
+            EMBEDDED_MASTER_CF,
+        );
+        let errs: Vec<_> = c.errors().map(|d| (d.file.as_str(), d.line)).collect();
+        assert_eq!(
+            errs,
+            vec![
+                ("main.cf", Some(2)),
+                ("main.cf", Some(3)),
+                ("main.cf", Some(4))
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_and_user_defined_parameters() {
+        let c = cfg(
+            "my_restrictions = permit_mynetworks\nsmtpd_client_restrictions = $my_restrictions\nbogus_param = 1\n",
+            EMBEDDED_MASTER_CF,
+        );
+        assert!(!c.has_errors());
+        let warns: Vec<_> = c.diagnostics.iter().map(|d| d.line).collect();
+        assert_eq!(warns, vec![Some(3)]);
+        let p = c.params().unwrap();
+        assert_eq!(
+            p.list("smtpd_client_restrictions").unwrap(),
+            vec!["permit_mynetworks"]
+        );
+    }
+
+    #[test]
+    fn defaults_expand_and_paths_resolve() {
+        let c = cfg("myhostname = mx.example.com\n", EMBEDDED_MASTER_CF);
+        let p = c.params().unwrap();
+        assert_eq!(p.str("smtpd_banner"), "mx.example.com ESMTP Postern");
+        assert_eq!(p.str("queue_directory"), "/work/postern-data/queue");
+        assert_eq!(
+            p.list("mydestination").unwrap(),
+            vec!["mx.example.com", "localhost.example.com", "localhost"]
+        );
+        assert_eq!(
+            p.duration("smtpd_timeout").unwrap(),
+            std::time::Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn master_overrides_are_checked_in_context() {
+        let c = cfg(
+            "",
+            "127.0.0.1:25 inet n - n - - smtpd\n  -o smtpd_timeout=never\n",
+        );
+        let e: Vec<_> = c.errors().collect();
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].file.as_str(), e[0].line), ("master.cf", Some(2)));
+        let svc = &c.services[0];
+        let c2 = cfg(
+            "",
+            "127.0.0.1:25 inet n - n - - smtpd -o smtpd_timeout=20s\n",
+        );
+        let p = c2.params_with(&c2.services[0].overrides).unwrap();
+        assert_eq!(p.duration("smtpd_timeout").unwrap().as_secs(), 20);
+        assert_eq!(svc.overrides[0].line, 2);
+    }
+
+    #[test]
+    fn expansion_loop_is_an_error_at_its_line() {
+        let c = cfg("myorigin = $a\na = $myorigin\n", EMBEDDED_MASTER_CF);
+        assert!(c.errors().any(|d| d.line == Some(1)));
+    }
+
+    #[test]
+    fn embedded_config_is_clean() {
+        let c = Config::load(None);
+        assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
+        assert!(c.params().is_ok());
+    }
+}

@@ -1,0 +1,269 @@
+//! Every parameter Postern knows: its Postfix name, default, type, and the
+//! roles that receive it. A daemon gets only its slice of the configuration.
+use crate::Role;
+
+/// The type of a parameter's (expanded) value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Bool,
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// A time; the unit applies to bare numbers.
+    Duration {
+        unit: &'static str,
+        min_ms: u64,
+    },
+    Size {
+        min: u64,
+    },
+    List,
+    Enum(&'static [&'static str]),
+    /// An absolute path once expanded (relative paths are resolved against
+    /// the directory `postern start` runs in, for the embedded default only).
+    Path,
+}
+
+#[derive(Debug)]
+pub struct ParamDef {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub kind: Kind,
+    /// Bitmask of [`Role::bit`]s that receive this parameter.
+    pub roles: u32,
+    /// Set by Postern itself; a main.cf setting is ignored with a warning.
+    pub read_only: bool,
+}
+
+const fn roles(list: &[Role]) -> u32 {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < list.len() {
+        bits |= list[i].bit();
+        i += 1;
+    }
+    bits
+}
+
+const ALL: u32 = u32::MAX;
+const M: u32 = roles(&[Role::Master]);
+const SD: u32 = roles(&[Role::Smtpd]);
+const CL: u32 = roles(&[Role::Cleanup]);
+const BR: u32 = roles(&[Role::Broker]);
+const QM: u32 = roles(&[Role::Qmgr]);
+const SM: u32 = roles(&[Role::Smtp]);
+const LO: u32 = roles(&[Role::Local]);
+const BO: u32 = roles(&[Role::Bounce]);
+const PK: u32 = roles(&[Role::Pickup]);
+const RS: u32 = roles(&[Role::Resolver]);
+
+const fn p(name: &'static str, default: &'static str, kind: Kind, roles: u32) -> ParamDef {
+    ParamDef {
+        name,
+        default,
+        kind,
+        roles,
+        read_only: false,
+    }
+}
+
+const fn ro(name: &'static str, default: &'static str, kind: Kind, roles: u32) -> ParamDef {
+    ParamDef {
+        name,
+        default,
+        kind,
+        roles,
+        read_only: true,
+    }
+}
+
+const fn secs(unit: &'static str) -> Kind {
+    Kind::Duration { unit, min_ms: 0 }
+}
+const fn int(min: i64, max: i64) -> Kind {
+    Kind::Int { min, max }
+}
+const SIZE: Kind = Kind::Size { min: 0 };
+
+/// The registry, sorted by name (checked by a test).
+pub static PARAMS: &[ParamDef] = &[
+    p(
+        "alias_database",
+        "cdb:${config_directory}/aliases",
+        Kind::List,
+        M,
+    ),
+    p(
+        "alias_maps",
+        "cdb:${config_directory}/aliases",
+        Kind::List,
+        SD | LO,
+    ),
+    p("bounce_notice_recipient", "postmaster", Kind::Str, BO),
+    p("bounce_queue_lifetime", "5d", secs("d"), QM),
+    ro("config_directory", "", Kind::Str, ALL),
+    p("data_directory", "postern-data", Kind::Path, M | LO | PK),
+    p(
+        "default_destination_concurrency_limit",
+        "20",
+        int(1, 1000),
+        QM,
+    ),
+    p("default_destination_rate_delay", "0s", secs("s"), QM),
+    p("delay_warning_time", "0h", secs("h"), QM),
+    p("disable_vrfy_command", "yes", Kind::Bool, SD),
+    p("dns_nameservers", "", Kind::List, RS),
+    p(
+        "header_size_limit",
+        "102400",
+        Kind::Size { min: 1024 },
+        CL | SD,
+    ),
+    p("inet_interfaces", "all", Kind::List, M),
+    p(
+        "ipc_query_timeout",
+        "10s",
+        Kind::Duration {
+            unit: "s",
+            min_ms: 10,
+        },
+        ALL,
+    ),
+    p(
+        "ipc_timeout",
+        "3600s",
+        Kind::Duration {
+            unit: "s",
+            min_ms: 10,
+        },
+        ALL,
+    ),
+    p(
+        "landlock_enforcement",
+        "required",
+        Kind::Enum(&["required", "best_effort"]),
+        ALL,
+    ),
+    p("line_length_limit", "2048", int(512, 1 << 20), SD | CL),
+    p(
+        "local_recipient_maps",
+        "proxy:unix:passwd.byname $alias_maps",
+        Kind::List,
+        SD,
+    ),
+    p("mail_name", "Postern", Kind::Str, ALL),
+    ro("mail_version", env!("CARGO_PKG_VERSION"), Kind::Str, ALL),
+    p("maillog_file", "", Kind::Str, M),
+    p("maximal_backoff_time", "4000s", secs("s"), QM),
+    p("maximal_queue_lifetime", "5d", secs("d"), QM),
+    p("message_size_limit", "10240000", SIZE, SD | CL),
+    p("minimal_backoff_time", "300s", secs("s"), QM),
+    p(
+        "mydestination",
+        "$myhostname, localhost.$mydomain, localhost",
+        Kind::List,
+        SD | CL | QM | LO,
+    ),
+    p("mydomain", "", Kind::Str, ALL),
+    p("myhostname", "", Kind::Str, ALL),
+    p("mynetworks", "127.0.0.0/8 [::1]/128", Kind::List, SD),
+    p("myorigin", "$myhostname", Kind::Str, CL | PK | LO | BO | SD),
+    p(
+        "queue_directory",
+        "${data_directory}/queue",
+        Kind::Path,
+        M | BR,
+    ),
+    p("queue_file_pool_size", "32", int(0, 100_000), BR),
+    p("queue_minfree", "0", SIZE, BR),
+    p("relay_domains", "", Kind::List, SD | QM),
+    p("relayhost", "", Kind::Str, QM | SM),
+    p("role_id_base", "60200", int(1000, 4_000_000_000), M),
+    p(
+        "sandbox_seccomp_action",
+        "errno",
+        Kind::Enum(&["errno", "kill", "log"]),
+        ALL,
+    ),
+    p("service_crash_throttle_minimum", "3", int(1, 10_000), M),
+    p("service_crash_throttle_percent", "50", int(1, 100), M),
+    p("service_crash_throttle_window", "300s", secs("s"), M),
+    p("service_throttle_time", "60s", secs("s"), M),
+    p(
+        "smtpd_banner",
+        "$myhostname ESMTP $mail_name",
+        Kind::Str,
+        SD,
+    ),
+    p("smtpd_client_restrictions", "", Kind::List, SD),
+    p("smtpd_data_restrictions", "", Kind::List, SD),
+    p("smtpd_delay_reject", "yes", Kind::Bool, SD),
+    p("smtpd_error_sleep_time", "1s", secs("s"), SD),
+    p(
+        "smtpd_forbid_bare_newline",
+        "normalize",
+        Kind::Enum(&["normalize", "yes", "reject", "no"]),
+        SD,
+    ),
+    p(
+        "smtpd_forbid_bare_newline_exclusions",
+        "$mynetworks",
+        Kind::List,
+        SD,
+    ),
+    p("smtpd_hard_error_limit", "20", int(1, 100_000), SD),
+    p("smtpd_helo_required", "no", Kind::Bool, SD),
+    p("smtpd_helo_restrictions", "", Kind::List, SD),
+    p("smtpd_junk_command_limit", "100", int(1, 100_000), SD),
+    p("smtpd_pipelining_limit", "1000", int(10, 100_000), SD),
+    p("smtpd_recipient_limit", "1000", int(100, 1_000_000), SD),
+    p("smtpd_recipient_restrictions", "", Kind::List, SD),
+    p(
+        "smtpd_relay_restrictions",
+        "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
+        Kind::List,
+        SD,
+    ),
+    p("smtpd_sender_restrictions", "", Kind::List, SD),
+    p("smtpd_soft_error_limit", "10", int(1, 100_000), SD),
+    p(
+        "smtpd_timeout",
+        "300s",
+        Kind::Duration {
+            unit: "s",
+            min_ms: 1000,
+        },
+        SD,
+    ),
+    p("syslog_name", "postern", Kind::Str, ALL),
+    p("transport_maps", "", Kind::List, QM),
+    p(
+        "unknown_local_recipient_reject_code",
+        "550",
+        int(400, 599),
+        SD,
+    ),
+];
+
+pub fn lookup(name: &str) -> Option<&'static ParamDef> {
+    PARAMS
+        .binary_search_by(|d| d.name.cmp(name))
+        .ok()
+        .map(|i| &PARAMS[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_is_sorted_and_unique() {
+        for w in PARAMS.windows(2) {
+            assert!(w[0].name < w[1].name, "{} before {}", w[0].name, w[1].name);
+        }
+        assert!(lookup("smtpd_timeout").is_some());
+        assert!(lookup("no_such_thing").is_none());
+    }
+}

@@ -1,0 +1,66 @@
+//! The process table: every role the `postern` binary can run as.
+
+/// A daemon role. The master is a role too, though it is never jailed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Master,
+    Broker,
+    Smtpd,
+    Cleanup,
+    Qmgr,
+    Resolver,
+    Smtp,
+    Local,
+    Bounce,
+    Pickup,
+}
+
+impl Role {
+    pub const ALL: [Role; 10] = [
+        Role::Master,
+        Role::Broker,
+        Role::Smtpd,
+        Role::Cleanup,
+        Role::Qmgr,
+        Role::Resolver,
+        Role::Smtp,
+        Role::Local,
+        Role::Bounce,
+        Role::Pickup,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Broker => "broker",
+            Role::Smtpd => "smtpd",
+            Role::Cleanup => "cleanup",
+            Role::Qmgr => "qmgr",
+            Role::Resolver => "resolver",
+            Role::Smtp => "smtp",
+            Role::Local => "local",
+            Role::Bounce => "bounce",
+            Role::Pickup => "pickup",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// Bit for parameter slices.
+    pub const fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+
+    /// Offset from `role_id_base` of this role's uid and gid when run as root.
+    pub fn id_offset(self) -> u32 {
+        self as u32
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

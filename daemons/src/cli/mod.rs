@@ -1,0 +1,199 @@
+//! The `postern` commands an admin types.
+pub mod client;
+pub mod conf;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use postern_config::{Config, Params};
+use postern_ipc::control::{Reply, Request};
+
+use crate::master;
+use client::ClientError;
+
+pub fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("postern: fatal: {msg}");
+    ExitCode::FAILURE
+}
+
+/// Loads the configuration and prints what is wrong with it. Returns None
+/// (after printing every error) when it cannot be used.
+pub fn load(dir: Option<&Path>) -> Option<(Config, Params)> {
+    let cfg = Config::load(dir);
+    for d in &cfg.diagnostics {
+        eprintln!("postern: {d}");
+    }
+    if cfg.has_errors() {
+        return None;
+    }
+    match cfg.params() {
+        Ok(p) => Some((cfg, p)),
+        Err(errs) => {
+            for e in errs {
+                eprintln!("postern: {e}");
+            }
+            None
+        }
+    }
+}
+
+fn socket(params: &Params) -> PathBuf {
+    master::dirs::Layout::new(params).control
+}
+
+/// The control socket of the instance in `dir`, even when its configuration
+/// has errors elsewhere: status and stop must work exactly then.
+fn control_socket(dir: Option<&Path>) -> PathBuf {
+    socket(&Config::load(dir).params_lenient())
+}
+
+pub fn start(dir: Option<&Path>, foreground: bool, detached: bool) -> ExitCode {
+    let Some((cfg, params)) = load(dir) else {
+        return ExitCode::FAILURE;
+    };
+    match client::request(&socket(&params), Request::Status) {
+        Err(ClientError::NotRunning) => {}
+        _ => return fail("the Postern mail system is already running"),
+    }
+    if foreground || detached {
+        let opts = master::Options {
+            foreground: foreground && !detached,
+            config_dir: dir.map(Path::to_path_buf),
+        };
+        return match master::run(cfg, opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        };
+    }
+    eprintln!("postern: starting the Postern mail system");
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return fail(format!("cannot find my own binary: {e}")),
+    };
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(d) = dir {
+        cmd.arg("-c").arg(d);
+    }
+    cmd.args(["start", "--detached"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    postern_sandbox::sys::start_new_session(&mut cmd);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot start the master: {e}")),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            return fail(format!(
+                "the master exited ({st}); see the mail log for why"
+            ));
+        }
+        if let Ok(Reply::Status(ps)) = client::request(&socket(&params), Request::Status)
+            && ps.len() > 1
+            && ps.iter().all(|p| p.state == "running")
+        {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fail("the mail system did not come up within 30s; see the mail log")
+}
+
+pub fn stop(dir: Option<&Path>) -> ExitCode {
+    let sock = control_socket(dir);
+    match client::request(&sock, Request::Stop) {
+        Ok(Reply::Ok(_)) => {}
+        Ok(Reply::Error(e)) => return fail(e),
+        Ok(_) => return fail("unexpected reply from the master"),
+        Err(e) => return fail(e),
+    }
+    eprintln!("postern: stopping the Postern mail system");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if matches!(
+            client::request(&sock, Request::Status),
+            Err(ClientError::NotRunning)
+        ) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fail("the master did not stop within 20s")
+}
+
+pub fn reload(dir: Option<&Path>, service: Option<String>) -> ExitCode {
+    let Some((_, params)) = load(dir) else {
+        return ExitCode::FAILURE;
+    };
+    match client::request(
+        &socket(&params),
+        Request::Reload(service.unwrap_or_default()),
+    ) {
+        Ok(Reply::Ok(m)) => {
+            eprintln!("postern: {m}");
+            ExitCode::SUCCESS
+        }
+        Ok(Reply::Error(e)) => fail(e),
+        Ok(_) => fail("unexpected reply from the master"),
+        Err(e) => fail(e),
+    }
+}
+
+pub fn status(dir: Option<&Path>, json: bool) -> ExitCode {
+    let ps = match client::request(&control_socket(dir), Request::Status) {
+        Ok(Reply::Status(ps)) => ps,
+        Ok(Reply::Error(e)) => return fail(e),
+        Ok(_) => return fail("unexpected reply from the master"),
+        Err(e) => return fail(e),
+    };
+    if json {
+        let list: Vec<serde_json::Value> = ps
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "role": p.role, "pid": p.pid, "uid": p.uid, "gid": p.gid,
+                    "no_new_privs": p.no_new_privs, "seccomp": p.seccomp, "cap_eff": p.cap_eff,
+                    "landlock": p.landlock, "netns": p.netns, "state": p.state, "restarts": p.restarts,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "processes": list }));
+    } else {
+        println!(
+            "{:<10} {:>7} {:>6} {:>3} {:>7} {:<16} {:<15} {:<7} {:<10} {:>8}",
+            "ROLE",
+            "PID",
+            "UID",
+            "NNP",
+            "SECCOMP",
+            "CAPEFF",
+            "LANDLOCK",
+            "NETNS",
+            "STATE",
+            "RESTARTS"
+        );
+        for p in &ps {
+            println!(
+                "{:<10} {:>7} {:>6} {:>3} {:>7} {:<16} {:<15} {:<7} {:<10} {:>8}",
+                p.role,
+                p.pid,
+                p.uid,
+                u8::from(p.no_new_privs),
+                p.seccomp,
+                p.cap_eff,
+                if p.landlock.is_empty() {
+                    "-"
+                } else {
+                    &p.landlock
+                },
+                if p.netns.is_empty() { "-" } else { &p.netns },
+                p.state,
+                p.restarts
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,36 @@
+//! Wall-clock time for log lines and message headers. The system time zone
+//! is read once, before the jail hides /etc/localtime.
+use std::sync::OnceLock;
+
+use jiff::tz::TimeZone;
+
+static TZ: OnceLock<TimeZone> = OnceLock::new();
+
+pub fn init() {
+    let _ = TZ.set(TimeZone::try_system().unwrap_or(TimeZone::UTC));
+}
+
+pub fn tz() -> TimeZone {
+    TZ.get().cloned().unwrap_or(TimeZone::UTC)
+}
+
+pub fn now() -> jiff::Zoned {
+    jiff::Timestamp::now().to_zoned(tz())
+}
+
+/// `Nov 24 18:37:01`, the syslog time stamp.
+pub fn syslog_stamp() -> String {
+    now().strftime("%b %e %H:%M:%S").to_string()
+}
+
+#[expect(dead_code, reason = "cleanup adds Date: headers with this")]
+/// RFC 5322 date: `Tue, 24 Nov 2026 18:37:01 +0100 (CET)`.
+pub fn rfc5322() -> String {
+    let z = now();
+    format!(
+        "{} ({})",
+        z.strftime("%a, %e %b %Y %H:%M:%S %z"),
+        z.strftime("%Z")
+    )
+    .replace("  ", " ")
+}

@@ -1,0 +1,283 @@
+//! What every jailed role does at start, in this order (after OpenSMTPD's
+//! per-process setup): take the control channel, read the Setup the master
+//! sends (configuration slice and listeners; the master is trusted), prepare
+//! what must be opened before the jail, enter the jail, and only then build
+//! the async runtime, report Ready, and run the role's event loop.
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postern_config::{Params, Role};
+use postern_ipc::master::{FromDaemon, ListenerInfo, Setup, ToDaemon};
+use postern_ipc::{Channel, ChannelError, Message};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{fatal, roles};
+
+/// What a role's main function gets.
+#[expect(dead_code, reason = "the receive path uses every field")]
+pub struct Context {
+    pub role: Role,
+    pub params: Params,
+    pub listeners: Vec<ListenerInfo>,
+    pub switchboard: Switchboard,
+    /// Channels other roles opened to us.
+    pub inbound: mpsc::UnboundedReceiver<(Role, OwnedFd)>,
+    /// Becomes true when the master asks us to finish and exit.
+    pub shutdown: watch::Receiver<bool>,
+    pub jail: postern_sandbox::JailReport,
+}
+
+#[expect(dead_code, reason = "the receive path uses these")]
+impl Context {
+    pub fn query_timeout(&self) -> Duration {
+        self.params
+            .duration("ipc_query_timeout")
+            .unwrap_or(Duration::from_secs(10))
+    }
+    pub fn transfer_timeout(&self) -> Duration {
+        self.params
+            .duration("ipc_timeout")
+            .unwrap_or(Duration::from_secs(3600))
+    }
+}
+
+/// Reads one frame from the (nonblocking) control fd before any runtime
+/// exists, waiting with poll(2).
+fn recv_blocking(fd: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut buf = vec![0u8; postern_ipc::frame::HEADER + postern_ipc::master::MAX_FRAME + 1];
+    loop {
+        let mut pfd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        poll(&mut pfd, PollTimeout::from(30_000u16)).map_err(|e| format!("poll: {e}"))?;
+        match postern_sandbox::fdpass::recv(fd.as_fd(), &mut buf) {
+            Ok(r) if r.len == 0 => return Err("master closed the control channel".into()),
+            Ok(r) if r.truncated || r.fds_truncated => return Err("oversize setup frame".into()),
+            Ok(r) => return Ok((buf[..r.len].to_vec(), r.fds)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(format!("recv: {e}")),
+        }
+    }
+}
+
+/// Runs `role` with the control channel on `ipc_fd`. Never returns normally.
+/// `prepare` runs before the jail; it returns the role's main function and
+/// any descriptors it opened that must survive into the jail.
+pub fn run<F, Fut>(
+    role: Role,
+    ipc_fd: RawFd,
+    prepare: impl FnOnce(&Params) -> Result<(F, Vec<RawFd>), String>,
+) -> !
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let ctl = match postern_sandbox::sys::take_inherited_fd(ipc_fd) {
+        Ok(fd) => fd,
+        Err(e) => fatal!("{role}: bad --ipc-fd {ipc_fd}: {e}"),
+    };
+    let setup = match recv_blocking(&ctl)
+        .and_then(|(f, fds)| ToDaemon::decode(&f, fds).map_err(|e| e.to_string()))
+    {
+        Ok(ToDaemon::Setup(s)) => s,
+        Ok(other) => fatal!("{role}: expected setup from master, got {other:?}"),
+        Err(e) => fatal!("{role}: cannot read setup from master: {e}"),
+    };
+    let Setup {
+        role: role_name,
+        params,
+        listeners,
+    } = setup;
+    if role_name != role.name() {
+        fatal!("{role}: master sent setup for role {role_name}");
+    }
+    let params = match Params::from_pairs(params) {
+        Ok(p) => p,
+        Err(e) => fatal!("{role}: bad configuration from master: {e}"),
+    };
+    crate::log::init(params.str("syslog_name"));
+    crate::clock::init();
+    // Work that needs the filesystem or privileges happens here, before the jail.
+    let (main, extra) = match prepare(&params) {
+        Ok(m) => m,
+        Err(e) => fatal!("{e}"),
+    };
+    let mut keep: Vec<RawFd> = vec![ctl.as_raw_fd()];
+    keep.extend(listeners.iter().map(|l| l.fd.as_raw_fd()));
+    keep.extend(extra);
+    let jail = match postern_sandbox::jail::enter(&roles::jail_spec(role, &params, keep)) {
+        Ok(r) => r,
+        Err(e) => fatal!("{role}: cannot enter the jail: {e}"),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => fatal!("{role}: cannot start the event loop: {e}"),
+    };
+    rt.block_on(async move {
+        let query = params
+            .duration("ipc_query_timeout")
+            .unwrap_or(Duration::from_secs(10));
+        let (switchboard, inbound, shutdown) = match Switchboard::start(ctl, query, &jail).await {
+            Ok(s) => s,
+            Err(e) => fatal!("{role}: control channel: {e}"),
+        };
+        main(Context {
+            role,
+            params,
+            listeners,
+            switchboard,
+            inbound,
+            shutdown,
+            jail,
+        })
+        .await;
+    });
+    std::process::exit(0)
+}
+
+type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Result<OwnedFd, String>>>>>;
+
+/// Asks the master for channels to peer roles.
+#[derive(Clone)]
+pub struct Switchboard {
+    writer: Arc<Channel>,
+    pending: Pending,
+    next: Arc<Mutex<u32>>,
+    timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("master refused a channel to {0}: {1}")]
+    Refused(Role, String),
+    #[error("no channel to {0} within {1:?}")]
+    Timeout(Role, Duration),
+    #[error("control channel: {0}")]
+    Channel(#[from] ChannelError),
+}
+
+impl Switchboard {
+    async fn start(
+        ctl: OwnedFd,
+        timeout: Duration,
+        jail: &postern_sandbox::JailReport,
+    ) -> Result<
+        (
+            Self,
+            mpsc::UnboundedReceiver<(Role, OwnedFd)>,
+            watch::Receiver<bool>,
+        ),
+        ChannelError,
+    > {
+        // Two descriptors on one socket: the reader task owns one, senders share the other.
+        let wfd = ctl.try_clone()?;
+        let max = <ToDaemon as Message>::MAX_FRAME;
+        let mut reader = Channel::new(ctl, max, Duration::from_secs(3600))?;
+        let writer = Arc::new(Channel::new(wfd, max, timeout)?);
+        let pending: Pending = Arc::default();
+        let (in_tx, in_rx) = mpsc::unbounded_channel();
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let sb = Switchboard {
+            writer,
+            pending: pending.clone(),
+            next: Arc::new(Mutex::new(0)),
+            timeout,
+        };
+        sb.send(&FromDaemon::Ready {
+            landlock: jail.landlock.as_str().into(),
+            landlock_abi: jail.landlock_abi as u32,
+            netns: jail.netns.as_str().into(),
+        })
+        .await?;
+        tokio::spawn(async move {
+            loop {
+                let msg = match reader.recv().await {
+                    Ok((f, fds)) => ToDaemon::decode(f, fds),
+                    // The master is gone: so are we (no orphaned daemons).
+                    Err(ChannelError::Closed) => std::process::exit(0),
+                    Err(e) => fatal!("control channel from master: {e}"),
+                };
+                match msg {
+                    Ok(ToDaemon::Peer {
+                        request_id: 0,
+                        peer_role,
+                        fd,
+                    }) => match Role::from_name(&peer_role) {
+                        Some(r) => {
+                            let _ = in_tx.send((r, fd));
+                        }
+                        None => fatal!("master offered a channel from unknown role {peer_role}"),
+                    },
+                    Ok(ToDaemon::Peer { request_id, fd, .. }) => {
+                        if let Some(tx) = pending.lock().expect("pending").remove(&request_id) {
+                            let _ = tx.send(Ok(fd));
+                        }
+                    }
+                    Ok(ToDaemon::ConnectFailed { request_id, reason }) => {
+                        if let Some(tx) = pending.lock().expect("pending").remove(&request_id) {
+                            let _ = tx.send(Err(reason));
+                        }
+                    }
+                    Ok(ToDaemon::Shutdown) => {
+                        let _ = sd_tx.send(true);
+                    }
+                    Ok(ToDaemon::Setup(_)) => fatal!("master sent a second setup"),
+                    Err(e) => fatal!("protocol violation from master: {e}"),
+                }
+            }
+        });
+        Ok((sb, in_rx, sd_rx))
+    }
+
+    pub async fn send(&self, m: &FromDaemon) -> Result<(), ChannelError> {
+        self.writer.send(&m.encode(), &[]).await
+    }
+
+    /// A fresh channel to `peer`, or an error after the query deadline.
+    #[expect(dead_code, reason = "the receive path uses it")]
+    pub async fn connect(&self, peer: Role) -> Result<OwnedFd, SwitchError> {
+        let id = {
+            let mut n = self.next.lock().expect("counter");
+            *n = n.wrapping_add(1).max(1);
+            *n
+        };
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending").insert(id, tx);
+        let sent = self
+            .send(&FromDaemon::Connect {
+                request_id: id,
+                peer_role: peer.name().into(),
+            })
+            .await;
+        if let Err(e) = sent {
+            self.pending.lock().expect("pending").remove(&id);
+            return Err(e.into());
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(Ok(fd))) => Ok(fd),
+            Ok(Ok(Err(reason))) => Err(SwitchError::Refused(peer, reason)),
+            Ok(Err(_)) | Err(_) => {
+                self.pending.lock().expect("pending").remove(&id);
+                Err(SwitchError::Timeout(peer, self.timeout))
+            }
+        }
+    }
+
+    /// Tells the master an SMTP connection started or ended (for the
+    /// crash-rate throttle). Never blocks the caller for long.
+    pub fn connection(&self, opened: bool) {
+        let sb = self.clone();
+        tokio::spawn(async move {
+            let m = if opened {
+                FromDaemon::ConnectionOpened
+            } else {
+                FromDaemon::ConnectionClosed
+            };
+            let _ = sb.send(&m).await;
+        });
+    }
+}

@@ -1,0 +1,136 @@
+//! `postern`: one binary for every role of the Postern MTA. The master
+//! starts each daemon as `postern daemon ROLE --ipc-fd N`, a fresh exec.
+#![forbid(unsafe_code)]
+
+mod broker;
+mod cleanup;
+mod cli;
+mod clock;
+mod daemon;
+mod log;
+mod master;
+mod probe;
+mod qmgr;
+mod roles;
+mod smtpd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use postern_config::Role;
+
+#[derive(Parser)]
+#[command(
+    name = "postern",
+    version,
+    about = "Postern, a hardened mail transfer agent for appliances"
+)]
+struct Cli {
+    /// Configuration directory holding main.cf (and optionally master.cf).
+    /// Without it, the embedded default configuration is used.
+    #[arg(
+        short = 'c',
+        long = "config-dir",
+        global = true,
+        env = "MAIL_CONFIG",
+        value_name = "DIR"
+    )]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the mail system.
+    Start {
+        /// Stay attached to the terminal and log to stderr.
+        #[arg(long)]
+        foreground: bool,
+        #[arg(long, hide = true)]
+        detached: bool,
+    },
+    /// Stop every process of this instance.
+    Stop,
+    /// Re-read the configuration and restart one service, or all of them.
+    Reload { service: Option<String> },
+    /// Show every process with its pid, uid and live protections.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or check configuration parameters (like postconf).
+    Conf {
+        /// Only parameters set in main.cf.
+        #[arg(short = 'n')]
+        non_default: bool,
+        /// Default values.
+        #[arg(short = 'd')]
+        defaults: bool,
+        /// Expand $name references.
+        #[arg(short = 'x')]
+        expand: bool,
+        /// Report every error and warning with file:line; exit 1 on errors.
+        #[arg(long)]
+        check: bool,
+        names: Vec<String>,
+    },
+    #[command(hide = true)]
+    Daemon {
+        role: String,
+        #[arg(long)]
+        ipc_fd: i32,
+    },
+    #[command(hide = true)]
+    Probe { role: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let dir = cli.config.as_deref();
+    match cli.cmd {
+        Cmd::Daemon { role, ipc_fd } => match Role::from_name(&role) {
+            Some(Role::Broker) => broker::main(ipc_fd),
+            Some(Role::Smtpd) => smtpd::main(ipc_fd),
+            Some(Role::Cleanup) => cleanup::main(ipc_fd),
+            Some(Role::Qmgr) => qmgr::main(ipc_fd),
+            _ => cli::fail(format!("no such daemon role: {role}")),
+        },
+        Cmd::Probe { role } => {
+            let Some(r) = Role::from_name(&role) else {
+                return cli::fail(format!("no such role: {role}"));
+            };
+            let Some((_, params)) = cli::load(dir) else {
+                return ExitCode::FAILURE;
+            };
+            probe::run(r, &params)
+        }
+        Cmd::Start {
+            foreground,
+            detached,
+        } => cli::start(dir, foreground, detached),
+        Cmd::Stop => cli::stop(dir),
+        Cmd::Reload { service } => cli::reload(dir, service),
+        Cmd::Status { json } => cli::status(dir, json),
+        Cmd::Conf {
+            non_default,
+            defaults,
+            expand,
+            check,
+            names,
+        } => {
+            let cfg = postern_config::Config::load(dir);
+            cli::conf::run(
+                &cfg,
+                &cli::conf::ConfArgs {
+                    non_default,
+                    defaults,
+                    expand,
+                    check,
+                    names,
+                },
+            )
+        }
+    }
+}

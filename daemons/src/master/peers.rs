@@ -1,0 +1,14 @@
+//! The peer graph, declared once: which role may ask the master for a
+//! channel to which. Anything else is a protocol violation by the asker.
+use postern_config::Role;
+
+/// (client, server) pairs.
+pub const EDGES: &[(Role, Role)] = &[
+    (Role::Smtpd, Role::Cleanup),
+    (Role::Cleanup, Role::Broker),
+    (Role::Qmgr, Role::Broker),
+];
+
+pub fn allowed(client: Role, server: Role) -> bool {
+    EDGES.contains(&(client, server))
+}

@@ -1,0 +1,125 @@
+//! `postern probe ROLE`: enters ROLE's real jail (the same spec the daemon
+//! uses, built from the same configuration) and then tries operations the
+//! role must not be able to do, and some it must. Prints one JSON object.
+//! The test suite runs it for every role and checks each answer.
+use std::path::Path;
+use std::process::ExitCode;
+
+use postern_config::{Params, Role};
+use serde_json::{Value, json};
+
+use crate::{master, roles};
+
+fn outcome<T, E: std::fmt::Display>(r: Result<T, E>) -> Value {
+    match r {
+        Ok(_) => json!({ "ok": true }),
+        Err(e) => json!({ "ok": false, "error": e.to_string() }),
+    }
+}
+
+fn write_file_in(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let p = dir.join(format!(".probe-{}", std::process::id()));
+    let mut f = std::fs::File::create(&p)?;
+    f.write_all(b"probe")?;
+    f.sync_all()?;
+    std::fs::remove_file(&p)
+}
+
+pub fn run(role: Role, params: &Params) -> ExitCode {
+    if roles::spec(role).is_none() {
+        eprintln!("postern: fatal: no such role: {role}");
+        return ExitCode::FAILURE;
+    }
+    let layout = match master::dirs::prepare(params) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("postern: fatal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match postern_sandbox::jail::enter(&roles::jail_spec(role, params, vec![])) {
+        Ok(r) => r,
+        Err(e) => {
+            println!(
+                "{}",
+                json!({ "role": role.name(), "jail_error": e.to_string() })
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let ppid = nix::unistd::getppid();
+    let mut checks = serde_json::Map::new();
+    let mut check = |name: &str, v: Value| {
+        checks.insert(name.into(), v);
+    };
+    check("open_shadow", outcome(std::fs::File::open("/etc/shadow")));
+    check("open_passwd", outcome(std::fs::File::open("/etc/passwd")));
+    check("read_queue_dir", outcome(std::fs::read_dir(&layout.queue)));
+    check("write_queue_dir", outcome(write_file_in(&layout.queue)));
+    check("read_data_dir", outcome(std::fs::read_dir(&layout.data)));
+    check(
+        "execve",
+        outcome(nix::unistd::execv(c"/bin/true", &[c"/bin/true"])),
+    );
+    check(
+        "fork",
+        outcome(std::process::Command::new("/bin/true").status()),
+    );
+    check(
+        "inet_socket",
+        outcome(nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::empty(),
+            None,
+        )),
+    );
+    check("ptrace_parent", outcome(nix::sys::ptrace::attach(ppid)));
+    check("signal_parent", outcome(nix::sys::signal::kill(ppid, None)));
+    check(
+        "setuid_root",
+        outcome(nix::unistd::setuid(nix::unistd::Uid::from_raw(0))),
+    );
+    // What every role must still be able to do.
+    check(
+        "socketpair",
+        outcome(postern_sandbox::fdpass::seqpacket_pair()),
+    );
+    check(
+        "runtime",
+        outcome(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| {
+                    rt.block_on(async {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        tokio::task::spawn_blocking(|| 42).await
+                    })
+                })
+                .and_then(|r| r.map_err(std::io::Error::other)),
+        ),
+    );
+    let big = vec![7u8; 64 << 20];
+    check(
+        "alloc",
+        outcome::<_, String>(if big[big.len() - 1] == 7 {
+            Ok(())
+        } else {
+            Err("bad".into())
+        }),
+    );
+    println!(
+        "{}",
+        json!({
+            "role": role.name(),
+            "uid": nix::unistd::getuid().as_raw(),
+            "gid": nix::unistd::getgid().as_raw(),
+            "landlock": report.landlock.as_str(),
+            "netns": report.netns.as_str(),
+            "checks": checks,
+        })
+    );
+    ExitCode::SUCCESS
+}

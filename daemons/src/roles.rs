@@ -1,0 +1,113 @@
+//! The process table in code: what each role may do. SECURITY.md documents
+//! the same table, and a test compares it with what `postern status --json`
+//! reports for a running instance.
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use postern_config::{Params, Role};
+use postern_sandbox::{
+    FsAccess, FsRule, JailSpec, LandlockMode, Network, SeccompMode, SyscallGroups,
+};
+
+pub struct RoleSpec {
+    pub role: Role,
+    /// Needs the host network (outbound connections).
+    pub network: bool,
+    pub syscalls: SyscallGroups,
+    /// Only one process of this role may run at a time: a reload stops the
+    /// old one before starting the new one (queue owner, scheduler).
+    pub exclusive: bool,
+    /// Accepts the inet listeners of master.cf.
+    pub listeners: bool,
+}
+
+const COMMON: SyscallGroups = SyscallGroups::BASE
+    .union(SyscallGroups::RUNTIME)
+    .union(SyscallGroups::IPC);
+
+pub const SPECS: &[RoleSpec] = &[
+    RoleSpec {
+        role: Role::Broker,
+        network: false,
+        syscalls: COMMON
+            .union(SyscallGroups::FS_READ)
+            .union(SyscallGroups::FS_WRITE),
+        exclusive: true,
+        listeners: false,
+    },
+    RoleSpec {
+        role: Role::Smtpd,
+        network: false,
+        syscalls: COMMON.union(SyscallGroups::ACCEPT),
+        exclusive: false,
+        listeners: true,
+    },
+    RoleSpec {
+        role: Role::Cleanup,
+        network: false,
+        syscalls: COMMON,
+        exclusive: false,
+        listeners: false,
+    },
+    RoleSpec {
+        role: Role::Qmgr,
+        network: false,
+        syscalls: COMMON,
+        exclusive: true,
+        listeners: false,
+    },
+];
+
+pub fn spec(role: Role) -> Option<&'static RoleSpec> {
+    SPECS.iter().find(|s| s.role == role)
+}
+
+/// The roles the master starts, in start order.
+pub fn started() -> impl Iterator<Item = Role> {
+    SPECS.iter().map(|s| s.role)
+}
+
+/// The role's uid and gid when Postern runs as root.
+pub fn ids(role: Role, params: &Params) -> (u32, u32) {
+    let base = params.int("role_id_base").unwrap_or(60200) as u32;
+    let id = base + role.id_offset();
+    (id, id)
+}
+
+/// Paths each role's landlock rules name.
+pub fn paths(role: Role, params: &Params) -> Vec<FsRule> {
+    let rw = |p: &str| FsRule {
+        path: PathBuf::from(p),
+        access: FsAccess::ReadWrite,
+    };
+    match role {
+        Role::Broker => vec![rw(params.str("queue_directory"))],
+        _ => vec![],
+    }
+}
+
+/// Builds the jail for `role` from its configuration slice.
+pub fn jail_spec(role: Role, params: &Params, keep_fds: Vec<RawFd>) -> JailSpec {
+    let s = spec(role).expect("jail_spec for a started role");
+    JailSpec {
+        role: role.name().into(),
+        ids: Some(ids(role, params)),
+        network: if s.network {
+            Network::Outbound { tcp_ports: None }
+        } else {
+            Network::None
+        },
+        fs_rules: paths(role, params),
+        keep_fds,
+        syscalls: s.syscalls,
+        landlock: match params.str("landlock_enforcement") {
+            "best_effort" => LandlockMode::BestEffort,
+            _ => LandlockMode::Required,
+        },
+        seccomp: match params.str("sandbox_seccomp_action") {
+            "kill" => SeccompMode::Kill,
+            "log" => SeccompMode::Log,
+            _ => SeccompMode::Errno,
+        },
+    }
+}

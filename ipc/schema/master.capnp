@@ -1,0 +1,59 @@
+@0xb88940c69b80db67;
+# The control channel between the master and each daemon (the daemon's
+# --ipc-fd). The master is the switchboard: a daemon asks it for a channel to
+# a peer role, and the master checks the peer graph and hands both ends out.
+using Common = import "common.capnp";
+
+# Bump when any message in this file changes shape.
+const version :UInt32 = 1;
+
+struct Listener {
+  service @0 :Text;             # the master.cf service name, e.g. "127.0.0.1:2525"
+  params @1 :List(Common.Param);  # the service's expanded -o overrides
+}
+
+struct Setup {
+  version @0 :UInt32;
+  role @1 :Text;
+  params @2 :List(Common.Param);  # this role's slice of the configuration
+  listeners @3 :List(Listener);   # one descriptor each, in order, beside the frame
+}
+
+struct Peer {
+  requestId @0 :UInt32;         # 0 when the peer initiated (you accept it)
+  peerRole @1 :Text;
+}
+
+struct ConnectFailed {
+  requestId @0 :UInt32;
+  reason @1 :Text;
+}
+
+struct ToDaemon {
+  union {
+    setup @0 :Setup;
+    peer @1 :Peer;              # one descriptor beside: the channel
+    connectFailed @2 :ConnectFailed;
+    shutdown @3 :Void;          # stop accepting work, finish, exit
+  }
+}
+
+struct Ready {
+  landlock @0 :Text;            # fully_enforced | partially_enforced | not_enforced
+  landlockAbi @1 :UInt32;
+  netns @2 :Text;               # private | shared
+}
+
+struct Connect {
+  requestId @0 :UInt32;         # 1.., chosen by the daemon
+  peerRole @1 :Text;
+}
+
+struct FromDaemon {
+  union {
+    ready @0 :Ready;
+    connect @1 :Connect;
+    connectionOpened @2 :Void;  # an SMTP client connection was accepted
+    connectionClosed @3 :Void;  # ... and has ended
+  }
+}

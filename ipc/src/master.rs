@@ -1,0 +1,294 @@
+//! The master <-> daemon control channel (schema: master.capnp).
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::channel::{Message, no_fds};
+use crate::frame::{self, Violation, list_len, text};
+use crate::generated::master_capnp::{from_daemon, to_daemon};
+
+pub const VERSION: u32 = crate::generated::master_capnp::VERSION;
+/// Setup carries a role's whole configuration slice.
+pub const MAX_FRAME: usize = 128 * 1024;
+pub const MAX_PARAMS: usize = 1024;
+pub const MAX_NAME: usize = 64;
+/// Postfix's author suggests 10-20 KB per value; long lists need the room.
+pub const MAX_VALUE: usize = 16 * 1024;
+pub const MAX_LISTENERS: usize = 16;
+pub const MAX_ROLE: usize = 32;
+pub const MAX_REASON: usize = 512;
+
+pub type Params = Vec<(String, String)>;
+
+#[derive(Debug)]
+pub struct ListenerInfo {
+    pub service: String,
+    pub params: Params,
+    pub fd: OwnedFd,
+}
+
+#[derive(Debug)]
+pub struct Setup {
+    pub role: String,
+    pub params: Params,
+    pub listeners: Vec<ListenerInfo>,
+}
+
+#[derive(Debug)]
+pub enum ToDaemon {
+    Setup(Setup),
+    /// A channel to `peer_role`. `request_id` 0: the peer opened it, accept
+    /// it; otherwise it answers our Connect with that id.
+    Peer {
+        request_id: u32,
+        peer_role: String,
+        fd: OwnedFd,
+    },
+    ConnectFailed {
+        request_id: u32,
+        reason: String,
+    },
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromDaemon {
+    Ready {
+        landlock: String,
+        landlock_abi: u32,
+        netns: String,
+    },
+    Connect {
+        request_id: u32,
+        peer_role: String,
+    },
+    ConnectionOpened,
+    ConnectionClosed,
+}
+
+fn set_params(
+    mut list: capnp::struct_list::Builder<'_, crate::generated::common_capnp::param::Owned>,
+    params: &Params,
+) {
+    for (i, (n, v)) in params.iter().enumerate() {
+        let mut p = list.reborrow().get(i as u32);
+        p.set_name(frame::clip(n, MAX_NAME));
+        p.set_value(frame::clip(v, MAX_VALUE));
+    }
+}
+
+fn get_params(
+    list: capnp::Result<
+        capnp::struct_list::Reader<'_, crate::generated::common_capnp::param::Owned>,
+    >,
+    field: &'static str,
+) -> Result<Params, Violation> {
+    let list = list?;
+    list_len(list.len(), field, MAX_PARAMS)?;
+    list.iter()
+        .map(|p| {
+            Ok((
+                text(p.get_name(), "param.name", MAX_NAME)?,
+                text(p.get_value(), "param.value", MAX_VALUE)?,
+            ))
+        })
+        .collect()
+}
+
+impl Message for ToDaemon {
+    const MAX_FRAME: usize = MAX_FRAME;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut b = frame::builder();
+        {
+            let mut root = b.init_root::<to_daemon::Builder>();
+            match self {
+                ToDaemon::Setup(s) => {
+                    let mut sb = root.init_setup();
+                    sb.set_version(VERSION);
+                    sb.set_role(frame::clip(&s.role, MAX_ROLE));
+                    set_params(sb.reborrow().init_params(s.params.len() as u32), &s.params);
+                    let mut ls = sb.init_listeners(s.listeners.len() as u32);
+                    for (i, l) in s.listeners.iter().enumerate() {
+                        let mut lb = ls.reborrow().get(i as u32);
+                        lb.set_service(frame::clip(&l.service, MAX_VALUE));
+                        set_params(lb.init_params(l.params.len() as u32), &l.params);
+                    }
+                }
+                ToDaemon::Peer {
+                    request_id,
+                    peer_role,
+                    ..
+                } => {
+                    let mut p = root.init_peer();
+                    p.set_request_id(*request_id);
+                    p.set_peer_role(frame::clip(peer_role, MAX_ROLE));
+                }
+                ToDaemon::ConnectFailed { request_id, reason } => {
+                    let mut c = root.init_connect_failed();
+                    c.set_request_id(*request_id);
+                    c.set_reason(frame::clip(reason, MAX_REASON));
+                }
+                ToDaemon::Shutdown => root.set_shutdown(()),
+            }
+        }
+        frame::finish(&b)
+    }
+
+    fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        match self {
+            ToDaemon::Setup(s) => s.listeners.iter().map(|l| l.fd.as_fd()).collect(),
+            ToDaemon::Peer { fd, .. } => vec![fd.as_fd()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn decode(f: &[u8], fds: Vec<OwnedFd>) -> Result<Self, Violation> {
+        let r = frame::open(f, MAX_FRAME)?;
+        let root = r.get_root::<to_daemon::Reader>()?;
+        Ok(match root.which()? {
+            to_daemon::Setup(s) => {
+                let s = s?;
+                if s.get_version() != VERSION {
+                    return Err(Violation::Version {
+                        got: s.get_version(),
+                        want: VERSION,
+                    });
+                }
+                let ls = s.get_listeners()?;
+                let n = list_len(ls.len(), "setup.listeners", MAX_LISTENERS)?;
+                if fds.len() != n {
+                    return Err(Violation::FdCount {
+                        got: fds.len(),
+                        want: n,
+                    });
+                }
+                let mut listeners = Vec::with_capacity(n);
+                for (l, fd) in ls.iter().zip(fds) {
+                    listeners.push(ListenerInfo {
+                        service: text(l.get_service(), "listener.service", MAX_VALUE)?,
+                        params: get_params(l.get_params(), "listener.params")?,
+                        fd,
+                    });
+                }
+                ToDaemon::Setup(Setup {
+                    role: text(s.get_role(), "setup.role", MAX_ROLE)?,
+                    params: get_params(s.get_params(), "setup.params")?,
+                    listeners,
+                })
+            }
+            to_daemon::Peer(p) => {
+                let p = p?;
+                let mut fds = fds;
+                if fds.len() != 1 {
+                    return Err(Violation::FdCount {
+                        got: fds.len(),
+                        want: 1,
+                    });
+                }
+                ToDaemon::Peer {
+                    request_id: p.get_request_id(),
+                    peer_role: text(p.get_peer_role(), "peer.role", MAX_ROLE)?,
+                    fd: fds.remove(0),
+                }
+            }
+            to_daemon::ConnectFailed(c) => {
+                no_fds(&fds)?;
+                let c = c?;
+                ToDaemon::ConnectFailed {
+                    request_id: c.get_request_id(),
+                    reason: text(c.get_reason(), "connectFailed.reason", MAX_REASON)?,
+                }
+            }
+            to_daemon::Shutdown(()) => {
+                no_fds(&fds)?;
+                ToDaemon::Shutdown
+            }
+        })
+    }
+}
+
+impl Message for FromDaemon {
+    /// Nothing a daemon says to the master is large.
+    const MAX_FRAME: usize = 1024;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut b = frame::builder();
+        {
+            let mut root = b.init_root::<from_daemon::Builder>();
+            match self {
+                FromDaemon::Ready {
+                    landlock,
+                    landlock_abi,
+                    netns,
+                } => {
+                    let mut r = root.init_ready();
+                    r.set_landlock(frame::clip(landlock, MAX_ROLE));
+                    r.set_landlock_abi(*landlock_abi);
+                    r.set_netns(frame::clip(netns, MAX_ROLE));
+                }
+                FromDaemon::Connect {
+                    request_id,
+                    peer_role,
+                } => {
+                    let mut c = root.init_connect();
+                    c.set_request_id(*request_id);
+                    c.set_peer_role(frame::clip(peer_role, MAX_ROLE));
+                }
+                FromDaemon::ConnectionOpened => root.set_connection_opened(()),
+                FromDaemon::ConnectionClosed => root.set_connection_closed(()),
+            }
+        }
+        frame::finish(&b)
+    }
+
+    fn decode(f: &[u8], fds: Vec<OwnedFd>) -> Result<Self, Violation> {
+        // A daemon never sends descriptors to the master.
+        no_fds(&fds)?;
+        let r = frame::open(f, Self::MAX_FRAME)?;
+        let root = r.get_root::<from_daemon::Reader>()?;
+        Ok(match root.which()? {
+            from_daemon::Ready(rd) => {
+                let rd = rd?;
+                let landlock = text(rd.get_landlock(), "ready.landlock", MAX_ROLE)?;
+                let netns = text(rd.get_netns(), "ready.netns", MAX_ROLE)?;
+                if !["fully_enforced", "partially_enforced", "not_enforced"]
+                    .contains(&landlock.as_str())
+                {
+                    return Err(Violation::Field {
+                        field: "ready.landlock",
+                        why: format!("unknown state \"{landlock}\""),
+                    });
+                }
+                if !["private", "shared"].contains(&netns.as_str()) {
+                    return Err(Violation::Field {
+                        field: "ready.netns",
+                        why: format!("unknown state \"{netns}\""),
+                    });
+                }
+                FromDaemon::Ready {
+                    landlock,
+                    landlock_abi: frame::range(
+                        rd.get_landlock_abi().into(),
+                        "ready.landlockAbi",
+                        0,
+                        1000,
+                    )? as u32,
+                    netns,
+                }
+            }
+            from_daemon::Connect(c) => {
+                let c = c?;
+                FromDaemon::Connect {
+                    request_id: frame::range(
+                        c.get_request_id().into(),
+                        "connect.requestId",
+                        1,
+                        u32::MAX.into(),
+                    )? as u32,
+                    peer_role: text(c.get_peer_role(), "connect.peerRole", MAX_ROLE)?,
+                }
+            }
+            from_daemon::ConnectionOpened(()) => FromDaemon::ConnectionOpened,
+            from_daemon::ConnectionClosed(()) => FromDaemon::ConnectionClosed,
+        })
+    }
+}

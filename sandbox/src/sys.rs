@@ -1,0 +1,133 @@
+//! Raw system calls that no safe wrapper offers. Each is one small function
+//! with a `// SAFETY:` comment; nothing else in Postern calls `libc` directly.
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Closes every descriptor in `first..=last` (close_range(2), Linux 5.9+).
+pub fn close_range(first: u32, last: u32) -> io::Result<()> {
+    if first > last {
+        return Ok(());
+    }
+    // SAFETY: close_range takes plain integers and touches no memory of ours.
+    // Descriptors it closes must not be owned by live Rust objects; the jail
+    // only closes descriptors outside the role's explicit allowlist, and the
+    // daemon keeps no other descriptors at that point (see jail::enter).
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    cvt(ret).map(|_| ())
+}
+
+/// The landlock ABI version the running kernel supports, or the errno that
+/// says why there is none (ENOSYS: not built in; EOPNOTSUPP: disabled at boot).
+pub fn landlock_abi_version() -> Result<i32, io::Error> {
+    const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1 << 0;
+    // SAFETY: with a NULL attribute pointer, size 0 and the VERSION flag the
+    // kernel reads no memory and only returns the ABI number.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    cvt(ret).map(|v| v as i32)
+}
+
+/// Takes ownership of a descriptor number that the master handed to this
+/// process at exec (`--ipc-fd N`). Checks that it is open and marks it CLOEXEC.
+///
+/// Call it once per number, at startup, before anything else could own `fd`.
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "inherited descriptor must be 3 or above",
+        ));
+    }
+    // SAFETY: fcntl(F_GETFD) on an integer only queries the descriptor table.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; F_SETFD only changes the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (checked above) and, per this function's
+    // contract, owned by nothing else in this process.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Wraps descriptors that arrived in an SCM_RIGHTS control message.
+pub(crate) fn own_received_fds(raw: &[RawFd]) -> Vec<OwnedFd> {
+    raw.iter()
+        .map(|&fd| {
+            // SAFETY: the kernel installed these descriptors in our table for
+            // this recvmsg call alone; nothing else knows their numbers yet.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        })
+        .collect()
+}
+
+/// Registers an owned descriptor with the tokio reactor for read and write
+/// readiness. Must be called inside a runtime.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use tokio::io::Interest;
+    // SAFETY: tokio requires that the descriptor stay open and not be
+    // replaced while registered. `OwnedFd` is moved into the AsyncFd, which
+    // is then its only owner: nothing else can close or dup2 over it until
+    // the AsyncFd (and with it the registration) is dropped.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            fd,
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    }
+    .map_err(|e| e.into_parts().1)
+}
+
+/// Makes a spawned child start a new session (setsid), so `postern start`
+/// can leave a daemonised master behind when the terminal closes.
+pub fn start_new_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // setsid(2), which is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn landlock_version_is_known_or_explained() {
+        match landlock_abi_version() {
+            Ok(v) => assert!(v >= 1),
+            Err(e) => assert!(matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+            )),
+        }
+    }
+
+    #[test]
+    fn take_inherited_rejects_stdio_and_closed() {
+        assert!(take_inherited_fd(1).is_err());
+        assert!(take_inherited_fd(999_999).is_err());
+    }
+}

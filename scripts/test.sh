@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs Postern's whole test suite on a fresh Debian 12 machine that has the
+# Rust toolchain: installs the system packages the tests use, checks the
+# generated IPC code, builds, and runs every test (unit, IPC, jail probes,
+# black-box tests with real clients). Run as root (the jail tests check the
+# uid split) or with sudo available.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+    capnproto        # checks that ipc/src/generated matches ipc/schema
+    swaks            # a real SMTP client
+    python3          # Debian's python, for smtplib and aiosmtpd
+    python3-aiosmtpd # a real SMTP server as the next hop
+    openssl          # openssl s_client
+    util-linux       # setpriv, to run an instance as an ordinary user
+)
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+echo "== format"
+cargo fmt --all -- --check
+echo "== generated IPC code is current"
+cargo run -q --locked -p postern-ipc-codegen -- --check
+echo "== build"
+cargo build --locked --workspace --bins
+echo "== clippy"
+cargo clippy -q --locked --workspace --all-targets -- -D warnings
+echo "== tests"
+cargo test --locked --workspace

@@ -1,0 +1,314 @@
+//! The foundation: every daemon jailed in its own process, supervision,
+//! reload, the control socket, and the configuration checker.
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use postern_tests::{Instance, is_root, wait_for};
+
+const ROLES: &[&str] = &["broker", "smtpd", "cleanup", "qmgr"];
+
+#[test]
+fn every_daemon_runs_jailed_in_its_own_process() {
+    let mut inst = Instance::new("");
+    inst.start();
+    let st = inst.status();
+    let ps = st["processes"].as_array().unwrap();
+    let roles: BTreeSet<&str> = ps.iter().map(|p| p["role"].as_str().unwrap()).collect();
+    for r in ROLES.iter().chain(&["master"]) {
+        assert!(roles.contains(r), "{r} missing from {st}");
+    }
+    let mut uids = BTreeSet::new();
+    let mut pids = BTreeSet::new();
+    for p in ps {
+        assert!(pids.insert(p["pid"].as_u64().unwrap()), "pid shared: {st}");
+        if p["role"] == "master" {
+            continue;
+        }
+        assert_eq!(p["no_new_privs"], true, "{p}");
+        assert_eq!(p["seccomp"], 2, "{p}");
+        assert_eq!(p["cap_eff"], "0000000000000000", "{p}");
+        assert_eq!(p["landlock"], "fully_enforced", "{p}");
+        assert_eq!(p["netns"], "private", "{p}");
+        if is_root() {
+            let uid = p["uid"].as_u64().unwrap();
+            assert_ne!(uid, 0, "{p}");
+            assert!(uids.insert(uid), "uid {uid} shared by two roles: {st}");
+        }
+    }
+    // The human-readable form lists the same processes.
+    let out = inst.postern(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for r in ROLES {
+        assert!(text.lines().any(|l| l.starts_with(r)), "{text}");
+    }
+    inst.stop();
+}
+
+#[test]
+fn a_killed_daemon_is_running_again_within_seconds() {
+    let mut inst = Instance::new("");
+    inst.start();
+    for role in ROLES {
+        let old = inst.pid_of(role).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(old as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let new = wait_for(&format!("{role} restarted"), Duration::from_secs(5), || {
+            inst.pid_of(role).filter(|&p| p != old)
+        });
+        assert_ne!(new, old);
+        inst.wait_log(
+            &format!("{role} pid {old} killed by signal 9"),
+            Duration::from_secs(5),
+        );
+    }
+    inst.wait_running();
+    inst.stop();
+}
+
+#[test]
+fn a_service_that_crashes_on_most_connections_is_throttled() {
+    let mut inst = Instance::new(
+        "service_throttle_time = 4s\nservice_crash_throttle_minimum = 3\nservice_crash_throttle_percent = 50\n",
+    );
+    inst.start();
+    for _ in 0..3 {
+        // A connection is open when the process dies: a crash on a connection.
+        let pid = wait_for("smtpd running", Duration::from_secs(10), || {
+            inst.pid_of("smtpd")
+        });
+        let mut c = inst.smtp();
+        assert!(c.reply().starts_with("220 "));
+        // The master counts the connection before we pull the plug.
+        std::thread::sleep(Duration::from_millis(200));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        assert!(c.closed());
+        wait_for("smtpd gone", Duration::from_secs(5), || {
+            (inst.pid_of("smtpd") != Some(pid)).then_some(())
+        });
+    }
+    inst.wait_log(
+        "service smtpd: 3 of 3 recent connections ended in a crash -- throttling for 4s",
+        Duration::from_secs(5),
+    );
+    let st = inst.status();
+    let smtpd = st["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "smtpd")
+        .unwrap()
+        .clone();
+    assert_eq!(smtpd["state"], "throttled", "{st}");
+    // It comes back by itself once the throttle time is over.
+    wait_for("smtpd back after throttle", Duration::from_secs(15), || {
+        inst.pid_of("smtpd")
+    });
+    let mut c = inst.smtp();
+    assert!(c.reply().starts_with("220 "));
+    inst.stop();
+}
+
+#[test]
+fn a_crash_with_no_connection_open_is_not_throttled() {
+    let mut inst =
+        Instance::new("service_throttle_time = 60s\nservice_crash_throttle_minimum = 1\n");
+    inst.start();
+    for _ in 0..3 {
+        let pid = wait_for("smtpd", Duration::from_secs(10), || inst.pid_of("smtpd"));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_for("smtpd restarted", Duration::from_secs(10), || {
+            inst.pid_of("smtpd").filter(|&p| p != pid)
+        });
+    }
+    assert!(!inst.log().contains("throttling for"), "{}", inst.log());
+    inst.stop();
+}
+
+#[test]
+fn reload_of_one_service_leaves_the_others_alone() {
+    let mut inst = Instance::new("");
+    inst.start();
+    let before: Vec<(String, u32)> = ROLES
+        .iter()
+        .map(|r| (r.to_string(), inst.pid_of(r).unwrap()))
+        .collect();
+    let master = inst.master_pid();
+    let out = inst.postern(&["reload", "smtpd"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let old_smtpd = before.iter().find(|(r, _)| r == "smtpd").unwrap().1;
+    let new_smtpd = wait_for("new smtpd", Duration::from_secs(10), || {
+        inst.pid_of("smtpd").filter(|&p| p != old_smtpd)
+    });
+    // The old process drains and exits; nothing else changed.
+    inst.wait_log(
+        &format!("smtpd pid {old_smtpd} exited"),
+        Duration::from_secs(10),
+    );
+    for (role, pid) in &before {
+        if role != "smtpd" {
+            assert_eq!(
+                inst.pid_of(role),
+                Some(*pid),
+                "{role} was restarted by reload smtpd"
+            );
+        }
+    }
+    assert_eq!(inst.master_pid(), master);
+    let mut c = inst.smtp();
+    assert!(c.reply().starts_with("220 "));
+    assert_ne!(new_smtpd, old_smtpd);
+    // An unknown service is refused with a clear message.
+    let out = inst.postern(&["reload", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown service: nosuch"));
+    inst.stop();
+}
+
+#[test]
+fn reload_with_a_broken_config_changes_nothing() {
+    let mut inst = Instance::new("");
+    inst.start();
+    let before = inst.pid_of("smtpd").unwrap();
+    let main = inst.config_dir().join("main.cf");
+    let good = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, format!("{good}smtpd_timeout = forever\n")).unwrap();
+    let out = inst.postern(&["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("smtpd_timeout"), "{err}");
+    assert_eq!(inst.pid_of("smtpd"), Some(before));
+    std::fs::write(&main, good).unwrap();
+    inst.stop();
+}
+
+#[test]
+fn conf_check_reports_every_error_with_its_line() {
+    let inst = Instance::new(
+        "smtpd_timeout = soon\nthis is not a parameter line\nsmtpd_recipient_limit = 50\nunknown_thing = 1\n",
+    );
+    let out = inst.postern(&["conf", "--check"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let main = inst.config_dir().join("main.cf").display().to_string();
+    // Lines 1-4 of main.cf are the harness's; ours start at 5.
+    for (line, what) in [
+        (5, "smtpd_timeout"),
+        (6, "missing '='"),
+        (7, "smtpd_recipient_limit"),
+    ] {
+        let needle = format!("{main}:{line}: error:");
+        assert!(
+            err.lines().any(|l| l.contains(&needle) && l.contains(what)),
+            "no {needle} {what} in:\n{err}"
+        );
+    }
+    assert!(
+        err.contains(&format!(
+            "{main}:8: warning: unknown parameter: unknown_thing"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches(": error:").count(), 3, "{err}");
+    // A clean configuration passes.
+    let ok = Instance::new("");
+    let out = ok.postern(&["conf", "--check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn conf_prints_values_like_postconf() {
+    let inst = Instance::new(
+        "message_size_limit = 20480000\nmy_list = a, b\nsmtpd_client_restrictions = $my_list\n",
+    );
+    let out = inst.postern(&["conf", "message_size_limit", "smtpd_timeout"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "message_size_limit = 20480000\nsmtpd_timeout = 300s\n"
+    );
+    let out = inst.postern(&["conf", "-d", "message_size_limit"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "message_size_limit = 10240000\n"
+    );
+    let out = inst.postern(&["conf", "-x", "smtpd_client_restrictions"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "smtpd_client_restrictions = a, b\n"
+    );
+    let out = inst.postern(&["conf", "-n"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("message_size_limit = 20480000\n") && text.contains("my_list = a, b\n"),
+        "{text}"
+    );
+    assert!(!text.contains("smtpd_timeout"), "{text}");
+    // MAIL_CONFIG chooses the instance as -c does.
+    let out = std::process::Command::new(postern_tests::bin())
+        .env("MAIL_CONFIG", inst.config_dir())
+        .args(["conf", "message_size_limit"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "message_size_limit = 20480000\n"
+    );
+}
+
+#[test]
+fn start_detached_then_stop_ends_every_process() {
+    let inst = Instance::new("");
+    let out = inst.postern(&["start"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = inst.status();
+    let pids: Vec<i32> = st["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_i64().unwrap() as i32)
+        .collect();
+    assert!(pids.len() >= 5);
+    // A second start refuses.
+    let again = inst.postern(&["start"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
+    // Logs went to $data_directory/maillog (no syslog here) or syslog.
+    let out = inst.postern(&["stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for pid in pids {
+        wait_for(&format!("pid {pid} gone"), Duration::from_secs(10), || {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                .is_err()
+                .then_some(())
+        });
+    }
+    let out = inst.postern(&["status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
+}
