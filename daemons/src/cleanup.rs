@@ -1,18 +1,519 @@
-//! cleanup: turns a stream from smtpd into a queue file.
-use std::os::fd::RawFd;
+//! cleanup: turns a transaction from smtpd into a queue file.
+//!
+//! The broker hands it the queue id and an open file; cleanup writes the
+//! envelope records, the message (with its own Received header, a
+//! Message-ID and Date when they are missing, and any Return-Path removed),
+//! and the end-of-content record. Then the two-phase commit: the broker
+//! fsyncs the file (tentative), smtpd checks that its client is still there,
+//! and the broker appends the commit record and fsyncs again (final).
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::fd::{OwnedFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
 
-use crate::daemon::{self, Context};
-use postern_config::Role;
+use postern_config::{Params, Role};
+use postern_ipc::smtpd_cleanup::{Begin, Failure, Recipient, Reply, Request};
+use postern_ipc::{
+    Channel, ChannelError, Endpoint, Message, cleanup_broker as cb, smtpd_cleanup as sc,
+};
+use postern_proto::header::{self, Split};
+use postern_proto::queue::{self as rec, Record};
+
+use crate::daemon::{self, Context, Switchboard};
+use crate::{clock, fatal, log, warn};
 
 pub fn main(ipc_fd: RawFd) -> ! {
     daemon::run(Role::Cleanup, ipc_fd, |_params| Ok((serve, Vec::new())))
 }
 
-async fn serve(mut ctx: Context) {
-    loop {
-        tokio::select! {
-            p = ctx.inbound.recv() => if p.is_none() { return },
-            _ = ctx.shutdown.changed() => return,
+struct Settings {
+    myhostname: String,
+    mail_name: String,
+    header_size_limit: usize,
+    message_size_limit: u64,
+    hopcount_limit: usize,
+    query: Duration,
+    transfer: Duration,
+}
+
+impl Settings {
+    fn new(p: &Params) -> Settings {
+        Settings {
+            myhostname: p.str("myhostname").into(),
+            mail_name: p.str("mail_name").into(),
+            header_size_limit: p.size("header_size_limit").unwrap_or(102_400) as usize,
+            message_size_limit: p.size("message_size_limit").unwrap_or(10_240_000),
+            hopcount_limit: p.int("hopcount_limit").unwrap_or(50) as usize,
+            query: p
+                .duration("ipc_query_timeout")
+                .unwrap_or(Duration::from_secs(10)),
+            transfer: p
+                .duration("ipc_timeout")
+                .unwrap_or(Duration::from_secs(3600)),
         }
+    }
+}
+
+async fn serve(mut ctx: Context) {
+    let settings = Rc::new(Settings::new(&ctx.params));
+    let active = Rc::new(Cell::new(0usize));
+    let local = tokio::task::LocalSet::new();
+    let sb = ctx.switchboard.clone();
+    local
+        .run_until(async move {
+            loop {
+                tokio::select! {
+                    p = ctx.inbound.recv() => match p {
+                        Some((Role::Smtpd, fd)) => {
+                            let (s, sb, a) = (settings.clone(), sb.clone(), active.clone());
+                            a.set(a.get() + 1);
+                            tokio::task::spawn_local(async move {
+                                session(fd, s, sb).await;
+                                a.set(a.get() - 1);
+                            });
+                        }
+                        Some((other, _)) => warn!("unexpected channel from {other}"),
+                        None => return,
+                    },
+                    _ = ctx.shutdown.changed() => break,
+                }
+            }
+            // Draining: let transactions in progress finish.
+            while active.get() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+}
+
+fn fail(code: u16, enhanced: &str, text: &str) -> Failure {
+    Failure {
+        code,
+        enhanced: enhanced.into(),
+        text: text.into(),
+    }
+}
+
+fn write_error() -> Failure {
+    fail(451, "4.3.0", "Error: queue file write error")
+}
+
+fn violation(e: impl std::fmt::Display) -> ! {
+    fatal!("protocol violation from smtpd: {e}")
+}
+
+type BrokerEp = Endpoint<cb::Request, cb::Reply>;
+
+async fn broker(sb: &Switchboard, s: &Settings) -> Result<BrokerEp, String> {
+    let fd = sb.connect(Role::Broker).await.map_err(|e| e.to_string())?;
+    let mut ch =
+        Channel::new(fd, <cb::Reply as Message>::MAX_FRAME, s.query).map_err(|e| e.to_string())?;
+    ch.hello_client(cb::EDGE, cb::VERSION)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Endpoint::from_channel(ch))
+}
+
+async fn session(fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
+    let Ok(mut ch) = Channel::new(fd, <Request as Message>::MAX_FRAME, s.transfer) else {
+        return;
+    };
+    match ch.hello_server(sc::EDGE, sc::VERSION).await {
+        Ok(()) => {}
+        Err(ChannelError::Violation(v)) => violation(v),
+        Err(_) => return,
+    }
+    let mut ep = Endpoint::<Reply, Request>::from_channel(ch);
+    let mut br: Option<BrokerEp> = None;
+    let mut txn: Option<Txn> = None;
+    loop {
+        let req = match ep.recv().await {
+            Ok(r) => r,
+            Err(ChannelError::Violation(v)) => violation(v),
+            Err(_) => break,
+        };
+        let reply = match (req, txn.as_mut()) {
+            (Request::Begin(b), None) => {
+                if br.is_none() {
+                    match broker(&sb, &s).await {
+                        Ok(e) => br = Some(e),
+                        Err(e) => {
+                            warn!("cannot reach the broker: {e}");
+                            send(&mut ep, Reply::Failed(write_error())).await;
+                            continue;
+                        }
+                    }
+                }
+                match br
+                    .as_mut()
+                    .expect("connected")
+                    .call(&cb::Request::Allocate)
+                    .await
+                {
+                    Ok(cb::Reply::Allocated(id, fd)) => match Txn::start(id.clone(), fd, b, &s) {
+                        Ok(t) => {
+                            txn = Some(t);
+                            Reply::Begun(id)
+                        }
+                        Err(e) => {
+                            warn!("{id}: cannot write the queue file: {e}");
+                            let _ = br
+                                .as_mut()
+                                .expect("connected")
+                                .call(&cb::Request::Abort(id))
+                                .await;
+                            Reply::Failed(write_error())
+                        }
+                    },
+                    Ok(cb::Reply::Failed(e)) => {
+                        warn!("broker cannot allocate a queue file: {e}");
+                        Reply::Failed(write_error())
+                    }
+                    Ok(other) => fatal!("broker answered allocate with {other:?}"),
+                    Err(e) => {
+                        warn!("broker channel: {e}");
+                        br = None;
+                        Reply::Failed(write_error())
+                    }
+                }
+            }
+            (Request::Recipients(list), Some(t)) => {
+                t.recipients(list);
+                continue;
+            }
+            (Request::Content(chunk), Some(t)) => {
+                t.content(&chunk, &s);
+                continue;
+            }
+            (Request::End, Some(t)) if !t.tentative => match t.finish(&s) {
+                Err(f) => {
+                    let t = txn.take().expect("txn");
+                    abort(&mut br, &t.id).await;
+                    Reply::Failed(f)
+                }
+                Ok(()) => match broker_call(&mut br, cb::Request::Sync(t.id.clone())).await {
+                    Some(cb::Reply::Synced) => {
+                        t.tentative = true;
+                        Reply::Tentative {
+                            size: t.size,
+                            message_id: t.message_id.clone(),
+                        }
+                    }
+                    _ => {
+                        let t = txn.take().expect("txn");
+                        abort(&mut br, &t.id).await;
+                        Reply::Failed(write_error())
+                    }
+                },
+            },
+            (Request::Commit, Some(t)) if t.tentative => {
+                let c = cb::Commit {
+                    queue_id: t.id.clone(),
+                    sender: t.begin.sender.clone(),
+                    size: t.size,
+                    nrcpt: t.nrcpt as u32,
+                };
+                let t = txn.take().expect("txn");
+                match broker_call(&mut br, cb::Request::Commit(c)).await {
+                    Some(cb::Reply::Committed) => Reply::Committed,
+                    other => {
+                        warn!("{}: commit failed: {other:?}", t.id);
+                        abort(&mut br, &t.id).await;
+                        Reply::Failed(write_error())
+                    }
+                }
+            }
+            (Request::Abort, Some(_)) => {
+                let t = txn.take().expect("txn");
+                abort(&mut br, &t.id).await;
+                Reply::Aborted
+            }
+            (Request::Abort, None) => Reply::Aborted,
+            (req, _) => violation(format!("unexpected {} in this state", req_name(&req))),
+        };
+        if !send(&mut ep, reply).await {
+            break;
+        }
+    }
+    // smtpd went away: an open transaction is abandoned, never committed.
+    if let Some(t) = txn {
+        abort(&mut br, &t.id).await;
+    }
+}
+
+fn req_name(r: &Request) -> &'static str {
+    match r {
+        Request::Begin(_) => "begin",
+        Request::Recipients(_) => "recipients",
+        Request::Content(_) => "content",
+        Request::End => "end",
+        Request::Commit => "commit",
+        Request::Abort => "abort",
+    }
+}
+
+async fn send(ep: &mut Endpoint<Reply, Request>, r: Reply) -> bool {
+    ep.send(&r).await.is_ok()
+}
+
+async fn broker_call(br: &mut Option<BrokerEp>, req: cb::Request) -> Option<cb::Reply> {
+    let ep = br.as_mut()?;
+    match ep.call(&req).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!("broker channel: {e}");
+            *br = None;
+            None
+        }
+    }
+}
+
+async fn abort(br: &mut Option<BrokerEp>, id: &str) {
+    // If the broker channel is gone, the broker aborts our ids itself.
+    let _ = broker_call(br, cb::Request::Abort(id.to_string())).await;
+}
+
+/// One message being written.
+struct Txn {
+    id: String,
+    out: BufWriter<File>,
+    begin: Begin,
+    nrcpt: usize,
+    first_rcpt: String,
+    header_buf: Vec<u8>,
+    headers_done: bool,
+    /// Bytes of message content written (after cleanup's edits).
+    size: u64,
+    message_id: String,
+    failure: Option<Failure>,
+    tentative: bool,
+    arrival: jiff::Zoned,
+}
+
+const MAX_RECIPIENTS: usize = 100_000;
+const CHUNK: usize = 64 * 1024;
+
+impl Txn {
+    fn start(id: String, fd: OwnedFd, begin: Begin, _s: &Settings) -> std::io::Result<Txn> {
+        let mut t = Txn {
+            id,
+            out: BufWriter::with_capacity(CHUNK, File::from(fd)),
+            begin,
+            nrcpt: 0,
+            first_rcpt: String::new(),
+            header_buf: Vec::new(),
+            headers_done: false,
+            size: 0,
+            message_id: String::new(),
+            failure: None,
+            tentative: false,
+            arrival: clock::now(),
+        };
+        let arrival_us = t.arrival.timestamp().as_microsecond() as u64;
+        t.record(&Record::Header(rec::Header {
+            version: rec::VERSION,
+            queue_id: t.id.clone(),
+            arrival_us,
+        }))?;
+        t.record(&Record::Sender(rec::Sender {
+            address: t.begin.sender.clone(),
+            ret: t.begin.ret,
+            envid: t.begin.envid.clone(),
+            smtputf8: t.begin.smtputf8,
+            body_8bit: t.begin.body_8bit,
+        }))?;
+        let c = &t.begin.client;
+        let client = Record::Client(rec::Client {
+            name: c.name.clone(),
+            addr: c.addr.clone(),
+            helo: c.helo.clone(),
+            proto: c.proto.clone(),
+        });
+        t.record(&client)?;
+        Ok(t)
+    }
+
+    fn record(&mut self, r: &Record) -> std::io::Result<()> {
+        self.out.write_all(&rec::encode(r))
+    }
+
+    fn io_failure(&mut self, e: std::io::Error) {
+        if self.failure.is_none() {
+            warn!("{}: queue file write error: {e}", self.id);
+            self.failure = Some(write_error());
+        }
+    }
+
+    fn recipients(&mut self, list: Vec<Recipient>) {
+        for r in list {
+            if self.nrcpt >= MAX_RECIPIENTS {
+                self.failure
+                    .get_or_insert(fail(452, "4.5.3", "Error: too many recipients"));
+                return;
+            }
+            if self.nrcpt == 0 {
+                self.first_rcpt = r.address.clone();
+            }
+            self.nrcpt += 1;
+            if let Err(e) = self.record(&Record::Recipient(rec::Recipient {
+                address: r.address,
+                orcpt: r.orcpt,
+                notify: r.notify,
+            })) {
+                self.io_failure(e);
+            }
+        }
+    }
+
+    fn write_content(&mut self, data: &[u8]) {
+        for piece in data.chunks(CHUNK) {
+            self.size += piece.len() as u64;
+            if let Err(e) = self.record(&Record::Content(piece.to_vec())) {
+                self.io_failure(e);
+                return;
+            }
+        }
+    }
+
+    fn content(&mut self, chunk: &[u8], s: &Settings) {
+        if self.failure.is_some() {
+            return;
+        }
+        if self.size + self.header_buf.len() as u64 + chunk.len() as u64
+            > s.message_size_limit + CHUNK as u64
+        {
+            self.failure = Some(fail(552, "5.3.4", "Error: message file too big"));
+            return;
+        }
+        if self.headers_done {
+            self.write_content(chunk);
+            return;
+        }
+        self.header_buf.extend_from_slice(chunk);
+        self.try_headers(false, s);
+    }
+
+    fn try_headers(&mut self, eof: bool, s: &Settings) {
+        match header::split(&self.header_buf, eof) {
+            Split::Incomplete => {
+                if self.header_buf.len() > s.header_size_limit {
+                    self.failure = Some(fail(
+                        552,
+                        "5.3.4",
+                        "Error: message header size exceeds limit",
+                    ));
+                }
+            }
+            Split::Done { headers, body } => {
+                if headers > s.header_size_limit {
+                    self.failure = Some(fail(
+                        552,
+                        "5.3.4",
+                        "Error: message header size exceeds limit",
+                    ));
+                    return;
+                }
+                let buf = std::mem::take(&mut self.header_buf);
+                let fields = header::fields(&buf[..headers]);
+                if fields.iter().filter(|f| f.is("Received")).count() >= s.hopcount_limit {
+                    self.failure = Some(fail(554, "5.4.0", "Error: too many hops"));
+                    return;
+                }
+                let mut out = self.received(s).into_bytes();
+                let mut have_id = false;
+                let mut have_date = false;
+                for f in &fields {
+                    if f.is("Return-Path") {
+                        continue;
+                    }
+                    if f.is("Message-ID") {
+                        have_id = true;
+                        self.message_id = f.value();
+                    }
+                    have_date |= f.is("Date");
+                    out.extend_from_slice(&f.raw);
+                    if !f.raw.ends_with(b"\n") {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+                if !have_id {
+                    self.message_id = format!(
+                        "<{}.{}@{}>",
+                        self.arrival.strftime("%Y%m%d%H%M%S"),
+                        self.id,
+                        s.myhostname
+                    );
+                    out.extend_from_slice(
+                        format!("Message-Id: {}\r\n", self.message_id).as_bytes(),
+                    );
+                }
+                if !have_date {
+                    out.extend_from_slice(format!("Date: {}\r\n", clock::rfc5322()).as_bytes());
+                }
+                // The body starts with a non-header line and no blank line: add one.
+                if body == headers && headers < buf.len() {
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(&buf[headers..]);
+                log::line_as(
+                    Some(&self.begin.client.log_name)
+                        .filter(|n| !n.is_empty())
+                        .map(|n| n.as_str()),
+                    &format!("{}: message-id={}", self.id, self.message_id),
+                );
+                self.headers_done = true;
+                self.write_content(&out);
+            }
+        }
+    }
+
+    fn received(&self, s: &Settings) -> String {
+        let c = &self.begin.client;
+        let helo = if c.helo.is_empty() {
+            c.name.as_str()
+        } else {
+            c.helo.as_str()
+        };
+        let mut r = format!(
+            "Received: from {helo} ({} [{}])\r\n\tby {} ({}) with {} id {}",
+            c.name, c.addr, s.myhostname, s.mail_name, c.proto, self.id
+        );
+        let date = self
+            .arrival
+            .strftime("%a, %e %b %Y %H:%M:%S %z (%Z)")
+            .to_string()
+            .replace("  ", " ");
+        if self.nrcpt == 1 {
+            r.push_str(&format!("\r\n\tfor <{}>; {date}\r\n", self.first_rcpt));
+        } else {
+            r.push_str(&format!(";\r\n\t{date}\r\n"));
+        }
+        r
+    }
+
+    /// Ends the content: the header section if it never ended, then the
+    /// end-of-content record, then everything flushed to the file.
+    fn finish(&mut self, s: &Settings) -> Result<(), Failure> {
+        if self.failure.is_none() && self.nrcpt == 0 {
+            self.failure = Some(fail(550, "5.1.0", "Error: no recipients specified"));
+        }
+        if self.failure.is_none() && !self.headers_done {
+            self.try_headers(true, s);
+        }
+        if let Some(f) = self.failure.take() {
+            return Err(f);
+        }
+        let end = Record::EndOfContent {
+            size: self.size,
+            nrcpt: self.nrcpt as u32,
+            message_id: self.message_id.clone(),
+        };
+        if let Err(e) = self.record(&end).and_then(|()| self.out.flush()) {
+            self.io_failure(e);
+            return Err(self.failure.take().unwrap_or_else(write_error));
+        }
+        Ok(())
     }
 }

@@ -23,7 +23,6 @@ pub fn syslog_stamp() -> String {
     now().strftime("%b %e %H:%M:%S").to_string()
 }
 
-#[expect(dead_code, reason = "cleanup adds Date: headers with this")]
 /// RFC 5322 date: `Tue, 24 Nov 2026 18:37:01 +0100 (CET)`.
 pub fn rfc5322() -> String {
     let z = now();

@@ -16,9 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::{fatal, roles};
 
 /// What a role's main function gets.
-#[expect(dead_code, reason = "the receive path uses every field")]
 pub struct Context {
-    pub role: Role,
     pub params: Params,
     pub listeners: Vec<ListenerInfo>,
     pub switchboard: Switchboard,
@@ -26,10 +24,8 @@ pub struct Context {
     pub inbound: mpsc::UnboundedReceiver<(Role, OwnedFd)>,
     /// Becomes true when the master asks us to finish and exit.
     pub shutdown: watch::Receiver<bool>,
-    pub jail: postern_sandbox::JailReport,
 }
 
-#[expect(dead_code, reason = "the receive path uses these")]
 impl Context {
     pub fn query_timeout(&self) -> Duration {
         self.params
@@ -126,20 +122,24 @@ where
             Err(e) => fatal!("{role}: control channel: {e}"),
         };
         main(Context {
-            role,
             params,
             listeners,
             switchboard,
             inbound,
             shutdown,
-            jail,
         })
         .await;
     });
     std::process::exit(0)
 }
 
-type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Result<OwnedFd, String>>>>>;
+/// What the master answers a daemon's request with.
+enum Answer {
+    Peer(Result<OwnedFd, String>),
+    Table(Result<Option<OwnedFd>, String>),
+}
+
+type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Answer>>>>;
 
 /// Asks the master for channels to peer roles.
 #[derive(Clone)]
@@ -214,12 +214,17 @@ impl Switchboard {
                     },
                     Ok(ToDaemon::Peer { request_id, fd, .. }) => {
                         if let Some(tx) = pending.lock().expect("pending").remove(&request_id) {
-                            let _ = tx.send(Ok(fd));
+                            let _ = tx.send(Answer::Peer(Ok(fd)));
                         }
                     }
                     Ok(ToDaemon::ConnectFailed { request_id, reason }) => {
                         if let Some(tx) = pending.lock().expect("pending").remove(&request_id) {
-                            let _ = tx.send(Err(reason));
+                            let _ = tx.send(Answer::Peer(Err(reason)));
+                        }
+                    }
+                    Ok(ToDaemon::TableFile { request_id, file }) => {
+                        if let Some(tx) = pending.lock().expect("pending").remove(&request_id) {
+                            let _ = tx.send(Answer::Table(file));
                         }
                     }
                     Ok(ToDaemon::Shutdown) => {
@@ -237,9 +242,8 @@ impl Switchboard {
         self.writer.send(&m.encode(), &[]).await
     }
 
-    /// A fresh channel to `peer`, or an error after the query deadline.
-    #[expect(dead_code, reason = "the receive path uses it")]
-    pub async fn connect(&self, peer: Role) -> Result<OwnedFd, SwitchError> {
+    /// Sends a request that the master answers, and waits for the answer.
+    async fn request(&self, make: impl FnOnce(u32) -> FromDaemon) -> Result<Answer, ChannelError> {
         let id = {
             let mut n = self.next.lock().expect("counter");
             *n = n.wrapping_add(1).max(1);
@@ -247,23 +251,49 @@ impl Switchboard {
         };
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending").insert(id, tx);
-        let sent = self
-            .send(&FromDaemon::Connect {
-                request_id: id,
-                peer_role: peer.name().into(),
-            })
-            .await;
-        if let Err(e) = sent {
+        if let Err(e) = self.send(&make(id)).await {
             self.pending.lock().expect("pending").remove(&id);
-            return Err(e.into());
+            return Err(e);
         }
         match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(Ok(fd))) => Ok(fd),
-            Ok(Ok(Err(reason))) => Err(SwitchError::Refused(peer, reason)),
+            Ok(Ok(a)) => Ok(a),
             Ok(Err(_)) | Err(_) => {
                 self.pending.lock().expect("pending").remove(&id);
-                Err(SwitchError::Timeout(peer, self.timeout))
+                Err(ChannelError::Timeout(self.timeout))
             }
+        }
+    }
+
+    /// A fresh channel to `peer`, or an error after the query deadline.
+    pub async fn connect(&self, peer: Role) -> Result<OwnedFd, SwitchError> {
+        let answer = self
+            .request(|request_id| FromDaemon::Connect {
+                request_id,
+                peer_role: peer.name().into(),
+            })
+            .await
+            .map_err(|e| match e {
+                ChannelError::Timeout(d) => SwitchError::Timeout(peer, d),
+                e => SwitchError::Channel(e),
+            })?;
+        match answer {
+            Answer::Peer(Ok(fd)) => Ok(fd),
+            Answer::Peer(Err(reason)) => Err(SwitchError::Refused(peer, reason)),
+            Answer::Table(_) => fatal!("master answered a connect with a table"),
+        }
+    }
+
+    /// A read-only descriptor of a table file the configuration names,
+    /// opened by the master (None: the file does not exist).
+    pub async fn open_table(&self, path: &std::path::Path) -> Result<Option<OwnedFd>, String> {
+        let path = path.display().to_string();
+        match self
+            .request(|request_id| FromDaemon::OpenTable { request_id, path })
+            .await
+        {
+            Ok(Answer::Table(r)) => r,
+            Ok(Answer::Peer(_)) => fatal!("master answered a table request with a channel"),
+            Err(e) => Err(e.to_string()),
         }
     }
 

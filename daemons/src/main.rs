@@ -13,6 +13,7 @@ mod probe;
 mod qmgr;
 mod roles;
 mod smtpd;
+mod tables;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +77,13 @@ enum Cmd {
         check: bool,
         names: Vec<String>,
     },
+    /// Build or query lookup tables (like postmap and postalias).
+    Map {
+        #[command(subcommand)]
+        cmd: MapCmd,
+    },
+    /// Rebuild the aliases database(s) named by alias_database.
+    Newaliases,
     #[command(hide = true)]
     Daemon {
         role: String,
@@ -84,6 +92,26 @@ enum Cmd {
     },
     #[command(hide = true)]
     Probe { role: String },
+}
+
+#[derive(Subcommand)]
+enum MapCmd {
+    /// Build TYPE:PATH.cdb from the text file TYPE:PATH.
+    Build {
+        /// The source is in aliases(5) format (name: value, ...).
+        #[arg(long)]
+        aliases: bool,
+        #[arg(required = true)]
+        tables: Vec<String>,
+    },
+    /// Look keys up; exit 1 when one is not found.
+    Query {
+        #[arg(long)]
+        json: bool,
+        table: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -111,6 +139,16 @@ fn main() -> ExitCode {
             detached,
         } => cli::start(dir, foreground, detached),
         Cmd::Stop => cli::stop(dir),
+        Cmd::Map { cmd } => match cmd {
+            MapCmd::Build { aliases, tables } => cli::map::run_build(&tables, aliases),
+            MapCmd::Query { json, table, keys } => cli::map::run_query(&table, &keys, json),
+        },
+        Cmd::Newaliases => {
+            let Some((_, params)) = cli::load(dir) else {
+                return ExitCode::FAILURE;
+            };
+            cli::map::run_build(&params.list("alias_database").unwrap_or_default(), true)
+        }
         Cmd::Reload { service } => cli::reload(dir, service),
         Cmd::Status { json } => cli::status(dir, json),
         Cmd::Conf {

@@ -81,6 +81,7 @@ pub fn paths(role: Role, params: &Params) -> Vec<FsRule> {
         access: FsAccess::ReadWrite,
     };
     match role {
+        // Table files reach the broker as descriptors the master opened.
         Role::Broker => vec![rw(params.str("queue_directory"))],
         _ => vec![],
     }

@@ -5,7 +5,7 @@
 using Common = import "common.capnp";
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 1;
+const version :UInt32 = 2;
 
 struct Listener {
   service @0 :Text;             # the master.cf service name, e.g. "127.0.0.1:2525"
@@ -29,12 +29,21 @@ struct ConnectFailed {
   reason @1 :Text;
 }
 
+# A table file the master opened read-only for the daemon; one descriptor
+# beside the frame when found is true.
+struct TableFile {
+  requestId @0 :UInt32;
+  found @1 :Bool;
+  error @2 :Text;             # why it could not be opened ("" when found or absent)
+}
+
 struct ToDaemon {
   union {
     setup @0 :Setup;
     peer @1 :Peer;              # one descriptor beside: the channel
     connectFailed @2 :ConnectFailed;
     shutdown @3 :Void;          # stop accepting work, finish, exit
+    tableFile @4 :TableFile;
   }
 }
 
@@ -49,11 +58,19 @@ struct Connect {
   peerRole @1 :Text;
 }
 
+# Asks the master to open a table file the configuration names. The master
+# refuses any path the configuration does not name.
+struct OpenTable {
+  requestId @0 :UInt32;
+  path @1 :Text;
+}
+
 struct FromDaemon {
   union {
     ready @0 :Ready;
     connect @1 :Connect;
     connectionOpened @2 :Void;  # an SMTP client connection was accepted
     connectionClosed @3 :Void;  # ... and has ended
+    openTable @4 :OpenTable;
   }
 }

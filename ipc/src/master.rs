@@ -47,6 +47,12 @@ pub enum ToDaemon {
         reason: String,
     },
     Shutdown,
+    /// The answer to OpenTable: the open file, None when it does not
+    /// exist, or why it could not be opened.
+    TableFile {
+        request_id: u32,
+        file: Result<Option<OwnedFd>, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +68,13 @@ pub enum FromDaemon {
     },
     ConnectionOpened,
     ConnectionClosed,
+    OpenTable {
+        request_id: u32,
+        path: String,
+    },
 }
+
+pub const MAX_PATH: usize = 4096;
 
 fn set_params(
     mut list: capnp::struct_list::Builder<'_, crate::generated::common_capnp::param::Owned>,
@@ -128,6 +140,14 @@ impl Message for ToDaemon {
                     c.set_reason(frame::clip(reason, MAX_REASON));
                 }
                 ToDaemon::Shutdown => root.set_shutdown(()),
+                ToDaemon::TableFile { request_id, file } => {
+                    let mut t = root.init_table_file();
+                    t.set_request_id(*request_id);
+                    t.set_found(matches!(file, Ok(Some(_))));
+                    if let Err(e) = file {
+                        t.set_error(frame::clip(e, MAX_REASON));
+                    }
+                }
             }
         }
         frame::finish(&b)
@@ -137,6 +157,9 @@ impl Message for ToDaemon {
         match self {
             ToDaemon::Setup(s) => s.listeners.iter().map(|l| l.fd.as_fd()).collect(),
             ToDaemon::Peer { fd, .. } => vec![fd.as_fd()],
+            ToDaemon::TableFile {
+                file: Ok(Some(fd)), ..
+            } => vec![fd.as_fd()],
             _ => Vec::new(),
         }
     }
@@ -202,13 +225,38 @@ impl Message for ToDaemon {
                 no_fds(&fds)?;
                 ToDaemon::Shutdown
             }
+            to_daemon::TableFile(t) => {
+                let t = t?;
+                let mut fds = fds;
+                let error = text(t.get_error(), "tableFile.error", MAX_REASON)?;
+                let file = if t.get_found() {
+                    if fds.len() != 1 {
+                        return Err(Violation::FdCount {
+                            got: fds.len(),
+                            want: 1,
+                        });
+                    }
+                    Ok(Some(fds.remove(0)))
+                } else {
+                    no_fds(&fds)?;
+                    if error.is_empty() {
+                        Ok(None)
+                    } else {
+                        Err(error)
+                    }
+                };
+                ToDaemon::TableFile {
+                    request_id: t.get_request_id(),
+                    file,
+                }
+            }
         })
     }
 }
 
 impl Message for FromDaemon {
     /// Nothing a daemon says to the master is large.
-    const MAX_FRAME: usize = 1024;
+    const MAX_FRAME: usize = 8192;
 
     fn encode(&self) -> Vec<u8> {
         let mut b = frame::builder();
@@ -235,6 +283,11 @@ impl Message for FromDaemon {
                 }
                 FromDaemon::ConnectionOpened => root.set_connection_opened(()),
                 FromDaemon::ConnectionClosed => root.set_connection_closed(()),
+                FromDaemon::OpenTable { request_id, path } => {
+                    let mut o = root.init_open_table();
+                    o.set_request_id(*request_id);
+                    o.set_path(frame::clip(path, MAX_PATH));
+                }
             }
         }
         frame::finish(&b)
@@ -289,6 +342,20 @@ impl Message for FromDaemon {
             }
             from_daemon::ConnectionOpened(()) => FromDaemon::ConnectionOpened,
             from_daemon::ConnectionClosed(()) => FromDaemon::ConnectionClosed,
+            from_daemon::OpenTable(o) => {
+                let o = o?;
+                let path = text(o.get_path(), "openTable.path", MAX_PATH)?;
+                if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+                    return Err(Violation::Field {
+                        field: "openTable.path",
+                        why: "not an absolute, normalized path".into(),
+                    });
+                }
+                FromDaemon::OpenTable {
+                    request_id: o.get_request_id(),
+                    path,
+                }
+            }
         })
     }
 }

@@ -1,1 +1,10 @@
+//! Sans-IO grammar for every untrusted byte Postern parses: SMTP commands,
+//! the DATA/BDAT stream, addresses, message headers, and queue-file records.
+//! No I/O, no async runtime: everything here is a pure function or a state
+//! machine fed with bytes, so it can be fuzzed and tested in isolation.
 #![forbid(unsafe_code)]
+
+pub mod address;
+pub mod header;
+pub mod queue;
+pub mod smtp;

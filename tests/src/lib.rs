@@ -307,9 +307,75 @@ impl Smtp {
         self.reply()
     }
 
-    /// True when the server closed the connection (EOF within the timeout).
+    /// True when the server closed the connection (EOF within the timeout,
+    /// or a reset when it closed with our unread commands pending).
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(self.r.read(&mut b), Ok(0))
+        match self.r.read(&mut b) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    }
+}
+
+/// Debian's python3 (which has aiosmtpd), with `script` on stdin.
+pub fn python(script: &str) -> Output {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run /usr/bin/python3 (install python3)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+impl Instance {
+    /// Log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Queue ids logged by qmgr as active.
+    pub fn queued_ids(&self) -> Vec<String> {
+        self.log_lines("(queue active)")
+            .iter()
+            .filter_map(|l| l.split("]: ").nth(1)?.split(':').next().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Smtp {
+    /// Reads replies until one starts with a final (non-continuation) line
+    /// with `code`, returning every reply read.
+    pub fn replies(&mut self, n: usize) -> Vec<String> {
+        (0..n).map(|_| self.reply()).collect()
+    }
+
+    /// A complete transaction; returns the reply to the end of data.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], body: &str) -> String {
+        assert!(
+            self.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"),
+            "MAIL"
+        );
+        for t in to {
+            let r = self.cmd(&format!("RCPT TO:<{t}>"));
+            assert!(r.starts_with("250"), "RCPT {t}: {r}");
+        }
+        assert!(self.cmd("DATA").starts_with("354"));
+        self.send(body.as_bytes());
+        self.send(b".\r\n");
+        self.reply()
     }
 }

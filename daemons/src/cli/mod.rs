@@ -1,6 +1,7 @@
 //! The `postern` commands an admin types.
 pub mod client;
 pub mod conf;
+pub mod map;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -57,5 +57,8 @@ pub fn prepare(params: &Params) -> Result<Layout, String> {
     let owner = |r: Role| root.then(|| roles::ids(r, params));
     ensure_dir(&layout.data, root.then_some((0, 0)), 0o755)?;
     ensure_dir(&layout.queue, owner(Role::Broker), 0o700)?;
+    for sub in ["slots", "corrupt"] {
+        ensure_dir(&layout.queue.join(sub), owner(Role::Broker), 0o700)?;
+    }
     Ok(layout)
 }

@@ -126,6 +126,26 @@ struct Master {
     sink: Arc<logsink::LogSink>,
 }
 
+/// Opens a table file read-only for a jailed daemon: never a symlink, never
+/// anything but a regular file (a FIFO would block the master).
+fn open_table(p: &std::path::Path) -> Result<Option<OwnedFd>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits();
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(p)
+    {
+        Ok(f) => match f.metadata() {
+            Ok(m) if m.is_file() => Ok(Some(OwnedFd::from(f))),
+            Ok(_) => Err(format!("{}: not a regular file", p.display())),
+            Err(e) => Err(format!("{}: {e}", p.display())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
 fn describe(status: &std::io::Result<ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
@@ -523,6 +543,10 @@ impl Master {
     }
 
     fn on_message(&mut self, role: Role, epoch: u64, msg: FromDaemon) {
+        let tables_allowed = match &msg {
+            FromDaemon::OpenTable { .. } => crate::tables::configured_files(&self.params),
+            _ => Vec::new(),
+        };
         let Some(child) = self.child_mut(role, epoch) else {
             return;
         };
@@ -604,6 +628,20 @@ impl Master {
                     .connection(Instant::now());
             }
             FromDaemon::ConnectionClosed => child.open_conns = child.open_conns.saturating_sub(1),
+            FromDaemon::OpenTable { request_id, path } => {
+                // Only roles that answer lookups, and only files the
+                // configuration names: anything else is a violation.
+                let wanted = std::path::PathBuf::from(&path);
+                if !matches!(role, Role::Broker) || !tables_allowed.contains(&wanted) {
+                    return self.violation(
+                        role,
+                        epoch,
+                        &format!("asked to open {path}, which is not a configured table"),
+                    );
+                }
+                let file = open_table(&wanted);
+                let _ = child.out.send(ToDaemon::TableFile { request_id, file });
+            }
         }
     }
 

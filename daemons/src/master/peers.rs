@@ -5,6 +5,7 @@ use postern_config::Role;
 /// (client, server) pairs.
 pub const EDGES: &[(Role, Role)] = &[
     (Role::Smtpd, Role::Cleanup),
+    (Role::Smtpd, Role::Broker),
     (Role::Cleanup, Role::Broker),
     (Role::Qmgr, Role::Broker),
 ];

@@ -1,0 +1,402 @@
+//! The broker: the only process that can see the queue directory (and, with
+//! TLS, the private keys). It hands out queue files from a spare pool,
+//! makes them durable and visible, tells the queue manager, and answers the
+//! table lookups jailed daemons cannot do themselves.
+mod queue;
+mod sync;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::Mode;
+use postern_config::{Params, Role};
+use postern_ipc::{
+    Channel, ChannelError, Endpoint, cleanup_broker as cb, qmgr_broker as qb, smtpd_broker as sb,
+};
+use tokio::sync::mpsc;
+
+use crate::daemon::{self, Context};
+use crate::tables::{self, Table};
+use crate::{fatal, info, warn};
+use queue::{MsgInfo, Queue};
+use sync::Syncer;
+
+struct Broker {
+    queue: Queue,
+    subscribers: Vec<mpsc::UnboundedSender<qb::Event>>,
+    next_owner: u64,
+}
+
+type Shared = Rc<RefCell<Broker>>;
+
+pub fn main(ipc_fd: std::os::fd::RawFd) -> ! {
+    daemon::run(Role::Broker, ipc_fd, |params: &Params| {
+        let qpath = params.str("queue_directory");
+        let qdir = open(
+            qpath,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("broker: cannot open queue directory {qpath}: {e}"))?;
+        let pool = params.int("queue_file_pool_size").unwrap_or(32) as usize;
+        let queue = Queue::open(&qdir, pool)
+            .map_err(|e| format!("broker: queue directory {qpath}: {e}"))?;
+        let lookup = local_tables(params)?;
+        let keep = vec![qdir.as_raw_fd(), queue.dir_fd().as_raw_fd()];
+        let keep_all: Vec<_> = keep.into_iter().chain(queue_extra_fds(&queue)).collect();
+        Ok((
+            move |ctx: Context| serve(ctx, qdir, queue, lookup),
+            keep_all,
+        ))
+    })
+}
+
+fn queue_extra_fds(q: &Queue) -> Vec<std::os::fd::RawFd> {
+    q.fds()
+}
+
+/// The tables of `local_recipient_maps` (empty list: no validation).
+pub fn local_tables(params: &Params) -> Result<Vec<Table>, String> {
+    params
+        .list("local_recipient_maps")
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|s| tables::parse(s).map_err(|e| format!("local_recipient_maps: {e}")))
+        .collect()
+}
+
+async fn serve(mut ctx: Context, qdir: OwnedFd, mut queue: Queue, lookup: Vec<Table>) {
+    let committed = match queue.recover() {
+        Ok(c) => c,
+        Err(e) => fatal!("cannot read the queue: {e}"),
+    };
+    if let Err(e) = queue.fill_pool() {
+        fatal!("cannot create spare queue files: {e}");
+    }
+    info!(
+        "queue: {} message(s), {} spare file(s)",
+        committed.len(),
+        queue.free_count()
+    );
+    let syncer = Syncer::start(qdir);
+    // New spare files (and recovery's changes) become durable before use.
+    if let Err(e) = syncer.sync().await {
+        fatal!("{e}");
+    }
+    let st: Shared = Rc::new(RefCell::new(Broker {
+        queue,
+        subscribers: Vec::new(),
+        next_owner: 1,
+    }));
+    let lookup = Rc::new(lookup);
+    let cache = Rc::new(TableCache::new(ctx.switchboard.clone()));
+    let query = ctx.query_timeout();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            loop {
+                tokio::select! {
+                    p = ctx.inbound.recv() => {
+                        let Some((role, fd)) = p else { return };
+                        let st = st.clone();
+                        match role {
+                            Role::Cleanup => { tokio::task::spawn_local(cleanup_conn(st, syncer.clone(), fd, query)); }
+                            Role::Qmgr => { tokio::task::spawn_local(qmgr_conn(st, fd, query)); }
+                            Role::Smtpd => { tokio::task::spawn_local(lookup_conn(lookup.clone(), cache.clone(), fd, query)); }
+                            other => warn!("unexpected channel from {other}"),
+                        }
+                    }
+                    _ = ctx.shutdown.changed() => return,
+                }
+            }
+        })
+        .await;
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+/// A sibling broke the protocol: a bug or a compromise. Exit; the master
+/// restarts the broker, which recovers the queue from disk.
+fn violation(peer: &str, e: impl std::fmt::Display) -> ! {
+    fatal!("protocol violation from {peer}: {e}")
+}
+
+async fn cleanup_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration) {
+    let owner = {
+        let mut b = st.borrow_mut();
+        b.next_owner += 1;
+        b.next_owner
+    };
+    let Ok(mut ch) = Channel::new(
+        fd,
+        <cb::Request as postern_ipc::Message>::MAX_FRAME,
+        timeout,
+    ) else {
+        return;
+    };
+    match ch.hello_server(cb::EDGE, cb::VERSION).await {
+        Ok(()) => {}
+        Err(ChannelError::Violation(v)) => violation("cleanup", v),
+        Err(_) => return,
+    }
+    let mut ep = Endpoint::<cb::Reply, cb::Request>::from_channel(ch);
+    loop {
+        let req = match ep.recv().await {
+            Ok(r) => r,
+            Err(ChannelError::Violation(v)) => violation("cleanup", v),
+            Err(_) => break,
+        };
+        let reply = match req {
+            cb::Request::Allocate => match st.borrow_mut().queue.allocate(owner) {
+                Ok((id, fd)) => cb::Reply::Allocated(id, fd),
+                Err(e) => {
+                    warn!("cannot allocate a queue file: {e}");
+                    cb::Reply::Failed(format!("queue file allocation: {e}"))
+                }
+            },
+            cb::Request::Sync(id) => {
+                if let Err(e) = st.borrow_mut().queue.check_owner(&id, owner) {
+                    violation("cleanup", e);
+                }
+                match syncer.sync().await {
+                    Ok(()) => cb::Reply::Synced,
+                    Err(e) => {
+                        warn!("{id}: {e}");
+                        cb::Reply::Failed(e)
+                    }
+                }
+            }
+            cb::Request::Commit(c) => commit(&st, &syncer, owner, c).await,
+            cb::Request::Abort(id) => match st.borrow_mut().queue.abort(&id, owner) {
+                Ok(()) => cb::Reply::Aborted,
+                Err(queue::QueueError::Io(e)) => cb::Reply::Failed(e.to_string()),
+                Err(e) => violation("cleanup", e),
+            },
+        };
+        if ep.send(&reply).await.is_err() {
+            break;
+        }
+    }
+    // The channel is gone: whatever it had not committed never will be.
+    for id in st.borrow_mut().queue.abort_owner(owner) {
+        info!("{id}: removed: transaction abandoned before commit");
+    }
+}
+
+async fn commit(st: &Shared, syncer: &Syncer, owner: u64, c: cb::Commit) -> cb::Reply {
+    let summary = {
+        let mut b = st.borrow_mut();
+        match b.queue.validate(&c.queue_id, owner) {
+            Ok(s) => s,
+            Err(queue::QueueError::Malformed(id, why)) => {
+                warn!("{id}: refusing to commit a malformed queue file: {why}");
+                return cb::Reply::Failed(format!("malformed queue file: {why}"));
+            }
+            Err(queue::QueueError::Io(e)) => return cb::Reply::Failed(e.to_string()),
+            Err(e) => violation("cleanup", e),
+        }
+    };
+    if let Err(e) = st
+        .borrow_mut()
+        .queue
+        .append_commit(&c.queue_id, owner, now_us())
+    {
+        return cb::Reply::Failed(e.to_string());
+    }
+    if let Err(e) = syncer.sync().await {
+        warn!("{}: {e}", c.queue_id);
+        return cb::Reply::Failed(e);
+    }
+    let info = MsgInfo {
+        queue_id: c.queue_id.clone(),
+        sender: summary.sender.map(|s| s.address).unwrap_or_default(),
+        size: summary.size,
+        nrcpt: summary.recipients.len() as u32,
+        arrival_us: summary.header.map_or(0, |h| h.arrival_us),
+    };
+    let mut b = st.borrow_mut();
+    b.queue.mark_committed(&c.queue_id, info.clone());
+    // Never wait on the queue manager: queue the notice and move on.
+    b.subscribers
+        .retain(|s| s.send(qb::Event::Committed(to_event(&info))).is_ok());
+    cb::Reply::Committed
+}
+
+fn to_event(m: &MsgInfo) -> qb::QueuedMessage {
+    qb::QueuedMessage {
+        queue_id: m.queue_id.clone(),
+        sender: m.sender.clone(),
+        size: m.size,
+        nrcpt: m.nrcpt,
+        arrival_us: m.arrival_us,
+    }
+}
+
+async fn qmgr_conn(st: Shared, fd: OwnedFd, timeout: Duration) {
+    let Ok(mut ch) = Channel::new(
+        fd,
+        <qb::Request as postern_ipc::Message>::MAX_FRAME,
+        timeout,
+    ) else {
+        return;
+    };
+    match ch.hello_server(qb::EDGE, qb::VERSION).await {
+        Ok(()) => {}
+        Err(ChannelError::Violation(v)) => violation("qmgr", v),
+        Err(_) => return,
+    }
+    let mut ep = Endpoint::<qb::Event, qb::Request>::from_channel(ch);
+    match ep.recv_within(timeout).await {
+        Ok(qb::Request::Subscribe) => {}
+        Err(ChannelError::Violation(v)) => violation("qmgr", v),
+        Err(_) => return,
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    {
+        let mut b = st.borrow_mut();
+        for m in b.queue.committed() {
+            let _ = tx.send(qb::Event::Committed(to_event(&m)));
+        }
+        let _ = tx.send(qb::Event::Current);
+        b.subscribers.push(tx);
+    }
+    while let Some(ev) = rx.recv().await {
+        if ep.send(&ev).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Table files, as descriptors from the master. A file replaced by rename
+/// (the old inode has no links left) is opened anew; a missing file is
+/// asked for again after a few seconds.
+struct TableCache {
+    sb: daemon::Switchboard,
+    files: RefCell<HashMap<PathBuf, (Option<std::fs::File>, std::time::Instant)>>,
+}
+
+impl TableCache {
+    fn new(sb: daemon::Switchboard) -> Self {
+        Self {
+            sb,
+            files: RefCell::default(),
+        }
+    }
+
+    fn read_whole(f: &std::fs::File) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let len = f.metadata()?.len() as usize;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match f.read_at(&mut buf[done..], done as u64)? {
+                0 => break,
+                n => done += n,
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    async fn read(&self, path: &Path) -> Result<Option<Vec<u8>>, String> {
+        use std::os::unix::fs::MetadataExt;
+        let cached = {
+            let files = self.files.borrow();
+            match files.get(path) {
+                Some((Some(f), _)) if f.metadata().is_ok_and(|m| m.nlink() > 0) => {
+                    Some(Some(f.try_clone().map_err(|e| e.to_string())?))
+                }
+                Some((None, at)) if at.elapsed() < Duration::from_secs(5) => Some(None),
+                _ => None,
+            }
+        };
+        let file = match cached {
+            Some(f) => f,
+            None => {
+                let f = self.sb.open_table(path).await?.map(std::fs::File::from);
+                let keep = f
+                    .as_ref()
+                    .map(|f| f.try_clone())
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                self.files
+                    .borrow_mut()
+                    .insert(path.to_path_buf(), (keep, std::time::Instant::now()));
+                f
+            }
+        };
+        match file {
+            Some(f) => Self::read_whole(&f)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            None => Ok(None),
+        }
+    }
+}
+
+async fn lookup_conn(
+    tables: Rc<Vec<Table>>,
+    cache: Rc<TableCache>,
+    fd: OwnedFd,
+    timeout: Duration,
+) {
+    let Ok(mut ch) = Channel::new(
+        fd,
+        <sb::Request as postern_ipc::Message>::MAX_FRAME,
+        timeout,
+    ) else {
+        return;
+    };
+    match ch.hello_server(sb::EDGE, sb::VERSION).await {
+        Ok(()) => {}
+        Err(ChannelError::Violation(v)) => violation("smtpd", v),
+        Err(_) => return,
+    }
+    let mut ep = Endpoint::<sb::Reply, sb::Request>::from_channel(ch);
+    loop {
+        let local = match ep.recv().await {
+            Ok(sb::Request::LocalRecipient(l)) => l,
+            Err(ChannelError::Violation(v)) => violation("smtpd", v),
+            Err(_) => return,
+        };
+        let mut reply = sb::Reply::Found(tables.is_empty());
+        for t in tables.iter() {
+            let data = match t.file() {
+                Some(f) => match cache.read(&f).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        warn!("local_recipient_maps: {e}");
+                        reply = sb::Reply::Tempfail(e);
+                        break;
+                    }
+                },
+                None => None,
+            };
+            match t.lookup_in(&local, data.as_deref()) {
+                Ok(Some(_)) => {
+                    reply = sb::Reply::Found(true);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!("local_recipient_maps lookup of {local}: {e}");
+                    reply = sb::Reply::Tempfail(e);
+                    break;
+                }
+            }
+        }
+        if ep.send(&reply).await.is_err() {
+            return;
+        }
+    }
+}

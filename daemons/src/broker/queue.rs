@@ -1,0 +1,435 @@
+//! The queue: slot files that are reused, never renamed.
+//!
+//! `queue_directory/slots/sNNNNNN` are the queue files. A free slot is an
+//! empty file in the spare pool; allocating one creates nothing and an
+//! aborted transaction deletes nothing (it truncates the file and returns it
+//! to the pool). A message's state lives in its records and in memory, not
+//! in which directory the file sits in. Corrupt files move to `corrupt/`.
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
+use postern_proto::queue::{self as rec, Record, Tail};
+
+use crate::{info, warn};
+
+/// Who holds an allocated slot: a channel id from the broker's accept loop.
+pub type Owner = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsgInfo {
+    pub queue_id: String,
+    pub sender: String,
+    pub size: u64,
+    pub nrcpt: u32,
+    pub arrival_us: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    Free,
+    Allocated { queue_id: String, owner: Owner },
+    Committed(MsgInfo),
+}
+
+struct Slot {
+    file: File,
+    state: State,
+}
+
+pub struct Queue {
+    slots_dir: OwnedFd,
+    corrupt_dir: OwnedFd,
+    slots: HashMap<u32, Slot>,
+    free: Vec<u32>,
+    by_id: HashMap<String, u32>,
+    next_slot: u32,
+    pool_size: usize,
+    ids: QueueIdGen,
+    /// Slot files created since the last sync (their directory entries need
+    /// the next sync too; syncfs covers them).
+    pub created: u64,
+}
+
+fn slot_name(n: u32) -> String {
+    format!("s{n:07}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("unknown queue id {0}")]
+    Unknown(String),
+    #[error("queue id {0} belongs to another channel")]
+    NotOwner(String),
+    #[error("queue file {0} is malformed: {1}")]
+    Malformed(String, String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Queue {
+    /// Opens the slot and corrupt directories beneath the queue directory
+    /// descriptor. Runs before the jail.
+    pub fn open(queue_dir: &OwnedFd, pool_size: usize) -> std::io::Result<Queue> {
+        // The master created both with the broker as owner.
+        let sub = |name: &str| -> std::io::Result<OwnedFd> {
+            Ok(openat(
+                queue_dir.as_fd(),
+                name,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?)
+        };
+        Ok(Queue {
+            slots_dir: sub("slots")?,
+            corrupt_dir: sub("corrupt")?,
+            slots: HashMap::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            next_slot: 1,
+            pool_size,
+            ids: QueueIdGen::default(),
+            created: 0,
+        })
+    }
+
+    pub fn dir_fd(&self) -> &OwnedFd {
+        &self.slots_dir
+    }
+
+    /// Descriptors the jail must keep open.
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        vec![self.slots_dir.as_raw_fd(), self.corrupt_dir.as_raw_fd()]
+    }
+
+    /// Fails unless `owner` holds `id`.
+    pub fn check_owner(&mut self, id: &str, owner: Owner) -> Result<(), QueueError> {
+        self.owned(id, owner).map(|_| ())
+    }
+
+    fn open_slot(&self, n: u32, create: bool) -> std::io::Result<File> {
+        let mut flags = OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        if create {
+            flags |= OFlag::O_CREAT | OFlag::O_EXCL;
+        }
+        Ok(File::from(openat(
+            self.slots_dir.as_fd(),
+            slot_name(n).as_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )?))
+    }
+
+    /// Reads every slot after a (re)start: committed messages come back,
+    /// uncommitted ones return to the pool, corrupt ones move aside.
+    /// Returns the committed messages in arrival order.
+    pub fn recover(&mut self) -> std::io::Result<Vec<MsgInfo>> {
+        let dir = File::from(self.slots_dir.try_clone()?);
+        let mut names = Vec::new();
+        // Read the directory through /proc-free means: fdopendir is not in
+        // std, so list through a dup of the descriptor with read_dir on its
+        // /proc path is unavailable in the jail; use getdents via nix's Dir.
+        let mut d = nix::dir::Dir::from_fd(dir.into())?;
+        for e in d.iter().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(n) = name.strip_prefix('s').and_then(|n| n.parse::<u32>().ok()) {
+                names.push(n);
+            }
+        }
+        names.sort_unstable();
+        let mut committed = Vec::new();
+        for n in names {
+            self.next_slot = self.next_slot.max(n + 1);
+            let mut file = self.open_slot(n, false)?;
+            let mut buf = Vec::new();
+            file.read_to_end(&mut buf)?;
+            let (records, tail) = rec::decode_all(&buf);
+            let valid = records
+                .last()
+                .map_or(0, |(off, r)| off + rec::encode(r).len() as u64);
+            let s = rec::summarize(&records, valid);
+            // A tail of zeros is space the kernel extended but never wrote.
+            let tail = match tail {
+                Tail::Corrupt { offset, .. } if buf[offset as usize..].iter().all(|&b| b == 0) => {
+                    Tail::Torn { offset }
+                }
+                t => t,
+            };
+            let version_ok = s.header.as_ref().is_some_and(|h| h.version <= rec::VERSION);
+            if s.committed && s.content_complete && version_ok {
+                let h = s.header.clone().expect("checked");
+                if !matches!(tail, Tail::Clean) {
+                    // A state record was being appended; drop the torn part.
+                    file.set_len(valid)?;
+                }
+                let info = MsgInfo {
+                    queue_id: h.queue_id.clone(),
+                    sender: s.sender.map(|x| x.address).unwrap_or_default(),
+                    size: s.size,
+                    nrcpt: s.recipients.len() as u32,
+                    arrival_us: h.arrival_us,
+                };
+                self.by_id.insert(h.queue_id.clone(), n);
+                committed.push(info.clone());
+                self.slots.insert(
+                    n,
+                    Slot {
+                        file,
+                        state: State::Committed(info),
+                    },
+                );
+            } else if buf.is_empty()
+                || (!s.committed && matches!(tail, Tail::Clean | Tail::Torn { .. }) && version_ok)
+                || (records.is_empty() && matches!(tail, Tail::Torn { .. }))
+            {
+                if !buf.is_empty() {
+                    let id = s.header.map(|h| h.queue_id).unwrap_or_default();
+                    info!("{id}: removed uncommitted queue file (the client never got an OK)");
+                    file.set_len(0)?;
+                }
+                self.slots.insert(
+                    n,
+                    Slot {
+                        file,
+                        state: State::Free,
+                    },
+                );
+                self.free.push(n);
+            } else {
+                let id = s.header.map(|h| h.queue_id).unwrap_or_else(|| slot_name(n));
+                let why = match &tail {
+                    Tail::Corrupt { why, offset } => format!("{why} at offset {offset}"),
+                    _ => "unsupported queue file version or missing records".to_string(),
+                };
+                warn!(
+                    "{id}: corrupt queue file ({why}); moved to corrupt/{}",
+                    slot_name(n)
+                );
+                nix::fcntl::renameat(
+                    self.slots_dir.as_fd(),
+                    slot_name(n).as_str(),
+                    self.corrupt_dir.as_fd(),
+                    format!("{}-{}", slot_name(n), std::process::id()).as_str(),
+                )?;
+            }
+        }
+        committed.sort_by_key(|m| m.arrival_us);
+        Ok(committed)
+    }
+
+    /// Creates empty slot files until the pool holds `pool_size` of them.
+    pub fn fill_pool(&mut self) -> std::io::Result<()> {
+        while self.free.len() < self.pool_size {
+            self.create_slot()?;
+        }
+        Ok(())
+    }
+
+    fn create_slot(&mut self) -> std::io::Result<u32> {
+        let n = self.next_slot;
+        self.next_slot += 1;
+        let file = self.open_slot(n, true)?;
+        self.slots.insert(
+            n,
+            Slot {
+                file,
+                state: State::Free,
+            },
+        );
+        self.free.push(n);
+        self.created += 1;
+        Ok(n)
+    }
+
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Hands out a queue id and a fresh descriptor of a pooled file.
+    pub fn allocate(&mut self, owner: Owner) -> std::io::Result<(String, OwnedFd)> {
+        let n = match self.free.pop() {
+            Some(n) => n,
+            None => {
+                self.create_slot()?;
+                self.free.pop().expect("just created")
+            }
+        };
+        let mut id = self.ids.next();
+        while self.by_id.contains_key(&id) {
+            id = self.ids.next();
+        }
+        // A new open file description: offset 0, independent of ours.
+        let fd = match self.open_slot(n, false) {
+            Ok(f) => OwnedFd::from(f),
+            Err(e) => {
+                self.free.push(n);
+                return Err(e);
+            }
+        };
+        let slot = self.slots.get_mut(&n).expect("slot exists");
+        slot.state = State::Allocated {
+            queue_id: id.clone(),
+            owner,
+        };
+        self.by_id.insert(id.clone(), n);
+        Ok((id, fd))
+    }
+
+    fn owned(&mut self, id: &str, owner: Owner) -> Result<u32, QueueError> {
+        let n = *self
+            .by_id
+            .get(id)
+            .ok_or_else(|| QueueError::Unknown(id.into()))?;
+        match &self.slots[&n].state {
+            State::Allocated { owner: o, .. } if *o == owner => Ok(n),
+            _ => Err(QueueError::NotOwner(id.into())),
+        }
+    }
+
+    /// Checks that the file holds a complete, well-formed message for `id`
+    /// before it can be committed: nothing half-written is ever made visible.
+    pub fn validate(&mut self, id: &str, owner: Owner) -> Result<rec::Summary, QueueError> {
+        let n = self.owned(id, owner)?;
+        let file = &mut self.slots.get_mut(&n).expect("slot").file;
+        file.seek(SeekFrom::Start(0))?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)?;
+        let (records, tail) = rec::decode_all(&buf);
+        let s = rec::summarize(&records, buf.len() as u64);
+        let bad = |why: &str| Err(QueueError::Malformed(id.into(), why.into()));
+        if tail != Tail::Clean {
+            return bad(&format!("{tail:?}"));
+        }
+        match &s.header {
+            Some(h) if h.queue_id == id && h.version == rec::VERSION => {}
+            _ => return bad("missing or foreign header record"),
+        }
+        if !s.content_complete || s.recipients.is_empty() || s.committed || s.sender.is_none() {
+            return bad("incomplete envelope or content");
+        }
+        Ok(s)
+    }
+
+    /// Appends the commit record. The caller syncs and then calls
+    /// [`Queue::mark_committed`].
+    pub fn append_commit(&mut self, id: &str, owner: Owner, at_us: u64) -> Result<(), QueueError> {
+        let n = self.owned(id, owner)?;
+        let file = &self.slots[&n].file;
+        let end = file.metadata()?.len();
+        file.write_all_at(&rec::encode(&Record::Commit { at_us }), end)?;
+        Ok(())
+    }
+
+    pub fn mark_committed(&mut self, id: &str, info: MsgInfo) {
+        if let Some(&n) = self.by_id.get(id) {
+            self.slots.get_mut(&n).expect("slot").state = State::Committed(info);
+        }
+    }
+
+    /// Returns an allocated (uncommitted) slot to the pool.
+    pub fn abort(&mut self, id: &str, owner: Owner) -> Result<(), QueueError> {
+        let n = self.owned(id, owner)?;
+        self.release(n)
+    }
+
+    fn release(&mut self, n: u32) -> Result<(), QueueError> {
+        let slot = self.slots.get_mut(&n).expect("slot");
+        slot.file.set_len(0)?;
+        if let State::Allocated { queue_id, .. } | State::Committed(MsgInfo { queue_id, .. }) =
+            &slot.state
+        {
+            self.by_id.remove(queue_id);
+        }
+        slot.state = State::Free;
+        self.free.push(n);
+        Ok(())
+    }
+
+    /// Aborts every uncommitted slot of a channel that went away.
+    pub fn abort_owner(&mut self, owner: Owner) -> Vec<String> {
+        let mine: Vec<(u32, String)> = self
+            .slots
+            .iter()
+            .filter_map(|(n, s)| match &s.state {
+                State::Allocated { queue_id, owner: o } if *o == owner => {
+                    Some((*n, queue_id.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for (n, id) in mine {
+            if self.release(n).is_ok() {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    pub fn committed(&self) -> Vec<MsgInfo> {
+        let mut v: Vec<MsgInfo> = self
+            .slots
+            .values()
+            .filter_map(|s| match &s.state {
+                State::Committed(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
+        v.sort_by_key(|m| m.arrival_us);
+        v
+    }
+}
+
+/// Long, time-sortable queue ids in Postfix's alphabet (no vowels): six
+/// base-52 digits of seconds, four of microseconds, four of a counter.
+#[derive(Default)]
+pub struct QueueIdGen {
+    counter: u64,
+}
+
+const ALPHABET: &[u8; 52] = b"0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz";
+
+fn base52(mut v: u64, width: usize, out: &mut String) {
+    let mut buf = vec![b'0'; width];
+    for slot in buf.iter_mut().rev() {
+        *slot = ALPHABET[(v % 52) as usize];
+        v /= 52;
+    }
+    out.push_str(std::str::from_utf8(&buf).expect("ascii"));
+}
+
+impl QueueIdGen {
+    pub fn next(&mut self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.counter = self.counter.wrapping_add(1);
+        let mut s = String::with_capacity(14);
+        base52(now.as_secs(), 6, &mut s);
+        base52(u64::from(now.subsec_micros()), 4, &mut s);
+        base52(self.counter % 52u64.pow(4), 4, &mut s);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_are_unique() {
+        let mut g = QueueIdGen::default();
+        let a = g.next();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = g.next();
+        assert!(a < b, "{a} {b}");
+        assert_eq!(a.len(), 14);
+        let many: std::collections::HashSet<String> = (0..10_000).map(|_| g.next()).collect();
+        assert_eq!(many.len(), 10_000);
+    }
+}

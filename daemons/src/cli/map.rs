@@ -1,0 +1,203 @@
+//! `postern map build|query`, after postmap(1) and postalias(1), and
+//! `newaliases`. Tables are rebuilt atomically: the new file is written
+//! beside the old one, synced, and renamed over it, so a reader sees either
+//! the old table or the new one, never half of one (L420).
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::tables::{self, Table, cdb};
+
+/// Parses a source file: `key value` (postmap) or `name: value` (aliases).
+/// Every problem is reported with file:line; empty values are errors (L689).
+pub fn parse_source(
+    text: &str,
+    file: &str,
+    aliases: bool,
+) -> Result<Vec<(String, String)>, Vec<String>> {
+    let mut out: Vec<(String, String, usize)> = Vec::new();
+    let mut errs = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        if raw.trim().is_empty() || raw.trim_start().starts_with('#') {
+            continue;
+        }
+        if raw.starts_with([' ', '\t']) {
+            match out.last_mut() {
+                Some(last) => {
+                    last.1.push(' ');
+                    last.1.push_str(raw.trim());
+                }
+                None => errs.push(format!(
+                    "{file}:{n}: continuation line without an entry before it"
+                )),
+            }
+            continue;
+        }
+        let (key, value) = if aliases {
+            match raw.split_once(':') {
+                Some((k, v)) => (k.trim(), v.trim()),
+                None => {
+                    errs.push(format!("{file}:{n}: missing ':' after alias name"));
+                    continue;
+                }
+            }
+        } else {
+            match raw.split_once([' ', '\t']) {
+                Some((k, v)) => (k, v.trim()),
+                None => (raw.trim(), ""),
+            }
+        };
+        if key.is_empty() {
+            errs.push(format!("{file}:{n}: empty key"));
+            continue;
+        }
+        out.push((key.to_ascii_lowercase(), value.to_string(), n));
+    }
+    for (k, v, n) in &out {
+        if v.trim_end_matches(',').trim().is_empty() {
+            errs.push(format!("{file}:{n}: {k}: empty value"));
+        }
+    }
+    if errs.is_empty() {
+        Ok(out
+            .into_iter()
+            .map(|(k, v, _)| (k, v.trim_end_matches(',').trim().to_string()))
+            .collect())
+    } else {
+        Err(errs)
+    }
+}
+
+/// Builds `PATH.cdb` from `PATH`, replacing the old table atomically.
+pub fn build(spec: &str, aliases: bool) -> Result<usize, Vec<String>> {
+    let path = match tables::parse(spec) {
+        Ok(Table::Cdb(p)) => p,
+        Ok(_) => {
+            return Err(vec![format!(
+                "{spec}: only cdb: (or hash:) tables are built"
+            )]);
+        }
+        Err(e) => return Err(vec![e]),
+    };
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|e| vec![format!("{file}: {e}")])?;
+    let pairs = parse_source(&text, &file, aliases)?;
+    let n = pairs.len();
+    let image = cdb::build(
+        &pairs
+            .into_iter()
+            .map(|(k, v)| (k.into_bytes(), v.into_bytes()))
+            .collect::<Vec<_>>(),
+    );
+    write_atomically(&with_suffix(&path, ".cdb"), &image).map_err(|e| vec![e])?;
+    Ok(n)
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn write_atomically(dest: &Path, data: &[u8]) -> Result<(), String> {
+    let tmp = with_suffix(dest, &format!(".tmp.{}", std::process::id()));
+    let err = |e: std::io::Error| format!("{}: {e}", dest.display());
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(data).and_then(|()| f.sync_all()).map_err(err)?;
+    std::fs::rename(&tmp, dest).map_err(err)?;
+    if let Some(dir) = dest.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+pub fn run_build(specs: &[String], aliases: bool) -> ExitCode {
+    let mut ok = true;
+    for s in specs {
+        match build(s, aliases) {
+            Ok(_) => {}
+            Err(errs) => {
+                ok = false;
+                for e in errs {
+                    eprintln!("postern: error: {e}");
+                }
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `postern map query TYPE:PATH KEY...`: prints the values; exit 1 when a
+/// key is not found, 2 on errors (as postmap -q).
+pub fn run_query(spec: &str, keys: &[String], json: bool) -> ExitCode {
+    let t = match tables::parse(spec) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("postern: fatal: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut status = ExitCode::SUCCESS;
+    for k in keys {
+        match t.lookup(k) {
+            Ok(Some(v)) if json => println!(
+                "{}",
+                serde_json::json!({ "table": spec, "key": k, "value": v })
+            ),
+            Ok(Some(v)) => println!("{v}"),
+            Ok(None) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "table": spec, "key": k, "value": null })
+                    );
+                }
+                status = ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("postern: fatal: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alias_source_and_errors() {
+        let ok = parse_source(
+            "# c\npostmaster: root\nabuse: root,\n  admin\n",
+            "aliases",
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            ok,
+            vec![
+                ("postmaster".into(), "root".into()),
+                ("abuse".into(), "root, admin".into())
+            ]
+        );
+        let errs = parse_source("a: b\nbroken line\nc:\n", "aliases", true).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "aliases:2: missing ':' after alias name",
+                "aliases:3: c: empty value"
+            ]
+        );
+        let errs = parse_source("key\n", "map", false).unwrap_err();
+        assert_eq!(errs, vec!["map:1: key: empty value"]);
+    }
+}

@@ -1,0 +1,187 @@
+//! Buffered SMTP I/O with a deadline on every read and write, and bounded
+//! buffers: a client can never make smtpd hold more than a line, a chunk,
+//! and the replies to one pipelined batch.
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug)]
+pub enum ConnError {
+    Timeout,
+    Closed,
+    Io,
+}
+
+pub enum Line {
+    /// A command line without its line ending.
+    Command(Vec<u8>),
+    /// The line exceeded the limit; it was read to its end and discarded.
+    TooLong,
+    /// A line ended in a bare LF and bare LFs are refused.
+    BareLf,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    pub out: Vec<u8>,
+    pub timeout: Duration,
+    /// Replies queued since the last flush (the pipelining cap).
+    pub pending_replies: usize,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Conn {
+    pub fn new(stream: TcpStream, timeout: Duration) -> Conn {
+        Conn {
+            stream,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            out: Vec::new(),
+            timeout,
+            pending_replies: 0,
+        }
+    }
+
+    /// Bytes received but not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            // An idle session keeps no large buffer around.
+            if self.buf.len() > READ_CHUNK {
+                self.buf = Vec::new();
+            }
+        }
+    }
+
+    /// Reads more bytes from the client (flushing queued replies first,
+    /// since the client may be waiting for them).
+    pub async fn fill(&mut self) -> Result<(), ConnError> {
+        if !self.out.is_empty() {
+            self.flush().await?;
+        }
+        if self.start > 0 && self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.start > 0 && self.buf.len() - self.end < READ_CHUNK {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < self.end + READ_CHUNK {
+            self.buf.resize(self.end + READ_CHUNK, 0);
+        }
+        let end = self.end;
+        let n = tokio::time::timeout(self.timeout, self.stream.read(&mut self.buf[end..]))
+            .await
+            .map_err(|_| ConnError::Timeout)?
+            .map_err(|_| ConnError::Io)?;
+        if n == 0 {
+            return Err(ConnError::Closed);
+        }
+        self.end += n;
+        Ok(())
+    }
+
+    /// True when a whole line is already buffered (the client pipelined).
+    pub fn has_line(&self) -> bool {
+        self.buffered().contains(&b'\n')
+    }
+
+    /// The next command line. `bare_lf_ok`: a bare LF ends a line.
+    pub async fn read_line(&mut self, limit: usize, bare_lf_ok: bool) -> Result<Line, ConnError> {
+        let mut discarding = false;
+        loop {
+            if let Some(pos) = self.buffered().iter().position(|&b| b == b'\n') {
+                let line = &self.buffered()[..pos];
+                let (body, bare) = match line.strip_suffix(b"\r") {
+                    Some(b) => (b.to_vec(), false),
+                    None => (line.to_vec(), true),
+                };
+                self.consume(pos + 1);
+                if discarding || body.len() > limit {
+                    return Ok(Line::TooLong);
+                }
+                if bare && !bare_lf_ok {
+                    return Ok(Line::BareLf);
+                }
+                return Ok(Line::Command(body));
+            }
+            if self.buffered().len() > limit {
+                // Keep nothing of an overlong line but the fact.
+                discarding = true;
+                let n = self.buffered().len();
+                self.consume(n);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Takes up to `max` buffered bytes (reading if none are buffered).
+    pub async fn read_some(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
+        if self.buffered().is_empty() {
+            self.fill().await?;
+        }
+        let n = self.buffered().len().min(max);
+        let v = self.buffered()[..n].to_vec();
+        self.consume(n);
+        Ok(v)
+    }
+
+    pub fn queue(&mut self, text: &str) {
+        self.out.extend_from_slice(text.as_bytes());
+        self.pending_replies += 1;
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ConnError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = tokio::time::timeout(self.timeout, self.stream.write_all(&self.out)).await;
+        self.out.clear();
+        self.pending_replies = 0;
+        match r {
+            Err(_) => Err(ConnError::Timeout),
+            Ok(Err(_)) => Err(ConnError::Io),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Has the client closed its side? Looks at the socket without reading
+    /// (for the hang-up check before the final commit).
+    pub fn peer_hung_up(&self) -> bool {
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd;
+        if !self.buffered().is_empty() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        matches!(
+            recv(
+                self.stream.as_raw_fd(),
+                &mut b,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+            ),
+            Ok(0)
+        ) || matches!(
+            recv(
+                self.stream.as_raw_fd(),
+                &mut b,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+            ),
+            Err(nix::errno::Errno::ECONNRESET)
+        )
+    }
+}

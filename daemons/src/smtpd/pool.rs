@@ -1,0 +1,146 @@
+//! smtpd's channels to its peers: cleanup channels are pooled and reused
+//! transaction after transaction (one transaction per channel at a time),
+//! and lookups go to the broker.
+use std::cell::RefCell;
+use std::time::Duration;
+
+use postern_config::Role;
+use postern_ipc::smtpd_cleanup::{self as sc, Begin, Failure};
+use postern_ipc::{Channel, ChannelError, Endpoint, Message, smtpd_broker as sb};
+
+use crate::daemon::Switchboard;
+use crate::{fatal, warn};
+
+pub type CleanupEp = Endpoint<sc::Request, sc::Reply>;
+type LookupEp = Endpoint<sb::Request, sb::Reply>;
+
+const MAX_IDLE: usize = 64;
+
+pub struct Shared {
+    sb: Switchboard,
+    query: Duration,
+    transfer: Duration,
+    idle: RefCell<Vec<CleanupEp>>,
+    lookup: RefCell<Vec<LookupEp>>,
+}
+
+fn write_error() -> Failure {
+    Failure {
+        code: 451,
+        enhanced: "4.3.0".into(),
+        text: "Error: queue file write error".into(),
+    }
+}
+
+impl Shared {
+    pub fn new(sb: Switchboard, query: Duration, transfer: Duration) -> Shared {
+        Shared {
+            sb,
+            query,
+            transfer,
+            idle: RefCell::default(),
+            lookup: RefCell::default(),
+        }
+    }
+
+    async fn connect<Tx: Message, Rx: Message>(
+        &self,
+        role: Role,
+        edge: &'static str,
+        version: u32,
+        timeout: Duration,
+    ) -> Result<Endpoint<Tx, Rx>, String> {
+        let fd = self.sb.connect(role).await.map_err(|e| e.to_string())?;
+        let mut ch = Channel::new(fd, Rx::MAX_FRAME, self.query).map_err(|e| e.to_string())?;
+        ch.hello_client(edge, version)
+            .await
+            .map_err(|e| e.to_string())?;
+        ch.timeout = timeout;
+        Ok(Endpoint::from_channel(ch))
+    }
+
+    /// Starts a transaction in cleanup: a queue id, and the channel that
+    /// carries the rest of it.
+    pub async fn begin(&self, b: Begin) -> Result<(String, CleanupEp), Failure> {
+        for _ in 0..2 {
+            let pooled = self.idle.borrow_mut().pop();
+            let was_pooled = pooled.is_some();
+            let mut ep = match pooled {
+                Some(ep) => ep,
+                None => match self
+                    .connect(Role::Cleanup, sc::EDGE, sc::VERSION, self.transfer)
+                    .await
+                {
+                    Ok(ep) => ep,
+                    Err(e) => {
+                        warn!("cannot reach cleanup: {e}");
+                        return Err(write_error());
+                    }
+                },
+            };
+            match ep.call(&sc::Request::Begin(b.clone())).await {
+                Ok(sc::Reply::Begun(id)) => return Ok((id, ep)),
+                Ok(sc::Reply::Failed(f)) => {
+                    self.release(ep);
+                    return Err(f);
+                }
+                Ok(other) => {
+                    fatal!("protocol violation from cleanup: {other:?} in answer to begin")
+                }
+                Err(ChannelError::Violation(v)) => fatal!("protocol violation from cleanup: {v}"),
+                // A pooled channel may have died with its cleanup: try a fresh one.
+                Err(_) if was_pooled => continue,
+                Err(e) => {
+                    warn!("cleanup channel: {e}");
+                    return Err(write_error());
+                }
+            }
+        }
+        Err(write_error())
+    }
+
+    pub fn release(&self, ep: CleanupEp) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < MAX_IDLE {
+            idle.push(ep);
+        }
+    }
+
+    /// Abandons a transaction; the channel is reused when cleanup agrees.
+    pub async fn abort(&self, mut ep: CleanupEp) {
+        if let Ok(sc::Reply::Aborted) = ep.call(&sc::Request::Abort).await {
+            self.release(ep);
+        }
+    }
+
+    /// Is `local` a local user or alias (local_recipient_maps)?
+    pub async fn local_recipient(&self, local: &str) -> Result<bool, String> {
+        for _ in 0..2 {
+            let pooled = self.lookup.borrow_mut().pop();
+            let was_pooled = pooled.is_some();
+            let mut ep = match pooled {
+                Some(ep) => ep,
+                None => {
+                    self.connect(Role::Broker, sb::EDGE, sb::VERSION, self.query)
+                        .await?
+                }
+            };
+            match ep
+                .call(&sb::Request::LocalRecipient(local.to_string()))
+                .await
+            {
+                Ok(r) => {
+                    self.lookup.borrow_mut().push(ep);
+                    return match r {
+                        sb::Reply::Found(f) => Ok(f),
+                        sb::Reply::Tempfail(e) => Err(format!("local_recipient_maps: {e}")),
+                    };
+                }
+                Err(ChannelError::Violation(v)) => fatal!("protocol violation from broker: {v}"),
+                Err(_) if was_pooled => continue,
+                Err(e) => return Err(format!("broker lookup: {e}")),
+            }
+        }
+        Err("broker lookup failed".into())
+    }
+}

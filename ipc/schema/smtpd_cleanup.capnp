@@ -1,0 +1,62 @@
+@0xd0887bf38eecbe50;
+# smtpd -> cleanup: one mail transaction per channel at a time. smtpd never
+# sees a queue file: cleanup gets the file from the broker.
+
+# Bump when any message in this file changes shape.
+const version :UInt32 = 1;
+
+struct Client {
+  name @0 :Text;          # reverse name, or "unknown"
+  addr @1 :Text;          # IP address as text
+  port @2 :UInt16;
+  helo @3 :Text;
+  proto @4 :Text;         # SMTP | ESMTP | UTF8SMTP | UTF8ESMTP ...
+  logName @5 :Text;       # syslog_name of the listener, for cleanup's log lines
+}
+
+struct Recipient {
+  address @0 :Text;
+  orcpt @1 :Text;         # DSN ORCPT, "" if none
+  notify @2 :UInt8;       # DSN NOTIFY bits: 1 success, 2 failure, 4 delay, 8 never
+}
+
+struct Begin {
+  client @0 :Client;
+  sender @1 :Text;        # "" for the null sender
+  ret @2 :UInt8;          # DSN RET: 0 unset, 1 FULL, 2 HDRS
+  envid @3 :Text;
+  smtputf8 @4 :Bool;
+  body8bit @5 :Bool;
+}
+
+struct Request {
+  union {
+    begin @0 :Begin;                  # answered with begun or failed
+    recipients @1 :List(Recipient);   # no answer; a batch of at most 100
+    content @2 :Data;                 # no answer; at most 64 KiB
+    end @3 :Void;                     # answered with tentative or failed
+    commit @4 :Void;                  # answered with committed or failed
+    abort @5 :Void;                   # answered with aborted
+  }
+}
+
+struct Failure {
+  code @0 :UInt16;
+  enhanced @1 :Text;
+  text @2 :Text;
+}
+
+struct Tentative {
+  size @0 :UInt64;
+  messageId @1 :Text;
+}
+
+struct Reply {
+  union {
+    begun @0 :Text;                   # the queue id
+    tentative @1 :Tentative;          # written and fsynced, not yet visible
+    committed @2 :Void;               # durable and visible to the queue manager
+    failed @3 :Failure;
+    aborted @4 :Void;
+  }
+}

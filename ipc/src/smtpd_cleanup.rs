@@ -1,0 +1,209 @@
+//! smtpd -> cleanup (schema: smtpd_cleanup.capnp).
+use std::os::fd::OwnedFd;
+
+use crate::channel::{Message, no_fds};
+use crate::frame::{self, Violation, clip, list_len, range, text};
+use crate::generated::smtpd_cleanup_capnp::{reply, request};
+
+pub const EDGE: &str = "smtpd-cleanup";
+pub const VERSION: u32 = crate::generated::smtpd_cleanup_capnp::VERSION;
+pub const MAX_CHUNK: usize = 64 * 1024;
+pub const MAX_BATCH: usize = 100;
+pub const MAX_ADDRESS: usize = 512;
+const MAX_FRAME: usize = 96 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Client {
+    pub name: String,
+    pub addr: String,
+    pub port: u16,
+    pub helo: String,
+    pub proto: String,
+    pub log_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub address: String,
+    pub orcpt: String,
+    pub notify: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Begin {
+    pub client: Client,
+    pub sender: String,
+    pub ret: u8,
+    pub envid: String,
+    pub smtputf8: bool,
+    pub body_8bit: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Begin(Begin),
+    Recipients(Vec<Recipient>),
+    Content(Vec<u8>),
+    End,
+    Commit,
+    Abort,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: u16,
+    pub enhanced: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Begun(String),
+    Tentative { size: u64, message_id: String },
+    Committed,
+    Failed(Failure),
+    Aborted,
+}
+
+impl Message for Request {
+    const MAX_FRAME: usize = MAX_FRAME;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut b = frame::builder();
+        {
+            let mut r = b.init_root::<request::Builder>();
+            match self {
+                Request::Begin(x) => {
+                    let mut bb = r.init_begin();
+                    {
+                        let mut c = bb.reborrow().init_client();
+                        c.set_name(clip(&x.client.name, 255));
+                        c.set_addr(clip(&x.client.addr, 64));
+                        c.set_port(x.client.port);
+                        c.set_helo(clip(&x.client.helo, 255));
+                        c.set_proto(clip(&x.client.proto, 16));
+                        c.set_log_name(clip(&x.client.log_name, 64));
+                    }
+                    bb.set_sender(clip(&x.sender, MAX_ADDRESS));
+                    bb.set_ret(x.ret);
+                    bb.set_envid(clip(&x.envid, 100));
+                    bb.set_smtputf8(x.smtputf8);
+                    bb.set_body8bit(x.body_8bit);
+                }
+                Request::Recipients(list) => {
+                    let n = list.len().min(MAX_BATCH);
+                    let mut l = r.init_recipients(n as u32);
+                    for (i, rc) in list.iter().take(n).enumerate() {
+                        let mut e = l.reborrow().get(i as u32);
+                        e.set_address(clip(&rc.address, MAX_ADDRESS));
+                        e.set_orcpt(clip(&rc.orcpt, MAX_ADDRESS));
+                        e.set_notify(rc.notify);
+                    }
+                }
+                Request::Content(d) => r.set_content(&d[..d.len().min(MAX_CHUNK)]),
+                Request::End => r.set_end(()),
+                Request::Commit => r.set_commit(()),
+                Request::Abort => r.set_abort(()),
+            }
+        }
+        frame::finish(&b)
+    }
+
+    fn decode(f: &[u8], fds: Vec<OwnedFd>) -> Result<Self, Violation> {
+        no_fds(&fds)?;
+        let msg = frame::open(f, MAX_FRAME)?;
+        let r = msg.get_root::<request::Reader>()?;
+        Ok(match r.which()? {
+            request::Begin(b) => {
+                let b = b?;
+                let c = b.get_client()?;
+                Request::Begin(Begin {
+                    client: Client {
+                        name: text(c.get_name(), "client.name", 255)?,
+                        addr: text(c.get_addr(), "client.addr", 64)?,
+                        port: c.get_port(),
+                        helo: text(c.get_helo(), "client.helo", 255)?,
+                        proto: text(c.get_proto(), "client.proto", 16)?,
+                        log_name: text(c.get_log_name(), "client.logName", 64)?,
+                    },
+                    sender: text(b.get_sender(), "begin.sender", MAX_ADDRESS)?,
+                    ret: range(b.get_ret().into(), "begin.ret", 0, 2)? as u8,
+                    envid: text(b.get_envid(), "begin.envid", 100)?,
+                    smtputf8: b.get_smtputf8(),
+                    body_8bit: b.get_body8bit(),
+                })
+            }
+            request::Recipients(l) => {
+                let l = l?;
+                list_len(l.len(), "recipients", MAX_BATCH)?;
+                let mut out = Vec::with_capacity(l.len() as usize);
+                for e in l.iter() {
+                    out.push(Recipient {
+                        address: text(e.get_address(), "recipient.address", MAX_ADDRESS)?,
+                        orcpt: text(e.get_orcpt(), "recipient.orcpt", MAX_ADDRESS)?,
+                        notify: range(e.get_notify().into(), "recipient.notify", 0, 15)? as u8,
+                    });
+                }
+                Request::Recipients(out)
+            }
+            request::Content(d) => Request::Content(frame::data(d, "content", MAX_CHUNK)?),
+            request::End(()) => Request::End,
+            request::Commit(()) => Request::Commit,
+            request::Abort(()) => Request::Abort,
+        })
+    }
+}
+
+impl Message for Reply {
+    const MAX_FRAME: usize = 4096;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut b = frame::builder();
+        {
+            let mut r = b.init_root::<reply::Builder>();
+            match self {
+                Reply::Begun(id) => r.set_begun(clip(id, 32)),
+                Reply::Tentative { size, message_id } => {
+                    let mut t = r.init_tentative();
+                    t.set_size(*size);
+                    t.set_message_id(clip(message_id, 998));
+                }
+                Reply::Committed => r.set_committed(()),
+                Reply::Failed(f) => {
+                    let mut x = r.init_failed();
+                    x.set_code(f.code);
+                    x.set_enhanced(clip(&f.enhanced, 16));
+                    x.set_text(clip(&f.text, 512));
+                }
+                Reply::Aborted => r.set_aborted(()),
+            }
+        }
+        frame::finish(&b)
+    }
+
+    fn decode(f: &[u8], fds: Vec<OwnedFd>) -> Result<Self, Violation> {
+        no_fds(&fds)?;
+        let msg = frame::open(f, Self::MAX_FRAME)?;
+        let r = msg.get_root::<reply::Reader>()?;
+        Ok(match r.which()? {
+            reply::Begun(id) => Reply::Begun(text(id, "begun", 32)?),
+            reply::Tentative(t) => {
+                let t = t?;
+                Reply::Tentative {
+                    size: t.get_size(),
+                    message_id: text(t.get_message_id(), "tentative.messageId", 998)?,
+                }
+            }
+            reply::Committed(()) => Reply::Committed,
+            reply::Failed(x) => {
+                let x = x?;
+                Reply::Failed(Failure {
+                    code: range(x.get_code().into(), "failed.code", 400, 599)? as u16,
+                    enhanced: text(x.get_enhanced(), "failed.enhanced", 16)?,
+                    text: text(x.get_text(), "failed.text", 512)?,
+                })
+            }
+            reply::Aborted(()) => Reply::Aborted,
+        })
+    }
+}

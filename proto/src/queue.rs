@@ -1,0 +1,278 @@
+//! Queue-file records: versioned, append-only, each framed as
+//! `[u32 LE length][u32 LE crc32][postcard payload]`.
+//!
+//! A file is a sequence of records. cleanup writes the envelope and content
+//! and the end-of-content record; the broker appends `Commit` once the
+//! message is durable and visible, and later state records (delivered,
+//! deferred, held) as they happen. A torn tail (a crash mid-append) fails its
+//! length or checksum and ends the file; a bad record before `Commit`
+//! means the message was never committed.
+use serde::{Deserialize, Serialize};
+
+/// Bump when a record's shape changes; readers refuse newer files.
+pub const VERSION: u16 = 1;
+/// Largest record payload (a content chunk plus slack).
+pub const MAX_RECORD: usize = 128 * 1024;
+pub const FRAME: usize = 8;
+
+pub mod notify {
+    pub const SUCCESS: u8 = 1;
+    pub const FAILURE: u8 = 2;
+    pub const DELAY: u8 = 4;
+    pub const NEVER: u8 = 8;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub version: u16,
+    pub queue_id: String,
+    /// Arrival, microseconds since the epoch.
+    pub arrival_us: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    pub address: String,
+    /// DSN RET: 0 unset, 1 FULL, 2 HDRS.
+    pub ret: u8,
+    pub envid: String,
+    pub smtputf8: bool,
+    /// BODY=8BITMIME (or BINARYMIME) was declared.
+    pub body_8bit: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    pub name: String,
+    pub addr: String,
+    pub helo: String,
+    pub proto: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub address: String,
+    /// DSN ORCPT as given (`rfc822;addr`), or empty.
+    pub orcpt: String,
+    /// DSN NOTIFY bits (see [`notify`]); 0 means not specified.
+    pub notify: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    Header(Header),
+    Sender(Sender),
+    Client(Client),
+    Recipient(Recipient),
+    /// A piece of the message (RFC 5322, CRLF line endings).
+    Content(Vec<u8>),
+    /// Written after the last content record.
+    EndOfContent {
+        size: u64,
+        nrcpt: u32,
+        message_id: String,
+    },
+    /// Appended by the broker: the message is durable and visible.
+    Commit {
+        at_us: u64,
+    },
+}
+
+/// Frames one record.
+pub fn encode(rec: &Record) -> Vec<u8> {
+    let payload = postcard::to_allocvec(rec).expect("records always serialize");
+    let mut out = Vec::with_capacity(FRAME + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// How a file's record sequence ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tail {
+    /// Ended exactly at a record boundary.
+    Clean,
+    /// A partial record at `offset` (a crash mid-write).
+    Torn { offset: u64 },
+    /// A complete-looking record at `offset` that fails its checksum or
+    /// does not decode.
+    Corrupt { offset: u64, why: String },
+}
+
+/// Decodes records from `buf`, stopping at the first bad one.
+pub fn decode_all(buf: &[u8]) -> (Vec<(u64, Record)>, Tail) {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    loop {
+        if pos == buf.len() {
+            return (out, Tail::Clean);
+        }
+        let offset = pos as u64;
+        if buf.len() - pos < FRAME {
+            return (out, Tail::Torn { offset });
+        }
+        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        if len > MAX_RECORD {
+            return (
+                out,
+                Tail::Corrupt {
+                    offset,
+                    why: format!("record length {len}"),
+                },
+            );
+        }
+        if buf.len() - pos - FRAME < len {
+            return (out, Tail::Torn { offset });
+        }
+        let payload = &buf[pos + FRAME..pos + FRAME + len];
+        if crc32fast::hash(payload) != crc {
+            return (
+                out,
+                Tail::Corrupt {
+                    offset,
+                    why: "checksum mismatch".into(),
+                },
+            );
+        }
+        match postcard::from_bytes::<Record>(payload) {
+            Ok(r) => out.push((offset, r)),
+            Err(e) => {
+                return (
+                    out,
+                    Tail::Corrupt {
+                        offset,
+                        why: format!("undecodable record: {e}"),
+                    },
+                );
+            }
+        }
+        pos += FRAME + len;
+    }
+}
+
+/// A message as far as its records go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub header: Option<Header>,
+    pub sender: Option<Sender>,
+    pub client: Option<Client>,
+    pub recipients: Vec<Recipient>,
+    pub size: u64,
+    pub message_id: String,
+    pub content_complete: bool,
+    pub committed: bool,
+    /// Byte length of the valid record prefix.
+    pub valid_len: u64,
+}
+
+/// Summarizes a record sequence without keeping the content.
+pub fn summarize(records: &[(u64, Record)], end: u64) -> Summary {
+    let mut s = Summary {
+        valid_len: end,
+        ..Summary::default()
+    };
+    for (_, r) in records {
+        match r {
+            Record::Header(h) => s.header = Some(h.clone()),
+            Record::Sender(x) => s.sender = Some(x.clone()),
+            Record::Client(c) => s.client = Some(c.clone()),
+            Record::Recipient(r) => s.recipients.push(r.clone()),
+            Record::Content(_) => {}
+            Record::EndOfContent {
+                size, message_id, ..
+            } => {
+                s.size = *size;
+                s.message_id = message_id.clone();
+                s.content_complete = true;
+            }
+            Record::Commit { .. } => s.committed = true,
+        }
+    }
+    s
+}
+
+/// The message content (concatenated Content records).
+pub fn content(records: &[(u64, Record)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (_, r) in records {
+        if let Record::Content(c) = r {
+            out.extend_from_slice(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Record> {
+        vec![
+            Record::Header(Header {
+                version: VERSION,
+                queue_id: "4Q2zX".into(),
+                arrival_us: 1,
+            }),
+            Record::Sender(Sender {
+                address: "a@b".into(),
+                ret: 0,
+                envid: String::new(),
+                smtputf8: false,
+                body_8bit: false,
+            }),
+            Record::Recipient(Recipient {
+                address: "c@d".into(),
+                orcpt: String::new(),
+                notify: 0,
+            }),
+            Record::Content(b"Subject: x\r\n\r\nbody\r\n".to_vec()),
+            Record::EndOfContent {
+                size: 20,
+                nrcpt: 1,
+                message_id: "<m@x>".into(),
+            },
+            Record::Commit { at_us: 2 },
+        ]
+    }
+
+    #[test]
+    fn round_trip_and_summary() {
+        let bytes: Vec<u8> = sample().iter().flat_map(encode).collect();
+        let (recs, tail) = decode_all(&bytes);
+        assert_eq!(tail, Tail::Clean);
+        assert_eq!(
+            recs.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+            sample()
+        );
+        let s = summarize(&recs, bytes.len() as u64);
+        assert!(s.committed && s.content_complete);
+        assert_eq!(s.recipients.len(), 1);
+        assert_eq!(content(&recs), b"Subject: x\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn every_truncation_is_torn_or_clean_never_a_wrong_record() {
+        let bytes: Vec<u8> = sample().iter().flat_map(encode).collect();
+        for cut in 0..bytes.len() {
+            let (recs, tail) = decode_all(&bytes[..cut]);
+            assert!(
+                matches!(tail, Tail::Torn { .. } | Tail::Clean),
+                "cut {cut}: {tail:?}"
+            );
+            let s = summarize(&recs, 0);
+            // Committed only if the whole commit record survived.
+            assert!(!s.committed || cut == bytes.len());
+        }
+    }
+
+    #[test]
+    fn flipped_bit_is_corrupt() {
+        let mut bytes: Vec<u8> = sample().iter().flat_map(encode).collect();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0x40;
+        let (_, tail) = decode_all(&bytes);
+        assert!(matches!(tail, Tail::Corrupt { .. }), "{tail:?}");
+    }
+}
