@@ -189,8 +189,8 @@ async fn session(fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
             }
             (Request::End, Some(t)) if !t.tentative => match t.finish(&s) {
                 Err(f) => {
-                    let t = txn.take().expect("txn");
-                    abort(&mut br, &t.id).await;
+                    let id = txn.take().expect("txn").discard();
+                    abort(&mut br, &id).await;
                     Reply::Failed(f)
                 }
                 Ok(()) => match broker_call(&mut br, cb::Request::Sync(t.id.clone())).await {
@@ -202,8 +202,8 @@ async fn session(fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
                         }
                     }
                     _ => {
-                        let t = txn.take().expect("txn");
-                        abort(&mut br, &t.id).await;
+                        let id = txn.take().expect("txn").discard();
+                        abort(&mut br, &id).await;
                         Reply::Failed(write_error())
                     }
                 },
@@ -215,19 +215,19 @@ async fn session(fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
                     size: t.size,
                     nrcpt: t.nrcpt as u32,
                 };
-                let t = txn.take().expect("txn");
+                let id = txn.take().expect("txn").discard();
                 match broker_call(&mut br, cb::Request::Commit(c)).await {
                     Some(cb::Reply::Committed) => Reply::Committed,
                     other => {
-                        warn!("{}: commit failed: {other:?}", t.id);
-                        abort(&mut br, &t.id).await;
+                        warn!("{id}: commit failed: {other:?}");
+                        abort(&mut br, &id).await;
                         Reply::Failed(write_error())
                     }
                 }
             }
             (Request::Abort, Some(_)) => {
-                let t = txn.take().expect("txn");
-                abort(&mut br, &t.id).await;
+                let id = txn.take().expect("txn").discard();
+                abort(&mut br, &id).await;
                 Reply::Aborted
             }
             (Request::Abort, None) => Reply::Aborted,
@@ -239,7 +239,8 @@ async fn session(fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
     }
     // smtpd went away: an open transaction is abandoned, never committed.
     if let Some(t) = txn {
-        abort(&mut br, &t.id).await;
+        let id = t.discard();
+        abort(&mut br, &id).await;
     }
 }
 
@@ -333,6 +334,14 @@ impl Txn {
         });
         t.record(&client)?;
         Ok(t)
+    }
+
+    /// Ends the transaction's use of the queue file without writing another
+    /// byte: buffered records are thrown away, not flushed, so nothing can
+    /// land in the file after the broker has taken it back.
+    fn discard(self) -> String {
+        let (_file, _unwritten) = self.out.into_parts();
+        self.id
     }
 
     fn record(&mut self, r: &Record) -> std::io::Result<()> {
