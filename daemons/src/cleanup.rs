@@ -66,7 +66,7 @@ async fn serve(mut ctx: Context) {
             loop {
                 tokio::select! {
                     p = ctx.inbound.recv() => match p {
-                        Some((Role::Smtpd, fd)) => {
+                        Some((Role::Smtpd | Role::Local | Role::Bounce | Role::Pickup, fd)) => {
                             let (s, sb, a) = (settings.clone(), sb.clone(), active.clone());
                             a.set(a.get() + 1);
                             tokio::task::spawn_local(async move {
@@ -485,10 +485,19 @@ impl Txn {
         } else {
             c.helo.as_str()
         };
-        let mut r = format!(
-            "Received: from {helo} ({} [{}])\r\n\tby {} ({}) with {} id {}",
-            c.name, c.addr, s.myhostname, s.mail_name, c.proto, self.id
-        );
+        // Mail made on this machine (forwarded by local, notices from
+        // bounce) has no client to name.
+        let mut r = if c.addr.is_empty() {
+            format!(
+                "Received: by {} ({}) id {}",
+                s.myhostname, s.mail_name, self.id
+            )
+        } else {
+            format!(
+                "Received: from {helo} ({} [{}])\r\n\tby {} ({}) with {} id {}",
+                c.name, c.addr, s.myhostname, s.mail_name, c.proto, self.id
+            )
+        };
         let date = self
             .arrival
             .strftime("%a, %e %b %Y %H:%M:%S %z (%Z)")

@@ -22,6 +22,9 @@ pub struct Context {
     pub switchboard: Switchboard,
     /// Channels other roles opened to us.
     pub inbound: mpsc::UnboundedReceiver<(Role, OwnedFd)>,
+    /// Channels from `postern` commands (through the control socket):
+    /// client-reachable, so a violation drops only that channel.
+    pub admin: mpsc::UnboundedReceiver<OwnedFd>,
     /// Becomes true when the master asks us to finish and exit.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -117,15 +120,17 @@ where
         let query = params
             .duration("ipc_query_timeout")
             .unwrap_or(Duration::from_secs(10));
-        let (switchboard, inbound, shutdown) = match Switchboard::start(ctl, query, &jail).await {
-            Ok(s) => s,
-            Err(e) => fatal!("{role}: control channel: {e}"),
-        };
+        let (switchboard, inbound, admin, shutdown) =
+            match Switchboard::start(ctl, query, &jail).await {
+                Ok(s) => s,
+                Err(e) => fatal!("{role}: control channel: {e}"),
+            };
         main(Context {
             params,
             listeners,
             switchboard,
             inbound,
+            admin,
             shutdown,
         })
         .await;
@@ -140,6 +145,13 @@ enum Answer {
 }
 
 type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Answer>>>>;
+
+type Started = (
+    Switchboard,
+    mpsc::UnboundedReceiver<(Role, OwnedFd)>,
+    mpsc::UnboundedReceiver<OwnedFd>,
+    watch::Receiver<bool>,
+);
 
 /// Asks the master for channels to peer roles.
 #[derive(Clone)]
@@ -165,14 +177,7 @@ impl Switchboard {
         ctl: OwnedFd,
         timeout: Duration,
         jail: &postern_sandbox::JailReport,
-    ) -> Result<
-        (
-            Self,
-            mpsc::UnboundedReceiver<(Role, OwnedFd)>,
-            watch::Receiver<bool>,
-        ),
-        ChannelError,
-    > {
+    ) -> Result<Started, ChannelError> {
         // Two descriptors on one socket: the reader task owns one, senders share the other.
         let wfd = ctl.try_clone()?;
         let max = <ToDaemon as Message>::MAX_FRAME;
@@ -180,6 +185,7 @@ impl Switchboard {
         let writer = Arc::new(Channel::new(wfd, max, timeout)?);
         let pending: Pending = Arc::default();
         let (in_tx, in_rx) = mpsc::unbounded_channel();
+        let (admin_tx, admin_rx) = mpsc::unbounded_channel();
         let (sd_tx, sd_rx) = watch::channel(false);
         let sb = Switchboard {
             writer,
@@ -202,6 +208,13 @@ impl Switchboard {
                     Err(e) => fatal!("control channel from master: {e}"),
                 };
                 match msg {
+                    Ok(ToDaemon::Peer {
+                        request_id: 0,
+                        peer_role,
+                        fd,
+                    }) if peer_role == "admin" => {
+                        let _ = admin_tx.send(fd);
+                    }
                     Ok(ToDaemon::Peer {
                         request_id: 0,
                         peer_role,
@@ -235,7 +248,7 @@ impl Switchboard {
                 }
             }
         });
-        Ok((sb, in_rx, sd_rx))
+        Ok((sb, in_rx, admin_rx, sd_rx))
     }
 
     pub async fn send(&self, m: &FromDaemon) -> Result<(), ChannelError> {

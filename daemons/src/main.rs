@@ -2,17 +2,21 @@
 //! starts each daemon as `postern daemon ROLE --ipc-fd N`, a fresh exec.
 #![forbid(unsafe_code)]
 
+mod bounce;
 mod broker;
 mod cleanup;
 mod cli;
 mod clock;
 mod daemon;
+mod fsutil;
+mod local;
 mod log;
 mod master;
 mod probe;
 mod qmgr;
 mod roles;
 mod smtpd;
+mod tablecache;
 mod tables;
 
 use std::path::PathBuf;
@@ -77,6 +81,11 @@ enum Cmd {
         check: bool,
         names: Vec<String>,
     },
+    /// List, show and steer the mail queue (like postqueue and postsuper).
+    Queue {
+        #[command(subcommand)]
+        cmd: QueueSub,
+    },
     /// Build or query lookup tables (like postmap and postalias).
     Map {
         #[command(subcommand)]
@@ -92,6 +101,39 @@ enum Cmd {
     },
     #[command(hide = true)]
     Probe { role: String },
+}
+
+#[derive(Subcommand)]
+enum QueueSub {
+    /// The queue, as mailq prints it; --json: one object per message.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A queued message: envelope and content.
+    Show { id: String },
+    /// Retry every deferred message now.
+    Flush,
+    /// Delete messages (IDs, or ALL).
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Put messages on hold (IDs, or ALL).
+    Hold {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Release held messages (IDs, or ALL).
+    Release {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Route messages anew and retry them now (IDs, or ALL).
+    Requeue {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -123,6 +165,8 @@ fn main() -> ExitCode {
             Some(Role::Smtpd) => smtpd::main(ipc_fd),
             Some(Role::Cleanup) => cleanup::main(ipc_fd),
             Some(Role::Qmgr) => qmgr::main(ipc_fd),
+            Some(Role::Local) => local::main(ipc_fd),
+            Some(Role::Bounce) => bounce::main(ipc_fd),
             _ => cli::fail(format!("no such daemon role: {role}")),
         },
         Cmd::Probe { role } => {
@@ -139,6 +183,19 @@ fn main() -> ExitCode {
             detached,
         } => cli::start(dir, foreground, detached),
         Cmd::Stop => cli::stop(dir),
+        Cmd::Queue { cmd } => {
+            use cli::queue::QueueCmd;
+            let c = match cmd {
+                QueueSub::List { json } => QueueCmd::List { json },
+                QueueSub::Show { id } => QueueCmd::Show(id),
+                QueueSub::Flush => QueueCmd::Flush,
+                QueueSub::Delete { ids } => QueueCmd::Delete(ids),
+                QueueSub::Hold { ids } => QueueCmd::Hold(ids),
+                QueueSub::Release { ids } => QueueCmd::Release(ids),
+                QueueSub::Requeue { ids } => QueueCmd::Requeue(ids),
+            };
+            cli::queue(dir, c)
+        }
         Cmd::Map { cmd } => match cmd {
             MapCmd::Build { aliases, tables } => cli::map::run_build(&tables, aliases),
             MapCmd::Query { json, table, keys } => cli::map::run_query(&table, &keys, json),

@@ -56,6 +56,22 @@ pub const SPECS: &[RoleSpec] = &[
         exclusive: true,
         listeners: false,
     },
+    RoleSpec {
+        role: Role::Local,
+        network: false,
+        syscalls: COMMON
+            .union(SyscallGroups::FS_READ)
+            .union(SyscallGroups::FS_WRITE),
+        exclusive: false,
+        listeners: false,
+    },
+    RoleSpec {
+        role: Role::Bounce,
+        network: false,
+        syscalls: COMMON,
+        exclusive: false,
+        listeners: false,
+    },
 ];
 
 pub fn spec(role: Role) -> Option<&'static RoleSpec> {
@@ -83,6 +99,7 @@ pub fn paths(role: Role, params: &Params) -> Vec<FsRule> {
     match role {
         // Table files reach the broker as descriptors the master opened.
         Role::Broker => vec![rw(params.str("queue_directory"))],
+        Role::Local => vec![rw(params.str("mail_spool_directory"))],
         _ => vec![],
     }
 }

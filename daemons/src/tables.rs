@@ -80,6 +80,20 @@ pub fn configured_files(params: &postern_config::Params) -> Vec<PathBuf> {
     v
 }
 
+/// The table files a role may have the master open for it.
+pub fn allowed_files(role: postern_config::Role, params: &postern_config::Params) -> Vec<PathBuf> {
+    use postern_config::Role;
+    let mut v = match role {
+        Role::Broker | Role::Qmgr | Role::Local => configured_files(params),
+        _ => Vec::new(),
+    };
+    if role == Role::Local {
+        // local checks that users exist whatever local_recipient_maps says.
+        v.push(PathBuf::from("/etc/passwd"));
+    }
+    v
+}
+
 impl Table {
     /// The file this table reads, if it reads one.
     pub fn file(&self) -> Option<PathBuf> {

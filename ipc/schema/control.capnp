@@ -3,7 +3,7 @@
 # admins, so a bad frame drops only that connection.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 1;
+const version :UInt32 = 2;
 
 struct Request {
   version @0 :UInt32;
@@ -11,6 +11,7 @@ struct Request {
     status @1 :Void;
     stop @2 :Void;
     reload @3 :Text;            # a service (role) name, or "" for all
+    queue @4 :Void;             # a channel to the queue manager
   }
 }
 
@@ -33,5 +34,6 @@ struct Reply {
     ok @0 :Text;
     error @1 :Text;
     status @2 :List(ProcessInfo);
+    channel @3 :Void;           # one descriptor beside the frame
   }
 }

@@ -166,14 +166,12 @@ impl Channel {
         Ok(())
     }
 
-    /// Server side of the handshake: the first frame must name this edge and
-    /// version; anything else is refused (and answered, so the client can
-    /// say why).
-    pub async fn hello_server(
+    /// Server side of the handshake for a peer that may open any of several
+    /// edges: returns the edge it chose.
+    pub async fn hello_server_any(
         &mut self,
-        edge: &'static str,
-        version: u32,
-    ) -> Result<(), ChannelError> {
+        edges: &[(&'static str, u32)],
+    ) -> Result<&'static str, ChannelError> {
         let max = self.max_frame;
         let timeout = self.timeout;
         let (f, fds) = self.recv_within(timeout).await?;
@@ -182,28 +180,39 @@ impl Channel {
             let r = frame::open(f, max)?;
             let h = r.get_root::<common_capnp::hello::Reader>()?;
             let got_edge = frame::text(h.get_edge(), "hello.edge", 64)?;
-            if got_edge != edge {
+            let Some(&(edge, version)) = edges.iter().find(|(e, _)| *e == got_edge) else {
                 return Err(Violation::WrongEdge {
                     got: got_edge,
-                    want: edge,
+                    want: edges.first().map_or("", |e| e.0),
                 });
-            }
+            };
             if h.get_version() != version {
                 return Err(Violation::Version {
                     got: h.get_version(),
                     want: version,
                 });
             }
-            Ok(())
+            Ok((edge, version))
         })();
         let mut b = frame::builder();
         {
             let mut r = b.init_root::<common_capnp::hello_reply::Builder>();
             r.set_ok(checked.is_ok());
-            r.set_version(version);
+            r.set_version(checked.as_ref().map_or(0, |c| c.1));
         }
         self.send(&frame::finish(&b), &[]).await?;
-        checked.map_err(ChannelError::from)
+        checked.map(|c| c.0).map_err(ChannelError::from)
+    }
+
+    /// Server side of the handshake: the first frame must name this edge and
+    /// version; anything else is refused (and answered, so the client can
+    /// say why).
+    pub async fn hello_server(
+        &mut self,
+        edge: &'static str,
+        version: u32,
+    ) -> Result<(), ChannelError> {
+        self.hello_server_any(&[(edge, version)]).await.map(|_| ())
     }
 }
 

@@ -1,7 +1,7 @@
 //! The control socket between `postern` commands and the master
 //! (schema: control.capnp). Client-reachable: a violation drops only that
 //! connection.
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::channel::{Message, no_fds};
 use crate::frame::{self, Violation, list_len, text};
@@ -19,6 +19,8 @@ pub enum Request {
     Stop,
     /// Reload one service (role), or every one when empty.
     Reload(String),
+    /// A channel to the queue manager (queue listing and operations).
+    Queue,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,11 +38,12 @@ pub struct ProcessInfo {
     pub restarts: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Reply {
     Ok(String),
     Error(String),
     Status(Vec<ProcessInfo>),
+    Channel(OwnedFd),
 }
 
 impl Message for Request {
@@ -55,6 +58,7 @@ impl Message for Request {
                 Request::Status => r.set_status(()),
                 Request::Stop => r.set_stop(()),
                 Request::Reload(s) => r.set_reload(frame::clip(s, 64)),
+                Request::Queue => r.set_queue(()),
             }
         }
         frame::finish(&b)
@@ -74,6 +78,7 @@ impl Message for Request {
             request::Status(()) => Request::Status,
             request::Stop(()) => Request::Stop,
             request::Reload(s) => Request::Reload(text(s, "reload", 64)?),
+            request::Queue(()) => Request::Queue,
         })
     }
 }
@@ -88,6 +93,7 @@ impl Message for Reply {
             match self {
                 Reply::Ok(s) => r.set_ok(frame::clip(s, MAX_TEXT)),
                 Reply::Error(s) => r.set_error(frame::clip(s, MAX_TEXT)),
+                Reply::Channel(_) => r.set_channel(()),
                 Reply::Status(list) => {
                     let n = list.len().min(MAX_PROCESSES);
                     let mut l = r.init_status(n as u32);
@@ -111,11 +117,30 @@ impl Message for Reply {
         frame::finish(&b)
     }
 
-    fn decode(f: &[u8], fds: Vec<OwnedFd>) -> Result<Self, Violation> {
-        no_fds(&fds)?;
+    fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        match self {
+            Reply::Channel(fd) => vec![fd.as_fd()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn decode(f: &[u8], mut fds: Vec<OwnedFd>) -> Result<Self, Violation> {
         let r = frame::open(f, MAX_REPLY)?;
         let root = r.get_root::<reply::Reader>()?;
-        Ok(match root.which()? {
+        let which = root.which()?;
+        if !matches!(which, reply::Channel(())) {
+            no_fds(&fds)?;
+        }
+        Ok(match which {
+            reply::Channel(()) => {
+                if fds.len() != 1 {
+                    return Err(Violation::FdCount {
+                        got: fds.len(),
+                        want: 1,
+                    });
+                }
+                Reply::Channel(fds.remove(0))
+            }
             reply::Ok(s) => Reply::Ok(text(s, "ok", MAX_TEXT)?),
             reply::Error(s) => Reply::Error(text(s, "error", MAX_TEXT)?),
             reply::Status(l) => {

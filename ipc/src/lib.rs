@@ -9,15 +9,20 @@
 //! number is range-checked; descriptor counts must match the message.
 #![forbid(unsafe_code)]
 
+pub mod admin_qmgr;
+pub mod bounce;
 pub mod channel;
 pub mod cleanup_broker;
 pub mod control;
+pub mod deliver;
 pub mod frame;
 #[rustfmt::skip]
 pub mod generated;
 pub mod listener;
 pub mod master;
 pub mod qmgr_broker;
+pub mod qmgr_queue;
+pub mod resolver;
 pub mod smtpd_broker;
 pub mod smtpd_cleanup;
 
@@ -84,17 +89,27 @@ pub mod fuzzing {
         round_trip!(
             master::FromDaemon,
             control::Request,
-            control::Reply,
             smtpd_cleanup::Request,
             smtpd_cleanup::Reply,
             cleanup_broker::Request,
             qmgr_broker::Request,
             qmgr_broker::Event,
             smtpd_broker::Request,
-            smtpd_broker::Reply
+            smtpd_broker::Reply,
+            qmgr_queue::Request,
+            deliver::Reply,
+            bounce::Reply,
+            admin_qmgr::Request,
+            admin_qmgr::Reply,
+            resolver::Request,
+            resolver::Reply
         );
         // Messages that carry descriptors cannot round-trip without them.
         let _ = master::ToDaemon::decode(data, Vec::new());
         let _ = cleanup_broker::Reply::decode(data, Vec::new());
+        let _ = control::Reply::decode(data, Vec::new());
+        let _ = qmgr_queue::Reply::decode(data, Vec::new());
+        let _ = deliver::Request::decode(data, Vec::new());
+        let _ = bounce::Request::decode(data, Vec::new());
     }
 }

@@ -5,7 +5,8 @@ use crate::channel::{Message, no_fds};
 use crate::frame::{self, Violation, clip, list_len, range, text};
 use crate::generated::smtpd_cleanup_capnp::{reply, request};
 
-pub const EDGE: &str = "smtpd-cleanup";
+/// Every submitter (smtpd, local forwarding, bounce, pickup) speaks this edge.
+pub const EDGE: &str = "cleanup";
 pub const VERSION: u32 = crate::generated::smtpd_cleanup_capnp::VERSION;
 pub const MAX_CHUNK: usize = 64 * 1024;
 pub const MAX_BATCH: usize = 100;

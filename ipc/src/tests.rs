@@ -30,7 +30,12 @@ fn schema_snapshots_match_generated_code() {
         "smtpd_cleanup",
         "cleanup_broker",
         "qmgr_broker",
-        "smtpd_broker"
+        "smtpd_broker",
+        "qmgr_queue",
+        "deliver",
+        "bounce",
+        "admin_qmgr",
+        "resolver"
     );
     for (name, schema, snap) in pairs {
         assert_eq!(

@@ -76,6 +76,27 @@ pub enum Record {
     Commit {
         at_us: u64,
     },
+    // State records, appended on the queue manager's instruction. New
+    // variants go at the end: postcard numbers them in order.
+    /// A recipient reached a final state (delivered, or bounced with its
+    /// DSN queued): it is never tried again.
+    RcptDone {
+        index: u32,
+    },
+    /// A recipient was deferred; `reason` is what `mailq` shows.
+    RcptDeferred {
+        index: u32,
+        reason: String,
+    },
+    /// The next delivery attempt of the message, after a deferral.
+    NextAttempt {
+        at_us: u64,
+        attempts: u32,
+    },
+    /// Put on hold (true) or released (false).
+    Hold(bool),
+    /// A delayed-mail warning was sent.
+    DelayWarned,
 }
 
 /// Frames one record.
@@ -163,6 +184,14 @@ pub struct Summary {
     pub message_id: String,
     pub content_complete: bool,
     pub committed: bool,
+    /// Recipients (by index) in a final state.
+    pub done: Vec<u32>,
+    /// The last deferral reason per recipient index.
+    pub deferred: Vec<(u32, String)>,
+    pub next_attempt_us: u64,
+    pub attempts: u32,
+    pub hold: bool,
+    pub delay_warned: bool,
     /// Byte length of the valid record prefix.
     pub valid_len: u64,
 }
@@ -188,9 +217,32 @@ pub fn summarize(records: &[(u64, Record)], end: u64) -> Summary {
                 s.content_complete = true;
             }
             Record::Commit { .. } => s.committed = true,
+            Record::RcptDone { index } => {
+                if !s.done.contains(index) {
+                    s.done.push(*index);
+                }
+                s.deferred.retain(|(i, _)| i != index);
+            }
+            Record::RcptDeferred { index, reason } => {
+                s.deferred.retain(|(i, _)| i != index);
+                s.deferred.push((*index, reason.clone()));
+            }
+            Record::NextAttempt { at_us, attempts } => {
+                s.next_attempt_us = *at_us;
+                s.attempts = *attempts;
+            }
+            Record::Hold(h) => s.hold = *h,
+            Record::DelayWarned => s.delay_warned = true,
         }
     }
     s
+}
+
+impl Summary {
+    /// Every recipient has reached a final state: the file can go.
+    pub fn all_done(&self) -> bool {
+        self.committed && (0..self.recipients.len() as u32).all(|i| self.done.contains(&i))
+    }
 }
 
 /// The message content (concatenated Content records).
@@ -234,6 +286,15 @@ mod tests {
                 message_id: "<m@x>".into(),
             },
             Record::Commit { at_us: 2 },
+            Record::RcptDeferred {
+                index: 0,
+                reason: "connect to mx: refused".into(),
+            },
+            Record::NextAttempt {
+                at_us: 3,
+                attempts: 1,
+            },
+            Record::Hold(true),
         ]
     }
 
@@ -247,14 +308,27 @@ mod tests {
             sample()
         );
         let s = summarize(&recs, bytes.len() as u64);
-        assert!(s.committed && s.content_complete);
+        assert!(s.committed && s.content_complete && s.hold);
         assert_eq!(s.recipients.len(), 1);
+        assert_eq!(s.deferred, vec![(0, "connect to mx: refused".to_string())]);
+        assert!(!s.all_done());
+        let mut more = bytes.clone();
+        more.extend(encode(&Record::RcptDone { index: 0 }));
+        let (recs, _) = decode_all(&more);
+        let s = summarize(&recs, more.len() as u64);
+        assert!(s.all_done() && s.deferred.is_empty());
         assert_eq!(content(&recs), b"Subject: x\r\n\r\nbody\r\n");
     }
 
     #[test]
     fn every_truncation_is_torn_or_clean_never_a_wrong_record() {
-        let bytes: Vec<u8> = sample().iter().flat_map(encode).collect();
+        let records = sample();
+        let bytes: Vec<u8> = records.iter().flat_map(encode).collect();
+        let commit_at = records
+            .iter()
+            .position(|r| matches!(r, Record::Commit { .. }))
+            .unwrap();
+        let commit_end: usize = records[..=commit_at].iter().map(|r| encode(r).len()).sum();
         for cut in 0..bytes.len() {
             let (recs, tail) = decode_all(&bytes[..cut]);
             assert!(
@@ -262,16 +336,17 @@ mod tests {
                 "cut {cut}: {tail:?}"
             );
             let s = summarize(&recs, 0);
-            // Committed only if the whole commit record survived.
-            assert!(!s.committed || cut == bytes.len());
+            // Committed exactly when the whole commit record survived.
+            assert_eq!(s.committed, cut >= commit_end, "cut {cut}");
         }
     }
 
     #[test]
     fn flipped_bit_is_corrupt() {
         let mut bytes: Vec<u8> = sample().iter().flat_map(encode).collect();
-        let n = bytes.len();
-        bytes[n / 2] ^= 0x40;
+        // Inside the content record's payload, not a length field.
+        let at = bytes.windows(4).position(|w| w == b"body").unwrap();
+        bytes[at] ^= 0x40;
         let (_, tail) = decode_all(&bytes);
         assert!(matches!(tail, Tail::Corrupt { .. }), "{tail:?}");
     }

@@ -107,8 +107,18 @@ pub fn allowlist(groups: SyscallGroups, own_pid: u32) -> Rules {
     use libc::*;
     let mut r = Rules::new();
     if groups.contains(SyscallGroups::BASE) {
-        // Reading and writing descriptors we already hold (stderr, sockets).
-        for nr in [SYS_read, SYS_write, SYS_readv, SYS_writev, SYS_close] {
+        // Reading and writing descriptors we already hold (stderr, sockets,
+        // queue files handed over by the broker): positional reads and fstat
+        // of an open descriptor only, never a path.
+        for nr in [
+            SYS_read,
+            SYS_write,
+            SYS_readv,
+            SYS_writev,
+            SYS_close,
+            SYS_pread64,
+            SYS_fstat,
+        ] {
             allow(&mut r, nr);
         }
         // Heap and stacks. Never executable: W^X is enforced here.

@@ -6,9 +6,7 @@ mod queue;
 mod sync;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -16,7 +14,8 @@ use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 use postern_config::{Params, Role};
 use postern_ipc::{
-    Channel, ChannelError, Endpoint, cleanup_broker as cb, qmgr_broker as qb, smtpd_broker as sb,
+    Channel, ChannelError, Endpoint, cleanup_broker as cb, qmgr_broker as qb, qmgr_queue as qq,
+    smtpd_broker as sb,
 };
 use tokio::sync::mpsc;
 
@@ -94,7 +93,7 @@ async fn serve(mut ctx: Context, qdir: OwnedFd, mut queue: Queue, lookup: Vec<Ta
         next_owner: 1,
     }));
     let lookup = Rc::new(lookup);
-    let cache = Rc::new(TableCache::new(ctx.switchboard.clone()));
+    let cache = Rc::new(crate::tablecache::TableCache::new(ctx.switchboard.clone()));
     let query = ctx.query_timeout();
     let local = tokio::task::LocalSet::new();
     local
@@ -106,7 +105,7 @@ async fn serve(mut ctx: Context, qdir: OwnedFd, mut queue: Queue, lookup: Vec<Ta
                         let st = st.clone();
                         match role {
                             Role::Cleanup => { tokio::task::spawn_local(cleanup_conn(st, syncer.clone(), fd, query)); }
-                            Role::Qmgr => { tokio::task::spawn_local(qmgr_conn(st, fd, query)); }
+                            Role::Qmgr => { tokio::task::spawn_local(qmgr_conn(st, syncer.clone(), fd, query)); }
                             Role::Smtpd => { tokio::task::spawn_local(lookup_conn(lookup.clone(), cache.clone(), fd, query)); }
                             other => warn!("unexpected channel from {other}"),
                         }
@@ -242,19 +241,32 @@ fn to_event(m: &MsgInfo) -> qb::QueuedMessage {
     }
 }
 
-async fn qmgr_conn(st: Shared, fd: OwnedFd, timeout: Duration) {
+/// qmgr opens two kinds of channel: the subscription to committed
+/// messages, and requests about them.
+async fn qmgr_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration) {
     let Ok(mut ch) = Channel::new(
         fd,
-        <qb::Request as postern_ipc::Message>::MAX_FRAME,
+        <qq::Request as postern_ipc::Message>::MAX_FRAME,
         timeout,
     ) else {
         return;
     };
-    match ch.hello_server(qb::EDGE, qb::VERSION).await {
-        Ok(()) => {}
+    let edge = match ch
+        .hello_server_any(&[(qb::EDGE, qb::VERSION), (qq::EDGE, qq::VERSION)])
+        .await
+    {
+        Ok(e) => e,
         Err(ChannelError::Violation(v)) => violation("qmgr", v),
         Err(_) => return,
+    };
+    if edge == qb::EDGE {
+        subscription(st, ch, timeout).await;
+    } else {
+        queue_requests(st, syncer, ch).await;
     }
+}
+
+async fn subscription(st: Shared, ch: Channel, timeout: Duration) {
     let mut ep = Endpoint::<qb::Event, qb::Request>::from_channel(ch);
     match ep.recv_within(timeout).await {
         Ok(qb::Request::Subscribe) => {}
@@ -277,76 +289,57 @@ async fn qmgr_conn(st: Shared, fd: OwnedFd, timeout: Duration) {
     }
 }
 
-/// Table files, as descriptors from the master. A file replaced by rename
-/// (the old inode has no links left) is opened anew; a missing file is
-/// asked for again after a few seconds.
-struct TableCache {
-    sb: daemon::Switchboard,
-    files: RefCell<HashMap<PathBuf, (Option<std::fs::File>, std::time::Instant)>>,
+fn to_record(s: qq::State) -> postern_proto::queue::Record {
+    use postern_proto::queue::Record;
+    match s {
+        qq::State::RcptDone(index) => Record::RcptDone { index },
+        qq::State::RcptDeferred { index, reason } => Record::RcptDeferred { index, reason },
+        qq::State::NextAttempt { at_us, attempts } => Record::NextAttempt { at_us, attempts },
+        qq::State::Hold(h) => Record::Hold(h),
+        qq::State::DelayWarned => Record::DelayWarned,
+    }
 }
 
-impl TableCache {
-    fn new(sb: daemon::Switchboard) -> Self {
-        Self {
-            sb,
-            files: RefCell::default(),
-        }
-    }
-
-    fn read_whole(f: &std::fs::File) -> std::io::Result<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
-        let len = f.metadata()?.len() as usize;
-        let mut buf = vec![0u8; len];
-        let mut done = 0;
-        while done < len {
-            match f.read_at(&mut buf[done..], done as u64)? {
-                0 => break,
-                n => done += n,
-            }
-        }
-        buf.truncate(done);
-        Ok(buf)
-    }
-
-    async fn read(&self, path: &Path) -> Result<Option<Vec<u8>>, String> {
-        use std::os::unix::fs::MetadataExt;
-        let cached = {
-            let files = self.files.borrow();
-            match files.get(path) {
-                Some((Some(f), _)) if f.metadata().is_ok_and(|m| m.nlink() > 0) => {
-                    Some(Some(f.try_clone().map_err(|e| e.to_string())?))
+/// Unknown ids are answered, not punished: an admin may have deleted a
+/// message while a delivery of it was under way.
+async fn queue_requests(st: Shared, syncer: Syncer, ch: Channel) {
+    let mut ep = Endpoint::<qq::Reply, qq::Request>::from_channel(ch);
+    loop {
+        let req = match ep.recv().await {
+            Ok(r) => r,
+            Err(ChannelError::Violation(v)) => violation("qmgr", v),
+            Err(_) => return,
+        };
+        let reply = match req {
+            qq::Request::Open(id) => match st.borrow().queue.open_readonly(&id) {
+                Ok(fd) => qq::Reply::Opened(fd),
+                Err(e) => qq::Reply::Failed(e.to_string()),
+            },
+            qq::Request::Append { queue_id, states } => {
+                let records: Vec<_> = states.into_iter().map(to_record).collect();
+                let r = st.borrow_mut().queue.append_states(&queue_id, &records);
+                match r {
+                    Ok(()) => match syncer.sync().await {
+                        Ok(()) => qq::Reply::Ok,
+                        Err(e) => qq::Reply::Failed(e),
+                    },
+                    Err(e) => qq::Reply::Failed(e.to_string()),
                 }
-                Some((None, at)) if at.elapsed() < Duration::from_secs(5) => Some(None),
-                _ => None,
             }
+            qq::Request::Remove(id) => match st.borrow_mut().queue.remove(&id) {
+                Ok(()) => qq::Reply::Ok,
+                Err(e) => qq::Reply::Failed(e.to_string()),
+            },
         };
-        let file = match cached {
-            Some(f) => f,
-            None => {
-                let f = self.sb.open_table(path).await?.map(std::fs::File::from);
-                let keep = f
-                    .as_ref()
-                    .map(|f| f.try_clone())
-                    .transpose()
-                    .map_err(|e| e.to_string())?;
-                self.files
-                    .borrow_mut()
-                    .insert(path.to_path_buf(), (keep, std::time::Instant::now()));
-                f
-            }
-        };
-        match file {
-            Some(f) => Self::read_whole(&f)
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", path.display())),
-            None => Ok(None),
+        if ep.send(&reply).await.is_err() {
+            return;
         }
     }
 }
 
 async fn lookup_conn(
     tables: Rc<Vec<Table>>,
-    cache: Rc<TableCache>,
+    cache: Rc<crate::tablecache::TableCache>,
     fd: OwnedFd,
     timeout: Duration,
 ) {
@@ -369,32 +362,17 @@ async fn lookup_conn(
             Err(ChannelError::Violation(v)) => violation("smtpd", v),
             Err(_) => return,
         };
-        let mut reply = sb::Reply::Found(tables.is_empty());
-        for t in tables.iter() {
-            let data = match t.file() {
-                Some(f) => match cache.read(&f).await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        warn!("local_recipient_maps: {e}");
-                        reply = sb::Reply::Tempfail(e);
-                        break;
-                    }
-                },
-                None => None,
-            };
-            match t.lookup_in(&local, data.as_deref()) {
-                Ok(Some(_)) => {
-                    reply = sb::Reply::Found(true);
-                    break;
-                }
-                Ok(None) => {}
+        let reply = if tables.is_empty() {
+            sb::Reply::Found(true)
+        } else {
+            match cache.lookup_any(&tables, &local).await {
+                Ok(v) => sb::Reply::Found(v.is_some()),
                 Err(e) => {
-                    warn!("local_recipient_maps lookup of {local}: {e}");
-                    reply = sb::Reply::Tempfail(e);
-                    break;
+                    warn!("local_recipient_maps: {e}");
+                    sb::Reply::Tempfail(e)
                 }
             }
-        }
+        };
         if ep.send(&reply).await.is_err() {
             return;
         }

@@ -161,7 +161,20 @@ impl Queue {
                 t => t,
             };
             let version_ok = s.header.as_ref().is_some_and(|h| h.version <= rec::VERSION);
-            if s.committed && s.content_complete && version_ok {
+            if s.committed && s.content_complete && version_ok && s.all_done() {
+                // Delivered before the crash; only the removal was lost.
+                let id = s.header.map(|h| h.queue_id).unwrap_or_default();
+                info!("{id}: removed");
+                file.set_len(0)?;
+                self.slots.insert(
+                    n,
+                    Slot {
+                        file,
+                        state: State::Free,
+                    },
+                );
+                self.free.push(n);
+            } else if s.committed && s.content_complete && version_ok {
                 let h = s.header.clone().expect("checked");
                 if !matches!(tail, Tail::Clean) {
                     // A state record was being appended; drop the torn part.
@@ -369,6 +382,51 @@ impl Queue {
             }
         }
         ids
+    }
+
+    fn committed_slot(&self, id: &str) -> Result<u32, QueueError> {
+        let n = *self
+            .by_id
+            .get(id)
+            .ok_or_else(|| QueueError::Unknown(id.into()))?;
+        match self.slots[&n].state {
+            State::Committed(_) => Ok(n),
+            _ => Err(QueueError::Unknown(id.into())),
+        }
+    }
+
+    /// A read-only descriptor of a committed message, for the queue manager
+    /// and (through it) the delivery agents.
+    pub fn open_readonly(&self, id: &str) -> Result<OwnedFd, QueueError> {
+        let n = self.committed_slot(id)?;
+        let fd = openat(
+            self.slots_dir.as_fd(),
+            slot_name(n).as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(std::io::Error::from)?;
+        Ok(fd)
+    }
+
+    /// Appends state records to a committed message (the caller syncs).
+    pub fn append_states(&mut self, id: &str, records: &[Record]) -> Result<(), QueueError> {
+        let n = self.committed_slot(id)?;
+        let file = &self.slots[&n].file;
+        let mut buf = Vec::new();
+        for r in records {
+            buf.extend_from_slice(&rec::encode(r));
+        }
+        let end = file.metadata()?.len();
+        file.write_all_at(&buf, end)?;
+        Ok(())
+    }
+
+    /// Frees a committed message's file (every recipient is done, or the
+    /// admin deleted it).
+    pub fn remove(&mut self, id: &str) -> Result<(), QueueError> {
+        let n = self.committed_slot(id)?;
+        self.release(n)
     }
 
     pub fn committed(&self) -> Vec<MsgInfo> {

@@ -2,6 +2,7 @@
 pub mod client;
 pub mod conf;
 pub mod map;
+pub mod queue;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +42,10 @@ pub fn load(dir: Option<&Path>) -> Option<(Config, Params)> {
 
 fn socket(params: &Params) -> PathBuf {
     master::dirs::Layout::new(params).control
+}
+
+pub fn queue(dir: Option<&Path>, cmd: queue::QueueCmd) -> ExitCode {
+    queue::run(&control_socket(dir), cmd)
 }
 
 /// The control socket of the instance in `dir`, even when its configuration

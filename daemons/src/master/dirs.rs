@@ -60,5 +60,10 @@ pub fn prepare(params: &Params) -> Result<Layout, String> {
     for sub in ["slots", "corrupt"] {
         ensure_dir(&layout.queue.join(sub), owner(Role::Broker), 0o700)?;
     }
+    ensure_dir(
+        std::path::Path::new(params.str("mail_spool_directory")),
+        owner(Role::Local),
+        0o700,
+    )?;
     Ok(layout)
 }

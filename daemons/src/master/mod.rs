@@ -544,7 +544,7 @@ impl Master {
 
     fn on_message(&mut self, role: Role, epoch: u64, msg: FromDaemon) {
         let tables_allowed = match &msg {
-            FromDaemon::OpenTable { .. } => crate::tables::configured_files(&self.params),
+            FromDaemon::OpenTable { .. } => crate::tables::allowed_files(role, &self.params),
             _ => Vec::new(),
         };
         let Some(child) = self.child_mut(role, epoch) else {
@@ -632,7 +632,7 @@ impl Master {
                 // Only roles that answer lookups, and only files the
                 // configuration names: anything else is a violation.
                 let wanted = std::path::PathBuf::from(&path);
-                if !matches!(role, Role::Broker) || !tables_allowed.contains(&wanted) {
+                if !tables_allowed.contains(&wanted) {
                     return self.violation(
                         role,
                         epoch,
@@ -767,6 +767,22 @@ impl Master {
                 Reply::Ok("stopping".into())
             }
             Request::Reload(svc) => self.reload(&svc),
+            Request::Queue => {
+                let Some(qmgr) = self.slots.get(&Role::Qmgr).and_then(Slot::current_ready) else {
+                    return Reply::Error("the queue manager is not running".into());
+                };
+                match postern_sandbox::fdpass::seqpacket_pair() {
+                    Ok((mine, theirs)) => {
+                        let _ = qmgr.out.send(ToDaemon::Peer {
+                            request_id: 0,
+                            peer_role: "admin".into(),
+                            fd: theirs,
+                        });
+                        Reply::Channel(mine)
+                    }
+                    Err(e) => Reply::Error(format!("cannot create a channel: {e}")),
+                }
+            }
         }
     }
 

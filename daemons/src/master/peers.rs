@@ -8,6 +8,10 @@ pub const EDGES: &[(Role, Role)] = &[
     (Role::Smtpd, Role::Broker),
     (Role::Cleanup, Role::Broker),
     (Role::Qmgr, Role::Broker),
+    (Role::Qmgr, Role::Local),
+    (Role::Qmgr, Role::Bounce),
+    (Role::Local, Role::Cleanup),
+    (Role::Bounce, Role::Cleanup),
 ];
 
 pub fn allowed(client: Role, server: Role) -> bool {

@@ -2,10 +2,15 @@
 //! Code generated from the Cap'n Proto schemas, one module per schema.
 #![allow(clippy::all, clippy::pedantic, unused, missing_docs)]
 
+pub mod admin_qmgr_capnp;
+pub mod bounce_capnp;
 pub mod cleanup_broker_capnp;
 pub mod common_capnp;
 pub mod control_capnp;
+pub mod deliver_capnp;
 pub mod master_capnp;
 pub mod qmgr_broker_capnp;
+pub mod qmgr_queue_capnp;
+pub mod resolver_capnp;
 pub mod smtpd_broker_capnp;
 pub mod smtpd_cleanup_capnp;

@@ -1,0 +1,282 @@
+//! bounce: delivery status notifications (RFC 3464).
+//!
+//! A notice is a new message from the null sender to the original sender,
+//! queued through cleanup like any other. It refers to the original
+//! message with In-Reply-To and References (L278), carries only the
+//! recipients' DSN-safe texts (no local paths or command details, L1011),
+//! and returns the headers or the whole message as RET asked. A message
+//! from the null sender gets no notice: a bounce never bounces.
+use std::os::fd::{OwnedFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use postern_config::{Params, Role};
+use postern_ipc::bounce::{Kind, Reply, Request};
+use postern_ipc::{Channel, ChannelError, Endpoint, Message, bounce as bn, smtpd_cleanup as sc};
+use postern_proto::header::{self, Split};
+use postern_proto::queue as rec;
+
+use crate::daemon::{self, Context, Switchboard};
+use crate::{clock, fatal, warn};
+
+pub fn main(ipc_fd: RawFd) -> ! {
+    daemon::run(Role::Bounce, ipc_fd, |_params| Ok((serve, Vec::new())))
+}
+
+struct Settings {
+    myhostname: String,
+    mail_name: String,
+}
+
+impl Settings {
+    fn new(p: &Params) -> Settings {
+        Settings {
+            myhostname: p.str("myhostname").into(),
+            mail_name: p.str("mail_name").into(),
+        }
+    }
+}
+
+async fn serve(mut ctx: Context) {
+    let s = Rc::new(Settings::new(&ctx.params));
+    let sb = ctx.switchboard.clone();
+    let (query, transfer) = (ctx.query_timeout(), ctx.transfer_timeout());
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            loop {
+                tokio::select! {
+                    p = ctx.inbound.recv() => match p {
+                        Some((Role::Qmgr, fd)) => { tokio::task::spawn_local(channel(fd, s.clone(), sb.clone(), query, transfer)); }
+                        Some((other, _)) => warn!("unexpected channel from {other}"),
+                        None => return,
+                    },
+                    _ = ctx.shutdown.changed() => return,
+                }
+            }
+        })
+        .await;
+}
+
+async fn channel(
+    fd: OwnedFd,
+    s: Rc<Settings>,
+    sb: Switchboard,
+    query: Duration,
+    transfer: Duration,
+) {
+    let Ok(mut ch) = Channel::new(fd, <Request as Message>::MAX_FRAME, transfer) else {
+        return;
+    };
+    match ch.hello_server(bn::EDGE, bn::VERSION).await {
+        Ok(()) => {}
+        Err(ChannelError::Violation(v)) => fatal!("protocol violation from qmgr: {v}"),
+        Err(_) => return,
+    }
+    let mut ep = Endpoint::<Reply, Request>::from_channel(ch);
+    loop {
+        let req = match ep.recv().await {
+            Ok(r) => r,
+            Err(ChannelError::Violation(v)) => fatal!("protocol violation from qmgr: {v}"),
+            Err(_) => return,
+        };
+        let reply = if req.sender.is_empty() {
+            Reply::Dropped("the original sender is the null sender (a bounce never bounces)".into())
+        } else {
+            match notice(&s, &req) {
+                Ok(msg) => match submit(&sb, query, &req.sender, &msg).await {
+                    Ok(id) => Reply::Queued(id),
+                    Err(e) => Reply::Failed(e),
+                },
+                Err(e) => Reply::Failed(e),
+            }
+        };
+        if ep.send(&reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Builds the multipart/report notice.
+fn notice(s: &Settings, req: &Request) -> Result<Vec<u8>, String> {
+    let buf = crate::fsutil::read_whole(&req.file)
+        .map_err(|e| format!("cannot read {}: {e}", req.queue_id))?;
+    let (records, _) = rec::decode_all(&buf);
+    let original = rec::content(&records);
+    let headers_end = match header::split(&original, true) {
+        Split::Done { headers, .. } => headers,
+        Split::Incomplete => original.len(),
+    };
+    let fields = header::fields(&original[..headers_end]);
+    let orig_id = fields
+        .iter()
+        .find(|f| f.is("Message-ID"))
+        .map(|f| f.value())
+        .unwrap_or_default();
+    let boundary = format!(
+        "{}.{}/{}",
+        req.queue_id,
+        clock::now().timestamp().as_second(),
+        s.myhostname
+    );
+    let (subject, intro, action) = match req.kind {
+        Kind::Failure => (
+            "Undelivered Mail Returned to Sender",
+            "I'm sorry to have to inform you that your message could not\nbe delivered to one or more recipients. It's attached below.",
+            "failed",
+        ),
+        Kind::Delay => (
+            "Delayed Mail (still being retried)",
+            "Your message could not be delivered for more than a while.\nIt will be retried until it is too old.\n\nThis is a warning only; you do not need to send the message again.",
+            "delayed",
+        ),
+        Kind::Success => (
+            "Successful Mail Delivery Report",
+            "Your message was successfully delivered to the destination(s)\nlisted below.",
+            "delivered",
+        ),
+    };
+    let arrival = jiff::Timestamp::from_microsecond(req.arrival_us as i64)
+        .map(|t| {
+            t.to_zoned(clock::tz())
+                .strftime("%a, %e %b %Y %H:%M:%S %z (%Z)")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let mut m = String::new();
+    m.push_str(&format!(
+        "From: MAILER-DAEMON@{} (Mail Delivery System)\r\n",
+        s.myhostname
+    ));
+    m.push_str(&format!("To: {}\r\n", req.sender));
+    m.push_str(&format!("Subject: {subject}\r\n"));
+    if !orig_id.is_empty() {
+        m.push_str(&format!(
+            "In-Reply-To: {orig_id}\r\nReferences: {orig_id}\r\n"
+        ));
+    }
+    m.push_str("Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
+    m.push_str(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
+    ));
+    m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
+    m.push_str(&format!("--{boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
+    m.push_str(&format!(
+        "This is the mail system at host {}.\r\n\r\n{}\r\n\r\nFor further assistance, please send mail to postmaster.\r\n\r\n",
+        s.myhostname,
+        intro.replace('\n', "\r\n")
+    ));
+    m.push_str(&format!(
+        "                   The {} program\r\n\r\n",
+        s.mail_name
+    ));
+    for r in &req.recipients {
+        m.push_str(&format!("<{}>: {}\r\n", r.address, r.text));
+    }
+    m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"));
+    m.push_str(&format!("Reporting-MTA: dns; {}\r\n", s.myhostname));
+    m.push_str(&format!("X-Postern-Queue-ID: {}\r\n", req.queue_id));
+    m.push_str(&format!("X-Postern-Sender: rfc822; {}\r\n", req.sender));
+    if !req.envid.is_empty() {
+        m.push_str(&format!("Original-Envelope-Id: {}\r\n", req.envid));
+    }
+    m.push_str(&format!("Arrival-Date: {arrival}\r\n"));
+    for r in &req.recipients {
+        m.push_str(&format!("\r\nFinal-Recipient: rfc822; {}\r\n", r.address));
+        if let Some((kind, addr)) = r.orcpt.split_once(';') {
+            m.push_str(&format!("Original-Recipient: {kind}; {addr}\r\n"));
+        }
+        m.push_str(&format!("Action: {action}\r\nStatus: {}\r\n", r.dsn));
+        if !r.remote_mta.is_empty() {
+            m.push_str(&format!(
+                "Remote-MTA: dns; {}\r\nDiagnostic-Code: smtp; {}\r\n",
+                r.remote_mta, r.text
+            ));
+        } else {
+            m.push_str(&format!("Diagnostic-Code: X-Postern; {}\r\n", r.text));
+        }
+    }
+    // RET=HDRS (2), and delay or success notices, return the headers only.
+    let full = req.ret != 2 && req.kind == Kind::Failure;
+    let (desc, ctype, body): (&str, &str, &[u8]) = if full {
+        ("Undelivered Message", "message/rfc822", &original)
+    } else {
+        (
+            "Message Headers",
+            "text/rfc822-headers",
+            &original[..headers_end],
+        )
+    };
+    m.push_str(&format!(
+        "\r\n--{boundary}\r\nContent-Description: {desc}\r\nContent-Type: {ctype}\r\n\r\n"
+    ));
+    let mut out = m.into_bytes();
+    out.extend_from_slice(body);
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Ok(out)
+}
+
+/// Queues the notice through cleanup: null sender, one recipient.
+async fn submit(sb: &Switchboard, query: Duration, to: &str, msg: &[u8]) -> Result<String, String> {
+    let fd = sb.connect(Role::Cleanup).await.map_err(|e| e.to_string())?;
+    let mut ch =
+        Channel::new(fd, <sc::Reply as Message>::MAX_FRAME, query).map_err(|e| e.to_string())?;
+    ch.hello_client(sc::EDGE, sc::VERSION)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ep = Endpoint::<sc::Request, sc::Reply>::from_channel(ch);
+    let begin = sc::Begin {
+        client: sc::Client {
+            name: "localhost".into(),
+            addr: String::new(),
+            port: 0,
+            helo: String::new(),
+            proto: "local".into(),
+            log_name: String::new(),
+        },
+        sender: String::new(),
+        ret: 0,
+        envid: String::new(),
+        smtputf8: false,
+        body_8bit: true,
+    };
+    let id = match ep
+        .call(&sc::Request::Begin(begin))
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        sc::Reply::Begun(id) => id,
+        other => return Err(format!("cleanup: {other:?}")),
+    };
+    ep.send(&sc::Request::Recipients(vec![sc::Recipient {
+        address: to.to_string(),
+        orcpt: String::new(),
+        notify: postern_proto::queue::notify::NEVER,
+    }]))
+    .await
+    .map_err(|e| e.to_string())?;
+    for chunk in msg.chunks(sc::MAX_CHUNK) {
+        ep.send(&sc::Request::Content(chunk.to_vec()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    match ep
+        .call(&sc::Request::End)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        sc::Reply::Tentative { .. } => {}
+        other => return Err(format!("cleanup: {other:?}")),
+    }
+    match ep
+        .call(&sc::Request::Commit)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        sc::Reply::Committed => Ok(id),
+        other => Err(format!("cleanup: {other:?}")),
+    }
+}

@@ -1,0 +1,139 @@
+//! qmgr's channels: to the delivery agents (one delivery per channel at a
+//! time, channels pooled), to bounce, and to the broker for queue requests.
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use postern_config::Role;
+use postern_ipc::{Channel, ChannelError, Endpoint, Message, bounce, deliver, qmgr_queue as qq};
+
+use crate::daemon::Switchboard;
+use crate::fatal;
+
+const MAX_IDLE: usize = 64;
+
+pub struct Agents {
+    sb: Switchboard,
+    query: Duration,
+    transfer: Duration,
+    deliver: RefCell<HashMap<Role, Vec<Endpoint<deliver::Request, deliver::Reply>>>>,
+    bounce: RefCell<Vec<Endpoint<bounce::Request, bounce::Reply>>>,
+    queue: RefCell<Vec<Endpoint<qq::Request, qq::Reply>>>,
+}
+
+impl Agents {
+    pub fn new(sb: Switchboard, query: Duration, transfer: Duration) -> Agents {
+        Agents {
+            sb,
+            query,
+            transfer,
+            deliver: RefCell::default(),
+            bounce: RefCell::default(),
+            queue: RefCell::default(),
+        }
+    }
+
+    async fn connect<Tx: Message, Rx: Message>(
+        &self,
+        role: Role,
+        edge: &'static str,
+        version: u32,
+        timeout: Duration,
+    ) -> Result<Endpoint<Tx, Rx>, String> {
+        let fd = self.sb.connect(role).await.map_err(|e| e.to_string())?;
+        let mut ch = Channel::new(fd, Rx::MAX_FRAME, self.query).map_err(|e| e.to_string())?;
+        ch.hello_client(edge, version)
+            .await
+            .map_err(|e| e.to_string())?;
+        ch.timeout = timeout;
+        Ok(Endpoint::from_channel(ch))
+    }
+
+    /// One delivery by `agent` (local or smtp). Errors mean the agent could
+    /// not be reached or went away mid-delivery: the caller defers.
+    pub async fn deliver(
+        &self,
+        agent: Role,
+        req: deliver::Request,
+    ) -> Result<deliver::Reply, String> {
+        let pooled = self.deliver.borrow_mut().entry(agent).or_default().pop();
+        let mut ep = match pooled {
+            Some(ep) => ep,
+            None => {
+                self.connect(agent, deliver::EDGE, deliver::VERSION, self.transfer)
+                    .await?
+            }
+        };
+        match ep.call(&req).await {
+            Ok(r) => {
+                let mut pool = self.deliver.borrow_mut();
+                let v = pool.entry(agent).or_default();
+                if v.len() < MAX_IDLE {
+                    v.push(ep);
+                }
+                Ok(r)
+            }
+            Err(ChannelError::Violation(v)) => fatal!("protocol violation from {agent}: {v}"),
+            Err(e) => Err(format!(
+                "lost connection with the {agent} delivery agent: {e}"
+            )),
+        }
+    }
+
+    pub async fn bounce(&self, req: bounce::Request) -> Result<bounce::Reply, String> {
+        let pooled = self.bounce.borrow_mut().pop();
+        let mut ep = match pooled {
+            Some(ep) => ep,
+            None => {
+                self.connect(Role::Bounce, bounce::EDGE, bounce::VERSION, self.transfer)
+                    .await?
+            }
+        };
+        match ep.call(&req).await {
+            Ok(r) => {
+                self.bounce.borrow_mut().push(ep);
+                Ok(r)
+            }
+            Err(ChannelError::Violation(v)) => fatal!("protocol violation from bounce: {v}"),
+            Err(e) => Err(format!("lost connection with bounce: {e}")),
+        }
+    }
+
+    /// A request to the broker about a queued message. A pooled channel
+    /// that went stale (the broker restarted) is replaced once.
+    pub async fn queue(&self, req: qq::Request) -> Result<qq::Reply, String> {
+        let pooled = self.queue.borrow_mut().pop();
+        let was_pooled = pooled.is_some();
+        let mut ep = match pooled {
+            Some(ep) => ep,
+            None => {
+                self.connect(Role::Broker, qq::EDGE, qq::VERSION, self.transfer)
+                    .await?
+            }
+        };
+        let first = match &req {
+            qq::Request::Open(id) => qq::Request::Open(id.clone()),
+            qq::Request::Remove(id) => qq::Request::Remove(id.clone()),
+            qq::Request::Append { queue_id, states } => qq::Request::Append {
+                queue_id: queue_id.clone(),
+                states: states.clone(),
+            },
+        };
+        match ep.call(&first).await {
+            Ok(r) => {
+                self.queue.borrow_mut().push(ep);
+                Ok(r)
+            }
+            Err(ChannelError::Violation(v)) => fatal!("protocol violation from broker: {v}"),
+            Err(_) if was_pooled => {
+                let mut ep: Endpoint<qq::Request, qq::Reply> = self
+                    .connect(Role::Broker, qq::EDGE, qq::VERSION, self.transfer)
+                    .await?;
+                let r = ep.call(&req).await.map_err(|e| format!("broker: {e}"))?;
+                self.queue.borrow_mut().push(ep);
+                Ok(r)
+            }
+            Err(e) => Err(format!("broker: {e}")),
+        }
+    }
+}

@@ -1,0 +1,30 @@
+@0xb7c81a9ef05c28bc;
+# smtp (and smtpd) -> resolver: every DNS query goes through the resolver
+# daemon, the only one besides smtp with network access.
+
+# Bump when any message in this file changes shape.
+const version :UInt32 = 1;
+
+struct Request {
+  union {
+    mx @0 :Text;          # domain
+    addresses @1 :Text;   # host: A and AAAA
+    ptr @2 :Text;         # IP address
+  }
+}
+
+struct Mx {
+  preference @0 :UInt16;
+  exchange @1 :Text;
+}
+
+struct Reply {
+  union {
+    mx @0 :List(Mx);
+    addresses @1 :List(Text);
+    names @2 :List(Text);
+    notFound @3 :Void;    # NXDOMAIN, or no records of the type
+    tempfail @4 :Text;    # SERVFAIL, timeout, unreachable
+    nullMx @5 :Void;      # RFC 7505: the domain accepts no mail
+  }
+}

@@ -1,0 +1,160 @@
+//! smtp -> resolver (schema: resolver.capnp).
+use std::os::fd::OwnedFd;
+
+use crate::channel::{Message, no_fds};
+use crate::frame::{self, Violation, clip, list_len, text};
+use crate::generated::resolver_capnp::{reply, request};
+
+pub const EDGE: &str = "resolver";
+pub const VERSION: u32 = crate::generated::resolver_capnp::VERSION;
+pub const MAX_ANSWERS: usize = 64;
+const NAME: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Mx(String),
+    Addresses(String),
+    Ptr(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Mx(Vec<(u16, String)>),
+    Addresses(Vec<std::net::IpAddr>),
+    Names(Vec<String>),
+    NotFound,
+    Tempfail(String),
+    NullMx,
+}
+
+fn name(
+    t: capnp::Result<capnp::text::Reader<'_>>,
+    field: &'static str,
+) -> Result<String, Violation> {
+    let s = text(t, field, NAME)?;
+    if s.is_empty() || s.contains(' ') {
+        return Err(Violation::Field {
+            field,
+            why: "not a host name".into(),
+        });
+    }
+    Ok(s)
+}
+
+impl Message for Request {
+    const MAX_FRAME: usize = 1024;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut b = frame::builder();
+        {
+            let mut r = b.init_root::<request::Builder>();
+            match self {
+                Request::Mx(d) => r.set_mx(clip(d, NAME)),
+                Request::Addresses(h) => r.set_addresses(clip(h, NAME)),
+                Request::Ptr(ip) => r.set_ptr(clip(ip, 64)),
+            }
+        }
+        frame::finish(&b)
+    }
+
+    fn decode(f: &[u8], fds: Vec<OwnedFd>) -> Result<Self, Violation> {
+        no_fds(&fds)?;
+        let msg = frame::open(f, Self::MAX_FRAME)?;
+        let r = msg.get_root::<request::Reader>()?;
+        Ok(match r.which()? {
+            request::Mx(t) => Request::Mx(name(t, "mx")?),
+            request::Addresses(t) => Request::Addresses(name(t, "addresses")?),
+            request::Ptr(t) => {
+                let ip = text(t, "ptr", 64)?;
+                ip.parse::<std::net::IpAddr>()
+                    .map_err(|_| Violation::Field {
+                        field: "ptr",
+                        why: "not an IP address".into(),
+                    })?;
+                Request::Ptr(ip)
+            }
+        })
+    }
+}
+
+impl Message for Reply {
+    const MAX_FRAME: usize = 32 * 1024;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut b = frame::builder();
+        {
+            let mut r = b.init_root::<reply::Builder>();
+            match self {
+                Reply::Mx(list) => {
+                    let n = list.len().min(MAX_ANSWERS);
+                    let mut l = r.init_mx(n as u32);
+                    for (i, (p, h)) in list.iter().take(n).enumerate() {
+                        let mut e = l.reborrow().get(i as u32);
+                        e.set_preference(*p);
+                        e.set_exchange(clip(h, NAME));
+                    }
+                }
+                Reply::Addresses(list) => {
+                    let n = list.len().min(MAX_ANSWERS);
+                    let mut l = r.init_addresses(n as u32);
+                    for (i, a) in list.iter().take(n).enumerate() {
+                        l.set(i as u32, a.to_string().as_str());
+                    }
+                }
+                Reply::Names(list) => {
+                    let n = list.len().min(MAX_ANSWERS);
+                    let mut l = r.init_names(n as u32);
+                    for (i, a) in list.iter().take(n).enumerate() {
+                        l.set(i as u32, clip(a, NAME));
+                    }
+                }
+                Reply::NotFound => r.set_not_found(()),
+                Reply::Tempfail(s) => r.set_tempfail(clip(s, 512)),
+                Reply::NullMx => r.set_null_mx(()),
+            }
+        }
+        frame::finish(&b)
+    }
+
+    fn decode(f: &[u8], fds: Vec<OwnedFd>) -> Result<Self, Violation> {
+        no_fds(&fds)?;
+        let msg = frame::open(f, Self::MAX_FRAME)?;
+        let r = msg.get_root::<reply::Reader>()?;
+        Ok(match r.which()? {
+            reply::Mx(l) => {
+                let l = l?;
+                list_len(l.len(), "mx", MAX_ANSWERS)?;
+                let mut out = Vec::new();
+                for e in l.iter() {
+                    out.push((e.get_preference(), name(e.get_exchange(), "mx.exchange")?));
+                }
+                Reply::Mx(out)
+            }
+            reply::Addresses(l) => {
+                let l = l?;
+                list_len(l.len(), "addresses", MAX_ANSWERS)?;
+                let mut out = Vec::new();
+                for t in l.iter() {
+                    let s = text(t, "address", 64)?;
+                    out.push(s.parse().map_err(|_| Violation::Field {
+                        field: "address",
+                        why: "not an IP address".into(),
+                    })?);
+                }
+                Reply::Addresses(out)
+            }
+            reply::Names(l) => {
+                let l = l?;
+                list_len(l.len(), "names", MAX_ANSWERS)?;
+                let mut out = Vec::new();
+                for t in l.iter() {
+                    out.push(name(t, "name")?);
+                }
+                Reply::Names(out)
+            }
+            reply::NotFound(()) => Reply::NotFound,
+            reply::Tempfail(t) => Reply::Tempfail(text(t, "tempfail", 512)?),
+            reply::NullMx(()) => Reply::NullMx,
+        })
+    }
+}
