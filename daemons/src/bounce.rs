@@ -182,6 +182,13 @@ fn notice(s: &Settings, req: &Request) -> Result<Vec<u8>, String> {
     }
     m.push_str(&format!("Arrival-Date: {arrival}\r\n"));
     for r in &req.recipients {
+        // A success report for a hop that does not speak DSN is "relayed"
+        // (RFC 3464 2.3.3); local delivery is "delivered".
+        let action = if req.kind == Kind::Success && !r.remote_mta.is_empty() {
+            "relayed"
+        } else {
+            action
+        };
         m.push_str(&format!("\r\nFinal-Recipient: rfc822; {}\r\n", r.address));
         if let Some((kind, addr)) = r.orcpt.split_once(';') {
             m.push_str(&format!("Original-Recipient: {kind}; {addr}\r\n"));

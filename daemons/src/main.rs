@@ -14,7 +14,9 @@ mod log;
 mod master;
 mod probe;
 mod qmgr;
+mod resolver;
 mod roles;
+mod smtp;
 mod smtpd;
 mod tablecache;
 mod tables;
@@ -167,6 +169,8 @@ fn main() -> ExitCode {
             Some(Role::Qmgr) => qmgr::main(ipc_fd),
             Some(Role::Local) => local::main(ipc_fd),
             Some(Role::Bounce) => bounce::main(ipc_fd),
+            Some(Role::Resolver) => resolver::main(ipc_fd),
+            Some(Role::Smtp) => smtp::main(ipc_fd),
             _ => cli::fail(format!("no such daemon role: {role}")),
         },
         Cmd::Probe { role } => {

@@ -59,6 +59,10 @@ pub fn run(role: Role, params: &Params) -> ExitCode {
     check("write_queue_dir", outcome(write_file_in(&layout.queue)));
     check("read_data_dir", outcome(std::fs::read_dir(&layout.data)));
     check(
+        "write_mail_spool",
+        outcome(write_file_in(Path::new(params.str("mail_spool_directory")))),
+    );
+    check(
         "execve",
         outcome(nix::unistd::execv(c"/bin/true", &[c"/bin/true"])),
     );

@@ -66,6 +66,20 @@ pub const SPECS: &[RoleSpec] = &[
         listeners: false,
     },
     RoleSpec {
+        role: Role::Resolver,
+        network: true,
+        syscalls: COMMON.union(SyscallGroups::CONNECT),
+        exclusive: false,
+        listeners: false,
+    },
+    RoleSpec {
+        role: Role::Smtp,
+        network: true,
+        syscalls: COMMON.union(SyscallGroups::CONNECT),
+        exclusive: false,
+        listeners: false,
+    },
+    RoleSpec {
         role: Role::Bounce,
         network: false,
         syscalls: COMMON,
@@ -110,10 +124,20 @@ pub fn jail_spec(role: Role, params: &Params, keep_fds: Vec<RawFd>) -> JailSpec 
     JailSpec {
         role: role.name().into(),
         ids: Some(ids(role, params)),
-        network: if s.network {
-            Network::Outbound { tcp_ports: None }
-        } else {
-            Network::None
+        network: match (s.network, role) {
+            // DNS over TCP to the configured nameservers only.
+            (true, Role::Resolver) => Network::Outbound {
+                tcp_ports: Some(
+                    crate::resolver::nameservers(params)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|a| a.port())
+                        .collect(),
+                ),
+            },
+            // Next hops may use any port (relayhost, transport_maps).
+            (true, _) => Network::Outbound { tcp_ports: None },
+            (false, _) => Network::None,
         },
         fs_rules: paths(role, params),
         keep_fds,

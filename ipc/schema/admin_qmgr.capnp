@@ -3,7 +3,7 @@
 # the control socket. Client-reachable: a violation drops only this channel.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 1;
+const version :UInt32 = 2;
 
 struct Request {
   union {
@@ -37,7 +37,7 @@ struct Reply {
     entries @0 :List(Entry);  # a batch; more may follow
     content @1 :Data;         # a piece of the message (show)
     end @2 :Void;             # the listing or content is complete
-    done @3 :Text;            # what an operation did
+    done @3 :List(Text);      # what an operation did, one line each
     error @4 :Text;
   }
 }

@@ -46,7 +46,8 @@ pub enum Reply {
     Entries(Vec<Entry>),
     Content(Vec<u8>),
     End,
-    Done(String),
+    /// What an operation did, one line each.
+    Done(Vec<String>),
     Error(String),
 }
 
@@ -142,7 +143,13 @@ impl Message for Reply {
                 }
                 Reply::Content(d) => r.set_content(&d[..d.len().min(MAX_CHUNK)]),
                 Reply::End => r.set_end(()),
-                Reply::Done(s) => r.set_done(clip(s, 1024)),
+                Reply::Done(lines) => {
+                    let n = lines.len().min(MAX_IDS + 1);
+                    let mut l = r.init_done(n as u32);
+                    for (i, line) in lines.iter().take(n).enumerate() {
+                        l.set(i as u32, clip(line, 1024));
+                    }
+                }
                 Reply::Error(s) => r.set_error(clip(s, 1024)),
             }
         }
@@ -182,7 +189,15 @@ impl Message for Reply {
             }
             reply::Content(d) => Reply::Content(frame::data(d, "content", MAX_CHUNK)?),
             reply::End(()) => Reply::End,
-            reply::Done(t) => Reply::Done(text(t, "done", 1024)?),
+            reply::Done(l) => {
+                let l = l?;
+                list_len(l.len(), "done", MAX_IDS + 1)?;
+                let mut lines = Vec::with_capacity(l.len() as usize);
+                for t in l.iter() {
+                    lines.push(text(t, "done", 1024)?);
+                }
+                Reply::Done(lines)
+            }
             reply::Error(t) => Reply::Error(text(t, "error", 1024)?),
         })
     }

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod dns;
+
 /// The postern binary under test: $POSTERN_BIN, or target/debug/postern.
 pub fn bin() -> PathBuf {
     if let Ok(p) = std::env::var("POSTERN_BIN") {
@@ -248,6 +250,20 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The mail log is the first thing to read when a test fails.
+            let log = self.log();
+            let keep = std::env::temp_dir().join(format!("postern-failed-{}.log", self.ip));
+            let _ = std::fs::write(&keep, &log);
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!(
+                "---- last lines of the mail log (whole log kept in {}) ----",
+                keep.display()
+            );
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         if let Some(mut m) = self.master.take() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(m.id() as i32),
@@ -377,5 +393,214 @@ impl Smtp {
         self.send(body.as_bytes());
         self.send(b".\r\n");
         self.reply()
+    }
+}
+
+/// A real SMTP server (Python's aiosmtpd, tests/tools/sink.py) as next hop.
+pub struct Sink {
+    pub ip: String,
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl Sink {
+    pub fn start(ip: &str, port: u16, dir: &Path) -> Sink {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/sink.py");
+        let child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .args([ip, &port.to_string()])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the aiosmtpd sink (apt-get install python3-aiosmtpd)");
+        let ready = dir.join("ready");
+        wait_for("sink ready", Duration::from_secs(20), || {
+            ready.exists().then_some(())
+        });
+        Sink {
+            ip: ip.into(),
+            port,
+            dir: dir.into(),
+            child,
+        }
+    }
+
+    /// accept | tempfail | reject | close421 | slow
+    pub fn set_mode(&self, mode: &str) {
+        std::fs::write(self.dir.join("mode"), mode).unwrap();
+    }
+
+    /// Messages received so far: (envelope JSON, content bytes), in order.
+    pub fn messages(&self) -> Vec<(Value, Vec<u8>)> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".eml"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| {
+                let base = n.trim_end_matches(".eml");
+                let env = std::fs::read_to_string(self.dir.join(format!("{base}.env")))
+                    .unwrap_or_default();
+                (
+                    serde_json::from_str(&env).unwrap_or(Value::Null),
+                    std::fs::read(self.dir.join(n)).unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Instance {
+    /// Every message in USER's Maildir (new/), oldest first.
+    pub fn maildir(&self, user: &str) -> Vec<String> {
+        let dir = self.data_dir().join("mail").join(user).join("new");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|rd| rd.filter_map(|e| Some(e.ok()?.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect()
+    }
+
+    /// `postern queue list --json`, or None while the queue manager is
+    /// (re)starting.
+    pub fn try_queue_json(&self) -> Option<Vec<Value>> {
+        let out = self.postern(&["queue", "list", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until the queue is empty.
+    pub fn wait_queue_empty(&self, timeout: Duration) {
+        wait_for("an empty queue", timeout, || {
+            self.try_queue_json().filter(|q| q.is_empty()).map(|_| ())
+        });
+    }
+
+    /// `postern queue list --json`, parsed.
+    pub fn queue_json(&self) -> Vec<Value> {
+        let out = self.postern(&["queue", "list", "--json"]);
+        assert!(
+            out.status.success(),
+            "queue list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
+    }
+}
+
+/// One SMTP transaction that never panics: the final reply, or why there
+/// was none (for crash tests, where connections break on purpose).
+pub fn try_send(
+    ip: &str,
+    port: u16,
+    from: &str,
+    to: &[&str],
+    body: &[u8],
+) -> Result<String, String> {
+    let s = TcpStream::connect((ip, port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+    let mut w = s;
+    let reply = |r: &mut BufReader<TcpStream>| -> Result<String, String> {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                return Err(format!("connection closed after {all:?}"));
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return Ok(all);
+            }
+        }
+    };
+    let expect = |got: String, code: &str| {
+        if got.starts_with(code) {
+            Ok(got)
+        } else {
+            Err(got)
+        }
+    };
+    expect(reply(&mut r)?, "220")?;
+    let cmd = |w: &mut TcpStream,
+               r: &mut BufReader<TcpStream>,
+               line: &str,
+               code: &str|
+     -> Result<String, String> {
+        w.write_all(format!("{line}\r\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        expect(reply(r)?, code)
+    };
+    cmd(&mut w, &mut r, "EHLO crash.example", "250")?;
+    cmd(&mut w, &mut r, &format!("MAIL FROM:<{from}>"), "250")?;
+    for t in to {
+        cmd(&mut w, &mut r, &format!("RCPT TO:<{t}>"), "250")?;
+    }
+    cmd(&mut w, &mut r, "DATA", "354")?;
+    w.write_all(body).map_err(|e| e.to_string())?;
+    w.write_all(b".\r\n").map_err(|e| e.to_string())?;
+    let end = reply(&mut r)?;
+    let _ = w.write_all(b"QUIT\r\n");
+    Ok(end)
+}
+
+/// A test message whose body can be checked for integrity: its id, and
+/// lines derived from the id.
+pub fn numbered_message(tag: &str, n: usize) -> Vec<u8> {
+    // Complete headers (Date, Message-ID), so cleanup only prepends Received.
+    let mut m = format!(
+        "Subject: {tag} {n}\r\nDate: Tue, 24 Nov 2026 12:00:00 +0000\r\nMessage-ID: <{tag}-{n}@crash.example>\r\nX-Test-Id: {tag}-{n}\r\n\r\n"
+    );
+    for k in 0..60 {
+        m.push_str(&format!(
+            "{tag}-{n} line {k} {}\r\n",
+            "abcdefghij".repeat(4)
+        ));
+    }
+    m.into_bytes()
+}
+
+/// The test id of a delivered message, if its body is exactly what
+/// [`numbered_message`] made (after any added Received headers).
+pub fn verify_numbered(content: &[u8], tag: &str) -> Result<usize, String> {
+    let text = String::from_utf8_lossy(content);
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Test-Id: "))
+        .ok_or("no X-Test-Id header")?
+        .trim();
+    let n: usize = id
+        .strip_prefix(&format!("{tag}-"))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("bad id {id}"))?;
+    let want = numbered_message(tag, n);
+    if content.ends_with(&want) {
+        Ok(n)
+    } else {
+        Err(format!("{id}: body damaged"))
     }
 }

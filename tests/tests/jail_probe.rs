@@ -33,6 +33,10 @@ const ROLES: &[(&str, bool, bool)] = &[
     ("smtpd", false, false),
     ("cleanup", false, false),
     ("qmgr", false, false),
+    ("local", false, false),
+    ("bounce", false, false),
+    ("resolver", false, true),
+    ("smtp", false, true),
 ];
 
 #[test]
@@ -42,7 +46,7 @@ fn every_role_is_denied_what_it_must_not_do() {
     for &(role, queue, inet) in ROLES {
         let v = probe(&inst, role);
         assert_eq!(v["landlock"], "fully_enforced", "{v}");
-        assert_eq!(v["netns"], "private", "{v}");
+        assert_eq!(v["netns"], if inet { "shared" } else { "private" }, "{v}");
         for forbidden in [
             "open_shadow",
             "open_passwd",
@@ -66,6 +70,12 @@ fn every_role_is_denied_what_it_must_not_do() {
             "{role} write_queue_dir: {v}"
         );
         assert_eq!(ok(&v, "inet_socket"), inet, "{role} inet_socket: {v}");
+        // Only local may write beneath the mail spool.
+        assert_eq!(
+            ok(&v, "write_mail_spool"),
+            role == "local",
+            "{role} write_mail_spool: {v}"
+        );
         for allowed in ["socketpair", "runtime", "alloc"] {
             assert!(ok(&v, allowed), "{role} cannot {allowed}: {v}");
         }
@@ -128,7 +138,16 @@ fn non_root_mode_keeps_every_other_protection() {
         assert_eq!(p["seccomp"], 2, "{p}");
         assert_eq!(p["cap_eff"], "0000000000000000", "{p}");
         assert_eq!(p["landlock"], "fully_enforced", "{p}");
-        assert_eq!(p["netns"], if userns { "private" } else { "shared" }, "{p}");
+        let networked = p["role"] == "smtp" || p["role"] == "resolver";
+        assert_eq!(
+            p["netns"],
+            if userns && !networked {
+                "private"
+            } else {
+                "shared"
+            },
+            "{p}"
+        );
     }
     let mut c = inst.smtp();
     assert!(c.reply().starts_with("220 "));

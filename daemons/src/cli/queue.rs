@@ -191,8 +191,8 @@ pub fn run(socket: &Path, cmd: QueueCmd) -> ExitCode {
                         use std::io::Write;
                         let _ = std::io::stdout().write_all(&c);
                     }
-                    Reply::Done(t) if !t.is_empty() => {
-                        for line in t.lines() {
+                    Reply::Done(lines) => {
+                        for line in lines {
                             eprintln!("postern: {line}");
                         }
                     }

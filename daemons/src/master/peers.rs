@@ -12,6 +12,8 @@ pub const EDGES: &[(Role, Role)] = &[
     (Role::Qmgr, Role::Bounce),
     (Role::Local, Role::Cleanup),
     (Role::Bounce, Role::Cleanup),
+    (Role::Qmgr, Role::Smtp),
+    (Role::Smtp, Role::Resolver),
 ];
 
 pub fn allowed(client: Role, server: Role) -> bool {

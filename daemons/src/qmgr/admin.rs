@@ -186,7 +186,7 @@ impl Qmgr {
                         self.activate(&id);
                     }
                 }
-                send(Reply::Done(String::new()));
+                send(Reply::Done(Vec::new()));
             }
             Request::Delete(ids) => {
                 let (found, missing) = self.ids(&ids);
@@ -218,7 +218,7 @@ impl Qmgr {
                     found.len(),
                     if found.len() == 1 { "" } else { "s" }
                 ));
-                send(Reply::Done(lines.join("\n")));
+                send(Reply::Done(lines));
             }
             Request::Hold(ids) => self.set_hold(&ids, true, &reply),
             Request::Release(ids) => self.set_hold(&ids, false, &reply),
@@ -247,7 +247,7 @@ impl Qmgr {
                     "Requeued: {n} message{}",
                     if n == 1 { "" } else { "s" }
                 ));
-                send(Reply::Done(lines.join("\n")));
+                send(Reply::Done(lines));
             }
         }
     }
@@ -285,6 +285,6 @@ impl Qmgr {
             "{what}: {n} message{}",
             if n == 1 { "" } else { "s" }
         ));
-        let _ = reply.send(Out::Reply(Reply::Done(lines.join("\n"))));
+        let _ = reply.send(Out::Reply(Reply::Done(lines)));
     }
 }

@@ -1,0 +1,221 @@
+//! resolver: every DNS query of the system, in one daemon that has network
+//! access for DNS only. It serves MX, address and PTR lookups to smtp (and
+//! smtpd) over IPC. Null MX (RFC 7505) is reported as such. IPv4-mapped IPv6
+//! answers are normalized to IPv4 (L1035).
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{OwnedFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
+use postern_config::{Params, Role};
+use postern_ipc::resolver::{self as rs, Reply, Request};
+use postern_ipc::{Channel, ChannelError, Endpoint, Message};
+
+use crate::daemon::{self, Context};
+use crate::{fatal, warn};
+
+/// Nameservers: `dns_nameservers` (address or address:port), else the
+/// system's /etc/resolv.conf, read before the jail.
+pub fn nameservers(params: &Params) -> Result<Vec<SocketAddr>, String> {
+    let configured = params.list("dns_nameservers").map_err(|e| e.to_string())?;
+    let list: Vec<String> = if configured.is_empty() {
+        std::fs::read_to_string("/etc/resolv.conf")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("nameserver"))
+            .map(|s| s.trim().to_string())
+            .collect()
+    } else {
+        configured
+    };
+    let mut out = Vec::new();
+    for s in list {
+        let addr = if let Ok(a) = s.parse::<SocketAddr>() {
+            a
+        } else if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
+            SocketAddr::new(ip, 53)
+        } else {
+            return Err(format!(
+                "dns_nameservers: bad nameserver \"{s}\" (address or address:port)"
+            ));
+        };
+        out.push(addr);
+    }
+    if out.is_empty() {
+        out.push(SocketAddr::from(([127, 0, 0, 1], 53)));
+    }
+    Ok(out)
+}
+
+pub fn main(ipc_fd: RawFd) -> ! {
+    daemon::run(Role::Resolver, ipc_fd, |params: &Params| {
+        let servers = nameservers(params)?;
+        Ok((move |ctx: Context| serve(ctx, servers), Vec::new()))
+    })
+}
+
+fn build(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolver, String> {
+    let ns: Vec<NameServerConfig> = servers
+        .iter()
+        .map(|a| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = a.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = a.port();
+            NameServerConfig::new(a.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    let mut opts = ResolverOpts::default();
+    opts.timeout = timeout;
+    opts.attempts = 2;
+    // No /etc/hosts inside the jail, and none wanted: DNS answers only.
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.ndots = 0;
+    TokioResolver::builder_with_config(
+        ResolverConfig::from_parts(None, vec![], ns),
+        TokioRuntimeProvider::default(),
+    )
+    .with_options(opts)
+    .build()
+    .map_err(|e| e.to_string())
+}
+
+async fn serve(mut ctx: Context, servers: Vec<SocketAddr>) {
+    let dns = match build(&servers, Duration::from_secs(5)) {
+        Ok(r) => Rc::new(r),
+        Err(e) => fatal!("cannot start the resolver: {e}"),
+    };
+    let query = ctx.query_timeout();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            loop {
+                tokio::select! {
+                    p = ctx.inbound.recv() => match p {
+                        Some((Role::Smtp | Role::Smtpd, fd)) => { tokio::task::spawn_local(channel(dns.clone(), fd, query)); }
+                        Some((other, _)) => warn!("unexpected channel from {other}"),
+                        None => return,
+                    },
+                    _ = ctx.shutdown.changed() => return,
+                }
+            }
+        })
+        .await;
+}
+
+async fn channel(dns: Rc<TokioResolver>, fd: OwnedFd, timeout: Duration) {
+    let Ok(mut ch) = Channel::new(fd, <Request as Message>::MAX_FRAME, timeout) else {
+        return;
+    };
+    match ch.hello_server(rs::EDGE, rs::VERSION).await {
+        Ok(()) => {}
+        Err(ChannelError::Violation(v)) => fatal!("protocol violation from a resolver client: {v}"),
+        Err(_) => return,
+    }
+    let mut ep = Endpoint::<Reply, Request>::from_channel(ch);
+    loop {
+        let req = match ep.recv().await {
+            Ok(r) => r,
+            Err(ChannelError::Violation(v)) => {
+                fatal!("protocol violation from a resolver client: {v}")
+            }
+            Err(_) => return,
+        };
+        let reply = answer(&dns, req).await;
+        if ep.send(&reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn fqdn(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    }
+}
+
+fn failure(e: &hickory_resolver::net::NetError) -> Reply {
+    if e.is_nx_domain() || e.is_no_records_found() {
+        Reply::NotFound
+    } else {
+        Reply::Tempfail(e.to_string())
+    }
+}
+
+async fn answer(dns: &TokioResolver, req: Request) -> Reply {
+    match req {
+        Request::Mx(domain) => match dns.mx_lookup(fqdn(&domain)).await {
+            Ok(l) => {
+                let mut mx: Vec<(u16, String)> = l
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::MX(m) => Some((
+                            m.preference,
+                            m.exchange.to_ascii().trim_end_matches('.').to_string(),
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                // RFC 7505: a single MX with the root as exchange.
+                if mx.len() == 1 && mx[0].1.is_empty() {
+                    return Reply::NullMx;
+                }
+                mx.retain(|(_, h)| !h.is_empty());
+                mx.sort();
+                if mx.is_empty() {
+                    Reply::NotFound
+                } else {
+                    Reply::Mx(mx)
+                }
+            }
+            Err(e) => failure(&e),
+        },
+        Request::Addresses(host) => match dns.lookup_ip(fqdn(&host)).await {
+            Ok(l) => {
+                let ips: Vec<IpAddr> = l
+                    .iter()
+                    .map(|ip| match ip {
+                        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                        v4 => v4,
+                    })
+                    .collect();
+                if ips.is_empty() {
+                    Reply::NotFound
+                } else {
+                    Reply::Addresses(ips)
+                }
+            }
+            Err(e) => failure(&e),
+        },
+        Request::Ptr(ip) => match ip.parse::<IpAddr>() {
+            Ok(addr) => match dns.reverse_lookup(addr).await {
+                Ok(l) => {
+                    let names: Vec<String> = l
+                        .answers()
+                        .iter()
+                        .filter_map(|r| match &r.data {
+                            RData::PTR(p) => Some(p.0.to_ascii().trim_end_matches('.').to_string()),
+                            _ => None,
+                        })
+                        .collect();
+                    if names.is_empty() {
+                        Reply::NotFound
+                    } else {
+                        Reply::Names(names)
+                    }
+                }
+                Err(e) => failure(&e),
+            },
+            Err(_) => Reply::NotFound,
+        },
+    }
+}

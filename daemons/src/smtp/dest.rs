@@ -1,0 +1,312 @@
+//! From a next hop to the addresses to try: MX lookup with A/AAAA fallback,
+//! null MX (RFC 7505), and mail loops (an MX that is this machine, L925).
+use std::net::{IpAddr, SocketAddr};
+
+use postern_ipc::resolver::{Reply, Request};
+
+/// DNS as the smtp client sees it: the resolver daemon in production, a
+/// table of canned answers in tests.
+pub trait Dns {
+    async fn query(&self, req: Request) -> Reply;
+}
+
+/// One host to try, with its addresses, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Why no host can be tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// Bounce: (DSN, text).
+    Permanent(String, String),
+    /// Defer: (DSN, text).
+    Temporary(String, String),
+}
+
+/// A parsed next hop: `[host]:port` (no MX lookup), `host:port` or `host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nexthop {
+    pub host: String,
+    pub port: u16,
+    pub mx: bool,
+}
+
+pub fn parse_nexthop(s: &str) -> Result<Nexthop, String> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("bad next hop {s}"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| format!("bad port in {s}"))?,
+            None if after.is_empty() => 25,
+            None => return Err(format!("bad next hop {s}")),
+        };
+        return Ok(Nexthop {
+            host: host.to_string(),
+            port,
+            mx: false,
+        });
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().map_err(|_| format!("bad port in {s}"))?),
+        _ => (s, 25),
+    };
+    if host.is_empty() {
+        return Err("empty next hop".into());
+    }
+    Ok(Nexthop {
+        host: host.to_string(),
+        port,
+        mx: host.parse::<IpAddr>().is_err(),
+    })
+}
+
+fn not_found(name: &str, rtype: &str) -> String {
+    format!(
+        "Host or domain name not found. Name service error for name={name} type={rtype}: Host not found"
+    )
+}
+
+fn try_again(name: &str, rtype: &str, why: &str) -> String {
+    format!(
+        "Host or domain name not found. Name service error for name={name} type={rtype}: Host not found, try again ({why})"
+    )
+}
+
+async fn addresses(dns: &impl Dns, host: &str, port: u16) -> Result<Vec<SocketAddr>, RouteError> {
+    if let Ok(ip) = host.trim_start_matches("IPv6:").parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    match dns.query(Request::Addresses(host.to_string())).await {
+        Reply::Addresses(a) => Ok(a.into_iter().map(|ip| SocketAddr::new(ip, port)).collect()),
+        Reply::Tempfail(e) => Err(RouteError::Temporary(
+            "4.4.3".into(),
+            try_again(host, "A", &e),
+        )),
+        _ => Err(RouteError::Permanent("5.4.4".into(), not_found(host, "A"))),
+    }
+}
+
+/// The hosts for a next hop, best first. `local` is every interface
+/// address of this machine (as Postfix compares them): an MX host that
+/// resolves to one of them, and every MX host that is not preferred over
+/// it, are dropped.
+pub async fn route(
+    dns: &impl Dns,
+    nexthop: &Nexthop,
+    local: &[IpAddr],
+) -> Result<Vec<Host>, RouteError> {
+    if !nexthop.mx {
+        let addrs = addresses(dns, &nexthop.host, nexthop.port).await?;
+        return Ok(vec![Host {
+            name: nexthop.host.clone(),
+            addrs,
+        }]);
+    }
+    let domain = &nexthop.host;
+    let mx = match dns.query(Request::Mx(domain.clone())).await {
+        Reply::Mx(list) => list,
+        Reply::NullMx => {
+            return Err(RouteError::Permanent(
+                "5.1.10".into(),
+                format!("Domain {domain} does not accept mail (nullMX)"),
+            ));
+        }
+        Reply::Tempfail(e) => {
+            return Err(RouteError::Temporary(
+                "4.4.3".into(),
+                try_again(domain, "MX", &e),
+            ));
+        }
+        // No MX: the domain itself is the implicit MX (RFC 5321 5.1).
+        _ => vec![(0, domain.clone())],
+    };
+    let mut hosts: Vec<(u16, Host)> = Vec::new();
+    let mut last_err = None;
+    for (pref, name) in mx {
+        match addresses(dns, &name, nexthop.port).await {
+            Ok(addrs) => hosts.push((pref, Host { name, addrs })),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let is_local = |a: &SocketAddr| {
+        let ip = match a.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a.ip(), IpAddr::V4),
+            v4 => v4,
+        };
+        local.contains(&ip)
+    };
+    if let Some(cut) = hosts
+        .iter()
+        .filter(|(_, h)| h.addrs.iter().any(is_local))
+        .map(|(p, _)| *p)
+        .min()
+    {
+        hosts.retain(|(p, _)| *p < cut);
+        if hosts.is_empty() {
+            return Err(RouteError::Permanent(
+                "5.4.6".into(),
+                format!("mail for {domain} loops back to myself"),
+            ));
+        }
+    }
+    if hosts.is_empty() {
+        return Err(last_err
+            .unwrap_or_else(|| RouteError::Permanent("5.4.4".into(), not_found(domain, "MX"))));
+    }
+    hosts.sort_by_key(|(p, _)| *p);
+    Ok(hosts.into_iter().map(|(_, h)| h).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Canned answers; anything not listed is NXDOMAIN.
+    struct Fake(HashMap<String, Reply>);
+
+    impl Dns for Fake {
+        async fn query(&self, req: Request) -> Reply {
+            let key = match &req {
+                Request::Mx(d) => format!("MX {d}"),
+                Request::Addresses(h) => format!("A {h}"),
+                Request::Ptr(ip) => format!("PTR {ip}"),
+            };
+            self.0.get(&key).cloned().unwrap_or(Reply::NotFound)
+        }
+    }
+
+    fn fake(entries: &[(&str, Reply)]) -> Fake {
+        Fake(
+            entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn nexthops() {
+        assert_eq!(
+            parse_nexthop("[127.0.0.1]:2626").unwrap(),
+            Nexthop {
+                host: "127.0.0.1".into(),
+                port: 2626,
+                mx: false
+            }
+        );
+        assert_eq!(
+            parse_nexthop("example.com").unwrap(),
+            Nexthop {
+                host: "example.com".into(),
+                port: 25,
+                mx: true
+            }
+        );
+        assert_eq!(parse_nexthop("smarthost.example:587").unwrap().port, 587);
+        assert!(!parse_nexthop("[mail.example]").unwrap().mx);
+        assert!(parse_nexthop("[x:").is_err());
+    }
+
+    #[test]
+    fn mx_order_and_fallback() {
+        let dns = fake(&[
+            (
+                "MX example.com",
+                Reply::Mx(vec![
+                    (20, "b.example.com".into()),
+                    (10, "a.example.com".into()),
+                ]),
+            ),
+            ("A a.example.com", Reply::Addresses(vec![ip("192.0.2.1")])),
+            (
+                "A b.example.com",
+                Reply::Addresses(vec![ip("192.0.2.2"), ip("2001:db8::2")]),
+            ),
+            ("A nomx.example", Reply::Addresses(vec![ip("192.0.2.9")])),
+        ]);
+        let hosts = run(route(&dns, &parse_nexthop("example.com").unwrap(), &[])).unwrap();
+        assert_eq!(
+            hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            vec!["a.example.com", "b.example.com"]
+        );
+        assert_eq!(hosts[1].addrs.len(), 2);
+        // No MX record: the domain is its own mail host.
+        let hosts = run(route(&dns, &parse_nexthop("nomx.example").unwrap(), &[])).unwrap();
+        assert_eq!(hosts[0].addrs, vec!["192.0.2.9:25".parse().unwrap()]);
+    }
+
+    #[test]
+    fn null_mx_nxdomain_tempfail_and_loops() {
+        let dns = fake(&[
+            ("MX null.example", Reply::NullMx),
+            ("MX broken.example", Reply::Tempfail("SERVFAIL".into())),
+            (
+                "MX loop.example",
+                Reply::Mx(vec![
+                    (10, "me.loop.example".into()),
+                    (20, "backup.loop.example".into()),
+                ]),
+            ),
+            (
+                "A me.loop.example",
+                Reply::Addresses(vec![ip("198.51.100.7")]),
+            ),
+            (
+                "A backup.loop.example",
+                Reply::Addresses(vec![ip("198.51.100.8")]),
+            ),
+            (
+                "MX half.example",
+                Reply::Mx(vec![
+                    (10, "primary.half.example".into()),
+                    (20, "me.loop.example".into()),
+                ]),
+            ),
+            (
+                "A primary.half.example",
+                Reply::Addresses(vec![ip("::ffff:192.0.2.55")]),
+            ),
+        ]);
+        let nh = |s: &str| parse_nexthop(s).unwrap();
+        assert!(
+            matches!(run(route(&dns, &nh("null.example"), &[])), Err(RouteError::Permanent(d, _)) if d == "5.1.10")
+        );
+        assert!(
+            matches!(run(route(&dns, &nh("nosuch.example"), &[])), Err(RouteError::Permanent(d, _)) if d == "5.4.4")
+        );
+        assert!(
+            matches!(run(route(&dns, &nh("broken.example"), &[])), Err(RouteError::Temporary(d, _)) if d == "4.4.3")
+        );
+        // The best MX is this machine: mail loops (the backup is not better).
+        let me = [ip("198.51.100.7")];
+        assert!(
+            matches!(run(route(&dns, &nh("loop.example"), &me)), Err(RouteError::Permanent(d, t)) if d == "5.4.6" && t.contains("loops back to myself"))
+        );
+        // A local MX with lower preference only cuts the list there.
+        let hosts = run(route(&dns, &nh("half.example"), &me)).unwrap();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].name, "primary.half.example");
+        // IPv4-mapped answers compare as IPv4 (L1035).
+        let mapped = [ip("192.0.2.55")];
+        assert!(
+            matches!(run(route(&dns, &nh("half.example"), &mapped)), Err(RouteError::Permanent(d, _)) if d == "5.4.6")
+        );
+    }
+}

@@ -1,0 +1,605 @@
+//! One outbound SMTP session.
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Longest reply line we read; a server sending more is broken.
+const MAX_REPLY_LINE: usize = 4096;
+const MAX_REPLY_LINES: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub helo: Duration,
+    pub mail: Duration,
+    pub rcpt: Duration,
+    pub data_init: Duration,
+    pub data_xfer: Duration,
+    pub data_done: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpReply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl SmtpReply {
+    /// The reply as one line, the way Postfix quotes it in logs and DSNs.
+    pub fn text(&self) -> String {
+        format!("{} {}", self.code, self.lines.join(" "))
+    }
+
+    /// The enhanced status code, or one derived from the reply code.
+    pub fn dsn(&self) -> String {
+        let first = self.lines.first().map_or("", String::as_str);
+        let cand = first.split(' ').next().unwrap_or("");
+        let ok = cand.split('.').count() == 3
+            && cand
+                .split('.')
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit()))
+            && cand.starts_with(char::from(b'0' + (self.code / 100) as u8));
+        if ok {
+            cand.to_string()
+        } else {
+            format!("{}.0.0", self.code / 100)
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Extensions {
+    pub pipelining: bool,
+    pub size: Option<u64>,
+    pub eightbitmime: bool,
+    pub smtputf8: bool,
+    pub dsn: bool,
+    pub chunking: bool,
+}
+
+/// Why a session step failed.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The server said something final for this step (or 421).
+    Reply(SmtpReply, &'static str),
+    Timeout(&'static str),
+    Lost(&'static str),
+}
+
+pub struct Session {
+    r: BufReader<OwnedReadHalf>,
+    w: OwnedWriteHalf,
+    pub host: String,
+    pub addr: SocketAddr,
+    pub ext: Extensions,
+    /// The name the server gave in its EHLO reply.
+    pub remote_name: String,
+    pub started: Instant,
+    pub messages: u32,
+}
+
+impl Session {
+    pub fn relay(&self) -> String {
+        format!("{}[{}]:{}", self.host, self.addr.ip(), self.addr.port())
+    }
+
+    pub async fn connect(
+        host: &str,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Session, String> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "connect to {host}[{}]:{}: {}",
+                    addr.ip(),
+                    addr.port(),
+                    reason(&e)
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "connect to {host}[{}]:{}: Connection timed out",
+                    addr.ip(),
+                    addr.port()
+                ));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        Ok(Session {
+            r: BufReader::new(r),
+            w,
+            host: host.to_string(),
+            addr,
+            ext: Extensions::default(),
+            remote_name: String::new(),
+            started: Instant::now(),
+            messages: 0,
+        })
+    }
+
+    pub async fn read_reply(
+        &mut self,
+        timeout: Duration,
+        step: &'static str,
+    ) -> Result<SmtpReply, Failure> {
+        let fut = async {
+            let mut lines = Vec::new();
+            loop {
+                let mut line = Vec::new();
+                let n = (&mut self.r)
+                    .take(MAX_REPLY_LINE as u64)
+                    .read_until(b'\n', &mut line)
+                    .await
+                    .map_err(|_| Failure::Lost(step))?;
+                if n == 0 {
+                    return Err(Failure::Lost(step));
+                }
+                let s = String::from_utf8_lossy(&line);
+                let s = s.trim_end_matches(['\r', '\n']);
+                if s.len() < 3 || !s.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+                    return Err(Failure::Lost(step));
+                }
+                let code: u16 = s[..3].parse().map_err(|_| Failure::Lost(step))?;
+                let more = s.as_bytes().get(3) == Some(&b'-');
+                lines.push(s.get(4..).unwrap_or("").to_string());
+                if !more {
+                    return Ok(SmtpReply { code, lines });
+                }
+                if lines.len() > MAX_REPLY_LINES {
+                    return Err(Failure::Lost(step));
+                }
+            }
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| Failure::Timeout(step))?
+    }
+
+    pub async fn write(
+        &mut self,
+        data: &[u8],
+        timeout: Duration,
+        step: &'static str,
+    ) -> Result<(), Failure> {
+        match tokio::time::timeout(timeout, self.w.write_all(data)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Failure::Lost(step)),
+            Err(_) => Err(Failure::Timeout(step)),
+        }
+    }
+
+    /// Greeting and EHLO (HELO when EHLO is refused).
+    pub async fn handshake(&mut self, helo_name: &str, t: &Timeouts) -> Result<(), Failure> {
+        let greeting = self.read_reply(t.helo, "initial server greeting").await?;
+        if greeting.code != 220 {
+            return Err(Failure::Reply(greeting, "initial server greeting"));
+        }
+        self.write(format!("EHLO {helo_name}\r\n").as_bytes(), t.helo, "EHLO")
+            .await?;
+        let r = self.read_reply(t.helo, "EHLO").await?;
+        if r.code == 250 {
+            self.remote_name = r
+                .lines
+                .first()
+                .and_then(|l| l.split(' ').next())
+                .unwrap_or("")
+                .to_string();
+            for l in &r.lines[1..] {
+                let mut it = l.split(' ');
+                match it.next().unwrap_or("").to_ascii_uppercase().as_str() {
+                    "PIPELINING" => self.ext.pipelining = true,
+                    "SIZE" => {
+                        self.ext.size = it.next().and_then(|v| v.parse().ok()).filter(|&v| v > 0)
+                    }
+                    "8BITMIME" => self.ext.eightbitmime = true,
+                    "SMTPUTF8" => self.ext.smtputf8 = true,
+                    "DSN" => self.ext.dsn = true,
+                    "CHUNKING" => self.ext.chunking = true,
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        if r.code == 421 {
+            return Err(Failure::Reply(r, "EHLO"));
+        }
+        self.write(format!("HELO {helo_name}\r\n").as_bytes(), t.helo, "HELO")
+            .await?;
+        let r = self.read_reply(t.helo, "HELO").await?;
+        if r.code != 250 {
+            return Err(Failure::Reply(r, "HELO"));
+        }
+        self.remote_name = r
+            .lines
+            .first()
+            .and_then(|l| l.split(' ').next())
+            .unwrap_or("")
+            .to_string();
+        Ok(())
+    }
+
+    /// Checks a cached session still works before reusing it.
+    pub async fn rset(&mut self, t: &Timeouts) -> bool {
+        if self.write(b"RSET\r\n", t.mail, "RSET").await.is_err() {
+            return false;
+        }
+        matches!(self.read_reply(t.mail, "RSET").await, Ok(r) if r.code == 250)
+    }
+
+    pub async fn quit(mut self) {
+        let _ = self
+            .write(b"QUIT\r\n", Duration::from_secs(5), "QUIT")
+            .await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.read_reply(Duration::from_secs(5), "QUIT"),
+        )
+        .await;
+    }
+}
+
+fn reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "Connection refused".into(),
+        std::io::ErrorKind::TimedOut => "Connection timed out".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The envelope of one transaction.
+pub struct Envelope<'a> {
+    pub sender: &'a str,
+    pub recipients: Vec<(u32, &'a str, &'a str, u8)>,
+    pub size: u64,
+    pub body_8bit: bool,
+    pub smtputf8: bool,
+    pub ret: u8,
+    pub envid: &'a str,
+}
+
+/// How a recipient came out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Sent(String),
+    Deferred(String, String),
+    Bounced(String, String),
+}
+
+/// The result of a transaction; `reusable` when the session may carry
+/// another message (never after a 421, a timeout or a lost connection).
+pub struct TxResult {
+    pub outcomes: Vec<(u32, Outcome)>,
+    pub reusable: bool,
+}
+
+fn xtext(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+fn notify_param(bits: u8) -> Option<String> {
+    use postern_proto::queue::notify;
+    if bits == 0 {
+        return None;
+    }
+    if bits & notify::NEVER != 0 {
+        return Some("NEVER".into());
+    }
+    let mut v = Vec::new();
+    for (b, n) in [
+        (notify::SUCCESS, "SUCCESS"),
+        (notify::FAILURE, "FAILURE"),
+        (notify::DELAY, "DELAY"),
+    ] {
+        if bits & b != 0 {
+            v.push(n);
+        }
+    }
+    Some(v.join(","))
+}
+
+/// Dot-stuffs the content and folds lines longer than `limit`.
+pub fn wire_data(content: &[u8], limit: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + content.len() / 50 + 8);
+    for line in content.split_inclusive(|&b| b == b'\n') {
+        let (body, eol): (&[u8], &[u8]) = match line.strip_suffix(b"\r\n") {
+            Some(b) => (b, b"\r\n"),
+            None => (line, b""),
+        };
+        if body.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        let mut rest = body;
+        while rest.len() > limit {
+            let mut cut = limit;
+            // Never split a UTF-8 character.
+            while cut > 0 && (rest[cut] & 0xC0) == 0x80 {
+                cut -= 1;
+            }
+            out.extend_from_slice(&rest[..cut]);
+            out.extend_from_slice(b"\r\n ");
+            rest = &rest[cut..];
+        }
+        out.extend_from_slice(rest);
+        out.extend_from_slice(eol);
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+impl Session {
+    fn said(&self, r: &SmtpReply, step: &str) -> String {
+        format!(
+            "host {}[{}] said: {} (in reply to {step} command)",
+            self.host,
+            self.addr.ip(),
+            r.text()
+        )
+    }
+
+    fn failed(&self, f: &Failure) -> String {
+        match f {
+            Failure::Reply(r, step) => self.said(r, step),
+            Failure::Timeout(step) => format!(
+                "conversation with {}[{}] timed out while sending {step}",
+                self.host,
+                self.addr.ip()
+            ),
+            Failure::Lost(step) => format!(
+                "lost connection with {}[{}] while sending {step}",
+                self.host,
+                self.addr.ip()
+            ),
+        }
+    }
+
+    /// Sends one message. Recipients not yet final when something breaks
+    /// are deferred with the reason.
+    pub async fn send(
+        &mut self,
+        env: &Envelope<'_>,
+        content: &[u8],
+        line_limit: usize,
+        t: &Timeouts,
+    ) -> TxResult {
+        let mut outcomes: Vec<(u32, Outcome)> = Vec::new();
+        let pending = |outcomes: &Vec<(u32, Outcome)>| -> Vec<u32> {
+            env.recipients
+                .iter()
+                .map(|r| r.0)
+                .filter(|i| !outcomes.iter().any(|(j, _)| j == i))
+                .collect()
+        };
+        macro_rules! abort {
+            ($f:expr) => {{
+                let f = $f;
+                let text = self.failed(&f);
+                let (dsn, permanent) = match &f {
+                    Failure::Reply(r, _) if r.code >= 500 => (r.dsn(), true),
+                    Failure::Reply(r, _) => (r.dsn(), false),
+                    _ => ("4.4.2".to_string(), false),
+                };
+                for i in pending(&outcomes) {
+                    outcomes.push((i, if permanent { Outcome::Bounced(dsn.clone(), text.clone()) } else { Outcome::Deferred(dsn.clone(), text.clone()) }));
+                }
+                let reusable = matches!(&f, Failure::Reply(r, _) if r.code != 421);
+                return TxResult { outcomes, reusable };
+            }};
+        }
+        let mut mail = format!("MAIL FROM:<{}>", env.sender);
+        if self.ext.size.is_some() {
+            mail.push_str(&format!(" SIZE={}", env.size));
+        }
+        if env.body_8bit && self.ext.eightbitmime {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if env.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        if self.ext.dsn {
+            match env.ret {
+                1 => mail.push_str(" RET=FULL"),
+                2 => mail.push_str(" RET=HDRS"),
+                _ => {}
+            }
+            if !env.envid.is_empty() {
+                mail.push_str(&format!(" ENVID={}", xtext(env.envid)));
+            }
+        }
+        mail.push_str("\r\n");
+        let mut rcpt_cmds = Vec::new();
+        for (_, addr, orcpt, notify) in &env.recipients {
+            let mut c = format!("RCPT TO:<{addr}>");
+            if self.ext.dsn {
+                if let Some(n) = notify_param(*notify) {
+                    c.push_str(&format!(" NOTIFY={n}"));
+                }
+                if let Some((kind, a)) = orcpt.split_once(';') {
+                    c.push_str(&format!(" ORCPT={kind};{}", xtext(a)));
+                }
+            }
+            c.push_str("\r\n");
+            rcpt_cmds.push(c);
+        }
+        let use_bdat = self.ext.chunking;
+        if self.ext.pipelining {
+            let mut batch = mail.clone().into_bytes();
+            for c in &rcpt_cmds {
+                batch.extend_from_slice(c.as_bytes());
+            }
+            if !use_bdat {
+                batch.extend_from_slice(b"DATA\r\n");
+            }
+            if let Err(f) = self.write(&batch, t.mail, "MAIL FROM").await {
+                abort!(f);
+            }
+        } else if let Err(f) = self.write(mail.as_bytes(), t.mail, "MAIL FROM").await {
+            abort!(f);
+        }
+        let r = match self.read_reply(t.mail, "MAIL FROM").await {
+            Ok(r) => r,
+            Err(f) => abort!(f),
+        };
+        let mail_ok = r.code / 100 == 2;
+        if r.code == 421 || (!mail_ok && !self.ext.pipelining) {
+            abort!(Failure::Reply(r, "MAIL FROM"));
+        }
+        let mail_reply = r;
+        let mut accepted = Vec::new();
+        for (k, c) in rcpt_cmds.iter().enumerate() {
+            if !self.ext.pipelining
+                && let Err(f) = self.write(c.as_bytes(), t.rcpt, "RCPT TO").await
+            {
+                abort!(f);
+            }
+            let r = match self.read_reply(t.rcpt, "RCPT TO").await {
+                Ok(r) => r,
+                Err(f) => abort!(f),
+            };
+            let idx = env.recipients[k].0;
+            if r.code == 421 {
+                abort!(Failure::Reply(r, "RCPT TO"));
+            }
+            if !mail_ok {
+                continue;
+            }
+            match r.code / 100 {
+                2 => accepted.push(idx),
+                4 => outcomes.push((idx, Outcome::Deferred(r.dsn(), self.said(&r, "RCPT TO")))),
+                _ => outcomes.push((idx, Outcome::Bounced(r.dsn(), self.said(&r, "RCPT TO")))),
+            }
+        }
+        if !mail_ok {
+            if self.ext.pipelining && !use_bdat {
+                let _ = self.read_reply(t.data_init, "DATA").await;
+            }
+            abort!(Failure::Reply(mail_reply, "MAIL FROM"));
+        }
+        if use_bdat {
+            if accepted.is_empty() {
+                return TxResult {
+                    outcomes,
+                    reusable: self.rset(t).await,
+                };
+            }
+            let mut data = format!("BDAT {} LAST\r\n", content.len()).into_bytes();
+            data.extend_from_slice(content);
+            if let Err(f) = self.write(&data, t.data_xfer, "message content").await {
+                abort!(f);
+            }
+        } else {
+            if !self.ext.pipelining
+                && !accepted.is_empty()
+                && let Err(f) = self.write(b"DATA\r\n", t.data_init, "DATA").await
+            {
+                abort!(f);
+            }
+            if self.ext.pipelining || !accepted.is_empty() {
+                let r = match self.read_reply(t.data_init, "DATA").await {
+                    Ok(r) => r,
+                    Err(f) => abort!(f),
+                };
+                if accepted.is_empty() {
+                    // Every recipient was refused; the server refused DATA too.
+                    return TxResult {
+                        outcomes,
+                        reusable: r.code != 421,
+                    };
+                }
+                if r.code != 354 {
+                    abort!(Failure::Reply(r, "DATA"));
+                }
+            } else {
+                return TxResult {
+                    outcomes,
+                    reusable: self.rset(t).await,
+                };
+            }
+            if let Err(f) = self
+                .write(
+                    &wire_data(content, line_limit),
+                    t.data_xfer,
+                    "message content",
+                )
+                .await
+            {
+                abort!(f);
+            }
+        }
+        let r = match self.read_reply(t.data_done, "end of DATA").await {
+            Ok(r) => r,
+            Err(f) => abort!(f),
+        };
+        let text = self.said(&r, "end of DATA");
+        for i in accepted {
+            outcomes.push((
+                i,
+                match r.code / 100 {
+                    2 => Outcome::Sent(r.text()),
+                    4 => Outcome::Deferred(r.dsn(), text.clone()),
+                    _ => Outcome::Bounced(r.dsn(), text.clone()),
+                },
+            ));
+        }
+        self.messages += 1;
+        TxResult {
+            outcomes,
+            reusable: r.code != 421,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing_and_folding() {
+        assert_eq!(
+            wire_data(b"a\r\n.b\r\n..\r\n", 998),
+            b"a\r\n..b\r\n...\r\n.\r\n"
+        );
+        assert_eq!(wire_data(b"abcdef\r\n", 4), b"abcd\r\n ef\r\n.\r\n");
+        // A multi-byte character is never split.
+        assert_eq!(
+            wire_data("aé\r\n".as_bytes(), 2),
+            "a\r\n é\r\n.\r\n".as_bytes()
+        );
+        assert_eq!(wire_data(b"no newline", 998), b"no newline\r\n.\r\n");
+    }
+
+    #[test]
+    fn reply_codes() {
+        let r = SmtpReply {
+            code: 550,
+            lines: vec!["5.1.1 no such user".into()],
+        };
+        assert_eq!(r.dsn(), "5.1.1");
+        let r = SmtpReply {
+            code: 451,
+            lines: vec!["try later".into()],
+        };
+        assert_eq!(r.dsn(), "4.0.0");
+        let r = SmtpReply {
+            code: 550,
+            lines: vec!["2.0.0 confused".into()],
+        };
+        assert_eq!(r.dsn(), "5.0.0");
+    }
+}

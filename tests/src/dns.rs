@@ -1,0 +1,52 @@
+//! A real authoritative DNS server (hickory's) on a loopback address, for
+//! the MX paths. It serves one zone from zone-file text.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::rr::{LowerName, Name};
+use hickory_proto::serialize::txt::Parser;
+use hickory_server::Server;
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+
+pub struct DnsServer {
+    pub addr: SocketAddr,
+}
+
+/// Starts a server for `origin` (e.g. "test.") on `ip`, on a free port,
+/// serving `zone` (zone-file syntax, relative to the origin).
+pub fn start(ip: &str, origin: &str, zone: &str) -> DnsServer {
+    let udp = std::net::UdpSocket::bind((ip, 0)).expect("bind DNS UDP");
+    let port = udp.local_addr().unwrap().port();
+    let tcp = std::net::TcpListener::bind((ip, port)).expect("bind DNS TCP on the same port");
+    udp.set_nonblocking(true).unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let addr = udp.local_addr().unwrap();
+    let origin = Name::from_ascii(origin).expect("origin");
+    let (name, records) = Parser::new(zone.to_string(), None, Some(origin))
+        .parse()
+        .expect("zone text parses");
+    let handler: InMemoryZoneHandler<hickory_server::net::runtime::TokioRuntimeProvider> =
+        InMemoryZoneHandler::new(name.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)
+            .expect("zone");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut catalog = Catalog::new();
+            catalog.upsert(LowerName::from(name), vec![Arc::new(handler)]);
+            let mut server = Server::new(catalog);
+            server.register_socket(tokio::net::UdpSocket::from_std(udp).unwrap());
+            server.register_listener(
+                tokio::net::TcpListener::from_std(tcp).unwrap(),
+                Duration::from_secs(5),
+                64 * 1024,
+            );
+            let _ = server.block_until_done().await;
+        });
+    });
+    DnsServer { addr }
+}
