@@ -101,14 +101,21 @@ fn killing_cleanup_and_broker_mid_transaction_loses_nothing() {
             }
         }));
     }
-    // Bounded in count and in time.
+    // Bounded in count and in time. Between kills, wait until at least one
+    // more message got its 250, so kills and traffic interleave however
+    // slow or loaded the machine is.
     let t0 = Instant::now();
+    let deadline = Duration::from_secs(60);
     let mut kills = 0;
-    while kills < 30 && t0.elapsed() < Duration::from_secs(40) {
+    while kills < 30 && t0.elapsed() < deadline {
         std::thread::sleep(Duration::from_millis(rng.u64(20..250)));
+        let before = accepted.lock().unwrap().len();
         let role = if rng.bool() { "cleanup" } else { "broker" };
         if kill(&inst, role) {
             kills += 1;
+        }
+        while accepted.lock().unwrap().len() == before && t0.elapsed() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
     stop.store(true, Ordering::SeqCst);

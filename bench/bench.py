@@ -1,0 +1,419 @@
+#!/usr/bin/python3
+"""Postern benchmarks, side by side with Postfix on the same machine.
+
+    bench/bench.py throughput   relay 5 KB messages smtp-source -> MTA -> smtp-sink
+    bench/bench.py memory       proportional memory (PSS) per idle SMTP session
+    bench/bench.py accept       Postern's acceptance rate by size and concurrency
+
+Run through bench/run.sh, which installs Debian's postfix (for Postfix
+itself and for smtp-source/smtp-sink) and builds Postern in release mode.
+Everything listens on 127.0.0.1; every loop is bounded in count and time.
+Results are printed as Markdown tables and saved under bench/results/.
+"""
+import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POSTERN = os.path.join(ROOT, "target/release/postern")
+RUN = os.path.join(ROOT, "bench/run")
+RESULTS = os.path.join(ROOT, "bench/results")
+SINK_PORT, POSTERN_PORT, POSTFIX_PORT = 2626, 2725, 2625
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run(args, check=check, capture_output=True, text=True, **kw)
+
+
+def wait(what, cond, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+# ---- measurements -------------------------------------------------------
+
+def cpu_seconds(pids):
+    """utime+stime of the processes, plus what their reaped children used."""
+    total = 0
+    for pid in pids:
+        try:
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total / HZ
+
+
+def descendants(pid):
+    out, todo = [pid], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = open(f"/proc/{p}/task/{p}/children").read().split()
+        except FileNotFoundError:
+            continue
+        for k in map(int, kids):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def pss_kb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+    return total
+
+
+def device_of(path):
+    dev = os.stat(path).st_dev
+    major, minor = os.major(dev), os.minor(dev)
+    for line in open("/proc/diskstats"):
+        f = line.split()
+        if int(f[0]) == major and int(f[1]) == minor:
+            return f[2]
+    return None
+
+
+def flushes(dev):
+    """Completed cache-flush requests of the block device (every fsync or
+    syncfs that reaches the disk shows up here), for any MTA alike."""
+    for line in open("/proc/diskstats"):
+        f = line.split()
+        if f[2] == dev and len(f) >= 20:
+            return int(f[18])
+    # Partitions report no flushes; fall back to the whole disk.
+    base = dev.rstrip("0123456789")
+    for line in open("/proc/diskstats"):
+        f = line.split()
+        if f[2] == base and len(f) >= 20:
+            return int(f[18])
+    return 0
+
+
+def fsync_rate(directory, seconds=2.0):
+    """This disk's rate of write+fsync commits, one writer."""
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    n, end = 0, time.time() + seconds
+    while time.time() < end:
+        os.pwrite(fd, b"x" * 4096, (n % 64) * 4096)
+        os.fsync(fd)
+        n += 1
+    os.close(fd)
+    os.unlink(path)
+    return n / seconds
+
+
+# ---- the sink and the load ----------------------------------------------
+
+class Sink:
+    def __init__(self):
+        self.out = tempfile.NamedTemporaryFile(prefix="sink-", suffix=".out", delete=False)
+        self.p = subprocess.Popen(["smtp-sink", "-c", "-u", "postfix", f"127.0.0.1:{SINK_PORT}", "1000"],
+                                  stdout=self.out, stderr=subprocess.STDOUT)
+        wait("smtp-sink", lambda: port_open(SINK_PORT))
+
+    def count(self):
+        data = open(self.out.name, "rb").read().replace(b"\r", b"\n")
+        n = 0
+        for tok in data.split():
+            if tok.startswith(b"mesg="):
+                try:
+                    n = int(tok[5:])
+                except ValueError:
+                    pass
+        return n
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait()
+        os.unlink(self.out.name)
+
+
+def relay_run(port, sink, sessions, count, size, pids_fn, dev):
+    """smtp-source -> MTA -> sink; end to end time until the sink has them."""
+    before_n = sink.count()
+    cpu0, fl0 = cpu_seconds(pids_fn()), flushes(dev)
+    t0 = time.time()
+    sh("smtp-source", "-s", str(sessions), "-l", str(size), "-m", str(count), "-f", "bench@source.example",
+       "-t", "rcpt@sink.example", f"127.0.0.1:{port}")
+    t_accept = time.time() - t0
+    wait("all messages at the sink", lambda: sink.count() - before_n >= count, timeout=600)
+    elapsed = time.time() - t0
+    cpu1, fl1 = cpu_seconds(pids_fn()), flushes(dev)
+    return {
+        "sessions": sessions, "count": count, "size": size,
+        "accept_rate": count / t_accept, "rate": count / elapsed,
+        "cpu_ms_per_msg": 1000 * (cpu1 - cpu0) / count,
+        "flushes_per_msg": (fl1 - fl0) / count,
+    }
+
+
+# ---- Postern --------------------------------------------------------------
+
+class Postern:
+    name = "Postern"
+    port = POSTERN_PORT
+
+    def __init__(self, extra=""):
+        self.dir = os.path.join(RUN, "postern")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        os.chmod(self.dir, 0o755)
+        open(os.path.join(self.dir, "main.cf"), "w").write(
+            f"data_directory = {self.dir}/data\nmyhostname = postern.bench.example\n"
+            f"relayhost = [127.0.0.1]:{SINK_PORT}\nmynetworks = 127.0.0.0/8\n"
+            f"maillog_file = {self.dir}/maillog\n{extra}")
+        open(os.path.join(self.dir, "master.cf"), "w").write(f"127.0.0.1:{POSTERN_PORT} inet n - n - - smtpd\n")
+
+    def start(self):
+        sh(POSTERN, "-c", self.dir, "start")
+        wait("postern", lambda: port_open(POSTERN_PORT))
+
+    def pids(self):
+        r = sh(POSTERN, "-c", self.dir, "status", "--json", check=False)
+        try:
+            return [p["pid"] for p in json.loads(r.stdout)["processes"] if p["pid"]]
+        except (json.JSONDecodeError, KeyError):
+            return []
+
+    def smtpd_pids(self):
+        r = json.loads(sh(POSTERN, "-c", self.dir, "status", "--json").stdout)
+        return [p["pid"] for p in r["processes"] if p["role"] == "smtpd"]
+
+    def queue_dir(self):
+        return os.path.join(self.dir, "data")
+
+    def stop(self):
+        sh(POSTERN, "-c", self.dir, "stop", check=False)
+
+
+# ---- Postfix --------------------------------------------------------------
+
+class Postfix:
+    name = "Postfix"
+    port = POSTFIX_PORT
+
+    def __init__(self, process_limit=100):
+        self.dir = os.path.join(RUN, "postfix")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.etc = os.path.join(self.dir, "etc")
+        self.spool = os.path.join(self.dir, "spool")
+        for d in (self.etc, self.spool, os.path.join(self.dir, "data")):
+            os.makedirs(d)
+        os.chmod(self.dir, 0o755)
+        shutil.chown(os.path.join(self.dir, "data"), "postfix", "postfix")
+        open(os.path.join(self.etc, "main.cf"), "w").write(f"""\
+compatibility_level = 3.6
+queue_directory = {self.spool}
+data_directory = {self.dir}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.bench.example
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+mydestination =
+relayhost = [127.0.0.1]:{SINK_PORT}
+smtp_dns_support_level = disabled
+alias_maps =
+local_recipient_maps =
+default_process_limit = {process_limit}
+maillog_file = {self.dir}/maillog
+maillog_file_prefixes = {self.dir}
+""")
+        master = open("/usr/share/postfix/master.cf.dist").read()
+        lines = []
+        for line in master.splitlines():
+            if line.startswith("smtp      inet"):
+                line = f"127.0.0.1:{POSTFIX_PORT} inet n - n - - smtpd"
+            lines.append(line)
+        lines.append("postlog   unix-dgram n  -       n       -       1       postlogd")
+        open(os.path.join(self.etc, "master.cf"), "w").write("\n".join(lines) + "\n")
+        self.devlog = None
+        if not os.path.exists("/dev/log"):
+            # Postfix commands log before postlogd runs; with no syslog
+            # daemon they fail silently. Catch their lines on /dev/log.
+            self.devlog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.devlog.bind("/dev/log")
+
+    def start(self):
+        sh("postfix", "-c", self.etc, "start")
+        wait("postfix", lambda: port_open(POSTFIX_PORT))
+
+    def master_pid(self):
+        return int(open(os.path.join(self.spool, "pid/master.pid")).read().split()[0])
+
+    def pids(self):
+        try:
+            return descendants(self.master_pid())
+        except FileNotFoundError:
+            return []
+
+    def smtpd_pids(self):
+        out = []
+        for p in self.pids():
+            try:
+                if open(f"/proc/{p}/comm").read().strip() == "smtpd":
+                    out.append(p)
+            except FileNotFoundError:
+                pass
+        return out
+
+    def queue_dir(self):
+        return self.spool
+
+    def stop(self):
+        sh("postfix", "-c", self.etc, "stop", check=False)
+        time.sleep(1)
+        if self.devlog:
+            self.devlog.close()
+            os.unlink("/dev/log")
+
+
+# ---- the benchmarks ------------------------------------------------------
+
+def table(headers, rows):
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def throughput(args):
+    sink = Sink()
+    results = {}
+    disk_rate = None
+    try:
+        for mta in (Postern(), Postfix(process_limit=150)):
+            mta.start()
+            try:
+                dev = device_of(mta.queue_dir())
+                if disk_rate is None:
+                    disk_rate = fsync_rate(mta.queue_dir())
+                # Warm up: the first messages pay for process start-up.
+                relay_run(mta.port, sink, 10, 200, args.size, mta.pids, dev)
+                for s in args.sessions:
+                    results[(mta.name, s)] = relay_run(mta.port, sink, s, args.count, args.size, mta.pids, dev)
+            finally:
+                mta.stop()
+    finally:
+        sink.stop()
+    rows = []
+    for s in args.sessions:
+        pe, pf = results[("Postern", s)], results[("Postfix", s)]
+        rows.append([s, f"{pe['rate']:.0f}", f"{pf['rate']:.0f}", f"{pe['rate'] / pf['rate']:.2f}x",
+                     f"{pe['cpu_ms_per_msg']:.2f}", f"{pf['cpu_ms_per_msg']:.2f}",
+                     f"{pe['flushes_per_msg']:.3f}", f"{pf['flushes_per_msg']:.3f}"])
+    text = (f"Relaying {args.count} messages of {args.size} bytes per run, smtp-source -> MTA -> smtp-sink, "
+            f"fsync on. This disk: {disk_rate:.0f} write+fsync commits/s (one writer).\n\n" +
+            table(["sessions", "Postern msg/s", "Postfix msg/s", "ratio", "Postern CPU ms/msg",
+                   "Postfix CPU ms/msg", "Postern flushes/msg", "Postfix flushes/msg"], rows))
+    return text, {"disk_fsync_per_s": disk_rate, "runs": {f"{k[0]} {k[1]}": v for k, v in results.items()}}
+
+
+def hold_idle(port, n):
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.recv(4096)
+        s.sendall(b"EHLO idle.example\r\n")
+        s.recv(4096)
+        socks.append(s)
+    return socks
+
+
+def memory(args):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    rows, raw = [], {}
+    for mta, counts in ((Postern(), (200, 1000)), (Postfix(process_limit=260), (200,))):
+        mta.start()
+        try:
+            time.sleep(1)
+            for n in counts:
+                base = pss_kb(mta.pids())
+                socks = hold_idle(mta.port, n)
+                time.sleep(2)
+                held = pss_kb(mta.pids())
+                per = (held - base) / n
+                rows.append([mta.name, n, f"{per:.1f}", f"{held / 1024:.1f}"])
+                raw[f"{mta.name} {n}"] = {"base_kb": base, "held_kb": held, "per_session_kb": per}
+                for s in socks:
+                    s.close()
+                time.sleep(1)
+        finally:
+            mta.stop()
+    pe = raw["Postern 200"]["per_session_kb"]
+    pf = raw["Postfix 200"]["per_session_kb"]
+    text = (table(["MTA", "idle sessions", "PSS per session (KiB)", "total PSS (MiB)"], rows) +
+            f"\n\nPostern uses {pf / max(pe, 0.001):.0f}x less memory per idle session than Postfix "
+            f"({pe:.1f} KiB against {pf:.1f} KiB).")
+    return text, raw
+
+
+def accept(args):
+    sink = Sink()
+    rows, raw = [], {}
+    try:
+        mta = Postern()
+        mta.start()
+        try:
+            dev = device_of(mta.queue_dir())
+            relay_run(mta.port, sink, 10, 200, 5120, mta.pids, dev)
+            for size in (1024, 5120, 102400):
+                row = [f"{size // 1024} KB"]
+                for s in (1, 10, 50):
+                    count = 500 if size < 102400 else 200
+                    r = relay_run(mta.port, sink, s, count, size, mta.pids, dev)
+                    raw[f"{size} {s}"] = r
+                    row.append(f"{r['accept_rate']:.0f}")
+                rows.append(row)
+        finally:
+            mta.stop()
+    finally:
+        sink.stop()
+    text = ("Messages accepted per second (250 after the fsync that covers them) by Postern, "
+            "with delivery to smtp-sink running at the same time.\n\n" +
+            table(["size", "1 client", "10 clients", "50 clients"], rows))
+    return text, raw
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["throughput", "memory", "accept"])
+    ap.add_argument("--count", type=int, default=3000)
+    ap.add_argument("--size", type=int, default=5120)
+    ap.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[10, 50])
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (Postfix and Postern set up their own users)")
+    os.makedirs(RUN, exist_ok=True)
+    os.makedirs(RESULTS, exist_ok=True)
+    text, raw = {"throughput": throughput, "memory": memory, "accept": accept}[args.what](args)
+    stamp = time.strftime("%Y-%m-%dT%H%M%S")
+    header = f"## {args.what} ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, kernel {os.uname().release})\n\n"
+    print(header + text)
+    with open(os.path.join(RESULTS, f"{args.what}-{stamp}.md"), "w") as f:
+        f.write(header + text + "\n\n```json\n" + json.dumps(raw, indent=1) + "\n```\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs Postern's benchmarks side by side with Debian's Postfix:
+#   bench/run.sh throughput | memory | accept | all
+# Installs postfix (Postfix itself, smtp-source, smtp-sink) when missing,
+# builds Postern in release mode, and prints Markdown tables.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v smtp-source >/dev/null; then
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix python3 >/dev/null
+fi
+cargo build --release --locked -p postern
+what="${1:-all}"
+if [ "$what" = all ]; then
+    for w in throughput memory accept; do /usr/bin/python3 bench/bench.py "$w"; done
+else
+    shift || true
+    /usr/bin/python3 bench/bench.py "$what" "$@"
+fi
