@@ -18,9 +18,9 @@ pub fn now() -> jiff::Zoned {
     jiff::Timestamp::now().to_zoned(tz())
 }
 
-/// `Nov 24 18:37:01`, the syslog time stamp.
-pub fn syslog_stamp() -> String {
-    now().strftime("%b %e %H:%M:%S").to_string()
+/// `Nov 24 18:37:01`, the syslog time stamp of `t`.
+pub fn syslog_stamp(t: jiff::Timestamp) -> String {
+    t.to_zoned(tz()).strftime("%b %e %H:%M:%S").to_string()
 }
 
 /// RFC 5322 date: `Tue, 24 Nov 2026 18:37:01 +0100 (CET)`.

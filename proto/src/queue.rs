@@ -97,6 +97,10 @@ pub enum Record {
     Hold(bool),
     /// A delayed-mail warning was sent.
     DelayWarned,
+    /// Written by the broker when the message leaves the queue (delivered,
+    /// bounced or deleted), before the file is emptied for reuse in the
+    /// background: a file that ends with this is free.
+    Removed,
 }
 
 /// Frames one record.
@@ -192,6 +196,7 @@ pub struct Summary {
     pub attempts: u32,
     pub hold: bool,
     pub delay_warned: bool,
+    pub removed: bool,
     /// Byte length of the valid record prefix.
     pub valid_len: u64,
 }
@@ -233,6 +238,7 @@ pub fn summarize(records: &[(u64, Record)], end: u64) -> Summary {
             }
             Record::Hold(h) => s.hold = *h,
             Record::DelayWarned => s.delay_warned = true,
+            Record::Removed => s.removed = true,
         }
     }
     s
@@ -241,7 +247,8 @@ pub fn summarize(records: &[(u64, Record)], end: u64) -> Summary {
 impl Summary {
     /// Every recipient has reached a final state: the file can go.
     pub fn all_done(&self) -> bool {
-        self.committed && (0..self.recipients.len() as u32).all(|i| self.done.contains(&i))
+        self.removed
+            || self.committed && (0..self.recipients.len() as u32).all(|i| self.done.contains(&i))
     }
 }
 

@@ -116,8 +116,10 @@ print("ok")
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The first message queued is this one, with both recipients (a bounce
+    // for the unknown postmaster may follow it).
     wait_for("queued", Duration::from_secs(5), || {
-        (inst.queued_ids().len() == 1).then_some(())
+        (!inst.queued_ids().is_empty()).then_some(())
     });
     assert!(inst.log().contains("nrcpt=2 (queue active)"));
 }

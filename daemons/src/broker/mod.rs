@@ -82,6 +82,7 @@ async fn serve(mut ctx: Context, qdir: OwnedFd, mut queue: Queue, lookup: Vec<Ta
         committed.len(),
         queue.free_count()
     );
+    queue.start_reaper();
     let syncer = Syncer::start(qdir);
     // New spare files (and recovery's changes) become durable before use.
     if let Err(e) = syncer.sync().await {

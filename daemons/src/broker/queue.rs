@@ -5,11 +5,16 @@
 //! aborted transaction deletes nothing (it truncates the file and returns it
 //! to the pool). A message's state lives in its records and in memory, not
 //! in which directory the file sits in. Corrupt files move to `corrupt/`.
+//!
+//! Emptying a file (ftruncate) waits on the filesystem journal, so it runs
+//! on a reaper thread, off the broker's event loop: a removed message gets a
+//! `Removed` record at once and its slot returns to the pool once emptied.
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, mpsc};
 
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
@@ -32,13 +37,46 @@ pub struct MsgInfo {
 #[derive(Debug)]
 enum State {
     Free,
-    Allocated { queue_id: String, owner: Owner },
+    /// Being emptied by the reaper thread.
+    Reaping,
+    Allocated {
+        queue_id: String,
+        owner: Owner,
+    },
     Committed(MsgInfo),
 }
 
 struct Slot {
-    file: File,
+    file: Arc<File>,
     state: State,
+}
+
+/// A slot the reaper handled: emptied, or the error that kept it out.
+type Reaped = (u32, Result<(), String>);
+
+/// Empties released slot files on its own thread.
+struct Reaper {
+    tx: mpsc::Sender<(u32, Arc<File>)>,
+    /// Slots emptied and ready for the pool.
+    done: Arc<Mutex<Vec<Reaped>>>,
+}
+
+impl Reaper {
+    fn start() -> Reaper {
+        let (tx, rx) = mpsc::channel::<(u32, Arc<File>)>();
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let out = done.clone();
+        std::thread::Builder::new()
+            .name("slot-reaper".into())
+            .spawn(move || {
+                while let Ok((n, file)) = rx.recv() {
+                    let r = file.set_len(0).map_err(|e| e.to_string());
+                    out.lock().unwrap_or_else(|e| e.into_inner()).push((n, r));
+                }
+            })
+            .expect("start the slot-reaper thread");
+        Reaper { tx, done }
+    }
 }
 
 pub struct Queue {
@@ -50,6 +88,7 @@ pub struct Queue {
     next_slot: u32,
     pool_size: usize,
     ids: QueueIdGen,
+    reaper: Option<Reaper>,
     /// Slot files created since the last sync (their directory entries need
     /// the next sync too; syncfs covers them).
     pub created: u64,
@@ -93,6 +132,7 @@ impl Queue {
             next_slot: 1,
             pool_size,
             ids: QueueIdGen::default(),
+            reaper: None,
             created: 0,
         })
     }
@@ -110,6 +150,31 @@ impl Queue {
     /// Fails unless `owner` holds `id`.
     pub fn check_owner(&mut self, id: &str, owner: Owner) -> Result<(), QueueError> {
         self.owned(id, owner).map(|_| ())
+    }
+
+    /// Empties released slots on a thread from now on (after recovery,
+    /// which empties files itself).
+    pub fn start_reaper(&mut self) {
+        self.reaper = Some(Reaper::start());
+    }
+
+    /// Takes back slots the reaper has emptied.
+    fn collect_reaped(&mut self) {
+        let Some(r) = &self.reaper else { return };
+        let done = std::mem::take(&mut *r.done.lock().unwrap_or_else(|e| e.into_inner()));
+        for (n, r) in done {
+            match r {
+                Ok(()) => {
+                    if let Some(slot) = self.slots.get_mut(&n) {
+                        slot.state = State::Free;
+                        self.free.push(n);
+                    }
+                }
+                // Left out of the pool: recovery on the next start sees
+                // its Removed record (or no commit) and frees it.
+                Err(e) => warn!("cannot empty queue file {}: {e}", slot_name(n)),
+            }
+        }
     }
 
     fn open_slot(&self, n: u32, create: bool) -> std::io::Result<File> {
@@ -145,9 +210,9 @@ impl Queue {
         let mut committed = Vec::new();
         for n in names {
             self.next_slot = self.next_slot.max(n + 1);
-            let mut file = self.open_slot(n, false)?;
+            let file = Arc::new(self.open_slot(n, false)?);
             let mut buf = Vec::new();
-            file.read_to_end(&mut buf)?;
+            (&*file).read_to_end(&mut buf)?;
             let (records, tail) = rec::decode_all(&buf);
             let valid = records
                 .last()
@@ -246,7 +311,7 @@ impl Queue {
     fn create_slot(&mut self) -> std::io::Result<u32> {
         let n = self.next_slot;
         self.next_slot += 1;
-        let file = self.open_slot(n, true)?;
+        let file = Arc::new(self.open_slot(n, true)?);
         self.slots.insert(
             n,
             Slot {
@@ -259,12 +324,14 @@ impl Queue {
         Ok(n)
     }
 
-    pub fn free_count(&self) -> usize {
+    pub fn free_count(&mut self) -> usize {
+        self.collect_reaped();
         self.free.len()
     }
 
     /// Hands out a queue id and a fresh descriptor of a pooled file.
     pub fn allocate(&mut self, owner: Owner) -> std::io::Result<(String, OwnedFd)> {
+        self.collect_reaped();
         let n = match self.free.pop() {
             Some(n) => n,
             None => {
@@ -308,7 +375,7 @@ impl Queue {
     /// before it can be committed: nothing half-written is ever made visible.
     pub fn validate(&mut self, id: &str, owner: Owner) -> Result<rec::Summary, QueueError> {
         let n = self.owned(id, owner)?;
-        let file = &mut self.slots.get_mut(&n).expect("slot").file;
+        let mut file = &*self.slots[&n].file;
         file.seek(SeekFrom::Start(0))?;
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
@@ -352,14 +419,31 @@ impl Queue {
 
     fn release(&mut self, n: u32) -> Result<(), QueueError> {
         let slot = self.slots.get_mut(&n).expect("slot");
-        slot.file.set_len(0)?;
+        if let State::Committed(_) = slot.state {
+            // Marks the file free for recovery, should the broker stop
+            // before the reaper empties it.
+            let end = slot.file.metadata()?.len();
+            slot.file
+                .write_all_at(&rec::encode(&Record::Removed), end)?;
+        }
+        match &self.reaper {
+            Some(r) => {
+                r.tx.send((n, slot.file.clone()))
+                    .map_err(|_| std::io::Error::other("slot-reaper thread gone"))?;
+            }
+            None => slot.file.set_len(0)?,
+        }
         if let State::Allocated { queue_id, .. } | State::Committed(MsgInfo { queue_id, .. }) =
             &slot.state
         {
             self.by_id.remove(queue_id);
         }
-        slot.state = State::Free;
-        self.free.push(n);
+        if self.reaper.is_some() {
+            slot.state = State::Reaping;
+        } else {
+            slot.state = State::Free;
+            self.free.push(n);
+        }
         Ok(())
     }
 
@@ -489,5 +573,126 @@ mod tests {
         assert_eq!(a.len(), 14);
         let many: std::collections::HashSet<String> = (0..10_000).map(|_| g.next()).collect();
         assert_eq!(many.len(), 10_000);
+    }
+
+    fn queue_in(dir: &std::path::Path) -> Queue {
+        for sub in ["slots", "corrupt"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let fd = OwnedFd::from(File::open(dir).unwrap());
+        Queue::open(&fd, 2).unwrap()
+    }
+
+    /// Writes a complete message into an allocated slot, as cleanup would,
+    /// and commits it.
+    fn commit_one(q: &mut Queue, owner: Owner) -> (String, u32) {
+        let (id, fd) = q.allocate(owner).unwrap();
+        let recs = [
+            Record::Header(rec::Header {
+                version: rec::VERSION,
+                queue_id: id.clone(),
+                arrival_us: 1,
+            }),
+            Record::Sender(rec::Sender {
+                address: "a@example.org".into(),
+                ret: 0,
+                envid: String::new(),
+                smtputf8: false,
+                body_8bit: false,
+            }),
+            Record::Recipient(rec::Recipient {
+                address: "b@example.org".into(),
+                orcpt: String::new(),
+                notify: 0,
+            }),
+            Record::Content(b"Subject: x\r\n\r\nbody\r\n".to_vec()),
+            Record::EndOfContent {
+                size: 22,
+                nrcpt: 1,
+                message_id: String::new(),
+            },
+        ];
+        let mut f = File::from(fd);
+        for r in &recs {
+            std::io::Write::write_all(&mut f, &rec::encode(r)).unwrap();
+        }
+        let s = q.validate(&id, owner).unwrap();
+        q.append_commit(&id, owner, 2).unwrap();
+        q.mark_committed(
+            &id,
+            MsgInfo {
+                queue_id: id.clone(),
+                sender: s.sender.unwrap().address,
+                size: s.size,
+                nrcpt: 1,
+                arrival_us: 1,
+            },
+        );
+        let n = q.by_id[&id];
+        (id, n)
+    }
+
+    #[test]
+    fn removed_slots_come_back_empty_through_the_reaper() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = queue_in(dir.path());
+        q.recover().unwrap();
+        q.fill_pool().unwrap();
+        q.start_reaper();
+        let (id, n) = commit_one(&mut q, 7);
+        assert!(
+            std::fs::metadata(dir.path().join("slots").join(slot_name(n)))
+                .unwrap()
+                .len()
+                > 0
+        );
+        q.remove(&id).unwrap();
+        // Not in the pool until emptied; then back, with length zero.
+        let t0 = std::time::Instant::now();
+        while !q.free.contains(&n) {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "never reaped"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            q.collect_reaped();
+        }
+        let len = std::fs::metadata(dir.path().join("slots").join(slot_name(n)))
+            .unwrap()
+            .len();
+        assert_eq!(len, 0);
+        assert!(q.committed().is_empty());
+        assert!(matches!(q.remove(&id), Err(QueueError::Unknown(_))));
+    }
+
+    #[test]
+    fn recovery_frees_a_removed_file_that_was_never_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = queue_in(dir.path());
+        q.recover().unwrap();
+        q.fill_pool().unwrap();
+        // No reaper: but stop as if killed between the Removed record and the
+        // emptying, by writing the record by hand.
+        let (gone, gone_n) = commit_one(&mut q, 7);
+        let (kept, _) = commit_one(&mut q, 7);
+        let path = dir.path().join("slots").join(slot_name(gone_n));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, &rec::encode(&Record::Removed)).unwrap();
+        drop(q);
+
+        let mut q = queue_in(dir.path());
+        let back: Vec<String> = q
+            .recover()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.queue_id)
+            .collect();
+        assert_eq!(back, vec![kept]);
+        assert!(!back.contains(&gone));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert!(q.free.contains(&gone_n));
     }
 }

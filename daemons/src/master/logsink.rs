@@ -16,6 +16,7 @@ pub enum Output {
 
 pub struct LogSink {
     out: Mutex<Output>,
+    stamp: Mutex<Stamp>,
     host: String,
     syslog_name: String,
 }
@@ -29,6 +30,7 @@ impl LogSink {
             .unwrap_or_else(|| "localhost".into());
         LogSink {
             out: Mutex::new(out),
+            stamp: Mutex::default(),
             host,
             syslog_name: sanitize_name(syslog_name),
         }
@@ -63,7 +65,10 @@ impl LogSink {
         Ok(LogSink::new(Output::File(f), syslog_name))
     }
 
-    fn write(&self, tag: &str, pid: u32, text: &str) {
+    /// Appends one formatted line to `batch` (files and stderr), or sends
+    /// it at once (syslog takes one datagram per line).
+    fn format(&self, out: &mut Output, batch: &mut Vec<u8>, tag: &str, pid: u32, text: &str) {
+        use std::fmt::Write as _;
         let severity = if text.starts_with("warning:") {
             4
         } else if text.starts_with("error:")
@@ -74,20 +79,38 @@ impl LogSink {
         } else {
             6
         };
-        let stamp = clock::syslog_stamp();
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = match &mut *out {
-            Output::Stderr => writeln!(
-                std::io::stderr(),
-                "{stamp} {} {tag}[{pid}]: {text}",
-                self.host
-            ),
-            Output::File(f) => writeln!(f, "{stamp} {} {tag}[{pid}]: {text}", self.host),
+        let mut line = String::with_capacity(text.len() + 64);
+        let stamp = self.stamp.lock().unwrap_or_else(|e| e.into_inner()).get();
+        match out {
             // Facility mail (2).
-            Output::Syslog(s) => s
-                .send(format!("<{}>{stamp} {tag}[{pid}]: {text}", 2 * 8 + severity).as_bytes())
-                .map(|_| ()),
+            Output::Syslog(s) => {
+                let _ = write!(line, "<{}>{stamp} {tag}[{pid}]: {text}", 2 * 8 + severity);
+                let _ = s.send(line.as_bytes());
+            }
+            Output::Stderr | Output::File(_) => {
+                let _ = writeln!(line, "{stamp} {} {tag}[{pid}]: {text}", self.host);
+                batch.extend_from_slice(line.as_bytes());
+            }
+        }
+    }
+
+    /// Writes what `format` batched, in one write(2) for a file.
+    fn flush(out: &mut Output, batch: &[u8]) {
+        if batch.is_empty() {
+            return;
+        }
+        let _ = match out {
+            Output::Stderr => std::io::stderr().lock().write_all(batch),
+            Output::File(f) => f.write_all(batch),
+            Output::Syslog(_) => Ok(()),
         };
+    }
+
+    fn write(&self, tag: &str, pid: u32, text: &str) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = Vec::new();
+        self.format(&mut out, &mut batch, tag, pid, text);
+        Self::flush(&mut out, &batch);
     }
 
     /// A line from the master itself.
@@ -99,21 +122,45 @@ impl LogSink {
         );
     }
 
-    /// A raw line read from a daemon's stderr pipe: `name<TAB>text`.
-    pub fn daemon_line(&self, role: &str, pid: u32, raw: &[u8]) {
-        let raw = String::from_utf8_lossy(&raw[..raw.len().min(MAX_LINE + 80)]);
-        let (name, text) = match raw.split_once('\t') {
-            Some((n, t)) => (sanitize_name(n), t),
-            // Not our format (a panic message from the runtime, say).
-            None => (self.syslog_name.clone(), raw.as_ref()),
-        };
-        let text: String = text
-            .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect();
-        if text.is_empty() {
-            return;
+    /// Raw lines read from a daemon's stderr pipe, each `name<TAB>text`,
+    /// written with one write(2) for the lot.
+    pub fn daemon_lines<'a>(&self, role: &str, pid: u32, raws: impl Iterator<Item = &'a [u8]>) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = Vec::new();
+        for raw in raws {
+            let raw = String::from_utf8_lossy(&raw[..raw.len().min(MAX_LINE + 80)]);
+            let (name, text) = match raw.split_once('\t') {
+                Some((n, t)) => (sanitize_name(n), t),
+                // Not our format (a panic message from the runtime, say).
+                None => (self.syslog_name.clone(), raw.as_ref()),
+            };
+            let text: String = text
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            if text.is_empty() {
+                continue;
+            }
+            self.format(&mut out, &mut batch, &format!("{name}/{role}"), pid, &text);
         }
-        self.write(&format!("{name}/{role}"), pid, &text);
+        Self::flush(&mut out, &batch);
+    }
+}
+
+/// The syslog time stamp, formatted once a second rather than once a line.
+#[derive(Default)]
+struct Stamp {
+    second: i64,
+    text: String,
+}
+
+impl Stamp {
+    fn get(&mut self) -> String {
+        let now = jiff::Timestamp::now();
+        if now.as_second() != self.second || self.text.is_empty() {
+            self.second = now.as_second();
+            self.text = clock::syslog_stamp(now);
+        }
+        self.text.clone()
     }
 }

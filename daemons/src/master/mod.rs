@@ -353,24 +353,24 @@ impl Master {
             let sink = self.sink.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::with_capacity(8192);
-                let mut chunk = [0u8; 4096];
+                let mut chunk = [0u8; 16384];
                 loop {
                     let n = match err.read(&mut chunk).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
                     buf.extend_from_slice(&chunk[..n]);
-                    while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-                        sink.daemon_line(role.name(), pid, &buf[..pos]);
-                        buf.drain(..=pos);
+                    if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
+                        sink.daemon_lines(role.name(), pid, buf[..last].split(|&b| b == b'\n'));
+                        buf.drain(..=last);
                     }
                     if buf.len() > crate::log::MAX_LINE * 2 {
-                        sink.daemon_line(role.name(), pid, &buf);
+                        sink.daemon_lines(role.name(), pid, std::iter::once(&buf[..]));
                         buf.clear();
                     }
                 }
                 if !buf.is_empty() {
-                    sink.daemon_line(role.name(), pid, &buf);
+                    sink.daemon_lines(role.name(), pid, std::iter::once(&buf[..]));
                 }
             });
         }
