@@ -274,10 +274,17 @@ impl Config {
         overrides: &'a [Override],
     ) -> impl Fn(&str) -> Option<String> + 'a {
         move |n: &str| {
-            if let Some(o) = overrides.iter().rev().find(|o| o.name == n) {
-                return Some(o.value.clone());
+            let v = match overrides.iter().rev().find(|o| o.name == n) {
+                Some(o) => Some(o.value.clone()),
+                None => self.raw(n),
+            }?;
+            // A relative path expands as the absolute path it stands for, so
+            // `${data_directory}/x` never turns relative.
+            let relative = !v.is_empty() && !v.starts_with('/') && !v.starts_with('$');
+            if relative && registry::lookup(n).is_some_and(|d| d.kind == Kind::Path) {
+                return Some(self.base_dir.join(&v).display().to_string());
             }
-            self.raw(n)
+            Some(v)
         }
     }
 

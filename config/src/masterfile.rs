@@ -11,6 +11,14 @@ pub const EMBEDDED_MASTER_CF: &str = "\
 127.0.0.1:2525   inet  n       -       n       -       -       smtpd
 127.0.0.1:2587   inet  n       -       n       -       -       smtpd
   -o syslog_name=postern/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+127.0.0.1:2465   inet  n       -       n       -       -       smtpd
+  -o syslog_name=postern/submissions
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,7 +328,8 @@ mod tests {
         let mut d = vec![];
         let s = parse(EMBEDDED_MASTER_CF, "master.cf", &mut d);
         assert!(d.is_empty(), "{d:?}");
-        assert_eq!(s.len(), 2);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[2].listen.as_ref().unwrap().port, 2465);
         assert_eq!(s[1].overrides[0].name, "syslog_name");
         assert_eq!(s[1].listen.as_ref().unwrap().port, 2587);
     }

@@ -13,10 +13,12 @@ pub enum Role {
     Local,
     Bounce,
     Pickup,
+    /// Checks SASL passwords; the only process that reads the hashes.
+    Auth,
 }
 
 impl Role {
-    pub const ALL: [Role; 10] = [
+    pub const ALL: [Role; 11] = [
         Role::Master,
         Role::Broker,
         Role::Smtpd,
@@ -27,6 +29,7 @@ impl Role {
         Role::Local,
         Role::Bounce,
         Role::Pickup,
+        Role::Auth,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +44,7 @@ impl Role {
             Role::Local => "local",
             Role::Bounce => "bounce",
             Role::Pickup => "pickup",
+            Role::Auth => "auth",
         }
     }
 

@@ -243,6 +243,7 @@ async fn submit(sb: &Switchboard, query: Duration, to: &str, msg: &[u8]) -> Resu
             helo: String::new(),
             proto: "local".into(),
             log_name: String::new(),
+            tls: String::new(),
         },
         sender: String::new(),
         ret: 0,

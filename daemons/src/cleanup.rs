@@ -493,8 +493,13 @@ impl Txn {
                 s.myhostname, s.mail_name, self.id
             )
         } else {
+            let tls = if c.tls.is_empty() {
+                String::new()
+            } else {
+                format!("\r\n\t(using {})", c.tls)
+            };
             format!(
-                "Received: from {helo} ({} [{}])\r\n\tby {} ({}) with {} id {}",
+                "Received: from {helo} ({} [{}]){tls}\r\n\tby {} ({}) with {} id {}",
                 c.name, c.addr, s.myhostname, s.mail_name, c.proto, self.id
             )
         };

@@ -526,6 +526,7 @@ impl Local {
                 helo: String::new(),
                 proto: "local".into(),
                 log_name: String::new(),
+                tls: String::new(),
             },
             sender: req.sender.clone(),
             ret: req.ret,

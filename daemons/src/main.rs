@@ -20,6 +20,7 @@ mod smtp;
 mod smtpd;
 mod tablecache;
 mod tables;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -62,6 +62,25 @@ pub fn run(role: Role, params: &Params) -> ExitCode {
         "write_mail_spool",
         outcome(write_file_in(Path::new(params.str("mail_spool_directory")))),
     );
+    // The TLS private keys: read by the broker before its jail, by no one after.
+    let mut key_files: Vec<String> = crate::tls::server_key_files(params)
+        .map(|(_, k)| k)
+        .unwrap_or_default();
+    if !params.str("smtp_tls_key_file").is_empty() {
+        key_files.push(params.str("smtp_tls_key_file").to_string());
+    }
+    check(
+        "open_tls_keys",
+        outcome(if key_files.is_empty() {
+            Err(std::io::Error::other("no key files configured"))
+        } else {
+            key_files.iter().try_for_each(|f| {
+                std::fs::File::open(f)
+                    .map(drop)
+                    .map_err(|e| std::io::Error::other(format!("{f}: {e}")))
+            })
+        }),
+    );
     check(
         "execve",
         outcome(nix::unistd::execv(c"/bin/true", &[c"/bin/true"])),

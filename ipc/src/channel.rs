@@ -67,6 +67,12 @@ impl Channel {
         self.fd.get_ref().as_fd()
     }
 
+    /// Gives the socket back, out of the event loop (for a
+    /// [`crate::blocking::BlockingClient`]).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd.into_inner()
+    }
+
     /// Sends one frame with descriptors, waiting at most `timeout` for room.
     pub async fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), ChannelError> {
         let fut = async {
@@ -272,6 +278,10 @@ impl<Tx: Message, Rx: Message> Endpoint<Tx, Rx> {
 
     pub fn channel_ref(&self) -> &Channel {
         &self.ch
+    }
+
+    pub fn into_channel(self) -> Channel {
+        self.ch
     }
 
     pub async fn send(&self, m: &Tx) -> Result<(), ChannelError> {

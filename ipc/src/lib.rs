@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_qmgr;
+pub mod blocking;
 pub mod bounce;
 pub mod channel;
 pub mod cleanup_broker;
@@ -18,6 +19,7 @@ pub mod deliver;
 pub mod frame;
 #[rustfmt::skip]
 pub mod generated;
+pub mod keys;
 pub mod listener;
 pub mod master;
 pub mod qmgr_broker;
@@ -56,6 +58,18 @@ pub mod fuzzing {
             }
             .encode(),
             FromDaemon::ConnectionOpened.encode(),
+            crate::keys::Request::Sign {
+                key: crate::keys::KeyRole::Server,
+                scheme: 0x0403,
+                message: vec![0x20; 130],
+            }
+            .encode(),
+            crate::keys::Reply::Identity(crate::keys::Identity {
+                chain: vec![vec![0x30, 0x82, 0x01, 0x00]],
+                schemes: vec![0x0403],
+                algorithm: 3,
+            })
+            .encode(),
             crate::master::ToDaemon::Shutdown.encode(),
             Request::Status.encode(),
             Request::Reload("smtpd".into()).encode(),
@@ -102,7 +116,9 @@ pub mod fuzzing {
             admin_qmgr::Request,
             admin_qmgr::Reply,
             resolver::Request,
-            resolver::Reply
+            resolver::Reply,
+            keys::Request,
+            keys::Reply
         );
         // Messages that carry descriptors cannot round-trip without them.
         let _ = master::ToDaemon::decode(data, Vec::new());

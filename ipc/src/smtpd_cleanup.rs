@@ -21,6 +21,8 @@ pub struct Client {
     pub helo: String,
     pub proto: String,
     pub log_name: String,
+    /// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`, or "".
+    pub tls: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +86,7 @@ impl Message for Request {
                         c.set_helo(clip(&x.client.helo, 255));
                         c.set_proto(clip(&x.client.proto, 16));
                         c.set_log_name(clip(&x.client.log_name, 64));
+                        c.set_tls(clip(&x.client.tls, 200));
                     }
                     bb.set_sender(clip(&x.sender, MAX_ADDRESS));
                     bb.set_ret(x.ret);
@@ -126,6 +129,7 @@ impl Message for Request {
                         helo: text(c.get_helo(), "client.helo", 255)?,
                         proto: text(c.get_proto(), "client.proto", 16)?,
                         log_name: text(c.get_log_name(), "client.logName", 64)?,
+                        tls: text(c.get_tls(), "client.tls", 200)?,
                     },
                     sender: text(b.get_sender(), "begin.sender", MAX_ADDRESS)?,
                     ret: range(b.get_ret().into(), "begin.ret", 0, 2)? as u8,

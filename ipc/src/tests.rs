@@ -35,7 +35,8 @@ fn schema_snapshots_match_generated_code() {
         "deliver",
         "bounce",
         "admin_qmgr",
-        "resolver"
+        "resolver",
+        "keys"
     );
     for (name, schema, snap) in pairs {
         assert_eq!(
@@ -363,4 +364,159 @@ fn fuzz_corpus_replays_cleanly() {
         }
     }
     assert!(n > 0, "no corpus found under fuzz/");
+}
+
+/// Every field of the key-service schema, pinned. A new field fails this
+/// test, so whoever adds one must say here why it cannot carry a private
+/// key to smtpd or smtp. Together with the broker-side test that scans
+/// every encoded reply for the key's bytes
+/// (`tls::keys::tests::replies_never_contain_the_private_key`), this is how
+/// "no IPC field carries key material" is enforced.
+#[test]
+fn keys_schema_carries_no_key_material() {
+    let schema = include_str!("../schema/keys.capnp");
+    let fields: Vec<String> = schema
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| l.contains(" @") && l.contains(':') && !l.starts_with("const"))
+        .map(|l| {
+            l.trim_end_matches(';')
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let pinned = [
+        // Request (to the broker: nothing here leaves it).
+        "identity @0 :KeyRole",   // which key
+        "key @1 :KeyRole",        // which key
+        "scheme @2 :UInt16",      // a SignatureScheme number
+        "message @3 :Data",       // the handshake bytes to sign
+        "ticketEncrypt @4 :Data", // session state to seal
+        "ticketDecrypt @5 :Data", // a ticket to open
+        // Identity (from the broker): public data only.
+        "chain @0 :List(Data)", // certificates, parsed as X.509 by the receiver
+        "schemes @1 :List(UInt16)", // numbers
+        "algorithm @2 :UInt8",  // a number
+        // Reply (from the broker).
+        "identity @0 :Identity",
+        "noKey @1 :Void",
+        "signature @2 :Data", // <= MAX_SIGNATURE, a signature over `message`
+        "ticket @3 :Data",    // sealed by the broker's ticket key, or opened state
+        "refused @4 :Text",   // a reason
+    ];
+    assert_eq!(fields, pinned.map(String::from).to_vec());
+    // The enum has exactly the two roles.
+    assert!(schema.contains("server @0;") && schema.contains("client @1;"));
+    // No field of any other edge is named for key material.
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/schema")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "keys.capnp") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines().map(|l| l.split('#').next().unwrap_or("")) {
+            let Some((name, _)) = line.trim().split_once(" @") else {
+                continue;
+            };
+            let name = name.to_lowercase();
+            for word in [
+                "key", "private", "secret", "password", "pkcs", "pem", "cert",
+            ] {
+                assert!(
+                    !name.contains(word),
+                    "{}: field {name} is named for key material",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn keys_messages_round_trip_and_limits_hold() {
+    use crate::keys::{Identity, KeyRole, MAX_SIGNATURE, Reply as KReply, Request as KRequest};
+    let reqs = [
+        KRequest::Identity(KeyRole::Client),
+        KRequest::Sign {
+            key: KeyRole::Server,
+            scheme: 0x0403,
+            message: vec![7; 300],
+        },
+        KRequest::TicketEncrypt(vec![1; 200]),
+        KRequest::TicketDecrypt(vec![2; 300]),
+    ];
+    for r in reqs {
+        assert_eq!(KRequest::decode(&r.encode(), vec![]).unwrap(), r);
+    }
+    let id = KReply::Identity(Identity {
+        chain: vec![vec![0x30; 900], vec![0x31; 700]],
+        schemes: vec![0x0403, 0x0804],
+        algorithm: 3,
+    });
+    assert_eq!(KReply::decode(&id.encode(), vec![]).unwrap(), id);
+    // A signature over the cap, or an empty chain, built by hand: refused.
+    let mut b = frame::builder();
+    b.init_root::<crate::generated::keys_capnp::reply::Builder>()
+        .set_signature(&vec![0u8; MAX_SIGNATURE + 1]);
+    assert!(matches!(
+        KReply::decode(&frame::finish(&b), vec![]),
+        Err(Violation::Field {
+            field: "signature",
+            ..
+        })
+    ));
+    let mut b = frame::builder();
+    {
+        let r = b.init_root::<crate::generated::keys_capnp::reply::Builder>();
+        let mut i = r.init_identity();
+        i.reborrow().init_chain(0);
+        i.init_schemes(1).set(0, 0x0403);
+    }
+    assert!(matches!(
+        KReply::decode(&frame::finish(&b), vec![]),
+        Err(Violation::Field {
+            field: "identity.chain",
+            ..
+        })
+    ));
+}
+
+/// The synchronous client rustls's signer uses: a round trip, a deadline
+/// when the peer stalls, and Closed when it is gone.
+#[test]
+fn blocking_client_round_trip_deadline_and_close() {
+    use crate::blocking::BlockingClient;
+    use crate::keys::{Reply as KReply, Request as KRequest};
+    let (a, b) = fdpass::seqpacket_pair().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        // Answer the first request, ignore the second, then hang up.
+        let mut n = 0;
+        loop {
+            let mut pfd = [nix::poll::PollFd::new(
+                b.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(5000u16)).unwrap();
+            let r = fdpass::recv(b.as_fd(), &mut buf).unwrap();
+            assert!(r.len > 0);
+            KRequest::decode(&buf[..r.len], r.fds).unwrap();
+            n += 1;
+            if n == 1 {
+                fdpass::send(b.as_fd(), &KReply::Signature(vec![9; 64]).encode(), &[]).unwrap();
+            } else {
+                std::thread::sleep(Duration::from_millis(600));
+                return;
+            }
+        }
+    });
+    let mut c = BlockingClient::<KRequest, KReply>::new(a, Duration::from_millis(300));
+    let req = KRequest::Identity(crate::keys::KeyRole::Server);
+    assert_eq!(c.call(&req).unwrap(), KReply::Signature(vec![9; 64]));
+    let t0 = Instant::now();
+    assert!(matches!(c.call(&req), Err(ChannelError::Timeout(_))));
+    assert!(t0.elapsed() < Duration::from_millis(550));
+    server.join().unwrap();
+    assert!(matches!(c.call(&req), Err(ChannelError::Closed)));
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod dns;
+pub mod pki;
 
 /// The postern binary under test: $POSTERN_BIN, or target/debug/postern.
 pub fn bin() -> PathBuf {
@@ -336,6 +337,19 @@ impl Smtp {
 }
 
 /// Debian's python3 (which has aiosmtpd), with `script` on stdin.
+/// Runs a Python script that must succeed; returns its standard output
+/// (panics with both outputs when it fails).
+pub fn python_ok(script: &str) -> String {
+    let out = python(script);
+    assert!(
+        out.status.success(),
+        "python failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn python(script: &str) -> Output {
     let mut child = Command::new("/usr/bin/python3")
         .arg("-")

@@ -320,3 +320,104 @@ fn start_detached_then_stop_ends_every_process() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
 }
+
+/// The README's first command: `postern start` with no `-c`, in an empty
+/// directory. Every daemon comes up jailed and stays up, mail to a local
+/// user lands in its Maildir, and STARTTLS works with the generated
+/// self-signed certificate.
+#[test]
+fn embedded_default_runs_every_daemon_and_takes_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let postern = |args: &[&str]| {
+        std::process::Command::new(postern_tests::bin())
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("MAIL_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = postern(&["start"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = dir.path().join("postern-data");
+    let stop = scopeguard(|| {
+        let _ = postern(&["stop"]);
+    });
+    // Up, and still up a moment later (no restart loop).
+    std::thread::sleep(Duration::from_secs(2));
+    let st: serde_json::Value =
+        serde_json::from_slice(&postern(&["status", "--json"]).stdout).expect("status --json");
+    let log = || std::fs::read_to_string(data.join("maillog")).unwrap_or_default();
+    for r in ROLES {
+        let p = st["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["role"] == *r)
+            .unwrap_or_else(|| panic!("{r} missing: {st}"));
+        assert_eq!(p["state"], "running", "{p}\n{}", log());
+        assert_eq!(p["restarts"], 0, "{p}\n{}", log());
+        assert_eq!(p["seccomp"], 2, "{p}");
+        assert_eq!(p["landlock"], "fully_enforced", "{p}");
+    }
+    let script = r#"
+import smtplib, ssl
+s = smtplib.SMTP("127.0.0.1", 2525, timeout=30)
+s.ehlo("client.example")
+assert s.has_extn("starttls"), s.esmtp_features
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s.starttls(context=ctx)
+s.ehlo("client.example")
+s.sendmail("someone@example.org", ["root@localhost"], "Subject: embedded\r\n\r\nhello\r\n")
+s.quit()
+print("ok")
+"#;
+    let out = postern_tests::python(script);
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        log()
+    );
+    let new = data.join("mail/root/new");
+    let file = wait_for(
+        "the message in root's Maildir",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_dir(&new)
+                .ok()?
+                .flatten()
+                .next()
+                .map(|e| e.path())
+        },
+    );
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains("Subject: embedded"), "{text}");
+    assert!(text.contains("with ESMTPS id"), "{text}");
+    assert!(text.contains("(using TLSv1.3 with cipher"), "{text}");
+    drop(stop);
+}
+
+/// Runs `f` when dropped (so a failed assertion still stops the instance).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct G<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for G<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    G(Some(f))
+}

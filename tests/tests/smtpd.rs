@@ -418,9 +418,9 @@ fn sequence_errors_count_toward_the_hard_limit() {
         "421 4.7.0 mx.test.example Error: too many errors\r\n"
     );
     assert!(c.closed());
-    assert!(
-        inst.log()
-            .contains("too many errors after UNKNOWN from unknown[127.0.0.1]")
+    inst.wait_log(
+        "too many errors after UNKNOWN from unknown[127.0.0.1]",
+        Duration::from_secs(5),
     );
     still_serving(&inst);
 }

@@ -14,13 +14,14 @@ use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 use postern_config::{Params, Role};
 use postern_ipc::{
-    Channel, ChannelError, Endpoint, cleanup_broker as cb, qmgr_broker as qb, qmgr_queue as qq,
-    smtpd_broker as sb,
+    Channel, ChannelError, Endpoint, cleanup_broker as cb, keys as pk, qmgr_broker as qb,
+    qmgr_queue as qq, smtpd_broker as sb,
 };
 use tokio::sync::mpsc;
 
 use crate::daemon::{self, Context};
 use crate::tables::{self, Table};
+use crate::tls::keys::{Budget, KeyStore};
 use crate::{fatal, info, warn};
 use queue::{MsgInfo, Queue};
 use sync::Syncer;
@@ -46,10 +47,12 @@ pub fn main(ipc_fd: std::os::fd::RawFd) -> ! {
         let queue = Queue::open(&qdir, pool)
             .map_err(|e| format!("broker: queue directory {qpath}: {e}"))?;
         let lookup = local_tables(params)?;
+        // The private keys are read here, before the jail, and never again.
+        let keys = Rc::new(KeyStore::load(params));
         let keep = vec![qdir.as_raw_fd(), queue.dir_fd().as_raw_fd()];
         let keep_all: Vec<_> = keep.into_iter().chain(queue_extra_fds(&queue)).collect();
         Ok((
-            move |ctx: Context| serve(ctx, qdir, queue, lookup),
+            move |ctx: Context| serve(ctx, qdir, queue, lookup, keys),
             keep_all,
         ))
     })
@@ -69,7 +72,13 @@ pub fn local_tables(params: &Params) -> Result<Vec<Table>, String> {
         .collect()
 }
 
-async fn serve(mut ctx: Context, qdir: OwnedFd, mut queue: Queue, lookup: Vec<Table>) {
+async fn serve(
+    mut ctx: Context,
+    qdir: OwnedFd,
+    mut queue: Queue,
+    lookup: Vec<Table>,
+    keys: Rc<KeyStore>,
+) {
     let committed = match queue.recover() {
         Ok(c) => c,
         Err(e) => fatal!("cannot read the queue: {e}"),
@@ -107,7 +116,9 @@ async fn serve(mut ctx: Context, qdir: OwnedFd, mut queue: Queue, lookup: Vec<Ta
                         match role {
                             Role::Cleanup => { tokio::task::spawn_local(cleanup_conn(st, syncer.clone(), fd, query)); }
                             Role::Qmgr => { tokio::task::spawn_local(qmgr_conn(st, syncer.clone(), fd, query)); }
-                            Role::Smtpd => { tokio::task::spawn_local(lookup_conn(lookup.clone(), cache.clone(), fd, query)); }
+                            Role::Smtpd | Role::Smtp => {
+                                tokio::task::spawn_local(peer_conn(role, lookup.clone(), cache.clone(), keys.clone(), fd, query));
+                            }
                             other => warn!("unexpected channel from {other}"),
                         }
                     }
@@ -345,24 +356,58 @@ async fn queue_requests(st: Shared, syncer: Syncer, ch: Channel) {
     }
 }
 
-async fn lookup_conn(
+/// A channel from smtpd (lookups or key operations) or smtp (key
+/// operations): the hello says which.
+async fn peer_conn(
+    role: Role,
     tables: Rc<Vec<Table>>,
     cache: Rc<crate::tablecache::TableCache>,
+    keys: Rc<KeyStore>,
     fd: OwnedFd,
     timeout: Duration,
 ) {
-    let Ok(mut ch) = Channel::new(
-        fd,
-        <sb::Request as postern_ipc::Message>::MAX_FRAME,
-        timeout,
-    ) else {
+    use postern_ipc::Message;
+    let max = <sb::Request as Message>::MAX_FRAME.max(<pk::Request as Message>::MAX_FRAME);
+    let Ok(mut ch) = Channel::new(fd, max, timeout) else {
         return;
     };
-    match ch.hello_server(sb::EDGE, sb::VERSION).await {
-        Ok(()) => {}
-        Err(ChannelError::Violation(v)) => violation("smtpd", v),
-        Err(_) => return,
+    let edges: &[(&'static str, u32)] = match role {
+        Role::Smtpd => &[(sb::EDGE, sb::VERSION), (pk::EDGE, pk::VERSION)],
+        _ => &[(pk::EDGE, pk::VERSION)],
+    };
+    match ch.hello_server_any(edges).await {
+        Ok(e) if e == pk::EDGE => key_conn(role, keys, ch).await,
+        Ok(_) => lookup_conn(tables, cache, ch).await,
+        Err(ChannelError::Violation(v)) => violation(role.name(), v),
+        Err(_) => {}
     }
+}
+
+/// Private-key operations for smtpd and smtp: the keys never leave.
+async fn key_conn(role: Role, keys: Rc<KeyStore>, ch: Channel) {
+    let mut ep = Endpoint::<pk::Reply, pk::Request>::from_channel(ch);
+    let mut budget = Budget::default();
+    loop {
+        let req = match ep.recv().await {
+            Ok(r) => r,
+            Err(ChannelError::Violation(v)) => violation(role.name(), v),
+            Err(_) => return,
+        };
+        let reply = match crate::tls::keys::answer(&keys, role, &mut budget, req).await {
+            Ok(r) => r,
+            Err(why) => violation(role.name(), why),
+        };
+        if ep.send(&reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn lookup_conn(
+    tables: Rc<Vec<Table>>,
+    cache: Rc<crate::tablecache::TableCache>,
+    ch: Channel,
+) {
     let mut ep = Endpoint::<sb::Reply, sb::Request>::from_channel(ch);
     loop {
         let local = match ep.recv().await {

@@ -162,6 +162,36 @@ fn abnormal(status: &std::io::Result<ExitStatus>) -> bool {
     !matches!(status, Ok(s) if s.success())
 }
 
+/// A fresh install gets a self-signed certificate, so that STARTTLS and the
+/// wrapper-mode port work before the admin configures a real one.
+fn ensure_server_certificate(cfg: &Config, params: &postern_config::Params) {
+    let configured = !params.str("smtpd_tls_cert_file").is_empty()
+        || !params
+            .list("smtpd_tls_chain_files")
+            .unwrap_or_default()
+            .is_empty();
+    let wanted = crate::tls::wants_server_tls(params)
+        || cfg.services.iter().any(|s| {
+            !s.overrides.is_empty()
+                && cfg
+                    .params_with(&s.overrides)
+                    .is_ok_and(|p| crate::tls::wants_server_tls(&p))
+        });
+    if configured || !wanted {
+        return;
+    }
+    let path = crate::tls::selfsigned_path(params.str("data_directory"));
+    match crate::tls::selfsigned::ensure(&path, params.str("myhostname")) {
+        Ok(true) => info!(
+            "created a self-signed certificate for {} in {}; set smtpd_tls_chain_files (or smtpd_tls_cert_file and smtpd_tls_key_file) to use your own",
+            params.str("myhostname"),
+            path.display()
+        ),
+        Ok(false) => {}
+        Err(e) => warn!("cannot create a self-signed certificate: {e}; TLS stays off"),
+    }
+}
+
 /// Starts the master in this process. Returns when the instance has stopped.
 pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
     let params = cfg.params().map_err(|e| {
@@ -198,6 +228,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
     for d in &cfg.diagnostics {
         warn!("{d}");
     }
+    ensure_server_certificate(&cfg, &params);
     let listeners = listen::bind_all(&cfg, &params)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
     let rt = tokio::runtime::Builder::new_current_thread()

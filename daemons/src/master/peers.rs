@@ -14,6 +14,7 @@ pub const EDGES: &[(Role, Role)] = &[
     (Role::Bounce, Role::Cleanup),
     (Role::Qmgr, Role::Smtp),
     (Role::Smtp, Role::Resolver),
+    (Role::Smtp, Role::Broker),
 ];
 
 pub fn allowed(client: Role, server: Role) -> bool {

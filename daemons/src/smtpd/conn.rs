@@ -1,10 +1,89 @@
 //! Buffered SMTP I/O with a deadline on every read and write, and bounded
 //! buffers: a client can never make smtpd hold more than a line, a chunk,
 //! and the replies to one pipelined batch.
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// The client's connection: plain until STARTTLS (or from the first byte on
+/// a wrapper-mode port), then TLS.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Between giving the plain stream to the handshake and getting it back.
+    Gone,
+}
+
+impl Stream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(t) => Some(t.get_ref().0),
+            Stream::Gone => None,
+        }
+    }
+
+    /// The TLS session summary for logs and the Received header.
+    pub fn tls_summary(&self) -> Option<String> {
+        match self {
+            Stream::Tls(t) => Some(crate::tls::describe(t.get_ref().1)),
+            _ => None,
+        }
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "connection gone")
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub enum ConnError {
@@ -23,7 +102,7 @@ pub enum Line {
 }
 
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -38,7 +117,7 @@ const READ_CHUNK: usize = 16 * 1024;
 impl Conn {
     pub fn new(stream: TcpStream, timeout: Duration) -> Conn {
         Conn {
-            stream,
+            stream: Stream::Plain(stream),
             buf: Vec::new(),
             start: 0,
             end: 0,
@@ -149,13 +228,41 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = tokio::time::timeout(self.timeout, self.stream.write_all(&self.out)).await;
+        let r = tokio::time::timeout(self.timeout, async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
+        })
+        .await;
         self.out.clear();
         self.pending_replies = 0;
         match r {
             Err(_) => Err(ConnError::Timeout),
             Ok(Err(_)) => Err(ConnError::Io),
             Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Starts TLS: whatever the client sent after STARTTLS, before the
+    /// handshake, is thrown away unread (the STARTTLS command-injection
+    /// class); returns how many bytes that was.
+    pub async fn start_tls(
+        &mut self,
+        acceptor: &TlsAcceptor,
+        timeout: Duration,
+    ) -> Result<usize, String> {
+        self.flush().await.map_err(|e| format!("{e:?}"))?;
+        let discarded = self.buffered().len();
+        self.consume(discarded);
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            return Err("TLS already active".into());
+        };
+        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                self.stream = Stream::Tls(Box::new(tls));
+                Ok(discarded)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timeout".into()),
         }
     }
 
@@ -167,17 +274,20 @@ impl Conn {
         if !self.buffered().is_empty() {
             return false;
         }
+        let Some(tcp) = self.stream.tcp() else {
+            return true;
+        };
         let mut b = [0u8; 1];
         matches!(
             recv(
-                self.stream.as_raw_fd(),
+                tcp.as_raw_fd(),
                 &mut b,
                 MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
             ),
             Ok(0)
         ) || matches!(
             recv(
-                self.stream.as_raw_fd(),
+                tcp.as_raw_fd(),
                 &mut b,
                 MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
             ),

@@ -9,6 +9,7 @@ mod session;
 use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use postern_config::{Params, Role};
@@ -27,6 +28,38 @@ pub fn main(ipc_fd: RawFd) -> ! {
     })
 }
 
+/// The TLS setup for a certificate whose key is in the broker.
+fn server_config(
+    ck: Arc<rustls::sign::CertifiedKey>,
+    ticketer: Arc<crate::tls::remote::RemoteTicketer>,
+) -> Option<tokio_rustls::TlsAcceptor> {
+    #[derive(Debug)]
+    struct One(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::server::ResolvesServerCert for One {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+    let mut c = match rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(crate::tls::VERSIONS)
+    {
+        Ok(b) => b
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(One(ck))),
+        Err(e) => {
+            warn!("TLS setup: {e}");
+            return None;
+        }
+    };
+    c.ticketer = ticketer;
+    // One ticket per handshake: each costs a round trip to the broker.
+    c.send_tls13_tickets = 1;
+    Some(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
+}
+
 async fn serve(mut ctx: Context) {
     let global = match Settings::new(&ctx.params) {
         Ok(s) => Rc::new(s),
@@ -42,8 +75,47 @@ async fn serve(mut ctx: Context) {
     let local = tokio::task::LocalSet::new();
     let listeners = std::mem::take(&mut ctx.listeners);
     let sb = ctx.switchboard.clone();
+    let wants_tls = crate::tls::wants_server_tls(&ctx.params)
+        || listeners.iter().any(|l| {
+            l.params
+                .iter()
+                .any(|(k, v)| k == "smtpd_tls_wrappermode" && v == "yes")
+        });
+    let query = ctx.query_timeout();
     local
         .run_until(async move {
+            if wants_tls {
+                let (sh, sb) = (sh.clone(), sb.clone());
+                let first = Rc::new(tokio::sync::Notify::new());
+                let got = first.clone();
+                tokio::task::spawn_local(async move {
+                    let keys = Arc::new(crate::tls::remote::KeyClient::default());
+                    let ticketer = Arc::new(crate::tls::remote::RemoteTicketer {
+                        client: keys.clone(),
+                    });
+                    let timeout = query.min(Duration::from_secs(5));
+                    let k = keys.clone();
+                    crate::tls::remote::maintain(
+                        sb,
+                        keys,
+                        postern_ipc::keys::KeyRole::Server,
+                        timeout,
+                        move |ck| {
+                            sh.set_tls(
+                                ck.and_then(|ck| server_config(ck, ticketer.clone()))
+                                    .map(|a| (a, k.clone())),
+                            );
+                            got.notify_one();
+                        },
+                    )
+                    .await;
+                });
+                // The first clients should be offered STARTTLS too: give the
+                // broker a moment to send the certificate (it starts first),
+                // but never hold mail up for long if it does not.
+                let _ =
+                    tokio::time::timeout(query.min(Duration::from_secs(5)), first.notified()).await;
+            }
             for l in listeners {
                 let settings = if l.params.is_empty() {
                     global.clone()

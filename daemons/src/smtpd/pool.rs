@@ -2,6 +2,7 @@
 //! transaction after transaction (one transaction per channel at a time),
 //! and lookups go to the broker.
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use postern_config::Role;
@@ -9,6 +10,7 @@ use postern_ipc::smtpd_cleanup::{self as sc, Begin, Failure};
 use postern_ipc::{Channel, ChannelError, Endpoint, Message, smtpd_broker as sb};
 
 use crate::daemon::Switchboard;
+use crate::tls::remote::KeyClient;
 use crate::{fatal, warn};
 
 pub type CleanupEp = Endpoint<sc::Request, sc::Reply>;
@@ -22,6 +24,9 @@ pub struct Shared {
     transfer: Duration,
     idle: RefCell<Vec<CleanupEp>>,
     lookup: RefCell<Vec<LookupEp>>,
+    /// The TLS server setup, once the broker sent the certificate chain,
+    /// and the channel its key operations go through.
+    tls: RefCell<Option<(tokio_rustls::TlsAcceptor, Arc<KeyClient>)>>,
 }
 
 fn write_error() -> Failure {
@@ -40,7 +45,22 @@ impl Shared {
             transfer,
             idle: RefCell::default(),
             lookup: RefCell::default(),
+            tls: RefCell::default(),
         }
+    }
+
+    /// The TLS setup, while the broker can sign for it: with the broker
+    /// away, STARTTLS is not offered (and answered 454) rather than started
+    /// and failed.
+    pub fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        match &*self.tls.borrow() {
+            Some((a, keys)) if keys.connected() => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn set_tls(&self, t: Option<(tokio_rustls::TlsAcceptor, Arc<KeyClient>)>) {
+        *self.tls.borrow_mut() = t;
     }
 
     async fn connect<Tx: Message, Rx: Message>(

@@ -40,6 +40,17 @@ pub struct Settings {
     pub check_local: bool,
     pub recipient_delimiter: String,
     pub access: Access,
+    pub tls_level: TlsLevel,
+    /// Port 465: TLS from the first byte.
+    pub wrapper: bool,
+    pub starttls_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsLevel {
+    None,
+    May,
+    Encrypt,
 }
 
 impl Settings {
@@ -65,6 +76,13 @@ impl Settings {
             check_local: !p.list("local_recipient_maps").map_err(e)?.is_empty(),
             recipient_delimiter: p.str("recipient_delimiter").into(),
             access: Access::new(p)?,
+            tls_level: match p.str("smtpd_tls_security_level") {
+                "none" => TlsLevel::None,
+                "encrypt" => TlsLevel::Encrypt,
+                _ => TlsLevel::May,
+            },
+            wrapper: p.bool("smtpd_tls_wrappermode").map_err(e)?,
+            starttls_timeout: p.duration("smtpd_starttls_timeout").map_err(e)?,
         })
     }
 }
@@ -114,6 +132,8 @@ pub struct Session {
     junk: u32,
     counts: Vec<(&'static str, u32, u32)>,
     last: &'static str,
+    /// The TLS session, once there is one.
+    tls: Option<String>,
 }
 
 const ORDER: [&str; 14] = [
@@ -165,6 +185,7 @@ impl Session {
             junk: 0,
             counts: ORDER.iter().map(|v| (*v, 0, 0)).collect(),
             last: "CONNECT",
+            tls: None,
         }
     }
 
@@ -176,12 +197,15 @@ impl Session {
         format!("{}[{}]", self.name, self.ip)
     }
 
-    fn proto(&self, smtputf8: bool) -> &'static str {
-        match (smtputf8, self.esmtp) {
+    /// Postfix's protocol names: SMTP, ESMTP, UTF8SMTP, plus S with TLS.
+    fn proto(&self, smtputf8: bool) -> String {
+        let base = match (smtputf8, self.esmtp) {
             (true, _) => "UTF8SMTP",
             (false, true) => "ESMTP",
             (false, false) => "SMTP",
-        }
+        };
+        let tls = if self.tls.is_some() { "S" } else { "" };
+        format!("{base}{tls}")
     }
 
     fn count(&mut self, verb: &'static str, ok: bool) {
@@ -215,6 +239,14 @@ impl Session {
 
     pub async fn run(mut self) {
         self.log(&format!("connect from {}", self.client()));
+        if self.set.wrapper && !self.wrapper_handshake().await {
+            self.log(&format!(
+                "lost connection after CONNECT from {}",
+                self.client()
+            ));
+            self.log(&format!("disconnect from {} commands=0", self.client()));
+            return;
+        }
         let banner = Reply::bare(220, &self.set.banner);
         let end = match self.reply(banner).await {
             Ok(()) => self.commands().await,
@@ -288,6 +320,100 @@ impl Session {
             )
             .replace("  ", " "),
         );
+    }
+
+    /// Port 465: the handshake comes before the banner.
+    async fn wrapper_handshake(&mut self) -> bool {
+        let Some(acceptor) = self.sh.tls() else {
+            self.log(&format!(
+                "warning: TLS is not available (no key from the broker); dropping {}",
+                self.client()
+            ));
+            return false;
+        };
+        match self
+            .conn
+            .start_tls(&acceptor, self.set.starttls_timeout)
+            .await
+        {
+            Ok(_) => {
+                self.tls_established();
+                true
+            }
+            Err(e) => {
+                self.log(&format!("SSL_accept error from {}: {e}", self.client()));
+                false
+            }
+        }
+    }
+
+    fn tls_established(&mut self) {
+        let summary = self.conn.stream.tls_summary().unwrap_or_default();
+        self.log(&format!(
+            "Anonymous TLS connection established from {}: {summary}",
+            self.client()
+        ));
+        self.tls = Some(summary);
+    }
+
+    /// STARTTLS (RFC 3207). The SMTP state starts over afterwards, and
+    /// anything the client pipelined after the command is discarded.
+    async fn starttls(&mut self) -> Result<Option<End>, ConnError> {
+        let refuse = if self.tls.is_some() {
+            Some(Self::r(554, "5.5.1", "Error: TLS already active"))
+        } else if self.set.tls_level == TlsLevel::None || !self.esmtp {
+            // Never announced (no TLS here, or a HELO session): unknown.
+            Some(Self::r(502, "5.5.1", "Error: command not implemented"))
+        } else if self.txn.is_some() {
+            Some(Self::r(503, "5.5.1", "Error: MAIL transaction in progress"))
+        } else if self.sh.tls().is_none() {
+            Some(Self::r(
+                454,
+                "4.7.0",
+                "TLS not available due to local problem",
+            ))
+        } else {
+            None
+        };
+        if let Some(r) = refuse {
+            self.count("starttls", false);
+            self.reply(r).await?;
+            return Ok(None);
+        }
+        let acceptor = self.sh.tls().expect("checked");
+        self.count("starttls", true);
+        self.conn
+            .queue(&Self::r(220, "2.0.0", "Ready to start TLS").render(self.esmtp));
+        self.conn.flush().await?;
+        match self
+            .conn
+            .start_tls(&acceptor, self.set.starttls_timeout)
+            .await
+        {
+            Ok(discarded) => {
+                if discarded > 0 {
+                    self.log(&format!(
+                        "warning: {}: discarding {discarded} bytes of input pipelined after STARTTLS",
+                        self.client()
+                    ));
+                }
+                self.tls_established();
+                // RFC 3207 4.2: forget everything learned before TLS.
+                self.helo = None;
+                self.esmtp = false;
+                Ok(None)
+            }
+            Err(e) => {
+                self.log(&format!("SSL_accept error from {}: {e}", self.client()));
+                Ok(Some(End::Closed))
+            }
+        }
+    }
+
+    /// With `smtpd_tls_security_level = encrypt`, mail commands wait for TLS.
+    fn needs_tls(&self) -> Option<Reply> {
+        (self.set.tls_level == TlsLevel::Encrypt && self.tls.is_none())
+            .then(|| Self::r(530, "5.7.0", "Must issue a STARTTLS command first"))
     }
 
     fn conn_end(&self, e: ConnError) -> End {
@@ -403,6 +529,12 @@ impl Session {
                     if !self.set.disable_vrfy {
                         lines.push("VRFY".into());
                     }
+                    if self.tls.is_none()
+                        && self.set.tls_level != TlsLevel::None
+                        && self.sh.tls().is_some()
+                    {
+                        lines.push("STARTTLS".into());
+                    }
                     lines.extend(
                         [
                             "ENHANCEDSTATUSCODES",
@@ -417,6 +549,16 @@ impl Session {
                 } else {
                     Reply::bare(250, &self.set.myhostname)
                 }
+            }
+            Command::Starttls => return self.starttls().await,
+            Command::Mail { .. }
+            | Command::Rcpt { .. }
+            | Command::Data
+            | Command::Vrfy(_)
+            | Command::Etrn
+                if self.needs_tls().is_some() =>
+            {
+                self.needs_tls().expect("checked")
             }
             Command::Mail { path, params } => self.mail(path, params).await,
             Command::Rcpt { path, params } => self.rcpt(path, params).await,
@@ -439,7 +581,6 @@ impl Session {
                 "2.0.0",
                 "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
             ),
-            Command::Starttls => Self::r(502, "5.5.1", "Error: command not implemented"),
             Command::Auth(_) => Self::r(503, "5.5.1", "Error: authentication not enabled"),
             Command::Etrn => Self::r(502, "5.5.1", "Error: command not implemented"),
             Command::Unknown(_) => Self::r(502, "5.5.2", "Error: command not recognized"),
@@ -508,8 +649,9 @@ impl Session {
                 addr: self.ip.to_string(),
                 port: self.port,
                 helo: self.helo.clone().unwrap_or_default(),
-                proto: self.proto(smtputf8).into(),
+                proto: self.proto(smtputf8),
                 log_name: self.set.log_name.clone(),
+                tls: self.tls.clone().unwrap_or_default(),
             },
             sender: sender.address(),
             ret,
@@ -836,7 +978,9 @@ impl Session {
         // The chunk must be read whatever the answer, or its bytes would be
         // taken for commands. A chunk no message could be made of ends the
         // session instead.
-        let refuse = if !self.esmtp {
+        let refuse = if let Some(r) = self.needs_tls() {
+            Some(r)
+        } else if !self.esmtp {
             Some(Self::r(503, "5.5.1", "Error: BDAT without EHLO"))
         } else {
             self.need_txn()

@@ -8,6 +8,7 @@ pub mod cleanup_broker_capnp;
 pub mod common_capnp;
 pub mod control_capnp;
 pub mod deliver_capnp;
+pub mod keys_capnp;
 pub mod master_capnp;
 pub mod qmgr_broker_capnp;
 pub mod qmgr_queue_capnp;

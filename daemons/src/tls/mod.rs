@@ -1,0 +1,82 @@
+//! TLS, with every private key in the broker.
+//!
+//! - [`keys`]: the broker side. It reads certificates and keys before its
+//!   jail, signs on request, and holds the session-ticket keys.
+//! - [`remote`]: the smtpd/smtp side. A rustls signing key and ticketer that
+//!   forward each operation to the broker, and the task that keeps the
+//!   channel to it.
+//! - [`selfsigned`]: the certificate a fresh install uses until the admin
+//!   configures one.
+pub mod keys;
+pub mod remote;
+pub mod selfsigned;
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::{CommonState, SupportedProtocolVersion};
+
+/// TLS 1.3 and 1.2 only.
+pub static VERSIONS: &[&SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// The one crypto provider (ring).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`, the way
+/// Postfix logs a session and records it in the Received header.
+pub fn describe(c: &CommonState) -> String {
+    let version = match c.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
+    };
+    let suite = c
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()))
+        .unwrap_or_default();
+    // rustls spells TLS 1.3 suites TLS13_*; their IANA names are TLS_*.
+    let suite = suite
+        .strip_prefix("TLS13_")
+        .map_or(suite.clone(), |s| format!("TLS_{s}"));
+    let bits = if suite.contains("AES_128") { 128 } else { 256 };
+    format!("{version} with cipher {suite} ({bits}/{bits} bits)")
+}
+
+/// Path of the certificate generated for a fresh install.
+pub fn selfsigned_path(data_directory: &str) -> std::path::PathBuf {
+    std::path::Path::new(data_directory)
+        .join("tls")
+        .join("selfsigned.pem")
+}
+
+/// Where smtpd's key and chain come from: `smtpd_tls_chain_files`, else
+/// `smtpd_tls_cert_file` with `smtpd_tls_key_file`, else the generated
+/// self-signed file (None: TLS is off for smtpd).
+pub fn server_key_files(p: &postern_config::Params) -> Option<(Vec<String>, Vec<String>)> {
+    let chain = p.list("smtpd_tls_chain_files").unwrap_or_default();
+    if !chain.is_empty() {
+        return Some((chain.clone(), chain));
+    }
+    let cert = p.str("smtpd_tls_cert_file");
+    if !cert.is_empty() {
+        let key = p.str("smtpd_tls_key_file");
+        let key = if key.is_empty() { cert } else { key };
+        return Some((vec![cert.to_string()], vec![key.to_string()]));
+    }
+    if wants_server_tls(p) {
+        let f = selfsigned_path(p.str("data_directory"))
+            .display()
+            .to_string();
+        return Some((vec![f.clone()], vec![f]));
+    }
+    None
+}
+
+/// Does any smtpd want TLS? (a security level other than none, or a
+/// wrapper-mode listener; the master sees listener overrides too).
+pub fn wants_server_tls(p: &postern_config::Params) -> bool {
+    p.str("smtpd_tls_security_level") != "none" || p.bool("smtpd_tls_wrappermode").unwrap_or(false)
+}

@@ -1,0 +1,296 @@
+//! The network-facing side: rustls keys and a ticketer that hold nothing
+//! secret and ask the broker for every private-key operation.
+//!
+//! rustls calls a signer and a ticketer synchronously, inside the handshake,
+//! so the call to the broker blocks this thread for one round trip (tens of
+//! microseconds for ECDSA), bounded by a deadline. When the broker is gone
+//! the call fails at once, the handshake ends with an alert, and
+//! [`maintain`] reconnects in the background; handshakes work again as soon
+//! as the broker is back.
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postern_config::Role;
+use postern_ipc::blocking::BlockingClient;
+use postern_ipc::keys::{self, Identity, KeyRole, Reply, Request};
+use postern_ipc::{Channel, ChannelError, Endpoint, Message};
+use rustls::pki_types::CertificateDer;
+use rustls::server::ProducesTickets;
+use rustls::sign::{CertifiedKey, Signer, SigningKey};
+use rustls::{SignatureAlgorithm, SignatureScheme};
+use tokio::sync::Notify;
+
+use crate::daemon::Switchboard;
+use crate::{fatal, info, warn};
+
+type Client = BlockingClient<Request, Reply>;
+
+/// The synchronous channel to the broker's key service.
+#[derive(Default)]
+pub struct KeyClient {
+    inner: Mutex<Option<Client>>,
+    /// Notified when the channel breaks, so [`maintain`] reconnects.
+    lost: Notify,
+}
+
+impl std::fmt::Debug for KeyClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyClient")
+    }
+}
+
+impl KeyClient {
+    pub fn call(&self, req: &Request) -> Result<Reply, String> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(c) = g.as_mut() else {
+            return Err("the key service (broker) is not reachable".into());
+        };
+        match c.call(req) {
+            Ok(r) => Ok(r),
+            Err(ChannelError::Violation(v)) => fatal!("protocol violation from broker keys: {v}"),
+            Err(e) => {
+                *g = None;
+                self.lost.notify_one();
+                Err(format!("key service: {e}"))
+            }
+        }
+    }
+
+    /// Is the channel to the broker up (as far as we know)?
+    pub fn connected(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    fn install(&self, c: Option<Client>) {
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+}
+
+/// A signing key whose private half is in the broker.
+#[derive(Debug)]
+pub struct RemoteKey {
+    client: Arc<KeyClient>,
+    role: KeyRole,
+    schemes: Vec<SignatureScheme>,
+    algorithm: SignatureAlgorithm,
+}
+
+impl SigningKey for RemoteKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        let scheme = *self.schemes.iter().find(|s| offered.contains(s))?;
+        Some(Box::new(RemoteSigner {
+            client: self.client.clone(),
+            role: self.role,
+            scheme,
+        }))
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        self.algorithm
+    }
+}
+
+#[derive(Debug)]
+struct RemoteSigner {
+    client: Arc<KeyClient>,
+    role: KeyRole,
+    scheme: SignatureScheme,
+}
+
+impl Signer for RemoteSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        if message.len() > keys::MAX_SIGN_INPUT {
+            return Err(rustls::Error::General("signature input too large".into()));
+        }
+        let req = Request::Sign {
+            key: self.role,
+            scheme: u16::from(self.scheme),
+            message: message.to_vec(),
+        };
+        match self.client.call(&req) {
+            Ok(Reply::Signature(s)) => Ok(s),
+            Ok(Reply::Refused(why)) => Err(rustls::Error::General(format!(
+                "broker refused to sign: {why}"
+            ))),
+            Ok(Reply::NoKey) => Err(rustls::Error::General("the broker has no such key".into())),
+            Ok(_) => fatal!("protocol violation from broker keys: wrong reply to sign"),
+            Err(e) => Err(rustls::Error::General(e)),
+        }
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        self.scheme
+    }
+}
+
+/// Session tickets sealed and opened by the broker, which holds and
+/// rotates the ticket keys.
+#[derive(Debug)]
+pub struct RemoteTicketer {
+    pub client: Arc<KeyClient>,
+}
+
+impl ProducesTickets for RemoteTicketer {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn lifetime(&self) -> u32 {
+        6 * 3600
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        if plain.len() > keys::MAX_TICKET_PLAIN {
+            return None;
+        }
+        match self.client.call(&Request::TicketEncrypt(plain.to_vec())) {
+            Ok(Reply::Ticket(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        if cipher.len() > keys::MAX_TICKET {
+            return None;
+        }
+        match self.client.call(&Request::TicketDecrypt(cipher.to_vec())) {
+            Ok(Reply::Ticket(t)) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// Builds the certified key for an identity the broker sent, after checking
+/// that every entry of the chain is a certificate.
+pub fn certified_key(
+    client: &Arc<KeyClient>,
+    role: KeyRole,
+    id: Identity,
+) -> Result<Arc<CertifiedKey>, String> {
+    let chain: Vec<CertificateDer<'static>> =
+        id.chain.into_iter().map(CertificateDer::from).collect();
+    for (n, c) in chain.iter().enumerate() {
+        webpki::EndEntityCert::try_from(c)
+            .map_err(|e| format!("chain entry {n} from the broker is not a certificate: {e:?}"))?;
+    }
+    let key = RemoteKey {
+        client: client.clone(),
+        role,
+        schemes: id.schemes.into_iter().map(SignatureScheme::from).collect(),
+        algorithm: SignatureAlgorithm::from(id.algorithm),
+    };
+    Ok(Arc::new(CertifiedKey::new(chain, Arc::new(key))))
+}
+
+/// Keeps `client` connected to the broker's key service. After each
+/// (re)connection, `on_identity` gets the current identity of `role`'s key
+/// (None: the broker has no such key). Runs until the process ends.
+pub async fn maintain(
+    sb: Switchboard,
+    client: Arc<KeyClient>,
+    role: KeyRole,
+    timeout: Duration,
+    on_identity: impl Fn(Option<Arc<CertifiedKey>>),
+) {
+    let mut delay = Duration::from_millis(100);
+    let mut was_lost = false;
+    loop {
+        match connect(&sb, role, timeout).await {
+            Ok((c, watch, id)) => {
+                delay = Duration::from_millis(100);
+                let ck = match id {
+                    Some(id) => match certified_key(&client, role, id) {
+                        Ok(ck) => Some(ck),
+                        Err(e) => fatal!("protocol violation from broker keys: {e}"),
+                    },
+                    None => None,
+                };
+                client.install(Some(c));
+                if was_lost {
+                    info!("key service reconnected");
+                }
+                on_identity(ck);
+                wait_lost(&client, watch).await;
+                warn!("lost the channel to the key service (broker); reconnecting");
+                was_lost = true;
+            }
+            Err(e) => {
+                if !was_lost {
+                    warn!("cannot reach the key service (broker): {e}");
+                    was_lost = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Returns when the channel broke: a call failed, or the broker went away
+/// while no call was running (seen on a duplicate of the socket, so that
+/// STARTTLS stops being offered at once rather than at the next handshake).
+async fn wait_lost(client: &KeyClient, watch: Option<tokio::io::unix::AsyncFd<OwnedFd>>) {
+    let Some(watch) = watch else {
+        return client.lost.notified().await;
+    };
+    loop {
+        tokio::select! {
+            _ = client.lost.notified() => return,
+            r = watch.readable() => {
+                let Ok(mut g) = r else { return client.lost.notified().await };
+                // Calls run on this thread too, so none is in flight now:
+                // readable means end of file (or junk, which is a break too).
+                let mut b = [0u8; 1];
+                match nix::sys::socket::recv(
+                    watch.get_ref().as_raw_fd(),
+                    &mut b,
+                    nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Err(nix::errno::Errno::EAGAIN) => g.clear_ready(),
+                    _ => {
+                        client.install(None);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn connect(
+    sb: &Switchboard,
+    role: KeyRole,
+    timeout: Duration,
+) -> Result<
+    (
+        Client,
+        Option<tokio::io::unix::AsyncFd<OwnedFd>>,
+        Option<Identity>,
+    ),
+    String,
+> {
+    let fd = sb.connect(Role::Broker).await.map_err(|e| e.to_string())?;
+    let mut ch =
+        Channel::new(fd, <Reply as Message>::MAX_FRAME, timeout).map_err(|e| e.to_string())?;
+    ch.hello_client(keys::EDGE, keys::VERSION)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ep = Endpoint::<Request, Reply>::from_channel(ch);
+    let id = match ep.call(&Request::Identity(role)).await {
+        Ok(Reply::Identity(id)) => Some(id),
+        Ok(Reply::NoKey) => None,
+        Ok(other) => fatal!("protocol violation from broker keys: {other:?} in answer to identity"),
+        Err(ChannelError::Violation(v)) => fatal!("protocol violation from broker keys: {v}"),
+        Err(e) => return Err(e.to_string()),
+    };
+    let fd = ep.into_channel().into_fd();
+    let watch = fd
+        .try_clone()
+        .ok()
+        .and_then(|d| postern_sandbox::sys::async_fd(d).ok());
+    Ok((BlockingClient::new(fd, timeout), watch, id))
+}

@@ -1,0 +1,353 @@
+//! TLS with every private key in the broker: real clients (openssl
+//! s_client, Python ssl/smtplib) against STARTTLS on port 25 and implicit
+//! TLS on port 465, the STARTTLS injection class, the jails around the key
+//! files, and what happens when the broker dies mid-handshake.
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use postern_tests::pki::{self, Pki};
+use postern_tests::{Instance, python_ok, wait_for};
+
+const WRAPPER_PORT: u16 = 2465;
+
+/// An instance with a CA-issued server certificate (chain file: key, leaf,
+/// CA) and the three listeners of the embedded master.cf.
+fn tls_instance(extra: &str) -> (Instance, Pki) {
+    let master_cf = |ip: &str| {
+        format!(
+            "{ip}:2525 inet n - n - - smtpd\n\
+             {ip}:2587 inet n - n - - smtpd\n  -o syslog_name=postern/submission\n  -o smtpd_tls_security_level=encrypt\n\
+             {ip}:{WRAPPER_PORT} inet n - n - - smtpd\n  -o syslog_name=postern/submissions\n  -o smtpd_tls_wrappermode=yes\n"
+        )
+    };
+    let ip = postern_tests::unique_loopback();
+    let mut inst = Instance::with_master_cf("", Some(&master_cf(&ip)));
+    inst.ip = ip;
+    let pki = pki::make(inst.config_dir(), "t", "mx.test.example");
+    let main = inst.config_dir().join("main.cf");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        format!(
+            "{text}smtpd_tls_chain_files = {}\nsmtpd_error_sleep_time = 0\n{extra}\n",
+            pki.server_chain.display()
+        ),
+    )
+    .unwrap();
+    inst.start();
+    (inst, pki)
+}
+
+/// `openssl s_client` with the test CA; returns its whole output.
+fn s_client(inst: &Instance, pki: &Pki, port: u16, starttls: bool) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &format!("{}:{port}", inst.ip)])
+        .args(["-servername", "mx.test.example", "-showcerts"])
+        .arg("-CAfile")
+        .arg(&pki.ca)
+        .args([
+            "-verify_hostname",
+            "mx.test.example",
+            "-verify_return_error",
+        ]);
+    if starttls {
+        cmd.args(["-starttls", "smtp"]);
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_verified_chain(out: &str) {
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    // The whole chain the admin configured: leaf first, then the CA.
+    assert!(
+        out.contains(" 0 s:CN = mx.test.example") || out.contains(" 0 s:CN=mx.test.example"),
+        "{out}"
+    );
+    assert!(
+        out.contains(" 1 s:CN = Postern Test CA t") || out.contains(" 1 s:CN=Postern Test CA t"),
+        "{out}"
+    );
+    assert!(out.contains("TLSv1.3"), "{out}");
+}
+
+#[test]
+fn openssl_completes_starttls_and_implicit_tls_with_the_configured_chain() {
+    let (inst, pki) = tls_instance("");
+    assert_verified_chain(&s_client(&inst, &pki, 2525, true));
+    assert_verified_chain(&s_client(&inst, &pki, WRAPPER_PORT, false));
+    inst.wait_log("postern/submissions/smtpd", Duration::from_secs(5));
+    inst.wait_log(
+        "Anonymous TLS connection established from unknown[127.0.0.1]: TLSv1.3 with cipher",
+        Duration::from_secs(5),
+    );
+    // TLS 1.2 works too, and nothing older.
+    let tls12 = Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_2",
+            "-connect",
+            &format!("{}:{WRAPPER_PORT}", inst.ip),
+        ])
+        .arg("-CAfile")
+        .arg(&pki.ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&tls12.stdout);
+    assert!(
+        text.contains("Protocol  : TLSv1.2") || text.contains("TLSv1.2"),
+        "{text}"
+    );
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    let tls11 = Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_1",
+            "-connect",
+            &format!("{}:{WRAPPER_PORT}", inst.ip),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !tls11.status.success(),
+        "TLS 1.1 was accepted: {}",
+        String::from_utf8_lossy(&tls11.stdout)
+    );
+}
+
+#[test]
+fn smtplib_starttls_and_smtp_ssl_deliver_with_tls_in_the_received_header() {
+    let (inst, pki) = tls_instance("");
+    // smtplib checks the certificate against the address it connects to;
+    // make it check the name the certificate is for.
+    let script = format!(
+        r#"
+import smtplib, ssl
+_wrap = ssl.SSLContext.wrap_socket
+def wrap(self, sock, *a, **k):
+    k["server_hostname"] = "mx.test.example"
+    return _wrap(self, sock, *a, **k)
+ssl.SSLContext.wrap_socket = wrap
+ctx = ssl.create_default_context(cafile="{ca}")
+s = smtplib.SMTP("{ip}", 2525, local_hostname="client.example", timeout=30)
+s.ehlo()
+assert s.has_extn("starttls")
+s.starttls(context=ctx)
+s.ehlo()
+assert not s.has_extn("starttls"), "STARTTLS offered again inside TLS"
+s.sendmail("a@example.org", ["root@localhost"], "Subject: over starttls\r\n\r\nhi\r\n")
+s.quit()
+s = smtplib.SMTP_SSL("{ip}", {wport}, local_hostname="client.example", context=ctx, timeout=30)
+s.sendmail("a@example.org", ["root@localhost"], "Subject: over 465\r\n\r\nhi\r\n")
+s.quit()
+print("ok")
+"#,
+        ca = pki.ca.display(),
+        ip = inst.ip,
+        wport = WRAPPER_PORT
+    );
+    python_ok(&script);
+    let msgs = wait_for("both messages delivered", Duration::from_secs(20), || {
+        let m = inst.maildir("root");
+        (m.len() == 2).then_some(m)
+    });
+    for m in &msgs {
+        assert!(m.contains("with ESMTPS id"), "{m}");
+        assert!(m.contains("(using TLSv1.3 with cipher TLS_"), "{m}");
+    }
+}
+
+/// RFC 3207 and CVE-2011-0411: commands pipelined with STARTTLS, before
+/// the handshake, are never executed inside the TLS session.
+#[test]
+fn commands_pipelined_before_starttls_are_discarded() {
+    let (inst, pki) = tls_instance("");
+    let script = format!(
+        r#"
+import socket, ssl
+s = socket.create_connection(("{ip}", 2525), timeout=30)
+f = s.makefile("rb")
+def reply(f):
+    lines = []
+    while True:
+        l = f.readline().decode()
+        lines.append(l)
+        if len(l) < 4 or l[3] == " ": return "".join(lines)
+assert reply(f).startswith("220")
+s.sendall(b"EHLO client.example\r\n")
+assert "STARTTLS" in reply(f)
+s.sendall(b"STARTTLS\r\nMAIL FROM:<injected@example.org>\r\n")
+r = reply(f)
+assert r.startswith("220 2.0.0 Ready to start TLS"), r
+ctx = ssl.create_default_context(cafile="{ca}")
+t = ctx.wrap_socket(s, server_hostname="mx.test.example")
+g = t.makefile("rb")
+t.sendall(b"EHLO client.example\r\n")
+r = reply(g)
+assert r.startswith("250-"), r
+t.sendall(b"RCPT TO:<root@localhost>\r\n")
+r = reply(g)
+assert r.startswith("503 5.5.1 Error: need MAIL command"), r
+t.sendall(b"QUIT\r\n")
+print(reply(g))
+"#,
+        ip = inst.ip,
+        ca = pki.ca.display()
+    );
+    python_ok(&script);
+    inst.wait_log(
+        "discarding 34 bytes of input pipelined after STARTTLS",
+        Duration::from_secs(5),
+    );
+    assert!(!inst.log().contains("injected@example.org"));
+}
+
+#[test]
+fn encrypt_level_refuses_mail_before_starttls_and_repeats_are_refused() {
+    let (inst, pki) = tls_instance("");
+    let script = format!(
+        r#"
+import smtplib, ssl
+s = smtplib.SMTP("{ip}", 2587, local_hostname="client.example", timeout=30)
+s.ehlo()
+code, msg = s.mail("a@example.org")
+assert code == 530 and b"5.7.0 Must issue a STARTTLS command first" in msg, (code, msg)
+ctx = ssl.create_default_context(cafile="{ca}")
+ctx.check_hostname = False
+s.starttls(context=ctx)
+s.ehlo()
+code, msg = s.docmd("STARTTLS")
+assert code == 554 and b"TLS already active" in msg, (code, msg)
+code, msg = s.mail("a@example.org")
+assert code == 250, (code, msg)
+s.quit()
+print("ok")
+"#,
+        ip = inst.ip,
+        ca = pki.ca.display()
+    );
+    python_ok(&script);
+}
+
+/// A broker that dies (and with it, the only copy of the key) makes
+/// handshakes fail cleanly and STARTTLS answer 454, never crashes smtpd,
+/// and TLS works again once the master has restarted the broker.
+#[test]
+fn killing_the_broker_fails_handshakes_cleanly_then_tls_recovers() {
+    let (inst, pki) = tls_instance("");
+    let smtpd = inst.pid_of("smtpd").unwrap();
+    let handshake = || {
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("{}:{WRAPPER_PORT}", inst.ip),
+            ])
+            .arg("-CAfile")
+            .arg(&pki.ca)
+            .args(["-verify_return_error"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("Verify return code: 0 (ok)")
+    };
+    let kill = |pid: u32| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    };
+    assert!(handshake());
+    // Kill the broker as soon as it is back, five times: the master's
+    // restart backoff doubles each time (100 ms ... 1.6 s), which leaves a
+    // window with no key to sign with.
+    let mut broker = inst.pid_of("broker").unwrap();
+    for _ in 0..5 {
+        kill(broker);
+        let old = broker;
+        broker = wait_for("the broker back", Duration::from_secs(30), || {
+            inst.pid_of("broker").filter(|p| *p != old)
+        });
+    }
+    kill(broker);
+    let (mut failed, mut refused) = (0, 0);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) && (failed == 0 || refused == 0) {
+        if !handshake() {
+            failed += 1;
+        }
+        let mut c = inst.smtp();
+        assert!(c.reply().starts_with("220"));
+        assert!(c.cmd("EHLO client.example").starts_with("250"));
+        let r = c.cmd("STARTTLS");
+        if r.starts_with("454 4.7.0 TLS not available due to local problem") {
+            refused += 1;
+            // The session goes on in plaintext.
+            assert!(c.cmd("NOOP").starts_with("250"));
+        } else {
+            assert!(r.starts_with("220"), "{r}");
+        }
+    }
+    assert!(failed > 0, "no handshake failed while the broker was away");
+    assert!(
+        refused > 0,
+        "STARTTLS was never answered 454 while the broker was away"
+    );
+    wait_for(
+        "a handshake after the broker is back",
+        Duration::from_secs(30),
+        || handshake().then_some(()),
+    );
+    // smtpd never crashed.
+    assert_eq!(inst.pid_of("smtpd"), Some(smtpd));
+    inst.wait_log("key service reconnected", Duration::from_secs(5));
+}
+
+/// The key files are read by the broker before its jail; no jailed process
+/// (smtpd and smtp least of all) can open them.
+#[test]
+fn no_jailed_role_can_open_the_key_files() {
+    let inst = Instance::new("");
+    let pki = pki::make(inst.config_dir(), "j", "mx.test.example");
+    let main = inst.config_dir().join("main.cf");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        format!(
+            "{text}smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\nsmtp_tls_cert_file = {}\nsmtp_tls_key_file = {}\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ),
+    )
+    .unwrap();
+    for role in [
+        "smtpd", "smtp", "broker", "cleanup", "qmgr", "local", "bounce", "resolver",
+    ] {
+        let out = inst.postern(&["probe", role]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "probe {role}: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let c = &v["checks"]["open_tls_keys"];
+        assert_eq!(c["ok"], false, "{role} opened a key file: {v}");
+        let e = c["error"].as_str().unwrap_or_default();
+        assert!(
+            e.contains("denied") || e.contains("not permitted"),
+            "{role}: {e}"
+        );
+    }
+}
