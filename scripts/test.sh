@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
     capnproto        # checks that ipc/src/generated matches ipc/schema
     swaks            # a real SMTP client
+    libnet-ssleay-perl # swaks --tls
     python3          # Debian's python, for smtplib and aiosmtpd
     python3-aiosmtpd # a real SMTP server as the next hop
     openssl          # openssl s_client

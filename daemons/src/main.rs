@@ -2,6 +2,7 @@
 //! starts each daemon as `postern daemon ROLE --ipc-fd N`, a fresh exec.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod bounce;
 mod broker;
 mod cleanup;
@@ -12,6 +13,7 @@ mod fsutil;
 mod local;
 mod log;
 mod master;
+mod passwd;
 mod probe;
 mod qmgr;
 mod resolver;
@@ -96,6 +98,13 @@ enum Cmd {
     },
     /// Rebuild the aliases database(s) named by alias_database.
     Newaliases,
+    /// Set a SASL password (asks twice, or reads two lines from stdin).
+    Passwd {
+        /// Remove the user instead.
+        #[arg(short = 'd', long = "delete")]
+        delete: bool,
+        user: String,
+    },
     #[command(hide = true)]
     Daemon {
         role: String,
@@ -170,6 +179,7 @@ fn main() -> ExitCode {
             Some(Role::Qmgr) => qmgr::main(ipc_fd),
             Some(Role::Local) => local::main(ipc_fd),
             Some(Role::Bounce) => bounce::main(ipc_fd),
+            Some(Role::Auth) => auth::main(ipc_fd),
             Some(Role::Resolver) => resolver::main(ipc_fd),
             Some(Role::Smtp) => smtp::main(ipc_fd),
             _ => cli::fail(format!("no such daemon role: {role}")),
@@ -211,6 +221,7 @@ fn main() -> ExitCode {
             };
             cli::map::run_build(&params.list("alias_database").unwrap_or_default(), true)
         }
+        Cmd::Passwd { delete, user } => cli::passwd::run(dir, &user, delete),
         Cmd::Reload { service } => cli::reload(dir, service),
         Cmd::Status { json } => cli::status(dir, json),
         Cmd::Conf {

@@ -86,6 +86,14 @@ pub const SPECS: &[RoleSpec] = &[
         exclusive: false,
         listeners: false,
     },
+    RoleSpec {
+        role: Role::Auth,
+        network: false,
+        syscalls: COMMON.union(SyscallGroups::FS_READ),
+        // One process holds the failure counters.
+        exclusive: true,
+        listeners: false,
+    },
 ];
 
 pub fn spec(role: Role) -> Option<&'static RoleSpec> {
@@ -114,8 +122,24 @@ pub fn paths(role: Role, params: &Params) -> Vec<FsRule> {
         // Table files reach the broker as descriptors the master opened.
         Role::Broker => vec![rw(params.str("queue_directory"))],
         Role::Local => vec![rw(params.str("mail_spool_directory"))],
+        // The password file is replaced by rename: name its directory.
+        Role::Auth => sasl_dir(params)
+            .map(|d| {
+                vec![FsRule {
+                    path: d,
+                    access: FsAccess::Read,
+                }]
+            })
+            .unwrap_or_default(),
         _ => vec![],
     }
+}
+
+/// The directory of `smtpd_sasl_password_file` (which holds nothing else).
+pub fn sasl_dir(params: &Params) -> Option<PathBuf> {
+    std::path::Path::new(params.str("smtpd_sasl_password_file"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
 }
 
 /// Builds the jail for `role` from its configuration slice.

@@ -65,13 +65,24 @@ pub const TABLE_PARAMS: &[&str] = &[
     "alias_maps",
     "alias_database",
     "transport_maps",
+    "smtpd_sender_login_maps",
+    "smtp_sasl_password_maps",
 ];
+
+/// Tables holding secrets: opened for the broker only.
+const SECRET_PARAMS: &[&str] = &["smtp_sasl_password_maps"];
 
 /// Every table file the configuration names: the only files the master
 /// opens for a jailed daemon.
 pub fn configured_files(params: &postern_config::Params) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = TABLE_PARAMS
-        .iter()
+    files_of(params, TABLE_PARAMS.iter())
+}
+
+fn files_of<'a>(
+    params: &postern_config::Params,
+    names: impl Iterator<Item = &'a &'a str>,
+) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = names
         .flat_map(|p| params.list(p).unwrap_or_default())
         .filter_map(|spec| parse(&spec).ok()?.file())
         .collect();
@@ -84,7 +95,11 @@ pub fn configured_files(params: &postern_config::Params) -> Vec<PathBuf> {
 pub fn allowed_files(role: postern_config::Role, params: &postern_config::Params) -> Vec<PathBuf> {
     use postern_config::Role;
     let mut v = match role {
-        Role::Broker | Role::Qmgr | Role::Local => configured_files(params),
+        Role::Broker => configured_files(params),
+        Role::Qmgr | Role::Local => files_of(
+            params,
+            TABLE_PARAMS.iter().filter(|p| !SECRET_PARAMS.contains(p)),
+        ),
         _ => Vec::new(),
     };
     if role == Role::Local {

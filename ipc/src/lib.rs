@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_qmgr;
+pub mod auth;
 pub mod blocking;
 pub mod bounce;
 pub mod channel;
@@ -118,7 +119,9 @@ pub mod fuzzing {
             resolver::Request,
             resolver::Reply,
             keys::Request,
-            keys::Reply
+            keys::Reply,
+            auth::Request,
+            auth::Reply
         );
         // Messages that carry descriptors cannot round-trip without them.
         let _ = master::ToDaemon::decode(data, Vec::new());

@@ -1,22 +1,35 @@
-//! smtpd -> broker lookups (schema: smtpd_broker.capnp).
+//! smtpd and smtp -> broker lookups (schema: smtpd_broker.capnp).
 use std::os::fd::OwnedFd;
 
 use crate::channel::{Message, no_fds};
 use crate::frame::{self, Violation, clip, text};
-use crate::generated::smtpd_broker_capnp::{reply, request};
+use crate::generated::smtpd_broker_capnp::{Table as WireTable, reply, request};
 
 pub const EDGE: &str = "smtpd-broker";
 pub const VERSION: u32 = crate::generated::smtpd_broker_capnp::VERSION;
+const KEY: usize = 512;
+const VALUE: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// smtpd_sender_login_maps: sender address -> logins that may use it.
+    SenderLogin,
+    /// smtp_sasl_password_maps: next hop -> `user:password`.
+    SaslPassword,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     LocalRecipient(String),
+    Lookup(Table, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
+    /// LocalRecipient's answer; for Lookup, Found(false) is "not found".
     Found(bool),
     Tempfail(String),
+    Value(String),
 }
 
 impl Message for Request {
@@ -24,9 +37,20 @@ impl Message for Request {
 
     fn encode(&self) -> Vec<u8> {
         let mut b = frame::builder();
-        let Request::LocalRecipient(l) = self;
-        b.init_root::<request::Builder>()
-            .set_local_recipient(clip(l, 256));
+        {
+            let mut r = b.init_root::<request::Builder>();
+            match self {
+                Request::LocalRecipient(l) => r.set_local_recipient(clip(l, 256)),
+                Request::Lookup(t, k) => {
+                    let mut g = r.init_lookup();
+                    g.set_table(match t {
+                        Table::SenderLogin => WireTable::SenderLogin,
+                        Table::SaslPassword => WireTable::SaslPassword,
+                    });
+                    g.set_query(clip(k, KEY));
+                }
+            }
+        }
         frame::finish(&b)
     }
 
@@ -34,16 +58,21 @@ impl Message for Request {
         no_fds(&fds)?;
         let msg = frame::open(f, Self::MAX_FRAME)?;
         let r = msg.get_root::<request::Reader>()?;
-        Ok(Request::LocalRecipient(text(
-            r.get_local_recipient(),
-            "localRecipient",
-            256,
-        )?))
+        Ok(match r.which()? {
+            request::LocalRecipient(l) => Request::LocalRecipient(text(l, "localRecipient", 256)?),
+            request::Lookup(g) => Request::Lookup(
+                match g.get_table()? {
+                    WireTable::SenderLogin => Table::SenderLogin,
+                    WireTable::SaslPassword => Table::SaslPassword,
+                },
+                text(g.get_query(), "lookup.query", KEY)?,
+            ),
+        })
     }
 }
 
 impl Message for Reply {
-    const MAX_FRAME: usize = 1024;
+    const MAX_FRAME: usize = 2048;
 
     fn encode(&self) -> Vec<u8> {
         let mut b = frame::builder();
@@ -52,6 +81,7 @@ impl Message for Reply {
             match self {
                 Reply::Found(x) => r.set_found(*x),
                 Reply::Tempfail(s) => r.set_tempfail(clip(s, 512)),
+                Reply::Value(v) => r.set_value(clip(v, VALUE)),
             }
         }
         frame::finish(&b)
@@ -64,6 +94,7 @@ impl Message for Reply {
         Ok(match r.which()? {
             reply::Found(x) => Reply::Found(x),
             reply::Tempfail(s) => Reply::Tempfail(text(s, "tempfail", 512)?),
+            reply::Value(v) => Reply::Value(text(v, "value", VALUE)?),
         })
     }
 }

@@ -61,6 +61,17 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The embedded master.cf's three listeners on `ip`: smtp (2525),
+/// submission (2587: TLS required, SASL, authenticated clients only) and
+/// submissions (2465: implicit TLS, SASL, authenticated clients only).
+pub fn three_listeners(ip: &str) -> String {
+    format!(
+        "{ip}:2525 inet n - n - - smtpd\n\
+         {ip}:2587 inet n - n - - smtpd\n  -o syslog_name=postern/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n\
+         {ip}:2465 inet n - n - - smtpd\n  -o syslog_name=postern/submissions\n  -o smtpd_tls_wrappermode=yes\n  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
+    )
+}
+
 pub struct Instance {
     pub dir: tempfile::TempDir,
     pub ip: String,
@@ -116,6 +127,41 @@ impl Instance {
         });
         std::fs::write(inst.config_dir().join("master.cf"), mcf).unwrap();
         inst
+    }
+
+    /// An instance with the three listeners of the embedded master.cf and
+    /// `extra` in main.cf (not started).
+    pub fn with_three_listeners(extra: &str) -> Instance {
+        let ip = unique_loopback();
+        let mut inst = Instance::with_master_cf(extra, Some(&three_listeners(&ip)));
+        inst.ip = ip;
+        inst
+    }
+
+    /// Appends lines to main.cf (before start, or before a reload).
+    pub fn add_main_cf(&self, lines: &str) {
+        let main = self.config_dir().join("main.cf");
+        let text = std::fs::read_to_string(&main).unwrap();
+        std::fs::write(&main, format!("{text}{lines}\n")).unwrap();
+    }
+
+    /// `postern passwd USER`, the password given twice on stdin.
+    pub fn passwd(&self, user: &str, password: &str) -> Output {
+        let mut child = self
+            .command()
+            .args(["passwd", user])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("postern passwd");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
     }
 
     pub fn config_dir(&self) -> &Path {

@@ -37,6 +37,7 @@ const ROLES: &[(&str, bool, bool)] = &[
     ("bounce", false, false),
     ("resolver", false, true),
     ("smtp", false, true),
+    ("auth", false, false),
 ];
 
 #[test]

@@ -13,27 +13,12 @@ const WRAPPER_PORT: u16 = 2465;
 /// An instance with a CA-issued server certificate (chain file: key, leaf,
 /// CA) and the three listeners of the embedded master.cf.
 fn tls_instance(extra: &str) -> (Instance, Pki) {
-    let master_cf = |ip: &str| {
-        format!(
-            "{ip}:2525 inet n - n - - smtpd\n\
-             {ip}:2587 inet n - n - - smtpd\n  -o syslog_name=postern/submission\n  -o smtpd_tls_security_level=encrypt\n\
-             {ip}:{WRAPPER_PORT} inet n - n - - smtpd\n  -o syslog_name=postern/submissions\n  -o smtpd_tls_wrappermode=yes\n"
-        )
-    };
-    let ip = postern_tests::unique_loopback();
-    let mut inst = Instance::with_master_cf("", Some(&master_cf(&ip)));
-    inst.ip = ip;
+    let mut inst = Instance::with_three_listeners("");
     let pki = pki::make(inst.config_dir(), "t", "mx.test.example");
-    let main = inst.config_dir().join("main.cf");
-    let text = std::fs::read_to_string(&main).unwrap();
-    std::fs::write(
-        &main,
-        format!(
-            "{text}smtpd_tls_chain_files = {}\nsmtpd_error_sleep_time = 0\n{extra}\n",
-            pki.server_chain.display()
-        ),
-    )
-    .unwrap();
+    inst.add_main_cf(&format!(
+        "smtpd_tls_chain_files = {}\nsmtpd_error_sleep_time = 0\n{extra}",
+        pki.server_chain.display()
+    ));
     inst.start();
     (inst, pki)
 }
@@ -125,7 +110,7 @@ fn openssl_completes_starttls_and_implicit_tls_with_the_configured_chain() {
 }
 
 #[test]
-fn smtplib_starttls_and_smtp_ssl_deliver_with_tls_in_the_received_header() {
+fn smtplib_starttls_delivers_with_tls_in_the_received_header() {
     let (inst, pki) = tls_instance("");
     // smtplib checks the certificate against the address it connects to;
     // make it check the name the certificate is for.
@@ -146,8 +131,11 @@ s.ehlo()
 assert not s.has_extn("starttls"), "STARTTLS offered again inside TLS"
 s.sendmail("a@example.org", ["root@localhost"], "Subject: over starttls\r\n\r\nhi\r\n")
 s.quit()
+# Port 465 completes the handshake and greets; it takes mail only after a
+# login (tests/tests/sasl.rs).
 s = smtplib.SMTP_SSL("{ip}", {wport}, local_hostname="client.example", context=ctx, timeout=30)
-s.sendmail("a@example.org", ["root@localhost"], "Subject: over 465\r\n\r\nhi\r\n")
+s.ehlo()
+assert "PLAIN" in s.esmtp_features["auth"]
 s.quit()
 print("ok")
 "#,
@@ -156,9 +144,9 @@ print("ok")
         wport = WRAPPER_PORT
     );
     python_ok(&script);
-    let msgs = wait_for("both messages delivered", Duration::from_secs(20), || {
+    let msgs = wait_for("the message delivered", Duration::from_secs(20), || {
         let m = inst.maildir("root");
-        (m.len() == 2).then_some(m)
+        (m.len() == 1).then_some(m)
     });
     for m in &msgs {
         assert!(m.contains("with ESMTPS id"), "{m}");

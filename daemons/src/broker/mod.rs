@@ -46,7 +46,7 @@ pub fn main(ipc_fd: std::os::fd::RawFd) -> ! {
         let pool = params.int("queue_file_pool_size").unwrap_or(32) as usize;
         let queue = Queue::open(&qdir, pool)
             .map_err(|e| format!("broker: queue directory {qpath}: {e}"))?;
-        let lookup = local_tables(params)?;
+        let lookup = lookups(params)?;
         // The private keys are read here, before the jail, and never again.
         let keys = Rc::new(KeyStore::load(params));
         let keep = vec![qdir.as_raw_fd(), queue.dir_fd().as_raw_fd()];
@@ -62,21 +62,38 @@ fn queue_extra_fds(q: &Queue) -> Vec<std::os::fd::RawFd> {
     q.fds()
 }
 
-/// The tables of `local_recipient_maps` (empty list: no validation).
-pub fn local_tables(params: &Params) -> Result<Vec<Table>, String> {
+/// The tables the broker answers lookups from.
+pub struct Lookups {
+    /// `local_recipient_maps` (empty: no validation), for smtpd.
+    local: Vec<Table>,
+    /// `smtpd_sender_login_maps`, for smtpd.
+    sender_login: Vec<Table>,
+    /// `smtp_sasl_password_maps`, for smtp only.
+    sasl_password: Vec<Table>,
+}
+
+fn table_list(params: &Params, name: &str) -> Result<Vec<Table>, String> {
     params
-        .list("local_recipient_maps")
+        .list(name)
         .map_err(|e| e.to_string())?
         .iter()
-        .map(|s| tables::parse(s).map_err(|e| format!("local_recipient_maps: {e}")))
+        .map(|s| tables::parse(s).map_err(|e| format!("{name}: {e}")))
         .collect()
+}
+
+pub fn lookups(params: &Params) -> Result<Lookups, String> {
+    Ok(Lookups {
+        local: table_list(params, "local_recipient_maps")?,
+        sender_login: table_list(params, "smtpd_sender_login_maps")?,
+        sasl_password: table_list(params, "smtp_sasl_password_maps")?,
+    })
 }
 
 async fn serve(
     mut ctx: Context,
     qdir: OwnedFd,
     mut queue: Queue,
-    lookup: Vec<Table>,
+    lookup: Lookups,
     keys: Rc<KeyStore>,
 ) {
     let committed = match queue.recover() {
@@ -360,7 +377,7 @@ async fn queue_requests(st: Shared, syncer: Syncer, ch: Channel) {
 /// operations): the hello says which.
 async fn peer_conn(
     role: Role,
-    tables: Rc<Vec<Table>>,
+    tables: Rc<Lookups>,
     cache: Rc<crate::tablecache::TableCache>,
     keys: Rc<KeyStore>,
     fd: OwnedFd,
@@ -371,13 +388,10 @@ async fn peer_conn(
     let Ok(mut ch) = Channel::new(fd, max, timeout) else {
         return;
     };
-    let edges: &[(&'static str, u32)] = match role {
-        Role::Smtpd => &[(sb::EDGE, sb::VERSION), (pk::EDGE, pk::VERSION)],
-        _ => &[(pk::EDGE, pk::VERSION)],
-    };
-    match ch.hello_server_any(edges).await {
+    let edges = [(sb::EDGE, sb::VERSION), (pk::EDGE, pk::VERSION)];
+    match ch.hello_server_any(&edges).await {
         Ok(e) if e == pk::EDGE => key_conn(role, keys, ch).await,
-        Ok(_) => lookup_conn(tables, cache, ch).await,
+        Ok(_) => lookup_conn(role, tables, cache, ch).await,
         Err(ChannelError::Violation(v)) => violation(role.name(), v),
         Err(_) => {}
     }
@@ -404,24 +418,42 @@ async fn key_conn(role: Role, keys: Rc<KeyStore>, ch: Channel) {
 }
 
 async fn lookup_conn(
-    tables: Rc<Vec<Table>>,
+    role: Role,
+    tables: Rc<Lookups>,
     cache: Rc<crate::tablecache::TableCache>,
     ch: Channel,
 ) {
     let mut ep = Endpoint::<sb::Reply, sb::Request>::from_channel(ch);
     loop {
-        let local = match ep.recv().await {
-            Ok(sb::Request::LocalRecipient(l)) => l,
-            Err(ChannelError::Violation(v)) => violation("smtpd", v),
+        let req = match ep.recv().await {
+            Ok(r) => r,
+            Err(ChannelError::Violation(v)) => violation(role.name(), v),
             Err(_) => return,
         };
-        let reply = if tables.is_empty() {
+        // Each role sees only the tables it needs: smtp never learns who
+        // the local users are, smtpd never sees a relay password.
+        let (list, key, name) = match (role, &req) {
+            (Role::Smtpd, sb::Request::LocalRecipient(l)) => {
+                (&tables.local, l, "local_recipient_maps")
+            }
+            (Role::Smtpd, sb::Request::Lookup(sb::Table::SenderLogin, k)) => {
+                (&tables.sender_login, k, "smtpd_sender_login_maps")
+            }
+            (Role::Smtp, sb::Request::Lookup(sb::Table::SaslPassword, k)) => {
+                (&tables.sasl_password, k, "smtp_sasl_password_maps")
+            }
+            _ => violation(role.name(), format!("lookup outside its tables: {req:?}")),
+        };
+        let local = matches!(req, sb::Request::LocalRecipient(_));
+        let reply = if local && list.is_empty() {
             sb::Reply::Found(true)
         } else {
-            match cache.lookup_any(&tables, &local).await {
-                Ok(v) => sb::Reply::Found(v.is_some()),
+            match cache.lookup_any(list, key).await {
+                Ok(Some(_)) if local => sb::Reply::Found(true),
+                Ok(Some(v)) => sb::Reply::Value(v),
+                Ok(None) => sb::Reply::Found(false),
                 Err(e) => {
-                    warn!("local_recipient_maps: {e}");
+                    warn!("{name}: {e}");
                     sb::Reply::Tempfail(e)
                 }
             }

@@ -2,6 +2,7 @@
 pub mod client;
 pub mod conf;
 pub mod map;
+pub mod passwd;
 pub mod queue;
 
 use std::path::{Path, PathBuf};

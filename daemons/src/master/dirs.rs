@@ -65,5 +65,18 @@ pub fn prepare(params: &Params) -> Result<Layout, String> {
         owner(Role::Local),
         0o700,
     )?;
+    // The password file's directory: created (and kept) root-owned and
+    // readable by the auth role's group when it is ours (under
+    // data_directory); an admin's own directory elsewhere is left alone.
+    if let Some(d) = roles::sasl_dir(params)
+        && (d.starts_with(&layout.data) || !d.exists())
+    {
+        let gid = roles::ids(Role::Auth, params).1;
+        ensure_dir(
+            &d,
+            root.then_some((0, gid)),
+            if root { 0o750 } else { 0o700 },
+        )?;
+    }
     Ok(layout)
 }

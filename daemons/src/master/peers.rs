@@ -15,6 +15,7 @@ pub const EDGES: &[(Role, Role)] = &[
     (Role::Qmgr, Role::Smtp),
     (Role::Smtp, Role::Resolver),
     (Role::Smtp, Role::Broker),
+    (Role::Smtpd, Role::Auth),
 ];
 
 pub fn allowed(client: Role, server: Role) -> bool {

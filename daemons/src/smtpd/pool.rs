@@ -15,6 +15,7 @@ use crate::{fatal, warn};
 
 pub type CleanupEp = Endpoint<sc::Request, sc::Reply>;
 type LookupEp = Endpoint<sb::Request, sb::Reply>;
+type AuthEp = Endpoint<postern_ipc::auth::Request, postern_ipc::auth::Reply>;
 
 const MAX_IDLE: usize = 64;
 
@@ -24,6 +25,10 @@ pub struct Shared {
     transfer: Duration,
     idle: RefCell<Vec<CleanupEp>>,
     lookup: RefCell<Vec<LookupEp>>,
+    auth: RefCell<Vec<AuthEp>>,
+    /// Recent messages per SASL account (smtpd_account_message_rate_limit).
+    account_msgs:
+        RefCell<std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>>,
     /// The TLS server setup, once the broker sent the certificate chain,
     /// and the channel its key operations go through.
     tls: RefCell<Option<(tokio_rustls::TlsAcceptor, Arc<KeyClient>)>>,
@@ -45,6 +50,8 @@ impl Shared {
             transfer,
             idle: RefCell::default(),
             lookup: RefCell::default(),
+            auth: RefCell::default(),
+            account_msgs: RefCell::default(),
             tls: RefCell::default(),
         }
     }
@@ -133,8 +140,8 @@ impl Shared {
         }
     }
 
-    /// Is `local` a local user or alias (local_recipient_maps)?
-    pub async fn local_recipient(&self, local: &str) -> Result<bool, String> {
+    /// One lookup at the broker, on a pooled channel.
+    async fn broker_lookup(&self, req: sb::Request) -> Result<sb::Reply, String> {
         for _ in 0..2 {
             let pooled = self.lookup.borrow_mut().pop();
             let was_pooled = pooled.is_some();
@@ -145,16 +152,10 @@ impl Shared {
                         .await?
                 }
             };
-            match ep
-                .call(&sb::Request::LocalRecipient(local.to_string()))
-                .await
-            {
+            match ep.call(&req).await {
                 Ok(r) => {
                     self.lookup.borrow_mut().push(ep);
-                    return match r {
-                        sb::Reply::Found(f) => Ok(f),
-                        sb::Reply::Tempfail(e) => Err(format!("local_recipient_maps: {e}")),
-                    };
+                    return Ok(r);
                 }
                 Err(ChannelError::Violation(v)) => fatal!("protocol violation from broker: {v}"),
                 Err(_) if was_pooled => continue,
@@ -162,5 +163,97 @@ impl Shared {
             }
         }
         Err("broker lookup failed".into())
+    }
+
+    /// Checks SASL credentials with the auth role. Checks are slow by
+    /// design (Argon2), so each concurrent one gets its own channel.
+    pub async fn authenticate(
+        &self,
+        req: postern_ipc::auth::Request,
+    ) -> Result<postern_ipc::auth::Reply, String> {
+        use postern_ipc::auth;
+        for _ in 0..2 {
+            let pooled = self.auth.borrow_mut().pop();
+            let was_pooled = pooled.is_some();
+            let mut ep: AuthEp = match pooled {
+                Some(ep) => ep,
+                None => {
+                    self.connect(Role::Auth, auth::EDGE, auth::VERSION, self.query)
+                        .await?
+                }
+            };
+            match ep.call(&req).await {
+                Ok(r) => {
+                    let mut idle = self.auth.borrow_mut();
+                    if idle.len() < 8 {
+                        idle.push(ep);
+                    }
+                    return Ok(r);
+                }
+                Err(ChannelError::Violation(v)) => fatal!("protocol violation from auth: {v}"),
+                Err(_) if was_pooled => continue,
+                Err(e) => return Err(format!("auth service: {e}")),
+            }
+        }
+        Err("auth service unavailable".into())
+    }
+
+    /// Counts one message for `user`; false when that exceeds `limit` per
+    /// `unit` (the message must be refused).
+    pub fn account_message(&self, user: &str, limit: usize, unit: Duration) -> bool {
+        let now = std::time::Instant::now();
+        let mut all = self.account_msgs.borrow_mut();
+        if all.len() > 10_000 {
+            all.retain(|_, q| q.back().is_some_and(|t| now - *t < unit));
+        }
+        let q = all.entry(user.to_string()).or_default();
+        while q.front().is_some_and(|t| now - *t >= unit) {
+            q.pop_front();
+        }
+        if q.len() >= limit {
+            return false;
+        }
+        q.push_back(now);
+        true
+    }
+
+    /// Is `local` a local user or alias (local_recipient_maps)?
+    pub async fn local_recipient(&self, local: &str) -> Result<bool, String> {
+        match self
+            .broker_lookup(sb::Request::LocalRecipient(local.to_string()))
+            .await?
+        {
+            sb::Reply::Found(f) => Ok(f),
+            sb::Reply::Tempfail(e) => Err(format!("local_recipient_maps: {e}")),
+            r => fatal!("protocol violation from broker: {r:?} for a recipient check"),
+        }
+    }
+
+    /// The logins that own `sender` in smtpd_sender_login_maps: the full
+    /// address first, then `@domain` (None: nobody owns it).
+    pub async fn sender_logins(&self, sender: &str) -> Result<Option<Vec<String>>, String> {
+        let mut keys = vec![sender.to_ascii_lowercase()];
+        if let Some((_, d)) = sender.rsplit_once('@') {
+            keys.push(format!("@{}", d.to_ascii_lowercase()));
+        }
+        for k in keys {
+            match self
+                .broker_lookup(sb::Request::Lookup(sb::Table::SenderLogin, k))
+                .await?
+            {
+                sb::Reply::Value(v) => {
+                    return Ok(Some(
+                        v.split([',', ' ', '\t'])
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                    ));
+                }
+                sb::Reply::Found(false) => continue,
+                sb::Reply::Tempfail(e) => return Err(format!("smtpd_sender_login_maps: {e}")),
+                r => fatal!("protocol violation from broker: {r:?} for a lookup"),
+            }
+        }
+        Ok(None)
     }
 }

@@ -14,7 +14,7 @@ use postern_proto::smtp::{
 };
 
 use super::Shared;
-use super::access::{Access, Verdict};
+use super::access::{Access, Ctx, Verdict};
 use super::conn::{Conn, ConnError, Line};
 use super::pool::CleanupEp;
 use crate::log;
@@ -44,6 +44,11 @@ pub struct Settings {
     /// Port 465: TLS from the first byte.
     pub wrapper: bool,
     pub starttls_timeout: Duration,
+    pub sasl_enable: bool,
+    pub tls_auth_only: bool,
+    /// Messages per `anvil_rate_time_unit` per SASL account (0: no limit).
+    pub account_rate: usize,
+    pub rate_unit: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +88,10 @@ impl Settings {
             },
             wrapper: p.bool("smtpd_tls_wrappermode").map_err(e)?,
             starttls_timeout: p.duration("smtpd_starttls_timeout").map_err(e)?,
+            sasl_enable: p.bool("smtpd_sasl_auth_enable").map_err(e)?,
+            tls_auth_only: p.bool("smtpd_tls_auth_only").map_err(e)?,
+            account_rate: p.int("smtpd_account_message_rate_limit").map_err(e)? as usize,
+            rate_unit: p.duration("anvil_rate_time_unit").map_err(e)?,
         })
     }
 }
@@ -134,12 +143,26 @@ pub struct Session {
     last: &'static str,
     /// The TLS session, once there is one.
     tls: Option<String>,
+    /// The SASL login and mechanism, once the client authenticated.
+    sasl: Option<(String, &'static str)>,
 }
 
 const ORDER: [&str; 14] = [
     "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy",
     "etrn", "quit", "unknown",
 ];
+
+/// A client's SASL line: base64, `=` for empty, `*` to cancel.
+fn decode_sasl(line: &[u8]) -> Result<Vec<u8>, Reply> {
+    use base64::Engine;
+    match line {
+        b"*" => Err(Reply::new(501, "5.7.0", "Authentication aborted")),
+        b"=" => Ok(Vec::new()),
+        l => base64::engine::general_purpose::STANDARD
+            .decode(l)
+            .map_err(|_| Reply::new(501, "5.5.2", "Cannot decode response")),
+    }
+}
 
 /// Decodes RFC 3461 xtext; None when malformed.
 fn xtext(s: &str) -> Option<String> {
@@ -186,6 +209,7 @@ impl Session {
             counts: ORDER.iter().map(|v| (*v, 0, 0)).collect(),
             last: "CONNECT",
             tls: None,
+            sasl: None,
         }
     }
 
@@ -205,7 +229,8 @@ impl Session {
             (false, false) => "SMTP",
         };
         let tls = if self.tls.is_some() { "S" } else { "" };
-        format!("{base}{tls}")
+        let auth = if self.sasl.is_some() { "A" } else { "" };
+        format!("{base}{tls}{auth}")
     }
 
     fn count(&mut self, verb: &'static str, ok: bool) {
@@ -410,6 +435,143 @@ impl Session {
         }
     }
 
+    /// AUTH is offered (and accepted) only where it was announced: with
+    /// SASL on for this service, in an EHLO session, and under TLS unless
+    /// `smtpd_tls_auth_only = no`.
+    fn auth_offered(&self) -> bool {
+        self.set.sasl_enable && self.esmtp && (self.tls.is_some() || !self.set.tls_auth_only)
+    }
+
+    /// One line of a SASL exchange: a 334 challenge, then the client's
+    /// base64 answer. Err(reply) ends the exchange with that reply.
+    async fn sasl_step(&mut self, challenge: &str) -> Result<Result<Vec<u8>, Reply>, ConnError> {
+        self.conn.queue(&format!("334 {challenge}\r\n"));
+        self.conn.flush().await?;
+        let line = match self.conn.read_line(12288, false).await? {
+            Line::Command(l) => l,
+            Line::TooLong | Line::BareLf => {
+                return Ok(Err(Self::r(
+                    500,
+                    "5.5.6",
+                    "Error: authentication exchange line too long",
+                )));
+            }
+        };
+        Ok(decode_sasl(&line))
+    }
+
+    /// AUTH PLAIN and AUTH LOGIN (RFC 4954), checked by the auth role.
+    async fn auth(&mut self, arg: &str) -> Result<Option<End>, ConnError> {
+        let refuse = if !self.auth_offered() {
+            Some(Self::r(503, "5.5.1", "Error: authentication not enabled"))
+        } else if self.sasl.is_some() {
+            Some(Self::r(503, "5.5.1", "Error: already authenticated"))
+        } else if self.txn.is_some() {
+            Some(Self::r(503, "5.5.1", "Error: MAIL transaction in progress"))
+        } else {
+            None
+        };
+        if let Some(r) = refuse {
+            self.count("auth", false);
+            self.reply(r).await?;
+            return Ok(None);
+        }
+        let (mech, initial) = match arg.trim().split_once(' ') {
+            Some((m, i)) => (m.to_ascii_uppercase(), Some(i.trim().as_bytes().to_vec())),
+            None => (arg.trim().to_ascii_uppercase(), None),
+        };
+        let creds: Result<(String, Vec<u8>, &'static str), Reply> = match mech.as_str() {
+            "PLAIN" => {
+                let resp = match initial {
+                    Some(i) => decode_sasl(&i),
+                    None => self.sasl_step("").await?,
+                };
+                resp.and_then(|r| {
+                    let mut parts = r.splitn(3, |&b| b == 0);
+                    let (authz, user, pass) = (parts.next(), parts.next(), parts.next());
+                    match (authz, user, pass) {
+                        (Some(z), Some(u), Some(p)) if z.is_empty() || z == u => {
+                            Ok((String::from_utf8_lossy(u).into_owned(), p.to_vec(), "PLAIN"))
+                        }
+                        _ => Err(Self::r(
+                            535,
+                            "5.7.8",
+                            "Error: authentication failed: Invalid authentication message",
+                        )),
+                    }
+                })
+            }
+            "LOGIN" => {
+                let user = match initial {
+                    Some(i) => decode_sasl(&i),
+                    None => self.sasl_step("VXNlcm5hbWU6").await?,
+                };
+                match user {
+                    Ok(u) => self
+                        .sasl_step("UGFzc3dvcmQ6")
+                        .await?
+                        .map(|p| (String::from_utf8_lossy(&u).into_owned(), p, "LOGIN")),
+                    Err(r) => Err(r),
+                }
+            }
+            "" => Err(Self::r(501, "5.5.4", "Syntax: AUTH mechanism")),
+            _ => Err(Self::r(
+                504,
+                "5.5.4",
+                "Unsupported authentication mechanism",
+            )),
+        };
+        let reply = match creds {
+            Err(r) => r,
+            Ok((user, pass, method)) => {
+                let req = postern_ipc::auth::Request {
+                    username: user.clone(),
+                    password: pass,
+                    client: self.ip.to_string(),
+                };
+                match self.sh.authenticate(req).await {
+                    Ok(postern_ipc::auth::Reply::Ok(login)) => {
+                        self.sasl = Some((login, method));
+                        Self::r(235, "2.7.0", "Authentication successful")
+                    }
+                    Ok(postern_ipc::auth::Reply::Failed) => {
+                        self.log(&format!(
+                            "warning: {}: SASL {method} authentication failed: authentication failure, sasl_username={}",
+                            self.client(),
+                            user.escape_debug()
+                        ));
+                        Self::r(
+                            535,
+                            "5.7.8",
+                            "Error: authentication failed: authentication failure",
+                        )
+                    }
+                    Ok(postern_ipc::auth::Reply::Locked(secs)) => {
+                        self.log(&format!(
+                            "warning: {}: SASL {method} authentication refused: too many failures, sasl_username={}",
+                            self.client(),
+                            user.escape_debug()
+                        ));
+                        Self::r(
+                            454,
+                            "4.7.0",
+                            &format!(
+                                "Error: too many failed authentication attempts; try again in {secs}s"
+                            ),
+                        )
+                    }
+                    Ok(postern_ipc::auth::Reply::Tempfail(e)) | Err(e) => {
+                        self.log(&format!("warning: SASL authentication: {e}"));
+                        Self::r(454, "4.7.0", "Temporary authentication failure")
+                    }
+                }
+            }
+        };
+        self.count("auth", reply.code == 235);
+        self.reply(reply).await?;
+        Ok(None)
+    }
+
     /// With `smtpd_tls_security_level = encrypt`, mail commands wait for TLS.
     fn needs_tls(&self) -> Option<Reply> {
         (self.set.tls_level == TlsLevel::Encrypt && self.tls.is_none())
@@ -535,6 +697,9 @@ impl Session {
                     {
                         lines.push("STARTTLS".into());
                     }
+                    if self.auth_offered() {
+                        lines.push("AUTH PLAIN LOGIN".into());
+                    }
                     lines.extend(
                         [
                             "ENHANCEDSTATUSCODES",
@@ -581,7 +746,7 @@ impl Session {
                 "2.0.0",
                 "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
             ),
-            Command::Auth(_) => Self::r(503, "5.5.1", "Error: authentication not enabled"),
+            Command::Auth(arg) => return self.auth(&arg).await,
             Command::Etrn => Self::r(502, "5.5.1", "Error: command not implemented"),
             Command::Unknown(_) => Self::r(502, "5.5.2", "Error: command not recognized"),
         };
@@ -642,6 +807,20 @@ impl Session {
         {
             // An unqualified sender is accepted (Postfix appends myorigin in
             // cleanup for local mail); keep it as given.
+        }
+        if let Some((user, _)) = &self.sasl
+            && self.set.account_rate > 0
+            && !self
+                .sh
+                .account_message(user, self.set.account_rate, self.set.rate_unit)
+        {
+            self.log(&format!(
+                "warning: message rate limit exceeded: {} messages per {}s for sasl_username={user} from {}",
+                self.set.account_rate,
+                self.set.rate_unit.as_secs(),
+                self.client()
+            ));
+            return Self::r(450, "4.7.1", &format!("Error: too much mail from {user}"));
         }
         let begin = Begin {
             client: Client {
@@ -756,18 +935,54 @@ impl Session {
             _ => return Self::r(501, "5.1.3", "Bad recipient address syntax"),
         };
         let addr = rcpt.address();
-        for list in [
-            &self.set.access.relay_restrictions,
-            &self.set.access.recipient_restrictions,
-        ] {
-            match self.set.access.check(list, self.ip, &addr, &rcpt.domain) {
-                Verdict::Permit => break,
-                Verdict::Dunno => {}
-                Verdict::Reject(code, enh, text) => {
-                    let r = Self::r(code, enh, &text);
+        // Who owns the sender, when a list asks (smtpd_sender_login_maps).
+        let sender = self
+            .txn
+            .as_ref()
+            .map(|t| t.sender.address())
+            .unwrap_or_default();
+        let needs_owner = self
+            .set
+            .access
+            .rcpt_lists()
+            .iter()
+            .any(|(_, l)| l.iter().any(|r| r.needs_sender_login()));
+        let owners = if needs_owner && !sender.is_empty() {
+            match self.sh.sender_logins(&sender).await {
+                Ok(o) => o,
+                Err(e) => {
+                    self.log(&format!("warning: {e}"));
+                    let r = Self::r(
+                        451,
+                        "4.3.0",
+                        &format!("<{sender}>: Temporary lookup failure"),
+                    );
                     self.reject_log(&r, &addr);
                     return r;
                 }
+            }
+        } else {
+            None
+        };
+        let client = self.client();
+        let helo = self.helo.clone().unwrap_or_default();
+        let ctx = Ctx {
+            ip: self.ip,
+            client: &client,
+            helo: &helo,
+            sender: &sender,
+            rcpt: &addr,
+            domain: &rcpt.domain,
+            login: self.sasl.as_ref().map(|(u, _)| u.as_str()),
+            sender_owners: owners.as_deref(),
+        };
+        // Each list decides for itself: a permit ends that list, a reject
+        // ends the command (Postfix's semantics).
+        for (stage, list) in self.set.access.rcpt_lists() {
+            if let Verdict::Reject(code, enh, text) = self.set.access.check(list, stage, &ctx) {
+                let r = Self::r(code, enh, &text);
+                self.reject_log(&r, &addr);
+                return r;
             }
         }
         if self.set.check_local && self.set.access.is_local_domain(&rcpt.domain) {
@@ -811,7 +1026,11 @@ impl Session {
         if !txn.announced {
             txn.announced = true;
             let id = txn.queue_id.clone();
-            self.log(&format!("{id}: client={client}"));
+            let sasl = match &self.sasl {
+                Some((user, method)) => format!(", sasl_method={method}, sasl_username={user}"),
+                None => String::new(),
+            };
+            self.log(&format!("{id}: client={client}{sasl}"));
         }
         let txn = self.txn.as_mut().expect("checked");
         txn.rcpts.push(Recipient {

@@ -2,8 +2,7 @@
 //! once on first start so that STARTTLS and port 465 work out of the box.
 //! An admin replaces it by setting `smtpd_tls_chain_files` (or
 //! `smtpd_tls_cert_file` and `smtpd_tls_key_file`).
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Creates `path` (key and certificate for `hostname`, mode 0600) unless it
@@ -26,18 +25,7 @@ pub fn ensure(path: &Path, hostname: &str) -> Result<bool, String> {
     let cert = params
         .self_signed(&key)
         .map_err(|e| format!("cannot sign the certificate: {e}"))?;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    f.write_all(key.serialize_pem().as_bytes())
-        .and_then(|()| f.write_all(cert.pem().as_bytes()))
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename to {}: {e}", path.display()))?;
+    let pem = format!("{}{}", key.serialize_pem(), cert.pem());
+    crate::fsutil::write_atomically(path, pem.as_bytes(), None)?;
     Ok(true)
 }

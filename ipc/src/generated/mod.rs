@@ -3,6 +3,7 @@
 #![allow(clippy::all, clippy::pedantic, unused, missing_docs)]
 
 pub mod admin_qmgr_capnp;
+pub mod auth_capnp;
 pub mod bounce_capnp;
 pub mod cleanup_broker_capnp;
 pub mod common_capnp;

@@ -1,0 +1,266 @@
+//! auth: checks SASL credentials for smtpd. The only process that reads
+//! the password hashes (landlock gives it the password file's directory,
+//! read-only, and nothing else). Argon2 runs on a small blocking pool so a
+//! burst of logins cannot stall the event loop or exhaust memory, and
+//! failures are limited per client address and per account.
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use postern_config::Role;
+use postern_ipc::auth::{self, Reply, Request};
+use postern_ipc::{Channel, ChannelError, Endpoint, Message};
+use tokio::sync::Semaphore;
+
+use crate::daemon::{self, Context};
+use crate::{fatal, passwd, warn};
+
+/// Argon2 checks at once (each uses about 19 MiB for a few tens of ms).
+const PARALLEL: usize = 2;
+/// Most clients and accounts whose failures we remember.
+const MAX_TRACKED: usize = 10_000;
+
+pub fn main(ipc_fd: RawFd) -> ! {
+    daemon::run(Role::Auth, ipc_fd, |_params| Ok((serve, Vec::new())))
+}
+
+/// Recent failures per key, within the window.
+#[derive(Default)]
+struct Failures {
+    by: HashMap<String, VecDeque<Instant>>,
+}
+
+impl Failures {
+    fn prune(&mut self, window: Duration) {
+        let now = Instant::now();
+        if self.by.len() > MAX_TRACKED / 2 {
+            self.by
+                .retain(|_, q| q.back().is_some_and(|t| now - *t < window));
+        }
+        if self.by.len() >= MAX_TRACKED {
+            // Still full of live entries: forget the oldest half.
+            let mut v: Vec<(String, Instant)> = self
+                .by
+                .iter()
+                .filter_map(|(k, q)| Some((k.clone(), *q.back()?)))
+                .collect();
+            v.sort_by_key(|x| x.1);
+            for (k, _) in v.into_iter().take(MAX_TRACKED / 2) {
+                self.by.remove(&k);
+            }
+        }
+    }
+
+    /// Seconds until `key` may try again, when it is over `limit`.
+    fn locked(&mut self, key: &str, limit: usize, window: Duration) -> Option<u32> {
+        let q = self.by.get_mut(key)?;
+        let now = Instant::now();
+        while q.front().is_some_and(|t| now - *t >= window) {
+            q.pop_front();
+        }
+        if q.len() < limit {
+            return None;
+        }
+        let oldest = *q.front()?;
+        Some((window.saturating_sub(now - oldest)).as_secs().max(1) as u32)
+    }
+
+    fn add(&mut self, key: &str) {
+        self.by
+            .entry(key.to_string())
+            .or_default()
+            .push_back(Instant::now());
+    }
+
+    fn clear(&mut self, key: &str) {
+        self.by.remove(key);
+    }
+}
+
+struct State {
+    file: PathBuf,
+    table: Option<(passwd::FileId, Rc<passwd::Table>)>,
+    clients: Failures,
+    accounts: Failures,
+    client_limit: usize,
+    account_limit: usize,
+    window: Duration,
+    /// A hash to check unknown users against, so they take as long.
+    dummy: String,
+}
+
+impl State {
+    /// The table, read again whenever the file changed.
+    fn table(&mut self) -> Result<Rc<passwd::Table>, String> {
+        let id = passwd::file_id(&self.file);
+        if let (Some(id), Some((cached, t))) = (id, &self.table)
+            && id == *cached
+        {
+            return Ok(t.clone());
+        }
+        let Some(id) = id else {
+            // No file yet: nobody can log in, which is not an error.
+            self.table = None;
+            return Ok(Rc::new(passwd::Table::new()));
+        };
+        let text = std::fs::read_to_string(&self.file)
+            .map_err(|e| format!("cannot read {}: {e}", self.file.display()))?;
+        let t = Rc::new(passwd::parse(&text, &self.file)?);
+        self.table = Some((id, t.clone()));
+        Ok(t)
+    }
+}
+
+async fn serve(mut ctx: Context) {
+    let p = &ctx.params;
+    let int = |n: &str| p.int(n).unwrap_or(10).max(1) as usize;
+    let dummy = match passwd::hash(b"not a password anyone has") {
+        Ok(h) => h,
+        Err(e) => fatal!("cannot prepare: {e}"),
+    };
+    let st = Rc::new(RefCell::new(State {
+        file: PathBuf::from(p.str("smtpd_sasl_password_file")),
+        table: None,
+        clients: Failures::default(),
+        accounts: Failures::default(),
+        client_limit: int("smtpd_sasl_client_failure_limit"),
+        account_limit: int("smtpd_sasl_account_failure_limit"),
+        window: p
+            .duration("smtpd_sasl_failure_window")
+            .unwrap_or(Duration::from_secs(300)),
+        dummy,
+    }));
+    let pool = Rc::new(Semaphore::new(PARALLEL));
+    let timeout = ctx.query_timeout();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            loop {
+                tokio::select! {
+                    c = ctx.inbound.recv() => match c {
+                        Some((Role::Smtpd, fd)) => {
+                            tokio::task::spawn_local(conn(st.clone(), pool.clone(), fd, timeout));
+                        }
+                        Some((other, _)) => warn!("unexpected channel from {other}"),
+                        None => return,
+                    },
+                    _ = ctx.shutdown.changed() => return,
+                }
+            }
+        })
+        .await;
+}
+
+async fn conn(st: Rc<RefCell<State>>, pool: Rc<Semaphore>, fd: OwnedFd, timeout: Duration) {
+    let Ok(mut ch) = Channel::new(fd, <Request as Message>::MAX_FRAME, timeout) else {
+        return;
+    };
+    match ch.hello_server(auth::EDGE, auth::VERSION).await {
+        Ok(()) => {}
+        Err(ChannelError::Violation(v)) => fatal!("protocol violation from smtpd: {v}"),
+        Err(_) => return,
+    }
+    let mut ep = Endpoint::<Reply, Request>::from_channel(ch);
+    loop {
+        let req = match ep.recv().await {
+            Ok(r) => r,
+            Err(ChannelError::Violation(v)) => fatal!("protocol violation from smtpd: {v}"),
+            Err(_) => return,
+        };
+        let reply = check(&st, &pool, req).await;
+        if ep.send(&reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn check(st: &Rc<RefCell<State>>, pool: &Semaphore, req: Request) -> Reply {
+    let (hash, known) = {
+        let mut s = st.borrow_mut();
+        let (window, cl, al) = (s.window, s.client_limit, s.account_limit);
+        s.clients.prune(window);
+        s.accounts.prune(window);
+        if let Some(secs) = s.clients.locked(&req.client, cl, window) {
+            return Reply::Locked(secs);
+        }
+        if let Some(secs) = s.accounts.locked(&req.username, al, window) {
+            return Reply::Locked(secs);
+        }
+        let table = match s.table() {
+            Ok(t) => t,
+            Err(e) => {
+                warn!("{e}");
+                return Reply::Tempfail("password file unreadable".into());
+            }
+        };
+        match table.get(&req.username) {
+            Some(h) => (h.clone(), true),
+            None => (s.dummy.clone(), false),
+        }
+    };
+    let Ok(_permit) = pool.acquire().await else {
+        return Reply::Tempfail("shutting down".into());
+    };
+    let password = req.password.clone();
+    let ok = tokio::task::spawn_blocking(move || passwd::verify(&hash, &password))
+        .await
+        .unwrap_or(false);
+    let mut s = st.borrow_mut();
+    if ok && known {
+        s.clients.clear(&req.client);
+        s.accounts.clear(&req.username);
+        return Reply::Ok(req.username);
+    }
+    s.clients.add(&req.client);
+    s.accounts.add(&req.username);
+    let (window, cl, al) = (s.window, s.client_limit, s.account_limit);
+    if s.clients.locked(&req.client, cl, window).is_some() {
+        warn!(
+            "{} failed logins from [{}] within {}s: refusing its logins for a while",
+            cl,
+            req.client,
+            window.as_secs()
+        );
+    } else if s.accounts.locked(&req.username, al, window).is_some() {
+        warn!(
+            "{} failed logins for account {} within {}s: refusing its logins for a while",
+            al,
+            req.username,
+            window.as_secs()
+        );
+    }
+    Reply::Failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_lock_after_the_limit_and_expire() {
+        let mut f = Failures::default();
+        let w = Duration::from_millis(200);
+        for _ in 0..2 {
+            f.add("1.2.3.4");
+        }
+        assert_eq!(f.locked("1.2.3.4", 3, w), None);
+        f.add("1.2.3.4");
+        assert!(f.locked("1.2.3.4", 3, w).is_some());
+        assert_eq!(f.locked("5.6.7.8", 3, w), None);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(f.locked("1.2.3.4", 3, w), None);
+    }
+
+    #[test]
+    fn tracking_is_bounded() {
+        let mut f = Failures::default();
+        for i in 0..MAX_TRACKED + 10 {
+            f.add(&format!("k{i}"));
+            f.prune(Duration::from_secs(300));
+        }
+        assert!(f.by.len() <= MAX_TRACKED);
+    }
+}
