@@ -14,6 +14,7 @@ mod local;
 mod log;
 mod master;
 mod passwd;
+mod peerpool;
 mod probe;
 mod qmgr;
 mod resolver;

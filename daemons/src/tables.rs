@@ -192,7 +192,13 @@ fn texthash_lookup(text: &str, key: &str) -> Option<String> {
             }
             continue;
         }
-        let (k, v) = line.split_once([' ', '\t', ':']).unwrap_or((line, ""));
+        // `key value` (postmap), or `name: value` (aliases): a colon ends
+        // the key only right before the whitespace (or with no whitespace
+        // at all), so keys like `[host]:587` keep theirs.
+        let (k, v) = match line.split_once([' ', '\t']) {
+            Some((k, v)) => (k.strip_suffix(':').unwrap_or(k), v),
+            None => line.split_once(':').unwrap_or((line, "")),
+        };
         let hit = k.trim().eq_ignore_ascii_case(key) && found.is_none();
         current = Some(hit);
         if hit {
@@ -337,6 +343,16 @@ mod tests {
             Some("root, other")
         );
         assert_eq!(texthash_lookup(t, "nobody"), None);
+        // Keys with a colon inside (smtp_sasl_password_maps), and the
+        // aliases form without a space.
+        let t = "[mx.example]:587 user:pass word
+root:admin
+";
+        assert_eq!(
+            texthash_lookup(t, "[mx.example]:587").as_deref(),
+            Some("user:pass word")
+        );
+        assert_eq!(texthash_lookup(t, "root").as_deref(), Some("admin"));
         assert!(passwd_lookup("root:x:0:0::/root:/bin/sh\n", "root").is_some());
         assert_eq!(
             Table::Cdb("/nonexistent/aliases".into())

@@ -466,11 +466,17 @@ pub struct Sink {
 
 impl Sink {
     pub fn start(ip: &str, port: u16, dir: &Path) -> Sink {
+        Self::start_with(ip, port, dir, &[])
+    }
+
+    /// With sink.py's options (`--tls CHAIN KEY [CA]`, `--auth USER:PASS`).
+    pub fn start_with(ip: &str, port: u16, dir: &Path, opts: &[&str]) -> Sink {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/sink.py");
         let child = Command::new("/usr/bin/python3")
             .arg(script)
             .args([ip, &port.to_string()])
             .arg(dir)
+            .args(opts)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

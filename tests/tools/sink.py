@@ -9,12 +9,42 @@ Behaviour can be changed while it runs by writing DIR/mode:
   reject        550 5.1.1 on RCPT
   close421      421 after MAIL FROM
   slow          accept, but take half a second over DATA
+
+Options after DIR:
+  --tls CHAIN KEY [CA]  offer STARTTLS with this certificate; with CA, ask
+                        for a client certificate and record whether one
+                        verified ("client_cert" in the envelope)
+  --auth USER:PASS      offer AUTH PLAIN/LOGIN (after STARTTLS when --tls)
+                        and require it
 """
-import asyncio, json, os, sys
+import asyncio, json, os, ssl, sys
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP as Server
+from aiosmtpd.smtp import SMTP as Server, AuthResult, LoginPassword
 
 host, port, outdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+opts = sys.argv[4:]
+tls_context, auth = None, None
+while opts:
+    if opts[0] == "--tls":
+        chain, key = opts[1], opts[2]
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(chain, key)
+        rest = opts[3:]
+        if rest and not rest[0].startswith("--"):
+            tls_context.load_verify_locations(rest[0])
+            tls_context.verify_mode = ssl.CERT_OPTIONAL
+            rest = rest[1:]
+        opts = rest
+    elif opts[0] == "--auth":
+        auth = opts[1].encode().split(b":", 1)
+        opts = opts[2:]
+    else:
+        sys.exit("unknown option " + opts[0])
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and [auth_data.login, auth_data.password] == auth
+    # handled=False: aiosmtpd answers 535 itself on failure.
+    return AuthResult(success=ok, handled=False)
 os.makedirs(outdir, exist_ok=True)
 counter = [0]
 
@@ -52,15 +82,25 @@ class Handler:
         with open(base + ".eml.tmp", "wb") as f:
             f.write(envelope.original_content)
         with open(base + ".env", "w") as f:
+            sslobj = server.transport.get_extra_info("ssl_object")
             json.dump({"from": envelope.mail_from, "to": envelope.rcpt_tos,
                        "mail_options": envelope.mail_options, "rcpt_options": envelope.rcpt_options,
-                       "peer": str(session.peer), "time": __import__("time").time()}, f)
+                       "peer": str(session.peer), "time": __import__("time").time(),
+                       "tls": sslobj.version() if sslobj else None,
+                       "sni": getattr(sslobj, "server_hostname", None) if sslobj else None,
+                       "client_cert": bool(sslobj and sslobj.getpeercert()),
+                       "auth": bool(session.authenticated)}, f)
         os.rename(base + ".eml.tmp", base + ".eml")
         return "250 2.0.0 Ok: stored as %04d" % counter[0]
 
 class Quiet(Controller):
     def factory(self):
-        return Server(self.handler, hostname="sink.test.example", enable_SMTPUTF8=True, decode_data=False)
+        kw = {}
+        if tls_context:
+            kw["tls_context"] = tls_context
+        if auth:
+            kw.update(authenticator=authenticator, auth_required=True, auth_require_tls=bool(tls_context))
+        return Server(self.handler, hostname="sink.test.example", enable_SMTPUTF8=True, decode_data=False, **kw)
 
 c = Quiet(Handler(), hostname=host, port=port)
 c.start()

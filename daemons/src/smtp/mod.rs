@@ -5,20 +5,23 @@
 //! idle sessions per destination (L768, L929).
 mod dest;
 mod session;
+mod tls;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postern_config::{Params, Role};
 use postern_ipc::deliver::{self, DeliveryResult, Status};
 use postern_ipc::resolver::{self as rs, Reply, Request};
-use postern_ipc::{Channel, ChannelError, Endpoint, Message};
+use postern_ipc::{Channel, ChannelError, Endpoint, Message, smtpd_broker as sb};
 
-use crate::daemon::{self, Context, Switchboard};
+use crate::daemon::{self, Context};
+use crate::peerpool::PeerPool;
 use crate::{fatal, log, warn};
 use dest::{Dns, RouteError};
 use session::{Envelope, Outcome, Session, Timeouts};
@@ -26,6 +29,16 @@ use session::{Envelope, Outcome, Session, Timeouts};
 pub fn main(ipc_fd: RawFd) -> ! {
     daemon::run(Role::Smtp, ipc_fd, |params: &Params| {
         let s = Settings::new(params)?;
+        // Trusted CAs are files: read them before the jail.
+        let level = tls::Level::parse(params.str("smtp_tls_security_level"));
+        let roots = tls::load_roots(params.str("smtp_tls_CAfile"), level)?;
+        let cert = Arc::new(tls::ClientCert::default());
+        let policy = tls::Policy::new(
+            level,
+            params.str("smtp_tls_servername"),
+            roots,
+            cert.clone(),
+        )?;
         // This machine's addresses, for mail-loop detection, read before
         // the jail (it cannot open a netlink socket afterwards).
         let local = nix::ifaddrs::getifaddrs()
@@ -39,7 +52,10 @@ pub fn main(ipc_fd: RawFd) -> ! {
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
-        Ok((move |ctx: Context| serve(ctx, s, local), Vec::new()))
+        Ok((
+            move |ctx: Context| serve(ctx, s, local, policy, cert),
+            Vec::new(),
+        ))
     })
 }
 
@@ -52,6 +68,12 @@ struct Settings {
     cache_idle: Duration,
     reuse_time: Duration,
     cache_size: usize,
+    starttls_timeout: Duration,
+    sasl: bool,
+    /// `smtp_sasl_security_options` contains noplaintext: PLAIN and LOGIN
+    /// only inside TLS (`smtp_sasl_tls_security_options` allows them).
+    sasl_noplaintext: bool,
+    sasl_tls_noplaintext: bool,
 }
 
 impl Settings {
@@ -75,56 +97,49 @@ impl Settings {
             cache_idle: d("smtp_connection_cache_time_limit")?,
             reuse_time: d("smtp_connection_reuse_time_limit")?,
             cache_size: p.int("smtp_connection_cache_size").map_err(e)? as usize,
+            starttls_timeout: d("smtp_starttls_timeout")?,
+            sasl: p.bool("smtp_sasl_auth_enable").map_err(e)?,
+            sasl_noplaintext: p
+                .list("smtp_sasl_security_options")
+                .map_err(e)?
+                .iter()
+                .any(|o| o == "noplaintext"),
+            sasl_tls_noplaintext: p
+                .list("smtp_sasl_tls_security_options")
+                .map_err(e)?
+                .iter()
+                .any(|o| o == "noplaintext"),
         })
     }
 }
 
 /// The resolver daemon, as the smtp client's DNS.
-struct ResolverClient {
-    sb: Switchboard,
-    query: Duration,
-    idle: RefCell<Vec<Endpoint<Request, Reply>>>,
-}
+struct ResolverClient(PeerPool<Request, Reply>);
 
 impl Dns for ResolverClient {
     async fn query(&self, req: Request) -> Reply {
-        for _ in 0..2 {
-            let pooled = self.idle.borrow_mut().pop();
-            let was_pooled = pooled.is_some();
-            let mut ep = match pooled {
-                Some(ep) => ep,
-                None => match self.connect().await {
-                    Ok(ep) => ep,
-                    Err(e) => return Reply::Tempfail(format!("resolver unavailable: {e}")),
-                },
-            };
-            match ep.call(&req).await {
-                Ok(r) => {
-                    self.idle.borrow_mut().push(ep);
-                    return r;
-                }
-                Err(ChannelError::Violation(v)) => fatal!("protocol violation from resolver: {v}"),
-                Err(_) if was_pooled => continue,
-                Err(e) => return Reply::Tempfail(format!("resolver: {e}")),
-            }
-        }
-        Reply::Tempfail("resolver unavailable".into())
+        self.0
+            .call(&req)
+            .await
+            .unwrap_or_else(|e| Reply::Tempfail(format!("resolver unavailable: {e}")))
     }
 }
 
-impl ResolverClient {
-    async fn connect(&self) -> Result<Endpoint<Request, Reply>, String> {
-        let fd = self
-            .sb
-            .connect(Role::Resolver)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut ch = Channel::new(fd, <Reply as Message>::MAX_FRAME, self.query)
-            .map_err(|e| e.to_string())?;
-        ch.hello_client(rs::EDGE, rs::VERSION)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Endpoint::from_channel(ch))
+/// Lookups the broker does for us (smtp_sasl_password_maps).
+struct BrokerLookup(PeerPool<sb::Request, sb::Reply>);
+
+impl BrokerLookup {
+    async fn lookup(&self, table: sb::Table, key: &str) -> Result<Option<String>, String> {
+        match self
+            .0
+            .call(&sb::Request::Lookup(table, key.to_string()))
+            .await?
+        {
+            sb::Reply::Value(v) => Ok(Some(v)),
+            sb::Reply::Found(false) => Ok(None),
+            sb::Reply::Tempfail(e) => Err(e),
+            other => fatal!("protocol violation from broker: {other:?} for a lookup"),
+        }
     }
 }
 
@@ -132,24 +147,65 @@ struct Smtp {
     s: Settings,
     dns: ResolverClient,
     local: Vec<IpAddr>,
+    tls: tls::Policy,
+    broker: BrokerLookup,
     /// Idle sessions by next hop, with the time they went idle.
     cache: RefCell<HashMap<String, Vec<(Session, Instant)>>>,
 }
 
-async fn serve(mut ctx: Context, s: Settings, local: Vec<IpAddr>) {
+async fn serve(
+    mut ctx: Context,
+    s: Settings,
+    local: Vec<IpAddr>,
+    policy: tls::Policy,
+    cert: Arc<tls::ClientCert>,
+) {
     let smtp = Rc::new(Smtp {
-        dns: ResolverClient {
-            sb: ctx.switchboard.clone(),
-            query: ctx.query_timeout(),
-            idle: RefCell::default(),
-        },
+        dns: ResolverClient(PeerPool::new(
+            ctx.switchboard.clone(),
+            Role::Resolver,
+            rs::EDGE,
+            rs::VERSION,
+            ctx.query_timeout(),
+            16,
+        )),
         s,
         local,
+        tls: policy,
+        broker: BrokerLookup(PeerPool::new(
+            ctx.switchboard.clone(),
+            Role::Broker,
+            sb::EDGE,
+            sb::VERSION,
+            ctx.query_timeout(),
+            4,
+        )),
         cache: RefCell::default(),
     });
     let transfer = ctx.transfer_timeout();
+    let query = ctx.query_timeout();
+    let sbd = ctx.switchboard.clone();
     let ls = tokio::task::LocalSet::new();
     ls.run_until(async move {
+        if smtp.tls.level != tls::Level::None {
+            // The client certificate, if the broker holds one; signing
+            // with its key is a request to the broker.
+            tokio::task::spawn_local(async move {
+                let keys = Arc::new(crate::tls::remote::KeyClient::default());
+                crate::tls::remote::maintain(
+                    sbd,
+                    keys,
+                    postern_ipc::keys::KeyRole::Client,
+                    query.min(Duration::from_secs(5)),
+                    move |ck| {
+                        if let Ok(mut c) = cert.0.write() {
+                            *c = ck;
+                        }
+                    },
+                )
+                .await;
+            });
+        }
         let janitor = smtp.clone();
         tokio::task::spawn_local(async move {
             loop {
@@ -287,55 +343,218 @@ impl Smtp {
                     *setup = t0.elapsed();
                     return Err(last);
                 }
-                let mut s = match Session::connect(&h.name, *addr, self.s.t.connect.min(left)).await
-                {
-                    Ok(s) => s,
-                    Err(e) => {
-                        last = (Status::Deferred, "4.4.1".into(), e);
-                        continue;
-                    }
-                };
-                match s.handshake(&self.s.helo_name, &self.s.t).await {
-                    Ok(()) => {
-                        if s.remote_name.eq_ignore_ascii_case(&self.s.myhostname) {
-                            *setup = t0.elapsed();
-                            return Err((
-                                Status::Bounced,
-                                "5.4.6".into(),
-                                format!("mail for {} loops back to myself", nh.host),
-                            ));
-                        }
+                match self.connect_one(&nh, nexthop, &h.name, *addr, left).await {
+                    Ok(s) => {
                         *setup = t0.elapsed();
                         return Ok(s);
                     }
-                    Err(session::Failure::Reply(r, step)) => {
-                        last = (
-                            Status::Deferred,
-                            r.dsn().replacen('5', "4", 1),
-                            format!(
-                                "host {}[{}] refused to talk to me: {} (in reply to {step})",
-                                h.name,
-                                addr.ip(),
-                                r.text()
-                            ),
-                        );
+                    // A loop is final: no other host will do better.
+                    Err(e) if e.1 == "5.4.6" => {
+                        *setup = t0.elapsed();
+                        return Err(e);
                     }
-                    Err(_) => {
-                        last = (
-                            Status::Deferred,
-                            "4.4.2".into(),
-                            format!(
-                                "lost connection with {}[{}] while receiving the initial server greeting",
-                                h.name,
-                                addr.ip()
-                            ),
-                        );
-                    }
+                    Err(e) => last = e,
                 }
             }
         }
         *setup = t0.elapsed();
         Err(last)
+    }
+
+    /// One server: connect, greet, STARTTLS as the policy says, AUTH when
+    /// a password is configured. With `may`, a failed handshake is retried
+    /// once in plaintext on a new connection.
+    async fn connect_one(
+        &self,
+        nh: &dest::Nexthop,
+        nexthop: &str,
+        host: &str,
+        addr: std::net::SocketAddr,
+        left: Duration,
+    ) -> Result<Session, (Status, String, String)> {
+        let deferred = |dsn: &str, text: String| (Status::Deferred, dsn.to_string(), text);
+        let mut use_tls = self.tls.level != tls::Level::None;
+        loop {
+            let mut s = Session::connect(host, addr, self.s.t.connect.min(left))
+                .await
+                .map_err(|e| deferred("4.4.1", e))?;
+            match s.handshake(&self.s.helo_name, &self.s.t).await {
+                Ok(()) => {}
+                Err(session::Failure::Reply(r, step)) => {
+                    return Err(deferred(
+                        &r.dsn().replacen('5', "4", 1),
+                        format!(
+                            "host {host}[{}] refused to talk to me: {} (in reply to {step})",
+                            addr.ip(),
+                            r.text()
+                        ),
+                    ));
+                }
+                Err(_) => {
+                    return Err(deferred(
+                        "4.4.2",
+                        format!(
+                            "lost connection with {host}[{}] while receiving the initial server greeting",
+                            addr.ip()
+                        ),
+                    ));
+                }
+            }
+            if s.remote_name.eq_ignore_ascii_case(&self.s.myhostname) {
+                return Err((
+                    Status::Bounced,
+                    "5.4.6".into(),
+                    format!("mail for {} loops back to myself", nh.host),
+                ));
+            }
+            if use_tls {
+                match self.start_tls(&mut s, nexthop).await {
+                    Ok(()) => {}
+                    // Opportunistic: the handshake failed, go plain.
+                    Err(session::Failure::Tls(e)) if !self.tls.level.required() => {
+                        log::line(&format!(
+                            "warning: TLS handshake with {host}[{}]:{} failed ({e}); retrying in plaintext",
+                            addr.ip(),
+                            addr.port()
+                        ));
+                        use_tls = false;
+                        continue;
+                    }
+                    Err(session::Failure::Reply(r, _)) if !self.tls.level.required() => {
+                        log::line(&format!(
+                            "{host}[{}]:{} refused STARTTLS ({}); continuing in plaintext",
+                            addr.ip(),
+                            addr.port(),
+                            r.text()
+                        ));
+                    }
+                    Err(f) => return Err(deferred("4.7.5", s.failed(&f))),
+                }
+            }
+            if self.s.sasl {
+                self.sasl_login(&mut s, nexthop).await?;
+            }
+            return Ok(s);
+        }
+    }
+
+    /// STARTTLS per the policy. Err(Reply) for a refused STARTTLS;
+    /// Err(Tls) for a failed handshake or an untrusted certificate.
+    async fn start_tls(&self, s: &mut Session, nexthop: &str) -> Result<(), session::Failure> {
+        let level = self.tls.level;
+        if !s.ext.starttls {
+            if level.required() {
+                return Err(session::Failure::Tls(format!(
+                    "TLS is required, but was not offered by host {}[{}]",
+                    s.host,
+                    s.addr.ip()
+                )));
+            }
+            return Ok(());
+        }
+        let Some(name) = self.tls.name(&s.host, nexthop) else {
+            return Err(session::Failure::Tls(format!(
+                "no usable TLS server name for {}",
+                s.host
+            )));
+        };
+        s.starttls(
+            self.tls.connector(),
+            name,
+            &self.s.helo_name,
+            &self.s.t,
+            self.s.starttls_timeout,
+        )
+        .await?;
+        log::line(&format!(
+            "{} TLS connection established to {}[{}]:{}: {}{}",
+            self.tls.trust_word(),
+            s.host,
+            s.addr.ip(),
+            s.addr.port(),
+            s.tls.clone().unwrap_or_default(),
+            if s.tls_resumed() { " (resumed)" } else { "" }
+        ));
+        Ok(())
+    }
+
+    /// AUTH with the password smtp_sasl_password_maps has for this next
+    /// hop (`[host]:port`, then the host, then the server's own name).
+    async fn sasl_login(
+        &self,
+        s: &mut Session,
+        nexthop: &str,
+    ) -> Result<(), (Status, String, String)> {
+        let bare = nexthop
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or(nexthop)
+            .to_string();
+        let mut found = None;
+        for key in [nexthop.to_string(), bare, s.host.clone()] {
+            match self.broker.lookup(sb::Table::SaslPassword, &key).await {
+                Ok(Some(v)) => {
+                    found = Some(v);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err((
+                        Status::Deferred,
+                        "4.3.0".into(),
+                        format!("smtp_sasl_password_maps lookup error: {e}"),
+                    ));
+                }
+            }
+        }
+        // No password for this destination: deliver without AUTH.
+        let Some(v) = found else { return Ok(()) };
+        let Some((user, password)) = v.split_once(':') else {
+            return Err((
+                Status::Deferred,
+                "4.3.5".into(),
+                format!("smtp_sasl_password_maps: the entry for {nexthop} is not user:password"),
+            ));
+        };
+        let plaintext_ok = if s.tls.is_some() {
+            !self.s.sasl_tls_noplaintext
+        } else {
+            !self.s.sasl_noplaintext
+        };
+        let mech = ["PLAIN", "LOGIN"]
+            .into_iter()
+            .find(|m| plaintext_ok && s.ext.auth.iter().any(|a| a == m));
+        let Some(mech) = mech else {
+            return Err((
+                Status::Deferred,
+                "4.7.0".into(),
+                format!(
+                    "SASL authentication failed; cannot authenticate to server {}[{}]: no mechanism available{}",
+                    s.host,
+                    s.addr.ip(),
+                    if plaintext_ok {
+                        ""
+                    } else {
+                        " (plaintext mechanisms need TLS)"
+                    }
+                ),
+            ));
+        };
+        match s.auth(mech, user, password, &self.s.t).await {
+            Ok(()) => Ok(()),
+            Err(session::Failure::Reply(r, _)) => Err((
+                Status::Deferred,
+                r.dsn().replacen('5', "4", 1),
+                format!(
+                    "SASL authentication failed; server {}[{}] said: {}",
+                    s.host,
+                    s.addr.ip(),
+                    r.text()
+                ),
+            )),
+            Err(f) => Err((Status::Deferred, "4.4.2".into(), s.failed(&f))),
+        }
     }
 
     async fn deliver(&self, req: deliver::Request) -> deliver::Reply {

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// The connection: plain, or TLS after STARTTLS.
+type Stream = crate::tls::stream::MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Longest reply line we read; a server sending more is broken.
 const MAX_REPLY_LINE: usize = 4096;
@@ -58,6 +60,9 @@ pub struct Extensions {
     pub smtputf8: bool,
     pub dsn: bool,
     pub chunking: bool,
+    pub starttls: bool,
+    /// AUTH mechanisms offered, upper case.
+    pub auth: Vec<String>,
 }
 
 /// Why a session step failed.
@@ -67,11 +72,14 @@ pub enum Failure {
     Reply(SmtpReply, &'static str),
     Timeout(&'static str),
     Lost(&'static str),
+    /// TLS failed (the connection is gone); the text says why.
+    Tls(String),
 }
 
 pub struct Session {
-    r: BufReader<OwnedReadHalf>,
-    w: OwnedWriteHalf,
+    io: BufReader<Stream>,
+    /// The TLS session summary, once STARTTLS succeeded.
+    pub tls: Option<String>,
     pub host: String,
     pub addr: SocketAddr,
     pub ext: Extensions,
@@ -110,10 +118,9 @@ impl Session {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
         Ok(Session {
-            r: BufReader::new(r),
-            w,
+            io: BufReader::new(Stream::Plain(stream)),
+            tls: None,
             host: host.to_string(),
             addr,
             ext: Extensions::default(),
@@ -132,7 +139,7 @@ impl Session {
             let mut lines = Vec::new();
             loop {
                 let mut line = Vec::new();
-                let n = (&mut self.r)
+                let n = (&mut self.io)
                     .take(MAX_REPLY_LINE as u64)
                     .read_until(b'\n', &mut line)
                     .await
@@ -167,7 +174,11 @@ impl Session {
         timeout: Duration,
         step: &'static str,
     ) -> Result<(), Failure> {
-        match tokio::time::timeout(timeout, self.w.write_all(data)).await {
+        let fut = async {
+            self.io.get_mut().write_all(data).await?;
+            self.io.get_mut().flush().await
+        };
+        match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Failure::Lost(step)),
             Err(_) => Err(Failure::Timeout(step)),
@@ -180,6 +191,12 @@ impl Session {
         if greeting.code != 220 {
             return Err(Failure::Reply(greeting, "initial server greeting"));
         }
+        self.ehlo(helo_name, t).await
+    }
+
+    /// EHLO, and what it offers (HELO when EHLO is refused).
+    pub async fn ehlo(&mut self, helo_name: &str, t: &Timeouts) -> Result<(), Failure> {
+        self.ext = Extensions::default();
         self.write(format!("EHLO {helo_name}\r\n").as_bytes(), t.helo, "EHLO")
             .await?;
         let r = self.read_reply(t.helo, "EHLO").await?;
@@ -201,6 +218,10 @@ impl Session {
                     "SMTPUTF8" => self.ext.smtputf8 = true,
                     "DSN" => self.ext.dsn = true,
                     "CHUNKING" => self.ext.chunking = true,
+                    "STARTTLS" => self.ext.starttls = true,
+                    "AUTH" => {
+                        self.ext.auth = it.map(str::to_ascii_uppercase).collect();
+                    }
                     _ => {}
                 }
             }
@@ -222,6 +243,110 @@ impl Session {
             .unwrap_or("")
             .to_string();
         Ok(())
+    }
+
+    /// STARTTLS (RFC 3207), then EHLO again inside TLS. Err(Reply) when
+    /// the server refused to start (the session goes on in plaintext);
+    /// Err(Tls) when the handshake failed (the connection is gone).
+    pub async fn starttls(
+        &mut self,
+        connector: &tokio_rustls::TlsConnector,
+        name: rustls::pki_types::ServerName<'static>,
+        helo_name: &str,
+        t: &Timeouts,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        self.write(b"STARTTLS\r\n", t.helo, "STARTTLS").await?;
+        let r = self.read_reply(t.helo, "STARTTLS").await?;
+        if r.code != 220 {
+            return Err(Failure::Reply(r, "STARTTLS"));
+        }
+        // Nothing may come between the 220 and the handshake.
+        if !self.io.buffer().is_empty() {
+            return Err(Failure::Tls(
+                "the server sent data after its 220 to STARTTLS".into(),
+            ));
+        }
+        let Some(tcp) = self.io.get_mut().take_plain() else {
+            return Err(Failure::Tls("TLS already active".into()));
+        };
+        let tls = match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                // rustls says why a certificate did not verify in the
+                // error it sends up as an io error.
+                let why = e.to_string();
+                return Err(Failure::Tls(if why.contains("invalid peer certificate") {
+                    format!("Server certificate not verified ({why})")
+                } else {
+                    format!(
+                        "Cannot start TLS: handshake failure with {}[{}]: {why}",
+                        self.host,
+                        self.addr.ip()
+                    )
+                }));
+            }
+            Err(_) => {
+                return Err(Failure::Tls(format!(
+                    "Cannot start TLS: handshake with {}[{}] timed out",
+                    self.host,
+                    self.addr.ip()
+                )));
+            }
+        };
+        *self.io.get_mut() = Stream::Tls(Box::new(tls));
+        self.tls = self.io.get_ref().tls_summary();
+        // RFC 3207: forget what the server offered in plaintext.
+        self.ehlo(helo_name, t).await
+    }
+
+    /// Was the TLS session resumed from an earlier one?
+    pub fn tls_resumed(&self) -> bool {
+        match self.io.get_ref() {
+            Stream::Tls(t) => {
+                t.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+            }
+            _ => false,
+        }
+    }
+
+    /// AUTH PLAIN (with an initial response) or AUTH LOGIN.
+    pub async fn auth(
+        &mut self,
+        mech: &str,
+        user: &str,
+        password: &str,
+        t: &Timeouts,
+    ) -> Result<(), Failure> {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let r = if mech == "PLAIN" {
+            let token = b64(format!("\0{user}\0{password}").as_bytes());
+            self.write(format!("AUTH PLAIN {token}\r\n").as_bytes(), t.helo, "AUTH")
+                .await?;
+            self.read_reply(t.helo, "AUTH").await?
+        } else {
+            self.write(b"AUTH LOGIN\r\n", t.helo, "AUTH").await?;
+            let mut r = self.read_reply(t.helo, "AUTH").await?;
+            for part in [user, password] {
+                if r.code != 334 {
+                    break;
+                }
+                self.write(
+                    format!("{}\r\n", b64(part.as_bytes())).as_bytes(),
+                    t.helo,
+                    "AUTH",
+                )
+                .await?;
+                r = self.read_reply(t.helo, "AUTH").await?;
+            }
+            r
+        };
+        if r.code == 235 {
+            Ok(())
+        } else {
+            Err(Failure::Reply(r, "AUTH"))
+        }
     }
 
     /// Checks a cached session still works before reusing it.
@@ -353,7 +478,7 @@ impl Session {
         )
     }
 
-    fn failed(&self, f: &Failure) -> String {
+    pub fn failed(&self, f: &Failure) -> String {
         match f {
             Failure::Reply(r, step) => self.said(r, step),
             Failure::Timeout(step) => format!(
@@ -366,6 +491,7 @@ impl Session {
                 self.host,
                 self.addr.ip()
             ),
+            Failure::Tls(text) => text.clone(),
         }
     }
 

@@ -1,89 +1,16 @@
 //! Buffered SMTP I/O with a deadline on every read and write, and bounded
 //! buffers: a client can never make smtpd hold more than a line, a chunk,
 //! and the replies to one pipelined batch.
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// The client's connection: plain until STARTTLS (or from the first byte on
-/// a wrapper-mode port), then TLS.
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// Between giving the plain stream to the handshake and getting it back.
-    Gone,
-}
-
-impl Stream {
-    fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            Stream::Plain(s) => Some(s),
-            Stream::Tls(t) => Some(t.get_ref().0),
-            Stream::Gone => None,
-        }
-    }
-
-    /// The TLS session summary for logs and the Received header.
-    pub fn tls_summary(&self) -> Option<String> {
-        match self {
-            Stream::Tls(t) => Some(crate::tls::describe(t.get_ref().1)),
-            _ => None,
-        }
-    }
-}
-
-fn gone() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::NotConnected, "connection gone")
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
-            Stream::Gone => Poll::Ready(Ok(())),
-        }
-    }
-}
+/// The client's connection: plain until STARTTLS (or from the first byte
+/// on a wrapper-mode port), then TLS.
+pub type Stream = crate::tls::stream::MaybeTls<TlsStream<TcpStream>>;
 
 #[derive(Debug)]
 pub enum ConnError {
@@ -253,7 +180,7 @@ impl Conn {
         self.flush().await.map_err(|e| format!("{e:?}"))?;
         let discarded = self.buffered().len();
         self.consume(discarded);
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+        let Some(tcp) = self.stream.take_plain() else {
             return Err("TLS already active".into());
         };
         match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {

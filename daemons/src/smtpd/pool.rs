@@ -14,8 +14,8 @@ use crate::tls::remote::KeyClient;
 use crate::{fatal, warn};
 
 pub type CleanupEp = Endpoint<sc::Request, sc::Reply>;
-type LookupEp = Endpoint<sb::Request, sb::Reply>;
-type AuthEp = Endpoint<postern_ipc::auth::Request, postern_ipc::auth::Reply>;
+use crate::peerpool::PeerPool;
+use postern_ipc::auth;
 
 const MAX_IDLE: usize = 64;
 
@@ -24,8 +24,10 @@ pub struct Shared {
     query: Duration,
     transfer: Duration,
     idle: RefCell<Vec<CleanupEp>>,
-    lookup: RefCell<Vec<LookupEp>>,
-    auth: RefCell<Vec<AuthEp>>,
+    lookup: PeerPool<sb::Request, sb::Reply>,
+    /// Checks are slow by design (Argon2): concurrent ones get their own
+    /// channels.
+    auth: PeerPool<auth::Request, auth::Reply>,
     /// Recent messages per SASL account (smtpd_account_message_rate_limit).
     account_msgs:
         RefCell<std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>>,
@@ -43,14 +45,15 @@ fn write_error() -> Failure {
 }
 
 impl Shared {
-    pub fn new(sb: Switchboard, query: Duration, transfer: Duration) -> Shared {
+    pub fn new(switchboard: Switchboard, query: Duration, transfer: Duration) -> Shared {
+        let sw = switchboard.clone();
         Shared {
-            sb,
+            lookup: PeerPool::new(sw.clone(), Role::Broker, sb::EDGE, sb::VERSION, query, 16),
+            auth: PeerPool::new(sw, Role::Auth, auth::EDGE, auth::VERSION, query, 8),
+            sb: switchboard,
             query,
             transfer,
             idle: RefCell::default(),
-            lookup: RefCell::default(),
-            auth: RefCell::default(),
             account_msgs: RefCell::default(),
             tls: RefCell::default(),
         }
@@ -140,62 +143,13 @@ impl Shared {
         }
     }
 
-    /// One lookup at the broker, on a pooled channel.
     async fn broker_lookup(&self, req: sb::Request) -> Result<sb::Reply, String> {
-        for _ in 0..2 {
-            let pooled = self.lookup.borrow_mut().pop();
-            let was_pooled = pooled.is_some();
-            let mut ep = match pooled {
-                Some(ep) => ep,
-                None => {
-                    self.connect(Role::Broker, sb::EDGE, sb::VERSION, self.query)
-                        .await?
-                }
-            };
-            match ep.call(&req).await {
-                Ok(r) => {
-                    self.lookup.borrow_mut().push(ep);
-                    return Ok(r);
-                }
-                Err(ChannelError::Violation(v)) => fatal!("protocol violation from broker: {v}"),
-                Err(_) if was_pooled => continue,
-                Err(e) => return Err(format!("broker lookup: {e}")),
-            }
-        }
-        Err("broker lookup failed".into())
+        self.lookup.call(&req).await
     }
 
-    /// Checks SASL credentials with the auth role. Checks are slow by
-    /// design (Argon2), so each concurrent one gets its own channel.
-    pub async fn authenticate(
-        &self,
-        req: postern_ipc::auth::Request,
-    ) -> Result<postern_ipc::auth::Reply, String> {
-        use postern_ipc::auth;
-        for _ in 0..2 {
-            let pooled = self.auth.borrow_mut().pop();
-            let was_pooled = pooled.is_some();
-            let mut ep: AuthEp = match pooled {
-                Some(ep) => ep,
-                None => {
-                    self.connect(Role::Auth, auth::EDGE, auth::VERSION, self.query)
-                        .await?
-                }
-            };
-            match ep.call(&req).await {
-                Ok(r) => {
-                    let mut idle = self.auth.borrow_mut();
-                    if idle.len() < 8 {
-                        idle.push(ep);
-                    }
-                    return Ok(r);
-                }
-                Err(ChannelError::Violation(v)) => fatal!("protocol violation from auth: {v}"),
-                Err(_) if was_pooled => continue,
-                Err(e) => return Err(format!("auth service: {e}")),
-            }
-        }
-        Err("auth service unavailable".into())
+    /// Checks SASL credentials with the auth role.
+    pub async fn authenticate(&self, req: auth::Request) -> Result<auth::Reply, String> {
+        self.auth.call(&req).await
     }
 
     /// Counts one message for `user`; false when that exceeds `limit` per

@@ -10,6 +10,7 @@
 pub mod keys;
 pub mod remote;
 pub mod selfsigned;
+pub mod stream;
 
 use std::sync::Arc;
 

@@ -1,0 +1,115 @@
+//! A TCP connection that may turn into TLS (STARTTLS) or start as TLS
+//! (port 465): one type for smtpd's and smtp's sessions.
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// What both ends' TLS streams offer.
+pub trait TlsOverTcp: AsyncRead + AsyncWrite + Unpin {
+    fn tcp(&self) -> &TcpStream;
+    fn state(&self) -> &rustls::CommonState;
+}
+
+impl TlsOverTcp for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+    fn state(&self) -> &rustls::CommonState {
+        self.get_ref().1
+    }
+}
+
+impl TlsOverTcp for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+    fn state(&self) -> &rustls::CommonState {
+        self.get_ref().1
+    }
+}
+
+pub enum MaybeTls<T> {
+    Plain(TcpStream),
+    Tls(Box<T>),
+    /// Between handing the plain stream to a handshake and getting it back.
+    Gone,
+}
+
+impl<T: TlsOverTcp> MaybeTls<T> {
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            MaybeTls::Plain(s) => Some(s),
+            MaybeTls::Tls(t) => Some(t.tcp()),
+            MaybeTls::Gone => None,
+        }
+    }
+
+    /// The TLS session summary for logs and the Received header.
+    pub fn tls_summary(&self) -> Option<String> {
+        match self {
+            MaybeTls::Tls(t) => Some(super::describe(t.state())),
+            _ => None,
+        }
+    }
+
+    /// Takes the plain stream out for a handshake.
+    pub fn take_plain(&mut self) -> Option<TcpStream> {
+        match std::mem::replace(self, MaybeTls::Gone) {
+            MaybeTls::Plain(s) => Some(s),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "connection gone")
+}
+
+impl<T: TlsOverTcp> AsyncRead for MaybeTls<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+            MaybeTls::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl<T: TlsOverTcp> AsyncWrite for MaybeTls<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+            MaybeTls::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+            MaybeTls::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+            MaybeTls::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}

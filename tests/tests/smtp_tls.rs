@@ -1,0 +1,179 @@
+//! The smtp client's TLS and SASL against a real TLS-enabled server
+//! (aiosmtpd with STARTTLS, tests/tools/sink.py): verified delivery, a
+//! wrong CA, TLS required but not offered, a smarthost login, a client
+//! certificate whose key stays in the broker, and session resumption.
+use std::time::Duration;
+
+use postern_tests::pki::{self, Pki};
+use postern_tests::{Instance, Sink, python_ok, unique_loopback, wait_for};
+
+const FAST_RETRY: &str = "minimal_backoff_time = 1s\nmaximal_backoff_time = 2s\n";
+
+/// A sink with STARTTLS, its certificate issued for its IP address by CA
+/// `tag` (plus `extra` sink options), and an instance relaying to it with
+/// `main` in main.cf (`{ca}`, `{client_cert}`, `{client_key}` and
+/// `{passwords}` are replaced by the files of this setup).
+fn setup(main: &str, sink_opts: &[&str]) -> (Instance, Sink, Pki) {
+    let sink_ip = unique_loopback();
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0");
+    let pki = pki::make(inst.config_dir(), "s", &sink_ip);
+    let dir = inst.dir.path().join("sink");
+    let mut opts = vec![
+        "--tls".to_string(),
+        pki.server_cert.display().to_string(),
+        pki.server_key.display().to_string(),
+        pki.ca.display().to_string(),
+    ];
+    opts.extend(sink_opts.iter().map(|s| s.to_string()));
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let sink = Sink::start_with(&sink_ip, 2626, &dir, &opts);
+    let passwords = inst.config_dir().join("relay-passwords");
+    std::fs::write(
+        &passwords,
+        format!("[{sink_ip}]:2626 relayuser:relay pass\n"),
+    )
+    .unwrap();
+    let main = main
+        .replace("{ca}", &pki.ca.display().to_string())
+        .replace("{client_cert}", &pki.client_cert.display().to_string())
+        .replace("{client_key}", &pki.client_key.display().to_string())
+        .replace("{passwords}", &passwords.display().to_string());
+    inst.add_main_cf(&format!("relayhost = [{sink_ip}]:2626\n{FAST_RETRY}{main}"));
+    inst.start();
+    (inst, sink, pki)
+}
+
+fn send(inst: &Instance, subject: &str) {
+    python_ok(&format!(
+        "import smtplib\ns = smtplib.SMTP({ip:?}, {port})\nr = s.sendmail('a@example.org', ['b@remote.example'], 'Subject: {subject}\\r\\n\\r\\nhi\\r\\n')\nassert r == {{}}, r\ns.quit()\n",
+        ip = inst.ip,
+        port = inst.smtp_port
+    ));
+}
+
+fn delivered(sink: &Sink, n: usize) -> Vec<serde_json::Value> {
+    wait_for(
+        &format!("{n} message(s) at the sink"),
+        Duration::from_secs(30),
+        || {
+            let m = sink.messages();
+            (m.len() >= n).then(|| m.into_iter().map(|(env, _)| env).collect())
+        },
+    )
+}
+
+#[test]
+fn verify_level_delivers_over_starttls_and_a_wrong_ca_defers() {
+    let (inst, sink, _) = setup(
+        "smtp_tls_security_level = verify\nsmtp_tls_CAfile = {ca}\n",
+        &[],
+    );
+    send(&inst, "verified");
+    let env = &delivered(&sink, 1)[0];
+    assert!(
+        env["tls"].as_str().is_some_and(|v| v.starts_with("TLSv1")),
+        "{env}"
+    );
+    inst.wait_log(
+        "Verified TLS connection established to",
+        Duration::from_secs(5),
+    );
+    inst.wait_queue_empty(Duration::from_secs(10));
+
+    // Another instance that trusts a different CA: the certificate does
+    // not verify, the message stays queued, nothing reaches the sink.
+    let mut other = Instance::new("smtpd_error_sleep_time = 0");
+    let wrong = pki::make(other.config_dir(), "w", "elsewhere.example");
+    other.add_main_cf(&format!(
+        "relayhost = [{}]:2626\n{FAST_RETRY}smtp_tls_security_level = verify\nsmtp_tls_CAfile = {}\n",
+        sink.ip,
+        wrong.ca.display()
+    ));
+    other.start();
+    send(&other, "must not arrive");
+    other.wait_log(
+        "status=deferred (Server certificate not verified",
+        Duration::from_secs(20),
+    );
+    assert!(other.log().contains("dsn=4.7.5"), "{}", other.log());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        sink.messages().len(),
+        1,
+        "a message went to an unverified server"
+    );
+    let q = other.postern(&["queue", "list", "--json"]);
+    assert!(
+        String::from_utf8_lossy(&q.stdout).contains("b@remote.example"),
+        "the message left the queue"
+    );
+}
+
+#[test]
+fn encrypt_defers_when_the_server_offers_no_starttls() {
+    // A plain sink (no --tls).
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0");
+    let sink = Sink::start(&unique_loopback(), 2626, &inst.dir.path().join("sink"));
+    inst.add_main_cf(&format!(
+        "relayhost = [{}]:2626\n{FAST_RETRY}smtp_tls_security_level = encrypt\n",
+        sink.ip
+    ));
+    inst.start();
+    send(&inst, "needs tls");
+    inst.wait_log(
+        "status=deferred (TLS is required, but was not offered by host",
+        Duration::from_secs(20),
+    );
+    assert!(sink.messages().is_empty());
+}
+
+#[test]
+fn smarthost_login_and_a_client_certificate_from_the_broker() {
+    let (inst, sink, _) = setup(
+        "smtp_tls_security_level = encrypt\n\
+         smtp_sasl_auth_enable = yes\n\
+         smtp_sasl_password_maps = texthash:{passwords}\n\
+         smtp_tls_cert_file = {client_cert}\n\
+         smtp_tls_key_file = {client_key}\n",
+        &["--auth", "relayuser:relay pass"],
+    );
+    send(&inst, "to the smarthost");
+    let env = &delivered(&sink, 1)[0];
+    assert_eq!(env["auth"], true, "{env}");
+    assert_eq!(env["client_cert"], true, "{env}");
+    assert!(env["tls"].as_str().is_some(), "{env}");
+    inst.wait_log("status=sent", Duration::from_secs(5));
+}
+
+#[test]
+fn a_refused_smarthost_login_defers() {
+    let (inst, sink, _) = setup(
+        "smtp_tls_security_level = encrypt\n\
+         smtp_sasl_auth_enable = yes\n\
+         smtp_sasl_password_maps = texthash:{passwords}\n",
+        &["--auth", "relayuser:another password"],
+    );
+    send(&inst, "wrong password");
+    inst.wait_log(
+        "status=deferred (SASL authentication failed; server",
+        Duration::from_secs(20),
+    );
+    assert!(inst.log().contains("said: 535"), "{}", inst.log());
+    assert!(sink.messages().is_empty());
+}
+
+#[test]
+fn tls_sessions_are_resumed_across_connections() {
+    let (inst, sink, _) = setup(
+        "smtp_tls_security_level = verify\nsmtp_tls_CAfile = {ca}\nsmtp_connection_cache_size = 0\n",
+        &[],
+    );
+    send(&inst, "first");
+    delivered(&sink, 1);
+    send(&inst, "second");
+    delivered(&sink, 2);
+    let established: Vec<String> = inst.log_lines("TLS connection established to");
+    assert_eq!(established.len(), 2, "{established:?}");
+    assert!(!established[0].contains("(resumed)"), "{established:?}");
+    assert!(established[1].ends_with("(resumed)"), "{established:?}");
+}
