@@ -177,3 +177,62 @@ fn tls_sessions_are_resumed_across_connections() {
     assert!(!established[0].contains("(resumed)"), "{established:?}");
     assert!(established[1].ends_with("(resumed)"), "{established:?}");
 }
+
+/// Through real DNS: `secure` checks the certificate against the next-hop
+/// domain (which an MX lookup cannot spoof) and sends it as SNI; `verify`
+/// checks the MX host name, so the same certificate fails there.
+#[test]
+fn secure_matches_the_nexthop_and_verify_the_mx_host_name() {
+    let sink_ip = unique_loopback();
+    let mut a = Instance::new("smtpd_error_sleep_time = 0");
+    let pki = pki::make(a.config_dir(), "d", "secure.test");
+    let sink = Sink::start_with(
+        &sink_ip,
+        25,
+        &a.dir.path().join("sink"),
+        &[
+            "--tls",
+            &pki.server_cert.display().to_string(),
+            &pki.server_key.display().to_string(),
+        ],
+    );
+    let zone = format!(
+        "@ 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60\n\
+         @ 3600 IN NS ns.test.\n\
+         ns 3600 IN A 127.0.0.1\n\
+         secure 60 IN MX 10 mx.secure.test.\n\
+         mx.secure 60 IN A {sink_ip}\n"
+    );
+    let dns = postern_tests::dns::start(&a.ip, "test.", &zone);
+    let common = format!(
+        "dns_nameservers = {}\n{FAST_RETRY}smtp_tls_CAfile = {}\n",
+        dns.addr,
+        pki.ca.display()
+    );
+    a.add_main_cf(&format!("{common}smtp_tls_security_level = secure\n"));
+    a.start();
+    let send_to = |inst: &Instance| {
+        python_ok(&format!(
+            "import smtplib\ns = smtplib.SMTP({ip:?}, {port})\ns.sendmail('a@example.org', ['user@secure.test'], 'Subject: s\\r\\n\\r\\nhi\\r\\n')\ns.quit()\n",
+            ip = inst.ip,
+            port = inst.smtp_port
+        ));
+    };
+    send_to(&a);
+    let env = &delivered(&sink, 1)[0];
+    assert_eq!(env["sni"], "secure.test", "{env}");
+    a.wait_log(
+        &format!("Verified TLS connection established to mx.secure.test[{sink_ip}]:25"),
+        Duration::from_secs(5),
+    );
+
+    let mut b = Instance::new("smtpd_error_sleep_time = 0");
+    b.add_main_cf(&format!("{common}smtp_tls_security_level = verify\n"));
+    b.start();
+    send_to(&b);
+    b.wait_log(
+        "status=deferred (Server certificate not verified",
+        Duration::from_secs(20),
+    );
+    assert_eq!(sink.messages().len(), 1);
+}

@@ -24,11 +24,13 @@ from aiosmtpd.smtp import SMTP as Server, AuthResult, LoginPassword
 host, port, outdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 opts = sys.argv[4:]
 tls_context, auth = None, None
+sni_seen = {}  # id(ssl object) -> the server name the client asked for
 while opts:
     if opts[0] == "--tls":
         chain, key = opts[1], opts[2]
         tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls_context.load_cert_chain(chain, key)
+        tls_context.sni_callback = lambda obj, name, ctx: sni_seen.__setitem__(id(obj), name)
         rest = opts[3:]
         if rest and not rest[0].startswith("--"):
             tls_context.load_verify_locations(rest[0])
@@ -87,7 +89,7 @@ class Handler:
                        "mail_options": envelope.mail_options, "rcpt_options": envelope.rcpt_options,
                        "peer": str(session.peer), "time": __import__("time").time(),
                        "tls": sslobj.version() if sslobj else None,
-                       "sni": getattr(sslobj, "server_hostname", None) if sslobj else None,
+                       "sni": sni_seen.get(id(sslobj)) if sslobj else None,
                        "client_cert": bool(sslobj and sslobj.getpeercert()),
                        "auth": bool(session.authenticated)}, f)
         os.rename(base + ".eml.tmp", base + ".eml")
