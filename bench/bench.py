@@ -4,6 +4,7 @@
     bench/bench.py throughput   relay 5 KB messages smtp-source -> MTA -> smtp-sink
     bench/bench.py memory       proportional memory (PSS) per idle SMTP session
     bench/bench.py accept       Postern's acceptance rate by size and concurrency
+    bench/bench.py tls          TLS handshakes/s on port 465: keys in the broker vs in smtpd
 
 Run through bench/run.sh, which installs Debian's postfix (for Postfix
 itself and for smtp-source/smtp-sink) and builds Postern in release mode.
@@ -172,7 +173,7 @@ class Postern:
     name = "Postern"
     port = POSTERN_PORT
 
-    def __init__(self, extra=""):
+    def __init__(self, extra="", master_extra=""):
         self.dir = os.path.join(RUN, "postern")
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
@@ -181,7 +182,8 @@ class Postern:
             f"data_directory = {self.dir}/data\nmyhostname = postern.bench.example\n"
             f"relayhost = [127.0.0.1]:{SINK_PORT}\nmynetworks = 127.0.0.0/8\n"
             f"maillog_file = {self.dir}/maillog\n{extra}")
-        open(os.path.join(self.dir, "master.cf"), "w").write(f"127.0.0.1:{POSTERN_PORT} inet n - n - - smtpd\n")
+        open(os.path.join(self.dir, "master.cf"), "w").write(
+            f"127.0.0.1:{POSTERN_PORT} inet n - n - - smtpd\n{master_extra}")
 
     def start(self):
         sh(POSTERN, "-c", self.dir, "start")
@@ -211,7 +213,7 @@ class Postfix:
     name = "Postfix"
     port = POSTFIX_PORT
 
-    def __init__(self, process_limit=100):
+    def __init__(self, process_limit=100, main_extra="", master_extra=""):
         self.dir = os.path.join(RUN, "postfix")
         shutil.rmtree(self.dir, ignore_errors=True)
         self.etc = os.path.join(self.dir, "etc")
@@ -238,6 +240,7 @@ local_recipient_maps =
 default_process_limit = {process_limit}
 maillog_file = {self.dir}/maillog
 maillog_file_prefixes = {self.dir}
+{main_extra}
 """)
         master = open("/usr/share/postfix/master.cf.dist").read()
         lines = []
@@ -246,6 +249,7 @@ maillog_file_prefixes = {self.dir}
                 line = f"127.0.0.1:{POSTFIX_PORT} inet n - n - - smtpd"
             lines.append(line)
         lines.append("postlog   unix-dgram n  -       n       -       1       postlogd")
+        lines.append(master_extra)
         open(os.path.join(self.etc, "master.cf"), "w").write("\n".join(lines) + "\n")
         self.devlog = None
         if not os.path.exists("/dev/log"):
@@ -396,9 +400,89 @@ def accept(args):
     return text, raw
 
 
+# ---- TLS handshakes ---------------------------------------------------------
+
+TLS_POSTERN, TLS_POSTFIX = 2765, 2665
+
+
+def make_cert(directory, kind):
+    key, cert = os.path.join(directory, f"{kind}-key.pem"), os.path.join(directory, f"{kind}-cert.pem")
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if kind == "ecdsa" else ["-newkey", "rsa:2048"]
+    sh("openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", cert,
+       "-subj", "/CN=bench.example", "-days", "30")
+    os.chmod(key, 0o600)
+    return key, cert
+
+
+def handshakes(port, seconds, clients):
+    """Full handshakes (no resumption) from `clients` openssl s_time processes."""
+    procs = [subprocess.Popen(["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new",
+                               "-time", str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(clients)]
+    total = 0
+    for p in procs:
+        out, _ = p.communicate(timeout=seconds + 60)
+        for line in out.splitlines():
+            parts = line.split()
+            if "connections in" in line and "real seconds" in line:
+                total += int(parts[0])
+    return total
+
+
+def role_cpu(mta, role):
+    r = json.loads(sh(POSTERN, "-c", mta.dir, "status", "--json").stdout)
+    return cpu_seconds([p["pid"] for p in r["processes"] if p["role"] == role and p["pid"]])
+
+
+def tls(args):
+    seconds, clients, runs = 8, 2, 3
+    keydir = os.path.join(RUN, "tls")
+    shutil.rmtree(keydir, ignore_errors=True)
+    os.makedirs(keydir)
+    os.chmod(keydir, 0o755)
+    rows, raw = [], {}
+    for kind in ("ecdsa", "rsa"):
+        key, cert = make_cert(keydir, kind)
+        postern = Postern(f"smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n",
+                          f"127.0.0.1:{TLS_POSTERN} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes\n")
+        postfix = Postfix(process_limit=150,
+                          main_extra=f"smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n",
+                          master_extra=f"127.0.0.1:{TLS_POSTFIX} inet n - n - - smtpd "
+                                       "-o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt")
+        for mta, port in ((postern, TLS_POSTERN), (postfix, TLS_POSTFIX)):
+            mta.start()
+            try:
+                wait("TLS port", lambda: port_open(port))
+                handshakes(port, 2, 1)  # warm up
+                results = []
+                for _ in range(runs):
+                    cpu0 = cpu_seconds(mta.pids())
+                    split0 = (role_cpu(mta, "smtpd"), role_cpu(mta, "broker")) if mta is postern else None
+                    n = handshakes(port, seconds, clients)
+                    cpu1 = cpu_seconds(mta.pids())
+                    r = {"rate": n / seconds, "cpu_ms": 1000 * (cpu1 - cpu0) / max(n, 1)}
+                    if split0:
+                        r["smtpd_ms"] = 1000 * (role_cpu(mta, "smtpd") - split0[0]) / max(n, 1)
+                        r["broker_ms"] = 1000 * (role_cpu(mta, "broker") - split0[1]) / max(n, 1)
+                    results.append(r)
+                results.sort(key=lambda r: r["rate"])
+                raw[f"{mta.name} {kind}"] = results
+            finally:
+                mta.stop()
+        pe, pf = raw[f"Postern {kind}"][runs // 2], raw[f"Postfix {kind}"][runs // 2]
+        rows.append([kind, f"{pe['rate']:.0f}", f"{pf['rate']:.0f}", f"{pe['rate'] / pf['rate']:.2f}x",
+                     f"{pe['cpu_ms']:.2f}", f"{pe['smtpd_ms']:.2f}", f"{pe['broker_ms']:.2f}", f"{pf['cpu_ms']:.2f}"])
+    text = (f"Full TLS handshakes per second on an implicit-TLS port, {clients} `openssl s_time -new` clients, "
+            f"{seconds} s per run, median of {runs} runs. Postern signs in the broker (one IPC round trip per "
+            "handshake, plus one for the TLS 1.3 session ticket); Postfix signs inside each smtpd.\n\n" +
+            table(["key", "Postern hs/s", "Postfix hs/s", "ratio", "Postern CPU ms/hs", "of which smtpd",
+                   "of which broker", "Postfix CPU ms/hs"], rows))
+    return text, raw
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["throughput", "memory", "accept"])
+    ap.add_argument("what", choices=["throughput", "memory", "accept", "tls"])
     ap.add_argument("--count", type=int, default=3000)
     ap.add_argument("--size", type=int, default=5120)
     ap.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[10, 50])
@@ -407,7 +491,7 @@ def main():
         raise SystemExit("run as root (Postfix and Postern set up their own users)")
     os.makedirs(RUN, exist_ok=True)
     os.makedirs(RESULTS, exist_ok=True)
-    text, raw = {"throughput": throughput, "memory": memory, "accept": accept}[args.what](args)
+    text, raw = {"throughput": throughput, "memory": memory, "accept": accept, "tls": tls}[args.what](args)
     stamp = time.strftime("%Y-%m-%dT%H%M%S")
     header = f"## {args.what} ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, kernel {os.uname().release})\n\n"
     print(header + text)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Postern's benchmarks side by side with Debian's Postfix:
-#   bench/run.sh throughput | memory | accept | all
+#   bench/run.sh throughput | memory | accept | tls | all
 # Installs postfix (Postfix itself, smtp-source, smtp-sink) when missing,
 # builds Postern in release mode, and prints Markdown tables.
 set -euo pipefail
@@ -12,7 +12,7 @@ fi
 cargo build --release --locked -p postern
 what="${1:-all}"
 if [ "$what" = all ]; then
-    for w in throughput memory accept; do /usr/bin/python3 bench/bench.py "$w"; done
+    for w in throughput memory accept tls; do /usr/bin/python3 bench/bench.py "$w"; done
 else
     shift || true
     /usr/bin/python3 bench/bench.py "$what" "$@"
