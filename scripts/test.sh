@@ -14,6 +14,10 @@ PACKAGES=(
     python3          # Debian's python, for smtplib and aiosmtpd
     python3-aiosmtpd # a real SMTP server as the next hop
     openssl          # openssl s_client
+    s-nail           # Debian's mailx, calling sendmail through its mta variable
+    bsd-mailx        # the other mailx, calling sendmail through its sendmail variable
+    git              # git send-email --sendmail-cmd
+    git-email
     util-linux       # setpriv, to run an instance as an ordinary user
 )
 SUDO=""

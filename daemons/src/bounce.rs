@@ -228,22 +228,11 @@ fn notice(s: &Settings, req: &Request) -> Result<Vec<u8>, String> {
 
 /// Queues the notice through cleanup: null sender, one recipient.
 async fn submit(sb: &Switchboard, query: Duration, to: &str, msg: &[u8]) -> Result<String, String> {
-    let fd = sb.connect(Role::Cleanup).await.map_err(|e| e.to_string())?;
-    let mut ch =
-        Channel::new(fd, <sc::Reply as Message>::MAX_FRAME, query).map_err(|e| e.to_string())?;
-    ch.hello_client(sc::EDGE, sc::VERSION)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut ep = Endpoint::<sc::Request, sc::Reply>::from_channel(ch);
     let begin = sc::Begin {
         client: sc::Client {
             name: "localhost".into(),
-            addr: String::new(),
-            port: 0,
-            helo: String::new(),
             proto: "local".into(),
-            log_name: String::new(),
-            tls: String::new(),
+            ..Default::default()
         },
         sender: String::new(),
         ret: 0,
@@ -251,40 +240,12 @@ async fn submit(sb: &Switchboard, query: Duration, to: &str, msg: &[u8]) -> Resu
         smtputf8: false,
         body_8bit: true,
     };
-    let id = match ep
-        .call(&sc::Request::Begin(begin))
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        sc::Reply::Begun(id) => id,
-        other => return Err(format!("cleanup: {other:?}")),
-    };
-    ep.send(&sc::Request::Recipients(vec![sc::Recipient {
+    let rcpt = [sc::Recipient {
         address: to.to_string(),
         orcpt: String::new(),
         notify: postern_proto::queue::notify::NEVER,
-    }]))
-    .await
-    .map_err(|e| e.to_string())?;
-    for chunk in msg.chunks(sc::MAX_CHUNK) {
-        ep.send(&sc::Request::Content(chunk.to_vec()))
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    match ep
-        .call(&sc::Request::End)
+    }];
+    crate::submit::to_cleanup(sb, query, query, begin, &rcpt, msg, |_| {})
         .await
-        .map_err(|e| e.to_string())?
-    {
-        sc::Reply::Tentative { .. } => {}
-        other => return Err(format!("cleanup: {other:?}")),
-    }
-    match ep
-        .call(&sc::Request::Commit)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        sc::Reply::Committed => Ok(id),
-        other => Err(format!("cleanup: {other:?}")),
-    }
+        .map_err(|e| e.to_string())
 }

@@ -487,7 +487,13 @@ impl Txn {
         };
         // Mail made on this machine (forwarded by local, notices from
         // bounce) has no client to name.
-        let mut r = if c.addr.is_empty() {
+        let mut r = if let Some(uid) = c.local_uid {
+            // From sendmail, through pickup (Postfix's shape).
+            format!(
+                "Received: by {} ({}, from userid {uid})\r\n\tid {}",
+                s.myhostname, s.mail_name, self.id
+            )
+        } else if c.addr.is_empty() {
             format!(
                 "Received: by {} ({}) id {}",
                 s.myhostname, s.mail_name, self.id

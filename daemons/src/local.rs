@@ -507,40 +507,17 @@ impl Local {
         targets: &[String],
         content: &[u8],
     ) -> Result<String, String> {
-        let fd = self
-            .sb
-            .connect(Role::Cleanup)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut ch = Channel::new(fd, <sc::Reply as Message>::MAX_FRAME, self.query)
-            .map_err(|e| e.to_string())?;
-        ch.hello_client(sc::EDGE, sc::VERSION)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut ep = Endpoint::<sc::Request, sc::Reply>::from_channel(ch);
         let begin = sc::Begin {
             client: sc::Client {
                 name: "localhost".into(),
-                addr: String::new(),
-                port: 0,
-                helo: String::new(),
                 proto: "local".into(),
-                log_name: String::new(),
-                tls: String::new(),
+                ..Default::default()
             },
             sender: req.sender.clone(),
             ret: req.ret,
             envid: req.envid.clone(),
             smtputf8: req.smtputf8,
             body_8bit: req.body_8bit,
-        };
-        let id = match ep
-            .call(&sc::Request::Begin(begin))
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            sc::Reply::Begun(id) => id,
-            other => return Err(format!("cleanup: {other:?}")),
         };
         let rcpts: Vec<sc::Recipient> = targets
             .iter()
@@ -550,37 +527,21 @@ impl Local {
                 notify: 0,
             })
             .collect();
-        for batch in rcpts.chunks(sc::MAX_BATCH) {
-            ep.send(&sc::Request::Recipients(batch.to_vec()))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
         let mut body = format!("Delivered-To: {rcpt}\r\n").into_bytes();
         body.extend_from_slice(content);
-        for chunk in body.chunks(sc::MAX_CHUNK) {
-            ep.send(&sc::Request::Content(chunk.to_vec()))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        match ep
-            .call(&sc::Request::End)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            sc::Reply::Tentative { .. } => {}
-            other => return Err(format!("cleanup: {other:?}")),
-        }
-        match ep
-            .call(&sc::Request::Commit)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            sc::Reply::Committed => {
-                info!("{}: forwarded as {id}", req.queue_id);
-                Ok(id)
-            }
-            other => Err(format!("cleanup: {other:?}")),
-        }
+        let id = crate::submit::to_cleanup(
+            &self.sb,
+            self.query,
+            self.query,
+            begin,
+            &rcpts,
+            &body,
+            |_| {},
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        info!("{}: forwarded as {id}", req.queue_id);
+        Ok(id)
     }
 }
 

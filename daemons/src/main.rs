@@ -15,12 +15,14 @@ mod log;
 mod master;
 mod passwd;
 mod peerpool;
+mod pickup;
 mod probe;
 mod qmgr;
 mod resolver;
 mod roles;
 mod smtp;
 mod smtpd;
+mod submit;
 mod tablecache;
 mod tables;
 mod tls;
@@ -99,6 +101,16 @@ enum Cmd {
     },
     /// Rebuild the aliases database(s) named by alias_database.
     Newaliases,
+    /// Link sendmail, mailq and newaliases to this binary and create the
+    /// instance's directories (so sendmail queues even before the first start).
+    Install {
+        /// Install under this directory instead of / (for images).
+        #[arg(long, default_value = "/")]
+        root: std::path::PathBuf,
+        /// Replace existing files that are not symbolic links.
+        #[arg(long)]
+        force: bool,
+    },
     /// Set a SASL password (asks twice, or reads two lines from stdin).
     Passwd {
         /// Remove the user instead.
@@ -170,6 +182,20 @@ enum MapCmd {
 }
 
 fn main() -> ExitCode {
+    // Run as sendmail, mailq or newaliases (links), or `postern sendmail`:
+    // those take Postfix's sendmail flags, not ours.
+    let args: Vec<String> = std::env::args().collect();
+    let argv0 = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("postern");
+    if matches!(argv0, "sendmail" | "mailq" | "newaliases") {
+        return cli::sendmail::main(argv0, &args[1..]);
+    }
+    if args.get(1).map(String::as_str) == Some("sendmail") {
+        return cli::sendmail::main("sendmail", &args[2..]);
+    }
     let cli = Cli::parse();
     let dir = cli.config.as_deref();
     match cli.cmd {
@@ -183,6 +209,7 @@ fn main() -> ExitCode {
             Some(Role::Auth) => auth::main(ipc_fd),
             Some(Role::Resolver) => resolver::main(ipc_fd),
             Some(Role::Smtp) => smtp::main(ipc_fd),
+            Some(Role::Pickup) => pickup::main(ipc_fd),
             _ => cli::fail(format!("no such daemon role: {role}")),
         },
         Cmd::Probe { role } => {
@@ -222,6 +249,7 @@ fn main() -> ExitCode {
             };
             cli::map::run_build(&params.list("alias_database").unwrap_or_default(), true)
         }
+        Cmd::Install { root, force } => cli::install(dir, &root, force),
         Cmd::Passwd { delete, user } => cli::passwd::run(dir, &user, delete),
         Cmd::Reload { service } => cli::reload(dir, service),
         Cmd::Status { json } => cli::status(dir, json),

@@ -87,6 +87,17 @@ pub const SPECS: &[RoleSpec] = &[
         listeners: false,
     },
     RoleSpec {
+        role: Role::Pickup,
+        network: false,
+        // Accepts on the public socket; reads and removes maildrop files.
+        syscalls: COMMON
+            .union(SyscallGroups::ACCEPT)
+            .union(SyscallGroups::FS_READ)
+            .union(SyscallGroups::FS_WRITE),
+        exclusive: true,
+        listeners: false,
+    },
+    RoleSpec {
         role: Role::Auth,
         network: false,
         syscalls: COMMON.union(SyscallGroups::FS_READ),
@@ -122,6 +133,9 @@ pub fn paths(role: Role, params: &Params) -> Vec<FsRule> {
         // Table files reach the broker as descriptors the master opened.
         Role::Broker => vec![rw(params.str("queue_directory"))],
         Role::Local => vec![rw(params.str("mail_spool_directory"))],
+        Role::Pickup => vec![rw(&crate::pickup::maildrop_dir(params)
+            .display()
+            .to_string())],
         // The password file is replaced by rename: name its directory.
         Role::Auth => sasl_dir(params)
             .map(|d| {

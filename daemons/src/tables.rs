@@ -100,10 +100,21 @@ pub fn allowed_files(role: postern_config::Role, params: &postern_config::Params
             params,
             TABLE_PARAMS.iter().filter(|p| !SECRET_PARAMS.contains(p)),
         ),
+        // pickup: who may submit and as whom, and the smtpd restrictions.
+        Role::Pickup => files_of(
+            params,
+            [
+                "authorized_submit_users",
+                "local_login_sender_maps",
+                "smtpd_sender_login_maps",
+            ]
+            .iter(),
+        ),
         _ => Vec::new(),
     };
-    if role == Role::Local {
-        // local checks that users exist whatever local_recipient_maps says.
+    if matches!(role, Role::Local | Role::Pickup) {
+        // local checks that users exist whatever local_recipient_maps says;
+        // pickup turns uids into login names.
         v.push(PathBuf::from("/etc/passwd"));
     }
     v

@@ -3,7 +3,7 @@
 # sees a queue file: cleanup gets the file from the broker.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 2;
+const version :UInt32 = 3;
 
 struct Client {
   name @0 :Text;          # reverse name, or "unknown"
@@ -13,6 +13,7 @@ struct Client {
   proto @4 :Text;         # SMTP | ESMTP | UTF8SMTP | UTF8ESMTP ...
   logName @5 :Text;       # syslog_name of the listener, for cleanup's log lines
   tls @6 :Text;           # "" or the TLS summary for the Received header
+  localUid @7 :Int64 = -1; # pickup: the submitter's uid; -1 otherwise
 }
 
 struct Recipient {

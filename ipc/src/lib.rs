@@ -26,6 +26,7 @@ pub mod master;
 pub mod qmgr_broker;
 pub mod qmgr_queue;
 pub mod resolver;
+pub mod sendmail_pickup;
 pub mod smtpd_broker;
 pub mod smtpd_cleanup;
 
@@ -118,6 +119,8 @@ pub mod fuzzing {
             admin_qmgr::Reply,
             resolver::Request,
             resolver::Reply,
+            sendmail_pickup::Request,
+            sendmail_pickup::Reply,
             keys::Request,
             keys::Reply,
             auth::Request,

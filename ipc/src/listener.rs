@@ -25,22 +25,16 @@ pub struct SeqpacketListener {
 impl SeqpacketListener {
     /// Binds `path` (replacing a stale socket) with permissions `mode`.
     pub fn bind(path: &Path, mode: u32) -> io::Result<Self> {
-        use std::os::unix::fs::PermissionsExt;
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )?;
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let addr = UnixAddr::new(path)?;
-        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-        listen(&fd, Backlog::new(128).map_err(io::Error::from)?)?;
+        Self::from_fd(bind_raw(path, mode)?)
+    }
+
+    /// Wraps a listening socket bound elsewhere (the master binds the
+    /// public pickup socket and hands it over).
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let flags =
+            OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL).map_err(io::Error::from)?);
+        fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
         Ok(Self {
             fd: postern_sandbox::sys::async_fd(fd)?,
         })
@@ -80,6 +74,28 @@ impl SeqpacketListener {
             }
         }
     }
+}
+
+/// Binds and listens on a SEQPACKET socket at `path` (replacing a stale
+/// socket) with permissions `mode`; needs no event loop.
+pub fn bind_raw(path: &Path, mode: u32) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::PermissionsExt;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let addr = UnixAddr::new(path)?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    listen(&fd, Backlog::new(128).map_err(io::Error::from)?)?;
+    Ok(fd)
 }
 
 #[inline]

@@ -23,6 +23,8 @@ pub struct Client {
     pub log_name: String,
     /// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`, or "".
     pub tls: String,
+    /// Mail from pickup: the submitting user's uid (for the Received header).
+    pub local_uid: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +89,7 @@ impl Message for Request {
                         c.set_proto(clip(&x.client.proto, 16));
                         c.set_log_name(clip(&x.client.log_name, 64));
                         c.set_tls(clip(&x.client.tls, 200));
+                        c.set_local_uid(x.client.local_uid.map_or(-1, i64::from));
                     }
                     bb.set_sender(clip(&x.sender, MAX_ADDRESS));
                     bb.set_ret(x.ret);
@@ -130,6 +133,12 @@ impl Message for Request {
                         proto: text(c.get_proto(), "client.proto", 16)?,
                         log_name: text(c.get_log_name(), "client.logName", 64)?,
                         tls: text(c.get_tls(), "client.tls", 200)?,
+                        local_uid: match c.get_local_uid() {
+                            -1 => None,
+                            n => {
+                                Some(range(n as u64, "client.localUid", 0, u32::MAX as u64)? as u32)
+                            }
+                        },
                     },
                     sender: text(b.get_sender(), "begin.sender", MAX_ADDRESS)?,
                     ret: range(b.get_ret().into(), "begin.ret", 0, 2)? as u8,

@@ -37,7 +37,8 @@ fn schema_snapshots_match_generated_code() {
         "admin_qmgr",
         "resolver",
         "keys",
-        "auth"
+        "auth",
+        "sendmail_pickup"
     );
     for (name, schema, snap) in pairs {
         assert_eq!(

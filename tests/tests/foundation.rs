@@ -6,7 +6,7 @@ use std::time::Duration;
 use postern_tests::{Instance, is_root, wait_for};
 
 const ROLES: &[&str] = &[
-    "broker", "smtpd", "cleanup", "qmgr", "local", "bounce", "resolver", "smtp", "auth",
+    "broker", "smtpd", "cleanup", "qmgr", "local", "bounce", "resolver", "smtp", "auth", "pickup",
 ];
 
 #[test]

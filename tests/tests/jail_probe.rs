@@ -38,6 +38,7 @@ const ROLES: &[(&str, bool, bool)] = &[
     ("resolver", false, true),
     ("smtp", false, true),
     ("auth", false, false),
+    ("pickup", false, false),
 ];
 
 #[test]

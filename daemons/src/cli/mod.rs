@@ -4,6 +4,7 @@ pub mod conf;
 pub mod map;
 pub mod passwd;
 pub mod queue;
+pub mod sendmail;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -203,4 +204,54 @@ pub fn status(dir: Option<&Path>, json: bool) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `postern install`: the sendmail-compatible links, and the directories
+/// (maildrop included) that sendmail needs before the first start.
+pub fn install(dir: Option<&Path>, root: &Path, force: bool) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return fail(format!("cannot find my own binary: {e}")),
+    };
+    for link in [
+        "usr/sbin/sendmail",
+        "usr/lib/sendmail",
+        "usr/bin/mailq",
+        "usr/bin/newaliases",
+    ] {
+        let path = root.join(link);
+        if let Some(parent) = path.parent()
+            && let Err(e) = std::fs::create_dir_all(parent)
+        {
+            return fail(format!("cannot create {}: {e}", parent.display()));
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if !m.file_type().is_symlink() && !force => {
+                return fail(format!(
+                    "{} exists and is not a symbolic link (another MTA?); remove it or use --force",
+                    path.display()
+                ));
+            }
+            Ok(_) => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    return fail(format!("cannot replace {}: {e}", path.display()));
+                }
+            }
+            Err(_) => {}
+        }
+        if let Err(e) = std::os::unix::fs::symlink(&exe, &path) {
+            return fail(format!("cannot link {}: {e}", path.display()));
+        }
+        println!("{} -> {}", path.display(), exe.display());
+    }
+    let Some((_, params)) = load(dir) else {
+        return ExitCode::FAILURE;
+    };
+    match master::dirs::prepare(&params) {
+        Ok(l) => {
+            println!("created the directories under {}", l.data.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }

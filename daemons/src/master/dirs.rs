@@ -60,6 +60,15 @@ pub fn prepare(params: &Params) -> Result<Layout, String> {
     for sub in ["slots", "corrupt"] {
         ensure_dir(&layout.queue.join(sub), owner(Role::Broker), 0o700)?;
     }
+    // sendmail's way in: the public socket's directory, and the maildrop
+    // (see SECURITY.md): every user may create files there, nobody may list
+    // it, and the setgid bit gives each file pickup's group.
+    ensure_dir(&layout.data.join("public"), root.then_some((0, 0)), 0o755)?;
+    ensure_dir(
+        &crate::pickup::maildrop_dir(params),
+        owner(Role::Pickup),
+        0o3733,
+    )?;
     ensure_dir(
         std::path::Path::new(params.str("mail_spool_directory")),
         owner(Role::Local),

@@ -119,6 +119,8 @@ struct Master {
     exe: PathBuf,
     layout: dirs::Layout,
     listeners: Vec<listen::Bound>,
+    /// The public pickup socket sendmail connects to, handed to pickup.
+    pickup_socket: Option<OwnedFd>,
     slots: BTreeMap<Role, Slot>,
     tx: mpsc::UnboundedSender<Event>,
     next_epoch: u64,
@@ -230,6 +232,17 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
     }
     ensure_server_certificate(&cfg, &params);
     let listeners = listen::bind_all(&cfg, &params)?;
+    let pickup_path = crate::pickup::socket_path(&params);
+    let pickup_socket = match postern_ipc::listener::bind_raw(&pickup_path, 0o666) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            warn!(
+                "cannot create the pickup socket {}: {e}; sendmail will use the maildrop",
+                pickup_path.display()
+            );
+            None
+        }
+    };
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -253,6 +266,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
             exe,
             layout,
             listeners,
+            pickup_socket,
             slots: BTreeMap::new(),
             tx,
             next_epoch: 1,
@@ -274,6 +288,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
         }
         m.event_loop(rx).await;
         let _ = std::fs::remove_file(&m.layout.control);
+        let _ = std::fs::remove_file(&pickup_path);
         let _ = std::fs::remove_file(&m.layout.pid_file);
         info!("terminating on signal or request");
         Ok::<(), String>(())
@@ -491,6 +506,15 @@ impl Master {
                     });
                 }
             }
+        }
+        if role == Role::Pickup
+            && let Some(s) = &self.pickup_socket
+        {
+            listeners.push(ListenerInfo {
+                service: "pickup".into(),
+                params: Vec::new(),
+                fd: s.try_clone().map_err(|e| e.to_string())?,
+            });
         }
         Ok(Setup {
             role: role.name().into(),

@@ -16,6 +16,7 @@ pub const EDGES: &[(Role, Role)] = &[
     (Role::Smtp, Role::Resolver),
     (Role::Smtp, Role::Broker),
     (Role::Smtpd, Role::Auth),
+    (Role::Pickup, Role::Cleanup),
 ];
 
 pub fn allowed(client: Role, server: Role) -> bool {

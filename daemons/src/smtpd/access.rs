@@ -104,6 +104,25 @@ impl Restriction {
     }
 }
 
+/// The keys `smtpd_sender_login_maps` is searched with, in order: the
+/// whole address, then `@domain`.
+pub fn sender_login_keys(sender: &str) -> Vec<String> {
+    let mut keys = vec![sender.to_ascii_lowercase()];
+    if let Some((_, d)) = sender.rsplit_once('@') {
+        keys.push(format!("@{}", d.to_ascii_lowercase()));
+    }
+    keys
+}
+
+/// A `smtpd_sender_login_maps` value: the logins that own the address.
+pub fn sender_owners(value: &str) -> Vec<String> {
+    value
+        .split([',', ' ', '\t'])
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Which list is being evaluated: it words the rejection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {

@@ -1,7 +1,7 @@
 //! smtpd: the SMTP server. One process serves every inet listener and many
 //! sessions; it has no filesystem, no network namespace of its own, and
 //! cannot create sockets. It hands each transaction to cleanup.
-mod access;
+pub mod access;
 mod conn;
 mod pool;
 mod session;

@@ -831,6 +831,7 @@ impl Session {
                 proto: self.proto(smtputf8),
                 log_name: self.set.log_name.clone(),
                 tls: self.tls.clone().unwrap_or_default(),
+                local_uid: None,
             },
             sender: sender.address(),
             ret,

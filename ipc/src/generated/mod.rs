@@ -14,5 +14,6 @@ pub mod master_capnp;
 pub mod qmgr_broker_capnp;
 pub mod qmgr_queue_capnp;
 pub mod resolver_capnp;
+pub mod sendmail_pickup_capnp;
 pub mod smtpd_broker_capnp;
 pub mod smtpd_cleanup_capnp;

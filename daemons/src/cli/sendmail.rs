@@ -1,0 +1,667 @@
+//! `sendmail`, `mailq` and `newaliases`: the command line that cron, mail(1)
+//! and every script on an appliance already speak, with Postfix's flags and
+//! sysexits codes. This is a plain program run by any user: it decides
+//! nothing. It hands the message to pickup over the public socket; while the
+//! mail system is down it leaves it in the maildrop directory; and when
+//! neither works it appends it to ~/dead.letter (never through a symlink)
+//! and exits with EX_TEMPFAIL.
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use postern_config::{Config, Params};
+use postern_ipc::sendmail_pickup::{self as sp, Begin, Reply, Request};
+use postern_ipc::{Channel, Endpoint, Message};
+
+use crate::pickup::sysexits::*;
+
+const USAGE: &str = "usage: sendmail [-bm|-bs|-bp|-bi|-bd|-q] [-t] [-i] [-f sender] [-F name] \
+[-N dsn] [-R ret] [-V envid] [-B body] [-C config] [-v] [-oX...] [recipient ...]";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Deliver,
+    Smtp,
+    Mailq,
+    Newaliases,
+    Flush,
+    Daemon,
+}
+
+#[derive(Debug)]
+struct Opts {
+    mode: Mode,
+    config: Option<PathBuf>,
+    begin: Begin,
+    ignore_dots: bool,
+    verbose: u32,
+    recipients: Vec<String>,
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("sendmail: fatal: {msg}");
+    eprintln!("{USAGE}");
+    ExitCode::from(EX_USAGE)
+}
+
+fn fatal(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("sendmail: fatal: {msg}");
+    ExitCode::from(code)
+}
+
+/// DSN NOTIFY keywords (-N) to the queue's bits.
+fn notify_bits(v: &str) -> Result<u8, String> {
+    use postern_proto::queue::notify;
+    let mut bits = 0;
+    for k in v.split(',').map(|k| k.trim().to_ascii_lowercase()) {
+        bits |= match k.as_str() {
+            "never" => notify::NEVER,
+            "success" => notify::SUCCESS,
+            "failure" => notify::FAILURE,
+            "delay" => notify::DELAY,
+            _ => return Err(format!("Invalid DSN notification keyword: {k}")),
+        };
+    }
+    if bits & notify::NEVER != 0 && bits != notify::NEVER {
+        return Err("-N never cannot be combined with other keywords".into());
+    }
+    Ok(bits)
+}
+
+/// Parses the command line like Postfix's sendmail (getopt with
+/// "A:B:C:F:GIL:N:O:R:UV:X:b:ce:f:h:imno:p:r:q:tvx", -q's value optional).
+fn parse(mode0: Mode, args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        mode: mode0,
+        config: None,
+        begin: Begin::default(),
+        ignore_dots: false,
+        verbose: 0,
+        recipients: Vec::new(),
+    };
+    const WITH_ARG: &str = "ABCFLNORVXbefhopr";
+    const NO_ARG: &str = "GIUcimntvx";
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        if a == "--" {
+            break;
+        }
+        if !a.starts_with('-') || a.len() == 1 {
+            i -= 1;
+            break;
+        }
+        for (pos, c) in a[1..].char_indices() {
+            if c == 'q' {
+                // -q alone flushes; -qINTERVAL (for -bd) is accepted.
+                if o.mode == Mode::Deliver {
+                    o.mode = Mode::Flush;
+                }
+                break;
+            }
+            if NO_ARG.contains(c) {
+                match c {
+                    't' => o.begin.extract = true,
+                    'i' => o.ignore_dots = true,
+                    'v' => o.verbose += 1,
+                    'I' => o.mode = Mode::Newaliases,
+                    // -G, -U, -c, -m, -n, -x: accepted and ignored.
+                    _ => {}
+                }
+                continue;
+            }
+            if !WITH_ARG.contains(c) {
+                return Err(format!("invalid option -- '{c}'"));
+            }
+            let rest = &a[1 + pos + c.len_utf8()..];
+            let val = if !rest.is_empty() {
+                rest.to_string()
+            } else if i < args.len() {
+                i += 1;
+                args[i - 1].clone()
+            } else {
+                return Err(format!("option requires an argument -- '{c}'"));
+            };
+            match c {
+                'f' | 'r' => {
+                    o.begin.sender = val;
+                    o.begin.sender_given = true;
+                }
+                'F' => o.begin.full_name = val,
+                'C' => o.config = Some(PathBuf::from(val)),
+                'N' => o.begin.notify = notify_bits(&val)?,
+                'R' => {
+                    o.begin.ret = match val.to_ascii_lowercase().as_str() {
+                        "full" => 1,
+                        "hdrs" => 2,
+                        _ => return Err(format!("Invalid RET keyword: {val}")),
+                    }
+                }
+                'V' => {
+                    // Postfix also accepts -XV... for the envelope id.
+                    o.begin.envid = val;
+                }
+                'B' => match val.to_ascii_uppercase().as_str() {
+                    "8BITMIME" => o.begin.body_8bit = true,
+                    "7BIT" => o.begin.body_8bit = false,
+                    _ => return Err("-B option needs 8BITMIME or 7BIT".into()),
+                },
+                'b' => {
+                    o.mode = match val.as_str() {
+                        "m" => Mode::Deliver,
+                        "s" => Mode::Smtp,
+                        "p" => Mode::Mailq,
+                        "i" => Mode::Newaliases,
+                        "d" | "D" => Mode::Daemon,
+                        _ => return Err(format!("unsupported: -b{val}")),
+                    }
+                }
+                // -oi is -i; -oA, -om, -odb and the rest are accepted and
+                // ignored, as in Postfix.
+                'o' if val == "i" => o.ignore_dots = true,
+                'e' if !matches!(val.as_str(), "e" | "m" | "p" | "q" | "w") => {
+                    return Err(format!("invalid -e option: {val}"));
+                }
+                // -A, -L, -O, -X, -h, -p: accepted and ignored.
+                _ => {}
+            }
+            break;
+        }
+    }
+    o.recipients = args[i..].to_vec();
+    Ok(o)
+}
+
+/// The instance: -C, then MAIL_CONFIG, then the embedded default. A file
+/// name means its directory, as in Postfix.
+fn config_dir(o: &Opts) -> Option<PathBuf> {
+    let d = o
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("MAIL_CONFIG").map(PathBuf::from))?;
+    if d.is_file() {
+        return d.parent().map(Path::to_path_buf);
+    }
+    Some(d)
+}
+
+/// Entry point for `sendmail`, `mailq` and `newaliases` (by the name it
+/// was run under) and for `postern sendmail ARGS`.
+pub fn main(argv0: &str, args: &[String]) -> ExitCode {
+    let mode0 = match argv0 {
+        "mailq" => Mode::Mailq,
+        "newaliases" => Mode::Newaliases,
+        _ => Mode::Deliver,
+    };
+    let o = match parse(mode0, args) {
+        Ok(o) => o,
+        Err(e) => return usage(&e),
+    };
+    let dir = config_dir(&o);
+    let dir = dir.as_deref();
+    match o.mode {
+        Mode::Mailq => super::queue(dir, super::queue::QueueCmd::List { json: false }),
+        Mode::Flush => super::queue(dir, super::queue::QueueCmd::Flush),
+        Mode::Newaliases => {
+            let Some((_, params)) = super::load(dir) else {
+                return ExitCode::from(EX_CONFIG);
+            };
+            super::map::run_build(&params.list("alias_database").unwrap_or_default(), true)
+        }
+        Mode::Daemon => super::start(dir, false, false),
+        Mode::Smtp => {
+            let params = Config::load(dir).params_lenient();
+            smtp_session(&o, &params)
+        }
+        Mode::Deliver => {
+            let params = Config::load(dir).params_lenient();
+            deliver(o, &params)
+        }
+    }
+}
+
+/// Reads the message from stdin: LF or CRLF lines become CRLF, and a line
+/// with a single `.` ends it unless -i. Keeps at most `limit + 1` bytes
+/// but always reads everything, so the writer never gets SIGPIPE.
+fn read_message(ignore_dots: bool, limit: u64) -> std::io::Result<Vec<u8>> {
+    let cap = limit.saturating_add(1) as usize;
+    let mut out = Vec::new();
+    let stdin = std::io::stdin();
+    let mut r = stdin.lock();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let mut l: &[u8] = &line;
+        l = l.strip_suffix(b"\n").unwrap_or(l);
+        l = l.strip_suffix(b"\r").unwrap_or(l);
+        if !ignore_dots && l == b"." {
+            // Drain the rest, unread by anyone, as sendmail does.
+            std::io::copy(&mut r, &mut std::io::sink())?;
+            break;
+        }
+        if out.len() < cap {
+            out.extend_from_slice(l);
+            out.extend_from_slice(b"\r\n");
+            out.truncate(cap);
+        }
+    }
+    Ok(out)
+}
+
+/// Whatever sendmail sends: the frames of one submission.
+fn frames(begin: &Begin, rcpts: &[String], content: &[u8]) -> Vec<Request> {
+    let mut v = vec![Request::Begin(begin.clone())];
+    for b in rcpts.chunks(sp::MAX_BATCH) {
+        v.push(Request::Recipients(b.to_vec()));
+    }
+    for c in content.chunks(sp::MAX_CHUNK) {
+        v.push(Request::Content(c.to_vec()));
+    }
+    v.push(Request::End);
+    v
+}
+
+/// How one hand-over went.
+enum Outcome {
+    Queued(String),
+    /// Left in the maildrop for pickup.
+    Dropped(String),
+    Refused(u8, String),
+    /// Neither way worked; the reasons.
+    Failed(String),
+}
+
+fn deliver(mut o: Opts, params: &Params) -> ExitCode {
+    if o.recipients.is_empty() && !o.begin.extract {
+        return usage(
+            "Recipient addresses must be specified on the command line or via the -t option",
+        );
+    }
+    let limit = params.size("message_size_limit").unwrap_or(10_240_000);
+    let content = match read_message(o.ignore_dots, limit) {
+        Ok(c) => c,
+        Err(e) => return fatal(EX_TEMPFAIL, format!("cannot read the message: {e}")),
+    };
+    if content.iter().any(|&b| b >= 0x80) {
+        o.begin.body_8bit = true;
+    }
+    if !o.begin.sender.is_ascii() || o.recipients.iter().any(|r| !r.is_ascii()) {
+        o.begin.smtputf8 = true;
+    }
+    match hand_over(&o.begin, &o.recipients, &content, params) {
+        Outcome::Queued(id) => {
+            if o.verbose > 0 {
+                eprintln!("sendmail: queued as {id}");
+            }
+            ExitCode::SUCCESS
+        }
+        Outcome::Dropped(name) => {
+            if o.verbose > 0 {
+                eprintln!("sendmail: the mail system is not running; queued in maildrop as {name}");
+            }
+            ExitCode::SUCCESS
+        }
+        Outcome::Refused(code, text) => fatal(code, text),
+        Outcome::Failed(why) => {
+            let saved = dead_letter(&o.begin, &content);
+            match saved {
+                Ok(p) => fatal(
+                    EX_TEMPFAIL,
+                    format!("cannot queue the message ({why}); saved in {}", p.display()),
+                ),
+                Err(e) => fatal(
+                    EX_TEMPFAIL,
+                    format!("cannot queue the message ({why}), and cannot save it: {e}"),
+                ),
+            }
+        }
+    }
+}
+
+/// Socket first, maildrop second.
+fn hand_over(begin: &Begin, rcpts: &[String], content: &[u8], params: &Params) -> Outcome {
+    let reqs = frames(begin, rcpts, content);
+    let socket_err = match via_socket(&crate::pickup::socket_path(params), &reqs) {
+        Ok(Reply::Queued(id)) => return Outcome::Queued(id),
+        Ok(Reply::Failed { exit_code, text }) => return Outcome::Refused(exit_code, text),
+        Err(e) => e,
+    };
+    let dir = crate::pickup::maildrop_dir(params);
+    match via_maildrop(&dir, &reqs) {
+        Ok(name) => Outcome::Dropped(name),
+        Err(e) => Outcome::Failed(format!(
+            "pickup: {socket_err}; maildrop {}: {e}",
+            dir.display()
+        )),
+    }
+}
+
+fn via_socket(path: &Path, reqs: &[Request]) -> Result<Reply, String> {
+    let fd = postern_ipc::listener::connect_path(path).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut ch = Channel::new(fd, <Reply as Message>::MAX_FRAME, Duration::from_secs(60))
+            .map_err(|e| e.to_string())?;
+        ch.hello_client(sp::EDGE, sp::VERSION)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut ep = Endpoint::<Request, Reply>::from_channel(ch);
+        for r in reqs {
+            ep.send(r).await.map_err(|e| e.to_string())?;
+        }
+        // Queueing ends with an fsync; a busy disk can take a while.
+        ep.recv_within(Duration::from_secs(600))
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Writes the frames to a new file in the maildrop: created 0600 (pickup
+/// cannot read it yet), written, then made 0740 — owner-execute is the
+/// "finished" mark, and group read lets pickup, whose group the setgid
+/// directory gives every file, read it — and fsynced before we say so.
+fn via_maildrop(dir: &Path, reqs: &[Request]) -> std::io::Result<String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut rnd = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut rnd)?;
+    let name: String = rnd.iter().map(|b| format!("{b:02X}")).collect();
+    let path = dir.join(&name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&path)?;
+    let written = (|| {
+        let mut w = std::io::BufWriter::new(&mut f);
+        for r in reqs {
+            w.write_all(&r.encode())?;
+        }
+        w.flush()?;
+        drop(w);
+        f.set_permissions(std::fs::Permissions::from_mode(0o740))?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(name)
+}
+
+/// Appends the message to ~/dead.letter in mbox form. O_NOFOLLOW: a symlink
+/// planted there is refused, never followed; only a regular file is used.
+fn dead_letter(begin: &Begin, content: &[u8]) -> Result<PathBuf, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+        })
+        .ok_or("no home directory")?;
+    let path = home.join("dead.letter");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(&path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
+                format!("{} is a symbolic link; not followed", path.display())
+            } else {
+                format!("{}: {e}", path.display())
+            }
+        })?;
+    match f.metadata() {
+        Ok(m) if m.is_file() => {}
+        _ => return Err(format!("{} is not a regular file", path.display())),
+    }
+    let sender = if begin.sender.is_empty() {
+        "MAILER-DAEMON"
+    } else {
+        begin.sender.as_str()
+    };
+    let mut out = format!(
+        "From {sender} {}\n",
+        jiff::Zoned::now().strftime("%a %b %e %H:%M:%S %Y")
+    )
+    .into_bytes();
+    for line in content.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    f.write_all(&out)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// `sendmail -bs`: an SMTP session on stdin and stdout; each message goes
+/// the same way as one from the command line.
+fn smtp_session(o: &Opts, params: &Params) -> ExitCode {
+    use postern_proto::smtp::command::{Command, parse_command};
+    use postern_proto::smtp::data::{BareLf, DataDecoder, Progress};
+    let host = params.str("myhostname").to_string();
+    let limit = params.size("message_size_limit").unwrap_or(10_240_000);
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let say = |out: &mut std::io::StdoutLock<'_>, s: &str| {
+        let _ = out.write_all(s.as_bytes());
+        let _ = out.write_all(b"\r\n");
+        let _ = out.flush();
+    };
+    say(&mut out, &format!("220 {host} ESMTP Postern"));
+    let mut sender: Option<Begin> = None;
+    let mut rcpts: Vec<String> = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return ExitCode::SUCCESS,
+            Ok(_) => {}
+        }
+        let l = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(&line);
+        let cmd = match parse_command(l) {
+            Ok(c) => c,
+            Err(r) => {
+                say(&mut out, r.render(true).trim_end());
+                continue;
+            }
+        };
+        match cmd {
+            Command::Ehlo(_) => say(
+                &mut out,
+                &format!(
+                    "250-{host}\r\n250-PIPELINING\r\n250-SIZE {limit}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES"
+                ),
+            ),
+            Command::Helo(_) => say(&mut out, &format!("250 {host}")),
+            Command::Mail { path, params: p } => {
+                if sender.is_some() {
+                    say(&mut out, "503 5.5.1 Error: nested MAIL command");
+                    continue;
+                }
+                let mut b = o.begin.clone();
+                b.sender = path;
+                b.sender_given = true;
+                for x in &p {
+                    match (x.key.as_str(), x.value.as_deref()) {
+                        ("BODY", Some(v)) => b.body_8bit = v.eq_ignore_ascii_case("8BITMIME"),
+                        ("SMTPUTF8", _) => b.smtputf8 = true,
+                        _ => {}
+                    }
+                }
+                sender = Some(b);
+                say(&mut out, "250 2.1.0 Ok");
+            }
+            Command::Rcpt { path, .. } => {
+                if sender.is_none() {
+                    say(&mut out, "503 5.5.1 Error: need MAIL command");
+                } else {
+                    rcpts.push(path);
+                    say(&mut out, "250 2.1.5 Ok");
+                }
+            }
+            Command::Data => {
+                let Some(b) = sender.as_ref() else {
+                    say(&mut out, "503 5.5.1 Error: need RCPT command");
+                    continue;
+                };
+                if rcpts.is_empty() {
+                    say(&mut out, "554 5.5.1 Error: no valid recipients");
+                    continue;
+                }
+                say(&mut out, "354 End data with <CR><LF>.<CR><LF>");
+                let mut dec = DataDecoder::new(BareLf::Normalize);
+                let mut content = Vec::new();
+                let mut buf = Vec::new();
+                let mut ended = false;
+                loop {
+                    buf.clear();
+                    match input.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let mut piece = Vec::new();
+                    let (_, p) = dec.feed(&buf, &mut piece);
+                    if (content.len() as u64) <= limit {
+                        content.extend_from_slice(&piece);
+                    }
+                    if p == Progress::End {
+                        ended = true;
+                        break;
+                    }
+                }
+                if !ended {
+                    return ExitCode::SUCCESS;
+                }
+                let mut b = b.clone();
+                if content.iter().any(|&c| c >= 0x80) {
+                    b.body_8bit = true;
+                }
+                let reply = match hand_over(&b, &rcpts, &content, params) {
+                    Outcome::Queued(id) => format!("250 2.0.0 Ok: queued as {id}"),
+                    Outcome::Dropped(_) => "250 2.0.0 Ok: queued in maildrop".into(),
+                    Outcome::Refused(code, text) => smtp_refusal(code, &text),
+                    Outcome::Failed(why) => {
+                        eprintln!("sendmail: {why}");
+                        "451 4.3.0 Error: queue file write error".into()
+                    }
+                };
+                say(&mut out, &reply);
+                sender = None;
+                rcpts.clear();
+            }
+            Command::Rset => {
+                sender = None;
+                rcpts.clear();
+                say(&mut out, "250 2.0.0 Ok");
+            }
+            Command::Noop => say(&mut out, "250 2.0.0 Ok"),
+            Command::Vrfy(_) => say(&mut out, "252 2.0.0 Send some mail, I'll try my best"),
+            Command::Help => say(
+                &mut out,
+                "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
+            ),
+            Command::Quit => {
+                say(&mut out, "221 2.0.0 Bye");
+                return ExitCode::SUCCESS;
+            }
+            Command::Bdat { .. } | Command::Starttls | Command::Auth(_) | Command::Etrn => {
+                say(&mut out, "502 5.5.1 Error: command not implemented")
+            }
+            Command::Unknown(_) => say(&mut out, "502 5.5.2 Error: command not recognized"),
+        }
+    }
+}
+
+/// pickup's refusal as an SMTP reply: its text starts with the SMTP code
+/// when a restriction or cleanup refused; otherwise the exit code says.
+fn smtp_refusal(exit: u8, text: &str) -> String {
+    let starts_with_code = text.len() > 4
+        && text.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+        && text.as_bytes()[3] == b' ';
+    if starts_with_code {
+        return text.to_string();
+    }
+    match exit {
+        EX_TEMPFAIL => format!("451 4.3.0 {text}"),
+        EX_NOPERM => format!("554 5.7.1 {text}"),
+        _ => format!("554 5.5.0 {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn flags_parse_like_postfix() {
+        let o = parse(Mode::Deliver, &args("-t -oi -fbob@x.example -F Bob -N success,delay -R hdrs -V env1 -B 8BITMIME -odb -oem a@b")).unwrap();
+        assert!(o.begin.extract && o.ignore_dots);
+        assert_eq!(o.begin.sender, "bob@x.example");
+        assert!(o.begin.sender_given);
+        assert_eq!(o.begin.full_name, "Bob");
+        assert_eq!(o.begin.notify, 1 | 4);
+        assert_eq!(o.begin.ret, 2);
+        assert_eq!(o.begin.envid, "env1");
+        assert!(o.begin.body_8bit);
+        assert_eq!(o.recipients, vec!["a@b"]);
+        let o = parse(Mode::Deliver, &args("-ti -f alice x y")).unwrap();
+        assert!(o.begin.extract && o.ignore_dots);
+        assert_eq!(o.begin.sender, "alice");
+        assert_eq!(o.recipients, vec!["x", "y"]);
+        assert_eq!(
+            parse(Mode::Deliver, &args("-bp")).unwrap().mode,
+            Mode::Mailq
+        );
+        assert_eq!(
+            parse(Mode::Deliver, &args("-bi")).unwrap().mode,
+            Mode::Newaliases
+        );
+        assert_eq!(parse(Mode::Deliver, &args("-bs")).unwrap().mode, Mode::Smtp);
+        assert_eq!(parse(Mode::Deliver, &args("-q")).unwrap().mode, Mode::Flush);
+        assert_eq!(
+            parse(Mode::Deliver, &args("-q30m")).unwrap().mode,
+            Mode::Flush
+        );
+        assert_eq!(
+            parse(Mode::Deliver, &args("-r <> -- -x"))
+                .unwrap()
+                .recipients,
+            vec!["-x"]
+        );
+        assert!(parse(Mode::Deliver, &args("-k a")).is_err());
+        assert!(parse(Mode::Deliver, &args("-N sometimes a")).is_err());
+        assert!(parse(Mode::Deliver, &args("-N never,success a")).is_err());
+        assert!(parse(Mode::Deliver, &args("-R most a")).is_err());
+        assert!(parse(Mode::Deliver, &args("-B 9BIT a")).is_err());
+        assert!(parse(Mode::Deliver, &args("-bt")).is_err());
+        assert!(parse(Mode::Deliver, &args("-f")).is_err());
+    }
+}
