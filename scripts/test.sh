@@ -41,4 +41,10 @@ cargo build --locked --workspace --bins
 echo "== clippy"
 cargo clippy -q --locked --workspace --all-targets -- -D warnings
 echo "== tests"
-cargo test --locked --workspace
+report=target/tmp/fault-injection.txt
+rm -f "$report"
+status=0
+cargo test --locked --workspace || status=$?
+# The kill -9 run's seed and counts (tests/tests/faults.rs), pass or fail.
+if [ -f "$report" ]; then echo "== $(cat "$report")"; fi
+exit $status
