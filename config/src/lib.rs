@@ -6,11 +6,13 @@
 #![forbid(unsafe_code)]
 
 mod expand;
+pub mod fuzzing;
 mod lines;
 pub mod masterfile;
 mod params;
 pub mod registry;
 mod role;
+pub mod tables;
 pub mod value;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -182,6 +182,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_helo_required", "no", Kind::Bool, SD),
     p("smtpd_helo_restrictions", "", Kind::List, SD | PK),
     p("smtpd_junk_command_limit", "100", int(1, 100_000), SD),
+    p("smtpd_min_data_rate", "500", int(0, 1_000_000_000), SD),
+    p("smtpd_per_request_deadline", "yes", Kind::Bool, SD),
     p("smtpd_pipelining_limit", "1000", int(10, 100_000), SD),
     p("smtpd_recipient_limit", "1000", int(100, 1_000_000), SD),
     p("smtpd_recipient_restrictions", "", Kind::List, SD | PK),

@@ -24,7 +24,7 @@ mod smtp;
 mod smtpd;
 mod submit;
 mod tablecache;
-mod tables;
+use postern_config::tables;
 mod tls;
 
 use std::path::PathBuf;

@@ -92,6 +92,20 @@ pub mod fuzzing {
         ]
     }
 
+    /// A maildrop file as pickup reads it: frames one after another, each
+    /// a sendmail_pickup request that survives a round trip.
+    pub fn maildrop_file(data: &[u8]) {
+        use crate::channel::Message;
+        use crate::sendmail_pickup::{Request, file_frames};
+        for f in file_frames(data) {
+            let Ok(f) = f else { break };
+            assert!(f.len() >= crate::frame::HEADER);
+            if let Ok(m) = Request::decode(f, Vec::new()) {
+                assert_eq!(Request::decode(&m.encode(), Vec::new()).ok(), Some(m));
+            }
+        }
+    }
+
     pub fn decode_any(data: &[u8]) {
         use crate::*;
         /// Decode; whatever decodes must survive a round trip unchanged.

@@ -368,6 +368,23 @@ fn fuzz_corpus_replays_cleanly() {
     assert!(n > 0, "no corpus found under fuzz/");
 }
 
+/// The maildrop-file target's corpus, the same way.
+#[test]
+fn maildrop_corpus_replays_cleanly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut n = 0;
+    for dir in ["corpus/maildrop_file", "regressions/maildrop_file"] {
+        let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            crate::fuzzing::maildrop_file(&std::fs::read(e.path()).unwrap());
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no maildrop_file corpus found under fuzz/");
+}
+
 /// Every field of the key-service schema, pinned. A new field fails this
 /// test, so whoever adds one must say here why it cannot carry a private
 /// key to smtpd or smtp. Together with the broker-side test that scans

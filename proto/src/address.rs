@@ -106,8 +106,9 @@ fn valid_dot_atom(s: &str, utf8: bool) -> bool {
 /// Checks a domain name or address literal.
 pub fn valid_domain(d: &str, utf8: bool) -> bool {
     if let Some(lit) = d.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-        if let Some(v6) = lit.strip_prefix("IPv6:") {
-            return v6.parse::<std::net::Ipv6Addr>().is_ok();
+        // The tag is case-insensitive (RFC 5234 strings).
+        if lit.len() > 5 && lit.is_char_boundary(5) && lit[..5].eq_ignore_ascii_case("IPv6:") {
+            return lit[5..].parse::<std::net::Ipv6Addr>().is_ok();
         }
         return lit.parse::<std::net::Ipv4Addr>().is_ok();
     }
@@ -197,8 +198,18 @@ pub fn parse_path(path: &str, utf8: bool) -> Result<Mailbox, AddressError> {
     }
     Ok(Mailbox {
         local: local.to_string(),
-        domain: domain.to_ascii_lowercase(),
+        domain: canonical_domain(domain),
     })
+}
+
+/// Domains compare in lower case; an IPv6 literal keeps its `IPv6:` tag in
+/// the form RFC 5321 writes it.
+fn canonical_domain(d: &str) -> String {
+    let lower = d.to_ascii_lowercase();
+    match lower.strip_prefix("[ipv6:") {
+        Some(rest) => format!("[IPv6:{rest}"),
+        None => lower,
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +238,22 @@ mod tests {
         assert!(parse_path("u@[192.0.2.1]", false).is_ok());
         assert!(parse_path("u@[IPv6:::1]", false).is_ok());
         assert!(parse_path("u@[999.0.0.1]", false).is_err());
+    }
+
+    /// Found by the address fuzz target (fuzz/regressions/address/
+    /// ipv6-literal-tag-case): the domain was lower-cased to `[ipv6:...]`,
+    /// which no longer parsed as a literal.
+    #[test]
+    fn ipv6_literal_round_trips() {
+        for given in ["u@[IPv6:::1]", "u@[ipv6:::1]", "u@[IPV6:2001:DB8::1]"] {
+            let m = parse_path(given, false).unwrap();
+            assert!(m.domain.starts_with("[IPv6:"), "{m:?}");
+            assert_eq!(parse_path(&m.address(), false).unwrap(), m);
+        }
+        assert_eq!(
+            parse_path("u@[IPV6:2001:DB8::1]", false).unwrap().domain,
+            "[IPv6:2001:db8::1]"
+        );
     }
 
     #[test]

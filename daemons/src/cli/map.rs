@@ -6,68 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::tables::{self, Table, cdb};
-
-/// Parses a source file: `key value` (postmap) or `name: value` (aliases).
-/// Every problem is reported with file:line; empty values are errors (L689).
-pub fn parse_source(
-    text: &str,
-    file: &str,
-    aliases: bool,
-) -> Result<Vec<(String, String)>, Vec<String>> {
-    let mut out: Vec<(String, String, usize)> = Vec::new();
-    let mut errs = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
-        if raw.trim().is_empty() || raw.trim_start().starts_with('#') {
-            continue;
-        }
-        if raw.starts_with([' ', '\t']) {
-            match out.last_mut() {
-                Some(last) => {
-                    last.1.push(' ');
-                    last.1.push_str(raw.trim());
-                }
-                None => errs.push(format!(
-                    "{file}:{n}: continuation line without an entry before it"
-                )),
-            }
-            continue;
-        }
-        let (key, value) = if aliases {
-            match raw.split_once(':') {
-                Some((k, v)) => (k.trim(), v.trim()),
-                None => {
-                    errs.push(format!("{file}:{n}: missing ':' after alias name"));
-                    continue;
-                }
-            }
-        } else {
-            match raw.split_once([' ', '\t']) {
-                Some((k, v)) => (k, v.trim()),
-                None => (raw.trim(), ""),
-            }
-        };
-        if key.is_empty() {
-            errs.push(format!("{file}:{n}: empty key"));
-            continue;
-        }
-        out.push((key.to_ascii_lowercase(), value.to_string(), n));
-    }
-    for (k, v, n) in &out {
-        if v.trim_end_matches(',').trim().is_empty() {
-            errs.push(format!("{file}:{n}: {k}: empty value"));
-        }
-    }
-    if errs.is_empty() {
-        Ok(out
-            .into_iter()
-            .map(|(k, v, _)| (k, v.trim_end_matches(',').trim().to_string()))
-            .collect())
-    } else {
-        Err(errs)
-    }
-}
+use crate::tables::{self, Table, cdb, parse_source};
 
 /// Builds `PATH.cdb` from `PATH`, replacing the old table atomically.
 pub fn build(spec: &str, aliases: bool) -> Result<usize, Vec<String>> {

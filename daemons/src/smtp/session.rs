@@ -8,9 +8,7 @@ use tokio::net::TcpStream;
 /// The connection: plain, or TLS after STARTTLS.
 type Stream = crate::tls::stream::MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
-/// Longest reply line we read; a server sending more is broken.
-const MAX_REPLY_LINE: usize = 4096;
-const MAX_REPLY_LINES: usize = 100;
+use postern_proto::smtp::reply::{MAX_REPLY_LINE, ReplyParser};
 
 #[derive(Debug, Clone)]
 pub struct Timeouts {
@@ -136,7 +134,7 @@ impl Session {
         step: &'static str,
     ) -> Result<SmtpReply, Failure> {
         let fut = async {
-            let mut lines = Vec::new();
+            let mut parser = ReplyParser::default();
             loop {
                 let mut line = Vec::new();
                 let n = (&mut self.io)
@@ -147,19 +145,10 @@ impl Session {
                 if n == 0 {
                     return Err(Failure::Lost(step));
                 }
-                let s = String::from_utf8_lossy(&line);
-                let s = s.trim_end_matches(['\r', '\n']);
-                if s.len() < 3 || !s.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
-                    return Err(Failure::Lost(step));
-                }
-                let code: u16 = s[..3].parse().map_err(|_| Failure::Lost(step))?;
-                let more = s.as_bytes().get(3) == Some(&b'-');
-                lines.push(s.get(4..).unwrap_or("").to_string());
-                if !more {
-                    return Ok(SmtpReply { code, lines });
-                }
-                if lines.len() > MAX_REPLY_LINES {
-                    return Err(Failure::Lost(step));
+                match parser.line(&line) {
+                    Ok(Some((code, lines))) => return Ok(SmtpReply { code, lines }),
+                    Ok(None) => {}
+                    Err(_) => return Err(Failure::Lost(step)),
                 }
             }
         };

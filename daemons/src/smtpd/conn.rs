@@ -1,7 +1,7 @@
 //! Buffered SMTP I/O with a deadline on every read and write, and bounded
 //! buffers: a client can never make smtpd hold more than a line, a chunk,
 //! and the replies to one pipelined batch.
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,6 +37,15 @@ pub struct Conn {
     pub timeout: Duration,
     /// Replies queued since the last flush (the pipelining cap).
     pub pending_replies: usize,
+    /// smtpd_per_request_deadline: `timeout` bounds a whole request (a
+    /// command line, or a message's content), not each read, so a client
+    /// that sends one byte at a time cannot hold a session forever.
+    pub per_request: bool,
+    /// smtpd_min_data_rate: bytes per second of content that each extend
+    /// the deadline by a second (0: no extension).
+    pub min_data_rate: u64,
+    deadline: Option<Instant>,
+    data_credit: bool,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -51,6 +60,30 @@ impl Conn {
             out: Vec::new(),
             timeout,
             pending_replies: 0,
+            per_request: false,
+            min_data_rate: 0,
+            deadline: None,
+            data_credit: false,
+        }
+    }
+
+    /// A new request starts (a command, or content after DATA/BDAT): with
+    /// per-request deadlines, its time starts now. `data`: content, whose
+    /// deadline grows with every `min_data_rate` bytes received.
+    pub fn begin_request(&mut self, data: bool) {
+        if self.per_request {
+            self.deadline = Some(Instant::now() + self.timeout);
+            self.data_credit = data;
+        }
+    }
+
+    /// How long the next read may wait.
+    fn read_timeout(&self) -> Duration {
+        match self.deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .min(self.timeout),
+            None => self.timeout,
         }
     }
 
@@ -90,12 +123,18 @@ impl Conn {
             self.buf.resize(self.end + READ_CHUNK, 0);
         }
         let end = self.end;
-        let n = tokio::time::timeout(self.timeout, self.stream.read(&mut self.buf[end..]))
+        let n = tokio::time::timeout(self.read_timeout(), self.stream.read(&mut self.buf[end..]))
             .await
             .map_err(|_| ConnError::Timeout)?
             .map_err(|_| ConnError::Io)?;
         if n == 0 {
             return Err(ConnError::Closed);
+        }
+        if self.data_credit
+            && self.min_data_rate > 0
+            && let Some(d) = self.deadline.as_mut()
+        {
+            *d += Duration::from_secs_f64(n as f64 / self.min_data_rate as f64);
         }
         self.end += n;
         Ok(())

@@ -158,7 +158,9 @@ async fn serve(mut ctx: Context) {
                         let (sh, set, active, sb) =
                             (sh.clone(), settings.clone(), active.clone(), sb.clone());
                         tokio::task::spawn_local(async move {
-                            let conn = Conn::new(stream, set.timeout);
+                            let mut conn = Conn::new(stream, set.timeout);
+                            conn.per_request = set.per_request_deadline;
+                            conn.min_data_rate = set.min_data_rate;
                             Session::new(sh, set, conn, peer.ip(), peer.port())
                                 .run()
                                 .await;

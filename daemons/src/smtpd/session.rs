@@ -25,6 +25,8 @@ pub struct Settings {
     pub myhostname: String,
     pub banner: String,
     pub timeout: Duration,
+    pub per_request_deadline: bool,
+    pub min_data_rate: u64,
     pub hard_error_limit: u32,
     pub soft_error_limit: u32,
     pub error_sleep: Duration,
@@ -66,6 +68,8 @@ impl Settings {
             myhostname: p.str("myhostname").into(),
             banner: p.str("smtpd_banner").into(),
             timeout: p.duration("smtpd_timeout").map_err(e)?,
+            per_request_deadline: p.bool("smtpd_per_request_deadline").map_err(e)?,
+            min_data_rate: p.int("smtpd_min_data_rate").map_err(e)? as u64,
             hard_error_limit: p.int("smtpd_hard_error_limit").map_err(e)? as u32,
             soft_error_limit: p.int("smtpd_soft_error_limit").map_err(e)? as u32,
             error_sleep: p.duration("smtpd_error_sleep_time").map_err(e)?,
@@ -447,6 +451,7 @@ impl Session {
     async fn sasl_step(&mut self, challenge: &str) -> Result<Result<Vec<u8>, Reply>, ConnError> {
         self.conn.queue(&format!("334 {challenge}\r\n"));
         self.conn.flush().await?;
+        self.conn.begin_request(false);
         let line = match self.conn.read_line(12288, false).await? {
             Line::Command(l) => l,
             Line::TooLong | Line::BareLf => {
@@ -597,6 +602,7 @@ impl Session {
                     .bare_lf_exclusions
                     .iter()
                     .any(|c| c.contains(self.ip));
+            self.conn.begin_request(false);
             let line = match self
                 .conn
                 .read_line(self.set.line_length_limit, bare_ok)
@@ -1150,6 +1156,7 @@ impl Session {
         let mut size = 0u64;
         let mut too_big = false;
         let mut lost = false;
+        self.conn.begin_request(true);
         loop {
             if self.conn.buffered().is_empty()
                 && let Err(e) = self.conn.fill().await
@@ -1245,6 +1252,7 @@ impl Session {
         };
         let mut remaining = size;
         let mut lost = false;
+        self.conn.begin_request(true);
         while remaining > 0 {
             let data = match self
                 .conn
@@ -1303,6 +1311,7 @@ impl Session {
 
     /// Reads and drops `n` bytes of a refused BDAT chunk.
     async fn skip(&mut self, mut n: u64) -> Result<(), ConnError> {
+        self.conn.begin_request(true);
         while n > 0 {
             let d = self.conn.read_some(n.min(64 * 1024) as usize).await?;
             n -= d.len() as u64;

@@ -5,4 +5,4 @@ pub mod reply;
 
 pub use command::{Command, EsmtpParam, parse_command};
 pub use data::{BareLf, DataDecoder, LineNormalizer, Progress};
-pub use reply::Reply;
+pub use reply::{Reply, ReplyError, ReplyParser};

@@ -69,9 +69,87 @@ impl Reply {
     }
 }
 
+/// Longest reply line a client reads, CRLF included (RFC 5321 4.5.3.1.5
+/// says 512; real servers send longer text, so allow some room).
+pub const MAX_REPLY_LINE: usize = 4096;
+/// Most lines in one multi-line reply.
+pub const MAX_REPLY_LINES: usize = 100;
+
+/// Why a server's reply was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyError {
+    /// A line that does not start with three digits.
+    Malformed,
+    /// More than [`MAX_REPLY_LINES`] lines, or a line over [`MAX_REPLY_LINE`].
+    TooLong,
+}
+
+/// The client side: assembles a server's reply, one line at a time, like
+/// Postfix's smtp_chat. The code is taken from the last line; a line is
+/// `ddd-text` (more follow) or `ddd text` / `ddd` (the last).
+#[derive(Debug, Default)]
+pub struct ReplyParser {
+    lines: Vec<String>,
+}
+
+impl ReplyParser {
+    /// Feeds one line, with or without its line ending. Returns the code and
+    /// the text lines once the reply is complete; the parser is then empty.
+    pub fn line(&mut self, raw: &[u8]) -> Result<Option<(u16, Vec<String>)>, ReplyError> {
+        if raw.len() > MAX_REPLY_LINE {
+            return Err(ReplyError::TooLong);
+        }
+        let s = String::from_utf8_lossy(raw);
+        let s = s.trim_end_matches(['\r', '\n']);
+        let b = s.as_bytes();
+        if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) {
+            return Err(ReplyError::Malformed);
+        }
+        let code =
+            u16::from(b[0] - b'0') * 100 + u16::from(b[1] - b'0') * 10 + u16::from(b[2] - b'0');
+        let more = b.get(3) == Some(&b'-');
+        self.lines.push(s.get(4..).unwrap_or("").to_string());
+        if !more {
+            return Ok(Some((code, std::mem::take(&mut self.lines))));
+        }
+        if self.lines.len() >= MAX_REPLY_LINES {
+            return Err(ReplyError::TooLong);
+        }
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_side_parsing() {
+        let mut p = ReplyParser::default();
+        assert_eq!(p.line(b"250-mx.example\r\n"), Ok(None));
+        assert_eq!(p.line(b"250-PIPELINING\r\n"), Ok(None));
+        assert_eq!(
+            p.line(b"250 SMTPUTF8\r\n"),
+            Ok(Some((
+                250,
+                vec!["mx.example".into(), "PIPELINING".into(), "SMTPUTF8".into()]
+            )))
+        );
+        assert_eq!(p.line(b"354\n"), Ok(Some((354, vec![String::new()]))));
+        assert_eq!(p.line(b"25\r\n"), Err(ReplyError::Malformed));
+        assert_eq!(p.line(b"abc def\r\n"), Err(ReplyError::Malformed));
+        // A multi-byte character in the first three bytes is not a code.
+        assert_eq!(p.line("2\u{e9}0 x".as_bytes()), Err(ReplyError::Malformed));
+        let mut p = ReplyParser::default();
+        for _ in 0..MAX_REPLY_LINES - 1 {
+            assert_eq!(p.line(b"250-x"), Ok(None));
+        }
+        assert_eq!(p.line(b"250-x"), Err(ReplyError::TooLong));
+        assert_eq!(
+            ReplyParser::default().line(&[b'2'; MAX_REPLY_LINE + 1]),
+            Err(ReplyError::TooLong)
+        );
+    }
 
     #[test]
     fn renders() {

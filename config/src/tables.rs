@@ -59,6 +59,67 @@ pub fn parse(spec: &str) -> Result<Table, String> {
     }
 }
 
+/// Parses a source file: `key value` (postmap) or `name: value` (aliases).
+/// Every problem is reported with file:line; empty values are errors (L689).
+pub fn parse_source(
+    text: &str,
+    file: &str,
+    aliases: bool,
+) -> Result<Vec<(String, String)>, Vec<String>> {
+    let mut out: Vec<(String, String, usize)> = Vec::new();
+    let mut errs = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        if raw.trim().is_empty() || raw.trim_start().starts_with('#') {
+            continue;
+        }
+        if raw.starts_with([' ', '\t']) {
+            match out.last_mut() {
+                Some(last) => {
+                    last.1.push(' ');
+                    last.1.push_str(raw.trim());
+                }
+                None => errs.push(format!(
+                    "{file}:{n}: continuation line without an entry before it"
+                )),
+            }
+            continue;
+        }
+        let (key, value) = if aliases {
+            match raw.split_once(':') {
+                Some((k, v)) => (k.trim(), v.trim()),
+                None => {
+                    errs.push(format!("{file}:{n}: missing ':' after alias name"));
+                    continue;
+                }
+            }
+        } else {
+            match raw.split_once([' ', '\t']) {
+                Some((k, v)) => (k, v.trim()),
+                None => (raw.trim(), ""),
+            }
+        };
+        if key.is_empty() {
+            errs.push(format!("{file}:{n}: empty key"));
+            continue;
+        }
+        out.push((key.to_ascii_lowercase(), value.to_string(), n));
+    }
+    for (k, v, n) in &out {
+        if v.trim_end_matches(',').trim().is_empty() {
+            errs.push(format!("{file}:{n}: {k}: empty value"));
+        }
+    }
+    if errs.is_empty() {
+        Ok(out
+            .into_iter()
+            .map(|(k, v, _)| (k, v.trim_end_matches(',').trim().to_string()))
+            .collect())
+    } else {
+        Err(errs)
+    }
+}
+
 /// Parameters whose values are lists of tables.
 pub const TABLE_PARAMS: &[&str] = &[
     "local_recipient_maps",
@@ -74,14 +135,11 @@ const SECRET_PARAMS: &[&str] = &["smtp_sasl_password_maps"];
 
 /// Every table file the configuration names: the only files the master
 /// opens for a jailed daemon.
-pub fn configured_files(params: &postern_config::Params) -> Vec<PathBuf> {
+pub fn configured_files(params: &crate::Params) -> Vec<PathBuf> {
     files_of(params, TABLE_PARAMS.iter())
 }
 
-fn files_of<'a>(
-    params: &postern_config::Params,
-    names: impl Iterator<Item = &'a &'a str>,
-) -> Vec<PathBuf> {
+fn files_of<'a>(params: &crate::Params, names: impl Iterator<Item = &'a &'a str>) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = names
         .flat_map(|p| params.list(p).unwrap_or_default())
         .filter_map(|spec| parse(&spec).ok()?.file())
@@ -92,8 +150,8 @@ fn files_of<'a>(
 }
 
 /// The table files a role may have the master open for it.
-pub fn allowed_files(role: postern_config::Role, params: &postern_config::Params) -> Vec<PathBuf> {
-    use postern_config::Role;
+pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> {
+    use crate::Role;
     let mut v = match role {
         Role::Broker => configured_files(params),
         Role::Qmgr | Role::Local => files_of(

@@ -1,0 +1,205 @@
+//! Entry points shared by the fuzz targets in `fuzz/` (cargo-fuzz, nightly)
+//! and the corpus-replay tests that run on stable (`tests/fuzz_replay.rs`).
+//! Each takes arbitrary bytes, must never panic, and checks the properties
+//! that make its parser trustworthy (round trips, chunking independence).
+use crate::address::{Mailbox, parse_path};
+use crate::header;
+use crate::queue::{self, FRAME, Record, Tail};
+use crate::smtp::reply::{MAX_REPLY_LINES, ReplyParser};
+use crate::smtp::{BareLf, Command, DataDecoder, LineNormalizer, Progress, parse_command};
+
+/// An SMTP command line, and the paths of MAIL and RCPT under both address
+/// grammars: a parsed mailbox prints as a path that parses to itself.
+pub fn smtp_command(data: &[u8]) {
+    let line = data.strip_suffix(b"\r\n").unwrap_or(data);
+    match parse_command(line) {
+        Ok(Command::Mail { path, params } | Command::Rcpt { path, params }) => {
+            for p in &params {
+                assert_eq!(p.key, p.key.to_ascii_uppercase(), "keys are upper-cased");
+            }
+            for utf8 in [false, true] {
+                address_round_trip(&path, utf8);
+            }
+        }
+        Ok(c) => {
+            let _ = c.verb();
+        }
+        Err(reply) => assert!(reply.code >= 500 && reply.code < 600, "{reply:?}"),
+    }
+}
+
+/// A mail address, under both grammars.
+pub fn address(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    for utf8 in [false, true] {
+        address_round_trip(s, utf8);
+    }
+}
+
+fn address_round_trip(path: &str, utf8: bool) {
+    if let Ok(m) = parse_path(path, utf8) {
+        assert!(utf8 || !m.is_utf8(), "non-ASCII accepted without SMTPUTF8");
+        let again: Mailbox = parse_path(&m.address(), utf8)
+            .unwrap_or_else(|e| panic!("{path:?} parsed as {m:?}, which does not parse: {e}"));
+        assert_eq!(again, m, "{path:?} does not round-trip");
+    }
+}
+
+/// A server's replies, line by line, as the SMTP client reads them.
+pub fn smtp_reply(data: &[u8]) {
+    let mut p = ReplyParser::default();
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        match p.line(line) {
+            Ok(Some((code, lines))) => {
+                assert!(code < 1000);
+                assert!(!lines.is_empty() && lines.len() <= MAX_REPLY_LINES);
+            }
+            Ok(None) => {}
+            Err(_) => p = ReplyParser::default(),
+        }
+    }
+}
+
+/// The DATA decoder and the BDAT line normalizer: the first byte picks the
+/// bare-LF mode and a chunk size; the stream decoded in chunks must give
+/// exactly what it gives in one piece, and the content never holds a bare LF
+/// or an end-of-data line.
+pub fn data_stream(data: &[u8]) {
+    let Some((&ctl, input)) = data.split_first() else {
+        return;
+    };
+    let mode = if ctl & 1 == 0 {
+        BareLf::Normalize
+    } else {
+        BareLf::Reject
+    };
+    let chunk = usize::from(ctl >> 1).max(1);
+
+    let whole = decode(input, mode, input.len().max(1));
+    let pieces = decode(input, mode, chunk);
+    assert_eq!(whole, pieces, "chunking changed the DATA decoding");
+    let (out, progress, _) = &whole;
+    if *progress != Progress::BareLf {
+        assert!(!has_bare_lf(out), "a bare LF in the decoded content");
+    }
+    match progress {
+        // The only end of data is CRLF "." CRLF, or "." CRLF at the very
+        // start: never a bare CR or LF variant (SMTP smuggling).
+        Progress::End => {
+            let used = whole.2;
+            let seen = &input[..used];
+            assert!(
+                seen == b".\r\n" || seen.ends_with(b"\r\n.\r\n"),
+                "data ended at {seen:?}"
+            );
+        }
+        Progress::BareLf => assert_eq!(mode, BareLf::Reject),
+        Progress::More => {}
+    }
+
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    let ra = LineNormalizer::default().feed(input, mode, &mut a);
+    let mut n = LineNormalizer::default();
+    let rb = input
+        .chunks(chunk)
+        .try_for_each(|c| n.feed(c, mode, &mut b));
+    assert_eq!(ra.is_ok(), rb.is_ok());
+    if ra.is_ok() {
+        assert_eq!(a, b, "chunking changed the BDAT normalization");
+        assert!(!has_bare_lf(&a));
+    }
+}
+
+fn decode(input: &[u8], mode: BareLf, chunk: usize) -> (Vec<u8>, Progress, usize) {
+    let mut d = DataDecoder::new(mode);
+    let mut out = Vec::new();
+    let mut used = 0;
+    for c in input.chunks(chunk) {
+        let (n, p) = d.feed(c, &mut out);
+        used += n;
+        assert!(n <= c.len());
+        if p != Progress::More {
+            return (out, p, used);
+        }
+        assert_eq!(n, c.len(), "More must consume everything");
+    }
+    (out, Progress::More, used)
+}
+
+fn has_bare_lf(b: &[u8]) -> bool {
+    b.iter()
+        .enumerate()
+        .any(|(i, &c)| c == b'\n' && (i == 0 || b[i - 1] != b'\r'))
+}
+
+/// Message headers: the header/body split agrees with itself as bytes
+/// arrive, and every field comes from the header section.
+pub fn message_header(data: &[u8]) {
+    let full = header::split(data, true);
+    if let header::Split::Done { headers, body } = full {
+        assert!(headers <= body && body <= data.len());
+        for f in header::fields(&data[..headers]) {
+            let _ = f.value();
+        }
+        // Before the end, a prefix either needs more or ends in the same place.
+        if let Some(cut) = body.checked_add(1).filter(|&c| c < data.len()) {
+            match header::split(&data[..cut], false) {
+                header::Split::Incomplete => {}
+                header::Split::Done { headers: h, .. } => assert_eq!(h, headers),
+            }
+        }
+    }
+}
+
+/// Queue files: arbitrary bytes through the record decoder, and the input
+/// cut into length-prefixed payloads framed with a valid checksum, so the
+/// fuzzer reaches the postcard decoder and the summary. Every record that
+/// decodes re-encodes to the very bytes it came from.
+pub fn queue_records(data: &[u8]) {
+    let (recs, tail) = queue::decode_all(data);
+    check_records(data, &recs, &tail);
+
+    let mut framed = Vec::new();
+    let mut rest = data;
+    while let Some((&n, tail)) = rest.split_first() {
+        let n = usize::from(n).min(tail.len());
+        let payload = &tail[..n];
+        framed.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        framed.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        framed.extend_from_slice(payload);
+        rest = &tail[n..];
+    }
+    let (recs, tail) = queue::decode_all(&framed);
+    check_records(&framed, &recs, &tail);
+}
+
+fn check_records(buf: &[u8], recs: &[(u64, Record)], tail: &Tail) {
+    let mut end = 0u64;
+    for (off, r) in recs {
+        let enc = queue::encode(r);
+        let at = *off as usize;
+        assert!(enc.len() >= FRAME);
+        // postcard is canonical for these types except for varint
+        // overlong forms; the re-encoding must decode to the same record.
+        let (again, t) = queue::decode_all(&enc);
+        assert_eq!(t, Tail::Clean);
+        assert_eq!(again.len(), 1);
+        assert_eq!(&again[0].1, r);
+        assert!(at < buf.len());
+        end = *off
+            + (FRAME as u64)
+            + u64::from(u32::from_le_bytes(
+                buf[at..at + 4].try_into().expect("4 bytes"),
+            ));
+    }
+    match tail {
+        Tail::Clean => assert_eq!(end, buf.len() as u64),
+        Tail::Torn { offset } | Tail::Corrupt { offset, .. } => assert_eq!(*offset, end),
+    }
+    let s = queue::summarize(recs, end);
+    let _ = s.all_done();
+    let _ = queue::content(recs);
+}

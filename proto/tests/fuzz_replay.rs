@@ -1,0 +1,53 @@
+//! Replays the fuzz corpus and the regression inputs of the proto targets
+//! (fuzz/corpus/TARGET, fuzz/regressions/TARGET) through the same entry
+//! points the cargo-fuzz targets call, on stable, in every test run.
+use std::path::Path;
+
+use postern_proto::fuzzing;
+
+fn replay(target: &str, f: fn(&[u8])) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut n = 0;
+    for dir in ["corpus", "regressions"] {
+        let Ok(rd) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let data = std::fs::read(e.path()).unwrap();
+            let r = std::panic::catch_unwind(|| f(&data));
+            assert!(r.is_ok(), "{target}: {} fails", e.path().display());
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no corpus for {target} under fuzz/");
+}
+
+#[test]
+fn smtp_command() {
+    replay("smtp_command", fuzzing::smtp_command);
+}
+
+#[test]
+fn smtp_reply() {
+    replay("smtp_reply", fuzzing::smtp_reply);
+}
+
+#[test]
+fn data_stream() {
+    replay("data_stream", fuzzing::data_stream);
+}
+
+#[test]
+fn message_header() {
+    replay("message_header", fuzzing::message_header);
+}
+
+#[test]
+fn address() {
+    replay("address", fuzzing::address);
+}
+
+#[test]
+fn queue_record() {
+    replay("queue_record", fuzzing::queue_records);
+}
