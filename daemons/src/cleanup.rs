@@ -167,6 +167,13 @@ async fn session(fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
                             Reply::Failed(write_error())
                         }
                     },
+                    Ok(cb::Reply::NoSpace(free)) => {
+                        warn!(
+                            "not enough free space in mail queue: {free} bytes; from=<{}> client={}[{}]",
+                            b.sender, b.client.name, b.client.addr
+                        );
+                        Reply::Failed(fail(452, "4.3.1", "Insufficient system storage"))
+                    }
                     Ok(cb::Reply::Failed(e)) => {
                         warn!("broker cannot allocate a queue file: {e}");
                         Reply::Failed(write_error())

@@ -199,6 +199,7 @@ impl Switchboard {
             netns: jail.netns.as_str().into(),
         })
         .await?;
+        let pong = sb.writer.clone();
         tokio::spawn(async move {
             loop {
                 let msg = match reader.recv().await {
@@ -242,6 +243,11 @@ impl Switchboard {
                     }
                     Ok(ToDaemon::Shutdown) => {
                         let _ = sd_tx.send(true);
+                    }
+                    // Answered from this runtime: a daemon whose event loop
+                    // is stuck stays silent, and the master's watchdog acts.
+                    Ok(ToDaemon::Ping(n)) => {
+                        let _ = pong.send(&FromDaemon::Pong(n).encode(), &[]).await;
                     }
                     Ok(ToDaemon::Setup(_)) => fatal!("master sent a second setup"),
                     Err(e) => fatal!("protocol violation from master: {e}"),

@@ -5,7 +5,7 @@
 # commit or abort the ids it was given.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 1;
+const version :UInt32 = 2;
 
 struct Commit {
   queueId @0 :Text;
@@ -30,5 +30,6 @@ struct Reply {
     committed @2 :Void;
     aborted @3 :Void;
     failed @4 :Text;
+    noSpace @5 :UInt64;   # allocate: the queue file system is full; its free bytes
   }
 }

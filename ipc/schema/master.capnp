@@ -5,7 +5,7 @@
 using Common = import "common.capnp";
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 2;
+const version :UInt32 = 3;
 
 struct Listener {
   service @0 :Text;             # the master.cf service name, e.g. "127.0.0.1:2525"
@@ -44,6 +44,7 @@ struct ToDaemon {
     connectFailed @2 :ConnectFailed;
     shutdown @3 :Void;          # stop accepting work, finish, exit
     tableFile @4 :TableFile;
+    ping @5 :UInt64;            # the watchdog: answer with pong, same number
   }
 }
 
@@ -72,5 +73,6 @@ struct FromDaemon {
     connectionOpened @2 :Void;  # an SMTP client connection was accepted
     connectionClosed @3 :Void;  # ... and has ended
     openTable @4 :OpenTable;
+    pong @5 :UInt64;            # the answer to ping
   }
 }

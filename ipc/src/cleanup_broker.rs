@@ -33,6 +33,9 @@ pub enum Reply {
     Committed,
     Aborted,
     Failed(String),
+    /// Allocate refused: the queue file system has this many bytes free,
+    /// not more than `queue_minfree` (Postfix: "Insufficient system storage").
+    NoSpace(u64),
 }
 
 /// Queue ids are short, printable and safe in file names and log lines.
@@ -110,6 +113,7 @@ impl Message for Reply {
                 Reply::Committed => r.set_committed(()),
                 Reply::Aborted => r.set_aborted(()),
                 Reply::Failed(s) => r.set_failed(clip(s, 512)),
+                Reply::NoSpace(n) => r.set_no_space(*n),
             }
         }
         frame::finish(&b)
@@ -145,6 +149,7 @@ impl Message for Reply {
             reply::Committed(()) => Reply::Committed,
             reply::Aborted(()) => Reply::Aborted,
             reply::Failed(s) => Reply::Failed(text(s, "failed", 512)?),
+            reply::NoSpace(n) => Reply::NoSpace(n),
         })
     }
 }

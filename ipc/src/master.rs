@@ -47,6 +47,8 @@ pub enum ToDaemon {
         reason: String,
     },
     Shutdown,
+    /// The master's watchdog (daemon_timeout): answer with Pong(n).
+    Ping(u64),
     /// The answer to OpenTable: the open file, None when it does not
     /// exist, or why it could not be opened.
     TableFile {
@@ -72,6 +74,7 @@ pub enum FromDaemon {
         request_id: u32,
         path: String,
     },
+    Pong(u64),
 }
 
 pub const MAX_PATH: usize = 4096;
@@ -140,6 +143,7 @@ impl Message for ToDaemon {
                     c.set_reason(frame::clip(reason, MAX_REASON));
                 }
                 ToDaemon::Shutdown => root.set_shutdown(()),
+                ToDaemon::Ping(n) => root.set_ping(*n),
                 ToDaemon::TableFile { request_id, file } => {
                     let mut t = root.init_table_file();
                     t.set_request_id(*request_id);
@@ -225,6 +229,10 @@ impl Message for ToDaemon {
                 no_fds(&fds)?;
                 ToDaemon::Shutdown
             }
+            to_daemon::Ping(n) => {
+                no_fds(&fds)?;
+                ToDaemon::Ping(n)
+            }
             to_daemon::TableFile(t) => {
                 let t = t?;
                 let mut fds = fds;
@@ -283,6 +291,7 @@ impl Message for FromDaemon {
                 }
                 FromDaemon::ConnectionOpened => root.set_connection_opened(()),
                 FromDaemon::ConnectionClosed => root.set_connection_closed(()),
+                FromDaemon::Pong(n) => root.set_pong(*n),
                 FromDaemon::OpenTable { request_id, path } => {
                     let mut o = root.init_open_table();
                     o.set_request_id(*request_id);
@@ -342,6 +351,7 @@ impl Message for FromDaemon {
             }
             from_daemon::ConnectionOpened(()) => FromDaemon::ConnectionOpened,
             from_daemon::ConnectionClosed(()) => FromDaemon::ConnectionClosed,
+            from_daemon::Pong(n) => FromDaemon::Pong(n),
             from_daemon::OpenTable(o) => {
                 let o = o?;
                 let path = text(o.get_path(), "openTable.path", MAX_PATH)?;

@@ -205,8 +205,23 @@ impl Instance {
     /// Starts the master in the foreground (logging to master.log) and waits
     /// until every daemon reports running.
     pub fn start(&mut self) {
+        self.start_command(self.command());
+    }
+
+    /// Starts the master with RLIMIT_NOFILE set to `n` (soft and hard),
+    /// which every daemon inherits (prlimit from util-linux).
+    pub fn start_with_nofile(&mut self, n: u64) {
+        let inner = self.command();
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={n}:{n}"))
+            .arg("--")
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        self.start_command(cmd);
+    }
+
+    fn start_command(&mut self, mut cmd: Command) {
         let log = std::fs::File::create(self.log_path()).unwrap();
-        let mut cmd = self.command();
         cmd.args(["start", "--foreground"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

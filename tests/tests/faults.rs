@@ -233,3 +233,295 @@ fn sendmail(config: &std::path::Path, home: &std::path::Path, msg: &[u8]) -> boo
     let wrote = child.stdin.take().unwrap().write_all(msg).is_ok();
     child.wait().is_ok_and(|st| st.success()) && wrote
 }
+
+/// A tmpfs mounted over a directory for the length of a test.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount -t tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system holding `dir` with one file; returns its path.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let p = dir.join("filler");
+    let mut f = std::fs::File::create(&p).unwrap();
+    let block = vec![0x55u8; 64 * 1024];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", p.display()),
+        }
+    }
+    let _ = f.sync_all();
+    p
+}
+
+#[test]
+fn a_full_queue_file_system_refuses_new_mail_loses_nothing_and_recovers() {
+    if !postern_tests::is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let mut inst = Instance::new(
+        "smtpd_error_sleep_time = 0\nminimal_backoff_time = 1s\nmaximal_backoff_time = 2s\n",
+    );
+    let sink = Sink::start(&inst.ip, 2626, &inst.dir.path().join("sink"));
+    inst.add_main_cf(&format!("relayhost = [{}]:{}\n", sink.ip, sink.port));
+    let queue = inst.data_dir().join("queue");
+    let _tmpfs = Tmpfs::mount(&queue, "4m");
+    inst.start();
+
+    // Mail accepted before the disk fills stays queued: the next hop
+    // answers 4xx for now.
+    sink.set_mode("tempfail");
+    let mut accepted = Vec::new();
+    for n in 1..=5 {
+        let r = try_send(
+            &inst.ip,
+            inst.smtp_port,
+            "early@example.org",
+            &["dest@remote.example"],
+            &numbered_message("df", n),
+        )
+        .unwrap();
+        assert!(r.starts_with("250"), "{r}");
+        accepted.push(n);
+    }
+    let filler = fill(&queue);
+
+    // New mail gets 452 at MAIL FROM, and the log names the sender.
+    let mut c = inst.smtp();
+    c.reply();
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    assert_eq!(
+        c.cmd("MAIL FROM:<full@example.org>"),
+        "452 4.3.1 Insufficient system storage\r\n"
+    );
+    // The session goes on; the client may try again later.
+    assert_eq!(c.cmd("NOOP"), "250 2.0.0 Ok\r\n");
+    inst.wait_log(
+        "NOQUEUE: reject: MAIL from unknown[127.0.0.1]: 452 4.3.1 Insufficient system storage; from=<full@example.org>",
+        Duration::from_secs(5),
+    );
+    inst.wait_log(
+        "not enough free space in mail queue",
+        Duration::from_secs(5),
+    );
+    // Retries of the queued mail happen on the full disk meanwhile: their
+    // results cannot be written, and are tried again, not lost.
+    inst.wait_log("No space left on device", Duration::from_secs(15));
+    inst.wait_log("will retry", Duration::from_secs(5));
+
+    // Space that runs out in the middle of DATA: 4xx, nothing half-queued.
+    std::fs::remove_file(&filler).unwrap();
+    let free = {
+        let st = nix::sys::statvfs::statvfs(&queue).unwrap();
+        st.blocks_available() as u64 * st.fragment_size() as u64
+    };
+    std::fs::write(&filler, vec![0u8; (free - 256 * 1024) as usize]).unwrap();
+    assert!(c.cmd("MAIL FROM:<big@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<dest@remote.example>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    // 600 KB of content where 256 KB are left.
+    let line = format!("{}\r\n", "x".repeat(76));
+    let big = format!("Subject: big\r\n\r\n{}", line.repeat(8000));
+    c.send(big.as_bytes());
+    assert_eq!(c.cmd("."), "451 4.3.0 Error: queue file write error\r\n");
+    assert_eq!(c.cmd("RSET"), "250 2.0.0 Ok\r\n");
+
+    // Space returns: Postern recovers by itself.
+    std::fs::remove_file(&filler).unwrap();
+    sink.set_mode("accept");
+    wait_for("MAIL accepted again", Duration::from_secs(30), || {
+        let r = c.cmd("MAIL FROM:<full@example.org>");
+        if r.starts_with("250") {
+            Some(())
+        } else {
+            assert!(r.starts_with("452"), "{r}");
+            std::thread::sleep(Duration::from_millis(200));
+            None
+        }
+    });
+    assert!(c.cmd("RCPT TO:<dest@remote.example>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(&numbered_message("df", 6));
+    let r = c.cmd(".");
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    accepted.push(6);
+    wait_for(
+        "every accepted message delivered",
+        Duration::from_secs(60),
+        || {
+            let got: Vec<usize> = sink
+                .messages()
+                .iter()
+                .map(|(_, c)| verify_numbered(c, "df").expect("intact"))
+                .collect();
+            accepted.iter().all(|n| got.contains(n)).then_some(())
+        },
+    );
+    inst.wait_queue_empty(Duration::from_secs(30));
+    inst.wait_queue_empty(Duration::from_secs(30));
+    // No daemon died of it.
+    let log = inst.log();
+    assert!(
+        !log.contains("killed by signal") && !log.contains("exited unexpectedly"),
+        "{log}"
+    );
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn at_the_descriptor_limit_new_clients_get_421_and_sessions_finish() {
+    // Every daemon inherits a low RLIMIT_NOFILE from the master (raising a
+    // running process's limit would need CAP_SYS_RESOURCE).
+    const LIMIT: usize = 64;
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0\nqueue_file_pool_size = 4\n");
+    inst.start_with_nofile(LIMIT as u64);
+    let pid = inst.pid_of("smtpd").unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(&format!(" {LIMIT} "))),
+        "{limits}"
+    );
+    // Sessions in the middle of a transaction when the limit is reached.
+    let mut busy: Vec<postern_tests::Smtp> = (0..3)
+        .map(|_| {
+            let mut c = inst.smtp();
+            assert!(c.reply().starts_with("220"));
+            assert!(c.cmd("EHLO client.example").starts_with("250"));
+            assert!(c.cmd("MAIL FROM:<busy@example.org>").starts_with("250"));
+            assert!(c.cmd("RCPT TO:<root@localhost>").starts_with("250"));
+            c
+        })
+        .collect();
+
+    // Connect until the limit is reached: the first client past it is
+    // told 421 at once, not left waiting in the backlog.
+    let mut idle = Vec::new();
+    let mut refused = None;
+    for _ in 0..LIMIT {
+        let mut c = inst.smtp();
+        c.w.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let r = c.reply();
+        if r.starts_with("220") {
+            idle.push(c);
+        } else {
+            refused = Some((r, c));
+            break;
+        }
+    }
+    let (r, mut c) = refused.expect("no connection was refused at the descriptor limit");
+    assert_eq!(r, "421 4.3.2 All server ports are busy\r\n");
+    assert!(c.closed());
+    assert!(!idle.is_empty(), "the limit left no room for any session");
+    assert!(open_fds(pid) >= LIMIT - 2, "smtpd was not at its limit");
+    inst.wait_log("refusing the connection from", Duration::from_secs(5));
+    // Again: the reserve is rebuilt after each refusal.
+    let mut c = inst.smtp();
+    assert_eq!(c.reply(), "421 4.3.2 All server ports are busy\r\n");
+
+    // The sessions in progress finish their mail.
+    for c in &mut busy {
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(b"Subject: under pressure\r\n\r\nstill delivered\r\n");
+        let r = c.cmd(".");
+        assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+        assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    }
+    // Same smtpd throughout, and it serves again once descriptors free up.
+    assert_eq!(inst.pid_of("smtpd"), Some(pid));
+    drop(idle);
+    wait_for("a greeting again", Duration::from_secs(10), || {
+        let mut c = inst.smtp();
+        c.reply().starts_with("220").then_some(())
+    });
+    wait_for("three deliveries", Duration::from_secs(20), || {
+        (inst.maildir("root").len() == 3).then_some(())
+    });
+}
+
+#[test]
+fn a_stalled_daemon_hits_the_ipc_deadline_and_the_watchdog_restarts_it() {
+    let mut inst =
+        Instance::new("smtpd_error_sleep_time = 0\nipc_query_timeout = 2s\ndaemon_timeout = 3s\n");
+    inst.start();
+    let cleanup = inst.pid_of("cleanup").unwrap();
+    let smtpd = inst.pid_of("smtpd").unwrap();
+    // Alive but silent: stopped, as a daemon stuck in a loop would be.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cleanup as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let mut c = inst.smtp();
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    let t = Instant::now();
+    // smtpd's call to cleanup hits its deadline: a temporary error, and
+    // the session goes on.
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.org>"),
+        "451 4.3.0 Error: queue file write error\r\n"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(c.cmd("NOOP"), "250 2.0.0 Ok\r\n");
+    // The master's watchdog kills the silent daemon; supervision restarts it.
+    inst.wait_log(
+        &format!("cleanup pid {cleanup}: no answer to the watchdog"),
+        Duration::from_secs(15),
+    );
+    let fresh = wait_for("a new cleanup", Duration::from_secs(15), || {
+        inst.pid_of("cleanup").filter(|&p| p != cleanup)
+    });
+    assert_ne!(fresh, cleanup);
+    // Only the stalled daemon was restarted.
+    assert_eq!(inst.pid_of("smtpd"), Some(smtpd));
+    wait_for("mail accepted again", Duration::from_secs(15), || {
+        let r = c.send_mail(
+            "a@example.org",
+            &["root@localhost"],
+            "Subject: after the stall\r\n\r\nok\r\n",
+        );
+        if r.starts_with("250") {
+            Some(())
+        } else {
+            assert_eq!(c.cmd("RSET"), "250 2.0.0 Ok\r\n");
+            None
+        }
+    });
+    wait_for("delivered", Duration::from_secs(15), || {
+        (inst.maildir("root").len() == 1).then_some(())
+    });
+}

@@ -421,3 +421,81 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
     }
     G(Some(f))
 }
+
+/// SECURITY.md's role table must match the running system: for every row,
+/// the uid, seccomp mode, landlock state and network namespace that
+/// `postern status --json` reports, and no role missing on either side.
+#[test]
+fn security_md_role_table_matches_postern_status() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../SECURITY.md"),
+    )
+    .unwrap();
+    let section = text
+        .split("## Process roles")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Process roles section");
+    let rows: Vec<Vec<String>> = section
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| role ") && !l.starts_with("|---"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() > 5, "no role table found");
+
+    let mut inst = Instance::new("");
+    inst.start();
+    let st = inst.status();
+    let ps = st["processes"].as_array().unwrap();
+    let running: BTreeSet<&str> = ps.iter().map(|p| p["role"].as_str().unwrap()).collect();
+    let documented: BTreeSet<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        running, documented,
+        "SECURITY.md's roles differ from the running ones"
+    );
+    for row in &rows {
+        let (role, uid, landlock, groups, network) = (&row[0], &row[1], &row[2], &row[3], &row[4]);
+        let p = ps.iter().find(|p| p["role"] == role.as_str()).unwrap();
+        let jailed = landlock != "not jailed";
+        assert_eq!(
+            p["seccomp"],
+            if jailed { 2 } else { 0 },
+            "{role}: seccomp vs \"{groups}\""
+        );
+        assert_eq!(
+            p["landlock"],
+            if jailed {
+                "fully_enforced"
+            } else {
+                "not_enforced"
+            },
+            "{role}: landlock vs \"{landlock}\""
+        );
+        let netns = if network.starts_with("private netns") {
+            "private"
+        } else {
+            assert!(
+                network.starts_with("host network") || !jailed,
+                "{role}: network column \"{network}\" says neither"
+            );
+            "shared"
+        };
+        assert_eq!(p["netns"], netns, "{role}: netns vs \"{network}\"");
+        if is_root() {
+            let want = match uid.strip_prefix("role_id_base+") {
+                Some(n) => 60200 + n.parse::<u64>().unwrap(),
+                None => {
+                    assert!(uid.starts_with("0 "), "{role}: uid column \"{uid}\"");
+                    0
+                }
+            };
+            assert_eq!(p["uid"], want, "{role}: uid vs \"{uid}\"");
+        }
+    }
+    inst.stop();
+}

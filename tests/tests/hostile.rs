@@ -276,3 +276,87 @@ fn tls_garbage_after_starttls_drops_only_that_session() {
     assert_eq!(inst.pid_of("smtpd"), Some(smtpd), "smtpd did not restart");
     still_serving(&inst);
 }
+
+#[test]
+fn a_command_alias_never_runs_anything() {
+    // OpenSMTPD's CVE-2020-7247 ran a shell through an MDA command built
+    // from the envelope. Postern has no command delivery at all (and no
+    // execve in any jail): such an alias is refused and bounced.
+    let inst = Instance::new("smtpd_error_sleep_time = 0\n");
+    let marker = inst.dir.path().join("pwned");
+    std::fs::write(
+        inst.config_dir().join("aliases"),
+        format!(
+            "evil: |/usr/bin/touch {}\nincl: :include:/etc/passwd\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    assert!(inst.postern(&["newaliases"]).status.success());
+    let mut inst = inst;
+    inst.start();
+    let mut c = greeted(&inst);
+    let r = c.send_mail(
+        "a@example.org",
+        &["evil@localhost", "incl@localhost"],
+        "Subject: x\r\n\r\n;touch /tmp/x\r\n",
+    );
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    inst.wait_log("command delivery is not supported", Duration::from_secs(15));
+    inst.wait_log(
+        ":include: delivery is not supported",
+        Duration::from_secs(15),
+    );
+    inst.wait_log("status=bounced", Duration::from_secs(15));
+    assert!(!marker.exists(), "a command ran");
+}
+
+#[test]
+fn a_hard_linked_maildrop_file_is_removed_unread() {
+    // OpenSMTPD's CVE-2020-8793 read other users' files through links in
+    // its offline queue. pickup opens maildrop files with O_NOFOLLOW and
+    // takes only regular files with one link.
+    if !postern_tests::is_root() {
+        eprintln!("skipped: planting a file in the maildrop needs root (CI runs as root)");
+        return;
+    }
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0\n");
+    // The first start creates the maildrop.
+    inst.start();
+    inst.stop();
+    // A real submission while the daemons are down leaves a maildrop file.
+    let out = std::process::Command::new(postern_tests::bin())
+        .args(["sendmail", "-i", "-f", "a@example.org", "root@localhost"])
+        .env("MAIL_CONFIG", inst.config_dir())
+        .env("HOME", inst.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut ch| {
+            use std::io::Write;
+            ch.stdin
+                .take()
+                .unwrap()
+                .write_all(b"Subject: linked secret\n\nsecret\n")?;
+            ch.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success());
+    let drop_dir = inst.data_dir().join("maildrop");
+    let file = std::fs::read_dir(&drop_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // A second name for it, outside the maildrop: now it has two links.
+    std::fs::hard_link(&file, inst.dir.path().join("second-link")).unwrap();
+    inst.start();
+    inst.wait_log("has 2 links; removed unread", Duration::from_secs(15));
+    assert!(!file.exists());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        inst.maildir("root").is_empty(),
+        "the linked file was delivered"
+    );
+    still_serving(&inst);
+}

@@ -30,6 +30,9 @@ struct Broker {
     queue: Queue,
     subscribers: Vec<mpsc::UnboundedSender<qb::Event>>,
     next_owner: u64,
+    /// queue_minfree: new mail is refused while the queue file system has
+    /// no more than this many bytes free.
+    minfree: u64,
 }
 
 type Shared = Rc<RefCell<Broker>>;
@@ -44,6 +47,7 @@ pub fn main(ipc_fd: std::os::fd::RawFd) -> ! {
         )
         .map_err(|e| format!("broker: cannot open queue directory {qpath}: {e}"))?;
         let pool = params.int("queue_file_pool_size").unwrap_or(32) as usize;
+        let minfree = params.size("queue_minfree").unwrap_or(0);
         let queue = Queue::open(&qdir, pool)
             .map_err(|e| format!("broker: queue directory {qpath}: {e}"))?;
         let lookup = lookups(params)?;
@@ -52,7 +56,7 @@ pub fn main(ipc_fd: std::os::fd::RawFd) -> ! {
         let keep = vec![qdir.as_raw_fd(), queue.dir_fd().as_raw_fd()];
         let keep_all: Vec<_> = keep.into_iter().chain(queue_extra_fds(&queue)).collect();
         Ok((
-            move |ctx: Context| serve(ctx, qdir, queue, lookup, keys),
+            move |ctx: Context| serve(ctx, qdir, queue, minfree, lookup, keys),
             keep_all,
         ))
     })
@@ -93,6 +97,7 @@ async fn serve(
     mut ctx: Context,
     qdir: OwnedFd,
     mut queue: Queue,
+    minfree: u64,
     lookup: Lookups,
     keys: Rc<KeyStore>,
 ) {
@@ -100,8 +105,10 @@ async fn serve(
         Ok(c) => c,
         Err(e) => fatal!("cannot read the queue: {e}"),
     };
+    // A full disk must not keep the broker down: the pool refills on
+    // demand once there is room again.
     if let Err(e) = queue.fill_pool() {
-        fatal!("cannot create spare queue files: {e}");
+        warn!("cannot create spare queue files: {e}");
     }
     info!(
         "queue: {} message(s), {} spare file(s)",
@@ -118,6 +125,7 @@ async fn serve(
         queue,
         subscribers: Vec::new(),
         next_owner: 1,
+        minfree,
     }));
     let lookup = Rc::new(lookup);
     let cache = Rc::new(crate::tablecache::TableCache::new(ctx.switchboard.clone()));
@@ -185,13 +193,23 @@ async fn cleanup_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration
             Err(_) => break,
         };
         let reply = match req {
-            cb::Request::Allocate => match st.borrow_mut().queue.allocate(owner) {
-                Ok((id, fd)) => cb::Reply::Allocated(id, fd),
-                Err(e) => {
-                    warn!("cannot allocate a queue file: {e}");
-                    cb::Reply::Failed(format!("queue file allocation: {e}"))
+            cb::Request::Allocate => {
+                let mut b = st.borrow_mut();
+                match b.queue.free_bytes() {
+                    // Postfix's smtpd check: no room beyond queue_minfree.
+                    Ok(free) if free <= b.minfree => cb::Reply::NoSpace(free),
+                    _ => match b.queue.allocate(owner) {
+                        Ok((id, fd)) => cb::Reply::Allocated(id, fd),
+                        Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
+                            cb::Reply::NoSpace(0)
+                        }
+                        Err(e) => {
+                            warn!("cannot allocate a queue file: {e}");
+                            cb::Reply::Failed(format!("queue file allocation: {e}"))
+                        }
+                    },
                 }
-            },
+            }
             cb::Request::Sync(id) => {
                 if let Err(e) = st.borrow_mut().queue.check_owner(&id, owner) {
                     violation("cleanup", e);

@@ -329,6 +329,12 @@ impl Queue {
         self.free.len()
     }
 
+    /// Bytes available to unprivileged writers on the queue file system.
+    pub fn free_bytes(&self) -> std::io::Result<u64> {
+        let st = nix::sys::statvfs::fstatvfs(&self.slots_dir)?;
+        Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+    }
+
     /// Hands out a queue id and a fresh descriptor of a pooled file.
     pub fn allocate(&mut self, owner: Owner) -> std::io::Result<(String, OwnedFd)> {
         self.collect_reaped();

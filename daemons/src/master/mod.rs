@@ -66,6 +66,8 @@ enum Event {
     Stop,
     ReloadAll,
     KillAll,
+    /// The watchdog's round: ping every daemon, kill the silent ones.
+    Watchdog,
 }
 
 struct Ready {
@@ -81,6 +83,8 @@ struct Child {
     open_conns: u32,
     started: Instant,
     draining: bool,
+    /// The watchdog's unanswered ping: its number and when it was sent.
+    ping: Option<(u64, Instant)>,
 }
 
 struct PendingConnect {
@@ -286,6 +290,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
             m.slots.insert(role, slot);
             m.spawn(role);
         }
+        m.after(m.watchdog_round(), Event::Watchdog);
         m.event_loop(rx).await;
         let _ = std::fs::remove_file(&m.layout.control);
         let _ = std::fs::remove_file(&pickup_path);
@@ -336,6 +341,53 @@ impl Master {
                 p.int("service_crash_throttle_percent").unwrap_or(50) as u32,
             ),
             pending: Vec::new(),
+        }
+    }
+
+    /// daemon_timeout: how long a daemon may leave the watchdog's ping
+    /// unanswered before it is killed and restarted.
+    fn daemon_timeout(&self) -> Duration {
+        self.params
+            .duration("daemon_timeout")
+            .unwrap_or(Duration::from_secs(60))
+    }
+
+    /// Pings go out four times per daemon_timeout.
+    fn watchdog_round(&self) -> Duration {
+        (self.daemon_timeout() / 4).max(Duration::from_millis(250))
+    }
+
+    fn watchdog(&mut self) {
+        let limit = self.daemon_timeout();
+        let seq = self.next_epoch;
+        self.next_epoch += 1;
+        let mut silent = Vec::new();
+        for slot in self.slots.values_mut() {
+            for c in slot
+                .children
+                .iter_mut()
+                .filter(|c| c.ready.is_some() && !c.draining)
+            {
+                match c.ping {
+                    Some((_, at)) if at.elapsed() > limit => silent.push((slot.role, c.pid, at)),
+                    Some(_) => {}
+                    None => {
+                        c.ping = Some((seq, Instant::now()));
+                        let _ = c.out.send(ToDaemon::Ping(seq));
+                    }
+                }
+            }
+        }
+        for (role, pid, at) in silent {
+            warn!(
+                "{role} pid {pid}: no answer to the watchdog for {:.1}s (daemon_timeout {}s) -- killing it",
+                at.elapsed().as_secs_f64(),
+                limit.as_secs_f64()
+            );
+            Self::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        if !self.stopping {
+            self.after(self.watchdog_round(), Event::Watchdog);
         }
     }
 
@@ -491,6 +543,7 @@ impl Master {
             open_conns: 0,
             started: Instant::now(),
             draining: false,
+            ping: None,
         })
     }
 
@@ -566,6 +619,7 @@ impl Master {
                     let _ = reply.send(r);
                 }
                 Event::Stop => self.stop(),
+                Event::Watchdog => self.watchdog(),
                 Event::ReloadAll => {
                     if let Reply::Error(e) = self.reload("") {
                         warn!("reload failed: {e}");
@@ -683,6 +737,13 @@ impl Master {
                     .connection(Instant::now());
             }
             FromDaemon::ConnectionClosed => child.open_conns = child.open_conns.saturating_sub(1),
+            FromDaemon::Pong(n) => {
+                if child.ping.is_some_and(|(sent, _)| sent == n) {
+                    child.ping = None;
+                } else {
+                    self.violation(role, epoch, "pong without a ping");
+                }
+            }
             FromDaemon::OpenTable { request_id, path } => {
                 // Only roles that answer lookups, and only files the
                 // configuration names: anything else is a violation.

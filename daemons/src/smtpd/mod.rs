@@ -139,6 +139,10 @@ async fn serve(mut ctx: Context) {
                 let (sh, active, mut stop, sb) =
                     (sh.clone(), active.clone(), stop_rx.clone(), sb.clone());
                 tokio::task::spawn_local(async move {
+                    // Two descriptors held back for the moment the process
+                    // runs out: freed, they let smtpd accept the waiting
+                    // client and tell it 421 instead of leaving it hanging.
+                    let mut reserve = std::os::unix::net::UnixStream::pair().ok();
                     loop {
                         let accepted = tokio::select! {
                             a = listener.accept() => a,
@@ -146,9 +150,28 @@ async fn serve(mut ctx: Context) {
                         };
                         let (stream, peer) = match accepted {
                             Ok(x) => x,
+                            Err(e) if is_fd_exhaustion(&e) && reserve.is_some() => {
+                                drop(reserve.take());
+                                let waiting =
+                                    tokio::time::timeout(Duration::from_secs(1), listener.accept());
+                                if let Ok(Ok((s, peer))) = waiting.await {
+                                    warn!(
+                                        "accept: {e}: refusing the connection from [{}]:{} with 421",
+                                        peer.ip(),
+                                        peer.port()
+                                    );
+                                    let _ = s.try_write(b"421 4.3.2 All server ports are busy\r\n");
+                                    drop(s);
+                                }
+                                reserve = std::os::unix::net::UnixStream::pair().ok();
+                                continue;
+                            }
                             Err(e) => {
                                 warn!("accept: {e}");
                                 tokio::time::sleep(Duration::from_millis(100)).await;
+                                if reserve.is_none() {
+                                    reserve = std::os::unix::net::UnixStream::pair().ok();
+                                }
                                 continue;
                             }
                         };
@@ -178,4 +201,12 @@ async fn serve(mut ctx: Context) {
             }
         })
         .await;
+}
+
+/// The process (EMFILE) or the system (ENFILE) has no descriptor left.
+fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EMFILE) | Some(nix::libc::ENFILE)
+    )
 }

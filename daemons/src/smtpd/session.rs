@@ -861,7 +861,20 @@ impl Session {
                 });
                 Self::r(250, "2.1.0", "Ok")
             }
-            Err(f) => Reply::new(f.code, &f.enhanced, &f.text),
+            Err(f) => {
+                let r = Reply::new(f.code, &f.enhanced, &f.text);
+                // The sender is logged too, so a full queue does not hide
+                // whose mail was turned away (WISHLIST L1103).
+                self.log(&format!(
+                    "NOQUEUE: reject: MAIL from {}: {}; from=<{}> proto={} helo=<{}>",
+                    self.client(),
+                    r.summary(),
+                    sender.address(),
+                    self.proto(smtputf8),
+                    self.helo.as_deref().unwrap_or("")
+                ));
+                r
+            }
         }
     }
 
