@@ -94,6 +94,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("alias_database", "cdb:${config_directory}/aliases", Kind::List, M),
     p("alias_maps", "cdb:${config_directory}/aliases", Kind::List, SD | LO | BR | QM),
     p("anvil_rate_time_unit", "60s", Kind::Duration { unit: "s", min_ms: 1000 }, SD),
+    p("authorized_mailq_users", "static:anyone", Kind::List, M),
     p("authorized_submit_users", "static:anyone", Kind::List, PK),
     p("bounce_notice_recipient", "postmaster", Kind::Str, BO),
     p("bounce_queue_lifetime", "5d", secs("d"), QM),

@@ -120,6 +120,36 @@ pub fn parse_source(
     }
 }
 
+/// A user list such as `authorized_mailq_users`: login names, `!name`,
+/// `static:anyone`, or tables keyed by login name, read directly (for the
+/// unjailed master). The first match decides; no match refuses.
+pub fn user_listed(list: &[String], login: &str) -> Result<bool, String> {
+    for item in list {
+        if let Some(name) = item.strip_prefix('!') {
+            if name.eq_ignore_ascii_case(login) {
+                return Ok(false);
+            }
+            continue;
+        }
+        if item.contains(':') {
+            match parse(item)? {
+                Table::Static(v) if v == "anyone" => return Ok(true),
+                Table::Static(_) => continue,
+                t => {
+                    if t.lookup(login)?.is_some() {
+                        return Ok(true);
+                    }
+                    continue;
+                }
+            }
+        }
+        if item.eq_ignore_ascii_case(login) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Parameters whose values are lists of tables.
 pub const TABLE_PARAMS: &[&str] = &[
     "local_recipient_maps",
@@ -402,6 +432,19 @@ mod tests {
         let t = parse("inline:{ Postmaster=root, abuse = root }").unwrap();
         assert_eq!(t.lookup("POSTMASTER").unwrap().as_deref(), Some("root"));
         assert!(parse("inline:{ a= }").is_err());
+    }
+
+    #[test]
+    fn user_lists() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(user_listed(&l(&["static:anyone"]), "bob").unwrap());
+        assert!(!user_listed(&l(&["!bob", "static:anyone"]), "bob").unwrap());
+        assert!(user_listed(&l(&["!bob", "static:anyone"]), "alice").unwrap());
+        assert!(user_listed(&l(&["root", "Alice"]), "alice").unwrap());
+        assert!(!user_listed(&l(&["root"]), "alice").unwrap());
+        assert!(user_listed(&l(&["inline:{ alice=yes }"]), "alice").unwrap());
+        assert!(!user_listed(&l(&[]), "alice").unwrap());
+        assert!(user_listed(&l(&["cdb:relative"]), "alice").is_err());
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub struct Context {
     pub inbound: mpsc::UnboundedReceiver<(Role, OwnedFd)>,
     /// Channels from `postern` commands (through the control socket):
     /// client-reachable, so a violation drops only that channel.
-    pub admin: mpsc::UnboundedReceiver<OwnedFd>,
+    /// Queue admin channels: (channel, read_only). Read-only ones come from
+    /// the public showq socket (mailq for ordinary users).
+    pub admin: mpsc::UnboundedReceiver<(OwnedFd, bool)>,
     /// Becomes true when the master asks us to finish and exit.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -149,7 +151,7 @@ type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Answer>>>>;
 type Started = (
     Switchboard,
     mpsc::UnboundedReceiver<(Role, OwnedFd)>,
-    mpsc::UnboundedReceiver<OwnedFd>,
+    mpsc::UnboundedReceiver<(OwnedFd, bool)>,
     watch::Receiver<bool>,
 );
 
@@ -213,8 +215,8 @@ impl Switchboard {
                         request_id: 0,
                         peer_role,
                         fd,
-                    }) if peer_role == "admin" => {
-                        let _ = admin_tx.send(fd);
+                    }) if peer_role == "admin" || peer_role == "showq" => {
+                        let _ = admin_tx.send((fd, peer_role == "showq"));
                     }
                     Ok(ToDaemon::Peer {
                         request_id: 0,

@@ -727,3 +727,73 @@ print("ok")
     arrived(&inst, "root", "Subject: after-garbage");
     assert_eq!(inst.pid_of("pickup"), Some(pid));
 }
+
+#[test]
+fn mailq_works_for_ordinary_users_in_authorized_mailq_users() {
+    // A next hop that is never there, so the message stays in the queue.
+    let mut inst = Instance::new("relayhost = [127.0.0.1]:9\n");
+    inst.start();
+    let d = links(&inst);
+    let o = run(
+        &inst,
+        None,
+        &d.join("sendmail"),
+        &["-f", "root", "user@remote.example"],
+        b"Subject: waiting\n\nstays queued\n",
+    );
+    ok(&o);
+    let id = wait_for("a deferred message", Duration::from_secs(20), || {
+        inst.queue_json()
+            .first()
+            .filter(|e| e["queue_name"] == "deferred")
+            .map(|e| e["queue_id"].as_str().unwrap().to_string())
+    });
+    // nobody cannot use the control socket, but mailq works through the
+    // public showq socket, in Postfix's format.
+    let o = run(&inst, Some(NOBODY), &d.join("mailq"), &[], b"");
+    ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("-Queue ID-"), "{out}");
+    assert!(
+        out.contains(&id) && out.contains("user@remote.example"),
+        "{out}"
+    );
+    let o = run(&inst, Some(NOBODY), &d.join("sendmail"), &["-bp"], b"");
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&id));
+    // The admin commands stay closed to nobody.
+    let o = Command::new("setpriv")
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+            "--".into(),
+        ])
+        .arg(bin())
+        .args(["queue", "delete", "ALL"])
+        .env("MAIL_CONFIG", inst.config_dir())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(inst.queue_json().len(), 1, "nobody deleted the queue");
+
+    // authorized_mailq_users without nobody: refused, with a clear message.
+    inst.add_main_cf("authorized_mailq_users = root\n");
+    inst.stop();
+    inst.start();
+    let o = run(&inst, Some(NOBODY), &d.join("mailq"), &[], b"");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("User nobody(65534) is not allowed to view the mail queue"),
+        "{}",
+        stderr(&o)
+    );
+    inst.wait_log(
+        "refusing the queue listing to nobody(65534)",
+        Duration::from_secs(5),
+    );
+    // root still sees it.
+    let o = run(&inst, None, &d.join("mailq"), &[], b"");
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&id));
+}

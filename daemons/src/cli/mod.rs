@@ -50,6 +50,22 @@ pub fn queue(dir: Option<&Path>, cmd: queue::QueueCmd) -> ExitCode {
     queue::run(&control_socket(dir), cmd)
 }
 
+/// mailq and `sendmail -bp`: through the control socket when the caller
+/// may use it (root, the instance's owner), otherwise through the public
+/// showq socket, where authorized_mailq_users decides.
+pub fn mailq(dir: Option<&Path>) -> ExitCode {
+    let params = Config::load(dir).params_lenient();
+    let control = socket(&params);
+    let usable =
+        !control.exists() || nix::unistd::access(&control, nix::unistd::AccessFlags::W_OK).is_ok();
+    let path = if usable {
+        control
+    } else {
+        crate::master::showq_socket_path(&params)
+    };
+    queue::run(&path, queue::QueueCmd::List { json: false })
+}
+
 /// The control socket of the instance in `dir`, even when its configuration
 /// has errors elsewhere: status and stop must work exactly then.
 fn control_socket(dir: Option<&Path>) -> PathBuf {

@@ -202,7 +202,7 @@ pub fn main(argv0: &str, args: &[String]) -> ExitCode {
     let dir = config_dir(&o);
     let dir = dir.as_deref();
     match o.mode {
-        Mode::Mailq => super::queue(dir, super::queue::QueueCmd::List { json: false }),
+        Mode::Mailq => super::mailq(dir),
         Mode::Flush => super::queue(dir, super::queue::QueueCmd::Flush),
         Mode::Newaliases => {
             let Some((_, params)) = super::load(dir) else {

@@ -68,6 +68,10 @@ enum Event {
     KillAll,
     /// The watchdog's round: ping every daemon, kill the silent ones.
     Watchdog,
+    /// A list-only queue channel for mailq (the public showq socket).
+    Showq {
+        reply: oneshot::Sender<Reply>,
+    },
 }
 
 struct Ready {
@@ -237,6 +241,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
     ensure_server_certificate(&cfg, &params);
     let listeners = listen::bind_all(&cfg, &params)?;
     let pickup_path = crate::pickup::socket_path(&params);
+    let showq_path = showq_socket_path(&params);
     let pickup_socket = match postern_ipc::listener::bind_raw(&pickup_path, 0o666) {
         Ok(fd) => Some(fd),
         Err(e) => {
@@ -262,6 +267,16 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
                 )
             })?;
         tokio::spawn(control::serve(control, tx.clone()));
+        match postern_ipc::listener::SeqpacketListener::bind(&showq_path, 0o666) {
+            Ok(l) => {
+                let users = params.list("authorized_mailq_users").unwrap_or_default();
+                tokio::spawn(control::serve_showq(l, tx.clone(), users));
+            }
+            Err(e) => warn!(
+                "cannot create the showq socket {}: {e}; mailq works for root only",
+                showq_path.display()
+            ),
+        }
         signals(tx.clone())?;
         let mut m = Master {
             cfg,
@@ -294,6 +309,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
         m.event_loop(rx).await;
         let _ = std::fs::remove_file(&m.layout.control);
         let _ = std::fs::remove_file(&pickup_path);
+        let _ = std::fs::remove_file(&showq_path);
         let _ = std::fs::remove_file(&m.layout.pid_file);
         info!("terminating on signal or request");
         Ok::<(), String>(())
@@ -620,6 +636,9 @@ impl Master {
                 }
                 Event::Stop => self.stop(),
                 Event::Watchdog => self.watchdog(),
+                Event::Showq { reply } => {
+                    let _ = reply.send(self.queue_channel("showq"));
+                }
                 Event::ReloadAll => {
                     if let Reply::Error(e) = self.reload("") {
                         warn!("reload failed: {e}");
@@ -883,22 +902,26 @@ impl Master {
                 Reply::Ok("stopping".into())
             }
             Request::Reload(svc) => self.reload(&svc),
-            Request::Queue => {
-                let Some(qmgr) = self.slots.get(&Role::Qmgr).and_then(Slot::current_ready) else {
-                    return Reply::Error("the queue manager is not running".into());
-                };
-                match postern_sandbox::fdpass::seqpacket_pair() {
-                    Ok((mine, theirs)) => {
-                        let _ = qmgr.out.send(ToDaemon::Peer {
-                            request_id: 0,
-                            peer_role: "admin".into(),
-                            fd: theirs,
-                        });
-                        Reply::Channel(mine)
-                    }
-                    Err(e) => Reply::Error(format!("cannot create a channel: {e}")),
-                }
+            Request::Queue => self.queue_channel("admin"),
+        }
+    }
+
+    /// A channel to the queue manager: "admin" (the control socket) may do
+    /// everything, "showq" (the public socket) may only list.
+    fn queue_channel(&self, peer: &str) -> Reply {
+        let Some(qmgr) = self.slots.get(&Role::Qmgr).and_then(Slot::current_ready) else {
+            return Reply::Error("the queue manager is not running".into());
+        };
+        match postern_sandbox::fdpass::seqpacket_pair() {
+            Ok((mine, theirs)) => {
+                let _ = qmgr.out.send(ToDaemon::Peer {
+                    request_id: 0,
+                    peer_role: peer.into(),
+                    fd: theirs,
+                });
+                Reply::Channel(mine)
             }
+            Err(e) => Reply::Error(format!("cannot create a channel: {e}")),
         }
     }
 
@@ -1079,4 +1102,12 @@ impl Master {
             }
         }
     }
+}
+
+/// The public socket mailq uses when the caller may not use the control
+/// socket (Postfix's public/showq).
+pub fn showq_socket_path(params: &Params) -> PathBuf {
+    PathBuf::from(params.str("data_directory"))
+        .join("public")
+        .join("showq")
 }

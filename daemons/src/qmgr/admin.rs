@@ -23,7 +23,14 @@ pub enum Out {
     File(OwnedFd),
 }
 
-pub(crate) async fn serve(fd: OwnedFd, tx: mpsc::UnboundedSender<Ev>, timeout: Duration) {
+/// Serves one admin channel. `read_only` (mailq through the public showq
+/// socket): the listing only; anything else is refused on this channel.
+pub(crate) async fn serve(
+    fd: OwnedFd,
+    read_only: bool,
+    tx: mpsc::UnboundedSender<Ev>,
+    timeout: Duration,
+) {
     let Ok(mut ch) = Channel::new(fd, <Request as Message>::MAX_FRAME, timeout) else {
         return;
     };
@@ -42,6 +49,17 @@ pub(crate) async fn serve(fd: OwnedFd, tx: mpsc::UnboundedSender<Ev>, timeout: D
                 return;
             }
         };
+        if read_only && !matches!(req, Request::List) {
+            warn!("queue listing channel: refused {req:?}: this channel may only list");
+            if ep
+                .send(&Reply::Error("permission denied: list only".into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         let (otx, mut orx) = mpsc::unbounded_channel();
         if tx.send(Ev::Admin(Op::Request(req), otx)).is_err() {
             return;

@@ -242,8 +242,8 @@ async fn serve(mut ctx: Context) {
                         Some(ev) => q.handle(ev),
                         None => return,
                     },
-                    fd = ctx.admin.recv() => if let Some(fd) = fd {
-                        tokio::task::spawn_local(admin::serve(fd, tx.clone(), ctx.query_timeout()));
+                    a = ctx.admin.recv() => if let Some((fd, read_only)) = a {
+                        tokio::task::spawn_local(admin::serve(fd, read_only, tx.clone(), ctx.query_timeout()));
                     },
                     _ = sleep_until(wake) => {}
                     _ = ctx.shutdown.changed() => return,
