@@ -164,9 +164,11 @@ fn expand_depth(
 }
 
 fn conditional_text(m: &str, set: bool) -> Option<&str> {
-    let op = m.as_bytes()[0];
-    let rest = &m[1..];
-    if op == b'?' && rest.starts_with('{') {
+    // The modifier may start with any character, not only ASCII.
+    let mut chars = m.chars();
+    let op = chars.next()?;
+    let rest = chars.as_str();
+    if op == '?' && rest.starts_with('{') {
         // {t}:{f}
         let close = matching_brace(rest)?;
         let t = &rest[1..close];
@@ -179,8 +181,8 @@ fn conditional_text(m: &str, set: bool) -> Option<&str> {
         return Some(if set { t } else { f });
     }
     match op {
-        b'?' => Some(if set { rest } else { "" }),
-        b':' => Some(if set { "" } else { rest }),
+        '?' => Some(if set { rest } else { "" }),
+        ':' => Some(if set { "" } else { rest }),
         _ => None,
     }
 }
@@ -213,6 +215,19 @@ mod tests {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
         expand(v, &|n| m.get(n).cloned())
+    }
+
+    /// Found by the config_files fuzz target (fuzz/regressions/config_files/
+    /// non-ascii-modifier): `${name` followed by a multi-byte character
+    /// sliced a string inside that character and panicked, so a typo in
+    /// main.cf crashed `postern conf --check` and the master.
+    #[test]
+    fn a_non_ascii_modifier_is_a_syntax_error_not_a_panic() {
+        let r = with(&[("a", "x")], "${a\u{e9}t\u{e9}}");
+        assert!(matches!(r, Err(ExpandError::Syntax(_))), "{r:?}");
+        let r = with(&[("a", "x")], "${a\u{fffd}}");
+        assert!(matches!(r, Err(ExpandError::Syntax(_))), "{r:?}");
+        assert_eq!(with(&[("a", "x")], "${a?\u{e9}}").unwrap(), "\u{e9}");
     }
 
     #[test]

@@ -553,6 +553,24 @@ mod tests {
         assert!(c.errors().any(|d| d.line == Some(1)));
     }
 
+    /// From the config_files fuzz target (fuzz/regressions/config_files/
+    /// default-expands-bad-setting): a setting that references an undefined
+    /// parameter is reported at its line, and a default value that expands
+    /// it (mydestination names $myhostname) is reported as "(default)",
+    /// without a line, rather than at a line of a file it is not in.
+    #[test]
+    fn a_default_that_expands_a_bad_setting_is_reported_without_a_line() {
+        let c = cfg("myhostname = mx.example$b\nb = ${a}\n", EMBEDDED_MASTER_CF);
+        let errs: Vec<_> = c.errors().map(|d| (d.file.as_str(), d.line)).collect();
+        assert!(errs.contains(&("main.cf", Some(1))), "{errs:?}");
+        assert!(
+            errs.iter().all(
+                |(f, l)| (*f == "main.cf" && l.is_some()) || (*f == "(default)" && l.is_none())
+            ),
+            "{errs:?}"
+        );
+    }
+
     #[test]
     fn embedded_config_is_clean() {
         let c = Config::load(None);

@@ -955,7 +955,7 @@ impl Qmgr {
                 .await
             {
                 Ok(qq::Reply::Ok) => {}
-                other => warn!("{qid}: cannot record state: {other:?}"),
+                other => warn!("{qid}: cannot record state: {}", append_error(other)),
             }
         });
     }
@@ -1070,7 +1070,10 @@ async fn record(agents: &Agents, id: &str, fates: Vec<(u32, Fate)>) -> Vec<(u32,
     {
         Ok(qq::Reply::Ok) => fates,
         other => {
-            warn!("{id}: cannot record delivery results ({other:?}); will retry");
+            warn!(
+                "{id}: cannot record delivery results ({}); will retry",
+                append_error(other)
+            );
             fates
                 .into_iter()
                 .map(|(i, f)| match f {
@@ -1158,4 +1161,14 @@ async fn notices(
         }
     }
     record(agents, &ctx.id, fates).await
+}
+
+/// Why the broker did not record an append, for the log.
+fn append_error<E: std::fmt::Display>(r: Result<qq::Reply, E>) -> String {
+    match r {
+        Ok(qq::Reply::Failed(why)) => why,
+        Ok(qq::Reply::Ok) => "recorded".into(),
+        Ok(qq::Reply::Opened(_)) => "unexpected answer from the broker".into(),
+        Err(e) => e.to_string(),
+    }
 }
