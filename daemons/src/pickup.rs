@@ -253,7 +253,7 @@ async fn connection(sh: &Shared, fd: OwnedFd, uid: u32, pid: i32) {
         }
     }
     let Some(sub) = sub else { return };
-    let reply = match submit(sh, uid, sub).await {
+    let reply = match submit(sh, uid, &sub).await {
         Ok(id) => Reply::Queued(id),
         Err(f) => Reply::Failed {
             exit_code: f.exit,
@@ -491,7 +491,7 @@ fn phrase(name: &str) -> String {
 }
 
 /// Decides and, when allowed, queues one submission. Returns the queue id.
-async fn submit(sh: &Shared, uid: u32, sub: Submission) -> Result<String, Refusal> {
+async fn submit(sh: &Shared, uid: u32, sub: &Submission) -> Result<String, Refusal> {
     let user = user(sh, uid).await?;
     let login = user.name.as_str();
     if !may_submit(sh, login).await? {
@@ -567,7 +567,7 @@ async fn submit(sh: &Shared, uid: u32, sub: Submission) -> Result<String, Refusa
     } else {
         b.full_name.as_str()
     };
-    let content = rewrite(&sub, &sender, full_name);
+    let content = rewrite(sub, &sender, full_name);
     let smtputf8 = utf8 || !sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
     let begin = sc::Begin {
         client: sc::Client {
@@ -791,7 +791,7 @@ async fn scan_maildrop(sh: &Shared, warned: &mut HashSet<String>) {
                 continue;
             }
         };
-        match submit(sh, uid, sub).await {
+        match submit(sh, uid, &sub).await {
             Ok(id) => {
                 info!("{id}: taken from maildrop/{name}");
                 remove(&dirfd, &name);
@@ -801,9 +801,95 @@ async fn scan_maildrop(sh: &Shared, warned: &mut HashSet<String>) {
             }
             Err(r) => {
                 warn!("maildrop/{name}: uid={uid}: refused: {}; removed", r.text);
+                // sendmail exited 0 long ago: the submitter learns of the
+                // refusal by mail, with the message, before the file goes.
+                return_refused(sh, uid, &sub, &r.text).await;
                 remove(&dirfd, &name);
             }
         }
+    }
+}
+
+/// How much of a refused message goes back to its submitter (Postfix's
+/// bounce_size_limit default).
+const RETURN_LIMIT: usize = 50_000;
+
+/// Mails a refused maildrop submission back to the local user who wrote it,
+/// from the null sender (so the notice itself can never bounce).
+async fn return_refused(sh: &Shared, uid: u32, sub: &Submission, why: &str) {
+    let Ok(user) = user(sh, uid).await else {
+        warn!("uid={uid}: no login name: the refusal is only in this log");
+        return;
+    };
+    let Ok(to) = qualify(sh, &user.name, false) else {
+        return;
+    };
+    let host = &sh.set.myhostname;
+    let mut text = format!(
+        "From: MAILER-DAEMON@{host} (Mail Delivery System)\r\n\
+         To: <{to}>\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\n\
+         Auto-Submitted: auto-replied\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         \r\n\
+         This is the mail system at host {host}.\r\n\
+         \r\n\
+         A message you submitted with sendmail while the mail system was\r\n\
+         down could not be accepted when the mail system started:\r\n\
+         \r\n    {why}\r\n\
+         \r\n\
+         The message is returned below.\r\n\
+         \r\n\
+         --- returned message ---\r\n"
+    )
+    .into_bytes();
+    let mut body = &sub.content[..sub.content.len().min(RETURN_LIMIT)];
+    if body.len() < sub.content.len()
+        && let Some(nl) = body.iter().rposition(|&c| c == b'\n')
+    {
+        body = &body[..=nl];
+    }
+    text.extend_from_slice(body);
+    if !text.ends_with(b"\r\n") {
+        text.extend_from_slice(b"\r\n");
+    }
+    let begin = sc::Begin {
+        client: sc::Client {
+            name: "localhost".into(),
+            addr: String::new(),
+            port: 0,
+            helo: String::new(),
+            proto: "local".into(),
+            log_name: String::new(),
+            tls: String::new(),
+            local_uid: None,
+        },
+        sender: String::new(),
+        ret: 0,
+        envid: String::new(),
+        smtputf8: !to.is_ascii(),
+        body_8bit: text.iter().any(|&c| c >= 0x80),
+    };
+    let rcpt = [sc::Recipient {
+        address: to.clone(),
+        orcpt: String::new(),
+        notify: 0,
+    }];
+    match crate::submit::to_cleanup(
+        &sh.sb,
+        sh.set.query,
+        sh.set.transfer,
+        begin,
+        &rcpt,
+        &text,
+        |_| {},
+    )
+    .await
+    {
+        Ok(id) => info!("{id}: uid={uid}: refused maildrop submission returned to <{to}>"),
+        Err(e) => warn!("uid={uid}: cannot return the refused submission to <{to}>: {e}"),
     }
 }
 

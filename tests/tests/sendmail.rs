@@ -551,6 +551,44 @@ fn unauthorized_submitters_get_ex_noperm() {
             .iter()
             .any(|m| m.contains("Subject: refused"))
     );
+
+    // While the mail system is down, sendmail cannot know: it queues into
+    // the maildrop and exits 0. pickup refuses the file when it starts, and
+    // returns the message to its writer by mail, from the null sender.
+    inst.stop();
+    let o = run(
+        &inst,
+        Some(NOBODY),
+        &sm,
+        &["root"],
+        b"Subject: refused-later\n\nwritten while down\n",
+    );
+    ok(&o);
+    let maildrop = inst.data_dir().join("maildrop");
+    let waiting = || std::fs::read_dir(&maildrop).unwrap().count();
+    assert_eq!(waiting(), 1);
+    inst.start();
+    let notice = arrived(&inst, "nobody", "Undelivered Mail Returned to Sender");
+    assert!(notice.starts_with("Return-Path: <>\n"), "{notice}");
+    assert!(
+        notice.contains("User nobody(65534) is not allowed to submit mail"),
+        "{notice}"
+    );
+    assert!(
+        notice.contains("Subject: refused-later") && notice.contains("written while down"),
+        "{notice}"
+    );
+    inst.wait_log(
+        "refused maildrop submission returned to <nobody@",
+        Duration::from_secs(5),
+    );
+    assert!(
+        !inst
+            .maildir("root")
+            .iter()
+            .any(|m| m.contains("refused-later"))
+    );
+    assert_eq!(waiting(), 0);
 }
 
 #[test]
