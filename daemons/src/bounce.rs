@@ -135,6 +135,12 @@ fn notice(s: &Settings, req: &Request) -> Result<Vec<u8>, String> {
             "Your message was successfully delivered to the destination(s)\nlisted below.",
             "delivered",
         ),
+        // Postfix's "sendmail -v" report: each recipient's own action.
+        Kind::Trace => (
+            "Mail Delivery Status Report",
+            "Enclosed is the mail delivery report that you requested.",
+            "",
+        ),
     };
     let arrival = jiff::Timestamp::from_microsecond(req.arrival_us as i64)
         .map(|t| {
@@ -184,10 +190,12 @@ fn notice(s: &Settings, req: &Request) -> Result<Vec<u8>, String> {
     for r in &req.recipients {
         // A success report for a hop that does not speak DSN is "relayed"
         // (RFC 3464 2.3.3); local delivery is "delivered".
-        let action = if req.kind == Kind::Success && !r.remote_mta.is_empty() {
-            "relayed"
-        } else {
-            action
+        let action = match (req.kind, r.dsn.as_bytes().first()) {
+            (Kind::Success, _) | (Kind::Trace, Some(b'2')) if !r.remote_mta.is_empty() => "relayed",
+            (Kind::Trace, Some(b'2')) => "delivered",
+            (Kind::Trace, Some(b'4')) => "delayed",
+            (Kind::Trace, _) => "failed",
+            _ => action,
         };
         m.push_str(&format!("\r\nFinal-Recipient: rfc822; {}\r\n", r.address));
         if let Some((kind, addr)) = r.orcpt.split_once(';') {
@@ -239,6 +247,7 @@ async fn submit(sb: &Switchboard, query: Duration, to: &str, msg: &[u8]) -> Resu
         envid: String::new(),
         smtputf8: false,
         body_8bit: true,
+        trace: false,
     };
     let rcpt = [sc::Recipient {
         address: to.to_string(),

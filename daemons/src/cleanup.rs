@@ -332,6 +332,10 @@ impl Txn {
             smtputf8: t.begin.smtputf8,
             body_8bit: t.begin.body_8bit,
         }))?;
+        // sendmail -v, from a local submitter with a sender to report to.
+        if t.begin.trace && t.begin.client.local_uid.is_some() && !t.begin.sender.is_empty() {
+            t.record(&Record::TraceRequested)?;
+        }
         let c = &t.begin.client;
         let client = Record::Client(rec::Client {
             name: c.name.clone(),

@@ -518,6 +518,7 @@ impl Local {
             envid: req.envid.clone(),
             smtputf8: req.smtputf8,
             body_8bit: req.body_8bit,
+            trace: false,
         };
         let rcpts: Vec<sc::Recipient> = targets
             .iter()

@@ -585,6 +585,7 @@ async fn submit(sh: &Shared, uid: u32, sub: &Submission) -> Result<String, Refus
         envid: b.envid.clone(),
         smtputf8,
         body_8bit: b.body_8bit || content.iter().any(|&c| c >= 0x80),
+        trace: b.trace,
     };
     let list: Vec<sc::Recipient> = rcpts
         .iter()
@@ -871,6 +872,7 @@ async fn return_refused(sh: &Shared, uid: u32, sub: &Submission, why: &str) {
         envid: String::new(),
         smtputf8: !to.is_ascii(),
         body_8bit: text.iter().any(|&c| c >= 0x80),
+        trace: false,
     };
     let rcpt = [sc::Recipient {
         address: to.clone(),

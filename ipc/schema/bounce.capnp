@@ -4,12 +4,13 @@
 # descriptor beside the request, for its headers (and content with RET=FULL).
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 1;
+const version :UInt32 = 2;
 
 enum Kind {
   failure @0;
   delay @1;
   success @2;
+  trace @3;     # sendmail -v: the first attempt of every recipient
 }
 
 struct Rcpt {

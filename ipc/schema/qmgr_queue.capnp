@@ -4,7 +4,7 @@
 # it durable (group commit) and frees files whose every recipient is done.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 1;
+const version :UInt32 = 2;
 
 struct Deferred {
   index @0 :UInt32;
@@ -23,6 +23,7 @@ struct State {
     nextAttempt @2 :Attempt;
     hold @3 :Bool;
     delayWarned @4 :Void;
+    traceSent @5 :Void;       # the sendmail -v report was queued
   }
 }
 

@@ -6,7 +6,7 @@
 # and makes every permission decision itself after reading all input.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 1;
+const version :UInt32 = 2;
 
 struct Begin {
   sender @0 :Text;          # -f/-r or MAIL FROM (-bs); "" is the null sender
@@ -18,6 +18,7 @@ struct Begin {
   envid @6 :Text;           # -V
   body8bit @7 :Bool;        # -B 8BITMIME, or 8-bit bytes seen
   smtputf8 @8 :Bool;        # non-ASCII addresses or headers
+  trace @9 :Bool;           # -v: mail a report of the first delivery attempt
 }
 
 struct Request {

@@ -3,7 +3,7 @@
 # sees a queue file: cleanup gets the file from the broker.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 3;
+const version :UInt32 = 4;
 
 struct Client {
   name @0 :Text;          # reverse name, or "unknown"
@@ -29,6 +29,7 @@ struct Begin {
   envid @3 :Text;
   smtputf8 @4 :Bool;
   body8bit @5 :Bool;
+  trace @6 :Bool;         # sendmail -v: report the first delivery attempt
 }
 
 struct Request {

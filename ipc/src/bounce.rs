@@ -15,6 +15,9 @@ pub enum Kind {
     Failure,
     Delay,
     Success,
+    /// sendmail -v: how the first attempt went for every recipient (the
+    /// action of each follows from its DSN code's class).
+    Trace,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,7 @@ impl Message for Request {
                 Kind::Failure => WireKind::Failure,
                 Kind::Delay => WireKind::Delay,
                 Kind::Success => WireKind::Success,
+                Kind::Trace => WireKind::Trace,
             });
             r.set_arrival_us(self.arrival_us);
             let n = self.recipients.len().min(MAX_RECIPIENTS);
@@ -111,6 +115,7 @@ impl Message for Request {
                 WireKind::Failure => Kind::Failure,
                 WireKind::Delay => Kind::Delay,
                 WireKind::Success => Kind::Success,
+                WireKind::Trace => Kind::Trace,
             },
             arrival_us: r.get_arrival_us(),
             recipients,

@@ -18,6 +18,7 @@ pub enum State {
     NextAttempt { at_us: u64, attempts: u32 },
     Hold(bool),
     DelayWarned,
+    TraceSent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,7 @@ impl Message for Request {
                             }
                             State::Hold(h) => e.set_hold(*h),
                             State::DelayWarned => e.set_delay_warned(()),
+                            State::TraceSent => e.set_trace_sent(()),
                         }
                     }
                 }
@@ -110,6 +112,7 @@ impl Message for Request {
                         }
                         state::Hold(h) => State::Hold(h),
                         state::DelayWarned(()) => State::DelayWarned,
+                        state::TraceSent(()) => State::TraceSent,
                     });
                 }
                 Request::Append {

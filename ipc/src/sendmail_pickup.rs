@@ -27,6 +27,8 @@ pub struct Begin {
     pub envid: String,
     pub body_8bit: bool,
     pub smtputf8: bool,
+    /// -v: mail the sender a report of the first delivery attempt.
+    pub trace: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +57,7 @@ impl Message for Request {
                     let mut bb = r.init_begin();
                     bb.set_sender(clip(&x.sender, MAX_ADDRESS));
                     bb.set_sender_given(x.sender_given);
+                    bb.set_trace(x.trace);
                     bb.set_full_name(clip(&x.full_name, MAX_FULL_NAME));
                     bb.set_extract(x.extract);
                     bb.set_notify(x.notify);
@@ -87,6 +90,7 @@ impl Message for Request {
                 Request::Begin(Begin {
                     sender: text(b.get_sender(), "begin.sender", MAX_ADDRESS)?,
                     sender_given: b.get_sender_given(),
+                    trace: b.get_trace(),
                     full_name: text(b.get_full_name(), "begin.fullName", MAX_FULL_NAME)?,
                     extract: b.get_extract(),
                     notify: range(b.get_notify().into(), "begin.notify", 0, 15)? as u8,

@@ -42,6 +42,8 @@ pub struct Begin {
     pub envid: String,
     pub smtputf8: bool,
     pub body_8bit: bool,
+    /// sendmail -v: report the first delivery attempt to the sender.
+    pub trace: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +98,7 @@ impl Message for Request {
                     bb.set_envid(clip(&x.envid, 100));
                     bb.set_smtputf8(x.smtputf8);
                     bb.set_body8bit(x.body_8bit);
+                    bb.set_trace(x.trace);
                 }
                 Request::Recipients(list) => {
                     let n = list.len().min(MAX_BATCH);
@@ -145,6 +148,7 @@ impl Message for Request {
                     envid: text(b.get_envid(), "begin.envid", 100)?,
                     smtputf8: b.get_smtputf8(),
                     body_8bit: b.get_body8bit(),
+                    trace: b.get_trace(),
                 })
             }
             request::Recipients(l) => {

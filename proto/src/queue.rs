@@ -101,6 +101,11 @@ pub enum Record {
     /// bounced or deleted), before the file is emptied for reuse in the
     /// background: a file that ends with this is free.
     Removed,
+    /// Written by cleanup after the envelope: the submitter asked for a
+    /// report of the first delivery attempt (`sendmail -v`).
+    TraceRequested,
+    /// That report was queued.
+    TraceSent,
 }
 
 /// Frames one record.
@@ -196,6 +201,8 @@ pub struct Summary {
     pub attempts: u32,
     pub hold: bool,
     pub delay_warned: bool,
+    /// A first-attempt report was asked for and not yet sent.
+    pub trace: bool,
     pub removed: bool,
     /// Byte length of the valid record prefix.
     pub valid_len: u64,
@@ -238,6 +245,8 @@ pub fn summarize(records: &[(u64, Record)], end: u64) -> Summary {
             }
             Record::Hold(h) => s.hold = *h,
             Record::DelayWarned => s.delay_warned = true,
+            Record::TraceRequested => s.trace = true,
+            Record::TraceSent => s.trace = false,
             Record::Removed => s.removed = true,
         }
     }

@@ -835,3 +835,77 @@ fn mailq_works_for_ordinary_users_in_authorized_mailq_users() {
     ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains(&id));
 }
+
+#[test]
+fn dash_v_mails_a_report_of_the_first_delivery_attempt() {
+    let ip = postern_tests::unique_loopback();
+    let sink_dir = tempfile::tempdir().unwrap();
+    let mut inst = Instance::with_master_cf(
+        &format!("relayhost = [{ip}]:2626\nminimal_backoff_time = 1s\nmaximal_backoff_time = 2s"),
+        Some(&format!("{ip}:2525 inet n - n - - smtpd\n")),
+    );
+    inst.ip = ip.clone();
+    inst.start();
+    let sink = Sink::start(&ip, 2626, sink_dir.path());
+    sink.set_mode("tempfail");
+    let sm = links(&inst).join("sendmail");
+    // Postfix: "-v  Send an email report of the first delivery attempt".
+    let o = run(
+        &inst,
+        None,
+        &sm,
+        &["-v", "daemon", "far@remote.example"],
+        b"Subject: traced\nMessage-ID: <traced-1@test.example>\n\nwith a report\n",
+    );
+    ok(&o);
+    let report = arrived(&inst, "root", "Subject: Mail Delivery Status Report");
+    assert!(report.starts_with("Return-Path: <>\n"), "{report}");
+    assert!(
+        report.contains("Enclosed is the mail delivery report that you requested."),
+        "{report}"
+    );
+    assert!(
+        report.contains("In-Reply-To: <traced-1@test.example>"),
+        "{report}"
+    );
+    // One entry per recipient, each with its own action.
+    let delivered = report
+        .find("Final-Recipient: rfc822; daemon@")
+        .expect("the local recipient");
+    assert!(
+        report[delivered..].contains("Action: delivered\nStatus: 2."),
+        "{report}"
+    );
+    let far = report
+        .find("Final-Recipient: rfc822; far@remote.example")
+        .expect("the remote recipient");
+    assert!(
+        report[far..].contains("Action: delayed\nStatus: 4."),
+        "{report}"
+    );
+    arrived(&inst, "daemon", "Subject: traced");
+    // Only the first attempt is reported: the later delivery sends nothing.
+    sink.set_mode("accept");
+    wait_for("the remote delivery", Duration::from_secs(30), || {
+        (!sink.messages().is_empty()).then_some(())
+    });
+    inst.wait_queue_empty(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let reports = inst
+        .maildir("root")
+        .iter()
+        .filter(|m| m.contains("Subject: Mail Delivery Status Report"))
+        .count();
+    assert_eq!(reports, 1);
+    // Without -v, no report.
+    ok(&run(
+        &inst,
+        None,
+        &sm,
+        &["daemon"],
+        b"Subject: quiet\n\nx\n",
+    ));
+    arrived(&inst, "daemon", "Subject: quiet");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(inst.maildir("root").len(), 1);
+}

@@ -344,6 +344,7 @@ fn to_record(s: qq::State) -> postern_proto::queue::Record {
         qq::State::NextAttempt { at_us, attempts } => Record::NextAttempt { at_us, attempts },
         qq::State::Hold(h) => Record::Hold(h),
         qq::State::DelayWarned => Record::DelayWarned,
+        qq::State::TraceSent => Record::TraceSent,
     }
 }
 

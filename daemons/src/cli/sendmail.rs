@@ -293,6 +293,8 @@ fn deliver(mut o: Opts, params: &Params) -> ExitCode {
     if !o.begin.sender.is_ascii() || o.recipients.iter().any(|r| !r.is_ascii()) {
         o.begin.smtputf8 = true;
     }
+    // -v (Postfix): mail the sender a report of the first delivery attempt.
+    o.begin.trace = o.verbose > 0;
     match hand_over(&o.begin, &o.recipients, &content, params) {
         Outcome::Queued(id) => {
             if o.verbose > 0 {

@@ -139,6 +139,12 @@ pub struct Msg {
     bounces: Vec<(u32, bounce::Rcpt)>,
     /// Delivered recipients that asked for NOTIFY=SUCCESS.
     successes: Vec<bounce::Rcpt>,
+    /// sendmail -v: each recipient's first outcome, gathered until every
+    /// recipient has one; None once the report is on its way (or never
+    /// asked for).
+    trace: Option<Vec<(u32, bounce::Rcpt)>>,
+    /// The complete first-attempt report, waiting to be queued.
+    trace_ready: Vec<bounce::Rcpt>,
 }
 
 impl Msg {
@@ -360,6 +366,7 @@ async fn load(
     } else {
         Instant::now()
     };
+    let traced = sum.trace && !snd.address.is_empty();
     Ok(Box::new(Msg {
         id: h.queue_id,
         sender: snd.address,
@@ -380,6 +387,26 @@ async fn load(
         deleted: false,
         bounces: Vec::new(),
         successes: Vec::new(),
+        // Recipients finished before a restart count as delivered.
+        trace: traced.then(|| {
+            sum.done
+                .iter()
+                .filter_map(|&i| {
+                    let r = sum.recipients.get(i as usize)?;
+                    Some((
+                        i,
+                        bounce::Rcpt {
+                            address: r.address.clone(),
+                            orcpt: r.orcpt.clone(),
+                            dsn: "2.0.0".into(),
+                            text: "delivered before the queue manager restarted".into(),
+                            remote_mta: String::new(),
+                        },
+                    ))
+                })
+                .collect()
+        }),
+        trace_ready: Vec::new(),
     }))
 }
 
@@ -713,6 +740,7 @@ impl Qmgr {
             envid: m.envid.clone(),
             ret: m.ret,
             arrival_us: m.arrival_us,
+            trace: m.trace.is_some(),
             rcpts: m
                 .rcpts
                 .iter()
@@ -758,10 +786,19 @@ impl Qmgr {
             let Some(r) = m.rcpts.get_mut(i as usize) else {
                 continue;
             };
+            if let Some(t) = m.trace.as_mut()
+                && !t.iter().any(|(j, _)| *j == i)
+            {
+                t.push((i, first_outcome(r, &fate)));
+            }
             match fate {
                 Fate::Done { success } => {
                     r.state = RState::Done;
-                    m.successes.extend(success);
+                    // With -v every delivery carries its details; only
+                    // NOTIFY=SUCCESS recipients get a success notice.
+                    if r.notify & notify::SUCCESS != 0 {
+                        m.successes.extend(success);
+                    }
                 }
                 Fate::Deferred { dsn, reason } => {
                     r.state = RState::Deferred(reason);
@@ -773,10 +810,15 @@ impl Qmgr {
                 }
             }
         }
+        if m.trace.as_ref().is_some_and(|t| t.len() >= m.rcpts.len()) {
+            let mut t = m.trace.take().unwrap_or_default();
+            t.sort_by_key(|(i, _)| *i);
+            m.trace_ready = t.into_iter().map(|(_, r)| r).collect();
+        }
         if m.in_flight > 0 {
             return;
         }
-        if !m.bounces.is_empty() || !m.successes.is_empty() {
+        if !m.bounces.is_empty() || !m.successes.is_empty() || !m.trace_ready.is_empty() {
             self.notify(&id);
             return;
         }
@@ -800,10 +842,11 @@ impl Qmgr {
         let m = self.msgs.get_mut(id).expect("message");
         let bounces = std::mem::take(&mut m.bounces);
         let successes = std::mem::take(&mut m.successes);
+        let trace = std::mem::take(&mut m.trace_ready);
         m.in_flight += 1;
         let (agents, tx, qid) = (self.agents.clone(), self.tx.clone(), id.to_string());
         tokio::task::spawn_local(async move {
-            let fates = notices(&agents, ctx, bounces, successes).await;
+            let fates = notices(&agents, ctx, bounces, successes, trace).await;
             let _ = tx.send(Ev::Delivered {
                 id: qid,
                 dest: (Role::Bounce, String::new()),
@@ -968,6 +1011,8 @@ pub(crate) struct OutcomeCtx {
     envid: String,
     ret: u8,
     arrival_us: u64,
+    /// sendmail -v: deliveries carry their details for the report.
+    trace: bool,
     /// (address, orcpt, notify) by recipient index.
     rcpts: Vec<(String, String, u8)>,
     file: Option<OwnedFd>,
@@ -1017,7 +1062,7 @@ async fn settle(
             x.index,
             match x.status {
                 Status::Sent => Fate::Done {
-                    success: (notify_bits & notify::SUCCESS != 0).then_some(entry),
+                    success: (notify_bits & notify::SUCCESS != 0 || ctx.trace).then_some(entry),
                 },
                 Status::Deferred => Fate::Deferred {
                     dsn: x.dsn.clone(),
@@ -1098,6 +1143,7 @@ async fn notices(
     ctx: OutcomeCtx,
     bounces: Vec<(u32, bounce::Rcpt)>,
     successes: Vec<bounce::Rcpt>,
+    trace: Vec<bounce::Rcpt>,
 ) -> Vec<(u32, Fate)> {
     let mut fates = Vec::new();
     for (kind, list) in [
@@ -1106,6 +1152,7 @@ async fn notices(
             bounces.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
         ),
         (bounce::Kind::Success, successes),
+        (bounce::Kind::Trace, trace),
     ] {
         if list.is_empty() {
             continue;
@@ -1125,10 +1172,10 @@ async fn notices(
                 };
                 match agents.bounce(req).await {
                     Ok(bounce::Reply::Queued(n)) => {
-                        let what = if kind == bounce::Kind::Failure {
-                            "non-delivery"
-                        } else {
-                            "delivery status"
+                        let what = match kind {
+                            bounce::Kind::Failure => "non-delivery",
+                            bounce::Kind::Trace => "delivery report (-v)",
+                            _ => "delivery status",
                         };
                         info!("{}: sender {what} notification: {n}", ctx.id);
                         true
@@ -1144,6 +1191,23 @@ async fn notices(
                 }
             }
         };
+        // The -v report is best effort, like Postfix's: once tried, it is
+        // recorded as sent and never repeated.
+        if kind == bounce::Kind::Trace {
+            let r = agents
+                .queue(qq::Request::Append {
+                    queue_id: ctx.id.clone(),
+                    states: vec![qq::State::TraceSent],
+                })
+                .await;
+            if !matches!(r, Ok(qq::Reply::Ok)) {
+                warn!(
+                    "{}: cannot record the -v report: {}",
+                    ctx.id,
+                    append_error(r)
+                );
+            }
+        }
         if kind == bounce::Kind::Failure {
             for (i, _) in &bounces {
                 fates.push((
@@ -1170,5 +1234,22 @@ fn append_error<E: std::fmt::Display>(r: Result<qq::Reply, E>) -> String {
         Ok(qq::Reply::Ok) => "recorded".into(),
         Ok(qq::Reply::Opened(_)) => "unexpected answer from the broker".into(),
         Err(e) => e.to_string(),
+    }
+}
+
+/// A recipient's first outcome, for the sendmail -v report.
+fn first_outcome(r: &Rcpt, fate: &Fate) -> bounce::Rcpt {
+    let base = |dsn: &str, text: &str| bounce::Rcpt {
+        address: r.address.clone(),
+        orcpt: r.orcpt.clone(),
+        dsn: dsn.into(),
+        text: text.into(),
+        remote_mta: String::new(),
+    };
+    match fate {
+        Fate::Done { success: Some(e) } | Fate::Bounced(e) => e.clone(),
+        // Final without details: a failure whose sender asked NOTIFY=NEVER.
+        Fate::Done { success: None } => base("5.0.0", "undeliverable (NOTIFY=NEVER)"),
+        Fate::Deferred { dsn, reason } => base(dsn, reason),
     }
 }

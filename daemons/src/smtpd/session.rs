@@ -844,6 +844,7 @@ impl Session {
             envid: envid.clone(),
             smtputf8,
             body_8bit,
+            trace: false,
         };
         match self.sh.begin(begin).await {
             Ok((queue_id, ep)) => {

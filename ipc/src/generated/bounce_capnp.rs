@@ -5,7 +5,7 @@
 // capnp binary version: 0.9.2
 // capnpc crate version: 0.27.0
 
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 #[repr(u16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +13,7 @@ pub enum Kind {
     Failure = 0,
     Delay = 1,
     Success = 2,
+    Trace = 3,
 }
 
 impl ::capnp::introspect::Introspect for Kind {
@@ -28,6 +29,7 @@ impl ::core::convert::TryFrom<u16> for Kind {
             0 => ::core::result::Result::Ok(Self::Failure),
             1 => ::core::result::Result::Ok(Self::Delay),
             2 => ::core::result::Result::Ok(Self::Success),
+            3 => ::core::result::Result::Ok(Self::Trace),
             n => ::core::result::Result::Err(::capnp::NotInSchema(n)),
         }
     }
@@ -40,7 +42,7 @@ impl ::capnp::traits::HasTypeId for Kind {
     const TYPE_ID: u64 = 0xef17_a636_5c9d_2552u64;
 }
 mod kind {
-pub(crate) static ENCODED_NODE: [::capnp::Word; 29] = [
+pub(crate) static ENCODED_NODE: [::capnp::Word; 33] = [
     ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
     ::capnp::word(82, 37, 157, 92, 54, 166, 23, 239),
     ::capnp::word(13, 0, 0, 0, 2, 0, 0, 0),
@@ -50,26 +52,30 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 29] = [
     ::capnp::word(21, 0, 0, 0, 146, 0, 0, 0),
     ::capnp::word(29, 0, 0, 0, 7, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(25, 0, 0, 0, 79, 0, 0, 0),
+    ::capnp::word(25, 0, 0, 0, 103, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(98, 111, 117, 110, 99, 101, 46, 99),
     ::capnp::word(97, 112, 110, 112, 58, 75, 105, 110),
     ::capnp::word(100, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 1, 0, 1, 0),
-    ::capnp::word(12, 0, 0, 0, 1, 0, 2, 0),
+    ::capnp::word(16, 0, 0, 0, 1, 0, 2, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(29, 0, 0, 0, 66, 0, 0, 0),
+    ::capnp::word(41, 0, 0, 0, 66, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(21, 0, 0, 0, 50, 0, 0, 0),
+    ::capnp::word(33, 0, 0, 0, 50, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(2, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(13, 0, 0, 0, 66, 0, 0, 0),
+    ::capnp::word(25, 0, 0, 0, 66, 0, 0, 0),
+    ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(3, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(17, 0, 0, 0, 50, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(102, 97, 105, 108, 117, 114, 101, 0),
     ::capnp::word(100, 101, 108, 97, 121, 0, 0, 0),
     ::capnp::word(115, 117, 99, 99, 101, 115, 115, 0),
+    ::capnp::word(116, 114, 97, 99, 101, 0, 0, 0),
 ];
 pub(crate) fn get_annotation_types(child_index: Option<u16>, index: u32) -> ::capnp::introspect::Type {
     ::capnp::introspect::panic_invalid_annotation_indices(child_index, index)
