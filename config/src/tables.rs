@@ -124,6 +124,17 @@ pub fn parse_source(
 /// `static:anyone`, or tables keyed by login name, read directly (for the
 /// unjailed master). The first match decides; no match refuses.
 pub fn user_listed(list: &[String], login: &str) -> Result<bool, String> {
+    user_listed_with(list, login, |t| t.lookup(login))
+}
+
+/// [`user_listed`] with the table lookups done by `lookup` (a jailed
+/// daemon reads tables through the master, so it answers from lookups it
+/// made beforehand).
+pub fn user_listed_with(
+    list: &[String],
+    login: &str,
+    mut lookup: impl FnMut(&Table) -> Result<Option<String>, String>,
+) -> Result<bool, String> {
     for item in list {
         if let Some(name) = item.strip_prefix('!') {
             if name.eq_ignore_ascii_case(login) {
@@ -136,7 +147,7 @@ pub fn user_listed(list: &[String], login: &str) -> Result<bool, String> {
                 Table::Static(v) if v == "anyone" => return Ok(true),
                 Table::Static(_) => continue,
                 t => {
-                    if t.lookup(login)?.is_some() {
+                    if lookup(&t)?.is_some() {
                         return Ok(true);
                     }
                     continue;

@@ -314,40 +314,35 @@ async fn user(sh: &Shared, uid: u32) -> Result<User, Refusal> {
 }
 
 /// `authorized_submit_users`: names, `!name`, `static:anyone`, or tables
-/// keyed by login name; the first match decides, no match refuses.
+/// keyed by login name; the first match decides, no match refuses. The
+/// decision is the master's `user_listed`; the tables are read first,
+/// through the master, since pickup's jail has no /etc.
 async fn may_submit(sh: &Shared, login: &str) -> Result<bool, Refusal> {
-    for item in &sh.set.submit_users {
-        if let Some(name) = item.strip_prefix('!') {
-            if name.eq_ignore_ascii_case(login) {
-                return Ok(false);
-            }
-            continue;
-        }
-        if item.contains(':') {
-            let t = tables::parse(item)
-                .map_err(|e| refuse(EX_SOFTWARE, format!("authorized_submit_users: {e}")))?;
-            if let Table::Static(v) = &t {
-                if v == "anyone" {
-                    return Ok(true);
-                }
-                continue;
-            }
-            match sh.tables.lookup(&t, login).await {
-                Ok(Some(_)) => return Ok(true),
-                Ok(None) => continue,
-                Err(e) => {
-                    return Err(refuse(
-                        EX_TEMPFAIL,
-                        format!("authorized_submit_users lookup error: {e}"),
-                    ));
-                }
-            }
-        }
-        if item.eq_ignore_ascii_case(login) {
-            return Ok(true);
+    let list = &sh.set.submit_users;
+    let mut found: Vec<(Table, Result<Option<String>, String>)> = Vec::new();
+    for item in list
+        .iter()
+        .filter(|i| i.contains(':') && !i.starts_with('!'))
+    {
+        let t = tables::parse(item)
+            .map_err(|e| refuse(EX_SOFTWARE, format!("authorized_submit_users: {e}")))?;
+        if !matches!(t, Table::Static(_)) {
+            let r = sh.tables.lookup(&t, login).await;
+            found.push((t, r));
         }
     }
-    Ok(false)
+    tables::user_listed_with(list, login, |t| {
+        found
+            .iter()
+            .find(|(x, _)| x == t)
+            .map_or(Ok(None), |(_, r)| r.clone())
+    })
+    .map_err(|e| {
+        refuse(
+            EX_TEMPFAIL,
+            format!("authorized_submit_users lookup error: {e}"),
+        )
+    })
 }
 
 /// `local_login_sender_maps`: the login name (then `*`) maps to the sender
@@ -570,16 +565,7 @@ async fn submit(sh: &Shared, uid: u32, sub: &Submission) -> Result<String, Refus
     let content = rewrite(sub, &sender, full_name);
     let smtputf8 = utf8 || !sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
     let begin = sc::Begin {
-        client: sc::Client {
-            name: "localhost".into(),
-            addr: String::new(),
-            port: 0,
-            helo: String::new(),
-            proto: "local".into(),
-            log_name: String::new(),
-            tls: String::new(),
-            local_uid: Some(uid),
-        },
+        client: local_client(Some(uid)),
         sender: sender.clone(),
         ret: b.ret,
         envid: b.envid.clone(),
@@ -621,6 +607,21 @@ async fn submit(sh: &Shared, uid: u32, sub: &Submission) -> Result<String, Refus
             warn!("uid={uid}: cannot queue: {e}");
             Err(refuse(EX_TEMPFAIL, "queue file write error"))
         }
+    }
+}
+
+/// The "client" of mail made on this host: a local submitter (`uid`), or
+/// pickup itself.
+fn local_client(uid: Option<u32>) -> sc::Client {
+    sc::Client {
+        name: "localhost".into(),
+        addr: String::new(),
+        port: 0,
+        helo: String::new(),
+        proto: "local".into(),
+        log_name: String::new(),
+        tls: String::new(),
+        local_uid: uid,
     }
 }
 
@@ -857,16 +858,7 @@ async fn return_refused(sh: &Shared, uid: u32, sub: &Submission, why: &str) {
         text.extend_from_slice(b"\r\n");
     }
     let begin = sc::Begin {
-        client: sc::Client {
-            name: "localhost".into(),
-            addr: String::new(),
-            port: 0,
-            helo: String::new(),
-            proto: "local".into(),
-            log_name: String::new(),
-            tls: String::new(),
-            local_uid: None,
-        },
+        client: local_client(None),
         sender: String::new(),
         ret: 0,
         envid: String::new(),

@@ -346,43 +346,43 @@ fn closed_peer_is_reported_as_closed() {
     });
 }
 
+/// Feeds every file of fuzz/corpus/TARGET and fuzz/regressions/TARGET to
+/// `f`; returns how many there were.
+fn replay(target: &str, f: fn(&[u8])) -> usize {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut n = 0;
+    for dir in ["corpus", "regressions"] {
+        let Ok(rd) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            f(&std::fs::read(e.path()).unwrap());
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Replays the fuzz corpus and the regression inputs through the same entry
 /// point the fuzz target uses, on stable, in every test run.
 #[test]
 fn fuzz_corpus_replays_cleanly() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut n = 0;
     for seed in crate::fuzzing::seeds() {
         crate::fuzzing::decode_any(&seed);
     }
-    for dir in ["corpus/ipc_frame", "regressions/ipc_frame"] {
-        let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let data = std::fs::read(e.path()).unwrap();
-            crate::fuzzing::decode_any(&data);
-            n += 1;
-        }
-    }
-    assert!(n > 0, "no corpus found under fuzz/");
+    assert!(
+        replay("ipc_frame", crate::fuzzing::decode_any) > 0,
+        "no corpus found under fuzz/"
+    );
 }
 
 /// The maildrop-file target's corpus, the same way.
 #[test]
 fn maildrop_corpus_replays_cleanly() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut n = 0;
-    for dir in ["corpus/maildrop_file", "regressions/maildrop_file"] {
-        let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            crate::fuzzing::maildrop_file(&std::fs::read(e.path()).unwrap());
-            n += 1;
-        }
-    }
-    assert!(n > 0, "no maildrop_file corpus found under fuzz/");
+    assert!(
+        replay("maildrop_file", crate::fuzzing::maildrop_file) > 0,
+        "no maildrop_file corpus found under fuzz/"
+    );
 }
 
 /// Every field of the key-service schema, pinned. A new field fails this

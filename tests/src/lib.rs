@@ -685,3 +685,35 @@ pub fn verify_numbered(content: &[u8], tag: &str) -> Result<usize, String> {
         Err(format!("{id}: body damaged"))
     }
 }
+
+/// The seed of a randomized test: POSTERN_TEST_SEED, or a fresh one. It is
+/// printed either way, so that a failing run can be replayed.
+pub fn seed(what: &str) -> u64 {
+    let s = std::env::var("POSTERN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("{what} seed: {s} (replay with POSTERN_TEST_SEED={s})");
+    s
+}
+
+impl Instance {
+    /// A started instance with no SMTP error sleep, so error-heavy tests
+    /// run fast, and `extra` in main.cf.
+    pub fn started(extra: &str) -> Instance {
+        let mut i = Instance::new(&format!("smtpd_error_sleep_time = 0\n{extra}"));
+        i.start();
+        i
+    }
+
+    /// A client past the greeting and EHLO.
+    pub fn greeted(&self) -> Smtp {
+        let mut c = self.smtp();
+        assert!(c.reply().starts_with("220 mx.test.example ESMTP Postern"));
+        assert!(
+            c.cmd("EHLO client.example")
+                .starts_with("250-mx.test.example")
+        );
+        c
+    }
+}

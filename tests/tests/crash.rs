@@ -7,15 +7,6 @@ use std::time::{Duration, Instant};
 
 use postern_tests::{Instance, Sink, numbered_message, try_send, verify_numbered, wait_for};
 
-fn seed() -> u64 {
-    let s = std::env::var("POSTERN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("crash test seed: {s} (replay with POSTERN_TEST_SEED={s})");
-    s
-}
-
 fn kill(inst: &Instance, role: &str) -> bool {
     match inst.pid_of(role) {
         Some(pid) => nix::sys::signal::kill(
@@ -68,7 +59,7 @@ fn audit(sink: &Sink, tag: &str, accepted: &[usize], attempted: usize) -> BTreeM
 
 #[test]
 fn killing_cleanup_and_broker_mid_transaction_loses_nothing() {
-    let s = seed();
+    let s = postern_tests::seed("crash test");
     let mut rng = fastrand::Rng::with_seed(s);
     let (inst, sink) = relay_instance("");
     let stop = Arc::new(AtomicBool::new(false));
@@ -147,7 +138,7 @@ fn killing_cleanup_and_broker_mid_transaction_loses_nothing() {
 
 #[test]
 fn killing_qmgr_and_smtp_mid_delivery_loses_nothing() {
-    let s = seed();
+    let s = postern_tests::seed("crash test");
     let mut rng = fastrand::Rng::with_seed(s);
     let (inst, sink) = relay_instance("");
     // Deliveries take a while, so kills land in the middle of them.

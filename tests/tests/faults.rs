@@ -15,15 +15,6 @@ const ROLES: [&str; 7] = [
     "smtpd", "cleanup", "broker", "qmgr", "smtp", "local", "pickup",
 ];
 
-fn seed() -> u64 {
-    let s = std::env::var("POSTERN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("fault injection seed: {s} (replay with POSTERN_TEST_SEED={s})");
-    s
-}
-
 /// Where each kind of traffic goes, and how its deliveries are found.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Path {
@@ -68,7 +59,7 @@ fn delivered(inst: &Instance, sink: &Sink) -> BTreeMap<(Path, usize), usize> {
 
 #[test]
 fn kill_dash_nine_of_every_role_under_load_loses_nothing() {
-    let s = seed();
+    let s = postern_tests::seed("fault injection");
     let mut rng = fastrand::Rng::with_seed(s);
     // Quick retries, and no long crash throttle: kills are not crashes of
     // a bad build, and the test must end in bounded time.

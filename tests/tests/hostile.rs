@@ -9,24 +9,8 @@ use std::time::{Duration, Instant};
 use postern_tests::pki;
 use postern_tests::{Instance, Smtp};
 
-fn instance(extra: &str) -> Instance {
-    let mut i = Instance::new(&format!("smtpd_error_sleep_time = 0\n{extra}"));
-    i.start();
-    i
-}
-
-fn greeted(inst: &Instance) -> Smtp {
-    let mut c = inst.smtp();
-    assert!(c.reply().starts_with("220 mx.test.example ESMTP Postern"));
-    assert!(
-        c.cmd("EHLO client.example")
-            .starts_with("250-mx.test.example")
-    );
-    c
-}
-
 fn still_serving(inst: &Instance) {
-    let mut c = greeted(inst);
+    let mut c = inst.greeted();
     let r = c.send_mail(
         "a@example.org",
         &["root@localhost"],
@@ -38,8 +22,8 @@ fn still_serving(inst: &Instance) {
 
 #[test]
 fn nul_bytes_8bit_and_invalid_utf8_in_commands() {
-    let inst = instance("");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("");
+    let mut c = inst.greeted();
     let cases: &[(&[u8], &str)] = &[
         (b"NOOP\x00x\r\n", "500 5.5.2 Error: bad syntax\r\n"),
         (b"NO\x00OP\r\n", "500 5.5.2 Error: bad syntax\r\n"),
@@ -81,8 +65,8 @@ fn nul_bytes_8bit_and_invalid_utf8_in_commands() {
 fn rset_loops_count_as_junk_then_end_the_session() {
     // Postfix's rule: after smtpd_junk_command_limit NOOP/RSET/VRFY/ETRN
     // commands, each one counts as an error toward smtpd_hard_error_limit.
-    let inst = instance("smtpd_junk_command_limit = 100\nsmtpd_hard_error_limit = 20\n");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("smtpd_junk_command_limit = 100\nsmtpd_hard_error_limit = 20\n");
+    let mut c = inst.greeted();
     c.send(&b"RSET\r\n".repeat(1000));
     let mut ok = 0;
     loop {
@@ -128,8 +112,8 @@ fn trickle(c: &mut Smtp, bytes: &[u8], gap: Duration) -> (String, Duration) {
 fn slowloris_clients_hit_the_per_request_deadline() {
     // smtpd_timeout bounds a whole command, and content must keep up with
     // smtpd_min_data_rate: one byte a second cannot hold a session open.
-    let inst = instance("smtpd_timeout = 3s\nsmtpd_min_data_rate = 500\n");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("smtpd_timeout = 3s\nsmtpd_min_data_rate = 500\n");
+    let mut c = inst.greeted();
     let (r, took) = trickle(
         &mut c,
         b"MAIL FROM:<slow@example.org>\r\n",
@@ -147,7 +131,7 @@ fn slowloris_clients_hit_the_per_request_deadline() {
     );
 
     // The same inside DATA.
-    let mut c = greeted(&inst);
+    let mut c = inst.greeted();
     assert!(c.cmd("MAIL FROM:<slow@example.org>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<root@localhost>").starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));
@@ -173,8 +157,8 @@ fn slowloris_clients_hit_the_per_request_deadline() {
 fn without_the_deadline_a_patient_client_is_served() {
     // smtpd_per_request_deadline = no gives Postfix's classic behaviour:
     // smtpd_timeout bounds each read only.
-    let inst = instance("smtpd_timeout = 2s\nsmtpd_per_request_deadline = no\n");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("smtpd_timeout = 2s\nsmtpd_per_request_deadline = no\n");
+    let mut c = inst.greeted();
     let t = Instant::now();
     let (r, _) = trickle(&mut c, b"NOOP\r\n", Duration::from_millis(900));
     assert_eq!(r, "250 2.0.0 Ok\r\n");
@@ -183,8 +167,8 @@ fn without_the_deadline_a_patient_client_is_served() {
 
 #[test]
 fn a_half_closed_connection_during_data_queues_nothing() {
-    let inst = instance("");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("");
+    let mut c = inst.greeted();
     assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<root@localhost>").starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));
@@ -204,8 +188,8 @@ fn a_half_closed_connection_during_data_queues_nothing() {
 
 #[test]
 fn malformed_and_oversized_headers() {
-    let inst = instance("header_size_limit = 4096\n");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("header_size_limit = 4096\n");
+    let mut c = inst.greeted();
     // One header field larger than the whole header limit.
     let r = c.send_mail(
         "a@example.org",
@@ -255,7 +239,7 @@ fn tls_garbage_after_starttls_drops_only_that_session() {
         vec![0u8; 70_000],
         (0..=255u8).cycle().take(5000).collect(),
     ] {
-        let mut c = greeted(&inst);
+        let mut c = inst.greeted();
         assert_eq!(c.cmd("STARTTLS"), "220 2.0.0 Ready to start TLS\r\n");
         c.send(&garbage);
         // Whatever the server writes is a TLS alert, never an SMTP reply,
@@ -295,7 +279,7 @@ fn a_command_alias_never_runs_anything() {
     assert!(inst.postern(&["newaliases"]).status.success());
     let mut inst = inst;
     inst.start();
-    let mut c = greeted(&inst);
+    let mut c = inst.greeted();
     let r = c.send_mail(
         "a@example.org",
         &["evil@localhost", "incl@localhost"],

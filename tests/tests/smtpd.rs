@@ -3,34 +3,18 @@
 //! exact reply and that the daemon is still serving afterwards.
 use std::time::{Duration, Instant};
 
-use postern_tests::{Instance, Smtp, python, wait_for};
+use postern_tests::{Instance, python, wait_for};
 
 /// An instance with no error sleep, so error-heavy tests run fast.
-fn instance(extra: &str) -> Instance {
-    let mut i = Instance::new(&format!("smtpd_error_sleep_time = 0\n{extra}"));
-    i.start();
-    i
-}
-
-fn greeted(inst: &Instance) -> Smtp {
-    let mut c = inst.smtp();
-    assert!(c.reply().starts_with("220 mx.test.example ESMTP Postern"));
-    assert!(
-        c.cmd("EHLO client.example")
-            .starts_with("250-mx.test.example")
-    );
-    c
-}
-
 fn still_serving(inst: &Instance) {
-    let mut c = greeted(inst);
+    let mut c = inst.greeted();
     assert_eq!(c.cmd("NOOP"), "250 2.0.0 Ok\r\n");
     assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye\r\n");
 }
 
 #[test]
 fn smtplib_sends_plain_utf8_and_reports_rejections() {
-    let inst = instance("");
+    let inst = Instance::started("");
     let script = format!(
         r#"
 import smtplib
@@ -82,7 +66,7 @@ print("ok")
 
 #[test]
 fn smtplib_pipelined_transaction() {
-    let inst = instance("");
+    let inst = Instance::started("");
     // smtplib pipelines nothing by itself; send the whole transaction in one
     // write, as PIPELINING clients do, and read the replies afterwards.
     let script = format!(
@@ -126,7 +110,7 @@ print("ok")
 
 #[test]
 fn swaks_delivers_a_message() {
-    let inst = instance("");
+    let inst = Instance::started("");
     let out = std::process::Command::new("swaks")
         .args(["--server", &format!("{}:{}", inst.ip, inst.smtp_port)])
         .args([
@@ -168,7 +152,7 @@ fn swaks_delivers_a_message() {
 /// Each variant tries to end DATA early and start a second transaction.
 #[test]
 fn smuggling_variants_never_end_data() {
-    let inst = instance("");
+    let inst = Instance::started("");
     let variants: &[&[u8]] = &[
         b"\n.\n",
         b"\r.\r",
@@ -179,7 +163,7 @@ fn smuggling_variants_never_end_data() {
         b"\r\n\x00.\r\n",
     ];
     for v in variants {
-        let mut c = greeted(&inst);
+        let mut c = inst.greeted();
         assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
         assert!(c.cmd("RCPT TO:<root@localhost>").starts_with("250"));
         assert!(c.cmd("DATA").starts_with("354"));
@@ -218,8 +202,8 @@ fn smuggling_variants_never_end_data() {
 
 #[test]
 fn bare_lf_is_normalized_by_default() {
-    let inst = instance("");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("");
+    let mut c = inst.greeted();
     // A command ending in a bare LF is read as if it ended in CRLF.
     c.send(b"NOOP\n");
     assert_eq!(c.reply(), "250 2.0.0 Ok\r\n");
@@ -232,13 +216,14 @@ fn bare_lf_is_normalized_by_default() {
 
 #[test]
 fn bare_lf_rejected_when_configured() {
-    let inst =
-        instance("smtpd_forbid_bare_newline = reject\nsmtpd_forbid_bare_newline_exclusions =\n");
-    let mut c = greeted(&inst);
+    let inst = Instance::started(
+        "smtpd_forbid_bare_newline = reject\nsmtpd_forbid_bare_newline_exclusions =\n",
+    );
+    let mut c = inst.greeted();
     c.send(b"NOOP\n");
     assert_eq!(c.reply(), "550 5.5.2 Error: bare <LF> received\r\n");
     assert!(c.closed());
-    let mut c = greeted(&inst);
+    let mut c = inst.greeted();
     assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<root@localhost>").starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));
@@ -256,8 +241,8 @@ fn bare_lf_rejected_when_configured() {
 
 #[test]
 fn bare_cr_never_ends_a_command() {
-    let inst = instance("");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("");
+    let mut c = inst.greeted();
     c.send(b"NOOP\rMAIL FROM:<evil@example.org>\r\n");
     assert_eq!(c.reply(), "500 5.5.2 Error: bad syntax\r\n");
     // No MAIL happened.
@@ -269,8 +254,8 @@ fn bare_cr_never_ends_a_command() {
 
 #[test]
 fn long_lines_and_sizes_get_the_right_codes() {
-    let inst = instance("message_size_limit = 20000\n");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("message_size_limit = 20000\n");
+    let mut c = inst.greeted();
     // 2048 is line_length_limit: a longer command is refused, the session goes on.
     c.send(format!("NOOP {}\r\n", "x".repeat(3000)).as_bytes());
     assert_eq!(c.reply(), "500 5.5.0 Error: line too long\r\n");
@@ -309,8 +294,8 @@ fn long_lines_and_sizes_get_the_right_codes() {
 
 #[test]
 fn header_section_over_the_limit_is_refused() {
-    let inst = instance("header_size_limit = 2048\n");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("header_size_limit = 2048\n");
+    let mut c = inst.greeted();
     let mut body = String::new();
     for i in 0..100 {
         body.push_str(&format!("X-Filler-{i}: {}\r\n", "h".repeat(40)));
@@ -330,10 +315,10 @@ fn header_section_over_the_limit_is_refused() {
 
 #[test]
 fn pipelined_recipient_flood_is_bounded() {
-    let inst = instance(
+    let inst = Instance::started(
         "smtpd_recipient_limit = 100\nsmtpd_hard_error_limit = 20\nrecipient_delimiter = +\n",
     );
-    let mut c = greeted(&inst);
+    let mut c = inst.greeted();
     assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
     let mut flood = String::new();
     for i in 0..10_000 {
@@ -366,7 +351,7 @@ fn pipelined_recipient_flood_is_bounded() {
 
 #[test]
 fn unannounced_extensions_and_helo_sessions() {
-    let inst = instance("");
+    let inst = Instance::started("");
     let mut c = inst.smtp();
     c.reply();
     assert_eq!(c.cmd("HELO client.example"), "250 mx.test.example\r\n");
@@ -402,8 +387,8 @@ fn unannounced_extensions_and_helo_sessions() {
 
 #[test]
 fn sequence_errors_count_toward_the_hard_limit() {
-    let inst = instance("smtpd_hard_error_limit = 3\n");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("smtpd_hard_error_limit = 3\n");
+    let mut c = inst.greeted();
     assert_eq!(c.cmd("DATA"), "503 5.5.1 Error: need MAIL command\r\n");
     assert_eq!(
         c.cmd("RCPT TO:<root@localhost>"),
@@ -427,8 +412,8 @@ fn sequence_errors_count_toward_the_hard_limit() {
 
 #[test]
 fn chunking_with_bdat() {
-    let inst = instance("");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("");
+    let mut c = inst.greeted();
     assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<root@localhost>").starts_with("250"));
     let first = b"Subject: chunks\r\n\r\n.\r\nnot an end\r\n";
@@ -454,8 +439,8 @@ fn chunking_with_bdat() {
 
 #[test]
 fn dsn_parameters_are_checked() {
-    let inst = instance("");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("");
+    let mut c = inst.greeted();
     assert!(
         c.cmd("MAIL FROM:<a@example.org> RET=HDRS ENVID=QQ+2B314")
             .starts_with("250")
@@ -491,8 +476,8 @@ fn dsn_parameters_are_checked() {
 #[test]
 fn relaying_is_refused_outside_mynetworks() {
     // No loopback address is in mynetworks here.
-    let inst = instance("mynetworks = 192.0.2.0/24\nrelay_domains = relay.example\n");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("mynetworks = 192.0.2.0/24\nrelay_domains = relay.example\n");
+    let mut c = inst.greeted();
     assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
     assert_eq!(
         c.cmd("RCPT TO:<user@elsewhere.example>"),
@@ -506,10 +491,10 @@ fn relaying_is_refused_outside_mynetworks() {
         "{lines:?}"
     );
     // reject_unauth_destination gives the permanent code.
-    let inst2 = instance(
+    let inst2 = Instance::started(
         "mynetworks = 192.0.2.0/24\nsmtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n",
     );
-    let mut c = greeted(&inst2);
+    let mut c = inst2.greeted();
     assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
     assert_eq!(
         c.cmd("RCPT TO:<user@elsewhere.example>"),
@@ -534,7 +519,7 @@ fn local_recipients_follow_passwd_and_aliases() {
     );
     let mut inst = inst;
     inst.start();
-    let mut c = greeted(&inst);
+    let mut c = inst.greeted();
     assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
     for ok in [
         "root@localhost",
@@ -554,7 +539,7 @@ fn local_recipients_follow_passwd_and_aliases() {
 
 #[test]
 fn idle_clients_time_out() {
-    let inst = instance("smtpd_timeout = 2s\n");
+    let inst = Instance::started("smtpd_timeout = 2s\n");
     let mut c = inst.smtp();
     assert!(c.reply().starts_with("220"));
     let t = Instant::now();
@@ -571,8 +556,8 @@ fn idle_clients_time_out() {
 
 #[test]
 fn a_client_that_hangs_up_before_the_commit_gets_nothing_queued() {
-    let inst = instance("");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("");
+    let mut c = inst.greeted();
     assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<root@localhost>").starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));
@@ -590,8 +575,8 @@ fn a_client_that_hangs_up_before_the_commit_gets_nothing_queued() {
 
 #[test]
 fn disconnect_line_counts_commands_like_postfix() {
-    let inst = instance("");
-    let mut c = greeted(&inst);
+    let inst = Instance::started("");
+    let mut c = inst.greeted();
     let r = c.send_mail(
         "a@example.org",
         &["root@localhost"],

@@ -115,7 +115,9 @@ async fn serve(
         committed.len(),
         queue.free_count()
     );
-    queue.start_reaper();
+    if let Err(e) = queue.start_reaper() {
+        warn!("cannot start the slot-reaper thread ({e}): emptying queue files inline");
+    }
     let syncer = Syncer::start(qdir);
     // New spare files (and recovery's changes) become durable before use.
     if let Err(e) = syncer.sync().await {

@@ -62,7 +62,7 @@ struct Reaper {
 }
 
 impl Reaper {
-    fn start() -> Reaper {
+    fn start() -> std::io::Result<Reaper> {
         let (tx, rx) = mpsc::channel::<(u32, Arc<File>)>();
         let done = Arc::new(Mutex::new(Vec::new()));
         let out = done.clone();
@@ -73,9 +73,8 @@ impl Reaper {
                     let r = file.set_len(0).map_err(|e| e.to_string());
                     out.lock().unwrap_or_else(|e| e.into_inner()).push((n, r));
                 }
-            })
-            .expect("start the slot-reaper thread");
-        Reaper { tx, done }
+            })?;
+        Ok(Reaper { tx, done })
     }
 }
 
@@ -154,8 +153,10 @@ impl Queue {
 
     /// Empties released slots on a thread from now on (after recovery,
     /// which empties files itself).
-    pub fn start_reaper(&mut self) {
-        self.reaper = Some(Reaper::start());
+    /// Without the thread, slots are emptied inline (slower, still correct).
+    pub fn start_reaper(&mut self) -> std::io::Result<()> {
+        self.reaper = Some(Reaper::start()?);
+        Ok(())
     }
 
     /// Takes back slots the reaper has emptied.
@@ -644,7 +645,7 @@ mod tests {
         let mut q = queue_in(dir.path());
         q.recover().unwrap();
         q.fill_pool().unwrap();
-        q.start_reaper();
+        q.start_reaper().unwrap();
         let (id, n) = commit_one(&mut q, 7);
         assert!(
             std::fs::metadata(dir.path().join("slots").join(slot_name(n)))

@@ -395,21 +395,20 @@ impl Session {
             Some(Self::r(502, "5.5.1", "Error: command not implemented"))
         } else if self.txn.is_some() {
             Some(Self::r(503, "5.5.1", "Error: MAIL transaction in progress"))
-        } else if self.sh.tls().is_none() {
-            Some(Self::r(
-                454,
-                "4.7.0",
-                "TLS not available due to local problem",
-            ))
         } else {
             None
         };
-        if let Some(r) = refuse {
-            self.count("starttls", false);
-            self.reply(r).await?;
-            return Ok(None);
-        }
-        let acceptor = self.sh.tls().expect("checked");
+        let acceptor = match (refuse, self.sh.tls()) {
+            (None, Some(a)) => a,
+            (refuse, _) => {
+                let r = refuse.unwrap_or_else(|| {
+                    Self::r(454, "4.7.0", "TLS not available due to local problem")
+                });
+                self.count("starttls", false);
+                self.reply(r).await?;
+                return Ok(None);
+            }
+        };
         self.count("starttls", true);
         self.conn
             .queue(&Self::r(220, "2.0.0", "Ready to start TLS").render(self.esmtp));
@@ -727,9 +726,9 @@ impl Session {
             | Command::Data
             | Command::Vrfy(_)
             | Command::Etrn
-                if self.needs_tls().is_some() =>
+                if let Some(r) = self.needs_tls() =>
             {
-                self.needs_tls().expect("checked")
+                r
             }
             Command::Mail { path, params } => self.mail(path, params).await,
             Command::Rcpt { path, params } => self.rcpt(path, params).await,
