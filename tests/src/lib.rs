@@ -16,17 +16,67 @@ pub mod dns;
 pub mod pki;
 
 /// The postern binary under test: $POSTERN_BIN, or target/debug/postern.
+/// Tests run it as other users too (nobody, through setpriv), so when the
+/// checkout is not reachable by them (a clone in a 0700 `mktemp -d`
+/// directory), the binary is linked or copied once into a world-readable
+/// directory under the system temporary directory, and that path is used.
 pub fn bin() -> PathBuf {
-    if let Ok(p) = std::env::var("POSTERN_BIN") {
-        return PathBuf::from(p);
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let built = match std::env::var("POSTERN_BIN") {
+            Ok(p) => PathBuf::from(p),
+            Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/postern"),
+        };
+        assert!(
+            built.exists(),
+            "{} not found: run `cargo build --bins` before the tests (the README test command does)",
+            built.display()
+        );
+        let built = built.canonicalize().expect("canonical path of the binary");
+        if reachable_by_everyone(&built) {
+            built
+        } else {
+            shared_copy(&built)
+        }
+    })
+    .clone()
+}
+
+/// Every directory above `p` searchable, and `p` executable, by others.
+fn reachable_by_everyone(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |q: &Path| std::fs::metadata(q).map_or(0, |m| m.permissions().mode());
+    mode(p) & 0o001 != 0 && p.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0)
+}
+
+/// A copy (a hard link where possible) of `built` that every user can
+/// execute, named after the build's size and mtime so that the test
+/// binaries of one run share it and a rebuild gets a new one.
+fn shared_copy(built: &Path) -> PathBuf {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::metadata(built).expect("metadata of the binary");
+    let dir = std::env::temp_dir().join(format!(
+        "postern-test-bin-{}-{}.{}",
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec()
+    ));
+    let dest = dir.join("postern");
+    if dest.exists() {
+        return dest;
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/postern");
-    assert!(
-        p.exists(),
-        "{} not found: run `cargo build --bins` before the tests (the README test command does)",
-        p.display()
-    );
-    p
+    std::fs::create_dir_all(&dir).expect("create the shared binary directory");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Link or copy under a private name, then rename: concurrent test
+    // binaries never see half a file.
+    let tmp = dir.join(format!("postern.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(built, &tmp).is_err() {
+        std::fs::copy(built, &tmp).expect("copy the binary");
+    }
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &dest).expect("rename the shared binary");
+    dest
 }
 
 pub fn is_root() -> bool {
