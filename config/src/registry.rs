@@ -99,6 +99,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("bounce_notice_recipient", "postmaster", Kind::Str, BO),
     p("bounce_queue_lifetime", "5d", secs("d"), QM),
     ro("config_directory", "", Kind::Str, ALL),
+    p("daemon_scheduling_policy", "batch", Kind::Enum(&["batch", "normal"]), M),
     p("daemon_timeout", "60s", Kind::Duration { unit: "s", min_ms: 1000 }, M),
     p("data_directory", "postern-data", Kind::Path, M | LO | PK | BR),
     p("default_destination_concurrency_limit", "20", int(1, 1000), QM),

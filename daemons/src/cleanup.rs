@@ -3,9 +3,11 @@
 //! The broker hands it the queue id and an open file; cleanup writes the
 //! envelope records, the message (with its own Received header, a
 //! Message-ID and Date when they are missing, and any Return-Path removed),
-//! and the end-of-content record. Then the two-phase commit: the broker
-//! fsyncs the file (tentative), smtpd checks that its client is still there,
-//! and the broker appends the commit record and fsyncs again (final).
+//! and the end-of-content record. At the end of the content the broker
+//! checks the file, appends the commit record and makes it all durable
+//! with one sync. Every record carries a checksum, so a crash during that
+//! sync leaves either the whole message with its commit record or a file
+//! that recovery treats as never committed.
 use std::cell::Cell;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -194,44 +196,30 @@ async fn session(fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
                 t.content(&chunk, &s);
                 continue;
             }
-            (Request::End, Some(t)) if !t.tentative => match t.finish(&s) {
+            (Request::End, Some(t)) => match t.finish(&s) {
                 Err(f) => {
                     let id = txn.take().expect("txn").discard();
                     abort(&mut br, &id).await;
                     Reply::Failed(f)
                 }
-                Ok(()) => match broker_call(&mut br, cb::Request::Sync(t.id.clone())).await {
-                    Some(cb::Reply::Synced) => {
-                        t.tentative = true;
-                        Reply::Tentative {
-                            size: t.size,
-                            message_id: t.message_id.clone(),
+                Ok(()) => {
+                    let c = cb::Commit {
+                        queue_id: t.id.clone(),
+                        sender: t.begin.sender.clone(),
+                        size: t.size,
+                        nrcpt: t.nrcpt as u32,
+                    };
+                    let id = txn.take().expect("txn").discard();
+                    match broker_call(&mut br, cb::Request::Commit(c)).await {
+                        Some(cb::Reply::Committed) => Reply::Committed,
+                        other => {
+                            warn!("{id}: commit failed: {other:?}");
+                            abort(&mut br, &id).await;
+                            Reply::Failed(write_error())
                         }
                     }
-                    _ => {
-                        let id = txn.take().expect("txn").discard();
-                        abort(&mut br, &id).await;
-                        Reply::Failed(write_error())
-                    }
-                },
-            },
-            (Request::Commit, Some(t)) if t.tentative => {
-                let c = cb::Commit {
-                    queue_id: t.id.clone(),
-                    sender: t.begin.sender.clone(),
-                    size: t.size,
-                    nrcpt: t.nrcpt as u32,
-                };
-                let id = txn.take().expect("txn").discard();
-                match broker_call(&mut br, cb::Request::Commit(c)).await {
-                    Some(cb::Reply::Committed) => Reply::Committed,
-                    other => {
-                        warn!("{id}: commit failed: {other:?}");
-                        abort(&mut br, &id).await;
-                        Reply::Failed(write_error())
-                    }
                 }
-            }
+            },
             (Request::Abort, Some(_)) => {
                 let id = txn.take().expect("txn").discard();
                 abort(&mut br, &id).await;
@@ -257,7 +245,6 @@ fn req_name(r: &Request) -> &'static str {
         Request::Recipients(_) => "recipients",
         Request::Content(_) => "content",
         Request::End => "end",
-        Request::Commit => "commit",
         Request::Abort => "abort",
     }
 }
@@ -296,7 +283,6 @@ struct Txn {
     size: u64,
     message_id: String,
     failure: Option<Failure>,
-    tentative: bool,
     arrival: jiff::Zoned,
 }
 
@@ -316,7 +302,6 @@ impl Txn {
             size: 0,
             message_id: String::new(),
             failure: None,
-            tentative: false,
             arrival: clock::now(),
         };
         let arrival_us = t.arrival.timestamp().as_microsecond() as u64;

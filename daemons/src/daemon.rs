@@ -162,7 +162,23 @@ pub struct Switchboard {
     pending: Pending,
     next: Arc<Mutex<u32>>,
     timeout: Duration,
+    conns: Arc<Mutex<ConnTally>>,
 }
+
+/// Client connections not yet reported to the master.
+#[derive(Default)]
+struct ConnTally {
+    /// Accepted since the last report.
+    opened: u32,
+    open: u32,
+    /// `open` as last reported.
+    told_open: u32,
+    report_due: bool,
+}
+
+/// How long connection counts gather before a report, unless the master
+/// believes none is open: the first one is reported at once.
+const CONN_REPORT_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
@@ -194,6 +210,7 @@ impl Switchboard {
             pending: pending.clone(),
             next: Arc::new(Mutex::new(0)),
             timeout,
+            conns: Arc::default(),
         };
         sb.send(&FromDaemon::Ready {
             landlock: jail.landlock.as_str().into(),
@@ -319,14 +336,37 @@ impl Switchboard {
     }
 
     /// Tells the master an SMTP connection started or ended (for the
-    /// crash-rate throttle). Never blocks the caller for long.
+    /// crash-rate throttle). Never blocks the caller. Counts are gathered
+    /// for up to [`CONN_REPORT_DELAY`], except that a connection opening
+    /// while the master believes none is open is reported at once: a crash
+    /// during it must count as one.
     pub fn connection(&self, opened: bool) {
+        let mut t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if opened {
+            t.opened = t.opened.saturating_add(1);
+            t.open = t.open.saturating_add(1);
+        } else {
+            t.open = t.open.saturating_sub(1);
+        }
+        let urgent = opened && t.told_open == 0;
+        if !urgent && t.report_due {
+            return;
+        }
+        t.report_due = true;
+        drop(t);
         let sb = self.clone();
         tokio::spawn(async move {
-            let m = if opened {
-                FromDaemon::ConnectionOpened
-            } else {
-                FromDaemon::ConnectionClosed
+            if !urgent {
+                tokio::time::sleep(CONN_REPORT_DELAY).await;
+            }
+            let m = {
+                let mut t = sb.conns.lock().unwrap_or_else(|e| e.into_inner());
+                t.report_due = false;
+                t.told_open = t.open;
+                FromDaemon::Connections {
+                    opened: std::mem::take(&mut t.opened),
+                    open: t.open,
+                }
             };
             let _ = sb.send(&m).await;
         });

@@ -1,6 +1,7 @@
 //! Logging in Postfix's shape.
 //!
-//! A daemon writes one line per event to stderr as `syslog_name<TAB>text`;
+//! A daemon writes one line per event to stderr as
+//! `syslog_name<TAB>microseconds since the epoch<TAB>text`;
 //! its stderr is a pipe to the master, which checks the line and writes
 //! `Mmm dd HH:MM:SS host syslog_name/role[pid]: text` to the log. The master
 //! supplies the role and pid itself, so a compromised daemon cannot forge
@@ -46,8 +47,14 @@ pub fn line_as(syslog_name: Option<&str>, text: &str) {
     if let Some(sink) = SINK.get() {
         return sink(syslog_name.unwrap_or(name()), text);
     }
-    let mut buf = String::with_capacity(text.len() + 32);
+    let mut buf = String::with_capacity(text.len() + 48);
     buf.push_str(syslog_name.unwrap_or(name()));
+    buf.push('\t');
+    // When it happened: the master writes lines from all daemons in this order.
+    let at_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    buf.push_str(&at_us.to_string());
     buf.push('\t');
     for c in text.chars() {
         if buf.len() >= MAX_LINE {

@@ -70,10 +70,6 @@ pub async fn to_cleanup(
     // The end can take as long as the fsync behind it.
     ep.channel().timeout = transfer;
     match ep.call(&sc::Request::End).await.map_err(broken)? {
-        sc::Reply::Tentative { .. } => {}
-        other => return Err(unexpected(other)),
-    }
-    match ep.call(&sc::Request::Commit).await.map_err(broken)? {
         sc::Reply::Committed => Ok(id),
         other => Err(unexpected(other)),
     }

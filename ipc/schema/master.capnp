@@ -5,7 +5,7 @@
 using Common = import "common.capnp";
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 3;
+const version :UInt32 = 4;
 
 struct Listener {
   service @0 :Text;             # the master.cf service name, e.g. "127.0.0.1:2525"
@@ -66,13 +66,20 @@ struct OpenTable {
   path @1 :Text;
 }
 
+# Client connections (SMTP, or sendmail submissions to pickup), for the
+# crash-rate throttle. Sent at once when the first connection opens, so the
+# master always knows one is open; otherwise gathered for up to a second.
+struct Connections {
+  opened @0 :UInt32;          # accepted since the last report
+  open @1 :UInt32;            # open now
+}
+
 struct FromDaemon {
   union {
     ready @0 :Ready;
     connect @1 :Connect;
-    connectionOpened @2 :Void;  # an SMTP client connection was accepted
-    connectionClosed @3 :Void;  # ... and has ended
-    openTable @4 :OpenTable;
-    pong @5 :UInt64;            # the answer to ping
+    connections @2 :Connections;
+    openTable @3 :OpenTable;
+    pong @4 :UInt64;            # the answer to ping
   }
 }

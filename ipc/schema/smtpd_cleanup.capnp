@@ -3,7 +3,7 @@
 # sees a queue file: cleanup gets the file from the broker.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 4;
+const version :UInt32 = 5;
 
 struct Client {
   name @0 :Text;          # reverse name, or "unknown"
@@ -37,9 +37,8 @@ struct Request {
     begin @0 :Begin;                  # answered with begun or failed
     recipients @1 :List(Recipient);   # no answer; a batch of at most 100
     content @2 :Data;                 # no answer; at most 64 KiB
-    end @3 :Void;                     # answered with tentative or failed
-    commit @4 :Void;                  # answered with committed or failed
-    abort @5 :Void;                   # answered with aborted
+    end @3 :Void;                     # answered with committed or failed
+    abort @4 :Void;                   # answered with aborted
   }
 }
 
@@ -49,17 +48,11 @@ struct Failure {
   text @2 :Text;
 }
 
-struct Tentative {
-  size @0 :UInt64;
-  messageId @1 :Text;
-}
-
 struct Reply {
   union {
     begun @0 :Text;                   # the queue id
-    tentative @1 :Tentative;          # written and fsynced, not yet visible
-    committed @2 :Void;               # durable and visible to the queue manager
-    failed @3 :Failure;
-    aborted @4 :Void;
+    committed @1 :Void;               # durable and visible to the queue manager
+    failed @2 :Failure;
+    aborted @3 :Void;
   }
 }

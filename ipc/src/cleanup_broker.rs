@@ -20,7 +20,6 @@ pub struct Commit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Allocate,
-    Sync(String),
     Commit(Commit),
     Abort(String),
 }
@@ -29,7 +28,6 @@ pub enum Request {
 pub enum Reply {
     /// A queue id and the open queue file.
     Allocated(String, OwnedFd),
-    Synced,
     Committed,
     Aborted,
     Failed(String),
@@ -58,7 +56,6 @@ impl Message for Request {
             let mut r = b.init_root::<request::Builder>();
             match self {
                 Request::Allocate => r.set_allocate(()),
-                Request::Sync(id) => r.set_sync(clip(id, MAX_QUEUE_ID)),
                 Request::Commit(c) => {
                     let mut x = r.init_commit();
                     x.set_queue_id(clip(&c.queue_id, MAX_QUEUE_ID));
@@ -78,9 +75,6 @@ impl Message for Request {
         let r = msg.get_root::<request::Reader>()?;
         Ok(match r.which()? {
             request::Allocate(()) => Request::Allocate,
-            request::Sync(id) => {
-                Request::Sync(check_queue_id(text(id, "sync", MAX_QUEUE_ID)?, "sync")?)
-            }
             request::Commit(c) => {
                 let c = c?;
                 Request::Commit(Commit {
@@ -109,7 +103,6 @@ impl Message for Reply {
             let mut r = b.init_root::<reply::Builder>();
             match self {
                 Reply::Allocated(id, _) => r.set_allocated(clip(id, MAX_QUEUE_ID)),
-                Reply::Synced => r.set_synced(()),
                 Reply::Committed => r.set_committed(()),
                 Reply::Aborted => r.set_aborted(()),
                 Reply::Failed(s) => r.set_failed(clip(s, 512)),
@@ -145,7 +138,6 @@ impl Message for Reply {
                     fds.remove(0),
                 )
             }
-            reply::Synced(()) => Reply::Synced,
             reply::Committed(()) => Reply::Committed,
             reply::Aborted(()) => Reply::Aborted,
             reply::Failed(s) => Reply::Failed(text(s, "failed", 512)?),

@@ -59,7 +59,7 @@ pub mod fuzzing {
                 peer_role: "cleanup".into(),
             }
             .encode(),
-            FromDaemon::ConnectionOpened.encode(),
+            FromDaemon::Connections { opened: 3, open: 1 }.encode(),
             crate::keys::Request::Sign {
                 key: crate::keys::KeyRole::Server,
                 scheme: 0x0403,
@@ -123,7 +123,6 @@ pub mod fuzzing {
             smtpd_cleanup::Reply,
             cleanup_broker::Request,
             qmgr_broker::Request,
-            qmgr_broker::Event,
             smtpd_broker::Request,
             smtpd_broker::Reply,
             qmgr_queue::Request,
@@ -143,6 +142,7 @@ pub mod fuzzing {
         // Messages that carry descriptors cannot round-trip without them.
         let _ = master::ToDaemon::decode(data, Vec::new());
         let _ = cleanup_broker::Reply::decode(data, Vec::new());
+        let _ = qmgr_broker::Event::decode(data, Vec::new());
         let _ = control::Reply::decode(data, Vec::new());
         let _ = qmgr_queue::Reply::decode(data, Vec::new());
         let _ = deliver::Request::decode(data, Vec::new());

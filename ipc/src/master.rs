@@ -68,8 +68,11 @@ pub enum FromDaemon {
         request_id: u32,
         peer_role: String,
     },
-    ConnectionOpened,
-    ConnectionClosed,
+    /// Client connections accepted since the last report, and open now.
+    Connections {
+        opened: u32,
+        open: u32,
+    },
     OpenTable {
         request_id: u32,
         path: String,
@@ -289,8 +292,11 @@ impl Message for FromDaemon {
                     c.set_request_id(*request_id);
                     c.set_peer_role(frame::clip(peer_role, MAX_ROLE));
                 }
-                FromDaemon::ConnectionOpened => root.set_connection_opened(()),
-                FromDaemon::ConnectionClosed => root.set_connection_closed(()),
+                FromDaemon::Connections { opened, open } => {
+                    let mut c = root.init_connections();
+                    c.set_opened(*opened);
+                    c.set_open(*open);
+                }
                 FromDaemon::Pong(n) => root.set_pong(*n),
                 FromDaemon::OpenTable { request_id, path } => {
                     let mut o = root.init_open_table();
@@ -349,8 +355,13 @@ impl Message for FromDaemon {
                     peer_role: text(c.get_peer_role(), "connect.peerRole", MAX_ROLE)?,
                 }
             }
-            from_daemon::ConnectionOpened(()) => FromDaemon::ConnectionOpened,
-            from_daemon::ConnectionClosed(()) => FromDaemon::ConnectionClosed,
+            from_daemon::Connections(c) => {
+                let c = c?;
+                FromDaemon::Connections {
+                    opened: c.get_opened(),
+                    open: c.get_open(),
+                }
+            }
             from_daemon::Pong(n) => FromDaemon::Pong(n),
             from_daemon::OpenTable(o) => {
                 let o = o?;

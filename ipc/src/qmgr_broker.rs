@@ -1,5 +1,5 @@
 //! qmgr -> broker subscription (schema: qmgr_broker.capnp).
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::channel::{Message, no_fds};
 use crate::cleanup_broker::{MAX_QUEUE_ID, check_queue_id};
@@ -23,9 +23,12 @@ pub struct QueuedMessage {
     pub arrival_us: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Event {
-    Committed(QueuedMessage),
+    /// A committed message. A new commit carries a read-only descriptor of
+    /// its file, which saves the queue manager an open request; the initial
+    /// snapshot does not.
+    Committed(QueuedMessage, Option<OwnedFd>),
     /// The initial snapshot is complete.
     Current,
 }
@@ -58,7 +61,7 @@ impl Message for Event {
         {
             let mut r = b.init_root::<event::Builder>();
             match self {
-                Event::Committed(m) => {
+                Event::Committed(m, _) => {
                     let mut x = r.init_committed();
                     x.set_queue_id(clip(&m.queue_id, MAX_QUEUE_ID));
                     x.set_sender(clip(&m.sender, 512));
@@ -72,23 +75,41 @@ impl Message for Event {
         frame::finish(&b)
     }
 
-    fn decode(f: &[u8], fds: Vec<OwnedFd>) -> Result<Self, Violation> {
-        no_fds(&fds)?;
+    fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        match self {
+            Event::Committed(_, Some(fd)) => vec![fd.as_fd()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn decode(f: &[u8], mut fds: Vec<OwnedFd>) -> Result<Self, Violation> {
         let msg = frame::open(f, Self::MAX_FRAME)?;
         let r = msg.get_root::<event::Reader>()?;
+        if !matches!(r.which()?, event::Committed(_)) {
+            no_fds(&fds)?;
+        }
+        if fds.len() > 1 {
+            return Err(Violation::FdCount {
+                got: fds.len(),
+                want: 1,
+            });
+        }
         Ok(match r.which()? {
             event::Committed(m) => {
                 let m = m?;
-                Event::Committed(QueuedMessage {
-                    queue_id: check_queue_id(
-                        text(m.get_queue_id(), "message.queueId", MAX_QUEUE_ID)?,
-                        "message.queueId",
-                    )?,
-                    sender: text(m.get_sender(), "message.sender", 512)?,
-                    size: m.get_size(),
-                    nrcpt: m.get_nrcpt(),
-                    arrival_us: m.get_arrival_us(),
-                })
+                Event::Committed(
+                    QueuedMessage {
+                        queue_id: check_queue_id(
+                            text(m.get_queue_id(), "message.queueId", MAX_QUEUE_ID)?,
+                            "message.queueId",
+                        )?,
+                        sender: text(m.get_sender(), "message.sender", 512)?,
+                        size: m.get_size(),
+                        nrcpt: m.get_nrcpt(),
+                        arrival_us: m.get_arrival_us(),
+                    },
+                    fds.pop(),
+                )
             }
             event::Current(()) => Event::Current,
         })

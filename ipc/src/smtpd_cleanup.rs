@@ -51,8 +51,9 @@ pub enum Request {
     Begin(Begin),
     Recipients(Vec<Recipient>),
     Content(Vec<u8>),
+    /// The end of the content: cleanup finishes the file and has the
+    /// broker commit it (durable and visible), or says why not.
     End,
-    Commit,
     Abort,
 }
 
@@ -66,7 +67,6 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Begun(String),
-    Tentative { size: u64, message_id: String },
     Committed,
     Failed(Failure),
     Aborted,
@@ -112,7 +112,6 @@ impl Message for Request {
                 }
                 Request::Content(d) => r.set_content(&d[..d.len().min(MAX_CHUNK)]),
                 Request::End => r.set_end(()),
-                Request::Commit => r.set_commit(()),
                 Request::Abort => r.set_abort(()),
             }
         }
@@ -166,7 +165,6 @@ impl Message for Request {
             }
             request::Content(d) => Request::Content(frame::data(d, "content", MAX_CHUNK)?),
             request::End(()) => Request::End,
-            request::Commit(()) => Request::Commit,
             request::Abort(()) => Request::Abort,
         })
     }
@@ -181,11 +179,6 @@ impl Message for Reply {
             let mut r = b.init_root::<reply::Builder>();
             match self {
                 Reply::Begun(id) => r.set_begun(clip(id, 32)),
-                Reply::Tentative { size, message_id } => {
-                    let mut t = r.init_tentative();
-                    t.set_size(*size);
-                    t.set_message_id(clip(message_id, 998));
-                }
                 Reply::Committed => r.set_committed(()),
                 Reply::Failed(f) => {
                     let mut x = r.init_failed();
@@ -205,13 +198,6 @@ impl Message for Reply {
         let r = msg.get_root::<reply::Reader>()?;
         Ok(match r.which()? {
             reply::Begun(id) => Reply::Begun(text(id, "begun", 32)?),
-            reply::Tentative(t) => {
-                let t = t?;
-                Reply::Tentative {
-                    size: t.get_size(),
-                    message_id: text(t.get_message_id(), "tentative.messageId", 998)?,
-                }
-            }
             reply::Committed(()) => Reply::Committed,
             reply::Failed(x) => {
                 let x = x?;

@@ -75,8 +75,8 @@ fn round_trip_every_master_message() {
             request_id: 9,
             peer_role: "cleanup".into(),
         },
-        FromDaemon::ConnectionOpened,
-        FromDaemon::ConnectionClosed,
+        FromDaemon::Connections { opened: 1, open: 1 },
+        FromDaemon::Connections { opened: 0, open: 0 },
     ] {
         assert_eq!(FromDaemon::decode(&m.encode(), vec![]).unwrap(), m);
     }

@@ -64,8 +64,11 @@ pub enum Record {
     Sender(Sender),
     Client(Client),
     Recipient(Recipient),
-    /// A piece of the message (RFC 5322, CRLF line endings).
-    Content(Vec<u8>),
+    /// A piece of the message (RFC 5322, CRLF line endings). Postcard writes
+    /// a byte string exactly as it writes a sequence of u8 (a varint length,
+    /// then the bytes), so files are the same either way; as a byte string it
+    /// is read with one copy instead of one visit per byte.
+    Content(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Written after the last content record.
     EndOfContent {
         size: u64,
@@ -312,6 +315,26 @@ mod tests {
             },
             Record::Hold(true),
         ]
+    }
+
+    /// Content was once written as a plain sequence of u8; files from then
+    /// must read the same, and new files must be byte-identical.
+    #[test]
+    fn content_bytes_are_the_same_as_a_sequence_of_u8() {
+        #[derive(Serialize)]
+        enum Old {
+            _Header,
+            _Sender,
+            _Client,
+            _Recipient,
+            Content(Vec<u8>),
+        }
+        let body: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        let old = postcard::to_allocvec(&Old::Content(body.clone())).unwrap();
+        let new = postcard::to_allocvec(&Record::Content(body.clone())).unwrap();
+        assert_eq!(old, new);
+        let back: Record = postcard::from_bytes(&old).unwrap();
+        assert_eq!(back, Record::Content(body));
     }
 
     #[test]

@@ -94,6 +94,25 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     .map_err(|e| e.into_parts().1)
 }
 
+/// Switches the calling thread to SCHED_BATCH (threads and processes it
+/// starts inherit it): a daemon woken by a sibling no longer preempts the
+/// sibling at once, so each runs until it blocks and handles a batch of
+/// work per wake-up instead of one message. Unprivileged; priority 0.
+pub fn batch_scheduling() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid, initialised
+    // sched_param that outlives the call, and the kernel only reads it.
+    let ret = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    cvt(ret.into()).map(|_| ())
+}
+
+/// The calling thread's scheduling policy (`libc::SCHED_*`).
+pub fn scheduling_policy() -> io::Result<i32> {
+    // SAFETY: takes a plain pid (0: the calling thread), touches no memory.
+    let ret = unsafe { libc::sched_getscheduler(0) };
+    cvt(ret.into()).map(|p| p as i32)
+}
+
 /// Makes a spawned child start a new session (setsid), so `postern start`
 /// can leave a daemonised master behind when the terminal closes.
 pub fn start_new_session(cmd: &mut std::process::Command) {
@@ -113,6 +132,19 @@ pub fn start_new_session(cmd: &mut std::process::Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_scheduling_sticks_to_the_thread() {
+        std::thread::spawn(|| {
+            batch_scheduling().unwrap();
+            assert_eq!(scheduling_policy().unwrap(), libc::SCHED_BATCH);
+            std::thread::spawn(|| assert_eq!(scheduling_policy().unwrap(), libc::SCHED_BATCH))
+                .join()
+                .unwrap();
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn landlock_version_is_known_or_explained() {

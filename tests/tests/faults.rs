@@ -193,10 +193,13 @@ fn kill_dash_nine_of_every_role_under_load_loses_nothing() {
     assert!(lost.is_empty(), "accepted but lost: {lost:?}");
     // Every kill was seen and followed by a restart.
     assert!(inst.log().contains("killed by signal 9"));
+    // Every role runs again; the last one killed may still be in its
+    // restart backoff (at most 10 s after repeated deaths).
     for role in ROLES {
-        assert!(
-            inst.pid_of(role).is_some(),
-            "{role} is not running at the end"
+        wait_for(
+            &format!("{role} running again"),
+            Duration::from_secs(30),
+            || inst.pid_of(role),
         );
     }
 }

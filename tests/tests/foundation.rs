@@ -52,6 +52,35 @@ fn every_daemon_runs_jailed_in_its_own_process() {
     inst.stop();
 }
 
+/// The scheduling policy of a process's main thread, from /proc/PID/sched
+/// (0 normal, 3 batch).
+fn sched_policy(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/sched"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("policy")?
+                .split(':')
+                .nth(1)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .expect("a policy line")
+}
+
+#[test]
+fn daemons_run_with_batch_scheduling_unless_told_otherwise() {
+    let inst = Instance::started("");
+    for role in ["smtpd", "cleanup", "broker", "qmgr", "smtp"] {
+        let pid = inst.pid_of(role).expect(role);
+        assert_eq!(sched_policy(pid), 3, "{role} is not SCHED_BATCH");
+    }
+    assert_eq!(sched_policy(inst.master_pid()), 3);
+    let inst = Instance::started("daemon_scheduling_policy = normal\n");
+    assert_eq!(sched_policy(inst.pid_of("smtpd").expect("smtpd")), 0);
+}
+
 #[test]
 fn a_killed_daemon_is_running_again_within_seconds() {
     let mut inst = Instance::new("");

@@ -172,6 +172,9 @@ fn tls_sessions_are_resumed_across_connections() {
     delivered(&sink, 1);
     send(&inst, "second");
     delivered(&sink, 2);
+    wait_for("two TLS lines", Duration::from_secs(5), || {
+        (inst.log_lines("TLS connection established to").len() >= 2).then_some(())
+    });
     let established: Vec<String> = inst.log_lines("TLS connection established to");
     assert_eq!(established.len(), 2, "{established:?}");
     assert!(!established[0].contains("(resumed)"), "{established:?}");

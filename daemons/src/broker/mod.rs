@@ -212,18 +212,6 @@ async fn cleanup_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration
                     },
                 }
             }
-            cb::Request::Sync(id) => {
-                if let Err(e) = st.borrow_mut().queue.check_owner(&id, owner) {
-                    violation("cleanup", e);
-                }
-                match syncer.sync().await {
-                    Ok(()) => cb::Reply::Synced,
-                    Err(e) => {
-                        warn!("{id}: {e}");
-                        cb::Reply::Failed(e)
-                    }
-                }
-            }
             cb::Request::Commit(c) => commit(&st, &syncer, owner, c).await,
             cb::Request::Abort(id) => match st.borrow_mut().queue.abort(&id, owner) {
                 Ok(()) => cb::Reply::Aborted,
@@ -273,10 +261,15 @@ async fn commit(st: &Shared, syncer: &Syncer, owner: u64, c: cb::Commit) -> cb::
         arrival_us: summary.header.map_or(0, |h| h.arrival_us),
     };
     let mut b = st.borrow_mut();
+    let b = &mut *b;
     b.queue.mark_committed(&c.queue_id, info.clone());
-    // Never wait on the queue manager: queue the notice and move on.
-    b.subscribers
-        .retain(|s| s.send(qb::Event::Committed(to_event(&info))).is_ok());
+    // Never wait on the queue manager: queue the notice, with the file
+    // it will read, and move on.
+    let queue = &b.queue;
+    b.subscribers.retain(|s| {
+        let fd = queue.open_readonly(&c.queue_id).ok();
+        s.send(qb::Event::Committed(to_event(&info), fd)).is_ok()
+    });
     cb::Reply::Committed
 }
 
@@ -326,7 +319,7 @@ async fn subscription(st: Shared, ch: Channel, timeout: Duration) {
     {
         let mut b = st.borrow_mut();
         for m in b.queue.committed() {
-            let _ = tx.send(qb::Event::Committed(to_event(&m)));
+            let _ = tx.send(qb::Event::Committed(to_event(&m), None));
         }
         let _ = tx.send(qb::Event::Current);
         b.subscribers.push(tx);

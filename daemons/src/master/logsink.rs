@@ -1,12 +1,31 @@
 //! Where log lines end up: stderr (--foreground), a file (maillog_file), or
 //! syslog through /dev/log. Lines from daemons arrive on pipes and are
 //! checked here: the master adds the role and pid itself.
-use std::io::Write;
+//!
+//! One collector thread reads every daemon's pipe. After a pipe turns
+//! readable it waits [`LOG_COALESCE`] so that a busy daemon's lines arrive a
+//! batch at a time: while it waits, the daemons' writes wake nobody. Each
+//! line carries the time the daemon wrote it, and every batch (and every
+//! line of the master's own, which first takes whatever the pipes hold) is
+//! written in time order, so the log reads in the order things happened.
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::clock;
 use crate::log::{MAX_LINE, sanitize_name};
+
+/// How long the collector lets lines gather after a pipe turns readable.
+pub const LOG_COALESCE: Duration = Duration::from_millis(10);
+/// The pipes are read one after another, and a daemon writes a line just
+/// after stamping it, so a line stamped this close to a read may still be
+/// on its way: such lines wait for the next batch.
+const HOLD_US: u64 = 2_000;
 
 pub enum Output {
     Stderr,
@@ -19,6 +38,38 @@ pub struct LogSink {
     stamp: Mutex<Stamp>,
     host: String,
     syslog_name: String,
+    sources: Mutex<Sources>,
+    /// Written to when a pipe is added, to wake the collector's poll.
+    wake: (OwnedFd, OwnedFd),
+}
+
+/// The daemons' stderr pipes.
+#[derive(Default)]
+struct Sources {
+    list: Vec<Source>,
+    /// Bumped when the list changes (the collector then polls anew).
+    generation: u64,
+    /// The newest time stamp written: no line is stamped before it.
+    last_us: u64,
+    /// Lines stamped too recently to be written yet (see [`HOLD_US`]).
+    pending: Vec<Line>,
+}
+
+struct Source {
+    role: &'static str,
+    pid: u32,
+    file: std::fs::File,
+    /// A partial line.
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+/// A line ready to be written.
+struct Line {
+    at_us: u64,
+    tag: String,
+    pid: u32,
+    text: String,
 }
 
 impl LogSink {
@@ -28,11 +79,17 @@ impl LogSink {
             .and_then(|h| h.into_string().ok())
             .map(|h| h.split('.').next().unwrap_or("localhost").to_string())
             .unwrap_or_else(|| "localhost".into());
+        // A pipe cannot fail to be made here short of running out of
+        // descriptors at start-up, when the master cannot run anyway.
+        let wake = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .unwrap_or_else(|e| panic!("cannot create the log collector's pipe: {e}"));
         LogSink {
             out: Mutex::new(out),
             stamp: Mutex::default(),
             host,
             syslog_name: sanitize_name(syslog_name),
+            sources: Mutex::default(),
+            wake,
         }
     }
 
@@ -67,8 +124,9 @@ impl LogSink {
 
     /// Appends one formatted line to `batch` (files and stderr), or sends
     /// it at once (syslog takes one datagram per line).
-    fn format(&self, out: &mut Output, batch: &mut Vec<u8>, tag: &str, pid: u32, text: &str) {
+    fn format(&self, out: &mut Output, batch: &mut Vec<u8>, l: &Line) {
         use std::fmt::Write as _;
+        let text = &l.text;
         let severity = if text.starts_with("warning:") {
             4
         } else if text.starts_with("error:")
@@ -80,7 +138,12 @@ impl LogSink {
             6
         };
         let mut line = String::with_capacity(text.len() + 64);
-        let stamp = self.stamp.lock().unwrap_or_else(|e| e.into_inner()).get();
+        let stamp = self
+            .stamp
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(l.at_us);
+        let (tag, pid) = (&l.tag, l.pid);
         match out {
             // Facility mail (2).
             Output::Syslog(s) => {
@@ -106,45 +169,193 @@ impl LogSink {
         };
     }
 
-    fn write(&self, tag: &str, pid: u32, text: &str) {
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let mut batch = Vec::new();
-        self.format(&mut out, &mut batch, tag, pid, text);
-        Self::flush(&mut out, &batch);
-    }
-
-    /// A line from the master itself.
+    /// A line from the master itself; whatever the daemons wrote before it
+    /// goes first.
     pub fn master(&self, text: &str) {
-        self.write(
-            &format!("{}/master", self.syslog_name),
-            std::process::id(),
-            text,
-        );
+        self.drain(Some(Line {
+            at_us: 0,
+            tag: format!("{}/master", self.syslog_name),
+            pid: std::process::id(),
+            text: text.to_string(),
+        }));
     }
 
-    /// Raw lines read from a daemon's stderr pipe, each `name<TAB>text`,
-    /// written with one write(2) for the lot.
-    pub fn daemon_lines<'a>(&self, role: &str, pid: u32, raws: impl Iterator<Item = &'a [u8]>) {
+    /// Takes a daemon's stderr pipe, to be read by the collector until the
+    /// daemon exits.
+    pub fn add_daemon(&self, role: &'static str, pid: u32, pipe: OwnedFd) -> std::io::Result<()> {
+        let fl =
+            OFlag::from_bits_truncate(nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_GETFL)?);
+        nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
+        let mut src = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        src.list.push(Source {
+            role,
+            pid,
+            file: std::fs::File::from(pipe),
+            buf: Vec::new(),
+            eof: false,
+        });
+        src.generation += 1;
+        drop(src);
+        let _ = nix::unistd::write(&self.wake.1, b"x");
+        Ok(())
+    }
+
+    /// Starts the collector thread.
+    pub fn start_collector(self: &Arc<Self>) -> std::io::Result<()> {
+        let sink = self.clone();
+        std::thread::Builder::new()
+            .name("log-collector".into())
+            .spawn(move || sink.collect())
+            .map(|_| ())
+    }
+
+    fn collect(&self) {
+        let mut polled: Vec<OwnedFd> = Vec::new();
+        let mut seen = u64::MAX;
+        let mut scratch = [0u8; 256];
+        loop {
+            {
+                let src = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+                if src.generation != seen {
+                    seen = src.generation;
+                    polled = src
+                        .list
+                        .iter()
+                        .filter_map(|s| s.file.as_fd().try_clone_to_owned().ok())
+                        .collect();
+                }
+            }
+            let mut fds: Vec<PollFd> = polled
+                .iter()
+                .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+                .collect();
+            fds.push(PollFd::new(self.wake.0.as_fd(), PollFlags::POLLIN));
+            let held = !self
+                .sources
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pending
+                .is_empty();
+            let timeout = if held {
+                PollTimeout::from(LOG_COALESCE.as_millis() as u16)
+            } else {
+                PollTimeout::NONE
+            };
+            if let Err(e) = poll(&mut fds, timeout)
+                && e != nix::errno::Errno::EINTR
+            {
+                // Never spin: wait as long as a batch would.
+                std::thread::sleep(LOG_COALESCE);
+            }
+            drop(fds);
+            while nix::unistd::read(&self.wake.0, &mut scratch).is_ok_and(|n| n > 0) {}
+            std::thread::sleep(LOG_COALESCE);
+            self.drain(None);
+        }
+    }
+
+    /// Reads every pipe to the end of what it holds and writes the complete
+    /// lines in time order: all of them when the master adds a line of its
+    /// own (`extra`), else those stamped before the last [`HOLD_US`].
+    fn drain(&self, extra: Option<Line>) {
+        let mut src = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_us();
+        let cutoff = if extra.is_some() {
+            u64::MAX
+        } else {
+            now.saturating_sub(HOLD_US)
+        };
+        let mut lines = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        for s in src.list.iter_mut() {
+            loop {
+                match s.file.read(&mut chunk) {
+                    Ok(0) => s.eof = true,
+                    Ok(n) => {
+                        s.buf.extend_from_slice(&chunk[..n]);
+                        continue;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => s.eof = true,
+                }
+                break;
+            }
+            let mut end = s.buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            if s.eof || (end == 0 && s.buf.len() > MAX_LINE * 2) {
+                end = s.buf.len();
+            }
+            for raw in s.buf[..end].split(|&b| b == b'\n') {
+                if let Some(l) = self.parse(s.role, s.pid, raw, now) {
+                    lines.push(l);
+                }
+            }
+            s.buf.drain(..end);
+        }
+        let before = src.list.len();
+        src.list.retain(|s| !s.eof);
+        if src.list.len() != before {
+            src.generation += 1;
+        }
+        // Stamps come from the daemons: keep them within what has already
+        // been written and now, so a bad one only reorders its own batch.
+        let floor = src.last_us;
+        for l in &mut lines {
+            l.at_us = l.at_us.clamp(floor, now.max(floor));
+        }
+        lines.append(&mut src.pending);
+        // The master's line is the newest: it says what happened after all
+        // the daemons' lines were read.
+        lines.extend(extra.map(|l| Line {
+            at_us: now.max(floor),
+            ..l
+        }));
+        lines.sort_by_key(|l| l.at_us);
+        let ready = lines.partition_point(|l| l.at_us <= cutoff);
+        src.pending = lines.split_off(ready);
+        if lines.is_empty() {
+            return;
+        }
+        src.last_us = lines.last().map_or(floor, |l| l.at_us);
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = Vec::new();
-        for raw in raws {
-            let raw = String::from_utf8_lossy(&raw[..raw.len().min(MAX_LINE + 80)]);
-            let (name, text) = match raw.split_once('\t') {
-                Some((n, t)) => (sanitize_name(n), t),
-                // Not our format (a panic message from the runtime, say).
-                None => (self.syslog_name.clone(), raw.as_ref()),
-            };
-            let text: String = text
-                .chars()
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect();
-            if text.is_empty() {
-                continue;
-            }
-            self.format(&mut out, &mut batch, &format!("{name}/{role}"), pid, &text);
+        for l in &lines {
+            self.format(&mut out, &mut batch, l);
         }
         Self::flush(&mut out, &batch);
     }
+
+    /// One raw line from a daemon: `name<TAB>microseconds<TAB>text`. Anything
+    /// else (a panic message from the runtime, say) is kept as text, stamped
+    /// when it was read.
+    fn parse(&self, role: &str, pid: u32, raw: &[u8], now: u64) -> Option<Line> {
+        let raw = String::from_utf8_lossy(&raw[..raw.len().min(MAX_LINE + 80)]);
+        let (name, at_us, text) = match raw.split_once('\t') {
+            Some((n, rest)) => match rest.split_once('\t') {
+                Some((t, text)) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+                    (sanitize_name(n), t.parse().unwrap_or(now), text)
+                }
+                _ => (sanitize_name(n), now, rest),
+            },
+            None => (self.syslog_name.clone(), now, raw.as_ref()),
+        };
+        let text: String = text
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        (!text.is_empty()).then(|| Line {
+            at_us,
+            tag: format!("{name}/{role}"),
+            pid,
+            text,
+        })
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// The syslog time stamp, formatted once a second rather than once a line.
@@ -155,12 +366,90 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn get(&mut self) -> String {
-        let now = jiff::Timestamp::now();
-        if now.as_second() != self.second || self.text.is_empty() {
-            self.second = now.as_second();
-            self.text = clock::syslog_stamp(now);
+    fn get(&mut self, at_us: u64) -> String {
+        let second = (at_us / 1_000_000) as i64;
+        if second != self.second || self.text.is_empty() {
+            self.second = second;
+            let t = jiff::Timestamp::from_second(second).unwrap_or_else(|_| jiff::Timestamp::now());
+            self.text = clock::syslog_stamp(t);
         }
         self.text.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink_to(path: &std::path::Path) -> Arc<LogSink> {
+        let f = std::fs::File::create(path).unwrap();
+        Arc::new(LogSink::new(Output::File(f), "postern"))
+    }
+
+    fn texts(path: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| l.split("]: ").nth(1).unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn lines_from_several_daemons_come_out_in_the_order_they_were_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("maillog");
+        let sink = sink_to(&path);
+        let (ra, wa) = nix::unistd::pipe().unwrap();
+        let (rb, wb) = nix::unistd::pipe().unwrap();
+        sink.add_daemon("smtpd", 10, ra).unwrap();
+        sink.add_daemon("qmgr", 20, rb).unwrap();
+        let now = now_us();
+        let line = |t: u64, text: &str| format!("postern\t{t}\t{text}\n");
+        nix::unistd::write(&wa, line(now - 4000, "one").as_bytes()).unwrap();
+        nix::unistd::write(&wb, line(now - 3000, "two").as_bytes()).unwrap();
+        nix::unistd::write(&wa, line(now - 2000, "three").as_bytes()).unwrap();
+        // A stamp from the future is pulled back to the time it was read.
+        nix::unistd::write(&wb, line(now + 3_600_000_000, "late").as_bytes()).unwrap();
+        // Not our format: kept, stamped when read.
+        nix::unistd::write(&wa, b"thread 'main' panicked\n").unwrap();
+        // A partial line waits for its end.
+        nix::unistd::write(&wb, b"postern\t1\tunfin").unwrap();
+        sink.master("master line");
+        let got = texts(&path);
+        assert_eq!(&got[..3], ["one", "two", "three"], "{got:?}");
+        assert_eq!(got.last().unwrap(), "master line");
+        assert!(
+            got.contains(&"late".to_string())
+                && got.contains(&"thread 'main' panicked".to_string())
+        );
+        assert!(!got.iter().any(|l| l.contains("unfin")), "{got:?}");
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("postern/smtpd[10]: one")
+        );
+        // The daemon exits: its partial line is written, never lost, and
+        // (stamped before everything written so far) it comes in order.
+        drop(wb);
+        sink.master("after");
+        let got = texts(&path);
+        assert_eq!(&got[got.len() - 2..], ["unfin", "after"], "{got:?}");
+        drop(wa);
+    }
+
+    #[test]
+    fn the_collector_writes_daemon_lines_without_being_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("maillog");
+        let sink = sink_to(&path);
+        sink.start_collector().unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        sink.add_daemon("cleanup", 30, r).unwrap();
+        nix::unistd::write(&w, format!("postern\t{}\tfirst\n", now_us()).as_bytes()).unwrap();
+        let t0 = std::time::Instant::now();
+        while !texts(&path).contains(&"first".to_string()) {
+            assert!(t0.elapsed() < Duration::from_secs(5), "never written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }

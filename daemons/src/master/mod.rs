@@ -23,7 +23,6 @@ use postern_config::{Config, Params, Role};
 use postern_ipc::control::{ProcessInfo, Reply, Request};
 use postern_ipc::master::{FromDaemon, ListenerInfo, Setup, ToDaemon};
 use postern_ipc::{Channel, Message};
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::roles;
@@ -231,6 +230,8 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
         &layout.data,
         params.str("syslog_name"),
     )?);
+    sink.start_collector()
+        .map_err(|e| format!("cannot start the log collector: {e}"))?;
     let s2 = sink.clone();
     crate::log::set_sink(Box::new(move |_name, text| s2.master(text)));
     std::fs::write(&layout.pid_file, format!("{}\n", std::process::id()))
@@ -252,6 +253,12 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
             None
         }
     };
+    // Before any thread or daemon starts: they inherit the policy.
+    if params.str("daemon_scheduling_policy") == "batch"
+        && let Err(e) = postern_sandbox::sys::batch_scheduling()
+    {
+        warn!("cannot switch to batch scheduling: {e}");
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -462,31 +469,14 @@ impl Master {
         let epoch = self.next_epoch;
         self.next_epoch += 1;
 
-        // Log lines from the child's stderr.
-        if let Some(mut err) = child.stderr.take() {
-            let sink = self.sink.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::with_capacity(8192);
-                let mut chunk = [0u8; 16384];
-                loop {
-                    let n = match err.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
-                        sink.daemon_lines(role.name(), pid, buf[..last].split(|&b| b == b'\n'));
-                        buf.drain(..=last);
-                    }
-                    if buf.len() > crate::log::MAX_LINE * 2 {
-                        sink.daemon_lines(role.name(), pid, std::iter::once(&buf[..]));
-                        buf.clear();
-                    }
-                }
-                if !buf.is_empty() {
-                    sink.daemon_lines(role.name(), pid, std::iter::once(&buf[..]));
-                }
-            });
+        // Log lines from the child's stderr, read by the log collector.
+        if let Some(err) = child.stderr.take() {
+            let err = err
+                .into_owned_fd()
+                .map_err(|e| format!("{} log pipe: {e}", role.name()))?;
+            self.sink
+                .add_daemon(role.name(), pid, err)
+                .map_err(|e| format!("{} log pipe: {e}", role.name()))?;
         }
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -747,15 +737,14 @@ impl Master {
                 });
                 self.serve_pending(peer);
             }
-            FromDaemon::ConnectionOpened => {
-                child.open_conns = child.open_conns.saturating_add(1);
+            FromDaemon::Connections { opened, open } => {
+                child.open_conns = open;
                 self.slots
                     .get_mut(&role)
                     .expect("slot")
                     .ledger
-                    .connection(Instant::now());
+                    .connections(Instant::now(), opened);
             }
-            FromDaemon::ConnectionClosed => child.open_conns = child.open_conns.saturating_sub(1),
             FromDaemon::Pong(n) => {
                 if child.ping.is_some_and(|(sent, _)| sent == n) {
                     child.ping = None;

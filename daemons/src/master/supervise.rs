@@ -61,10 +61,14 @@ impl CrashLedger {
         }
     }
 
-    pub fn connection(&mut self, now: Instant) {
+    /// Records `n` connections accepted by `now`.
+    pub fn connections(&mut self, now: Instant, n: u32) {
         self.expire(now);
         // Bounded: only counts matter, and a flood must not grow memory.
-        if self.events.len() < 100_000 {
+        for _ in 0..n.min(100_000) {
+            if self.events.len() >= 100_000 {
+                break;
+            }
             self.events.push_back((now, Ev::Connection));
         }
     }
@@ -118,7 +122,7 @@ mod tests {
         let mut l = CrashLedger::new(Duration::from_secs(300), 3, 50);
         // A busy, healthy service that crashes once in 100 connections.
         for i in 0..100 {
-            l.connection(t0 + Duration::from_millis(i));
+            l.connections(t0 + Duration::from_millis(i), 1);
         }
         assert!(l.crash(t0 + Duration::from_secs(1), true).is_none());
         // A service that dies on most connections.
@@ -126,7 +130,7 @@ mod tests {
         let mut verdict = None;
         for i in 0..4 {
             let t = t0 + Duration::from_secs(i);
-            l.connection(t);
+            l.connections(t, 1);
             verdict = verdict.or(l.crash(t, true));
         }
         assert_eq!(
@@ -145,9 +149,9 @@ mod tests {
     fn old_events_leave_the_window() {
         let t0 = Instant::now();
         let mut l = CrashLedger::new(Duration::from_secs(10), 2, 50);
-        l.connection(t0);
+        l.connections(t0, 1);
         assert!(l.crash(t0, true).is_none());
-        l.connection(t0 + Duration::from_secs(60));
+        l.connections(t0 + Duration::from_secs(60), 1);
         assert!(l.crash(t0 + Duration::from_secs(60), true).is_none());
     }
 }

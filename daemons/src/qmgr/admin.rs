@@ -251,13 +251,16 @@ impl Qmgr {
                     if self.msgs.get(&id).is_some_and(|m| m.in_flight == 0) {
                         // Read and route it anew (transport_maps may have changed).
                         self.forget(&id);
-                        self.handle(Ev::Committed(postern_ipc::qmgr_broker::QueuedMessage {
-                            queue_id: id,
-                            sender: String::new(),
-                            size: 0,
-                            nrcpt: 0,
-                            arrival_us: 0,
-                        }));
+                        self.handle(Ev::Committed(
+                            postern_ipc::qmgr_broker::QueuedMessage {
+                                queue_id: id,
+                                sender: String::new(),
+                                size: 0,
+                                nrcpt: 0,
+                                arrival_us: 0,
+                            },
+                            None,
+                        ));
                         n += 1;
                     }
                 }

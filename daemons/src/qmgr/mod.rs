@@ -187,12 +187,14 @@ pub(crate) enum Fate {
 }
 
 pub(crate) enum Ev {
-    Committed(qb::QueuedMessage),
+    Committed(qb::QueuedMessage, Option<OwnedFd>),
     Loaded(Result<Box<Msg>, (String, String)>),
     Delivered {
         id: String,
         dest: Dest,
         fates: Vec<(u32, Fate)>,
+        /// The delivery finished the message and its file is already freed.
+        removed: bool,
     },
     Admin(admin::Op, mpsc::UnboundedSender<admin::Out>),
 }
@@ -299,8 +301,8 @@ async fn subscribe_loop(sb: daemon::Switchboard, timeout: Duration, tx: mpsc::Un
         backoff = Duration::from_millis(100);
         loop {
             match ep.recv().await {
-                Ok(qb::Event::Committed(m)) => {
-                    if tx.send(Ev::Committed(m)).is_err() {
+                Ok(qb::Event::Committed(m, fd)) => {
+                    if tx.send(Ev::Committed(m, fd)).is_err() {
                         return;
                     }
                 }
@@ -318,16 +320,20 @@ async fn load(
     tables: Rc<TableCache>,
     s: Rc<Settings>,
     id: String,
+    file: Option<OwnedFd>,
 ) -> Result<Box<Msg>, (String, String)> {
     let err = |e: String| (id.clone(), e);
-    let fd = match agents
-        .queue(qq::Request::Open(id.clone()))
-        .await
-        .map_err(err)?
-    {
-        qq::Reply::Opened(fd) => fd,
-        qq::Reply::Failed(e) => return Err(err(e)),
-        qq::Reply::Ok => return Err(err("broker answered open with ok".into())),
+    let fd = match file {
+        Some(fd) => fd,
+        None => match agents
+            .queue(qq::Request::Open(id.clone()))
+            .await
+            .map_err(err)?
+        {
+            qq::Reply::Opened(fd) => fd,
+            qq::Reply::Failed(e) => return Err(err(e)),
+            qq::Reply::Ok => return Err(err("broker answered open with ok".into())),
+        },
     };
     let buf = crate::fsutil::read_whole(&fd).map_err(|e| err(e.to_string()))?;
     let (records, _) = rec::decode_all(&buf);
@@ -467,7 +473,7 @@ impl Qmgr {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Committed(m) => {
+            Ev::Committed(m, file) => {
                 if self.msgs.contains_key(&m.queue_id) || self.loading.contains_key(&m.queue_id) {
                     return;
                 }
@@ -479,7 +485,7 @@ impl Qmgr {
                     self.tx.clone(),
                 );
                 tokio::task::spawn_local(async move {
-                    let r = load(a, t, s, m.queue_id).await;
+                    let r = load(a, t, s, m.queue_id, file).await;
                     let _ = tx.send(Ev::Loaded(r));
                 });
             }
@@ -509,7 +515,12 @@ impl Qmgr {
                     self.arm_warning(&id);
                 }
             }
-            Ev::Delivered { id, dest, fates } => self.delivered(id, dest, fates),
+            Ev::Delivered {
+                id,
+                dest,
+                fates,
+                removed,
+            } => self.delivered(id, dest, fates, removed),
             Ev::Admin(op, reply) => self.admin(op, reply),
         }
     }
@@ -683,6 +694,17 @@ impl Qmgr {
                         continue;
                     }
                 };
+                // This delivery holds every recipient still open, and nothing
+                // else is owed: if it succeeds, the message is finished.
+                let last = m.in_flight == 0
+                    && m.trace.is_none()
+                    && m.bounces.is_empty()
+                    && m.successes.is_empty()
+                    && m.trace_ready.is_empty()
+                    && m.rcpts
+                        .iter()
+                        .enumerate()
+                        .all(|(i, r)| r.state == RState::Done || idxs.contains(&(i as u32)));
                 for &i in &idxs {
                     m.rcpts[i as usize].state = RState::InFlight;
                 }
@@ -721,11 +743,12 @@ impl Qmgr {
                 let ctx = self.outcome_ctx(&id);
                 tokio::task::spawn_local(async move {
                     let r = agents.deliver(d.0, req).await;
-                    let fates = settle(&agents, ctx, &idxs, r).await;
+                    let (fates, removed) = settle(&agents, ctx, &idxs, r, last).await;
                     let _ = tx.send(Ev::Delivered {
                         id: qid,
                         dest: d,
                         fates,
+                        removed,
                     });
                 });
             }
@@ -759,16 +782,17 @@ impl Qmgr {
             Err(_) => Vec::new(),
         };
         tokio::task::spawn_local(async move {
-            let fates = settle(&agents, ctx, &idxs, r).await;
+            let (fates, removed) = settle(&agents, ctx, &idxs, r, false).await;
             let _ = tx.send(Ev::Delivered {
                 id: qid,
                 dest,
                 fates,
+                removed,
             });
         });
     }
 
-    fn delivered(&mut self, id: String, dest: Dest, fates: Vec<(u32, Fate)>) {
+    fn delivered(&mut self, id: String, dest: Dest, fates: Vec<(u32, Fate)>, removed: bool) {
         if let Some(dq) = self.dests.get_mut(&dest) {
             dq.in_flight = dq.in_flight.saturating_sub(1);
         }
@@ -815,6 +839,12 @@ impl Qmgr {
             t.sort_by_key(|(i, _)| *i);
             m.trace_ready = t.into_iter().map(|(_, r)| r).collect();
         }
+        if removed {
+            // Only a delivery that held every open recipient, with nothing
+            // else owed, removes the file itself (see `settle`).
+            self.forget(&id);
+            return;
+        }
         if m.in_flight > 0 {
             return;
         }
@@ -851,6 +881,7 @@ impl Qmgr {
                 id: qid,
                 dest: (Role::Bounce, String::new()),
                 fates,
+                removed: false,
             });
         });
     }
@@ -1027,12 +1058,13 @@ async fn settle(
     ctx: OutcomeCtx,
     idxs: &[u32],
     r: Result<deliver::Reply, String>,
-) -> Vec<(u32, Fate)> {
+    last: bool,
+) -> (Vec<(u32, Fate)>, bool) {
     let results = match r {
         Ok(rep) => rep.results,
         Err(e) => {
             warn!("{}: {e}", ctx.id);
-            return idxs
+            let fates = idxs
                 .iter()
                 .map(|&i| {
                     (
@@ -1044,6 +1076,7 @@ async fn settle(
                     )
                 })
                 .collect();
+            return (fates, false);
         }
     };
     let mut fates: Vec<(u32, Fate)> = Vec::new();
@@ -1086,7 +1119,23 @@ async fn settle(
             ));
         }
     }
-    record(agents, &ctx.id, fates).await
+    // The last open recipients all delivered, with no notice owed: free the
+    // file at once. Its Removed record is the durable mark that they are
+    // done, so no separate done records are needed first.
+    if last
+        && fates
+            .iter()
+            .all(|(_, f)| matches!(f, Fate::Done { success: None }))
+    {
+        match agents.queue(qq::Request::Remove(ctx.id.clone())).await {
+            Ok(qq::Reply::Ok) => {
+                info!("{}: removed", ctx.id);
+                return (fates, true);
+            }
+            other => warn!("{}: cannot remove: {}", ctx.id, append_error(other)),
+        }
+    }
+    (record(agents, &ctx.id, fates).await, false)
 }
 
 /// Records Done and Deferred fates durably; when that fails, every Done

@@ -1344,40 +1344,29 @@ impl Session {
         Ok(None)
     }
 
-    /// End of content: tentative commit, the hang-up check, final commit.
+    /// End of content: the hang-up check, then the commit.
     async fn finish(&mut self, verb: &'static str) -> Result<Option<End>, ConnError> {
         let mut txn = self.txn.take().expect("txn");
-        let fail = |f: sc::Failure| Reply::new(f.code, &f.enhanced, &f.text);
-        let tentative = txn.ep.call(&sc::Request::End).await;
-        let reply = match tentative {
-            Ok(sc::Reply::Tentative { .. }) => {
-                // The message is on disk but invisible. A client that has
-                // already gone would never see our 250: do not deliver it.
-                if self.conn.peer_hung_up() {
-                    let _ = txn.ep.call(&sc::Request::Abort).await;
-                    self.sh.release(txn.ep);
-                    self.log(&format!(
-                        "{}: discarded: the client hung up before the final commit",
-                        txn.queue_id
-                    ));
-                    self.count(verb, false);
-                    return Ok(Some(End::HungUp));
-                }
-                match txn.ep.call(&sc::Request::Commit).await {
-                    Ok(sc::Reply::Committed) => {
-                        self.sh.release(txn.ep);
-                        Self::r(250, "2.0.0", &format!("Ok: queued as {}", txn.queue_id))
-                    }
-                    Ok(sc::Reply::Failed(f)) => {
-                        self.sh.release(txn.ep);
-                        fail(f)
-                    }
-                    _ => Self::r(451, "4.3.0", "Error: queue file write error"),
-                }
+        // A client that has already gone would never see our 250: do not
+        // deliver what it will send again.
+        if self.conn.peer_hung_up() {
+            let _ = txn.ep.call(&sc::Request::Abort).await;
+            self.sh.release(txn.ep);
+            self.log(&format!(
+                "{}: discarded: the client hung up before the final commit",
+                txn.queue_id
+            ));
+            self.count(verb, false);
+            return Ok(Some(End::HungUp));
+        }
+        let reply = match txn.ep.call(&sc::Request::End).await {
+            Ok(sc::Reply::Committed) => {
+                self.sh.release(txn.ep);
+                Self::r(250, "2.0.0", &format!("Ok: queued as {}", txn.queue_id))
             }
             Ok(sc::Reply::Failed(f)) => {
                 self.sh.release(txn.ep);
-                fail(f)
+                Reply::new(f.code, &f.enhanced, &f.text)
             }
             _ => Self::r(451, "4.3.0", "Error: queue file write error"),
         };
