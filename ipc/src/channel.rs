@@ -280,6 +280,12 @@ impl<Tx: Message, Rx: Message> Endpoint<Tx, Rx> {
         &self.ch
     }
 
+    /// Bytes sent that the peer has not read yet.
+    pub fn unread_by_peer(&self) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        postern_sandbox::sys::unread_by_peer(self.ch.fd.get_ref().as_fd())
+    }
+
     pub fn into_channel(self) -> Channel {
         self.ch
     }

@@ -219,7 +219,8 @@ pub fn allowlist(groups: SyscallGroups, own_pid: u32) -> Rules {
                 F_DUPFD_CLOEXEC as u64,
             ],
         );
-        allow_arg_in(&mut r, SYS_ioctl, 1, &[FIONBIO, FIOCLEX]);
+        // SIOCOUTQ (TIOCOUTQ): how much a peer has yet to read.
+        allow_arg_in(&mut r, SYS_ioctl, 1, &[FIONBIO, FIOCLEX, TIOCOUTQ]);
     }
     if groups.contains(SyscallGroups::IPC) {
         // Frames with SCM_RIGHTS beside them.

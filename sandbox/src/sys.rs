@@ -94,6 +94,16 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     .map_err(|e| e.into_parts().1)
 }
 
+/// Bytes sent on a socket that its peer has not read yet (SIOCOUTQ).
+pub fn unread_by_peer(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one c_int through the pointer, which points
+    // at `n`, alive for the whole call; the descriptor is borrowed and open.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n as *mut libc::c_int) };
+    cvt(ret.into()).map(|_| n.max(0) as usize)
+}
+
 /// Switches the calling thread to SCHED_BATCH (threads and processes it
 /// starts inherit it): a daemon woken by a sibling no longer preempts the
 /// sibling at once, so each runs until it blocks and handles a batch of
@@ -132,6 +142,19 @@ pub fn start_new_session(cmd: &mut std::process::Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unread_bytes_count_until_the_peer_reads() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+        let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(unread_by_peer(a.as_fd()).unwrap(), 0);
+        a.write_all(&[7u8; 1000]).unwrap();
+        assert!(unread_by_peer(a.as_fd()).unwrap() >= 1000);
+        let mut buf = [0u8; 1000];
+        b.read_exact(&mut buf).unwrap();
+        assert_eq!(unread_by_peer(a.as_fd()).unwrap(), 0);
+    }
 
     #[test]
     fn batch_scheduling_sticks_to_the_thread() {

@@ -519,3 +519,44 @@ fn a_stalled_daemon_hits_the_ipc_deadline_and_the_watchdog_restarts_it() {
         (inst.maildir("root").len() == 1).then_some(())
     });
 }
+
+#[test]
+fn a_stalled_queue_manager_catches_up_on_everything_committed_meanwhile() {
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0\ndaemon_timeout = 300s\n");
+    inst.start();
+    let qmgr = inst.pid_of("qmgr").unwrap();
+    let broker = inst.pid_of("broker").unwrap();
+    let signal =
+        |sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(qmgr as i32), sig).unwrap();
+    // Commit notices pile up unread: the first ones carry their file, the
+    // rest (once the queue manager is behind) make it open the file itself.
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    let before = open_fds(broker);
+    const N: usize = 150;
+    let mut c = inst.greeted();
+    for i in 0..N {
+        let r = c.send_mail(
+            "a@example.org",
+            &["root@localhost"],
+            &format!("Subject: stalled {i}\r\n\r\nx\r\n"),
+        );
+        assert!(r.starts_with("250"), "{i}: {r}");
+    }
+    // The broker holds each queued message's file and nothing more for
+    // the notices waiting to be read.
+    let during = open_fds(broker);
+    assert!(
+        during <= before + N + 8,
+        "broker descriptors went from {before} to {during}"
+    );
+    signal(nix::sys::signal::Signal::SIGCONT);
+    wait_for("every message delivered", Duration::from_secs(120), || {
+        (inst.maildir("root").len() == N).then_some(())
+    });
+    assert_eq!(inst.pid_of("qmgr"), Some(qmgr));
+    assert!(
+        !inst.log().contains("cannot read the queue file"),
+        "{}",
+        inst.log()
+    );
+}

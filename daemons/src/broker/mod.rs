@@ -261,15 +261,10 @@ async fn commit(st: &Shared, syncer: &Syncer, owner: u64, c: cb::Commit) -> cb::
         arrival_us: summary.header.map_or(0, |h| h.arrival_us),
     };
     let mut b = st.borrow_mut();
-    let b = &mut *b;
     b.queue.mark_committed(&c.queue_id, info.clone());
-    // Never wait on the queue manager: queue the notice, with the file
-    // it will read, and move on.
-    let queue = &b.queue;
-    b.subscribers.retain(|s| {
-        let fd = queue.open_readonly(&c.queue_id).ok();
-        s.send(qb::Event::Committed(to_event(&info), fd)).is_ok()
-    });
+    // Never wait on the queue manager: queue the notice and move on.
+    b.subscribers
+        .retain(|s| s.send(qb::Event::Committed(to_event(&info), None)).is_ok());
     cb::Reply::Committed
 }
 
@@ -308,6 +303,11 @@ async fn qmgr_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration) {
     }
 }
 
+/// Commit notices carry their file's descriptor only while the queue manager
+/// has fewer unread bytes than this waiting (some 200 notices); beyond that
+/// it opens the files itself.
+const MAX_UNREAD_WITH_FDS: usize = 32 * 1024;
+
 async fn subscription(st: Shared, ch: Channel, timeout: Duration) {
     let mut ep = Endpoint::<qb::Event, qb::Request>::from_channel(ch);
     match ep.recv_within(timeout).await {
@@ -324,7 +324,15 @@ async fn subscription(st: Shared, ch: Channel, timeout: Duration) {
         let _ = tx.send(qb::Event::Current);
         b.subscribers.push(tx);
     }
-    while let Some(ev) = rx.recv().await {
+    while let Some(mut ev) = rx.recv().await {
+        // The file goes along, which saves the queue manager an open
+        // request, while it keeps up: descriptors in flight count against
+        // our limits, so a stalled queue manager gets notices without.
+        if let qb::Event::Committed(m, fd @ None) = &mut ev
+            && ep.unread_by_peer().is_ok_and(|n| n < MAX_UNREAD_WITH_FDS)
+        {
+            *fd = st.borrow().queue.open_readonly(&m.queue_id).ok();
+        }
         if ep.send(&ev).await.is_err() {
             return;
         }

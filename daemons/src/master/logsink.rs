@@ -58,7 +58,9 @@ struct Sources {
 struct Source {
     role: &'static str,
     pid: u32,
-    file: std::fs::File,
+    /// Shared with the collector's poll list, which must not cost the
+    /// master a descriptor per daemon.
+    file: Arc<std::fs::File>,
     /// A partial line.
     buf: Vec<u8>,
     eof: bool,
@@ -190,7 +192,7 @@ impl LogSink {
         src.list.push(Source {
             role,
             pid,
-            file: std::fs::File::from(pipe),
+            file: Arc::new(std::fs::File::from(pipe)),
             buf: Vec::new(),
             eof: false,
         });
@@ -210,7 +212,7 @@ impl LogSink {
     }
 
     fn collect(&self) {
-        let mut polled: Vec<OwnedFd> = Vec::new();
+        let mut polled: Vec<Arc<std::fs::File>> = Vec::new();
         let mut seen = u64::MAX;
         let mut scratch = [0u8; 256];
         loop {
@@ -218,11 +220,7 @@ impl LogSink {
                 let src = self.sources.lock().unwrap_or_else(|e| e.into_inner());
                 if src.generation != seen {
                     seen = src.generation;
-                    polled = src
-                        .list
-                        .iter()
-                        .filter_map(|s| s.file.as_fd().try_clone_to_owned().ok())
-                        .collect();
+                    polled = src.list.iter().map(|s| s.file.clone()).collect();
                 }
             }
             let mut fds: Vec<PollFd> = polled
@@ -269,7 +267,7 @@ impl LogSink {
         let mut chunk = vec![0u8; 64 * 1024];
         for s in src.list.iter_mut() {
             loop {
-                match s.file.read(&mut chunk) {
+                match (&*s.file).read(&mut chunk) {
                     Ok(0) => s.eof = true,
                     Ok(n) => {
                         s.buf.extend_from_slice(&chunk[..n]);
