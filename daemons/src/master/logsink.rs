@@ -20,6 +20,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::clock;
 use crate::log::{MAX_LINE, sanitize_name};
 
+/// The size asked for each daemon's log pipe (the default is 64 KiB).
+const PIPE_SIZE: i32 = 1 << 20;
+
 /// How long the collector lets lines gather after a pipe turns readable.
 pub const LOG_COALESCE: Duration = Duration::from_millis(10);
 /// The pipes are read one after another, and a daemon writes a line just
@@ -188,6 +191,10 @@ impl LogSink {
         let fl =
             OFlag::from_bits_truncate(nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_GETFL)?);
         nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
+        // Room for a burst while the collector waits: a daemon whose pipe
+        // is full blocks on its next line. 1 MiB is the unprivileged limit
+        // by default; a smaller pipe still works, only sooner full.
+        let _ = nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
         let mut src = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         src.list.push(Source {
             role,
