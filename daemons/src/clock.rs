@@ -14,6 +14,13 @@ pub fn tz() -> TimeZone {
     TZ.get().cloned().unwrap_or(TimeZone::UTC)
 }
 
+/// Microseconds since the epoch (queue records, log line stamps).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 pub fn now() -> jiff::Zoned {
     jiff::Timestamp::now().to_zoned(tz())
 }

@@ -20,6 +20,7 @@ use postern_ipc::deliver::{self, DeliveryResult, Status};
 use postern_ipc::{Channel, ChannelError, Endpoint, Message, smtpd_cleanup as sc};
 use postern_proto::queue as rec;
 
+use crate::clock::now_us;
 use crate::daemon::{self, Context, Switchboard};
 use crate::tablecache::TableCache;
 use crate::tables::{self, Table};
@@ -145,13 +146,6 @@ enum Target {
 enum ExpandError {
     Limit,
     Tempfail(String),
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64
 }
 
 fn secs(us: u64) -> String {

@@ -51,10 +51,7 @@ pub fn line_as(syslog_name: Option<&str>, text: &str) {
     buf.push_str(syslog_name.unwrap_or(name()));
     buf.push('\t');
     // When it happened: the master writes lines from all daemons in this order.
-    let at_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
-    buf.push_str(&at_us.to_string());
+    buf.push_str(&crate::clock::now_us().to_string());
     buf.push('\t');
     for c in text.chars() {
         if buf.len() >= MAX_LINE {

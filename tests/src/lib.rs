@@ -205,13 +205,21 @@ impl Instance {
             .stderr(Stdio::piped())
             .spawn()
             .expect("postern passwd");
-        child
+        // A command that fails before reading closes its stdin: the write
+        // then fails with EPIPE, and its status and stderr say why.
+        let write = child
             .stdin
             .take()
             .unwrap()
-            .write_all(format!("{password}\n{password}\n").as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+            .write_all(format!("{password}\n{password}\n").as_bytes());
+        let out = child.wait_with_output().unwrap();
+        if let Err(e) = write {
+            assert!(
+                !out.status.success(),
+                "postern passwd succeeded without reading its input ({e})"
+            );
+        }
+        out
     }
 
     pub fn config_dir(&self) -> &Path {

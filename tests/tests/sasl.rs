@@ -228,7 +228,11 @@ fn passwords_changed_on_a_running_instance_apply_at_once() {
         r#"assert login_code("bob", "first one")[0] == 235"#,
     ));
     let out = inst.passwd("bob", "second one");
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     python_ok(&py(
         &inst,
         r#"

@@ -19,6 +19,7 @@ use postern_ipc::{
 };
 use tokio::sync::mpsc;
 
+use crate::clock::now_us;
 use crate::daemon::{self, Context};
 use crate::tables::{self, Table};
 use crate::tls::keys::{Budget, KeyStore};
@@ -154,13 +155,6 @@ async fn serve(
             }
         })
         .await;
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64
 }
 
 /// A sibling broke the protocol: a bug or a compromise. Exit; the master

@@ -17,7 +17,7 @@ use std::time::Duration;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::clock;
+use crate::clock::{self, now_us};
 use crate::log::{MAX_LINE, sanitize_name};
 
 /// The size asked for each daemon's log pipe (the default is 64 KiB).
@@ -56,6 +56,8 @@ struct Sources {
     last_us: u64,
     /// Lines stamped too recently to be written yet (see [`HOLD_US`]).
     pending: Vec<Line>,
+    /// The read buffer, kept between batches.
+    chunk: Vec<u8>,
 }
 
 struct Source {
@@ -78,24 +80,22 @@ struct Line {
 }
 
 impl LogSink {
-    pub fn new(out: Output, syslog_name: &str) -> LogSink {
+    pub fn new(out: Output, syslog_name: &str) -> Result<LogSink, String> {
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
             .map(|h| h.split('.').next().unwrap_or("localhost").to_string())
             .unwrap_or_else(|| "localhost".into());
-        // A pipe cannot fail to be made here short of running out of
-        // descriptors at start-up, when the master cannot run anyway.
         let wake = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-            .unwrap_or_else(|e| panic!("cannot create the log collector's pipe: {e}"));
-        LogSink {
+            .map_err(|e| format!("cannot create the log collector's pipe: {e}"))?;
+        Ok(LogSink {
             out: Mutex::new(out),
             stamp: Mutex::default(),
             host,
             syslog_name: sanitize_name(syslog_name),
             sources: Mutex::default(),
             wake,
-        }
+        })
     }
 
     /// Chooses the output from `maillog_file`: a path, or empty for syslog
@@ -107,13 +107,13 @@ impl LogSink {
         syslog_name: &str,
     ) -> Result<LogSink, String> {
         if foreground {
-            return Ok(LogSink::new(Output::Stderr, syslog_name));
+            return LogSink::new(Output::Stderr, syslog_name);
         }
         let file = if maillog_file.is_empty() {
             if let Ok(s) = UnixDatagram::unbound()
                 && s.connect("/dev/log").is_ok()
             {
-                return Ok(LogSink::new(Output::Syslog(s), syslog_name));
+                return LogSink::new(Output::Syslog(s), syslog_name);
             }
             data_dir.join("maillog")
         } else {
@@ -124,7 +124,7 @@ impl LogSink {
             .append(true)
             .open(&file)
             .map_err(|e| format!("cannot open log file {}: {e}", file.display()))?;
-        Ok(LogSink::new(Output::File(f), syslog_name))
+        LogSink::new(Output::File(f), syslog_name)
     }
 
     /// Appends one formatted line to `batch` (files and stderr), or sends
@@ -223,24 +223,19 @@ impl LogSink {
         let mut seen = u64::MAX;
         let mut scratch = [0u8; 256];
         loop {
-            {
+            let held = {
                 let src = self.sources.lock().unwrap_or_else(|e| e.into_inner());
                 if src.generation != seen {
                     seen = src.generation;
                     polled = src.list.iter().map(|s| s.file.clone()).collect();
                 }
-            }
+                !src.pending.is_empty()
+            };
             let mut fds: Vec<PollFd> = polled
                 .iter()
                 .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
                 .collect();
             fds.push(PollFd::new(self.wake.0.as_fd(), PollFlags::POLLIN));
-            let held = !self
-                .sources
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pending
-                .is_empty();
             let timeout = if held {
                 PollTimeout::from(LOG_COALESCE.as_millis() as u16)
             } else {
@@ -271,7 +266,8 @@ impl LogSink {
             now.saturating_sub(HOLD_US)
         };
         let mut lines = Vec::new();
-        let mut chunk = vec![0u8; 64 * 1024];
+        let mut chunk = std::mem::take(&mut src.chunk);
+        chunk.resize(64 * 1024, 0);
         for s in src.list.iter_mut() {
             loop {
                 match (&*s.file).read(&mut chunk) {
@@ -297,6 +293,7 @@ impl LogSink {
             }
             s.buf.drain(..end);
         }
+        src.chunk = chunk;
         let before = src.list.len();
         src.list.retain(|s| !s.eof);
         if src.list.len() != before {
@@ -357,12 +354,6 @@ impl LogSink {
     }
 }
 
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 /// The syslog time stamp, formatted once a second rather than once a line.
 #[derive(Default)]
 struct Stamp {
@@ -388,7 +379,7 @@ mod tests {
 
     fn sink_to(path: &std::path::Path) -> Arc<LogSink> {
         let f = std::fs::File::create(path).unwrap();
-        Arc::new(LogSink::new(Output::File(f), "postern"))
+        Arc::new(LogSink::new(Output::File(f), "postern").unwrap())
     }
 
     fn texts(path: &std::path::Path) -> Vec<String> {

@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use postern_config::{Params, Role};
 use postern_ipc::deliver::{self, Status};
@@ -22,6 +22,7 @@ use postern_ipc::{
 use postern_proto::queue::{self as rec, notify};
 use tokio::sync::mpsc;
 
+use crate::clock::now_us;
 use crate::daemon::{self, Context};
 use crate::tablecache::TableCache;
 use crate::tables::{self, Table};
@@ -84,13 +85,6 @@ impl Settings {
             smtp_rcpt_limit: p.int("smtp_destination_recipient_limit").map_err(e)? as usize,
         })
     }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1001,12 +995,7 @@ impl Qmgr {
         self.forget(id);
         let (agents, qid) = (self.agents.clone(), id.to_string());
         tokio::task::spawn_local(async move {
-            match agents.queue(qq::Request::Remove(qid.clone())).await {
-                Ok(qq::Reply::Ok) => info!("{qid}: removed"),
-                Ok(qq::Reply::Failed(e)) => warn!("{qid}: cannot remove: {e}"),
-                Ok(_) => {}
-                Err(e) => warn!("{qid}: cannot remove: {e}"),
-            }
+            remove(&agents, &qid).await;
         });
     }
 
@@ -1126,16 +1115,25 @@ async fn settle(
         && fates
             .iter()
             .all(|(_, f)| matches!(f, Fate::Done { success: None }))
+        && remove(agents, &ctx.id).await
     {
-        match agents.queue(qq::Request::Remove(ctx.id.clone())).await {
-            Ok(qq::Reply::Ok) => {
-                info!("{}: removed", ctx.id);
-                return (fates, true);
-            }
-            other => warn!("{}: cannot remove: {}", ctx.id, append_error(other)),
-        }
+        return (fates, true);
     }
     (record(agents, &ctx.id, fates).await, false)
+}
+
+/// Has the broker free a finished message's file; logs the outcome.
+async fn remove(agents: &Agents, id: &str) -> bool {
+    match agents.queue(qq::Request::Remove(id.to_string())).await {
+        Ok(qq::Reply::Ok) => {
+            info!("{id}: removed");
+            true
+        }
+        other => {
+            warn!("{id}: cannot remove: {}", append_error(other));
+            false
+        }
+    }
 }
 
 /// Records Done and Deferred fates durably; when that fails, every Done

@@ -13,13 +13,14 @@ use std::net::IpAddr;
 use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use postern_config::{Params, Role};
 use postern_ipc::deliver::{self, DeliveryResult, Status};
 use postern_ipc::resolver::{self as rs, Reply, Request};
 use postern_ipc::{Channel, ChannelError, Endpoint, Message, smtpd_broker as sb};
 
+use crate::clock::now_us;
 use crate::daemon::{self, Context};
 use crate::peerpool::PeerPool;
 use crate::{fatal, log, warn};
@@ -248,13 +249,6 @@ async fn channel(smtp: Rc<Smtp>, fd: OwnedFd, timeout: Duration) {
             return;
         }
     }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64
 }
 
 fn secs(us: u64) -> String {
