@@ -174,17 +174,6 @@ impl Conn {
         }
     }
 
-    /// Takes up to `max` buffered bytes (reading if none are buffered).
-    pub async fn read_some(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
-        if self.buffered().is_empty() {
-            self.fill().await?;
-        }
-        let n = self.buffered().len().min(max);
-        let v = self.buffered()[..n].to_vec();
-        self.consume(n);
-        Ok(v)
-    }
-
     pub fn queue(&mut self, text: &str) {
         self.out.extend_from_slice(text.as_bytes());
         self.pending_replies += 1;

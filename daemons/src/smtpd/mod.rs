@@ -2,6 +2,7 @@
 //! sessions; it has no filesystem, no network namespace of its own, and
 //! cannot create sockets. It hands each transaction to cleanup.
 pub mod access;
+mod checks;
 mod conn;
 mod pool;
 mod session;

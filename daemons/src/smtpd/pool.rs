@@ -69,6 +69,11 @@ impl Shared {
         }
     }
 
+    /// Whether [`Shared::tls`] would give a setup now.
+    pub fn tls_ready(&self) -> bool {
+        matches!(&*self.tls.borrow(), Some((_, keys)) if keys.connected())
+    }
+
     pub fn set_tls(&self, t: Option<(tokio_rustls::TlsAcceptor, Arc<KeyClient>)>) {
         *self.tls.borrow_mut() = t;
     }

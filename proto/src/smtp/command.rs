@@ -60,6 +60,27 @@ impl Command {
             Command::Unknown(_) => "unknown",
         }
     }
+
+    /// The name in "lost connection after X" and "timeout after X".
+    pub fn log_name(&self) -> &'static str {
+        match self {
+            Command::Helo(_) => "HELO",
+            Command::Ehlo(_) => "EHLO",
+            Command::Mail { .. } => "MAIL",
+            Command::Rcpt { .. } => "RCPT",
+            Command::Data => "DATA",
+            Command::Bdat { .. } => "BDAT",
+            Command::Rset => "RSET",
+            Command::Noop => "NOOP",
+            Command::Quit => "QUIT",
+            Command::Vrfy(_) => "VRFY",
+            Command::Help => "HELP",
+            Command::Starttls => "STARTTLS",
+            Command::Auth(_) => "AUTH",
+            Command::Etrn => "ETRN",
+            Command::Unknown(_) => "UNKNOWN",
+        }
+    }
 }
 
 fn syntax(text: &str) -> Reply {
