@@ -203,3 +203,133 @@ fn check_records(buf: &[u8], recs: &[(u64, Record)], tail: &Tail) {
     let _ = s.all_done();
     let _ = queue::content(recs);
 }
+
+/// The SMTP session core as a state machine: each input byte picks a step
+/// (a command from a dictionary, raw bytes, content, a transport event, a
+/// peer that fails, times out or answers late, a verdict). The in-memory
+/// shell (`smtp::server::sim`) checks the invariants on every action: no
+/// panic, every reply well-formed, nothing replied or committed after the
+/// session closed (a TLS teardown is a close), and no commit without MAIL,
+/// an accepted RCPT and complete content in one transaction.
+pub fn smtp_session(data: &[u8]) {
+    use crate::smtp::Reply;
+    use crate::smtp::server::sim::{Sim, config};
+    use crate::smtp::server::{Answer, Event, Stage, TlsPolicy, Verdict};
+
+    const WORDS: [&[u8]; 24] = [
+        b"EHLO c.example\r\n",
+        b"HELO c.example\r\n",
+        b"MAIL FROM:<a@b.example>\r\n",
+        b"MAIL FROM:<> SMTPUTF8 BODY=8BITMIME\r\n",
+        b"RCPT TO:<c@d.example>\r\n",
+        b"RCPT TO:<postmaster> NOTIFY=NEVER\r\n",
+        b"DATA\r\n",
+        b"BDAT 5\r\n",
+        b"BDAT 3 LAST\r\n",
+        b"BDAT 0 LAST\r\n",
+        b"RSET\r\n",
+        b"NOOP\r\n",
+        b"QUIT\r\n",
+        b"VRFY <c@d.example>\r\n",
+        b"STARTTLS\r\n",
+        b"AUTH PLAIN AHUAcHc=\r\n",
+        b"AUTH PLAIN AHUAbm8=\r\n",
+        b"AUTH LOGIN\r\n",
+        b"dQ==\r\n",
+        b"*\r\n",
+        b"body line\r\n",
+        b"\r\n.\r\n",
+        b".\r\n",
+        b"bare\nlf\n",
+    ];
+    let Some((&setup, ops)) = data.split_first() else {
+        return;
+    };
+    let mut cfg = config();
+    cfg.wrapper = setup & 1 != 0;
+    cfg.tls = match (setup >> 1) & 3 {
+        0 => TlsPolicy::None,
+        1 => TlsPolicy::Encrypt,
+        _ => TlsPolicy::May,
+    };
+    cfg.message_size_limit = if setup & 8 != 0 { 16 } else { 4096 };
+    cfg.line_length_limit = if setup & 16 != 0 { 24 } else { 2048 };
+    cfg.hard_error_limit = 1 + u32::from(setup >> 5) * 4;
+    cfg.tls_auth_only = setup & 32 != 0;
+    let mut sim = Sim::new(cfg);
+    let mut i = 0;
+    while i < ops.len() {
+        let op = ops[i];
+        i += 1;
+        let arg = ops.get(i).copied().unwrap_or(0);
+        match op % 16 {
+            0..=5 => {
+                i += 1;
+                sim.send(WORDS[(usize::from(op / 16) + usize::from(arg)) % WORDS.len()]);
+            }
+            6 => {
+                let start = (i + 1).min(ops.len());
+                let end = (start + usize::from(arg)).min(ops.len());
+                sim.send(&ops[start..end]);
+                i = end;
+            }
+            7 => sim.event(Event::Closed),
+            8 => sim.event(Event::Timeout),
+            9 => sim.event(Event::SinkLost),
+            10 => sim.peers.next.push_back(None),
+            11 => sim
+                .peers
+                .next
+                .push_back(Some(Answer::Failed(Reply::new(451, "4.3.0", "failed")))),
+            12 => {
+                i += 1;
+                let stage = Stage::ALL[usize::from(arg) % Stage::ALL.len()];
+                let v = match arg / 8 % 3 {
+                    0 => Verdict::Accept,
+                    1 => Verdict::reject(Reply::new(554, "5.7.1", "rejected")),
+                    _ => Verdict::Discard("discarded".into()),
+                };
+                sim.peers.verdicts.retain(|(s, _)| *s != stage);
+                sim.peers.verdicts.push((stage, v));
+            }
+            13 => sim.peers.tls_fails = !sim.peers.tls_fails,
+            14 => {
+                // An answer nobody waits for (late, or twice).
+                i += 1;
+                let late = match arg % 5 {
+                    0 => Answer::Committed,
+                    1 => Answer::Sent,
+                    2 => Answer::Begun {
+                        queue_id: "LATE".into(),
+                    },
+                    3 => Answer::PeerGone,
+                    _ => Answer::Verdict(Verdict::Accept),
+                };
+                let waiting = sim.server.wants() == crate::smtp::server::Want::Answer;
+                if !waiting {
+                    let before = sim.server.in_transaction();
+                    sim.server.answer(late);
+                    assert_eq!(
+                        before,
+                        sim.server.in_transaction(),
+                        "a late answer changed the state"
+                    );
+                    assert!(
+                        sim.server.poll().is_none(),
+                        "a late answer produced actions"
+                    );
+                }
+            }
+            _ => sim.event(Event::LineTooLong),
+        }
+        if sim.closed {
+            // After the close nothing is read: input is ignored.
+            let n = sim.replies.len();
+            sim.send(b"MAIL FROM:<x@y>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\r\n");
+            assert_eq!(n, sim.replies.len(), "a reply after the session closed");
+        }
+    }
+    for m in &sim.committed {
+        assert!(!m.rcpts.is_empty());
+    }
+}

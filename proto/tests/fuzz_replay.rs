@@ -51,3 +51,8 @@ fn address() {
 fn queue_record() {
     replay("queue_record", fuzzing::queue_records);
 }
+
+#[test]
+fn smtp_session() {
+    replay("smtp_session", fuzzing::smtp_session);
+}

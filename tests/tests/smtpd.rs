@@ -49,9 +49,10 @@ print("ok")
     wait_for("two queued", Duration::from_secs(5), || {
         (inst.queued_ids().len() == 2).then_some(())
     });
-    let rejects = inst.log_lines(
-        "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <nosuchuser@localhost>",
-    );
+    // Log lines can reach the file a few milliseconds after the reply.
+    let reject = "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <nosuchuser@localhost>";
+    inst.wait_log(reject, Duration::from_secs(5));
+    let rejects = inst.log_lines(reject);
     assert_eq!(rejects.len(), 1, "{}", inst.log());
     assert!(rejects[0].contains(
         "from=<alice@example.org> to=<nosuchuser@localhost> proto=ESMTP helo=<client.example>"
@@ -605,4 +606,47 @@ fn disconnect_line_counts_commands_like_postfix() {
         &format!("{id}: from=<a@example.org>, size="),
         Duration::from_secs(5),
     );
+}
+
+/// Postfix's 2026 state-reset bug: after an end-of-data reject, RCPT and
+/// DATA without a new MAIL must get 503, and the next transaction starts
+/// clean. Through DATA and through BDAT.
+#[test]
+fn after_an_end_of_data_reject_the_transaction_is_gone() {
+    let inst = Instance::started("header_size_limit = 2048\nsmtpd_error_sleep_time = 0\n");
+    let mut c = inst.greeted();
+    let mut big = String::new();
+    for i in 0..100 {
+        big.push_str(&format!("X-Filler-{i}: {}\r\n", "h".repeat(40)));
+    }
+    big.push_str("\r\nbody\r\n");
+    for via_bdat in [false, true] {
+        assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<root@localhost>").starts_with("250"));
+        let r = if via_bdat {
+            c.send(format!("BDAT {} LAST\r\n", big.len()).as_bytes());
+            c.send(big.as_bytes());
+            c.reply()
+        } else {
+            assert!(c.cmd("DATA").starts_with("354"));
+            c.send(big.as_bytes());
+            c.send(b".\r\n");
+            c.reply()
+        };
+        assert!(r.starts_with("552 5.3.4"), "{r}");
+        assert_eq!(
+            c.cmd("RCPT TO:<root@localhost>"),
+            "503 5.5.1 Error: need MAIL command\r\n"
+        );
+        assert_eq!(c.cmd("DATA"), "503 5.5.1 Error: need MAIL command\r\n");
+        c.send(b"BDAT 1 LAST\r\nx");
+        assert_eq!(c.reply(), "503 5.5.1 Error: need MAIL command\r\n");
+    }
+    let r = c.send_mail(
+        "b@example.org",
+        &["root@localhost"],
+        "Subject: clean\r\n\r\nok\r\n",
+    );
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    still_serving(&inst);
 }

@@ -339,3 +339,90 @@ fn no_jailed_role_can_open_the_key_files() {
         );
     }
 }
+
+/// Exim CVE-2026-45185's shape: the client ends TLS (close_notify) in the
+/// middle of a BDAT chunk and sends cleartext in the same segment. The
+/// session ends there: nothing after the teardown is read as SMTP, and
+/// nothing is queued.
+#[test]
+fn close_notify_in_the_middle_of_bdat_ends_the_session() {
+    let (inst, pki) = tls_instance("");
+    let script = format!(
+        r#"
+import socket, ssl
+s = socket.create_connection(("{ip}", 2525), timeout=30)
+f = s.makefile("rb")
+def reply(f):
+    lines = []
+    while True:
+        l = f.readline().decode()
+        lines.append(l)
+        if len(l) < 4 or l[3] == " ": return "".join(lines)
+assert reply(f).startswith("220")
+s.sendall(b"EHLO client.example\r\nSTARTTLS\r\n")
+assert "STARTTLS" in reply(f)
+assert reply(f).startswith("220 2.0.0")
+# TLS over memory buffers, so the test decides what goes in each segment.
+ctx = ssl.create_default_context(cafile="{ca}")
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+o = ctx.wrap_bio(inc, out, server_hostname="mx.test.example")
+def pump():
+    data = out.read()
+    if data: s.sendall(data)
+def fill():
+    d = s.recv(65536)
+    assert d, "server closed during the handshake"
+    inc.write(d)
+while True:
+    try:
+        o.do_handshake(); pump(); break
+    except ssl.SSLWantReadError:
+        pump(); fill()
+buf = b""
+def treply():
+    global buf
+    while True:
+        while b"\r\n" in buf:
+            i = buf.index(b"\r\n") + 2
+            l, buf = buf[:i], buf[i:]
+            if len(l) < 6 or l[3:4] == b" ": return l.decode()
+        try:
+            buf += o.read(65536)
+        except ssl.SSLWantReadError:
+            fill()
+o.write(b"EHLO client.example\r\n"); pump()
+assert treply().startswith("250 ")
+o.write(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<root@localhost>\r\n"); pump()
+assert treply().startswith("250"); assert treply().startswith("250")
+o.write(b"BDAT 100 LAST\r\nSubject: half\r\n\r\n"); pump()
+# close_notify, then cleartext in the same write.
+try:
+    o.unwrap()
+except ssl.SSLWantReadError:
+    pass
+s.sendall(out.read() + b"rest of the chunk\r\n" + b"x" * 64 + b"\r\nMAIL FROM:<evil@example.org>\r\nRCPT TO:<root@localhost>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\nQUIT\r\n")
+s.settimeout(20)
+got = b""
+while True:
+    try:
+        d = s.recv(65536)
+    except ConnectionResetError:
+        break
+    if not d: break
+    got += d
+# Anything the server sent is TLS records (an alert), never a cleartext reply.
+assert not got[:1].isdigit(), got
+print(len(got))
+"#,
+        ip = inst.ip,
+        ca = pki.ca.display()
+    );
+    python_ok(&script);
+    inst.wait_log("lost connection after BDAT from", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let log = inst.log();
+    assert!(!log.contains("evil@example.org"), "{log}");
+    assert!(!log.contains("smuggled"), "{log}");
+    assert!(inst.maildir("root").is_empty());
+    assert!(inst.queue_json().is_empty(), "{:?}", inst.queue_json());
+}

@@ -454,147 +454,173 @@ fn dead_letter(begin: &Begin, content: &[u8]) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// `sendmail -bs`: an SMTP session on stdin and stdout; each message goes
-/// the same way as one from the command line.
+/// `sendmail -bs`: an SMTP session on stdin and stdout, spoken by the same
+/// session core as smtpd; each message goes the same way as one from the
+/// command line (pickup, or the maildrop while the mail system is down).
 fn smtp_session(o: &Opts, params: &Params) -> ExitCode {
-    use postern_proto::smtp::command::{Command, parse_command};
-    use postern_proto::smtp::data::{BareLf, DataDecoder, Progress};
-    let host = params.str("myhostname").to_string();
-    let limit = params.size("message_size_limit").unwrap_or(10_240_000);
+    use postern_proto::smtp::server::{
+        Action, Answer, Config, Event, Peer, Server, Stages, TlsPolicy, Verdict, Want,
+    };
+    let num = |n: &str, d: i64| params.int(n).unwrap_or(d);
+    let cfg = Config {
+        myhostname: params.str("myhostname").into(),
+        banner: params.str("smtpd_banner").into(),
+        hard_error_limit: num("smtpd_hard_error_limit", 20) as u32,
+        soft_error_limit: num("smtpd_soft_error_limit", 10) as u32,
+        // The one client is the local user: no tarpit.
+        error_sleep: std::time::Duration::ZERO,
+        junk_limit: num("smtpd_junk_command_limit", 100) as u32,
+        recipient_limit: num("smtpd_recipient_limit", 1000) as usize,
+        message_size_limit: params.size("message_size_limit").unwrap_or(10_240_000),
+        line_length_limit: num("line_length_limit", 2048) as usize,
+        disable_vrfy: false,
+        helo_required: false,
+        tls: TlsPolicy::None,
+        wrapper: false,
+        sasl_enable: false,
+        tls_auth_only: true,
+        chunking: false,
+        content_chunk: 64 * 1024,
+        // pickup applies the submission checks when the message arrives.
+        checks: Stages::default(),
+    };
+    let peer = Peer {
+        name: "localhost".into(),
+        addr: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        port: 0,
+    };
+    let mut core = Server::start(std::sync::Arc::new(cfg), peer, true, false);
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let say = |out: &mut std::io::StdoutLock<'_>, s: &str| {
-        let _ = out.write_all(s.as_bytes());
-        let _ = out.write_all(b"\r\n");
-        let _ = out.flush();
-    };
-    say(&mut out, &format!("220 {host} ESMTP Postern"));
-    let mut sender: Option<Begin> = None;
-    let mut rcpts: Vec<String> = Vec::new();
+    let mut txn: Option<(Begin, Vec<String>, Vec<u8>)> = None;
     let mut line = Vec::new();
     loop {
-        line.clear();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return ExitCode::SUCCESS,
-            Ok(_) => {}
-        }
-        let l = line
-            .strip_suffix(b"\n")
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .unwrap_or(&line);
-        let cmd = match parse_command(l) {
-            Ok(c) => c,
-            Err(r) => {
-                say(&mut out, r.render(true).trim_end());
-                continue;
-            }
-        };
-        match cmd {
-            Command::Ehlo(_) => say(
-                &mut out,
-                &format!(
-                    "250-{host}\r\n250-PIPELINING\r\n250-SIZE {limit}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES"
-                ),
-            ),
-            Command::Helo(_) => say(&mut out, &format!("250 {host}")),
-            Command::Mail { path, params: p } => {
-                if sender.is_some() {
-                    say(&mut out, "503 5.5.1 Error: nested MAIL command");
-                    continue;
+        while let Some(a) = core.poll() {
+            match a {
+                Action::Reply(text) => {
+                    let _ = out.write_all(text.as_bytes());
                 }
-                let mut b = o.begin.clone();
-                b.sender = path;
-                b.sender_given = true;
-                for x in &p {
-                    match (x.key.as_str(), x.value.as_deref()) {
-                        ("BODY", Some(v)) => b.body_8bit = v.eq_ignore_ascii_case("8BITMIME"),
-                        ("SMTPUTF8", _) => b.smtputf8 = true,
-                        _ => {}
+                Action::Flush | Action::Pause(_) => {
+                    let _ = out.flush();
+                }
+                // sendmail logs nothing of the session; pickup logs the message.
+                Action::Log(_) => {}
+                Action::Decide(_) => core.answer(Answer::Verdict(Verdict::Accept)),
+                Action::Begin(env) => {
+                    let mut b = o.begin.clone();
+                    b.sender = env.sender.address();
+                    b.sender_given = true;
+                    b.body_8bit = env.params.body_8bit;
+                    b.smtputf8 = env.params.smtputf8;
+                    b.ret = env.params.ret;
+                    b.envid = env.params.envid;
+                    txn = Some((b, Vec::new(), Vec::new()));
+                    core.answer(Answer::Begun {
+                        queue_id: "NOQUEUE".into(),
+                    });
+                }
+                Action::Recipients(list) => {
+                    if let Some(t) = txn.as_mut() {
+                        t.1 = list.into_iter().map(|r| r.address).collect();
+                    }
+                    core.answer(Answer::Sent);
+                }
+                Action::Content(c) => {
+                    if let Some(t) = txn.as_mut() {
+                        t.2.extend_from_slice(&c);
                     }
                 }
-                sender = Some(b);
-                say(&mut out, "250 2.1.0 Ok");
-            }
-            Command::Rcpt { path, .. } => {
-                if sender.is_none() {
-                    say(&mut out, "503 5.5.1 Error: need MAIL command");
-                } else {
-                    rcpts.push(path);
-                    say(&mut out, "250 2.1.5 Ok");
+                Action::Commit => {
+                    let reply = match txn.take() {
+                        Some((mut b, rcpts, content)) => {
+                            if content.iter().any(|&c| c >= 0x80) {
+                                b.body_8bit = true;
+                            }
+                            match hand_over(&b, &rcpts, &content, params) {
+                                Outcome::Queued(id) => format!("250 2.0.0 Ok: queued as {id}"),
+                                Outcome::Dropped(_) => "250 2.0.0 Ok: queued in maildrop".into(),
+                                Outcome::Refused(code, text) => smtp_refusal(code, &text),
+                                Outcome::Failed(why) => {
+                                    eprintln!("sendmail: {why}");
+                                    "451 4.3.0 Error: queue file write error".into()
+                                }
+                            }
+                        }
+                        None => "451 4.3.0 Error: queue file write error".into(),
+                    };
+                    core.answer(Answer::CommitReply(reply_from_text(&reply)));
                 }
-            }
-            Command::Data => {
-                let Some(b) = sender.as_ref() else {
-                    say(&mut out, "503 5.5.1 Error: need RCPT command");
-                    continue;
-                };
-                if rcpts.is_empty() {
-                    say(&mut out, "554 5.5.1 Error: no valid recipients");
-                    continue;
-                }
-                say(&mut out, "354 End data with <CR><LF>.<CR><LF>");
-                let mut dec = DataDecoder::new(BareLf::Normalize);
-                let mut content = Vec::new();
-                let mut buf = Vec::new();
-                let mut ended = false;
-                loop {
-                    buf.clear();
-                    match input.read_until(b'\n', &mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    let mut piece = Vec::new();
-                    let (_, p) = dec.feed(&buf, &mut piece);
-                    if (content.len() as u64) <= limit {
-                        content.extend_from_slice(&piece);
-                    }
-                    if p == Progress::End {
-                        ended = true;
-                        break;
-                    }
-                }
-                if !ended {
+                Action::Abort => txn = None,
+                // Neither is offered: no TLS, no AUTH on a pipe.
+                Action::Authenticate { .. } => core.answer(Answer::TimedOut),
+                Action::StartTls => core.event(Event::TlsFailed("no TLS on a pipe".into())),
+                Action::Close => {
+                    let _ = out.flush();
                     return ExitCode::SUCCESS;
                 }
-                let mut b = b.clone();
-                if content.iter().any(|&c| c >= 0x80) {
-                    b.body_8bit = true;
+            }
+        }
+        match core.wants() {
+            Want::Line { limit, bare_lf_ok } => {
+                let _ = out.flush();
+                line.clear();
+                match input.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => core.event(Event::Closed),
+                    Ok(_) => {
+                        let (l, bare) = match line.strip_suffix(b"\n") {
+                            Some(l) => match l.strip_suffix(b"\r") {
+                                Some(l) => (l, false),
+                                None => (l, true),
+                            },
+                            None => (&line[..], false),
+                        };
+                        if l.len() > limit {
+                            core.event(Event::LineTooLong);
+                        } else if bare && !bare_lf_ok {
+                            core.event(Event::LineBareLf);
+                        } else {
+                            core.line(l);
+                        }
+                    }
                 }
-                let reply = match hand_over(&b, &rcpts, &content, params) {
-                    Outcome::Queued(id) => format!("250 2.0.0 Ok: queued as {id}"),
-                    Outcome::Dropped(_) => "250 2.0.0 Ok: queued in maildrop".into(),
-                    Outcome::Refused(code, text) => smtp_refusal(code, &text),
-                    Outcome::Failed(why) => {
-                        eprintln!("sendmail: {why}");
-                        "451 4.3.0 Error: queue file write error".into()
+            }
+            want @ (Want::Data | Want::Chunk { .. }) => {
+                let buf = match input.fill_buf() {
+                    Ok(b) if !b.is_empty() => b,
+                    _ => {
+                        core.event(Event::Closed);
+                        continue;
                     }
                 };
-                say(&mut out, &reply);
-                sender = None;
-                rcpts.clear();
+                let take = match want {
+                    Want::Chunk { remaining } => buf
+                        .len()
+                        .min(usize::try_from(remaining).unwrap_or(usize::MAX)),
+                    _ => buf.len(),
+                };
+                let n = core.content(&buf[..take]);
+                input.consume(n);
             }
-            Command::Rset => {
-                sender = None;
-                rcpts.clear();
-                say(&mut out, "250 2.0.0 Ok");
-            }
-            Command::Noop => say(&mut out, "250 2.0.0 Ok"),
-            Command::Vrfy(_) => say(&mut out, "252 2.0.0 Send some mail, I'll try my best"),
-            Command::Help => say(
-                &mut out,
-                "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
-            ),
-            Command::Quit => {
-                say(&mut out, "221 2.0.0 Bye");
-                return ExitCode::SUCCESS;
-            }
-            Command::Bdat { .. } | Command::Starttls | Command::Auth(_) | Command::Etrn => {
-                say(&mut out, "502 5.5.1 Error: command not implemented")
-            }
-            Command::Unknown(_) => say(&mut out, "502 5.5.2 Error: command not recognized"),
+            Want::Answer | Want::Tls => core.event(Event::Closed),
+            Want::Done => return ExitCode::SUCCESS,
         }
+    }
+}
+
+/// A one-line reply (`NNN text` or `NNN X.Y.Z text`) as a [`Reply`].
+fn reply_from_text(text: &str) -> postern_proto::smtp::Reply {
+    let code = text.get(..3).and_then(|c| c.parse().ok()).unwrap_or(451);
+    let rest = text.get(4..).unwrap_or("");
+    match rest.split_once(' ') {
+        Some((enh, t))
+            if enh.split('.').count() == 3
+                && enh.bytes().all(|c| c.is_ascii_digit() || c == b'.') =>
+        {
+            postern_proto::smtp::Reply::new(code, enh, t)
+        }
+        _ => postern_proto::smtp::Reply::bare(code, rest),
     }
 }
 

@@ -684,6 +684,36 @@ impl Session {
 mod tests {
     use super::*;
 
+    /// CVE-2026-43964: an enhanced status code with no text after the
+    /// third number (and other ragged forms) is read without running past
+    /// the line.
+    #[test]
+    fn enhanced_codes_without_text() {
+        let dsn = |code: u16, line: &str| {
+            SmtpReply {
+                code,
+                lines: vec![line.to_string()],
+            }
+            .dsn()
+        };
+        assert_eq!(dsn(550, "5.1.1"), "5.1.1");
+        assert_eq!(dsn(550, "5.1.1 "), "5.1.1");
+        assert_eq!(dsn(550, "5.1."), "5.0.0");
+        assert_eq!(dsn(550, "5.1"), "5.0.0");
+        assert_eq!(dsn(550, ""), "5.0.0");
+        assert_eq!(dsn(250, "5.1.1"), "2.0.0", "class must match the code");
+        let r = SmtpReply {
+            code: 451,
+            lines: Vec::new(),
+        };
+        assert_eq!(r.dsn(), "4.0.0");
+        let mut p = postern_proto::smtp::ReplyParser::default();
+        assert_eq!(
+            p.line(b"550 5.1.1\r\n"),
+            Ok(Some((550, vec!["5.1.1".to_string()])))
+        );
+    }
+
     #[test]
     fn dot_stuffing_and_folding() {
         assert_eq!(

@@ -62,6 +62,7 @@ impl Settings {
             wrapper: p.bool("smtpd_tls_wrappermode").map_err(e)?,
             sasl_enable: p.bool("smtpd_sasl_auth_enable").map_err(e)?,
             tls_auth_only: p.bool("smtpd_tls_auth_only").map_err(e)?,
+            chunking: true,
             content_chunk: sc::MAX_CHUNK,
             checks: chains.stages(),
         };

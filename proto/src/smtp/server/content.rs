@@ -352,6 +352,7 @@ impl Server {
         };
         let reply = match a {
             Answer::Committed => r(250, "2.0.0", &format!("Ok: queued as {}", txn.queue_id)),
+            Answer::CommitReply(reply) => reply,
             Answer::PeerGone => {
                 self.log(format!(
                     "{}: discarded: the client hung up before the final commit",

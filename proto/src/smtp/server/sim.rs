@@ -84,6 +84,7 @@ pub fn config() -> Config {
         wrapper: false,
         sasl_enable: true,
         tls_auth_only: true,
+        chunking: true,
         content_chunk: 64 * 1024,
         checks: Stage::ALL
             .iter()

@@ -94,6 +94,9 @@ impl Server {
             Command::Mail { path, params } => self.mail(&path, &params),
             Command::Rcpt { path, params } => self.rcpt(&path, &params),
             Command::Data => self.data(),
+            Command::Bdat { .. } if !self.cfg.chunking => {
+                self.done(verb, r(502, "5.5.1", "Error: command not implemented"))
+            }
             Command::Bdat { size, last } => self.bdat(size, last, needs_tls),
             Command::Rset => {
                 self.abort_txn();
@@ -155,16 +158,10 @@ impl Server {
         if self.auth_offered() {
             lines.push("AUTH PLAIN LOGIN".into());
         }
-        lines.extend(
-            [
-                "ENHANCEDSTATUSCODES",
-                "8BITMIME",
-                "DSN",
-                "SMTPUTF8",
-                "CHUNKING",
-            ]
-            .map(String::from),
-        );
+        lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"].map(String::from));
+        if self.cfg.chunking {
+            lines.push("CHUNKING".into());
+        }
         self.done(verb, Reply::multi(250, lines));
     }
 
