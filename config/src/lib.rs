@@ -122,7 +122,7 @@ impl Config {
         if let Some(dir) = config_dir {
             let main = dir.join("main.cf");
             main_name = main.display().to_string();
-            match std::fs::read_to_string(&main) {
+            match read_capped(&main, CONFIG_FILE_CAP) {
                 Ok(t) => main_text = t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     diags.push(Diagnostic::error(&main_name, None, "no such file".into()))
@@ -134,7 +134,7 @@ impl Config {
                 )),
             }
             let master = dir.join("master.cf");
-            match std::fs::read_to_string(&master) {
+            match read_capped(&master, CONFIG_FILE_CAP) {
                 Ok(t) => {
                     master_text = t;
                     master_name = master.display().to_string();
@@ -460,6 +460,27 @@ fn parse_main(text: &str, file: &str, diags: &mut Vec<Diagnostic>) -> BTreeMap<S
         );
     }
     out
+}
+
+/// The largest main.cf or master.cf Postern reads.
+pub const CONFIG_FILE_CAP: u64 = 16 << 20;
+/// The largest table source file read into memory.
+pub const TABLE_FILE_CAP: u64 = 512 << 20;
+
+/// Reads a text file of at most `cap` bytes: a larger one is an error of
+/// kind `FileTooLarge`, never an allocation without bound.
+pub fn read_capped(path: &std::path::Path, cap: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut buf = Vec::new();
+    f.take(cap.saturating_add(1)).read_to_end(&mut buf)?;
+    if buf.len() as u64 > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than {cap} bytes"),
+        ));
+    }
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]

@@ -266,8 +266,23 @@ impl Table {
     }
 }
 
+fn read_bytes_capped(p: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(p)?
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than {cap} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
 fn read(p: &Path) -> Result<Option<Vec<u8>>, String> {
-    match std::fs::read(p) {
+    match read_bytes_capped(p, crate::TABLE_FILE_CAP) {
         Ok(d) => Ok(Some(d)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("{}: {e}", p.display())),

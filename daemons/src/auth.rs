@@ -106,7 +106,7 @@ impl State {
             self.table = None;
             return Ok(Rc::new(passwd::Table::new()));
         };
-        let text = std::fs::read_to_string(&self.file)
+        let text = crate::fsutil::read_path_string(&self.file, crate::fsutil::TABLE_FILE_CAP)
             .map_err(|e| format!("cannot read {}: {e}", self.file.display()))?;
         let t = Rc::new(passwd::parse(&text, &self.file)?);
         self.table = Some((id, t.clone()));

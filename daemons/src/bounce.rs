@@ -99,7 +99,7 @@ async fn channel(
 
 /// Builds the multipart/report notice.
 fn notice(s: &Settings, req: &Request) -> Result<Vec<u8>, String> {
-    let buf = crate::fsutil::read_whole(&req.file)
+    let buf = crate::fsutil::read_queue_file(&req.file)
         .map_err(|e| format!("cannot read {}: {e}", req.queue_id))?;
     let (records, _) = rec::decode_all(&buf);
     let original = rec::content(&records);

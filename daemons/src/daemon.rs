@@ -99,6 +99,7 @@ where
     };
     crate::log::init(params.str("syslog_name"));
     crate::clock::init();
+    crate::fsutil::init_caps(&params);
     // Work that needs the filesystem or privileges happens here, before the jail.
     let (main, extra) = match prepare(&params) {
         Ok(m) => m,

@@ -558,7 +558,7 @@ fn result(index: u32, status: Status, dsn: &str, text: &str, relay: &str) -> Del
 
 /// The message content from its queue file.
 pub fn read_content(fd: &OwnedFd) -> std::io::Result<Vec<u8>> {
-    let buf = crate::fsutil::read_whole(fd)?;
+    let buf = crate::fsutil::read_queue_file(fd)?;
     let (records, _) = rec::decode_all(&buf);
     Ok(rec::content(&records))
 }

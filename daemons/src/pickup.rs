@@ -778,7 +778,7 @@ async fn scan_maildrop(sh: &Shared, warned: &mut HashSet<String>) {
             remove(&dirfd, &name);
             continue;
         }
-        let data = match crate::fsutil::read_whole(&std::fs::File::from(fd)) {
+        let data = match crate::fsutil::read_whole(&std::fs::File::from(fd), limit) {
             Ok(d) => d,
             Err(e) => {
                 warn!("maildrop/{name}: {e}");

@@ -25,7 +25,7 @@ use crate::{fatal, warn};
 pub fn nameservers(params: &Params) -> Result<Vec<SocketAddr>, String> {
     let configured = params.list("dns_nameservers").map_err(|e| e.to_string())?;
     let list: Vec<String> = if configured.is_empty() {
-        std::fs::read_to_string("/etc/resolv.conf")
+        crate::fsutil::read_path_string("/etc/resolv.conf", crate::fsutil::SMALL_FILE_CAP)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().strip_prefix("nameserver"))

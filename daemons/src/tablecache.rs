@@ -50,7 +50,7 @@ impl TableCache {
             }
         };
         match file {
-            Some(f) => crate::fsutil::read_whole(&f)
+            Some(f) => crate::fsutil::read_whole(&f, crate::fsutil::TABLE_FILE_CAP)
                 .map(Some)
                 .map_err(|e| format!("{}: {e}", path.display())),
             None => Ok(None),

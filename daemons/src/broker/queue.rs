@@ -11,7 +11,6 @@
 //! `Removed` record at once and its slot returns to the pool once emptied.
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, mpsc};
@@ -220,8 +219,21 @@ impl Queue {
         for n in names {
             self.next_slot = self.next_slot.max(n + 1);
             let file = Arc::new(self.open_slot(n, false)?);
-            let mut buf = Vec::new();
-            (&*file).read_to_end(&mut buf)?;
+            // A file that cannot be read whole (over the cap, or an I/O
+            // error) is set aside; the others are recovered. The broker
+            // never dies over one file, so it cannot crash-loop over it.
+            let buf = match crate::fsutil::read_queue_file(&*file) {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(
+                        "{}: cannot read queue file ({e}); moved to corrupt/{}",
+                        slot_name(n),
+                        slot_name(n)
+                    );
+                    self.set_aside(n)?;
+                    continue;
+                }
+            };
             let (records, tail) = rec::decode_all(&buf);
             let valid = records
                 .last()
@@ -297,16 +309,23 @@ impl Queue {
                     "{id}: corrupt queue file ({why}); moved to corrupt/{}",
                     slot_name(n)
                 );
-                nix::fcntl::renameat(
-                    self.slots_dir.as_fd(),
-                    slot_name(n).as_str(),
-                    self.corrupt_dir.as_fd(),
-                    format!("{}-{}", slot_name(n), std::process::id()).as_str(),
-                )?;
+                self.set_aside(n)?;
             }
         }
         committed.sort_by_key(|m| m.arrival_us);
         Ok(committed)
+    }
+
+    /// Moves a slot file that recovery cannot use to corrupt/, where an
+    /// admin can look at it; it is never reused.
+    fn set_aside(&self, n: u32) -> std::io::Result<()> {
+        nix::fcntl::renameat(
+            self.slots_dir.as_fd(),
+            slot_name(n).as_str(),
+            self.corrupt_dir.as_fd(),
+            format!("{}-{}", slot_name(n), std::process::id()).as_str(),
+        )?;
+        Ok(())
     }
 
     /// Creates empty slot files until the pool holds `pool_size` of them.
@@ -390,10 +409,7 @@ impl Queue {
     /// before it can be committed: nothing half-written is ever made visible.
     pub fn validate(&mut self, id: &str, owner: Owner) -> Result<rec::Summary, QueueError> {
         let n = self.owned(id, owner)?;
-        let mut file = &*self.slots[&n].file;
-        file.seek(SeekFrom::Start(0))?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)?;
+        let buf = crate::fsutil::read_queue_file(&*self.slots[&n].file)?;
         let (records, tail) = rec::decode_all(&buf);
         let s = rec::summarize(&records, buf.len() as u64);
         let bad = |why: &str| Err(QueueError::Malformed(id.into(), why.into()));
@@ -678,6 +694,45 @@ mod tests {
         assert_eq!(len, 0);
         assert!(q.committed().is_empty());
         assert!(matches!(q.remove(&id), Err(QueueError::Unknown(_))));
+    }
+
+    /// A slot file longer than the queue-file cap (here a sparse one, as a
+    /// sibling gone wrong could write) is moved to corrupt/ with a log
+    /// line; the broker recovers the rest and does not die over it.
+    #[test]
+    fn recovery_sets_aside_a_file_over_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = queue_in(dir.path());
+        q.recover().unwrap();
+        q.fill_pool().unwrap();
+        let (big, big_n) = commit_one(&mut q, 7);
+        let (kept, _) = commit_one(&mut q, 7);
+        let path = dir.path().join("slots").join(slot_name(big_n));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(crate::fsutil::queue_file_cap() + 1)
+            .unwrap();
+        drop(q);
+
+        let mut q = queue_in(dir.path());
+        let back: Vec<String> = q
+            .recover()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.queue_id)
+            .collect();
+        assert_eq!(back, vec![kept]);
+        assert!(!back.contains(&big));
+        assert!(!path.exists());
+        let aside: Vec<_> = std::fs::read_dir(dir.path().join("corrupt"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(aside[0].starts_with(&slot_name(big_n)), "{aside:?}");
     }
 
     #[test]

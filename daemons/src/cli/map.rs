@@ -20,7 +20,8 @@ pub fn build(spec: &str, aliases: bool) -> Result<usize, Vec<String>> {
         Err(e) => return Err(vec![e]),
     };
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|e| vec![format!("{file}: {e}")])?;
+    let text = crate::fsutil::read_path_string(&path, crate::fsutil::TABLE_FILE_CAP)
+        .map_err(|e| vec![format!("{file}: {e}")])?;
     let pairs = parse_source(&text, &file, aliases)?;
     let n = pairs.len();
     let image = cdb::build(

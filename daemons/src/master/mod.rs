@@ -218,7 +218,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
         .map_err(|e| format!("cannot open {}: {e}", layout.lock_file.display()))?;
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| {
-            let pid = std::fs::read_to_string(&layout.pid_file).unwrap_or_default();
+            let pid = crate::fsutil::read_path_string(&layout.pid_file, 64).unwrap_or_default();
             format!(
                 "the Postern mail system is already running (pid {})",
                 pid.trim()

@@ -96,7 +96,7 @@ pub(crate) async fn serve(
 /// The message as `postqueue -p`'s neighbour `postcat -q` shows it: the
 /// envelope, then the content.
 fn show(fd: &OwnedFd) -> Vec<u8> {
-    let buf = crate::fsutil::read_whole(fd).unwrap_or_default();
+    let buf = crate::fsutil::read_queue_file(fd).unwrap_or_default();
     let (records, _) = rec::decode_all(&buf);
     let s = rec::summarize(&records, 0);
     let mut out = String::new();

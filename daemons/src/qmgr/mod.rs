@@ -329,7 +329,7 @@ async fn load(
             qq::Reply::Ok => return Err(err("broker answered open with ok".into())),
         },
     };
-    let buf = crate::fsutil::read_whole(&fd).map_err(|e| err(e.to_string()))?;
+    let buf = crate::fsutil::read_queue_file(&fd).map_err(|e| err(e.to_string()))?;
     let (records, _) = rec::decode_all(&buf);
     let sum = rec::summarize(&records, buf.len() as u64);
     let (Some(h), Some(snd)) = (sum.header.clone(), sum.sender.clone()) else {

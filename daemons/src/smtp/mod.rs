@@ -554,7 +554,7 @@ impl Smtp {
     async fn deliver(&self, req: deliver::Request) -> deliver::Reply {
         let start_us = now_us();
         let mut setup = Duration::ZERO;
-        let content = match crate::fsutil::read_whole(&req.file) {
+        let content = match crate::fsutil::read_queue_file(&req.file) {
             Ok(buf) => {
                 let (records, _) = postern_proto::queue::decode_all(&buf);
                 postern_proto::queue::content(&records)

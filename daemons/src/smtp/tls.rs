@@ -63,7 +63,7 @@ pub fn load_roots(ca_file: &str, level: Level) -> Result<RootCertStore, String> 
         ca_file
     };
     let mut roots = RootCertStore::empty();
-    let pem = match std::fs::read(path) {
+    let pem = match crate::fsutil::read_path(path, crate::fsutil::SMALL_FILE_CAP) {
         Ok(p) => p,
         Err(e) if level.verifies() || !ca_file.is_empty() => {
             return Err(format!("smtp_tls_CAfile: cannot read {path}: {e}"));

@@ -65,7 +65,8 @@ pub struct KeyStore {
 }
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
+    crate::fsutil::read_path(path, crate::fsutil::SMALL_FILE_CAP)
+        .map_err(|e| format!("cannot read {path}: {e}"))
 }
 
 /// Loads a key and its chain from PEM files (`certs` and `keys` may name

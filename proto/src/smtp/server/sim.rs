@@ -63,7 +63,6 @@ pub struct Sim {
     last_line: Vec<u8>,
     /// The last content bytes read (for the end-of-DATA check).
     content_tail: Vec<u8>,
-    in_chunk: bool,
 }
 
 /// A configuration like Postern's defaults, with every stage checked.
@@ -117,7 +116,6 @@ impl Sim {
             next_id: 0,
             last_line: Vec::new(),
             content_tail: Vec::new(),
-            in_chunk: false,
         };
         s.pump();
         s
@@ -232,12 +230,11 @@ impl Sim {
                 assert!(!after_close, "commit after close");
                 let sink = self.sink.take().expect("commit outside a transaction");
                 assert!(!sink.rcpts.is_empty(), "commit without recipients");
-                if self.in_chunk {
-                    let last = parse_command(&self.last_line);
-                    assert!(
-                        matches!(last, Ok(Command::Bdat { last: true, .. })),
-                        "BDAT commit without a LAST chunk"
-                    );
+                // The command that led here: a BDAT (whose chunk may have
+                // been empty) must be the LAST one; otherwise DATA's content
+                // must have ended at CRLF "." CRLF.
+                if let Ok(Command::Bdat { last, .. }) = parse_command(&self.last_line) {
+                    assert!(last, "BDAT commit without a LAST chunk");
                 } else {
                     assert!(
                         self.content_tail.ends_with(b"\r\n.\r\n") || self.content_tail == b".\r\n",
@@ -307,7 +304,6 @@ impl Sim {
             self.drain();
             match self.server.wants() {
                 Want::Line { limit, bare_lf_ok } => {
-                    self.in_chunk = false;
                     self.content_tail.clear();
                     let Some(pos) = self.input.iter().position(|&b| b == b'\n') else {
                         if self.input.len() > limit {
@@ -339,7 +335,6 @@ impl Sim {
                     self.tail(n);
                 }
                 Want::Chunk { remaining } => {
-                    self.in_chunk = true;
                     if self.input.is_empty() {
                         return;
                     }

@@ -575,3 +575,15 @@ fn late_and_unasked_answers_are_ignored() {
     sim.send(b"RCPT TO:<c@d>\r\n");
     assert_eq!(sim.codes(), vec![220, 503]);
 }
+
+/// Found by the smtp_session fuzz target (in the harness's model, not the
+/// core): a first BDAT chunk of zero bytes with LAST commits at once,
+/// without any chunk bytes to read.
+#[test]
+fn an_empty_last_chunk_commits_an_empty_message() {
+    let mut sim = Sim::new(config());
+    sim.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 0 LAST\r\n");
+    assert_eq!(sim.codes(), vec![220, 250, 250, 250, 250]);
+    assert_eq!(sim.committed.len(), 1);
+    assert!(sim.committed[0].content.is_empty());
+}
