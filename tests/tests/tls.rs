@@ -426,3 +426,65 @@ print(len(got))
     assert!(inst.maildir("root").is_empty());
     assert!(inst.queue_json().is_empty(), "{:?}", inst.queue_json());
 }
+
+/// Postfix's 2026 ticket-scope fix: a session ticket issued on one
+/// listener must not resume a session on another. A ticket from port 25
+/// resumes on port 25 (the control: resumption works at all) and is
+/// refused, with a full handshake, on 587 (STARTTLS) and 465 (implicit).
+#[test]
+fn a_ticket_from_port_25_is_not_resumed_on_587_or_465() {
+    let (inst, pki) = tls_instance("");
+    let script = format!(
+        r#"
+import socket, ssl
+ctx = ssl.create_default_context(cafile="{ca}")
+def reply(f):
+    lines = []
+    while True:
+        l = f.readline().decode()
+        lines.append(l)
+        if len(l) < 4 or l[3] == " ": return "".join(lines)
+def session(t):
+    g = t.makefile("rb")
+    # Reading application data lets the client take the ticket, which the
+    # server sends right after the handshake.
+    t.sendall(b"EHLO client.example\r\n"); assert reply(g).startswith("250")
+    t.sendall(b"QUIT\r\n"); reply(g)
+    out = (t.session_reused, t.session)
+    t.close()
+    return out
+def starttls(port, sess=None):
+    s = socket.create_connection(("{ip}", port), timeout=30)
+    f = s.makefile("rb")
+    assert reply(f).startswith("220")
+    s.sendall(b"EHLO client.example\r\n"); assert "STARTTLS" in reply(f)
+    s.sendall(b"STARTTLS\r\n"); assert reply(f).startswith("220")
+    return session(ctx.wrap_socket(s, server_hostname="mx.test.example", session=sess))
+def implicit(port, sess):
+    s = socket.create_connection(("{ip}", port), timeout=30)
+    t = ctx.wrap_socket(s, server_hostname="mx.test.example", session=sess)
+    assert reply(t.makefile("rb")).startswith("220")
+    return session(t)
+reused, ticket = starttls(2525)
+assert not reused
+reused, _ = starttls(2525, ticket)
+assert reused, "control: a port-25 ticket must resume on port 25"
+reused, _ = starttls(2587, ticket)
+assert not reused, "a port-25 ticket resumed a session on 587"
+reused, _ = implicit({wport}, ticket)
+assert not reused, "a port-25 ticket resumed a session on 465"
+print("ok")
+"#,
+        ip = inst.ip,
+        ca = pki.ca.display(),
+        wport = WRAPPER_PORT
+    );
+    assert!(python_ok(&script).contains("ok"));
+    still_handshakes(&inst, &pki);
+}
+
+/// After refused tickets, plain handshakes still work on every port.
+fn still_handshakes(inst: &Instance, pki: &Pki) {
+    assert_verified_chain(&s_client(inst, pki, 2525, true));
+    assert_verified_chain(&s_client(inst, pki, WRAPPER_PORT, false));
+}

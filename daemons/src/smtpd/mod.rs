@@ -8,6 +8,7 @@ mod pool;
 mod session;
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -89,11 +90,17 @@ async fn serve(mut ctx: Context) {
                 let (sh, sb) = (sh.clone(), sb.clone());
                 let first = Rc::new(tokio::sync::Notify::new());
                 let got = first.clone();
+                // One ticket scope per listener (see RemoteTicketer).
+                let scopes: Vec<String> = listeners.iter().map(|l| l.service.clone()).collect();
                 tokio::task::spawn_local(async move {
                     let keys = Arc::new(crate::tls::remote::KeyClient::default());
-                    let ticketer = Arc::new(crate::tls::remote::RemoteTicketer {
-                        client: keys.clone(),
-                    });
+                    let ticketers: Vec<(String, Arc<crate::tls::remote::RemoteTicketer>)> = scopes
+                        .into_iter()
+                        .map(|s| {
+                            let t = crate::tls::remote::RemoteTicketer::new(keys.clone(), &s);
+                            (s, Arc::new(t))
+                        })
+                        .collect();
                     let timeout = query.min(Duration::from_secs(5));
                     let k = keys.clone();
                     crate::tls::remote::maintain(
@@ -102,10 +109,15 @@ async fn serve(mut ctx: Context) {
                         postern_ipc::keys::KeyRole::Server,
                         timeout,
                         move |ck| {
-                            sh.set_tls(
-                                ck.and_then(|ck| server_config(ck, ticketer.clone()))
-                                    .map(|a| (a, k.clone())),
-                            );
+                            let acceptors = ck.and_then(|ck| {
+                                ticketers
+                                    .iter()
+                                    .map(|(s, t)| {
+                                        server_config(ck.clone(), t.clone()).map(|a| (s.clone(), a))
+                                    })
+                                    .collect::<Option<HashMap<_, _>>>()
+                            });
+                            sh.set_tls(acceptors.map(|a| (a, k.clone())));
                             got.notify_one();
                         },
                     )
@@ -139,6 +151,7 @@ async fn serve(mut ctx: Context) {
                 };
                 let (sh, active, mut stop, sb) =
                     (sh.clone(), active.clone(), stop_rx.clone(), sb.clone());
+                let service: Rc<str> = Rc::from(l.service.as_str());
                 tokio::task::spawn_local(async move {
                     // Two descriptors held back for the moment the process
                     // runs out: freed, they let smtpd accept the waiting
@@ -179,13 +192,18 @@ async fn serve(mut ctx: Context) {
                         let _ = stream.set_nodelay(true);
                         sb.connection(true);
                         active.set(active.get() + 1);
-                        let (sh, set, active, sb) =
-                            (sh.clone(), settings.clone(), active.clone(), sb.clone());
+                        let (sh, set, active, sb, scope) = (
+                            sh.clone(),
+                            settings.clone(),
+                            active.clone(),
+                            sb.clone(),
+                            service.clone(),
+                        );
                         tokio::task::spawn_local(async move {
                             let mut conn = Conn::new(stream, set.timeout);
                             conn.per_request = set.per_request_deadline;
                             conn.min_data_rate = set.min_data_rate;
-                            Session::new(sh, set, conn, peer.ip(), peer.port())
+                            Session::new(sh, set, conn, peer.ip(), peer.port(), scope)
                                 .run()
                                 .await;
                             active.set(active.get() - 1);

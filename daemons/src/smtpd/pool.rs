@@ -14,6 +14,8 @@ use crate::tls::remote::KeyClient;
 use crate::{fatal, warn};
 
 pub type CleanupEp = Endpoint<sc::Request, sc::Reply>;
+/// A TLS acceptor per listener, by service name.
+pub type TlsAcceptors = std::collections::HashMap<String, tokio_rustls::TlsAcceptor>;
 use crate::peerpool::PeerPool;
 use postern_ipc::auth;
 
@@ -33,7 +35,7 @@ pub struct Shared {
         RefCell<std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>>,
     /// The TLS server setup, once the broker sent the certificate chain,
     /// and the channel its key operations go through.
-    tls: RefCell<Option<(tokio_rustls::TlsAcceptor, Arc<KeyClient>)>>,
+    tls: RefCell<Option<(TlsAcceptors, Arc<KeyClient>)>>,
 }
 
 fn write_error() -> Failure {
@@ -59,12 +61,12 @@ impl Shared {
         }
     }
 
-    /// The TLS setup, while the broker can sign for it: with the broker
-    /// away, STARTTLS is not offered (and answered 454) rather than started
-    /// and failed.
-    pub fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+    /// The TLS server setup of the listener `scope`, while the broker can
+    /// sign for it: with the broker away, STARTTLS is not offered (and
+    /// answered 454) rather than started and failed.
+    pub fn tls(&self, scope: &str) -> Option<tokio_rustls::TlsAcceptor> {
         match &*self.tls.borrow() {
-            Some((a, keys)) if keys.connected() => Some(a.clone()),
+            Some((a, keys)) if keys.connected() => a.get(scope).cloned(),
             _ => None,
         }
     }
@@ -74,7 +76,8 @@ impl Shared {
         matches!(&*self.tls.borrow(), Some((_, keys)) if keys.connected())
     }
 
-    pub fn set_tls(&self, t: Option<(tokio_rustls::TlsAcceptor, Arc<KeyClient>)>) {
+    /// The acceptors, one per listener (each with its own ticket scope).
+    pub fn set_tls(&self, t: Option<(TlsAcceptors, Arc<KeyClient>)>) {
         *self.tls.borrow_mut() = t;
     }
 

@@ -90,6 +90,7 @@ pub struct Session {
     /// The transaction's channel to cleanup, while the core has one open.
     ep: Option<CleanupEp>,
     port: u16,
+    scope: Rc<str>,
 }
 
 fn transport(e: ConnError) -> Event {
@@ -100,7 +101,15 @@ fn transport(e: ConnError) -> Event {
 }
 
 impl Session {
-    pub fn new(sh: Rc<Shared>, set: Rc<Settings>, conn: Conn, ip: IpAddr, port: u16) -> Session {
+    /// `scope`: the listener's service name (its TLS setup and ticket scope).
+    pub fn new(
+        sh: Rc<Shared>,
+        set: Rc<Settings>,
+        conn: Conn,
+        ip: IpAddr,
+        port: u16,
+        scope: Rc<str>,
+    ) -> Session {
         let ip = super::access::normalize(ip);
         let bare_lf_ok =
             !set.bare_lf_reject || set.access.bare_lf_exclusions.iter().any(|c| c.contains(ip));
@@ -117,6 +126,7 @@ impl Session {
             core,
             ep: None,
             port,
+            scope,
         }
     }
 
@@ -261,7 +271,7 @@ impl Session {
                 self.core.answer(Answer::Auth(outcome));
             }
             Action::StartTls => {
-                let e = match self.sh.tls() {
+                let e = match self.sh.tls(&self.scope) {
                     None => {
                         Event::TlsFailed("TLS is not available (no key from the broker)".into())
                     }

@@ -128,10 +128,43 @@ impl Signer for RemoteSigner {
 }
 
 /// Session tickets sealed and opened by the broker, which holds and
-/// rotates the ticket keys.
+/// rotates the ticket keys. Each listener has its own scope: the scope is
+/// sealed inside the ticket with the session state, and a ticket whose
+/// scope is another listener's is refused (a full handshake follows), so a
+/// ticket issued on port 25 never resumes a session on 587 or 465.
 #[derive(Debug)]
 pub struct RemoteTicketer {
     pub client: Arc<KeyClient>,
+    scope: Vec<u8>,
+}
+
+impl RemoteTicketer {
+    /// `scope`: the listener's service name (at most 255 bytes are used).
+    pub fn new(client: Arc<KeyClient>, scope: &str) -> RemoteTicketer {
+        let b = scope.as_bytes();
+        RemoteTicketer {
+            client,
+            scope: b[..b.len().min(255)].to_vec(),
+        }
+    }
+
+    /// The plaintext the broker seals: the scope's length, the scope, then
+    /// rustls's session state.
+    fn seal_input(&self, state: &[u8]) -> Option<Vec<u8>> {
+        let mut v = Vec::with_capacity(1 + self.scope.len() + state.len());
+        v.push(u8::try_from(self.scope.len()).ok()?);
+        v.extend_from_slice(&self.scope);
+        v.extend_from_slice(state);
+        (v.len() <= keys::MAX_TICKET_PLAIN).then_some(v)
+    }
+
+    /// The session state of an opened ticket, if it was sealed for this
+    /// listener.
+    fn unsealed(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let (&n, rest) = plain.split_first()?;
+        let scope = rest.get(..usize::from(n))?;
+        (scope == self.scope.as_slice()).then(|| rest[usize::from(n)..].to_vec())
+    }
 }
 
 impl ProducesTickets for RemoteTicketer {
@@ -144,10 +177,8 @@ impl ProducesTickets for RemoteTicketer {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        if plain.len() > keys::MAX_TICKET_PLAIN {
-            return None;
-        }
-        match self.client.call(&Request::TicketEncrypt(plain.to_vec())) {
+        let sealed = self.seal_input(plain)?;
+        match self.client.call(&Request::TicketEncrypt(sealed)) {
             Ok(Reply::Ticket(t)) => Some(t),
             _ => None,
         }
@@ -158,7 +189,7 @@ impl ProducesTickets for RemoteTicketer {
             return None;
         }
         match self.client.call(&Request::TicketDecrypt(cipher.to_vec())) {
-            Ok(Reply::Ticket(t)) => Some(t),
+            Ok(Reply::Ticket(t)) => self.unsealed(&t),
             _ => None,
         }
     }
@@ -293,4 +324,24 @@ async fn connect(
         .ok()
         .and_then(|d| postern_sandbox::sys::async_fd(d).ok());
     Ok((BlockingClient::new(fd, timeout), watch, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_opens_only_in_its_own_scope() {
+        let client = Arc::new(KeyClient::default());
+        let smtp = RemoteTicketer::new(client.clone(), "127.0.0.1:25");
+        let submission = RemoteTicketer::new(client, "127.0.0.1:587");
+        let sealed = smtp.seal_input(b"state").unwrap();
+        assert_eq!(smtp.unsealed(&sealed).as_deref(), Some(&b"state"[..]));
+        assert_eq!(submission.unsealed(&sealed), None);
+        assert_eq!(smtp.unsealed(b""), None);
+        assert_eq!(smtp.unsealed(&[200, b'x']), None, "a length past the end");
+        let long = RemoteTicketer::new(Arc::new(KeyClient::default()), &"s".repeat(400));
+        assert_eq!(long.scope.len(), 255);
+        assert!(smtp.seal_input(&vec![0; keys::MAX_TICKET_PLAIN]).is_none());
+    }
 }
