@@ -2,6 +2,7 @@
 //! starts each daemon as `postern daemon ROLE --ipc-fd N`, a fresh exec.
 #![forbid(unsafe_code)]
 
+mod access;
 mod auth;
 mod bounce;
 mod broker;
@@ -14,6 +15,7 @@ mod local;
 mod log;
 mod master;
 mod passwd;
+mod paths;
 mod peerpool;
 mod pickup;
 mod probe;
@@ -23,6 +25,7 @@ mod roles;
 mod smtp;
 mod smtpd;
 mod submit;
+mod sysexits;
 mod tablecache;
 use postern_config::tables;
 mod tls;

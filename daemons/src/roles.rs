@@ -133,7 +133,7 @@ pub fn paths(role: Role, params: &Params) -> Vec<FsRule> {
         // Table files reach the broker as descriptors the master opened.
         Role::Broker => vec![rw(params.str("queue_directory"))],
         Role::Local => vec![rw(params.str("mail_spool_directory"))],
-        Role::Pickup => vec![rw(&crate::pickup::maildrop_dir(params)
+        Role::Pickup => vec![rw(&crate::paths::maildrop_dir(params)
             .display()
             .to_string())],
         // The password file is replaced by rename: name its directory.

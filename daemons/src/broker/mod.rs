@@ -2,6 +2,7 @@
 //! TLS, the private keys). It hands out queue files from a spare pool,
 //! makes them durable and visible, tells the queue manager, and answers the
 //! table lookups jailed daemons cannot do themselves.
+mod keys;
 mod queue;
 mod sync;
 
@@ -22,8 +23,8 @@ use tokio::sync::mpsc;
 use crate::clock::now_us;
 use crate::daemon::{self, Context};
 use crate::tables::{self, Table};
-use crate::tls::keys::{Budget, KeyStore};
 use crate::{fatal, info, warn};
+use keys::{Budget, KeyStore};
 use queue::{MsgInfo, Queue};
 use sync::Syncer;
 
@@ -423,7 +424,7 @@ async fn key_conn(role: Role, keys: Rc<KeyStore>, ch: Channel) {
             Err(ChannelError::Violation(v)) => violation(role.name(), v),
             Err(_) => return,
         };
-        let reply = match crate::tls::keys::answer(&keys, role, &mut budget, req).await {
+        let reply = match keys::answer(&keys, role, &mut budget, req).await {
             Ok(r) => r,
             Err(why) => violation(role.name(), why),
         };

@@ -61,7 +61,7 @@ pub fn mailq(dir: Option<&Path>) -> ExitCode {
     let path = if usable {
         control
     } else {
-        crate::master::showq_socket_path(&params)
+        crate::paths::showq_socket(&params)
     };
     queue::run(&path, queue::QueueCmd::List { json: false })
 }

@@ -14,7 +14,7 @@ use postern_config::{Config, Params};
 use postern_ipc::sendmail_pickup::{self as sp, Begin, Reply, Request};
 use postern_ipc::{Channel, Endpoint, Message};
 
-use crate::pickup::sysexits::*;
+use crate::sysexits::*;
 
 const USAGE: &str = "usage: sendmail [-bm|-bs|-bp|-bi|-bd|-q] [-t] [-i] [-f sender] [-F name] \
 [-N dsn] [-R ret] [-V envid] [-B body] [-C config] [-v] [-oX...] [recipient ...]";
@@ -328,12 +328,12 @@ fn deliver(mut o: Opts, params: &Params) -> ExitCode {
 /// Socket first, maildrop second.
 fn hand_over(begin: &Begin, rcpts: &[String], content: &[u8], params: &Params) -> Outcome {
     let reqs = frames(begin, rcpts, content);
-    let socket_err = match via_socket(&crate::pickup::socket_path(params), &reqs) {
+    let socket_err = match via_socket(&crate::paths::pickup_socket(params), &reqs) {
         Ok(Reply::Queued(id)) => return Outcome::Queued(id),
         Ok(Reply::Failed { exit_code, text }) => return Outcome::Refused(exit_code, text),
         Err(e) => e,
     };
-    let dir = crate::pickup::maildrop_dir(params);
+    let dir = crate::paths::maildrop_dir(params);
     match via_maildrop(&dir, &reqs) {
         Ok(name) => Outcome::Dropped(name),
         Err(e) => Outcome::Failed(format!(

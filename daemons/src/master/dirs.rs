@@ -65,7 +65,7 @@ pub fn prepare(params: &Params) -> Result<Layout, String> {
     // it, and the setgid bit gives each file pickup's group.
     ensure_dir(&layout.data.join("public"), root.then_some((0, 0)), 0o755)?;
     ensure_dir(
-        &crate::pickup::maildrop_dir(params),
+        &crate::paths::maildrop_dir(params),
         owner(Role::Pickup),
         0o3733,
     )?;

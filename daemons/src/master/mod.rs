@@ -241,8 +241,8 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
     }
     ensure_server_certificate(&cfg, &params);
     let listeners = listen::bind_all(&cfg, &params)?;
-    let pickup_path = crate::pickup::socket_path(&params);
-    let showq_path = showq_socket_path(&params);
+    let pickup_path = crate::paths::pickup_socket(&params);
+    let showq_path = crate::paths::showq_socket(&params);
     let pickup_socket = match postern_ipc::listener::bind_raw(&pickup_path, 0o666) {
         Ok(fd) => Some(fd),
         Err(e) => {
@@ -1091,12 +1091,4 @@ impl Master {
             }
         }
     }
-}
-
-/// The public socket mailq uses when the caller may not use the control
-/// socket (Postfix's public/showq).
-pub fn showq_socket_path(params: &Params) -> PathBuf {
-    PathBuf::from(params.str("data_directory"))
-        .join("public")
-        .join("showq")
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use postern_proto::smtp::Reply;
 use postern_proto::smtp::server::{Facts, Stage, Stages, Verdict};
 
-use super::access::{self, Access, Ctx};
 use super::pool::Shared;
+use crate::access::{self, Access, Ctx};
 
 /// One check of a chain.
 #[derive(Debug, Clone)]

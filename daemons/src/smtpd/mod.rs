@@ -1,7 +1,6 @@
 //! smtpd: the SMTP server. One process serves every inet listener and many
 //! sessions; it has no filesystem, no network namespace of its own, and
 //! cannot create sockets. It hands each transaction to cleanup.
-pub mod access;
 mod checks;
 mod conn;
 mod pool;

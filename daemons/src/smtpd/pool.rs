@@ -194,12 +194,12 @@ impl Shared {
     /// The logins that own `sender` in smtpd_sender_login_maps: the full
     /// address first, then `@domain` (None: nobody owns it).
     pub async fn sender_logins(&self, sender: &str) -> Result<Option<Vec<String>>, String> {
-        for k in super::access::sender_login_keys(sender) {
+        for k in crate::access::sender_login_keys(sender) {
             match self
                 .broker_lookup(sb::Request::Lookup(sb::Table::SenderLogin, k))
                 .await?
             {
-                sb::Reply::Value(v) => return Ok(Some(super::access::sender_owners(&v))),
+                sb::Reply::Value(v) => return Ok(Some(crate::access::sender_owners(&v))),
                 sb::Reply::Found(false) => continue,
                 sb::Reply::Tempfail(e) => return Err(format!("smtpd_sender_login_maps: {e}")),
                 r => fatal!("protocol violation from broker: {r:?} for a lookup"),

@@ -16,10 +16,10 @@ use postern_proto::smtp::server::{
 };
 
 use super::Shared;
-use super::access::Access;
 use super::checks::{self, Chains};
 use super::conn::{Conn, ConnError, Line};
 use super::pool::CleanupEp;
+use crate::access::Access;
 use crate::log;
 
 /// A listener's settings (main.cf with the service's -o overrides).
@@ -110,7 +110,7 @@ impl Session {
         port: u16,
         scope: Rc<str>,
     ) -> Session {
-        let ip = super::access::normalize(ip);
+        let ip = crate::access::normalize(ip);
         let bare_lf_ok =
             !set.bare_lf_reject || set.access.bare_lf_exclusions.iter().any(|c| c.contains(ip));
         let peer = Peer {

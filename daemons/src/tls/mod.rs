@@ -7,7 +7,6 @@
 //!   channel to it.
 //! - [`selfsigned`]: the certificate a fresh install uses until the admin
 //!   configures one.
-pub mod keys;
 pub mod remote;
 pub mod selfsigned;
 pub mod stream;

@@ -131,7 +131,7 @@ impl KeyStore {
     /// Reads every configured key. A broken TLS setting never stops the
     /// queue: it is logged, and TLS stays off for that side.
     pub fn load(p: &Params) -> KeyStore {
-        let server = super::server_key_files(p).and_then(|(c, k)| match load_pair(&c, &k) {
+        let server = crate::tls::server_key_files(p).and_then(|(c, k)| match load_pair(&c, &k) {
             Ok(l) => Some(Arc::new(l)),
             Err(e) => {
                 warn!("TLS disabled for smtpd: {e}");

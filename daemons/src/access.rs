@@ -1,5 +1,6 @@
 //! Who may relay, and which domains are ours: `mynetworks`,
-//! `mydestination`, `relay_domains`, and the restriction lists.
+//! `mydestination`, `relay_domains`, and the restriction lists. Shared by
+//! smtpd (the RCPT decision point) and pickup (local submission).
 use std::net::IpAddr;
 
 use postern_config::Params;
