@@ -1,0 +1,214 @@
+//! Requests from the control socket: status, stop, reload, and channels
+//! to the queue manager for `postern queue`.
+use super::*;
+
+impl Master {
+    pub(super) fn on_control(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Status => Reply::Status(self.status()),
+            Request::Stop => {
+                self.stop();
+                Reply::Ok("stopping".into())
+            }
+            Request::Reload(svc) => self.reload(&svc),
+            Request::Queue => self.queue_channel("admin"),
+        }
+    }
+
+    /// A channel to the queue manager: "admin" (the control socket) may do
+    /// everything, "showq" (the public socket) may only list.
+    pub(super) fn queue_channel(&self, peer: &str) -> Reply {
+        let Some(qmgr) = self.slots.get(&Role::Qmgr).and_then(Slot::current_ready) else {
+            return Reply::Error("the queue manager is not running".into());
+        };
+        match postern_sandbox::fdpass::seqpacket_pair() {
+            Ok((mine, theirs)) => {
+                let _ = qmgr.out.send(ToDaemon::Peer {
+                    request_id: 0,
+                    peer_role: peer.into(),
+                    fd: theirs,
+                });
+                Reply::Channel(mine)
+            }
+            Err(e) => Reply::Error(format!("cannot create a channel: {e}")),
+        }
+    }
+
+    pub(super) fn status(&self) -> Vec<ProcessInfo> {
+        let info = |role: &str, pid: u32, ll: &str, netns: &str, state: &str, restarts: u32| {
+            let st = postern_sandbox::procstat::read(pid).ok();
+            ProcessInfo {
+                role: role.into(),
+                pid,
+                uid: st.as_ref().map_or(0, |s| s.uid[1]),
+                gid: st.as_ref().map_or(0, |s| s.gid[1]),
+                no_new_privs: st.as_ref().is_some_and(|s| s.no_new_privs),
+                seccomp: st.as_ref().map_or(0, |s| s.seccomp),
+                cap_eff: st.as_ref().map_or_else(String::new, |s| s.cap_eff.clone()),
+                landlock: ll.into(),
+                netns: netns.into(),
+                state: state.into(),
+                restarts,
+            }
+        };
+        let mut out = vec![info(
+            "master",
+            std::process::id(),
+            "not_enforced",
+            "shared",
+            "running",
+            0,
+        )];
+        for slot in self.slots.values() {
+            if slot.children.is_empty() {
+                let state = if slot.throttled_until.is_some() {
+                    "throttled"
+                } else {
+                    "restarting"
+                };
+                out.push(ProcessInfo {
+                    role: slot.role.name().into(),
+                    pid: 0,
+                    uid: 0,
+                    gid: 0,
+                    no_new_privs: false,
+                    seccomp: 0,
+                    cap_eff: String::new(),
+                    landlock: String::new(),
+                    netns: String::new(),
+                    state: state.into(),
+                    restarts: slot.restarts,
+                });
+            }
+            for c in &slot.children {
+                let state = match (&c.ready, c.draining) {
+                    (_, true) => "stopping",
+                    (Some(_), false) => "running",
+                    (None, false) => "starting",
+                };
+                let (ll, ns) = c
+                    .ready
+                    .as_ref()
+                    .map_or(("", ""), |r| (r.landlock.as_str(), r.netns.as_str()));
+                out.push(info(slot.role.name(), c.pid, ll, ns, state, slot.restarts));
+            }
+        }
+        out
+    }
+
+    pub(super) fn stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        info!("stopping the Postern mail system");
+        for slot in self.slots.values() {
+            for c in &slot.children {
+                let _ = c.out.send(ToDaemon::Shutdown);
+            }
+        }
+        self.after(Duration::from_secs(10), Event::KillAll);
+    }
+
+    /// Re-reads the configuration and restarts `service` (a role name), or
+    /// every role when it is empty. Other roles keep their processes.
+    pub(super) fn reload(&mut self, service: &str) -> Reply {
+        let targets: Vec<Role> = if service.is_empty() {
+            self.slots.keys().copied().collect()
+        } else {
+            match Role::from_name(service).filter(|r| self.slots.contains_key(r)) {
+                Some(r) => vec![r],
+                None => return Reply::Error(format!("unknown service: {service}")),
+            }
+        };
+        let cfg = Config::load(self.opts.config_dir.as_deref());
+        if cfg.has_errors() {
+            let errs: Vec<String> = cfg.errors().map(ToString::to_string).collect();
+            return Reply::Error(format!(
+                "configuration has errors; nothing reloaded:\n{}",
+                errs.join("\n")
+            ));
+        }
+        let params = match cfg.params() {
+            Ok(p) => p,
+            Err(e) => {
+                return Reply::Error(
+                    e.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                );
+            }
+        };
+        if targets.contains(&Role::Smtpd) {
+            // Listeners may have changed: bind the new set, keeping sockets
+            // whose address is unchanged (no refused connections).
+            let mut old: Vec<(std::net::SocketAddr, std::net::TcpListener)> =
+                self.listeners.drain(..).flat_map(|b| b.sockets).collect();
+            let mut fresh = Vec::new();
+            for svc in cfg.services.iter().filter(|s| s.listen.is_some()) {
+                let want = listen::addresses_for(svc, &params);
+                let mut sockets = Vec::new();
+                for addr in want {
+                    if let Some(i) = old.iter().position(|(a, _)| *a == addr) {
+                        sockets.push(old.remove(i));
+                    } else {
+                        match listen::bind_one(addr) {
+                            Ok(s) => sockets.push((addr, s)),
+                            Err(e) => return Reply::Error(format!("cannot listen on {addr}: {e}")),
+                        }
+                    }
+                }
+                let p = if svc.overrides.is_empty() {
+                    Vec::new()
+                } else {
+                    cfg.params_with(&svc.overrides)
+                        .map(|p| p.slice(Role::Smtpd))
+                        .unwrap_or_default()
+                };
+                fresh.push(listen::Bound {
+                    service: svc.clone(),
+                    params: p,
+                    sockets,
+                });
+            }
+            self.listeners = fresh;
+        }
+        self.cfg = cfg;
+        self.params = params;
+        for role in &targets {
+            self.restart_role(*role);
+        }
+        let names: Vec<&str> = targets.iter().map(|r| r.name()).collect();
+        info!("reload -- restarting {}", names.join(" "));
+        Reply::Ok(format!("reloading {}", names.join(" ")))
+    }
+
+    pub(super) fn restart_role(&mut self, role: Role) {
+        let exclusive = roles::spec(role).is_some_and(|s| s.exclusive);
+        let slot = self.slots.get_mut(&role).expect("slot");
+        slot.ledger.reset();
+        slot.backoff = Duration::ZERO;
+        let current = slot.children.iter().position(|c| !c.draining);
+        match current {
+            Some(i) if exclusive => {
+                let c = &mut slot.children[i];
+                c.draining = true;
+                let _ = c.out.send(ToDaemon::Shutdown);
+                let epoch = c.epoch;
+                slot.start_after_drain = true;
+                self.after(
+                    Duration::from_secs(10),
+                    Event::DrainDeadline { role, epoch },
+                );
+            }
+            // Start the new one; the old one drains once the new one is ready.
+            Some(_) => self.spawn(role),
+            None => {
+                if !slot.restart_scheduled {
+                    self.spawn(role);
+                }
+            }
+        }
+    }
+}
