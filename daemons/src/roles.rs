@@ -19,6 +19,10 @@ pub struct RoleSpec {
     pub exclusive: bool,
     /// Accepts the inet listeners of master.cf.
     pub listeners: bool,
+    /// Started when another role first asks for a channel to it, not at
+    /// start-up (Postfix starts services on demand too): a mail system that
+    /// never bounces or never authenticates never runs these.
+    pub on_demand: bool,
 }
 
 const COMMON: SyscallGroups = SyscallGroups::BASE
@@ -34,6 +38,7 @@ pub const SPECS: &[RoleSpec] = &[
             .union(SyscallGroups::FS_WRITE),
         exclusive: true,
         listeners: false,
+        on_demand: false,
     },
     RoleSpec {
         role: Role::Smtpd,
@@ -41,6 +46,7 @@ pub const SPECS: &[RoleSpec] = &[
         syscalls: COMMON.union(SyscallGroups::ACCEPT),
         exclusive: false,
         listeners: true,
+        on_demand: false,
     },
     RoleSpec {
         role: Role::Cleanup,
@@ -48,6 +54,7 @@ pub const SPECS: &[RoleSpec] = &[
         syscalls: COMMON,
         exclusive: false,
         listeners: false,
+        on_demand: false,
     },
     RoleSpec {
         role: Role::Qmgr,
@@ -55,6 +62,7 @@ pub const SPECS: &[RoleSpec] = &[
         syscalls: COMMON,
         exclusive: true,
         listeners: false,
+        on_demand: false,
     },
     RoleSpec {
         role: Role::Local,
@@ -64,6 +72,7 @@ pub const SPECS: &[RoleSpec] = &[
             .union(SyscallGroups::FS_WRITE),
         exclusive: false,
         listeners: false,
+        on_demand: false,
     },
     RoleSpec {
         role: Role::Resolver,
@@ -71,6 +80,7 @@ pub const SPECS: &[RoleSpec] = &[
         syscalls: COMMON.union(SyscallGroups::CONNECT),
         exclusive: false,
         listeners: false,
+        on_demand: false,
     },
     RoleSpec {
         role: Role::Smtp,
@@ -78,6 +88,7 @@ pub const SPECS: &[RoleSpec] = &[
         syscalls: COMMON.union(SyscallGroups::CONNECT),
         exclusive: false,
         listeners: false,
+        on_demand: false,
     },
     RoleSpec {
         role: Role::Bounce,
@@ -85,6 +96,7 @@ pub const SPECS: &[RoleSpec] = &[
         syscalls: COMMON,
         exclusive: false,
         listeners: false,
+        on_demand: true,
     },
     RoleSpec {
         role: Role::Pickup,
@@ -96,6 +108,7 @@ pub const SPECS: &[RoleSpec] = &[
             .union(SyscallGroups::FS_WRITE),
         exclusive: true,
         listeners: false,
+        on_demand: false,
     },
     RoleSpec {
         role: Role::Auth,
@@ -104,6 +117,7 @@ pub const SPECS: &[RoleSpec] = &[
         // One process holds the failure counters.
         exclusive: true,
         listeners: false,
+        on_demand: true,
     },
 ];
 
@@ -111,9 +125,15 @@ pub fn spec(role: Role) -> Option<&'static RoleSpec> {
     SPECS.iter().find(|s| s.role == role)
 }
 
-/// The roles the master starts, in start order.
-pub fn started() -> impl Iterator<Item = Role> {
+/// Every role the master supervises, in start order.
+pub fn all() -> impl Iterator<Item = Role> {
     SPECS.iter().map(|s| s.role)
+}
+
+/// The roles the master starts at start-up, in order (the others start on
+/// first use).
+pub fn started() -> impl Iterator<Item = Role> {
+    SPECS.iter().filter(|s| !s.on_demand).map(|s| s.role)
 }
 
 /// The role's uid and gid when Postern runs as root.

@@ -301,7 +301,13 @@ impl Instance {
             }
             let s = self.try_status()?;
             let ps = s["processes"].as_array()?;
-            (ps.len() > 1 && ps.iter().all(|p| p["state"] == "running")).then_some(())
+            // Roles that start on first use (bounce, auth) are "on demand"
+            // until something needs them.
+            (ps.len() > 1
+                && ps
+                    .iter()
+                    .all(|p| p["state"] == "running" || p["state"] == "on demand"))
+            .then_some(())
         });
     }
 
@@ -765,6 +771,35 @@ impl Instance {
     }
 
     /// A client past the greeting and EHLO.
+    /// Starts the roles that start on first use (bounce, auth) by using
+    /// them, and waits until both run: an AUTH attempt on the SMTP port
+    /// (the instance must offer AUTH without TLS: `smtpd_sasl_auth_enable
+    /// = yes`, `smtpd_tls_auth_only = no`), and a locally submitted message
+    /// to an unknown local user, which bounces.
+    pub fn wake_on_demand_roles(&self) {
+        let mut c = self.greeted();
+        let r = c.cmd("AUTH PLAIN AHUAcHc=");
+        assert!(r.starts_with("535") || r.starts_with("454"), "{r}");
+        c.cmd("QUIT");
+        let mut child = Command::new(bin())
+            .args(["sendmail", "-f", "root@localhost", "nosuchuser@localhost"])
+            .env("MAIL_CONFIG", self.config_dir())
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("postern sendmail");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"Subject: wake bounce\n\nx\n")
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        wait_for("bounce and auth running", Duration::from_secs(30), || {
+            (self.pid_of("bounce").is_some() && self.pid_of("auth").is_some()).then_some(())
+        });
+    }
+
     pub fn greeted(&self) -> Smtp {
         let mut c = self.smtp();
         assert!(c.reply().starts_with("220 mx.test.example ESMTP Postern"));

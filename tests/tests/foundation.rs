@@ -8,11 +8,69 @@ use postern_tests::{Instance, is_root, wait_for};
 const ROLES: &[&str] = &[
     "broker", "smtpd", "cleanup", "qmgr", "local", "bounce", "resolver", "smtp", "auth", "pickup",
 ];
+/// Roles the master starts on first use, not at start-up.
+const ON_DEMAND: &[&str] = &["bounce", "auth"];
+/// An instance where AUTH works without TLS, so a test can wake auth.
+const AUTH_IN_CLEAR: &str = "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\n";
+
+/// After start, the on-demand roles are listed as such, with no process.
+fn assert_on_demand_idle(inst: &Instance) {
+    let st = inst.status();
+    for r in ON_DEMAND {
+        let p = st["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["role"] == *r)
+            .unwrap_or_else(|| panic!("{r} missing: {st}"));
+        assert_eq!(p["state"], "on demand", "{p}");
+        assert_eq!(p["pid"], 0, "{p}");
+    }
+}
+
+#[test]
+fn on_demand_roles_start_on_first_use_and_run_jailed() {
+    let mut inst = Instance::new(AUTH_IN_CLEAR);
+    inst.start();
+    assert_on_demand_idle(&inst);
+    // Still idle a moment later, and after mail that needs neither.
+    let r = inst.greeted().send_mail(
+        "a@example.org",
+        &["root@localhost"],
+        "Subject: plain\r\n\r\nhi\r\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_on_demand_idle(&inst);
+    inst.wake_on_demand_roles();
+    inst.wait_log(
+        "starting bounce on first use (asked by qmgr)",
+        Duration::from_secs(5),
+    );
+    inst.wait_log(
+        "starting auth on first use (asked by smtpd)",
+        Duration::from_secs(5),
+    );
+    // A reload restarts them like any other role once they have run.
+    let before = (inst.pid_of("bounce"), inst.pid_of("auth"));
+    let out = inst.postern(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("bounce and auth restarted", Duration::from_secs(20), || {
+        let now = (inst.pid_of("bounce"), inst.pid_of("auth"));
+        (now.0.is_some() && now.1.is_some() && now.0 != before.0 && now.1 != before.1).then_some(())
+    });
+}
 
 #[test]
 fn every_daemon_runs_jailed_in_its_own_process() {
-    let mut inst = Instance::new("");
+    let mut inst = Instance::new(AUTH_IN_CLEAR);
     inst.start();
+    assert_on_demand_idle(&inst);
+    inst.wake_on_demand_roles();
     let st = inst.status();
     let ps = st["processes"].as_array().unwrap();
     let roles: BTreeSet<&str> = ps.iter().map(|p| p["role"].as_str().unwrap()).collect();
@@ -83,8 +141,9 @@ fn daemons_run_with_batch_scheduling_unless_told_otherwise() {
 
 #[test]
 fn a_killed_daemon_is_running_again_within_seconds() {
-    let mut inst = Instance::new("");
+    let mut inst = Instance::new(AUTH_IN_CLEAR);
     inst.start();
+    inst.wake_on_demand_roles();
     for role in ROLES {
         let old = inst.pid_of(role).unwrap();
         nix::sys::signal::kill(
@@ -174,8 +233,9 @@ fn a_crash_with_no_connection_open_is_not_throttled() {
 
 #[test]
 fn reload_of_one_service_leaves_the_others_alone() {
-    let mut inst = Instance::new("");
+    let mut inst = Instance::new(AUTH_IN_CLEAR);
     inst.start();
+    inst.wake_on_demand_roles();
     let before: Vec<(String, u32)> = ROLES
         .iter()
         .map(|r| (r.to_string(), inst.pid_of(r).unwrap()))
@@ -325,6 +385,8 @@ fn start_detached_then_stop_ends_every_process() {
         .unwrap()
         .iter()
         .map(|p| p["pid"].as_i64().unwrap() as i32)
+        // Roles that start on first use have no process yet (pid 0).
+        .filter(|&pid| pid > 0)
         .collect();
     assert!(pids.len() >= 5);
     // A second start refuses.
@@ -392,8 +454,14 @@ fn embedded_default_runs_every_daemon_and_takes_mail() {
             .iter()
             .find(|p| p["role"] == *r)
             .unwrap_or_else(|| panic!("{r} missing: {st}"));
-        assert_eq!(p["state"], "running", "{p}\n{}", log());
         assert_eq!(p["restarts"], 0, "{p}\n{}", log());
+        if ON_DEMAND.contains(r) {
+            // Started on first use; their jails are checked once woken in
+            // every_daemon_runs_jailed_in_its_own_process.
+            assert_eq!(p["state"], "on demand", "{p}\n{}", log());
+            continue;
+        }
+        assert_eq!(p["state"], "running", "{p}\n{}", log());
         assert_eq!(p["seccomp"], 2, "{p}");
         assert_eq!(p["landlock"], "fully_enforced", "{p}");
     }
@@ -477,8 +545,9 @@ fn security_md_role_table_matches_postern_status() {
         .collect();
     assert!(rows.len() > 5, "no role table found");
 
-    let mut inst = Instance::new("");
+    let mut inst = Instance::new(AUTH_IN_CLEAR);
     inst.start();
+    inst.wake_on_demand_roles();
     let st = inst.status();
     let ps = st["processes"].as_array().unwrap();
     let running: BTreeSet<&str> = ps.iter().map(|p| p["role"].as_str().unwrap()).collect();

@@ -117,7 +117,9 @@ pub fn start(dir: Option<&Path>, foreground: bool, detached: bool) -> ExitCode {
         }
         if let Ok(Reply::Status(ps)) = client::request(&socket(&params), Request::Status)
             && ps.len() > 1
-            && ps.iter().all(|p| p.state == "running")
+            && ps
+                .iter()
+                .all(|p| p.state == "running" || p.state == "on demand")
         {
             return ExitCode::SUCCESS;
         }

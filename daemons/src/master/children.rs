@@ -19,6 +19,7 @@ impl Master {
                 p.int("service_crash_throttle_percent").unwrap_or(50) as u32,
             ),
             pending: Vec::new(),
+            used: false,
         }
     }
 
@@ -79,6 +80,9 @@ impl Master {
 
     /// Fork+exec `postern daemon ROLE --ipc-fd N` and send it its Setup.
     pub(super) fn spawn(&mut self, role: Role) {
+        if let Some(slot) = self.slots.get_mut(&role) {
+            slot.used = true;
+        }
         match self.try_spawn(role) {
             Ok(child) => {
                 let slot = self.slots.get_mut(&role).expect("slot");

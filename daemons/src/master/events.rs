@@ -86,6 +86,16 @@ impl Master {
                     request_id,
                     at: Instant::now(),
                 });
+                // An on-demand role starts at its first request; the
+                // request is served once it is ready.
+                let first_use = slot.children.is_empty()
+                    && !slot.used
+                    && !slot.restart_scheduled
+                    && slot.throttled_until.is_none();
+                if first_use {
+                    info!("starting {peer} on first use (asked by {role})");
+                    self.spawn(peer);
+                }
                 self.serve_pending(peer);
             }
             FromDaemon::Connections { opened, open } => {

@@ -111,6 +111,9 @@ struct Slot {
     start_after_drain: bool,
     ledger: CrashLedger,
     pending: Vec<PendingConnect>,
+    /// A process of this role was started at least once (on-demand roles
+    /// are not, until first use).
+    used: bool,
 }
 
 impl Slot {
@@ -310,9 +313,11 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
                 .as_ref()
                 .map_or("(embedded)".to_string(), |d| d.display().to_string())
         );
-        for role in roles::started() {
+        for role in roles::all() {
             let slot = m.new_slot(role);
             m.slots.insert(role, slot);
+        }
+        for role in roles::started() {
             m.spawn(role);
         }
         m.after(m.watchdog_round(), Event::Watchdog);

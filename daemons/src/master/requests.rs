@@ -63,6 +63,9 @@ impl Master {
             if slot.children.is_empty() {
                 let state = if slot.throttled_until.is_some() {
                     "throttled"
+                } else if !slot.used {
+                    // Not started yet: it starts on first use.
+                    "on demand"
                 } else {
                     "restarting"
                 };
@@ -204,6 +207,8 @@ impl Master {
             }
             // Start the new one; the old one drains once the new one is ready.
             Some(_) => self.spawn(role),
+            // An on-demand role that never ran stays that way.
+            None if !slot.used => {}
             None => {
                 if !slot.restart_scheduled {
                     self.spawn(role);
