@@ -13,16 +13,21 @@ const ON_DEMAND: &[&str] = &["bounce", "auth"];
 /// An instance where AUTH works without TLS, so a test can wake auth.
 const AUTH_IN_CLEAR: &str = "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\n";
 
+/// The status entry of `role`.
+fn process<'a>(st: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
+    st["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == role)
+        .unwrap_or_else(|| panic!("{role} missing: {st}"))
+}
+
 /// After start, the on-demand roles are listed as such, with no process.
 fn assert_on_demand_idle(inst: &Instance) {
     let st = inst.status();
     for r in ON_DEMAND {
-        let p = st["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["role"] == *r)
-            .unwrap_or_else(|| panic!("{r} missing: {st}"));
+        let p = process(&st, r);
         assert_eq!(p["state"], "on demand", "{p}");
         assert_eq!(p["pid"], 0, "{p}");
     }
@@ -448,12 +453,7 @@ fn embedded_default_runs_every_daemon_and_takes_mail() {
         serde_json::from_slice(&postern(&["status", "--json"]).stdout).expect("status --json");
     let log = || std::fs::read_to_string(data.join("maillog")).unwrap_or_default();
     for r in ROLES {
-        let p = st["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["role"] == *r)
-            .unwrap_or_else(|| panic!("{r} missing: {st}"));
+        let p = process(&st, r);
         assert_eq!(p["restarts"], 0, "{p}\n{}", log());
         if ON_DEMAND.contains(r) {
             // Started on first use; their jails are checked once woken in

@@ -566,8 +566,9 @@ fn smtp_session(o: &Opts, params: &Params) -> ExitCode {
             Want::Line { limit, bare_lf_ok } => {
                 let _ = out.flush();
                 line.clear();
-                match input.read_until(b'\n', &mut line) {
+                match read_line_bounded(&mut input, &mut line, limit) {
                     Ok(0) | Err(_) => core.event(Event::Closed),
+                    Ok(_) if line.len() > limit + 2 => core.event(Event::LineTooLong),
                     Ok(_) => {
                         let (l, bare) = match line.strip_suffix(b"\n") {
                             Some(l) => match l.strip_suffix(b"\r") {
@@ -609,6 +610,34 @@ fn smtp_session(o: &Opts, params: &Params) -> ExitCode {
     }
 }
 
+/// Reads one line into `line`, keeping at most `limit + 3` bytes of it: the
+/// rest of a longer line is read and dropped. Returns the bytes read
+/// (0 at end of input).
+fn read_line_bounded(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(total);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let room = (limit + 3).saturating_sub(line.len());
+        line.extend_from_slice(&buf[..take.min(room)]);
+        input.consume(take);
+        total += take;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
 /// A one-line reply (`NNN text` or `NNN X.Y.Z text`) as a [`Reply`].
 fn reply_from_text(text: &str) -> postern_proto::smtp::Reply {
     let code = text.get(..3).and_then(|c| c.parse().ok()).unwrap_or(451);
@@ -643,6 +672,22 @@ fn smtp_refusal(exit: u8, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bs_lines_are_read_within_their_limit() {
+        let mut input = std::io::Cursor::new(format!("ok\r\n{}\r\nnext\r\n", "x".repeat(100)));
+        let mut line = Vec::new();
+        assert_eq!(read_line_bounded(&mut input, &mut line, 10).unwrap(), 4);
+        assert_eq!(line, b"ok\r\n");
+        line.clear();
+        assert_eq!(read_line_bounded(&mut input, &mut line, 10).unwrap(), 102);
+        assert_eq!(line.len(), 13, "kept no more than limit + 3 bytes");
+        line.clear();
+        assert_eq!(read_line_bounded(&mut input, &mut line, 10).unwrap(), 6);
+        assert_eq!(line, b"next\r\n");
+        line.clear();
+        assert_eq!(read_line_bounded(&mut input, &mut line, 10).unwrap(), 0);
+    }
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_string).collect()

@@ -70,7 +70,7 @@ impl Master {
                 let slot = self
                     .slots
                     .get_mut(&peer)
-                    .expect("every role in EDGES is started");
+                    .expect("every role has a slot from start-up");
                 if slot.pending.len() >= 1024 {
                     if let Some(c) = self.child_mut(role, epoch) {
                         let _ = c.out.send(ToDaemon::ConnectFailed {

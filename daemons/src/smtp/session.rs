@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 /// The connection: plain, or TLS after STARTTLS.
 type Stream = crate::tls::stream::MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
+use postern_proto::smtp::esmtp::xtext_encode;
 use postern_proto::smtp::reply::{MAX_REPLY_LINE, ReplyParser};
 
 #[derive(Debug, Clone)]
@@ -392,18 +393,6 @@ pub struct TxResult {
     pub reusable: bool,
 }
 
-fn xtext(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
-}
-
 fn notify_param(bits: u8) -> Option<String> {
     use postern_proto::queue::notify;
     if bits == 0 {
@@ -534,7 +523,7 @@ impl Session {
                 _ => {}
             }
             if !env.envid.is_empty() {
-                mail.push_str(&format!(" ENVID={}", xtext(env.envid)));
+                mail.push_str(&format!(" ENVID={}", xtext_encode(env.envid)));
             }
         }
         mail.push_str("\r\n");
@@ -546,7 +535,7 @@ impl Session {
                     c.push_str(&format!(" NOTIFY={n}"));
                 }
                 if let Some((kind, a)) = orcpt.split_once(';') {
-                    c.push_str(&format!(" ORCPT={kind};{}", xtext(a)));
+                    c.push_str(&format!(" ORCPT={kind};{}", xtext_encode(a)));
                 }
             }
             c.push_str("\r\n");
