@@ -237,7 +237,14 @@ impl Instance {
     /// `postern -c DIR`, as `run_as` when set (through setpriv, which also
     /// clears supplementary groups).
     pub fn command(&self) -> Command {
-        let mut cmd = match self.run_as {
+        let mut cmd = self.bare_command();
+        cmd.arg("-c").arg(self.config_dir());
+        cmd
+    }
+
+    /// `postern`, as `run_as` when set, with no arguments yet.
+    fn bare_command(&self) -> Command {
+        match self.run_as {
             Some(uid) => {
                 let mut c = Command::new("setpriv");
                 c.args([
@@ -250,9 +257,7 @@ impl Instance {
                 c
             }
             None => Command::new(bin()),
-        };
-        cmd.arg("-c").arg(self.config_dir());
-        cmd
+        }
     }
 
     /// `postern -c DIR ARGS...`, waited for.
@@ -781,7 +786,8 @@ impl Instance {
         let r = c.cmd("AUTH PLAIN AHUAcHc=");
         assert!(r.starts_with("535") || r.starts_with("454"), "{r}");
         c.cmd("QUIT");
-        let mut child = Command::new(bin())
+        let mut child = self
+            .bare_command()
             .args(["sendmail", "-f", "root@localhost", "nosuchuser@localhost"])
             .env("MAIL_CONFIG", self.config_dir())
             .stdin(std::process::Stdio::piped())

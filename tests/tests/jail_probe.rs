@@ -108,7 +108,8 @@ fn non_root_mode_keeps_every_other_protection() {
         return;
     }
     const NOBODY: u32 = 65534;
-    let mut inst = Instance::new("");
+    // AUTH without TLS, so the test can wake the on-demand auth role.
+    let mut inst = Instance::new("smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\n");
     std::fs::create_dir_all(inst.data_dir()).unwrap();
     chown(inst.data_dir(), Some(NOBODY), Some(NOBODY)).unwrap();
     // The test's own log file is written by the master.
@@ -130,6 +131,8 @@ fn non_root_mode_keeps_every_other_protection() {
         .unwrap()
         .success();
     inst.start();
+    // bounce and auth start on first use: use them, then check every role.
+    inst.wake_on_demand_roles();
     let st = inst.status();
     for p in st["processes"].as_array().unwrap() {
         assert_eq!(p["uid"], NOBODY, "{p}");
