@@ -40,46 +40,36 @@ pub enum Command {
 }
 
 impl Command {
-    /// The verb, for "lost connection after X" and per-command counters.
-    pub fn verb(&self) -> &'static str {
+    /// The verb in lower case (per-command counters) and as Postfix logs it
+    /// ("lost connection after X").
+    fn names(&self) -> (&'static str, &'static str) {
         match self {
-            Command::Helo(_) => "helo",
-            Command::Ehlo(_) => "ehlo",
-            Command::Mail { .. } => "mail",
-            Command::Rcpt { .. } => "rcpt",
-            Command::Data => "data",
-            Command::Bdat { .. } => "bdat",
-            Command::Rset => "rset",
-            Command::Noop => "noop",
-            Command::Quit => "quit",
-            Command::Vrfy(_) => "vrfy",
-            Command::Help => "help",
-            Command::Starttls => "starttls",
-            Command::Auth(_) => "auth",
-            Command::Etrn => "etrn",
-            Command::Unknown(_) => "unknown",
+            Command::Helo(_) => ("helo", "HELO"),
+            Command::Ehlo(_) => ("ehlo", "EHLO"),
+            Command::Mail { .. } => ("mail", "MAIL"),
+            Command::Rcpt { .. } => ("rcpt", "RCPT"),
+            Command::Data => ("data", "DATA"),
+            Command::Bdat { .. } => ("bdat", "BDAT"),
+            Command::Rset => ("rset", "RSET"),
+            Command::Noop => ("noop", "NOOP"),
+            Command::Quit => ("quit", "QUIT"),
+            Command::Vrfy(_) => ("vrfy", "VRFY"),
+            Command::Help => ("help", "HELP"),
+            Command::Starttls => ("starttls", "STARTTLS"),
+            Command::Auth(_) => ("auth", "AUTH"),
+            Command::Etrn => ("etrn", "ETRN"),
+            Command::Unknown(_) => ("unknown", "UNKNOWN"),
         }
+    }
+
+    /// The verb, for per-command counters.
+    pub fn verb(&self) -> &'static str {
+        self.names().0
     }
 
     /// The name in "lost connection after X" and "timeout after X".
     pub fn log_name(&self) -> &'static str {
-        match self {
-            Command::Helo(_) => "HELO",
-            Command::Ehlo(_) => "EHLO",
-            Command::Mail { .. } => "MAIL",
-            Command::Rcpt { .. } => "RCPT",
-            Command::Data => "DATA",
-            Command::Bdat { .. } => "BDAT",
-            Command::Rset => "RSET",
-            Command::Noop => "NOOP",
-            Command::Quit => "QUIT",
-            Command::Vrfy(_) => "VRFY",
-            Command::Help => "HELP",
-            Command::Starttls => "STARTTLS",
-            Command::Auth(_) => "AUTH",
-            Command::Etrn => "ETRN",
-            Command::Unknown(_) => "UNKNOWN",
-        }
+        self.names().1
     }
 }
 

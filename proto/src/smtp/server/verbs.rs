@@ -63,11 +63,7 @@ impl Server {
             }
         };
         let verb = cmd.verb();
-        self.last = match &cmd {
-            Command::Unknown(_) => "UNKNOWN",
-            Command::Help => "HELP",
-            c => c.log_name(),
-        };
+        self.last = cmd.log_name();
         if matches!(
             cmd,
             Command::Noop | Command::Rset | Command::Vrfy(_) | Command::Etrn
