@@ -10,6 +10,15 @@ use postern_tests::{Instance, python_ok, wait_for};
 
 const WRAPPER_PORT: u16 = 2465;
 
+/// A Python function that reads one whole SMTP reply from a file object.
+const PY_REPLY: &str = r#"def reply(f):
+    lines = []
+    while True:
+        l = f.readline().decode()
+        lines.append(l)
+        if len(l) < 4 or l[3] == " ": return "".join(lines)
+"#;
+
 /// An instance with a CA-issued server certificate (chain file: key, leaf,
 /// CA) and the three listeners of the embedded master.cf.
 fn tls_instance(extra: &str) -> (Instance, Pki) {
@@ -164,13 +173,7 @@ fn commands_pipelined_before_starttls_are_discarded() {
 import socket, ssl
 s = socket.create_connection(("{ip}", 2525), timeout=30)
 f = s.makefile("rb")
-def reply(f):
-    lines = []
-    while True:
-        l = f.readline().decode()
-        lines.append(l)
-        if len(l) < 4 or l[3] == " ": return "".join(lines)
-assert reply(f).startswith("220")
+{reply_fn}assert reply(f).startswith("220")
 s.sendall(b"EHLO client.example\r\n")
 assert "STARTTLS" in reply(f)
 s.sendall(b"STARTTLS\r\nMAIL FROM:<injected@example.org>\r\n")
@@ -189,7 +192,8 @@ t.sendall(b"QUIT\r\n")
 print(reply(g))
 "#,
         ip = inst.ip,
-        ca = pki.ca.display()
+        ca = pki.ca.display(),
+        reply_fn = PY_REPLY
     );
     python_ok(&script);
     inst.wait_log(
@@ -352,13 +356,7 @@ fn close_notify_in_the_middle_of_bdat_ends_the_session() {
 import socket, ssl
 s = socket.create_connection(("{ip}", 2525), timeout=30)
 f = s.makefile("rb")
-def reply(f):
-    lines = []
-    while True:
-        l = f.readline().decode()
-        lines.append(l)
-        if len(l) < 4 or l[3] == " ": return "".join(lines)
-assert reply(f).startswith("220")
+{reply_fn}assert reply(f).startswith("220")
 s.sendall(b"EHLO client.example\r\nSTARTTLS\r\n")
 assert "STARTTLS" in reply(f)
 assert reply(f).startswith("220 2.0.0")
@@ -415,7 +413,8 @@ assert not got[:1].isdigit(), got
 print(len(got))
 "#,
         ip = inst.ip,
-        ca = pki.ca.display()
+        ca = pki.ca.display(),
+        reply_fn = PY_REPLY
     );
     python_ok(&script);
     inst.wait_log("lost connection after BDAT from", Duration::from_secs(10));
@@ -438,13 +437,7 @@ fn a_ticket_from_port_25_is_not_resumed_on_587_or_465() {
         r#"
 import socket, ssl
 ctx = ssl.create_default_context(cafile="{ca}")
-def reply(f):
-    lines = []
-    while True:
-        l = f.readline().decode()
-        lines.append(l)
-        if len(l) < 4 or l[3] == " ": return "".join(lines)
-def session(t):
+{reply_fn}def session(t):
     g = t.makefile("rb")
     # Reading application data lets the client take the ticket, which the
     # server sends right after the handshake.
@@ -477,6 +470,7 @@ print("ok")
 "#,
         ip = inst.ip,
         ca = pki.ca.display(),
+        reply_fn = PY_REPLY,
         wport = WRAPPER_PORT
     );
     assert!(python_ok(&script).contains("ok"));

@@ -38,24 +38,33 @@ impl Server {
         }
     }
 
-    pub(super) fn data_verdict(&mut self, v: Verdict) {
+    /// A verdict on the whole transaction (DATA, end of data): a discard
+    /// marks it, a reject logs, drops it whole and replies. True when the
+    /// transaction goes on.
+    fn transaction_verdict(&mut self, stage: Stage, verb: &str, v: Verdict) -> bool {
         match v {
-            Verdict::Accept => self.send_recipients(None),
+            Verdict::Accept => true,
             Verdict::Discard(text) => {
                 if let Some(t) = self.txn.as_mut() {
                     t.discard = Some(text);
                 }
-                self.send_recipients(None);
+                true
             }
             Verdict::Reject { reply, log } => {
                 if log {
-                    self.reject_log(Stage::Data, &reply, None, None);
+                    self.reject_log(stage, &reply, None, None);
                 }
-                // A refused DATA ends the transaction: nothing decided for
-                // its recipients may reach the next one.
+                // Nothing decided for its recipients may reach the next one.
                 self.abort_txn();
-                self.done("data", reply);
+                self.done(verb, reply);
+                false
             }
+        }
+    }
+
+    pub(super) fn data_verdict(&mut self, v: Verdict) {
+        if self.transaction_verdict(Stage::Data, "data", v) {
+            self.send_recipients(None);
         }
     }
 
@@ -312,21 +321,8 @@ impl Server {
     }
 
     pub(super) fn eod_verdict(&mut self, verb: &'static str, v: Verdict) {
-        match v {
-            Verdict::Accept => self.commit(verb),
-            Verdict::Discard(text) => {
-                if let Some(t) = self.txn.as_mut() {
-                    t.discard = Some(text);
-                }
-                self.commit(verb);
-            }
-            Verdict::Reject { reply, log } => {
-                if log {
-                    self.reject_log(Stage::EndOfData, &reply, None, None);
-                }
-                self.abort_txn();
-                self.done(verb, reply);
-            }
+        if self.transaction_verdict(Stage::EndOfData, verb, v) {
+            self.commit(verb);
         }
     }
 
