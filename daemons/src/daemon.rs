@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postern_config::{Params, Role};
-use postern_ipc::master::{FromDaemon, ListenerInfo, Setup, ToDaemon};
+use postern_ipc::master::{FromDaemon, ListenerInfo, Reload, Setup, ToDaemon};
 use postern_ipc::{Channel, ChannelError, Message};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -29,6 +29,9 @@ pub struct Context {
     pub admin: mpsc::UnboundedReceiver<(OwnedFd, bool)>,
     /// Becomes true when the master asks us to finish and exit.
     pub shutdown: watch::Receiver<bool>,
+    /// `postern reload` for a role that keeps its process (the broker);
+    /// other roles are restarted instead and never get one.
+    pub reloads: mpsc::UnboundedReceiver<Reload>,
 }
 
 impl Context {
@@ -123,7 +126,7 @@ where
         let query = params
             .duration("ipc_query_timeout")
             .unwrap_or(Duration::from_secs(10));
-        let (switchboard, inbound, admin, shutdown) =
+        let (switchboard, inbound, admin, shutdown, reloads) =
             match Switchboard::start(ctl, query, &jail).await {
                 Ok(s) => s,
                 Err(e) => fatal!("{role}: control channel: {e}"),
@@ -135,6 +138,7 @@ where
             inbound,
             admin,
             shutdown,
+            reloads,
         })
         .await;
     });
@@ -154,6 +158,7 @@ type Started = (
     mpsc::UnboundedReceiver<(Role, OwnedFd)>,
     mpsc::UnboundedReceiver<(OwnedFd, bool)>,
     watch::Receiver<bool>,
+    mpsc::UnboundedReceiver<Reload>,
 );
 
 /// Asks the master for channels to peer roles.
@@ -206,6 +211,7 @@ impl Switchboard {
         let (in_tx, in_rx) = mpsc::unbounded_channel();
         let (admin_tx, admin_rx) = mpsc::unbounded_channel();
         let (sd_tx, sd_rx) = watch::channel(false);
+        let (reload_tx, reload_rx) = mpsc::unbounded_channel();
         let sb = Switchboard {
             writer,
             pending: pending.clone(),
@@ -269,12 +275,15 @@ impl Switchboard {
                     Ok(ToDaemon::Ping(n)) => {
                         let _ = pong.send(&FromDaemon::Pong(n).encode(), &[]).await;
                     }
+                    Ok(ToDaemon::Reload(r)) => {
+                        let _ = reload_tx.send(r);
+                    }
                     Ok(ToDaemon::Setup(_)) => fatal!("master sent a second setup"),
                     Err(e) => fatal!("protocol violation from master: {e}"),
                 }
             }
         });
-        Ok((sb, in_rx, admin_rx, sd_rx))
+        Ok((sb, in_rx, admin_rx, sd_rx, reload_rx))
     }
 
     pub async fn send(&self, m: &FromDaemon) -> Result<(), ChannelError> {

@@ -5,7 +5,7 @@
 using Common = import "common.capnp";
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 4;
+const version :UInt32 = 5;
 
 struct Listener {
   service @0 :Text;             # the master.cf service name, e.g. "127.0.0.1:2525"
@@ -37,6 +37,21 @@ struct TableFile {
   error @2 :Text;             # why it could not be opened ("" when found or absent)
 }
 
+# A file the master opened read-only for a daemon on reload; one
+# descriptor beside the frame, in order, for each entry whose error is "".
+struct OpenedFile {
+  path @0 :Text;
+  error @1 :Text;             # why it could not be opened
+}
+
+# `postern reload` for a role that keeps its process (the broker): its new
+# configuration slice, and the key and certificate files it names, opened by
+# the master (a jailed daemon cannot open them itself).
+struct Reload {
+  params @0 :List(Common.Param);
+  files @1 :List(OpenedFile);
+}
+
 struct ToDaemon {
   union {
     setup @0 :Setup;
@@ -45,6 +60,7 @@ struct ToDaemon {
     shutdown @3 :Void;          # stop accepting work, finish, exit
     tableFile @4 :TableFile;
     ping @5 :UInt64;            # the watchdog: answer with pong, same number
+    reload @6 :Reload;
   }
 }
 

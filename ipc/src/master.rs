@@ -32,6 +32,24 @@ pub struct Setup {
     pub listeners: Vec<ListenerInfo>,
 }
 
+/// A file the master opened for a daemon: its path (for messages) and the
+/// descriptor, or why it could not be opened.
+#[derive(Debug)]
+pub struct OpenedFile {
+    pub path: String,
+    pub file: Result<OwnedFd, String>,
+}
+
+/// Key and certificate files in one reload: the server chain and key
+/// files, the client pair, later DKIM keys.
+pub const MAX_RELOAD_FILES: usize = 12;
+
+#[derive(Debug)]
+pub struct Reload {
+    pub params: Params,
+    pub files: Vec<OpenedFile>,
+}
+
 #[derive(Debug)]
 pub enum ToDaemon {
     Setup(Setup),
@@ -55,6 +73,8 @@ pub enum ToDaemon {
         request_id: u32,
         file: Result<Option<OwnedFd>, String>,
     },
+    /// `postern reload` for a role that keeps its process.
+    Reload(Reload),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +175,20 @@ impl Message for ToDaemon {
                         t.set_error(frame::clip(e, MAX_REASON));
                     }
                 }
+                ToDaemon::Reload(r) => {
+                    let mut rb = root.init_reload();
+                    set_params(rb.reborrow().init_params(r.params.len() as u32), &r.params);
+                    let mut fs = rb.init_files(r.files.len() as u32);
+                    for (i, f) in r.files.iter().enumerate() {
+                        let mut fb = fs.reborrow().get(i as u32);
+                        fb.set_path(frame::clip(&f.path, MAX_PATH));
+                        if let Err(e) = &f.file {
+                            // Never empty: an empty error means "opened".
+                            let e = if e.is_empty() { "cannot open" } else { e };
+                            fb.set_error(frame::clip(e, MAX_REASON));
+                        }
+                    }
+                }
             }
         }
         frame::finish(&b)
@@ -167,6 +201,11 @@ impl Message for ToDaemon {
             ToDaemon::TableFile {
                 file: Ok(Some(fd)), ..
             } => vec![fd.as_fd()],
+            ToDaemon::Reload(r) => r
+                .files
+                .iter()
+                .filter_map(|f| f.file.as_ref().ok().map(AsFd::as_fd))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -260,6 +299,38 @@ impl Message for ToDaemon {
                     request_id: t.get_request_id(),
                     file,
                 }
+            }
+            to_daemon::Reload(r) => {
+                let r = r?;
+                let list = r.get_files()?;
+                let n = list_len(list.len(), "reload.files", MAX_RELOAD_FILES)?;
+                let mut entries = Vec::with_capacity(n);
+                for f in list.iter() {
+                    let path = text(f.get_path(), "reload.file.path", MAX_PATH)?;
+                    let error = text(f.get_error(), "reload.file.error", MAX_REASON)?;
+                    entries.push((path, error));
+                }
+                let want = entries.iter().filter(|(_, e)| e.is_empty()).count();
+                if fds.len() != want {
+                    return Err(Violation::FdCount {
+                        got: fds.len(),
+                        want,
+                    });
+                }
+                let mut fds = fds.into_iter();
+                let mut files = Vec::with_capacity(n);
+                for (path, error) in entries {
+                    let file = if error.is_empty() {
+                        Ok(fds.next().ok_or(Violation::FdCount { got: 0, want })?)
+                    } else {
+                        Err(error)
+                    };
+                    files.push(OpenedFile { path, file });
+                }
+                ToDaemon::Reload(Reload {
+                    params: get_params(r.get_params(), "reload.params")?,
+                    files,
+                })
             }
         })
     }

@@ -301,6 +301,83 @@ fn descriptor_round_trip_and_count_checks() {
     });
 }
 
+/// A reload carries one descriptor per opened file, in order; a file the
+/// master could not open travels as its error alone.
+#[test]
+fn reload_files_keep_their_order_and_count() {
+    use crate::master::{OpenedFile, Reload};
+    rt().block_on(async {
+        let (a, b) = fdpass::seqpacket_pair().unwrap();
+        let tx: Endpoint<ToDaemon, FromDaemon> = Endpoint::new(a, Duration::from_secs(1)).unwrap();
+        let mut rx: Endpoint<FromDaemon, ToDaemon> =
+            Endpoint::new(b, Duration::from_secs(1)).unwrap();
+        let dir = std::env::temp_dir().join(format!("postern-ipc-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let open = |name: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, name).unwrap();
+            OpenedFile {
+                path: p.display().to_string(),
+                file: Ok(std::fs::File::open(&p).unwrap().into()),
+            }
+        };
+        let files = vec![
+            open("chain.pem"),
+            OpenedFile {
+                path: "/etc/missing.pem".into(),
+                file: Err("No such file or directory".into()),
+            },
+            open("client.pem"),
+        ];
+        tx.send(&ToDaemon::Reload(Reload {
+            params: vec![("smtpd_tls_chain_files".into(), "chain.pem".into())],
+            files,
+        }))
+        .await
+        .unwrap();
+        let ToDaemon::Reload(r) = rx.recv().await.unwrap() else {
+            panic!("not a reload")
+        };
+        assert_eq!(r.params.len(), 1);
+        let got: Vec<String> = r
+            .files
+            .into_iter()
+            .map(|f| match f.file {
+                Ok(fd) => {
+                    let mut s = String::new();
+                    std::fs::File::from(fd).read_to_string(&mut s).unwrap();
+                    s
+                }
+                Err(e) => format!("error: {e}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "chain.pem",
+                "error: No such file or directory",
+                "client.pem"
+            ]
+        );
+        // Fewer descriptors than opened files is a violation.
+        let frame = ToDaemon::Reload(Reload {
+            params: vec![],
+            files: vec![open("a.pem"), open("b.pem")],
+        })
+        .encode();
+        let one = std::fs::File::open(dir.join("a.pem")).unwrap();
+        tx.channel_ref().send(&frame, &[one.as_fd()]).await.unwrap();
+        assert!(matches!(
+            rx.recv().await,
+            Err(ChannelError::Violation(Violation::FdCount {
+                got: 1,
+                want: 2
+            }))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
 #[test]
 fn stalled_peer_hits_the_deadline() {
     rt().block_on(async {

@@ -482,3 +482,61 @@ fn still_handshakes(inst: &Instance, pki: &Pki) {
     assert_verified_chain(&s_client(inst, pki, 2525, true));
     assert_verified_chain(&s_client(inst, pki, WRAPPER_PORT, false));
 }
+
+/// A certificate renewal: `postern reload` hands the broker the renewed
+/// files (opened by the master) and the broker keeps its pid. A broken
+/// renewal keeps the current certificate; a good one is presented by the
+/// next handshake.
+#[test]
+fn reload_renews_the_certificate_without_restarting_the_broker() {
+    let (inst, pki) = tls_instance("");
+    assert_verified_chain(&s_client(&inst, &pki, WRAPPER_PORT, false));
+    let broker = inst.pid_of("broker").unwrap();
+    let chain = pki.server_chain.clone();
+    let reload = || {
+        let out = inst.postern(&["reload"]);
+        assert!(out.status.success(), "{out:?}");
+        let said = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(said.contains("broker reloaded in place"), "{said}");
+    };
+    // A renewal gone wrong (a truncated file): TLS keeps the current pair.
+    std::fs::write(&chain, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+    reload();
+    inst.wait_log(
+        "reload -- cannot load the new smtpd key",
+        Duration::from_secs(10),
+    );
+    assert_verified_chain(&s_client(&inst, &pki, WRAPPER_PORT, false));
+    // The renewal: a new key and certificate from another CA, in the file
+    // the configuration already names.
+    let renewed = pki::make(inst.config_dir(), "r", "mx.test.example");
+    std::fs::copy(&renewed.server_chain, &chain).unwrap();
+    reload();
+    inst.wait_log(
+        "reload -- smtpd key and certificate",
+        Duration::from_secs(10),
+    );
+    let presents_renewed = |port: u16, starttls: bool| {
+        let out = s_client(&inst, &renewed, port, starttls);
+        (out.contains("Verify return code: 0 (ok)")
+            && (out.contains(" 1 s:CN = Postern Test CA r")
+                || out.contains(" 1 s:CN=Postern Test CA r")))
+        .then_some(())
+    };
+    wait_for(
+        "the renewed certificate on 465",
+        Duration::from_secs(10),
+        || presents_renewed(WRAPPER_PORT, false),
+    );
+    wait_for(
+        "the renewed certificate on 25",
+        Duration::from_secs(10),
+        || presents_renewed(2525, true),
+    );
+    assert_eq!(inst.pid_of("broker"), Some(broker), "the broker restarted");
+    // Mail still flows through the same broker.
+    let mut c = inst.smtp();
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    assert!(c.cmd("QUIT").starts_with("221"));
+}

@@ -53,6 +53,17 @@ impl Loaded {
         }
     }
 
+    /// The leaf certificate's size and a short fingerprint, for the log.
+    fn describe(&self) -> String {
+        let leaf = self.chain.first().map_or(&[][..], |c| c.as_ref());
+        let digest = ring::digest::digest(&ring::digest::SHA256, leaf);
+        let hex: String = digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("(leaf sha256 {hex}..., {} in chain)", self.chain.len())
+    }
+
     fn is_rsa(&self) -> bool {
         self.key.algorithm() == SignatureAlgorithm::RSA
     }
@@ -64,19 +75,42 @@ pub struct KeyStore {
     ticketer: Arc<dyn ProducesTickets>,
 }
 
-fn read(path: &str) -> Result<Vec<u8>, String> {
+/// Reads one key or certificate file: by path before the jail, from a
+/// descriptor the master opened on reload.
+pub type Reader<'a> = &'a dyn Fn(&str) -> Result<Vec<u8>, String>;
+
+/// A PEM error in words (the library's Display prints the missing end
+/// marker as a list of byte values).
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "no \"-----END {}-----\" line",
+            String::from_utf8_lossy(end_marker)
+        ),
+        e => e.to_string(),
+    }
+}
+
+/// Reads a file by path, with the small-file cap.
+pub fn read_path(path: &str) -> Result<Vec<u8>, String> {
     crate::fsutil::read_path(path, crate::fsutil::SMALL_FILE_CAP)
         .map_err(|e| format!("cannot read {path}: {e}"))
 }
 
 /// Loads a key and its chain from PEM files (`certs` and `keys` may name
 /// the same files: Postfix's `smtpd_tls_chain_files` puts the key first).
+#[cfg(test)]
 pub fn load_pair(certs: &[String], keys: &[String]) -> Result<Loaded, String> {
+    load_pair_with(&read_path, certs, keys)
+}
+
+fn load_pair_with(read: Reader<'_>, certs: &[String], keys: &[String]) -> Result<Loaded, String> {
     let mut chain = Vec::new();
     for f in certs {
         let pem = read(f)?;
         for c in CertificateDer::pem_slice_iter(&pem) {
-            chain.push(c.map_err(|e| format!("{f}: bad certificate: {e}"))?);
+            chain.push(c.map_err(|e| format!("{f}: bad certificate: {}", pem_error(&e)))?);
         }
     }
     let first = certs.first().map_or("", String::as_str);
@@ -99,7 +133,7 @@ pub fn load_pair(certs: &[String], keys: &[String]) -> Result<Loaded, String> {
                 break;
             }
             Err(rustls::pki_types::pem::Error::NoItemsFound) => continue,
-            Err(e) => return Err(format!("{f}: bad private key: {e}")),
+            Err(e) => return Err(format!("{f}: bad private key: {}", pem_error(&e))),
         }
     }
     let Some((kf, der)) = key else {
@@ -127,31 +161,55 @@ pub fn load_pair(certs: &[String], keys: &[String]) -> Result<Loaded, String> {
     })
 }
 
+/// The files of the client key pair (`smtp_tls_cert_file`, `_key_file`).
+fn client_key_files(p: &Params) -> Option<(Vec<String>, Vec<String>)> {
+    let cert = p.str("smtp_tls_cert_file");
+    if cert.is_empty() {
+        return None;
+    }
+    let key = p.str("smtp_tls_key_file");
+    let key = if key.is_empty() { cert } else { key };
+    Some((vec![cert.to_string()], vec![key.to_string()]))
+}
+
+/// Every key and certificate file the configuration names, for the master
+/// to open on reload.
+pub fn files(p: &Params) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let sides = [crate::tls::server_key_files(p), client_key_files(p)];
+    for (certs, keys) in sides.into_iter().flatten() {
+        for f in certs.into_iter().chain(keys) {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+/// Loads one side's key: Ok(None) when the configuration names none.
+fn load_side(
+    read: Reader<'_>,
+    files: Option<(Vec<String>, Vec<String>)>,
+) -> Result<Option<Arc<Loaded>>, String> {
+    match files {
+        None => Ok(None),
+        Some((c, k)) => load_pair_with(read, &c, &k).map(|l| Some(Arc::new(l))),
+    }
+}
+
 impl KeyStore {
     /// Reads every configured key. A broken TLS setting never stops the
     /// queue: it is logged, and TLS stays off for that side.
     pub fn load(p: &Params) -> KeyStore {
-        let server = crate::tls::server_key_files(p).and_then(|(c, k)| match load_pair(&c, &k) {
-            Ok(l) => Some(Arc::new(l)),
-            Err(e) => {
-                warn!("TLS disabled for smtpd: {e}");
-                None
-            }
-        });
-        let cert = p.str("smtp_tls_cert_file");
-        let client = if cert.is_empty() {
+        let server = load_side(&read_path, crate::tls::server_key_files(p)).unwrap_or_else(|e| {
+            warn!("TLS disabled for smtpd: {e}");
             None
-        } else {
-            let key = p.str("smtp_tls_key_file");
-            let key = if key.is_empty() { cert } else { key };
-            match load_pair(&[cert.to_string()], &[key.to_string()]) {
-                Ok(l) => Some(Arc::new(l)),
-                Err(e) => {
-                    warn!("no client certificate for smtp: {e}");
-                    None
-                }
-            }
-        };
+        });
+        let client = load_side(&read_path, client_key_files(p)).unwrap_or_else(|e| {
+            warn!("no client certificate for smtp: {e}");
+            None
+        });
         let ticketer = match rustls::crypto::ring::Ticketer::new() {
             Ok(t) => t,
             Err(e) => crate::fatal!("cannot create session-ticket keys: {e}"),
@@ -160,6 +218,31 @@ impl KeyStore {
             server,
             client,
             ticketer,
+        }
+    }
+
+    /// The store after `postern reload`: the keys the new configuration
+    /// names, read through `read`. A key that fails to load keeps the
+    /// current one (a typo in a renewal must not turn TLS off on an edge
+    /// relay); a key the configuration no longer names is gone. Session
+    /// ticket keys carry over, so resumption keeps working.
+    pub fn reloaded(&self, p: &Params, read: Reader<'_>) -> KeyStore {
+        let side = |what: &str, files, current: &Option<Arc<Loaded>>| match load_side(read, files) {
+            Ok(l) => {
+                if let Some(l) = &l {
+                    crate::info!("reload -- {what} key and certificate {}", l.describe());
+                }
+                l
+            }
+            Err(e) => {
+                warn!("reload -- cannot load the new {what} key: {e}; keeping the current one");
+                current.clone()
+            }
+        };
+        KeyStore {
+            server: side("smtpd", crate::tls::server_key_files(p), &self.server),
+            client: side("smtp client", client_key_files(p), &self.client),
+            ticketer: self.ticketer.clone(),
         }
     }
 
@@ -434,6 +517,56 @@ mod tests {
         });
         // Within one second (ECDSA signs in microseconds), the excess is refused.
         assert!(refused >= 1, "no signature was refused");
+    }
+
+    #[test]
+    fn a_reload_swaps_good_keys_keeps_the_current_on_error_and_keeps_tickets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, _) = store(dir.path());
+        let sealed = match run(answer(
+            &old,
+            Role::Smtpd,
+            &mut Budget::default(),
+            Request::TicketEncrypt(vec![9; 40]),
+        )) {
+            Ok(Reply::Ticket(t)) => t,
+            other => panic!("{other:?}"),
+        };
+        let (fresh, _) = pair(dir.path(), "fresh");
+        let params = |pairs: &[(&str, &str)]| {
+            Params::from_pairs(
+                pairs
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        // The server key renewed; the client key's file is unreadable.
+        let p = params(&[
+            ("smtpd_tls_chain_files", &fresh),
+            ("smtp_tls_cert_file", "/nonexistent/client.pem"),
+        ]);
+        let new = old.reloaded(&p, &read_path);
+        let id = |s: &KeyStore, k| s.key(k).unwrap().identity().chain;
+        assert_ne!(id(&new, KeyRole::Server), id(&old, KeyRole::Server));
+        assert_eq!(
+            id(&new, KeyRole::Client),
+            id(&old, KeyRole::Client),
+            "a key that fails to load keeps the current one"
+        );
+        // Tickets sealed before the reload still open.
+        let r = run(answer(
+            &new,
+            Role::Smtpd,
+            &mut Budget::default(),
+            Request::TicketDecrypt(sealed),
+        ));
+        assert!(matches!(r, Ok(Reply::Ticket(t)) if t == vec![9; 40]));
+        // A key the configuration no longer names is gone.
+        let none = new.reloaded(&params(&[("smtpd_tls_security_level", "none")]), &read_path);
+        assert!(none.server.is_none() && none.client.is_none());
+        assert_eq!(files(&p), [fresh, "/nonexistent/client.pem".to_string()]);
     }
 
     #[test]

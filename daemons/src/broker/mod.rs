@@ -4,6 +4,7 @@
 //! table lookups jailed daemons cannot do themselves.
 mod keys;
 mod queue;
+mod reload;
 mod sync;
 
 use std::cell::RefCell;
@@ -18,14 +19,16 @@ use postern_ipc::{
     Channel, ChannelError, Endpoint, cleanup_broker as cb, keys as pk, qmgr_broker as qb,
     qmgr_queue as qq, smtpd_broker as sb,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::clock::now_us;
 use crate::daemon::{self, Context};
 use crate::tables::{self, Table};
 use crate::{fatal, info, warn};
+pub use keys::files as key_files;
 use keys::{Budget, KeyStore};
 use queue::{MsgInfo, Queue};
+pub use reload::LIVE as LIVE_PARAMS;
 use sync::Syncer;
 
 struct Broker {
@@ -131,7 +134,10 @@ async fn serve(
         next_owner: 1,
         minfree,
     }));
-    let lookup = Rc::new(lookup);
+    let current = reload::Current {
+        keys: watch::Sender::new(keys),
+        lookups: watch::Sender::new(Rc::new(lookup)),
+    };
     let cache = Rc::new(crate::tablecache::TableCache::new(ctx.switchboard.clone()));
     let query = ctx.query_timeout();
     let local = tokio::task::LocalSet::new();
@@ -139,6 +145,14 @@ async fn serve(
         .run_until(async move {
             loop {
                 tokio::select! {
+                    // A reload the master sent before a channel is applied
+                    // before that channel: a new smtpd gets the new keys.
+                    biased;
+                    r = ctx.reloads.recv() => {
+                        if let Some(r) = r {
+                            reload::apply(&st, &current, r);
+                        }
+                    }
                     p = ctx.inbound.recv() => {
                         let Some((role, fd)) = p else { return };
                         let st = st.clone();
@@ -146,7 +160,7 @@ async fn serve(
                             Role::Cleanup => { tokio::task::spawn_local(cleanup_conn(st, syncer.clone(), fd, query)); }
                             Role::Qmgr => { tokio::task::spawn_local(qmgr_conn(st, syncer.clone(), fd, query)); }
                             Role::Smtpd | Role::Smtp => {
-                                tokio::task::spawn_local(peer_conn(role, lookup.clone(), cache.clone(), keys.clone(), fd, query));
+                                tokio::task::spawn_local(peer_conn(role, current.lookups.subscribe(), cache.clone(), current.keys.subscribe(), fd, query));
                             }
                             other => warn!("unexpected channel from {other}"),
                         }
@@ -394,9 +408,9 @@ async fn queue_requests(st: Shared, syncer: Syncer, ch: Channel) {
 /// operations): the hello says which.
 async fn peer_conn(
     role: Role,
-    tables: Rc<Lookups>,
+    tables: watch::Receiver<Rc<Lookups>>,
     cache: Rc<crate::tablecache::TableCache>,
-    keys: Rc<KeyStore>,
+    keys: watch::Receiver<Rc<KeyStore>>,
     fd: OwnedFd,
     timeout: Duration,
 ) {
@@ -414,15 +428,21 @@ async fn peer_conn(
     }
 }
 
-/// Private-key operations for smtpd and smtp: the keys never leave.
-async fn key_conn(role: Role, keys: Rc<KeyStore>, ch: Channel) {
+/// Private-key operations for smtpd and smtp: the keys never leave. The
+/// channel serves the keys it started with and closes when a reload
+/// changes them (the peer reconnects and learns the new identity).
+async fn key_conn(role: Role, mut current: watch::Receiver<Rc<KeyStore>>, ch: Channel) {
+    let keys = current.borrow_and_update().clone();
     let mut ep = Endpoint::<pk::Reply, pk::Request>::from_channel(ch);
     let mut budget = Budget::default();
     loop {
-        let req = match ep.recv().await {
-            Ok(r) => r,
-            Err(ChannelError::Violation(v)) => violation(role.name(), v),
-            Err(_) => return,
+        let req = tokio::select! {
+            r = ep.recv() => match r {
+                Ok(r) => r,
+                Err(ChannelError::Violation(v)) => violation(role.name(), v),
+                Err(_) => return,
+            },
+            _ = current.changed() => return,
         };
         let reply = match keys::answer(&keys, role, &mut budget, req).await {
             Ok(r) => r,
@@ -436,7 +456,7 @@ async fn key_conn(role: Role, keys: Rc<KeyStore>, ch: Channel) {
 
 async fn lookup_conn(
     role: Role,
-    tables: Rc<Lookups>,
+    current: watch::Receiver<Rc<Lookups>>,
     cache: Rc<crate::tablecache::TableCache>,
     ch: Channel,
 ) {
@@ -447,6 +467,7 @@ async fn lookup_conn(
             Err(ChannelError::Violation(v)) => violation(role.name(), v),
             Err(_) => return,
         };
+        let tables = current.borrow().clone();
         // Each role sees only the tables it needs: smtp never learns who
         // the local users are, smtpd never sees a relay password.
         let (list, key, name) = match (role, &req) {

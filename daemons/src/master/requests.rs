@@ -1,5 +1,9 @@
 //! Requests from the control socket: status, stop, reload, and channels
 //! to the queue manager for `postern queue`.
+use std::os::fd::OwnedFd;
+
+use postern_ipc::master::{OpenedFile, Reload};
+
 use super::*;
 
 impl Master {
@@ -177,14 +181,67 @@ impl Master {
             }
             self.listeners = fresh;
         }
+        // The broker keeps its process when only keys, certificates and
+        // tables changed: queued mail and every channel stay as they are.
+        // It hears of the reload before any restarted role asks it for a
+        // channel, so a new smtpd gets the new certificate.
+        let live = targets.contains(&Role::Broker) && self.reload_broker(&params);
         self.cfg = cfg;
         self.params = params;
-        for role in &targets {
+        let restart: Vec<Role> = targets
+            .into_iter()
+            .filter(|r| !(live && *r == Role::Broker))
+            .collect();
+        for role in &restart {
             self.restart_role(*role);
         }
-        let names: Vec<&str> = targets.iter().map(|r| r.name()).collect();
-        info!("reload -- restarting {}", names.join(" "));
-        Reply::Ok(format!("reloading {}", names.join(" ")))
+        let names: Vec<&str> = restart.iter().map(|r| r.name()).collect();
+        let mut said = format!("restarting {}", names.join(" "));
+        if live {
+            said.push_str("; broker reloaded in place");
+        }
+        info!("reload -- {said}");
+        Reply::Ok(format!("reloading: {said}"))
+    }
+
+    /// Sends the running broker its new slice and the key files it names,
+    /// opened here. False when the broker must restart instead: it is not
+    /// running, or something it reads only at start changed.
+    fn reload_broker(&self, new: &Params) -> bool {
+        let Some(broker) = self.slots.get(&Role::Broker).and_then(Slot::current) else {
+            return false;
+        };
+        let fixed = |p: &Params| -> Vec<(String, String)> {
+            let mut v = p.slice(Role::Broker);
+            v.retain(|(n, _)| !crate::broker::LIVE_PARAMS.contains(&n.as_str()));
+            v.sort();
+            v
+        };
+        if fixed(&self.params) != fixed(new) {
+            info!("reload -- a broker setting that needs a restart changed");
+            return false;
+        }
+        let slice = new.slice(Role::Broker);
+        let Ok(bp) = Params::from_pairs(slice.clone()) else {
+            return false;
+        };
+        let files: Vec<OpenedFile> = crate::broker::key_files(&bp)
+            .into_iter()
+            .take(postern_ipc::master::MAX_RELOAD_FILES)
+            .map(|path| {
+                let file = std::fs::File::open(&path)
+                    .map(OwnedFd::from)
+                    .map_err(|e| e.to_string());
+                OpenedFile { path, file }
+            })
+            .collect();
+        broker
+            .out
+            .send(ToDaemon::Reload(Reload {
+                params: slice,
+                files,
+            }))
+            .is_ok()
     }
 
     pub(super) fn restart_role(&mut self, role: Role) {
