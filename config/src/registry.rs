@@ -59,6 +59,7 @@ const BO: u32 = roles(&[Role::Bounce]);
 const PK: u32 = roles(&[Role::Pickup]);
 const RS: u32 = roles(&[Role::Resolver]);
 const AU: u32 = roles(&[Role::Auth]);
+const CA: u32 = roles(&[Role::Cache]);
 
 const fn p(name: &'static str, default: &'static str, kind: Kind, roles: u32) -> ParamDef {
     ParamDef {
@@ -101,7 +102,7 @@ pub static PARAMS: &[ParamDef] = &[
     ro("config_directory", "", Kind::Str, ALL),
     p("daemon_scheduling_policy", "batch", Kind::Enum(&["batch", "normal"]), M),
     p("daemon_timeout", "60s", Kind::Duration { unit: "s", min_ms: 1000 }, M),
-    p("data_directory", "postern-data", Kind::Path, M | LO | PK | BR),
+    p("data_directory", "postern-data", Kind::Path, M | LO | PK | BR | CA),
     p("default_destination_concurrency_limit", "20", int(1, 1000), QM),
     p("default_destination_rate_delay", "0s", secs("s"), QM),
     p("default_destination_recipient_limit", "50", int(1, 1000), QM),

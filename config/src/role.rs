@@ -15,10 +15,12 @@ pub enum Role {
     Pickup,
     /// Checks SASL passwords; the only process that reads the hashes.
     Auth,
+    /// The persistent state store: owns the cache files.
+    Cache,
 }
 
 impl Role {
-    pub const ALL: [Role; 11] = [
+    pub const ALL: [Role; 12] = [
         Role::Master,
         Role::Broker,
         Role::Smtpd,
@@ -30,6 +32,7 @@ impl Role {
         Role::Bounce,
         Role::Pickup,
         Role::Auth,
+        Role::Cache,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Role {
             Role::Bounce => "bounce",
             Role::Pickup => "pickup",
             Role::Auth => "auth",
+            Role::Cache => "cache",
         }
     }
 

@@ -2,7 +2,9 @@
 //! the password hashes (landlock gives it the password file's directory,
 //! read-only, and nothing else). Argon2 runs on a small blocking pool so a
 //! burst of logins cannot stall the event loop or exhaust memory, and
-//! failures are limited per client address and per account.
+//! failures are limited per client address and per account. The failures
+//! are kept in the state store too (namespace `auth-failures`), so a
+//! reload or a crash of auth does not hand an attacker a fresh budget.
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{OwnedFd, RawFd};
@@ -15,6 +17,7 @@ use postern_ipc::auth::{self, Reply, Request};
 use postern_ipc::{Channel, ChannelError, Endpoint, Message};
 use tokio::sync::Semaphore;
 
+use crate::cache::client::Client as Store;
 use crate::daemon::{self, Context};
 use crate::{fatal, passwd, warn};
 
@@ -22,6 +25,10 @@ use crate::{fatal, passwd, warn};
 const PARALLEL: usize = 2;
 /// Most clients and accounts whose failures we remember.
 const MAX_TRACKED: usize = 10_000;
+/// Most failures read back from one stored record.
+const MAX_PER_KEY: usize = 100;
+/// The state-store namespace of the failure counts.
+const NAMESPACE: &str = "auth-failures";
 
 pub fn main(ipc_fd: RawFd) -> ! {
     daemon::run(Role::Auth, ipc_fd, |_params| Ok((serve, Vec::new())))
@@ -75,8 +82,39 @@ impl Failures {
             .push_back(Instant::now());
     }
 
-    fn clear(&mut self, key: &str) {
-        self.by.remove(key);
+    fn known(&self, key: &str) -> bool {
+        self.by.contains_key(key)
+    }
+
+    /// The failures of `key` as a store record: Unix seconds, oldest first.
+    fn record(&self, key: &str) -> Vec<u8> {
+        let (now, unix) = (Instant::now(), crate::clock::now_us() / 1_000_000);
+        let times: Vec<u64> = self.by.get(key).map_or(Vec::new(), |q| {
+            q.iter()
+                .map(|t| unix.saturating_sub(now.duration_since(*t).as_secs()))
+                .collect()
+        });
+        postcard::to_allocvec(&times).unwrap_or_default()
+    }
+
+    /// Takes a store record for `key` (an empty one when the store had
+    /// none, so the store is asked once per key).
+    fn restore(&mut self, key: &str, record: Option<&[u8]>) {
+        let (now, unix) = (Instant::now(), crate::clock::now_us() / 1_000_000);
+        let times: Vec<u64> = record
+            .and_then(|r| postcard::from_bytes(r).ok())
+            .unwrap_or_default();
+        let q = times
+            .iter()
+            .take(MAX_PER_KEY)
+            .filter_map(|t| now.checked_sub(Duration::from_secs(unix.saturating_sub(*t))))
+            .collect();
+        self.by.insert(key.to_string(), q);
+    }
+
+    /// Forgets `key`'s failures; true when it had any.
+    fn clear(&mut self, key: &str) -> bool {
+        self.by.remove(key).is_some_and(|q| !q.is_empty())
     }
 }
 
@@ -134,6 +172,7 @@ async fn serve(mut ctx: Context) {
         dummy,
     }));
     let pool = Rc::new(Semaphore::new(PARALLEL));
+    let store = Rc::new(Store::new(ctx.switchboard.clone(), NAMESPACE));
     let timeout = ctx.query_timeout();
     let local = tokio::task::LocalSet::new();
     local
@@ -142,7 +181,7 @@ async fn serve(mut ctx: Context) {
                 tokio::select! {
                     c = ctx.inbound.recv() => match c {
                         Some((Role::Smtpd, fd)) => {
-                            tokio::task::spawn_local(conn(st.clone(), pool.clone(), fd, timeout));
+                            tokio::task::spawn_local(conn(st.clone(), pool.clone(), store.clone(), fd, timeout));
                         }
                         Some((other, _)) => warn!("unexpected channel from {other}"),
                         None => return,
@@ -154,7 +193,13 @@ async fn serve(mut ctx: Context) {
         .await;
 }
 
-async fn conn(st: Rc<RefCell<State>>, pool: Rc<Semaphore>, fd: OwnedFd, timeout: Duration) {
+async fn conn(
+    st: Rc<RefCell<State>>,
+    pool: Rc<Semaphore>,
+    store: Rc<Store>,
+    fd: OwnedFd,
+    timeout: Duration,
+) {
     let Ok(mut ch) = Channel::new(fd, <Request as Message>::MAX_FRAME, timeout) else {
         return;
     };
@@ -170,14 +215,41 @@ async fn conn(st: Rc<RefCell<State>>, pool: Rc<Semaphore>, fd: OwnedFd, timeout:
             Err(ChannelError::Violation(v)) => fatal!("protocol violation from smtpd: {v}"),
             Err(_) => return,
         };
-        let reply = check(&st, &pool, req).await;
+        let reply = check(&st, &pool, &store, req).await;
         if ep.send(&reply).await.is_err() {
             return;
         }
     }
 }
 
-async fn check(st: &Rc<RefCell<State>>, pool: &Semaphore, req: Request) -> Reply {
+/// Store keys of the two counts a login touches.
+fn store_keys(req: &Request) -> (String, String) {
+    (
+        format!("client:{}", req.client),
+        format!("account:{}", req.username),
+    )
+}
+
+/// Reads the counts of a client and an account from the store, the first
+/// time this process sees them.
+async fn restore(st: &Rc<RefCell<State>>, store: &Store, req: &Request) {
+    let (ck, ak) = store_keys(req);
+    if !st.borrow().clients.known(&req.client) {
+        let r = store.get(&ck).await;
+        st.borrow_mut()
+            .clients
+            .restore(&req.client, r.as_ref().map(|(v, _)| v.as_slice()));
+    }
+    if !st.borrow().accounts.known(&req.username) {
+        let r = store.get(&ak).await;
+        st.borrow_mut()
+            .accounts
+            .restore(&req.username, r.as_ref().map(|(v, _)| v.as_slice()));
+    }
+}
+
+async fn check(st: &Rc<RefCell<State>>, pool: &Semaphore, store: &Store, req: Request) -> Reply {
+    restore(st, store, &req).await;
     let (hash, known) = {
         let mut s = st.borrow_mut();
         let (window, cl, al) = (s.window, s.client_limit, s.account_limit);
@@ -208,30 +280,53 @@ async fn check(st: &Rc<RefCell<State>>, pool: &Semaphore, req: Request) -> Reply
     let ok = tokio::task::spawn_blocking(move || passwd::verify(&hash, &password))
         .await
         .unwrap_or(false);
-    let mut s = st.borrow_mut();
+    let (ck, ak) = store_keys(&req);
     if ok && known {
-        s.clients.clear(&req.client);
-        s.accounts.clear(&req.username);
+        // The store mirrors memory (restored above): only counts that
+        // exist need deleting.
+        let (had_client, had_account) = {
+            let mut s = st.borrow_mut();
+            (
+                s.clients.clear(&req.client),
+                s.accounts.clear(&req.username),
+            )
+        };
+        if had_client {
+            store.delete(&ck).await;
+        }
+        if had_account {
+            store.delete(&ak).await;
+        }
         return Reply::Ok(req.username);
     }
-    s.clients.add(&req.client);
-    s.accounts.add(&req.username);
-    let (window, cl, al) = (s.window, s.client_limit, s.account_limit);
-    if s.clients.locked(&req.client, cl, window).is_some() {
-        warn!(
-            "{} failed logins from [{}] within {}s: refusing its logins for a while",
-            cl,
-            req.client,
-            window.as_secs()
-        );
-    } else if s.accounts.locked(&req.username, al, window).is_some() {
-        warn!(
-            "{} failed logins for account {} within {}s: refusing its logins for a while",
-            al,
-            req.username,
-            window.as_secs()
-        );
-    }
+    let (client_rec, account_rec, window) = {
+        let mut s = st.borrow_mut();
+        s.clients.add(&req.client);
+        s.accounts.add(&req.username);
+        let (window, cl, al) = (s.window, s.client_limit, s.account_limit);
+        if s.clients.locked(&req.client, cl, window).is_some() {
+            warn!(
+                "{} failed logins from [{}] within {}s: refusing its logins for a while",
+                cl,
+                req.client,
+                window.as_secs()
+            );
+        } else if s.accounts.locked(&req.username, al, window).is_some() {
+            warn!(
+                "{} failed logins for account {} within {}s: refusing its logins for a while",
+                al,
+                req.username,
+                window.as_secs()
+            );
+        }
+        (
+            s.clients.record(&req.client),
+            s.accounts.record(&req.username),
+            window,
+        )
+    };
+    store.put(&ck, client_rec, window).await;
+    store.put(&ak, account_rec, window).await;
     Reply::Failed
 }
 

@@ -6,6 +6,7 @@ mod access;
 mod auth;
 mod bounce;
 mod broker;
+mod cache;
 mod cleanup;
 mod cli;
 mod clock;
@@ -210,6 +211,7 @@ fn main() -> ExitCode {
             Some(Role::Local) => local::main(ipc_fd),
             Some(Role::Bounce) => bounce::main(ipc_fd),
             Some(Role::Auth) => auth::main(ipc_fd),
+            Some(Role::Cache) => cache::main(ipc_fd),
             Some(Role::Resolver) => resolver::main(ipc_fd),
             Some(Role::Smtp) => smtp::main(ipc_fd),
             Some(Role::Pickup) => pickup::main(ipc_fd),

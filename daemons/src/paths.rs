@@ -24,3 +24,8 @@ pub fn showq_socket(params: &Params) -> PathBuf {
         .join("public")
         .join("showq")
 }
+
+/// The state store's files (the cache role alone may open it).
+pub fn cache_dir(params: &Params) -> PathBuf {
+    Path::new(params.str("data_directory")).join("cache")
+}

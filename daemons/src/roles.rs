@@ -119,6 +119,17 @@ pub const SPECS: &[RoleSpec] = &[
         listeners: false,
         on_demand: true,
     },
+    RoleSpec {
+        role: Role::Cache,
+        network: false,
+        syscalls: COMMON
+            .union(SyscallGroups::FS_READ)
+            .union(SyscallGroups::FS_WRITE),
+        // One process owns the files; a reload saves, then starts anew.
+        exclusive: true,
+        listeners: false,
+        on_demand: true,
+    },
 ];
 
 pub fn spec(role: Role) -> Option<&'static RoleSpec> {
@@ -153,6 +164,7 @@ pub fn paths(role: Role, params: &Params) -> Vec<FsRule> {
         // Table files reach the broker as descriptors the master opened.
         Role::Broker => vec![rw(params.str("queue_directory"))],
         Role::Local => vec![rw(params.str("mail_spool_directory"))],
+        Role::Cache => vec![rw(&crate::paths::cache_dir(params).display().to_string())],
         Role::Pickup => vec![rw(&crate::paths::maildrop_dir(params)
             .display()
             .to_string())],

@@ -13,6 +13,7 @@ pub mod admin_qmgr;
 pub mod auth;
 pub mod blocking;
 pub mod bounce;
+pub mod cache;
 pub mod channel;
 pub mod cleanup_broker;
 pub mod control;
@@ -137,7 +138,9 @@ pub mod fuzzing {
             keys::Request,
             keys::Reply,
             auth::Request,
-            auth::Reply
+            auth::Reply,
+            cache::Request,
+            cache::Reply
         );
         // Messages that carry descriptors cannot round-trip without them.
         let _ = master::ToDaemon::decode(data, Vec::new());

@@ -616,3 +616,59 @@ fn blocking_client_round_trip_deadline_and_close() {
     server.join().unwrap();
     assert!(matches!(c.call(&req), Err(ChannelError::Closed)));
 }
+
+#[test]
+fn cache_messages_round_trip_and_limits_hold() {
+    use crate::cache::{MAX_KEY, MAX_TTL, MAX_VALUE, Op, Reply, Request};
+    let reqs = [
+        Request {
+            namespace: "auth-failures".into(),
+            key: "client:192.0.2.1".into(),
+            op: Op::Get,
+        },
+        Request {
+            namespace: "auth-failures".into(),
+            key: "k".repeat(MAX_KEY),
+            op: Op::Put {
+                value: vec![7; MAX_VALUE],
+                ttl_seconds: MAX_TTL,
+            },
+        },
+        Request {
+            namespace: "n".into(),
+            key: String::new(),
+            op: Op::Delete,
+        },
+    ];
+    for r in reqs {
+        assert_eq!(Request::decode(&r.encode(), vec![]).unwrap(), r);
+    }
+    for r in [
+        Reply::Found {
+            value: vec![1; MAX_VALUE],
+            expires_in: 5,
+        },
+        Reply::NotFound,
+        Reply::Done,
+        Reply::Refused("smtpd may not write namespace auth-failures".into()),
+    ] {
+        assert_eq!(Reply::decode(&r.encode(), vec![]).unwrap(), r);
+    }
+    // A TTL of 0 or past the cap is a violation, not a record that never
+    // expires.
+    for ttl in [0, MAX_TTL + 1] {
+        let f = Request {
+            namespace: "n".into(),
+            key: "k".into(),
+            op: Op::Put {
+                value: vec![],
+                ttl_seconds: ttl,
+            },
+        }
+        .encode();
+        assert!(matches!(
+            Request::decode(&f, vec![]),
+            Err(Violation::Range { .. })
+        ));
+    }
+}

@@ -777,10 +777,11 @@ impl Instance {
 
     /// A client past the greeting and EHLO.
     /// Starts the roles that start on first use (bounce, auth) by using
-    /// them, and waits until both run: an AUTH attempt on the SMTP port
+    /// them, and waits until all run: an AUTH attempt on the SMTP port
     /// (the instance must offer AUTH without TLS: `smtpd_sasl_auth_enable
     /// = yes`, `smtpd_tls_auth_only = no`), and a locally submitted message
-    /// to an unknown local user, which bounces.
+    /// to an unknown local user, which bounces. The failed login wakes the
+    /// state store (cache) too, where auth keeps its failure counts.
     pub fn wake_on_demand_roles(&self) {
         let mut c = self.greeted();
         let r = c.cmd("AUTH PLAIN AHUAcHc=");
@@ -801,9 +802,16 @@ impl Instance {
             .write_all(b"Subject: wake bounce\n\nx\n")
             .unwrap();
         assert!(child.wait().unwrap().success());
-        wait_for("bounce and auth running", Duration::from_secs(30), || {
-            (self.pid_of("bounce").is_some() && self.pid_of("auth").is_some()).then_some(())
-        });
+        wait_for(
+            "bounce, auth and cache running",
+            Duration::from_secs(30),
+            || {
+                ["bounce", "auth", "cache"]
+                    .iter()
+                    .all(|r| self.pid_of(r).is_some())
+                    .then_some(())
+            },
+        );
     }
 
     pub fn greeted(&self) -> Smtp {

@@ -7,9 +7,10 @@ use postern_tests::{Instance, is_root, wait_for};
 
 const ROLES: &[&str] = &[
     "broker", "smtpd", "cleanup", "qmgr", "local", "bounce", "resolver", "smtp", "auth", "pickup",
+    "cache",
 ];
 /// Roles the master starts on first use, not at start-up.
-const ON_DEMAND: &[&str] = &["bounce", "auth"];
+const ON_DEMAND: &[&str] = &["bounce", "auth", "cache"];
 /// An instance where AUTH works without TLS, so a test can wake auth.
 const AUTH_IN_CLEAR: &str = "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\n";
 

@@ -330,3 +330,87 @@ s.quit()
     ));
     inst.wait_log("message rate limit exceeded", Duration::from_secs(5));
 }
+
+/// The failure counts live in the state store: a crash of auth, a reload
+/// (auth and cache restart) and a stop and start of the whole system all
+/// leave a locked-out client locked out. A corrupt record in the store's
+/// file is dropped with a log line, and the rest is kept.
+#[test]
+fn login_failures_survive_restarts_of_auth_and_of_the_system() {
+    let mut inst = instance(
+        "smtpd_sasl_client_failure_limit = 3\n\
+         smtpd_sasl_account_failure_limit = 1000\n\
+         smtpd_sasl_failure_window = 600s\n",
+    );
+    let locked = |inst: &Instance| {
+        python_ok(&py(
+            inst,
+            r#"
+code, msg = login_code("alice", "correct horse")
+assert code == 454 and b"too many failed authentication attempts" in msg, (code, msg)
+"#,
+        ));
+    };
+    // Three typos lock 127.0.0.1 out; one from 127.0.0.92 does not. A
+    // login from 127.0.0.91 works, and clears the account's count: the
+    // store keeps two records, one per failing client.
+    python_ok(&py(
+        &inst,
+        r#"
+for _ in range(3):
+    code, _ = login_code("alice", "typo")
+    assert code == 535, code
+code, _ = login_code("alice", "typo", "127.0.0.92")
+assert code == 535, code
+code, msg = login_code("alice", "correct horse", "127.0.0.91")
+assert code == 235, (code, msg)
+"#,
+    ));
+    locked(&inst);
+    // auth crashes: the new process reads the counts back.
+    let auth = inst.pid_of("auth").unwrap();
+    let cache = inst
+        .pid_of("cache")
+        .expect("the state store started on first use");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(auth as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    inst.wait_log(
+        &format!("auth pid {auth} killed by signal 9"),
+        Duration::from_secs(5),
+    );
+    locked(&inst);
+    // A reload restarts auth and the store (which saves, then loads).
+    let out = inst.postern(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for("a new state store", Duration::from_secs(20), || {
+        inst.pid_of("cache").filter(|p| *p != cache)
+    });
+    locked(&inst);
+    // The whole system stops and starts again.
+    inst.stop();
+    let file = inst.data_dir().join("cache/auth-failures.db");
+    assert!(file.exists(), "no state file at {}", file.display());
+    inst.start();
+    locked(&inst);
+    inst.wait_log("auth-failures.db: 2 record(s)", Duration::from_secs(5));
+    // A record damaged on disk (127.0.0.92's) is dropped, and the other
+    // one is kept.
+    inst.stop();
+    let mut data = std::fs::read(&file).unwrap();
+    let at = data
+        .windows(17)
+        .position(|w| w == b"client:127.0.0.92")
+        .expect("the record of 127.0.0.92");
+    data[at + 8] ^= 0x5a;
+    std::fs::write(&file, &data).unwrap();
+    inst.start();
+    locked(&inst);
+    inst.wait_log(
+        "auth-failures.db: 1 corrupt record(s) dropped",
+        Duration::from_secs(5),
+    );
+    inst.wait_log("auth-failures.db: 1 record(s)", Duration::from_secs(5));
+}

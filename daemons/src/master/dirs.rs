@@ -69,6 +69,7 @@ pub fn prepare(params: &Params) -> Result<Layout, String> {
         owner(Role::Pickup),
         0o3733,
     )?;
+    ensure_dir(&crate::paths::cache_dir(params), owner(Role::Cache), 0o700)?;
     ensure_dir(
         std::path::Path::new(params.str("mail_spool_directory")),
         owner(Role::Local),

@@ -17,6 +17,7 @@ pub const EDGES: &[(Role, Role)] = &[
     (Role::Smtp, Role::Broker),
     (Role::Smtpd, Role::Auth),
     (Role::Pickup, Role::Cleanup),
+    (Role::Auth, Role::Cache),
 ];
 
 pub fn allowed(client: Role, server: Role) -> bool {

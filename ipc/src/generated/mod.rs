@@ -5,6 +5,7 @@
 pub mod admin_qmgr_capnp;
 pub mod auth_capnp;
 pub mod bounce_capnp;
+pub mod cache_capnp;
 pub mod cleanup_broker_capnp;
 pub mod common_capnp;
 pub mod control_capnp;
