@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use postern_config::Role;
 use postern_ipc::auth::{self, Reply, Request};
-use postern_ipc::{Channel, ChannelError, Endpoint, Message};
+use postern_ipc::edge::Answer;
 use tokio::sync::Semaphore;
 
 use crate::cache::client::Client as Store;
@@ -200,26 +200,11 @@ async fn conn(
     fd: OwnedFd,
     timeout: Duration,
 ) {
-    let Ok(mut ch) = Channel::new(fd, <Request as Message>::MAX_FRAME, timeout) else {
-        return;
-    };
-    match ch.hello_server(auth::EDGE, auth::VERSION).await {
-        Ok(()) => {}
-        Err(ChannelError::Violation(v)) => fatal!("protocol violation from smtpd: {v}"),
-        Err(_) => return,
-    }
-    let mut ep = Endpoint::<Reply, Request>::from_channel(ch);
-    loop {
-        let req = match ep.recv().await {
-            Ok(r) => r,
-            Err(ChannelError::Violation(v)) => fatal!("protocol violation from smtpd: {v}"),
-            Err(_) => return,
-        };
-        let reply = check(&st, &pool, &store, req).await;
-        if ep.send(&reply).await.is_err() {
-            return;
-        }
-    }
+    crate::edges::serve::<auth::Link, _, _>(Role::Auth, Role::Smtpd, fd, timeout, |req| {
+        let (st, pool, store) = (st.clone(), pool.clone(), store.clone());
+        async move { Answer::Reply(check(&st, &pool, &store, req).await) }
+    })
+    .await;
 }
 
 /// Store keys of the two counts a login touches.

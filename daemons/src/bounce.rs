@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use postern_config::{Params, Role};
 use postern_ipc::bounce::{Kind, Reply, Request};
-use postern_ipc::{Channel, ChannelError, Endpoint, Message, bounce as bn, smtpd_cleanup as sc};
+use postern_ipc::edge::Answer;
+use postern_ipc::{bounce as bn, smtpd_cleanup as sc};
 use postern_proto::header::{self, Split};
 use postern_proto::queue as rec;
 
 use crate::daemon::{self, Context, Switchboard};
-use crate::{clock, fatal, warn};
+use crate::{clock, warn};
 
 pub fn main(ipc_fd: RawFd) -> ! {
     daemon::run(Role::Bounce, ipc_fd, |_params| Ok((serve, Vec::new())))
@@ -65,36 +66,25 @@ async fn channel(
     query: Duration,
     transfer: Duration,
 ) {
-    let Ok(mut ch) = Channel::new(fd, <Request as Message>::MAX_FRAME, transfer) else {
-        return;
-    };
-    match ch.hello_server(bn::EDGE, bn::VERSION).await {
-        Ok(()) => {}
-        Err(ChannelError::Violation(v)) => fatal!("protocol violation from qmgr: {v}"),
-        Err(_) => return,
-    }
-    let mut ep = Endpoint::<Reply, Request>::from_channel(ch);
-    loop {
-        let req = match ep.recv().await {
-            Ok(r) => r,
-            Err(ChannelError::Violation(v)) => fatal!("protocol violation from qmgr: {v}"),
-            Err(_) => return,
-        };
-        let reply = if req.sender.is_empty() {
-            Reply::Dropped("the original sender is the null sender (a bounce never bounces)".into())
-        } else {
-            match notice(&s, &req) {
-                Ok(msg) => match submit(&sb, query, &req.sender, &msg).await {
-                    Ok(id) => Reply::Queued(id),
+    crate::edges::serve::<bn::Link, _, _>(Role::Bounce, Role::Qmgr, fd, transfer, |req| {
+        let (s, sb) = (s.clone(), sb.clone());
+        async move {
+            Answer::Reply(if req.sender.is_empty() {
+                Reply::Dropped(
+                    "the original sender is the null sender (a bounce never bounces)".into(),
+                )
+            } else {
+                match notice(&s, &req) {
+                    Ok(msg) => match submit(&sb, query, &req.sender, &msg).await {
+                        Ok(id) => Reply::Queued(id),
+                        Err(e) => Reply::Failed(e),
+                    },
                     Err(e) => Reply::Failed(e),
-                },
-                Err(e) => Reply::Failed(e),
-            }
-        };
-        if ep.send(&reply).await.is_err() {
-            return;
+                }
+            })
         }
-    }
+    })
+    .await;
 }
 
 /// Builds the multipart/report notice.

@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use postern_config::{Params, Role};
 use postern_ipc::smtpd_cleanup::{Begin, Failure, Recipient, Reply, Request};
-use postern_ipc::{
-    Channel, ChannelError, Endpoint, Message, cleanup_broker as cb, smtpd_cleanup as sc,
-};
+use postern_ipc::{ChannelError, Endpoint, cleanup_broker as cb, smtpd_cleanup as sc};
 use postern_proto::header::{self, Split};
 use postern_proto::queue::{self as rec, Record};
 
@@ -68,15 +66,14 @@ async fn serve(mut ctx: Context) {
             loop {
                 tokio::select! {
                     p = ctx.inbound.recv() => match p {
-                        Some((Role::Smtpd | Role::Local | Role::Bounce | Role::Pickup, fd)) => {
+                        Some((from, fd)) => {
                             let (s, sb, a) = (settings.clone(), sb.clone(), active.clone());
                             a.set(a.get() + 1);
                             tokio::task::spawn_local(async move {
-                                session(fd, s, sb).await;
+                                session(from, fd, s, sb).await;
                                 a.set(a.get() - 1);
                             });
                         }
-                        Some((other, _)) => warn!("unexpected channel from {other}"),
                         None => return,
                     },
                     _ = ctx.shutdown.changed() => break,
@@ -109,25 +106,14 @@ fn violation(e: impl std::fmt::Display) -> ! {
 type BrokerEp = Endpoint<cb::Request, cb::Reply>;
 
 async fn broker(sb: &Switchboard, s: &Settings) -> Result<BrokerEp, String> {
-    let fd = sb.connect(Role::Broker).await.map_err(|e| e.to_string())?;
-    let mut ch =
-        Channel::new(fd, <cb::Reply as Message>::MAX_FRAME, s.query).map_err(|e| e.to_string())?;
-    ch.hello_client(cb::EDGE, cb::VERSION)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(Endpoint::from_channel(ch))
+    crate::edges::open::<cb::Link>(sb, Role::Broker, s.query).await
 }
 
-async fn session(fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
-    let Ok(mut ch) = Channel::new(fd, <Request as Message>::MAX_FRAME, s.transfer) else {
+async fn session(from: Role, fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
+    let Some(mut ep) = crate::edges::accept::<sc::Link>(Role::Cleanup, from, fd, s.transfer).await
+    else {
         return;
     };
-    match ch.hello_server(sc::EDGE, sc::VERSION).await {
-        Ok(()) => {}
-        Err(ChannelError::Violation(v)) => violation(v),
-        Err(_) => return,
-    }
-    let mut ep = Endpoint::<Reply, Request>::from_channel(ch);
     let mut br: Option<BrokerEp> = None;
     let mut txn: Option<Txn> = None;
     loop {

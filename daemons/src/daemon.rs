@@ -127,7 +127,7 @@ where
             .duration("ipc_query_timeout")
             .unwrap_or(Duration::from_secs(10));
         let (switchboard, inbound, admin, shutdown, reloads) =
-            match Switchboard::start(ctl, query, &jail).await {
+            match Switchboard::start(role, ctl, query, &jail).await {
                 Ok(s) => s,
                 Err(e) => fatal!("{role}: control channel: {e}"),
             };
@@ -198,6 +198,7 @@ pub enum SwitchError {
 
 impl Switchboard {
     async fn start(
+        me: Role,
         ctl: OwnedFd,
         timeout: Duration,
         jail: &postern_sandbox::JailReport,
@@ -247,8 +248,13 @@ impl Switchboard {
                         peer_role,
                         fd,
                     }) => match Role::from_name(&peer_role) {
-                        Some(r) => {
+                        // Only a peer the graph lists for this role; the
+                        // master grants no other, and none gets in if it did.
+                        Some(r) if crate::peers::allowed(r, me) => {
                             let _ = in_tx.send((r, fd));
+                        }
+                        Some(r) => {
+                            crate::warn!("refused a channel from {r}: not in the peer graph")
                         }
                         None => fatal!("master offered a channel from unknown role {peer_role}"),
                     },

@@ -17,14 +17,15 @@ use nix::fcntl::{OFlag, open, openat, renameat};
 use nix::sys::stat::{Mode, mkdirat};
 use postern_config::{Params, Role};
 use postern_ipc::deliver::{self, DeliveryResult, Status};
-use postern_ipc::{Channel, ChannelError, Endpoint, Message, smtpd_cleanup as sc};
+use postern_ipc::edge::Answer;
+use postern_ipc::smtpd_cleanup as sc;
 use postern_proto::queue as rec;
 
 use crate::clock::now_us;
 use crate::daemon::{self, Context, Switchboard};
 use crate::tablecache::TableCache;
 use crate::tables::{self, Table};
-use crate::{fatal, info, log, warn};
+use crate::{info, log, warn};
 
 /// Most targets one recipient may expand to.
 const EXPANSION_LIMIT: usize = 1000;
@@ -113,26 +114,11 @@ async fn serve(mut ctx: Context, dir: OwnedFd, s: Settings) {
 }
 
 async fn channel(l: Rc<Local>, fd: OwnedFd, timeout: Duration) {
-    let Ok(mut ch) = Channel::new(fd, <deliver::Request as Message>::MAX_FRAME, timeout) else {
-        return;
-    };
-    match ch.hello_server(deliver::EDGE, deliver::VERSION).await {
-        Ok(()) => {}
-        Err(ChannelError::Violation(v)) => fatal!("protocol violation from qmgr: {v}"),
-        Err(_) => return,
-    }
-    let mut ep = Endpoint::<deliver::Reply, deliver::Request>::from_channel(ch);
-    loop {
-        let req = match ep.recv().await {
-            Ok(r) => r,
-            Err(ChannelError::Violation(v)) => fatal!("protocol violation from qmgr: {v}"),
-            Err(_) => return,
-        };
-        let reply = l.deliver(req).await;
-        if ep.send(&reply).await.is_err() {
-            return;
-        }
-    }
+    crate::edges::serve::<deliver::Link, _, _>(Role::Local, Role::Qmgr, fd, timeout, |req| {
+        let l = l.clone();
+        async move { Answer::Reply(l.deliver(req).await) }
+    })
+    .await;
 }
 
 /// Where an alias leads.

@@ -1,60 +1,40 @@
-//! Request/answer channels to a peer role, reused call after call: a
-//! pooled channel that turns out dead (its peer restarted) is replaced
-//! once, and a protocol violation by the peer ends this daemon.
+//! Request/answer channels of one edge to a peer role, reused call after
+//! call: a pooled channel that turns out dead (its peer restarted) is
+//! replaced once, and one whose peer broke the protocol is dropped.
 use std::cell::RefCell;
 use std::time::Duration;
 
 use postern_config::Role;
-use postern_ipc::{Channel, ChannelError, Endpoint, Message};
+use postern_ipc::ChannelError;
+use postern_ipc::edge::{ClientEnd, Edge};
 
 use crate::daemon::Switchboard;
-use crate::fatal;
 
-pub struct PeerPool<Tx, Rx> {
+pub struct PeerPool<E: Edge> {
     sb: Switchboard,
     role: Role,
-    edge: &'static str,
-    version: u32,
     timeout: Duration,
     max_idle: usize,
-    idle: RefCell<Vec<Endpoint<Tx, Rx>>>,
+    idle: RefCell<Vec<ClientEnd<E>>>,
 }
 
-impl<Tx: Message, Rx: Message> PeerPool<Tx, Rx> {
-    pub fn new(
-        sb: Switchboard,
-        role: Role,
-        edge: &'static str,
-        version: u32,
-        timeout: Duration,
-        max_idle: usize,
-    ) -> Self {
+impl<E: Edge> PeerPool<E> {
+    pub fn new(sb: Switchboard, role: Role, timeout: Duration, max_idle: usize) -> Self {
         PeerPool {
             sb,
             role,
-            edge,
-            version,
             timeout,
             max_idle,
             idle: RefCell::default(),
         }
     }
 
-    async fn connect(&self) -> Result<Endpoint<Tx, Rx>, String> {
-        let fd = self
-            .sb
-            .connect(self.role)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut ch = Channel::new(fd, Rx::MAX_FRAME, self.timeout).map_err(|e| e.to_string())?;
-        ch.hello_client(self.edge, self.version)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Endpoint::from_channel(ch))
+    async fn connect(&self) -> Result<ClientEnd<E>, String> {
+        crate::edges::open::<E>(&self.sb, self.role, self.timeout).await
     }
 
     /// Sends `req` and returns the answer.
-    pub async fn call(&self, req: &Tx) -> Result<Rx, String> {
+    pub async fn call(&self, req: &E::Request) -> Result<E::Reply, String> {
         for _ in 0..2 {
             let pooled = self.idle.borrow_mut().pop();
             let was_pooled = pooled.is_some();
@@ -70,8 +50,9 @@ impl<Tx: Message, Rx: Message> PeerPool<Tx, Rx> {
                     }
                     return Ok(r);
                 }
-                Err(ChannelError::Violation(v)) => {
-                    fatal!("protocol violation from {}: {v}", self.role)
+                Err(e @ ChannelError::Violation(_)) => {
+                    crate::edges::dropped(self.role, &e);
+                    return Err(format!("{}: {e}", self.role));
                 }
                 // A pooled channel may have died with its peer: try a fresh one.
                 Err(_) if was_pooled => continue,

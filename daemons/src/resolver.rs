@@ -14,11 +14,11 @@ use hickory_resolver::config::{
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use postern_config::{Params, Role};
+use postern_ipc::edge::Answer;
 use postern_ipc::resolver::{self as rs, Reply, Request};
-use postern_ipc::{Channel, ChannelError, Endpoint, Message};
 
 use crate::daemon::{self, Context};
-use crate::{fatal, warn};
+use crate::fatal;
 
 /// Nameservers: `dns_nameservers` (address or address:port), else the
 /// system's /etc/resolv.conf, read before the jail.
@@ -98,8 +98,7 @@ async fn serve(mut ctx: Context, servers: Vec<SocketAddr>) {
             loop {
                 tokio::select! {
                     p = ctx.inbound.recv() => match p {
-                        Some((Role::Smtp | Role::Smtpd, fd)) => { tokio::task::spawn_local(channel(dns.clone(), fd, query)); }
-                        Some((other, _)) => warn!("unexpected channel from {other}"),
+                        Some((from, fd)) => { tokio::task::spawn_local(channel(dns.clone(), from, fd, query)); }
                         None => return,
                     },
                     _ = ctx.shutdown.changed() => return,
@@ -109,29 +108,12 @@ async fn serve(mut ctx: Context, servers: Vec<SocketAddr>) {
         .await;
 }
 
-async fn channel(dns: Rc<TokioResolver>, fd: OwnedFd, timeout: Duration) {
-    let Ok(mut ch) = Channel::new(fd, <Request as Message>::MAX_FRAME, timeout) else {
-        return;
-    };
-    match ch.hello_server(rs::EDGE, rs::VERSION).await {
-        Ok(()) => {}
-        Err(ChannelError::Violation(v)) => fatal!("protocol violation from a resolver client: {v}"),
-        Err(_) => return,
-    }
-    let mut ep = Endpoint::<Reply, Request>::from_channel(ch);
-    loop {
-        let req = match ep.recv().await {
-            Ok(r) => r,
-            Err(ChannelError::Violation(v)) => {
-                fatal!("protocol violation from a resolver client: {v}")
-            }
-            Err(_) => return,
-        };
-        let reply = answer(&dns, req).await;
-        if ep.send(&reply).await.is_err() {
-            return;
-        }
-    }
+async fn channel(dns: Rc<TokioResolver>, from: Role, fd: OwnedFd, timeout: Duration) {
+    crate::edges::serve::<rs::Link, _, _>(Role::Resolver, from, fd, timeout, |req| {
+        let dns = dns.clone();
+        async move { Answer::Reply(answer(&dns, req).await) }
+    })
+    .await;
 }
 
 fn fqdn(name: &str) -> String {

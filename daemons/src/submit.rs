@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use postern_config::Role;
-use postern_ipc::{Channel, Endpoint, Message, smtpd_cleanup as sc};
+use postern_ipc::smtpd_cleanup as sc;
 
 use crate::daemon::Switchboard;
 
@@ -47,11 +47,9 @@ pub async fn to_cleanup(
     begun: impl FnOnce(&str),
 ) -> Result<String, Error> {
     let fd = sb.connect(Role::Cleanup).await.map_err(broken)?;
-    let mut ch = Channel::new(fd, <sc::Reply as Message>::MAX_FRAME, query).map_err(broken)?;
-    ch.hello_client(sc::EDGE, sc::VERSION)
+    let mut ep = postern_ipc::edge::open::<sc::Link>(fd, query)
         .await
         .map_err(broken)?;
-    let mut ep = Endpoint::<sc::Request, sc::Reply>::from_channel(ch);
     let id = match ep.call(&sc::Request::Begin(begin)).await.map_err(broken)? {
         sc::Reply::Begun(id) => id,
         other => return Err(unexpected(other)),

@@ -14,7 +14,7 @@ struct Put {
 
 struct Request {
   namespace @0 :Text;       # at most 32 bytes, a known name
-  key @1 :Text;             # at most 512 bytes
+  entry @1 :Text;           # the record's name in the namespace, at most 512 bytes
   union {
     get @2 :Void;
     put @3 :Put;

@@ -9,6 +9,12 @@ use crate::generated::admin_qmgr_capnp::{reply, request};
 
 pub const EDGE: &str = "admin-qmgr";
 pub const VERSION: u32 = crate::generated::admin_qmgr_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Reply
+);
 pub const MAX_IDS: usize = 1000;
 pub const BATCH: usize = 50;
 pub const MAX_CHUNK: usize = 32 * 1024;

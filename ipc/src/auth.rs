@@ -7,6 +7,12 @@ use crate::generated::auth_capnp::{reply, request};
 
 pub const EDGE: &str = "auth";
 pub const VERSION: u32 = crate::generated::auth_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Reply
+);
 pub const MAX_USER: usize = 256;
 pub const MAX_PASSWORD: usize = 1024;
 

@@ -8,6 +8,12 @@ use crate::generated::bounce_capnp::{Kind as WireKind, reply, request};
 
 pub const EDGE: &str = "bounce";
 pub const VERSION: u32 = crate::generated::bounce_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Reply
+);
 pub const MAX_RECIPIENTS: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

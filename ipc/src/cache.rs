@@ -7,6 +7,12 @@ use crate::generated::cache_capnp::{reply, request};
 
 pub const EDGE: &str = "cache";
 pub const VERSION: u32 = crate::generated::cache_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Reply
+);
 pub const MAX_NAMESPACE: usize = 32;
 pub const MAX_KEY: usize = 512;
 pub const MAX_VALUE: usize = 4096;
@@ -44,7 +50,7 @@ impl Message for Request {
         {
             let mut r = b.init_root::<request::Builder>();
             r.set_namespace(clip(&self.namespace, MAX_NAMESPACE));
-            r.set_key(clip(&self.key, MAX_KEY));
+            r.set_entry(clip(&self.key, MAX_KEY));
             match &self.op {
                 Op::Get => r.set_get(()),
                 Op::Delete => r.set_delete(()),
@@ -80,7 +86,7 @@ impl Message for Request {
         };
         Ok(Request {
             namespace: text(r.get_namespace(), "namespace", MAX_NAMESPACE)?,
-            key: text(r.get_key(), "key", MAX_KEY)?,
+            key: text(r.get_entry(), "entry", MAX_KEY)?,
             op,
         })
     }

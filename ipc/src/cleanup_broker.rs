@@ -7,6 +7,12 @@ use crate::generated::cleanup_broker_capnp::{reply, request};
 
 pub const EDGE: &str = "cleanup-broker";
 pub const VERSION: u32 = crate::generated::cleanup_broker_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Reply
+);
 pub const MAX_QUEUE_ID: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

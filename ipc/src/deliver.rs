@@ -8,6 +8,12 @@ use crate::generated::deliver_capnp::{Status as WireStatus, reply, request};
 
 pub const EDGE: &str = "deliver";
 pub const VERSION: u32 = crate::generated::deliver_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Reply
+);
 pub const MAX_RECIPIENTS: usize = 100;
 const ADDR: usize = 512;
 const TEXT: usize = 1024;

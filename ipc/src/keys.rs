@@ -14,6 +14,12 @@ use crate::generated::keys_capnp::{KeyRole as WireRole, identity, reply, request
 
 pub const EDGE: &str = "keys";
 pub const VERSION: u32 = crate::generated::keys_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Reply
+);
 
 /// A TLS 1.2 ServerKeyExchange or a TLS 1.3 CertificateVerify input is a
 /// few hundred bytes; 2 KiB leaves room and refuses anything else.

@@ -18,6 +18,7 @@ pub mod channel;
 pub mod cleanup_broker;
 pub mod control;
 pub mod deliver;
+pub mod edge;
 pub mod frame;
 #[rustfmt::skip]
 pub mod generated;

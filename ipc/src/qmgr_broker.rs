@@ -8,6 +8,12 @@ use crate::generated::qmgr_broker_capnp::{event, request};
 
 pub const EDGE: &str = "qmgr-broker";
 pub const VERSION: u32 = crate::generated::qmgr_broker_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Event
+);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {

@@ -8,6 +8,12 @@ use crate::generated::qmgr_queue_capnp::{reply, request, state};
 
 pub const EDGE: &str = "qmgr-queue";
 pub const VERSION: u32 = crate::generated::qmgr_queue_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Reply
+);
 pub const MAX_STATES: usize = 512;
 pub const MAX_REASON: usize = 1024;
 

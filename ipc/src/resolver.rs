@@ -7,6 +7,12 @@ use crate::generated::resolver_capnp::{reply, request};
 
 pub const EDGE: &str = "resolver";
 pub const VERSION: u32 = crate::generated::resolver_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Reply
+);
 pub const MAX_ANSWERS: usize = 64;
 const NAME: usize = 255;
 

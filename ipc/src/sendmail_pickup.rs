@@ -9,6 +9,12 @@ use crate::generated::sendmail_pickup_capnp::{reply, request};
 
 pub const EDGE: &str = "pickup";
 pub const VERSION: u32 = crate::generated::sendmail_pickup_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Reply
+);
 pub const MAX_CHUNK: usize = 64 * 1024;
 pub const MAX_BATCH: usize = 100;
 pub const MAX_ADDRESS: usize = 512;

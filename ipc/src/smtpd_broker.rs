@@ -7,6 +7,12 @@ use crate::generated::smtpd_broker_capnp::{Table as WireTable, reply, request};
 
 pub const EDGE: &str = "smtpd-broker";
 pub const VERSION: u32 = crate::generated::smtpd_broker_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Reply
+);
 const KEY: usize = 512;
 const VALUE: usize = 1024;
 

@@ -8,6 +8,12 @@ use crate::generated::smtpd_cleanup_capnp::{reply, request};
 /// Every submitter (smtpd, local forwarding, bounce, pickup) speaks this edge.
 pub const EDGE: &str = "cleanup";
 pub const VERSION: u32 = crate::generated::smtpd_cleanup_capnp::VERSION;
+crate::edge!(
+    /// This edge, for `edge::open`, `edge::accept` and `edge::serve`.
+    Link,
+    Request,
+    Reply
+);
 pub const MAX_CHUNK: usize = 64 * 1024;
 pub const MAX_BATCH: usize = 100;
 pub const MAX_ADDRESS: usize = 512;

@@ -38,6 +38,7 @@ fn schema_snapshots_match_generated_code() {
         "resolver",
         "keys",
         "auth",
+        "cache",
         "sendmail_pickup"
     );
     for (name, schema, snap) in pairs {

@@ -184,19 +184,11 @@ async fn cleanup_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration
         b.next_owner += 1;
         b.next_owner
     };
-    let Ok(mut ch) = Channel::new(
-        fd,
-        <cb::Request as postern_ipc::Message>::MAX_FRAME,
-        timeout,
-    ) else {
+    let Some(mut ep) =
+        crate::edges::accept::<cb::Link>(Role::Broker, Role::Cleanup, fd, timeout).await
+    else {
         return;
     };
-    match ch.hello_server(cb::EDGE, cb::VERSION).await {
-        Ok(()) => {}
-        Err(ChannelError::Violation(v)) => violation("cleanup", v),
-        Err(_) => return,
-    }
-    let mut ep = Endpoint::<cb::Reply, cb::Request>::from_channel(ch);
     loop {
         let req = match ep.recv().await {
             Ok(r) => r,
@@ -421,6 +413,9 @@ async fn peer_conn(
     };
     let edges = [(sb::EDGE, sb::VERSION), (pk::EDGE, pk::VERSION)];
     match ch.hello_server_any(&edges).await {
+        Ok(e) if !crate::peers::carries(role, Role::Broker, e) => {
+            warn!("refused a {e} channel from {role}: not in the peer graph");
+        }
         Ok(e) if e == pk::EDGE => key_conn(role, keys, ch).await,
         Ok(_) => lookup_conn(role, tables, cache, ch).await,
         Err(ChannelError::Violation(v)) => violation(role.name(), v),

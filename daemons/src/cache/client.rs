@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use postern_config::Role;
+use postern_ipc::ChannelError;
 use postern_ipc::cache::{self, Op, Reply, Request};
-use postern_ipc::{Channel, ChannelError, Endpoint, Message};
+use postern_ipc::edge::ClientEnd;
 use tokio::sync::Mutex;
 
 use crate::daemon::Switchboard;
@@ -19,7 +20,7 @@ const DEADLINE: Duration = Duration::from_secs(2);
 pub struct Client {
     sb: Switchboard,
     namespace: &'static str,
-    ep: Mutex<Option<Endpoint<Request, Reply>>>,
+    ep: Mutex<Option<ClientEnd<cache::Link>>>,
     /// A failure was logged and nothing has worked since (one line per
     /// outage, not one per call).
     failing: std::cell::Cell<bool>,
@@ -35,18 +36,8 @@ impl Client {
         }
     }
 
-    async fn open(&self) -> Result<Endpoint<Request, Reply>, String> {
-        let fd = self
-            .sb
-            .connect(Role::Cache)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut ch =
-            Channel::new(fd, <Reply as Message>::MAX_FRAME, DEADLINE).map_err(|e| e.to_string())?;
-        ch.hello_client(cache::EDGE, cache::VERSION)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Endpoint::from_channel(ch))
+    async fn open(&self) -> Result<ClientEnd<cache::Link>, String> {
+        crate::edges::open::<cache::Link>(&self.sb, Role::Cache, DEADLINE).await
     }
 
     /// One request; None when the store is unreachable or refused it

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use postern_config::Role;
 use postern_ipc::cache::{self, Op, Reply, Request};
-use postern_ipc::{Channel, ChannelError, Endpoint, Message};
+use postern_ipc::edge::Answer;
 
 use crate::daemon::{self, Context};
 use crate::{info, warn};
@@ -145,10 +145,9 @@ async fn serve(mut ctx: Context) {
             loop {
                 tokio::select! {
                     c = ctx.inbound.recv() => match c {
-                        Some((role, fd)) if NAMESPACES.iter().any(|n| n.owner == role || n.readers.contains(&role)) => {
+                        Some((role, fd)) => {
                             tokio::task::spawn_local(conn(st.clone(), dirty.clone(), role, fd, timeout));
                         }
-                        Some((other, _)) => warn!("unexpected channel from {other}"),
                         None => break,
                     },
                     _ = ctx.shutdown.changed() => break,
@@ -166,40 +165,22 @@ async fn conn(
     fd: OwnedFd,
     timeout: Duration,
 ) {
-    let Ok(mut ch) = Channel::new(fd, <Request as Message>::MAX_FRAME, timeout) else {
-        return;
-    };
-    match ch.hello_server(cache::EDGE, cache::VERSION).await {
-        Ok(()) => {}
-        Err(ChannelError::Violation(v)) => return warn!("protocol violation from {role}: {v}"),
-        Err(_) => return,
-    }
-    let mut ep = Endpoint::<Reply, Request>::from_channel(ch);
-    loop {
-        let req = match ep.recv().await {
-            Ok(r) => r,
-            // A broken peer loses its channel; the store and every other
-            // channel go on.
-            Err(ChannelError::Violation(v)) => return warn!("protocol violation from {role}: {v}"),
-            Err(_) => return,
-        };
-        let reply = st.borrow_mut().answer(role, req);
-        match reply {
+    crate::edges::serve::<cache::Link, _, _>(Role::Cache, role, fd, timeout, |req| {
+        let answer = match st.borrow_mut().answer(role, req) {
             Ok(r) => {
                 if matches!(r, Reply::Done) {
                     dirty.notify_one();
                 }
-                if ep.send(&r).await.is_err() {
-                    return;
-                }
+                Answer::Reply(r)
             }
             // Outside its namespaces: a bug or a compromise. Say no, then
             // drop the channel.
             Err(why) => {
                 warn!("refused: {why}");
-                let _ = ep.send(&Reply::Refused(why)).await;
-                return;
+                Answer::Last(Reply::Refused(why))
             }
-        }
-    }
+        };
+        std::future::ready(answer)
+    })
+    .await;
 }

@@ -60,7 +60,7 @@ impl Master {
                         &format!("asked for unknown role {peer_role}"),
                     );
                 };
-                if !peers::allowed(role, peer) {
+                if !crate::peers::allowed(role, peer) {
                     return self.violation(
                         role,
                         epoch,

@@ -11,7 +11,6 @@ pub mod dirs;
 mod events;
 mod listen;
 pub mod logsink;
-pub mod peers;
 mod requests;
 pub mod supervise;
 

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use postern_config::Role;
-use postern_ipc::{Channel, ChannelError, Endpoint, Message, bounce, deliver, qmgr_queue as qq};
+use postern_ipc::edge::{ClientEnd, Edge};
+use postern_ipc::{ChannelError, Endpoint, bounce, deliver, qmgr_queue as qq};
 
 use crate::daemon::Switchboard;
 use crate::fatal;
@@ -33,20 +34,16 @@ impl Agents {
         }
     }
 
-    async fn connect<Tx: Message, Rx: Message>(
+    /// A channel of edge `E` to `role`: the hello within the query
+    /// deadline, then calls within `timeout`.
+    async fn connect<E: Edge>(
         &self,
         role: Role,
-        edge: &'static str,
-        version: u32,
         timeout: Duration,
-    ) -> Result<Endpoint<Tx, Rx>, String> {
-        let fd = self.sb.connect(role).await.map_err(|e| e.to_string())?;
-        let mut ch = Channel::new(fd, Rx::MAX_FRAME, self.query).map_err(|e| e.to_string())?;
-        ch.hello_client(edge, version)
-            .await
-            .map_err(|e| e.to_string())?;
-        ch.timeout = timeout;
-        Ok(Endpoint::from_channel(ch))
+    ) -> Result<ClientEnd<E>, String> {
+        let mut ep = crate::edges::open::<E>(&self.sb, role, self.query).await?;
+        ep.channel().timeout = timeout;
+        Ok(ep)
     }
 
     /// One delivery by `agent` (local or smtp). Errors mean the agent could
@@ -59,10 +56,7 @@ impl Agents {
         let pooled = self.deliver.borrow_mut().entry(agent).or_default().pop();
         let mut ep = match pooled {
             Some(ep) => ep,
-            None => {
-                self.connect(agent, deliver::EDGE, deliver::VERSION, self.transfer)
-                    .await?
-            }
+            None => self.connect::<deliver::Link>(agent, self.transfer).await?,
         };
         match ep.call(&req).await {
             Ok(r) => {
@@ -85,7 +79,7 @@ impl Agents {
         let mut ep = match pooled {
             Some(ep) => ep,
             None => {
-                self.connect(Role::Bounce, bounce::EDGE, bounce::VERSION, self.transfer)
+                self.connect::<bounce::Link>(Role::Bounce, self.transfer)
                     .await?
             }
         };
@@ -107,7 +101,7 @@ impl Agents {
         let mut ep = match pooled {
             Some(ep) => ep,
             None => {
-                self.connect(Role::Broker, qq::EDGE, qq::VERSION, self.transfer)
+                self.connect::<qq::Link>(Role::Broker, self.transfer)
                     .await?
             }
         };
@@ -127,7 +121,7 @@ impl Agents {
             Err(ChannelError::Violation(v)) => fatal!("protocol violation from broker: {v}"),
             Err(_) if was_pooled => {
                 let mut ep: Endpoint<qq::Request, qq::Reply> = self
-                    .connect(Role::Broker, qq::EDGE, qq::VERSION, self.transfer)
+                    .connect::<qq::Link>(Role::Broker, self.transfer)
                     .await?;
                 let r = ep.call(&req).await.map_err(|e| format!("broker: {e}"))?;
                 self.queue.borrow_mut().push(ep);

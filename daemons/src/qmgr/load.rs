@@ -12,13 +12,7 @@ pub(super) async fn subscribe_loop(
     let mut backoff = Duration::from_millis(100);
     loop {
         let r: Result<Endpoint<qb::Request, qb::Event>, String> = async {
-            let fd = sb.connect(Role::Broker).await.map_err(|e| e.to_string())?;
-            let mut ch = Channel::new(fd, <qb::Event as Message>::MAX_FRAME, timeout)
-                .map_err(|e| e.to_string())?;
-            ch.hello_client(qb::EDGE, qb::VERSION)
-                .await
-                .map_err(|e| e.to_string())?;
-            let ep = Endpoint::from_channel(ch);
+            let ep = crate::edges::open::<qb::Link>(&sb, Role::Broker, timeout).await?;
             ep.send(&qb::Request::Subscribe)
                 .await
                 .map_err(|e| e.to_string())?;

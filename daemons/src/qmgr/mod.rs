@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use postern_config::{Params, Role};
 use postern_ipc::deliver::{self, Status};
-use postern_ipc::{
-    Channel, ChannelError, Endpoint, Message, bounce, qmgr_broker as qb, qmgr_queue as qq,
-};
+use postern_ipc::{ChannelError, Endpoint, bounce, qmgr_broker as qb, qmgr_queue as qq};
 use postern_proto::queue::{self as rec, notify};
 use tokio::sync::mpsc;
 

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use postern_config::{Params, Role};
 use postern_ipc::deliver::{self, DeliveryResult, Status};
+use postern_ipc::edge::Answer;
 use postern_ipc::resolver::{self as rs, Reply, Request};
-use postern_ipc::{Channel, ChannelError, Endpoint, Message, smtpd_broker as sb};
+use postern_ipc::smtpd_broker as sb;
 
 use crate::clock::now_us;
 use crate::daemon::{self, Context};
@@ -115,7 +116,7 @@ impl Settings {
 }
 
 /// The resolver daemon, as the smtp client's DNS.
-struct ResolverClient(PeerPool<Request, Reply>);
+struct ResolverClient(PeerPool<rs::Link>);
 
 impl Dns for ResolverClient {
     async fn query(&self, req: Request) -> Reply {
@@ -127,7 +128,7 @@ impl Dns for ResolverClient {
 }
 
 /// Lookups the broker does for us (smtp_sasl_password_maps).
-struct BrokerLookup(PeerPool<sb::Request, sb::Reply>);
+struct BrokerLookup(PeerPool<sb::Link>);
 
 impl BrokerLookup {
     async fn lookup(&self, table: sb::Table, key: &str) -> Result<Option<String>, String> {
@@ -165,8 +166,6 @@ async fn serve(
         dns: ResolverClient(PeerPool::new(
             ctx.switchboard.clone(),
             Role::Resolver,
-            rs::EDGE,
-            rs::VERSION,
             ctx.query_timeout(),
             16,
         )),
@@ -176,8 +175,6 @@ async fn serve(
         broker: BrokerLookup(PeerPool::new(
             ctx.switchboard.clone(),
             Role::Broker,
-            sb::EDGE,
-            sb::VERSION,
             ctx.query_timeout(),
             4,
         )),
@@ -229,26 +226,11 @@ async fn serve(
 }
 
 async fn channel(smtp: Rc<Smtp>, fd: OwnedFd, timeout: Duration) {
-    let Ok(mut ch) = Channel::new(fd, <deliver::Request as Message>::MAX_FRAME, timeout) else {
-        return;
-    };
-    match ch.hello_server(deliver::EDGE, deliver::VERSION).await {
-        Ok(()) => {}
-        Err(ChannelError::Violation(v)) => fatal!("protocol violation from qmgr: {v}"),
-        Err(_) => return,
-    }
-    let mut ep = Endpoint::<deliver::Reply, deliver::Request>::from_channel(ch);
-    loop {
-        let req = match ep.recv().await {
-            Ok(r) => r,
-            Err(ChannelError::Violation(v)) => fatal!("protocol violation from qmgr: {v}"),
-            Err(_) => return,
-        };
-        let reply = smtp.deliver(req).await;
-        if ep.send(&reply).await.is_err() {
-            return;
-        }
-    }
+    crate::edges::serve::<deliver::Link, _, _>(Role::Smtp, Role::Qmgr, fd, timeout, |req| {
+        let smtp = smtp.clone();
+        async move { Answer::Reply(smtp.deliver(req).await) }
+    })
+    .await;
 }
 
 fn secs(us: u64) -> String {

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_config::Role;
+use postern_ipc::edge::{ClientEnd, Edge};
 use postern_ipc::smtpd_cleanup::{self as sc, Begin, Failure};
-use postern_ipc::{Channel, ChannelError, Endpoint, Message, smtpd_broker as sb};
+use postern_ipc::{ChannelError, Endpoint, smtpd_broker as sb};
 
 use crate::daemon::Switchboard;
 use crate::tls::remote::KeyClient;
@@ -26,10 +27,10 @@ pub struct Shared {
     query: Duration,
     transfer: Duration,
     idle: RefCell<Vec<CleanupEp>>,
-    lookup: PeerPool<sb::Request, sb::Reply>,
+    lookup: PeerPool<sb::Link>,
     /// Checks are slow by design (Argon2): concurrent ones get their own
     /// channels.
-    auth: PeerPool<auth::Request, auth::Reply>,
+    auth: PeerPool<auth::Link>,
     /// Recent messages per SASL account (smtpd_account_message_rate_limit).
     account_msgs:
         RefCell<std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>>,
@@ -50,8 +51,8 @@ impl Shared {
     pub fn new(switchboard: Switchboard, query: Duration, transfer: Duration) -> Shared {
         let sw = switchboard.clone();
         Shared {
-            lookup: PeerPool::new(sw.clone(), Role::Broker, sb::EDGE, sb::VERSION, query, 16),
-            auth: PeerPool::new(sw, Role::Auth, auth::EDGE, auth::VERSION, query, 8),
+            lookup: PeerPool::new(sw.clone(), Role::Broker, query, 16),
+            auth: PeerPool::new(sw, Role::Auth, query, 8),
             sb: switchboard,
             query,
             transfer,
@@ -81,20 +82,16 @@ impl Shared {
         *self.tls.borrow_mut() = t;
     }
 
-    async fn connect<Tx: Message, Rx: Message>(
+    /// A channel of edge `E` to `role`: the hello within the query
+    /// deadline, then calls within `timeout`.
+    async fn connect<E: Edge>(
         &self,
         role: Role,
-        edge: &'static str,
-        version: u32,
         timeout: Duration,
-    ) -> Result<Endpoint<Tx, Rx>, String> {
-        let fd = self.sb.connect(role).await.map_err(|e| e.to_string())?;
-        let mut ch = Channel::new(fd, Rx::MAX_FRAME, self.query).map_err(|e| e.to_string())?;
-        ch.hello_client(edge, version)
-            .await
-            .map_err(|e| e.to_string())?;
-        ch.timeout = timeout;
-        Ok(Endpoint::from_channel(ch))
+    ) -> Result<ClientEnd<E>, String> {
+        let mut ep = crate::edges::open::<E>(&self.sb, role, self.query).await?;
+        ep.channel().timeout = timeout;
+        Ok(ep)
     }
 
     /// Starts a transaction in cleanup: a queue id, and the channel that
@@ -105,10 +102,7 @@ impl Shared {
             let was_pooled = pooled.is_some();
             let mut ep = match pooled {
                 Some(ep) => ep,
-                None => match self
-                    .connect(Role::Cleanup, sc::EDGE, sc::VERSION, self.transfer)
-                    .await
-                {
+                None => match self.connect::<sc::Link>(Role::Cleanup, self.transfer).await {
                     Ok(ep) => ep,
                     Err(e) => {
                         warn!("cannot reach cleanup: {e}");

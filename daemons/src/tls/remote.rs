@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postern_config::Role;
+use postern_ipc::ChannelError;
 use postern_ipc::blocking::BlockingClient;
 use postern_ipc::keys::{self, Identity, KeyRole, Reply, Request};
-use postern_ipc::{Channel, ChannelError, Endpoint, Message};
 use rustls::pki_types::CertificateDer;
 use rustls::server::ProducesTickets;
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
@@ -304,13 +304,7 @@ async fn connect(
     ),
     String,
 > {
-    let fd = sb.connect(Role::Broker).await.map_err(|e| e.to_string())?;
-    let mut ch =
-        Channel::new(fd, <Reply as Message>::MAX_FRAME, timeout).map_err(|e| e.to_string())?;
-    ch.hello_client(keys::EDGE, keys::VERSION)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut ep = Endpoint::<Request, Reply>::from_channel(ch);
+    let mut ep = crate::edges::open::<keys::Link>(sb, Role::Broker, timeout).await?;
     let id = match ep.call(&Request::Identity(role)).await {
         Ok(Reply::Identity(id)) => Some(id),
         Ok(Reply::NoKey) => None,

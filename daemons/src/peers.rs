@@ -1,0 +1,64 @@
+//! The peer graph, declared once: which role may open which edge to which
+//! role. The master grants channels only along it (anything else is a
+//! protocol violation by the asker), and a daemon accepts a channel only
+//! from a role listed here, and only the edges listed for that pair.
+use postern_config::Role;
+use postern_ipc::{
+    auth, bounce, cache, cleanup_broker, deliver, keys, qmgr_broker, qmgr_queue, resolver,
+    smtpd_broker, smtpd_cleanup,
+};
+
+/// (client, server, the edges the client may open).
+pub const EDGES: &[(Role, Role, &[&str])] = &[
+    (Role::Smtpd, Role::Cleanup, &[smtpd_cleanup::EDGE]),
+    (Role::Smtpd, Role::Broker, &[smtpd_broker::EDGE, keys::EDGE]),
+    (Role::Cleanup, Role::Broker, &[cleanup_broker::EDGE]),
+    (
+        Role::Qmgr,
+        Role::Broker,
+        &[qmgr_broker::EDGE, qmgr_queue::EDGE],
+    ),
+    (Role::Qmgr, Role::Local, &[deliver::EDGE]),
+    (Role::Qmgr, Role::Bounce, &[bounce::EDGE]),
+    (Role::Local, Role::Cleanup, &[smtpd_cleanup::EDGE]),
+    (Role::Bounce, Role::Cleanup, &[smtpd_cleanup::EDGE]),
+    (Role::Qmgr, Role::Smtp, &[deliver::EDGE]),
+    (Role::Smtp, Role::Resolver, &[resolver::EDGE]),
+    (Role::Smtp, Role::Broker, &[keys::EDGE, smtpd_broker::EDGE]),
+    (Role::Smtpd, Role::Auth, &[auth::EDGE]),
+    (Role::Pickup, Role::Cleanup, &[smtpd_cleanup::EDGE]),
+    (Role::Auth, Role::Cache, &[cache::EDGE]),
+];
+
+/// May `client` ask for a channel to `server` at all?
+pub fn allowed(client: Role, server: Role) -> bool {
+    EDGES.iter().any(|(c, s, _)| *c == client && *s == server)
+}
+
+/// May `client` open `edge` to `server`?
+pub fn carries(client: Role, server: Role, edge: &str) -> bool {
+    EDGES
+        .iter()
+        .any(|(c, s, e)| *c == client && *s == server && e.contains(&edge))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_edge_is_named_once_and_known() {
+        for (i, (c, s, edges)) in EDGES.iter().enumerate() {
+            assert!(!edges.is_empty(), "{c} -> {s} carries nothing");
+            assert!(
+                EDGES[i + 1..].iter().all(|(c2, s2, _)| (c2, s2) != (c, s)),
+                "{c} -> {s} listed twice"
+            );
+            assert_ne!(c, s);
+        }
+        assert!(carries(Role::Auth, Role::Cache, "cache"));
+        assert!(!carries(Role::Smtpd, Role::Cache, "cache"));
+        assert!(!carries(Role::Smtpd, Role::Resolver, "resolver"));
+        assert!(!carries(Role::Smtpd, Role::Broker, "cleanup-broker"));
+    }
+}
