@@ -233,6 +233,13 @@ impl Switchboard {
                     Ok((f, fds)) => ToDaemon::decode(f, fds),
                     // The master is gone: so are we (no orphaned daemons).
                     Err(ChannelError::Closed) => std::process::exit(0),
+                    // Out of descriptors: that one frame is lost (a
+                    // channel the requester will time out on), never the
+                    // daemon.
+                    Err(ChannelError::FdsLost) => {
+                        crate::warn!("control channel from master: {}", ChannelError::FdsLost);
+                        continue;
+                    }
                     Err(e) => fatal!("control channel from master: {e}"),
                 };
                 match msg {

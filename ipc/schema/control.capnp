@@ -3,7 +3,7 @@
 # admins, so a bad frame drops only that connection.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 2;
+const version :UInt32 = 3;
 
 struct Request {
   version @0 :UInt32;
@@ -27,6 +27,7 @@ struct ProcessInfo {
   netns @8 :Text;
   state @9 :Text;               # starting | running | throttled | stopping
   restarts @10 :UInt32;
+  nofile @11 :UInt64;           # its soft RLIMIT_NOFILE (0: not running)
 }
 
 struct Reply {

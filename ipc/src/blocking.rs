@@ -77,7 +77,8 @@ impl<Tx: Message, Rx: Message> BlockingClient<Tx, Rx> {
                     }
                     .into());
                 }
-                Ok(r) if r.fds_truncated => return Err(Violation::FdTruncated.into()),
+                Ok(r) if r.fds_overflowed() => return Err(Violation::FdTruncated.into()),
+                Ok(r) if r.fds_lost() => return Err(ChannelError::FdsLost),
                 Ok(r) => return Ok(Rx::decode(&self.buf[..r.len], r.fds)?),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.wait(PollFlags::POLLIN, deadline)?

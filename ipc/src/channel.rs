@@ -19,6 +19,12 @@ pub enum ChannelError {
     Timeout(Duration),
     #[error("protocol violation: {0}")]
     Violation(#[from] Violation),
+    /// A frame arrived but the kernel could not install its descriptors:
+    /// this process is out of descriptor slots (EMFILE). The frame is
+    /// consumed and the channel stays in step; the caller treats that one
+    /// message as a temporary failure.
+    #[error("descriptors beside a frame were lost: this process has no free descriptor slot")]
+    FdsLost,
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -114,8 +120,11 @@ impl Channel {
                         }
                         .into());
                     }
-                    if r.fds_truncated {
+                    if r.fds_overflowed() {
                         return Err(Violation::FdTruncated.into());
+                    }
+                    if r.fds_lost() {
+                        return Err(ChannelError::FdsLost);
                     }
                     break (r.len, r.fds);
                 }

@@ -36,6 +36,8 @@ pub struct ProcessInfo {
     pub netns: String,
     pub state: String,
     pub restarts: u32,
+    /// The soft descriptor limit the process runs with.
+    pub nofile: u64,
 }
 
 #[derive(Debug)]
@@ -110,6 +112,7 @@ impl Message for Reply {
                         b.set_netns(frame::clip(&p.netns, 32));
                         b.set_state(frame::clip(&p.state, 32));
                         b.set_restarts(p.restarts);
+                        b.set_nofile(p.nofile);
                     }
                 }
             }
@@ -161,6 +164,7 @@ impl Message for Reply {
                         netns: text(p.get_netns(), "status.netns", 32)?,
                         state: text(p.get_state(), "status.state", 32)?,
                         restarts: p.get_restarts(),
+                        nofile: p.get_nofile(),
                     });
                 }
                 Reply::Status(out)

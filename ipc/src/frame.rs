@@ -39,7 +39,7 @@ pub enum Violation {
     Unexpected(&'static str),
     #[error("{got} descriptors beside the frame, expected {want}")]
     FdCount { got: usize, want: usize },
-    #[error("descriptors were truncated in transit")]
+    #[error("more descriptors beside the frame than any frame may carry")]
     FdTruncated,
 }
 

@@ -89,6 +89,7 @@ pub mod fuzzing {
                 netns: "private".into(),
                 state: "running".into(),
                 restarts: 0,
+                nofile: 1024,
             }])
             .encode(),
         ]

@@ -53,10 +53,26 @@ pub struct Received {
     pub len: usize,
     /// The frame was longer than the buffer (MSG_TRUNC): a violation.
     pub truncated: bool,
-    /// Descriptors were dropped by the kernel (MSG_CTRUNC): a violation.
+    /// Descriptors were dropped by the kernel (MSG_CTRUNC). With fewer than
+    /// [`MAX_FDS_PER_FRAME`] received, this process ran out of descriptor
+    /// slots (EMFILE while the kernel installed them): a local shortage,
+    /// not the peer's fault. With the buffer full, the peer sent more than
+    /// any frame may carry: a violation. See [`Received::fds_overflowed`].
     pub fds_truncated: bool,
     /// Received descriptors, owned (and closed on drop) even on a violation.
     pub fds: Vec<OwnedFd>,
+}
+
+impl Received {
+    /// The peer sent more descriptors than a frame may carry.
+    pub fn fds_overflowed(&self) -> bool {
+        self.fds_truncated && self.fds.len() >= MAX_FDS_PER_FRAME
+    }
+
+    /// Descriptors were lost because this process had no free slot.
+    pub fn fds_lost(&self) -> bool {
+        self.fds_truncated && self.fds.len() < MAX_FDS_PER_FRAME
+    }
 }
 
 /// Receives one frame into `buf` without blocking (EAGAIN when none is ready).

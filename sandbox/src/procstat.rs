@@ -22,6 +22,25 @@ pub fn read(pid: u32) -> io::Result<ProcStatus> {
     parse(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable status"))
 }
 
+/// The soft RLIMIT_NOFILE of a process, from /proc/<pid>/limits
+/// (`u64::MAX` for unlimited).
+pub fn nofile(pid: u32) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    parse_nofile(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no open files limit"))
+}
+
+/// `Max open files            1024                 524288               files`
+pub fn parse_nofile(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line["Max open files".len()..].split_whitespace().next()?;
+    if soft == "unlimited" {
+        Some(u64::MAX)
+    } else {
+        soft.parse().ok()
+    }
+}
+
 pub fn parse(text: &str) -> Option<ProcStatus> {
     let mut st = ProcStatus {
         uid: [0; 4],
@@ -74,6 +93,22 @@ mod tests {
     fn reads_own_status() {
         let st = super::read(std::process::id()).unwrap();
         assert_eq!(st.cap_eff.len(), 16);
+    }
+
+    #[test]
+    fn reads_the_descriptor_limit() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units\n\
+                    Max processes             127636               127636               processes\n\
+                    Max open files            1024                 524288               files\n";
+        assert_eq!(super::parse_nofile(text), Some(1024));
+        assert_eq!(
+            super::parse_nofile(
+                "Max open files            unlimited            unlimited            files"
+            ),
+            Some(u64::MAX)
+        );
+        assert_eq!(super::parse_nofile("garbage"), None);
+        assert!(super::nofile(std::process::id()).unwrap() > 0);
     }
 
     #[test]

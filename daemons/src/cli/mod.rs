@@ -183,13 +183,14 @@ pub fn status(dir: Option<&Path>, json: bool) -> ExitCode {
                     "role": p.role, "pid": p.pid, "uid": p.uid, "gid": p.gid,
                     "no_new_privs": p.no_new_privs, "seccomp": p.seccomp, "cap_eff": p.cap_eff,
                     "landlock": p.landlock, "netns": p.netns, "state": p.state, "restarts": p.restarts,
+                    "nofile": p.nofile,
                 })
             })
             .collect();
         println!("{}", serde_json::json!({ "processes": list }));
     } else {
         println!(
-            "{:<10} {:>7} {:>6} {:>3} {:>7} {:<16} {:<15} {:<7} {:<10} {:>8}",
+            "{:<10} {:>7} {:>6} {:>3} {:>7} {:<16} {:<15} {:<7} {:<10} {:>8} {:>8}",
             "ROLE",
             "PID",
             "UID",
@@ -199,11 +200,12 @@ pub fn status(dir: Option<&Path>, json: bool) -> ExitCode {
             "LANDLOCK",
             "NETNS",
             "STATE",
-            "RESTARTS"
+            "RESTARTS",
+            "NOFILE"
         );
         for p in &ps {
             println!(
-                "{:<10} {:>7} {:>6} {:>3} {:>7} {:<16} {:<15} {:<7} {:<10} {:>8}",
+                "{:<10} {:>7} {:>6} {:>3} {:>7} {:<16} {:<15} {:<7} {:<10} {:>8} {:>8}",
                 p.role,
                 p.pid,
                 p.uid,
@@ -217,7 +219,12 @@ pub fn status(dir: Option<&Path>, json: bool) -> ExitCode {
                 },
                 if p.netns.is_empty() { "-" } else { &p.netns },
                 p.state,
-                p.restarts
+                p.restarts,
+                match p.nofile {
+                    0 => "-".to_string(),
+                    u64::MAX => "unlimited".to_string(),
+                    n => n.to_string(),
+                }
             );
         }
     }

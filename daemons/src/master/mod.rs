@@ -206,6 +206,22 @@ fn ensure_server_certificate(cfg: &Config, params: &postern_config::Params) {
     }
 }
 
+/// Raises the soft descriptor limit to the hard one, as Postfix's master
+/// does, before any role starts (they inherit it). Debian's usual soft limit
+/// of 1024 is far below what a busy edge relay's channels need. Logged
+/// either way, so an operator sees what the roles got.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!("descriptor limit raised from {soft} to {hard}"),
+            Err(e) => warn!("cannot raise the descriptor limit from {soft} to {hard}: {e}"),
+        },
+        Ok((soft, _)) => info!("descriptor limit {soft}"),
+        Err(e) => warn!("cannot read the descriptor limit: {e}"),
+    }
+}
+
 /// Starts the master in this process. Returns when the instance has stopped.
 pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
     let params = cfg.params().map_err(|e| {
@@ -244,6 +260,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
     for d in &cfg.diagnostics {
         warn!("{d}");
     }
+    raise_descriptor_limit();
     ensure_server_certificate(&cfg, &params);
     let listeners = listen::bind_all(&cfg, &params)?;
     let pickup_path = crate::paths::pickup_socket(&params);

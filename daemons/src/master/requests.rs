@@ -53,6 +53,7 @@ impl Master {
                 netns: netns.into(),
                 state: state.into(),
                 restarts,
+                nofile: postern_sandbox::procstat::nofile(pid).unwrap_or(0),
             }
         };
         let mut out = vec![info(
@@ -85,6 +86,7 @@ impl Master {
                     netns: String::new(),
                     state: state.into(),
                     restarts: slot.restarts,
+                    nofile: 0,
                 });
             }
             for c in &slot.children {
