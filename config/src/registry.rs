@@ -106,6 +106,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("default_destination_concurrency_limit", "20", int(1, 1000), QM),
     p("default_destination_rate_delay", "0s", secs("s"), QM),
     p("default_destination_recipient_limit", "50", int(1, 1000), QM),
+    // Concurrent deliveries per transport (Postfix: processes per service).
+    p("default_process_limit", "100", int(1, 10_000), QM),
     p("delay_warning_time", "0h", secs("h"), QM),
     p("disable_vrfy_command", "yes", Kind::Bool, SD),
     p("dns_nameservers", "", Kind::List, RS),
@@ -134,6 +136,11 @@ pub static PARAMS: &[ParamDef] = &[
     p("myhostname", "", Kind::Str, ALL),
     p("mynetworks", "127.0.0.0/8 [::1]/128", Kind::List, SD | PK),
     p("myorigin", "$myhostname", Kind::Str, CL | PK | LO | BO | SD),
+    // The active set (qmgr(8)): how many messages, and recipients, the
+    // queue manager holds in memory; the rest wait on disk in the broker's
+    // order. Postfix's defaults.
+    p("qmgr_message_active_limit", "20000", int(1, 10_000_000), QM),
+    p("qmgr_message_recipient_limit", "20000", int(1, 10_000_000), QM),
     p("queue_directory", "${data_directory}/queue", Kind::Path, M | BR),
     p("queue_file_pool_size", "32", int(0, 100_000), BR),
     p("queue_minfree", "0", SIZE, BR),

@@ -75,6 +75,48 @@ pub mod fuzzing {
             })
             .encode(),
             crate::master::ToDaemon::Shutdown.encode(),
+            crate::qmgr_broker::Event {
+                message: crate::qmgr_broker::QueuedMessage {
+                    queue_id: "4cK2xQ7m9nTzB1".into(),
+                    arrival_us: 1_700_000_000_000_000,
+                    size: 1024,
+                    nrcpt: 1,
+                    due_us: 0,
+                    envelope: Some(crate::qmgr_broker::Envelope {
+                        sender: "alerts@fw.example".into(),
+                        envid: String::new(),
+                        ret: 0,
+                        smtputf8: false,
+                        body_8bit: false,
+                        trace: false,
+                        recipients: vec![crate::qmgr_broker::Recipient {
+                            address: "ops@example.org".into(),
+                            orcpt: String::new(),
+                            notify: 0,
+                        }],
+                    }),
+                },
+                file: None,
+            }
+            .encode(),
+            crate::qmgr_queue::Request::Append {
+                queue_id: "4cK2xQ7m9nTzB1".into(),
+                states: vec![crate::qmgr_queue::State::NextAttempt {
+                    at_us: 1_700_000_300_000_000,
+                    attempts: 1,
+                }],
+                give_back: Some(1_700_000_300_000_000),
+            }
+            .encode(),
+            crate::qmgr_queue::Reply::Listed(
+                vec![crate::qmgr_queue::Listed {
+                    queue_id: "4cK2xQ7m9nTzB1".into(),
+                    place: crate::qmgr_queue::Place::Deferred,
+                    due_us: 1_700_000_300_000_000,
+                }],
+                17,
+            )
+            .encode(),
             Request::Status.encode(),
             Request::Reload("smtpd".into()).encode(),
             Reply::Status(vec![ProcessInfo {

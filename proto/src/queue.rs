@@ -109,6 +109,14 @@ pub enum Record {
     TraceRequested,
     /// That report was queued.
     TraceSent,
+    /// A recipient was deferred, with the RFC 3463 status of the deferral
+    /// (for a later delay warning or expiry notice); supersedes
+    /// `RcptDeferred`, which older files hold.
+    RcptDeferredStatus {
+        index: u32,
+        dsn: String,
+        reason: String,
+    },
 }
 
 /// Frames one record.
@@ -200,6 +208,8 @@ pub struct Summary {
     pub done: Vec<u32>,
     /// The last deferral reason per recipient index.
     pub deferred: Vec<(u32, String)>,
+    /// The last deferral's status per recipient index, where recorded.
+    pub deferred_dsn: Vec<(u32, String)>,
     pub next_attempt_us: u64,
     pub attempts: u32,
     pub hold: bool,
@@ -237,6 +247,13 @@ pub fn summarize(records: &[(u64, Record)], end: u64) -> Summary {
                     s.done.push(*index);
                 }
                 s.deferred.retain(|(i, _)| i != index);
+                s.deferred_dsn.retain(|(i, _)| i != index);
+            }
+            Record::RcptDeferredStatus { index, dsn, reason } => {
+                s.deferred.retain(|(i, _)| i != index);
+                s.deferred.push((*index, reason.clone()));
+                s.deferred_dsn.retain(|(i, _)| i != index);
+                s.deferred_dsn.push((*index, dsn.clone()));
             }
             Record::RcptDeferred { index, reason } => {
                 s.deferred.retain(|(i, _)| i != index);
@@ -307,6 +324,11 @@ mod tests {
             Record::Commit { at_us: 2 },
             Record::RcptDeferred {
                 index: 0,
+                reason: "connect to mx: refused".into(),
+            },
+            Record::RcptDeferredStatus {
+                index: 0,
+                dsn: "4.4.1".into(),
                 reason: "connect to mx: refused".into(),
             },
             Record::NextAttempt {

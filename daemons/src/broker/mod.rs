@@ -19,7 +19,7 @@ use postern_ipc::{
     Channel, ChannelError, Endpoint, cleanup_broker as cb, keys as pk, qmgr_broker as qb,
     qmgr_queue as qq, smtpd_broker as sb,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::clock::now_us;
 use crate::daemon::{self, Context};
@@ -27,13 +27,18 @@ use crate::tables::{self, Table};
 use crate::{fatal, info, warn};
 pub use keys::files as key_files;
 use keys::{Budget, KeyStore};
-use queue::{MsgInfo, Queue};
+use queue::Queue;
 pub use reload::LIVE as LIVE_PARAMS;
 use sync::Syncer;
 
 struct Broker {
     queue: Queue,
-    subscribers: Vec<mpsc::UnboundedSender<qb::Event>>,
+    /// The queue manager's feed: fresh commits go straight to it, with
+    /// their envelope, while its active set has room.
+    fresh: Option<(u64, mpsc::UnboundedSender<qb::QueuedMessage>)>,
+    next_feed: u64,
+    /// Wakes the feed: a message became due or the active set has room.
+    wake: Rc<Notify>,
     next_owner: u64,
     /// queue_minfree: new mail is refused while the queue file system has
     /// no more than this many bytes free.
@@ -106,9 +111,9 @@ async fn serve(
     lookup: Lookups,
     keys: Rc<KeyStore>,
 ) {
-    let committed = match queue.recover() {
-        Ok(c) => c,
-        Err(e) => fatal!("cannot read the queue: {e}"),
+    let listed = match queue.begin_recovery() {
+        Ok(n) => n,
+        Err(e) => fatal!("cannot list the queue: {e}"),
     };
     // A full disk must not keep the broker down: the pool refills on
     // demand once there is room again.
@@ -116,8 +121,7 @@ async fn serve(
         warn!("cannot create spare queue files: {e}");
     }
     info!(
-        "queue: {} message(s), {} spare file(s)",
-        committed.len(),
+        "queue: {listed} queue file(s) to recover, {} spare file(s)",
         queue.free_count()
     );
     if let Err(e) = queue.start_reaper() {
@@ -130,7 +134,9 @@ async fn serve(
     }
     let st: Shared = Rc::new(RefCell::new(Broker {
         queue,
-        subscribers: Vec::new(),
+        fresh: None,
+        next_feed: 0,
+        wake: Rc::new(Notify::new()),
         next_owner: 1,
         minfree,
     }));
@@ -143,6 +149,7 @@ async fn serve(
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async move {
+            tokio::task::spawn_local(recover(st.clone()));
             loop {
                 tokio::select! {
                     // A reload the master sent before a channel is applied
@@ -170,6 +177,46 @@ async fn serve(
             }
         })
         .await;
+}
+
+/// Reads the queue files listed at start in batches, between other work:
+/// the broker takes new mail and feeds the queue manager meanwhile. A
+/// shortage (no descriptor, no memory) is retried with backoff, never fatal.
+async fn recover(st: Shared) {
+    let t0 = std::time::Instant::now();
+    let mut total = queue::Recovered::default();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let r = st.borrow_mut().queue.recover_some(256);
+        match r {
+            Ok(r) => {
+                total.committed += r.committed;
+                total.freed += r.freed;
+                total.set_aside += r.set_aside;
+                st.borrow().wake.notify_one();
+                if r.left == 0 {
+                    info!(
+                        "queue: recovered {} message(s) in {} ms ({} freed, {} set aside)",
+                        total.committed,
+                        t0.elapsed().as_millis(),
+                        total.freed,
+                        total.set_aside
+                    );
+                    return;
+                }
+                backoff = Duration::from_millis(100);
+                tokio::task::yield_now().await;
+            }
+            Err(e) => {
+                warn!(
+                    "queue recovery: {e}; retrying in {} ms",
+                    backoff.as_millis()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 /// A sibling broke the protocol: a bug or a compromise. Exit; the master
@@ -231,51 +278,75 @@ async fn cleanup_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration
 }
 
 async fn commit(st: &Shared, syncer: &Syncer, owner: u64, c: cb::Commit) -> cb::Reply {
-    let summary = {
-        let mut b = st.borrow_mut();
-        match b.queue.validate(&c.queue_id, owner) {
-            Ok(s) => s,
-            Err(queue::QueueError::Malformed(id, why)) => {
-                warn!("{id}: refusing to commit a malformed queue file: {why}");
-                return cb::Reply::Failed(format!("malformed queue file: {why}"));
-            }
-            Err(queue::QueueError::Io(e)) => return cb::Reply::Failed(e.to_string()),
-            Err(e) => violation("cleanup", e),
-        }
-    };
-    if let Err(e) = st
+    let r = st
         .borrow_mut()
         .queue
-        .append_commit(&c.queue_id, owner, now_us())
-    {
-        return cb::Reply::Failed(e.to_string());
-    }
+        .prepare_commit(&c.queue_id, owner, now_us());
+    let summary = match r {
+        Ok(s) => s,
+        Err(queue::QueueError::Malformed(id, why)) => {
+            warn!("{id}: refusing to commit a malformed queue file: {why}");
+            return cb::Reply::Failed(format!("malformed queue file: {why}"));
+        }
+        Err(queue::QueueError::Io(e)) => {
+            warn!("{}: cannot commit: {e}", c.queue_id);
+            return cb::Reply::Failed(e.to_string());
+        }
+        Err(e) => violation("cleanup", e),
+    };
     if let Err(e) = syncer.sync().await {
         warn!("{}: {e}", c.queue_id);
         return cb::Reply::Failed(e);
     }
-    let info = MsgInfo {
-        queue_id: c.queue_id.clone(),
-        sender: summary.sender.map(|s| s.address).unwrap_or_default(),
-        size: summary.size,
-        nrcpt: summary.recipients.len() as u32,
-        arrival_us: summary.header.map_or(0, |h| h.arrival_us),
-    };
+    let nrcpt = summary.recipients.len() as u32;
+    let arrival_us = summary.header.as_ref().map_or(0, |h| h.arrival_us);
     let mut b = st.borrow_mut();
-    b.queue.mark_committed(&c.queue_id, info.clone());
-    // Never wait on the queue manager: queue the notice and move on.
-    b.subscribers
-        .retain(|s| s.send(qb::Event::Committed(to_event(&info), None)).is_ok());
+    // Straight into the active set, envelope and all, when it has room and
+    // no older mail waits; else in arrival order with the rest.
+    let fresh = b.fresh.is_some() && b.queue.room_for_fresh(nrcpt);
+    b.queue
+        .mark_committed(&c.queue_id, arrival_us, nrcpt, fresh);
+    if fresh {
+        let m = qb::QueuedMessage {
+            queue_id: c.queue_id.clone(),
+            arrival_us,
+            size: summary.size,
+            nrcpt,
+            due_us: 0,
+            envelope: Some(envelope(summary)),
+        };
+        // A feed that just ended gives its set back when it cleans up.
+        if let Some((_, tx)) = &b.fresh {
+            let _ = tx.send(m);
+        }
+    } else {
+        b.wake.notify_one();
+    }
     cb::Reply::Committed
 }
 
-fn to_event(m: &MsgInfo) -> qb::QueuedMessage {
-    qb::QueuedMessage {
-        queue_id: m.queue_id.clone(),
-        sender: m.sender.clone(),
-        size: m.size,
-        nrcpt: m.nrcpt,
-        arrival_us: m.arrival_us,
+fn envelope(s: postern_proto::queue::Summary) -> qb::Envelope {
+    // prepare_commit refuses a file without a sender.
+    let (sender, envid, ret, smtputf8, body_8bit) = s
+        .sender
+        .map(|x| (x.address, x.envid, x.ret, x.smtputf8, x.body_8bit))
+        .unwrap_or_default();
+    qb::Envelope {
+        sender,
+        envid,
+        ret,
+        smtputf8,
+        body_8bit,
+        trace: s.trace,
+        recipients: s
+            .recipients
+            .into_iter()
+            .map(|r| qb::Recipient {
+                address: r.address,
+                orcpt: r.orcpt,
+                notify: r.notify,
+            })
+            .collect(),
     }
 }
 
@@ -304,39 +375,107 @@ async fn qmgr_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration) {
     }
 }
 
-/// Commit notices carry their file's descriptor only while the queue manager
-/// has fewer unread bytes than this waiting (some 200 notices); beyond that
-/// it opens the files itself.
+/// Messages carry their file's descriptor only while the queue manager has
+/// fewer unread bytes than this waiting; beyond that it opens the files
+/// itself.
 const MAX_UNREAD_WITH_FDS: usize = 32 * 1024;
 
+/// The feed of the queue manager's active set: fresh commits (from
+/// [`commit`]) and whatever [`Queue::offer`] finds due, while the set has
+/// room. A second subscription replaces the first.
 async fn subscription(st: Shared, ch: Channel, timeout: Duration) {
     let mut ep = Endpoint::<qb::Event, qb::Request>::from_channel(ch);
-    match ep.recv_within(timeout).await {
-        Ok(qb::Request::Subscribe) => {}
+    let limits = match ep.recv_within(timeout).await {
+        Ok(qb::Request::Subscribe(l)) => l,
         Err(ChannelError::Violation(v)) => violation("qmgr", v),
         Err(_) => return,
-    }
+    };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    {
+    let (me, wake) = {
         let mut b = st.borrow_mut();
-        for m in b.queue.committed() {
-            let _ = tx.send(qb::Event::Committed(to_event(&m), None));
-        }
-        let _ = tx.send(qb::Event::Current);
-        b.subscribers.push(tx);
+        b.queue.subscribe(limits);
+        b.next_feed += 1;
+        let me = b.next_feed;
+        b.fresh = Some((me, tx));
+        (me, b.wake.clone())
+    };
+    enum Next {
+        Fresh(qb::QueuedMessage),
+        Look,
+        Stop,
     }
-    while let Some(mut ev) = rx.recv().await {
-        // The file goes along, which saves the queue manager an open
-        // request, while it keeps up: descriptors in flight count against
-        // our limits, so a stalled queue manager gets notices without.
-        if let qb::Event::Committed(m, fd @ None) = &mut ev
-            && ep.unread_by_peer().is_ok_and(|n| n < MAX_UNREAD_WITH_FDS)
-        {
-            *fd = st.borrow().queue.open_readonly(&m.queue_id).ok();
+    'feed: loop {
+        loop {
+            let e = st.borrow_mut().queue.offer(now_us());
+            let Some(e) = e else { break };
+            let m = qb::QueuedMessage {
+                queue_id: e.qid.as_str().to_string(),
+                arrival_us: e.arrival_us,
+                size: 0,
+                nrcpt: e.nrcpt,
+                due_us: e.due_us,
+                envelope: None,
+            };
+            if feed(&st, &ep, m).await.is_err() {
+                break 'feed;
+            }
         }
-        if ep.send(&ev).await.is_err() {
-            return;
+        let due = st.borrow().queue.next_due();
+        let next = tokio::select! {
+            m = rx.recv() => m.map_or(Next::Stop, Next::Fresh),
+            _ = wake.notified() => Next::Look,
+            _ = sleep_until_us(due) => Next::Look,
+            // The queue manager sends nothing after subscribing.
+            r = ep.recv() => match r {
+                Err(ChannelError::Violation(v)) => violation("qmgr", v),
+                Ok(_) => violation("qmgr", "a second subscription on one feed"),
+                Err(_) => Next::Stop,
+            },
+        };
+        match next {
+            Next::Fresh(m) => {
+                if feed(&st, &ep, m).await.is_err() {
+                    break;
+                }
+            }
+            Next::Look => {}
+            Next::Stop => break,
         }
+    }
+    // Gone: its active set is due again for the next queue manager.
+    let mut b = st.borrow_mut();
+    if b.fresh.as_ref().is_some_and(|(id, _)| *id == me) {
+        b.fresh = None;
+        b.queue.release_active();
+    }
+}
+
+/// Sends one message into the active set. Its file goes along, which saves
+/// the queue manager an open request, while it keeps up: descriptors in
+/// flight count against its limits, so a stalled queue manager gets
+/// messages without, and the descriptors it holds stay bounded.
+async fn feed(
+    st: &Shared,
+    ep: &Endpoint<qb::Event, qb::Request>,
+    message: qb::QueuedMessage,
+) -> Result<(), ChannelError> {
+    let file = if ep.unread_by_peer().is_ok_and(|n| n < MAX_UNREAD_WITH_FDS) {
+        st.borrow().queue.open_readonly(&message.queue_id).ok()
+    } else {
+        None
+    };
+    ep.send(&qb::Event { message, file }).await
+}
+
+async fn sleep_until_us(due: Option<u64>) {
+    match due {
+        Some(at) => {
+            let now = now_us();
+            if at > now {
+                tokio::time::sleep(Duration::from_micros(at - now)).await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -344,7 +483,9 @@ fn to_record(s: qq::State) -> postern_proto::queue::Record {
     use postern_proto::queue::Record;
     match s {
         qq::State::RcptDone(index) => Record::RcptDone { index },
-        qq::State::RcptDeferred { index, reason } => Record::RcptDeferred { index, reason },
+        qq::State::RcptDeferred { index, dsn, reason } => {
+            Record::RcptDeferredStatus { index, dsn, reason }
+        }
         qq::State::NextAttempt { at_us, attempts } => Record::NextAttempt { at_us, attempts },
         qq::State::Hold(h) => Record::Hold(h),
         qq::State::DelayWarned => Record::DelayWarned,
@@ -367,7 +508,11 @@ async fn queue_requests(st: Shared, syncer: Syncer, ch: Channel) {
                 Ok(fd) => qq::Reply::Opened(fd),
                 Err(e) => qq::Reply::Failed(e.to_string()),
             },
-            qq::Request::Append { queue_id, states } => {
+            qq::Request::Append {
+                queue_id,
+                states,
+                give_back,
+            } => {
                 // Delivery progress is not synced: losing it in a crash means
                 // delivering again (at least once), never losing mail, and it
                 // saves a disk flush per message (Postfix does not fsync its
@@ -375,7 +520,19 @@ async fn queue_requests(st: Shared, syncer: Syncer, ch: Channel) {
                 // let out mail the admin stopped.
                 let durable = states.iter().any(|s| matches!(s, qq::State::Hold(_)));
                 let records: Vec<_> = states.into_iter().map(to_record).collect();
-                let r = st.borrow_mut().queue.append_states(&queue_id, &records);
+                let r = {
+                    let mut b = st.borrow_mut();
+                    let r = b.queue.append_states(&queue_id, &records);
+                    // Given back even when the append failed: the message
+                    // must not stay in an active set that forgot it.
+                    if let Some(due) = give_back {
+                        let _ = b.queue.give_back(&queue_id, due);
+                        b.wake.notify_one();
+                    } else if durable {
+                        b.wake.notify_one();
+                    }
+                    r
+                };
                 match r {
                     Ok(()) if durable => match syncer.sync().await {
                         Ok(()) => qq::Reply::Ok,
@@ -385,10 +542,43 @@ async fn queue_requests(st: Shared, syncer: Syncer, ch: Channel) {
                     Err(e) => qq::Reply::Failed(e.to_string()),
                 }
             }
-            qq::Request::Remove(id) => match st.borrow_mut().queue.remove(&id) {
-                Ok(()) => qq::Reply::Ok,
-                Err(e) => qq::Reply::Failed(e.to_string()),
-            },
+            qq::Request::Remove(id) => {
+                let mut b = st.borrow_mut();
+                let r = b.queue.remove(&id);
+                b.wake.notify_one();
+                match r {
+                    Ok(()) => qq::Reply::Ok,
+                    Err(e) => qq::Reply::Failed(e.to_string()),
+                }
+            }
+            qq::Request::Wake(id) => {
+                let mut b = st.borrow_mut();
+                let r = b.queue.wake(&id);
+                b.wake.notify_one();
+                match r {
+                    Ok(()) => qq::Reply::Ok,
+                    Err(e) => qq::Reply::Failed(e.to_string()),
+                }
+            }
+            qq::Request::Flush => {
+                let mut b = st.borrow_mut();
+                b.queue.flush();
+                b.wake.notify_one();
+                qq::Reply::Ok
+            }
+            qq::Request::List(cursor) => {
+                let (page, next) = st.borrow().queue.list(cursor, qq::LIST_PAGE);
+                qq::Reply::Listed(
+                    page.into_iter()
+                        .map(|e| qq::Listed {
+                            queue_id: e.qid.as_str().to_string(),
+                            place: e.place,
+                            due_us: e.due_us,
+                        })
+                        .collect(),
+                    next,
+                )
+            }
         };
         if ep.send(&reply).await.is_err() {
             return;

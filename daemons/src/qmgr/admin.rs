@@ -8,6 +8,9 @@ use postern_ipc::{Channel, ChannelError, Endpoint, Message};
 use postern_proto::queue as rec;
 use tokio::sync::mpsc;
 
+use postern_ipc::qmgr_queue as qq;
+
+use super::agents::Agents;
 use super::{Ev, Qmgr, RState};
 use crate::{info, warn};
 
@@ -126,19 +129,165 @@ fn show(fd: &OwnedFd) -> Vec<u8> {
     bytes
 }
 
-impl Qmgr {
-    fn ids(&self, ids: &[String]) -> (Vec<String>, Vec<String>) {
-        if ids.iter().any(|i| i == "ALL") {
-            return (
-                self.order.keys().map(|(_, id)| id.clone()).collect(),
-                Vec::new(),
-            );
-        }
-        ids.iter()
-            .cloned()
-            .partition(|id| self.msgs.contains_key(id))
-    }
+/// Which admin operation a request on many ids is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bulk {
+    Delete,
+    Hold,
+    Release,
+    Requeue,
+}
 
+impl Bulk {
+    fn summary(self, n: usize) -> String {
+        let what = match self {
+            Bulk::Delete => "Deleted",
+            Bulk::Hold => "Placed on hold",
+            Bulk::Release => "Released from hold",
+            Bulk::Requeue => "Requeued",
+        };
+        format!("{what}: {n} message{}", if n == 1 { "" } else { "s" })
+    }
+}
+
+/// Every message outside the active set, from the broker, a page at a time.
+async fn each_listed(
+    agents: &Agents,
+    mut f: impl AsyncFnMut(qq::Listed) -> bool,
+) -> Result<(), String> {
+    let mut cursor = 0;
+    loop {
+        match agents.queue(qq::Request::List(cursor)).await? {
+            qq::Reply::Listed(page, next) => {
+                for e in page {
+                    if !f(e).await {
+                        return Ok(());
+                    }
+                }
+                if next == 0 {
+                    return Ok(());
+                }
+                cursor = next;
+            }
+            qq::Reply::Failed(e) => return Err(e),
+            _ => return Err("unexpected answer from the broker".into()),
+        }
+    }
+}
+
+/// A listing entry for a message outside the active set, read from its
+/// file, with its arrival time in microseconds (for the order).
+async fn entry_of(agents: &Agents, l: &qq::Listed) -> Option<(u64, Entry)> {
+    let fd = agents.open(&l.queue_id).await.ok()?;
+    let buf = crate::fsutil::read_queue_file(&fd).ok()?;
+    let (records, _) = rec::decode_all(&buf);
+    let s = rec::summarize(&records, 0);
+    let queue_name = match l.place {
+        qq::Place::Hold => "hold",
+        qq::Place::Incoming => "incoming",
+        qq::Place::Active => "active",
+        qq::Place::Deferred if l.due_us <= crate::clock::now_us() => "active",
+        qq::Place::Deferred => "deferred",
+    };
+    let arrival_us = s.header.as_ref().map_or(0, |h| h.arrival_us);
+    Some((
+        arrival_us,
+        Entry {
+            queue_id: l.queue_id.clone(),
+            queue_name: queue_name.into(),
+            arrival_time: arrival_us / 1_000_000,
+            message_size: s.size,
+            sender: s
+                .sender
+                .as_ref()
+                .map(|x| x.address.clone())
+                .unwrap_or_default(),
+            recipients: s
+                .recipients
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !s.done.contains(&(*i as u32)))
+                .map(|(i, r)| Rcpt {
+                    address: r.address.clone(),
+                    delay_reason: s
+                        .deferred
+                        .iter()
+                        .find(|(x, _)| *x == i as u32)
+                        .map(|(_, w)| w.clone())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            forced_expire: false,
+        },
+    ))
+}
+
+/// The broker's part of an operation on messages outside the active set:
+/// one request per message. Returns the lines for the admin and how many
+/// messages it changed.
+async fn bulk_outside(
+    agents: &Agents,
+    op: Bulk,
+    ids: Vec<String>,
+    all: bool,
+) -> (Vec<String>, usize) {
+    let mut targets: Vec<String> = ids;
+    if all {
+        let r = each_listed(agents, async |l: qq::Listed| {
+            let wanted = match op {
+                Bulk::Hold => l.place != qq::Place::Hold,
+                Bulk::Release => l.place == qq::Place::Hold,
+                _ => true,
+            };
+            if wanted {
+                targets.push(l.queue_id);
+            }
+            true
+        })
+        .await;
+        if let Err(e) = r {
+            return (vec![format!("cannot list the queue: {e}")], 0);
+        }
+    }
+    let mut lines = Vec::new();
+    let mut n = 0;
+    for id in targets {
+        let req = match op {
+            Bulk::Delete => qq::Request::Remove(id.clone()),
+            Bulk::Hold | Bulk::Release => qq::Request::Append {
+                queue_id: id.clone(),
+                states: vec![qq::State::Hold(op == Bulk::Hold)],
+                give_back: None,
+            },
+            Bulk::Requeue => qq::Request::Wake(id.clone()),
+        };
+        match agents.queue(req).await {
+            Ok(qq::Reply::Ok) => {
+                n += 1;
+                match op {
+                    Bulk::Delete => {
+                        info!("{id}: removed");
+                        lines.push(format!("{id}: removed"));
+                    }
+                    Bulk::Hold => info!("{id}: hold: by the administrator"),
+                    Bulk::Release => info!("{id}: released from hold"),
+                    Bulk::Requeue => {}
+                }
+            }
+            Ok(qq::Reply::Failed(e)) if e.starts_with("unknown queue id") => {
+                lines.push(format!("{id}: no such message in the queue"));
+            }
+            other => {
+                let why = super::outcome::append_error(other);
+                warn!("{id}: {why}");
+                lines.push(format!("{id}: {why}"));
+            }
+        }
+    }
+    (lines, n)
+}
+
+impl Qmgr {
     pub(crate) fn admin(&mut self, op: Op, reply: mpsc::UnboundedSender<Out>) {
         let Op::Request(req) = op;
         let send = |r: Reply| {
@@ -146,22 +295,13 @@ impl Qmgr {
         };
         match req {
             Request::List => {
-                let now = Instant::now();
+                // The active set from memory, then the rest from the broker.
                 let mut batch = Vec::new();
                 for (_, id) in self.order.keys() {
                     let m = &self.msgs[id];
-                    let active =
-                        m.in_flight > 0 || m.rcpts.iter().any(|r| r.state == RState::Queued);
-                    let queue_name = if m.hold {
-                        "hold"
-                    } else if active || m.next_try <= now {
-                        "active"
-                    } else {
-                        "deferred"
-                    };
                     batch.push(Entry {
                         queue_id: id.clone(),
-                        queue_name: queue_name.into(),
+                        queue_name: if m.hold { "hold" } else { "active" }.into(),
                         arrival_time: m.arrival_us / 1_000_000,
                         message_size: m.size,
                         sender: m.sender.clone(),
@@ -183,129 +323,159 @@ impl Qmgr {
                         send(Reply::Entries(std::mem::take(&mut batch)));
                     }
                 }
-                if !batch.is_empty() {
-                    send(Reply::Entries(batch));
-                }
-                send(Reply::End);
+                let agents = self.agents.clone();
+                tokio::task::spawn_local(async move {
+                    let mut rest: Vec<(u64, Entry)> = Vec::new();
+                    let r = each_listed(&agents, async |l: qq::Listed| {
+                        if let Some(e) = entry_of(&agents, &l).await {
+                            rest.push(e);
+                        }
+                        if rest.len() == aq::BATCH {
+                            rest.sort_by_key(|e| e.0);
+                            batch.extend(rest.drain(..).map(|e| e.1));
+                        }
+                        if batch.len() >= aq::BATCH {
+                            let b = std::mem::take(&mut batch);
+                            return reply.send(Out::Reply(Reply::Entries(b))).is_ok();
+                        }
+                        true
+                    })
+                    .await;
+                    rest.sort_by_key(|e| e.0);
+                    batch.extend(rest.into_iter().map(|e| e.1));
+                    if !batch.is_empty() {
+                        let _ = reply.send(Out::Reply(Reply::Entries(batch)));
+                    }
+                    let _ = reply.send(Out::Reply(match r {
+                        Ok(()) => Reply::End,
+                        Err(e) => Reply::Error(format!("cannot list the queue: {e}")),
+                    }));
+                });
             }
-            Request::Show(id) => match self.msgs.get(&id).map(|m| m.file.try_clone()) {
-                Some(Ok(fd)) => {
+            Request::Show(id) => {
+                let held = self
+                    .msgs
+                    .get(&id)
+                    .and_then(|m| m.file.as_ref())
+                    .and_then(|f| f.try_clone().ok());
+                if let Some(fd) = held {
                     let _ = reply.send(Out::File(fd));
+                    return;
                 }
-                Some(Err(e)) => send(Reply::Error(format!("{id}: {e}"))),
-                None => send(Reply::Error(format!("{id}: no such message in the queue"))),
-            },
+                let agents = self.agents.clone();
+                tokio::task::spawn_local(async move {
+                    let _ = reply.send(match agents.open(&id).await {
+                        Ok(fd) => Out::File(fd),
+                        Err(_) => {
+                            Out::Reply(Reply::Error(format!("{id}: no such message in the queue")))
+                        }
+                    });
+                });
+            }
             Request::Flush => {
                 let ids: Vec<String> = self.msgs.keys().cloned().collect();
                 for id in ids {
                     let m = self.msgs.get_mut(&id).expect("listed");
-                    if !m.hold && m.in_flight == 0 && m.next_try > Instant::now() {
+                    if !m.hold && m.in_flight == 0 {
                         m.next_try = Instant::now();
                         self.activate(&id);
                     }
                 }
-                send(Reply::Done(Vec::new()));
+                let agents = self.agents.clone();
+                tokio::task::spawn_local(async move {
+                    let _ = reply.send(Out::Reply(match agents.queue(qq::Request::Flush).await {
+                        Ok(qq::Reply::Ok) => Reply::Done(Vec::new()),
+                        other => Reply::Error(format!(
+                            "cannot flush the deferred queue: {}",
+                            super::outcome::append_error(other)
+                        )),
+                    }));
+                });
             }
-            Request::Delete(ids) => {
-                let (found, missing) = self.ids(&ids);
-                let mut lines: Vec<String> = missing
-                    .iter()
-                    .map(|id| format!("{id}: no such message in the queue"))
-                    .collect();
-                for id in &found {
-                    let m = self.msgs.get_mut(id).expect("found");
-                    m.deleted = true;
-                    let busy = m.in_flight > 0;
-                    if !busy {
-                        self.forget(id);
-                    }
-                    let (agents, qid) = (self.agents.clone(), id.clone());
-                    tokio::task::spawn_local(async move {
-                        match agents
-                            .queue(postern_ipc::qmgr_queue::Request::Remove(qid.clone()))
-                            .await
-                        {
-                            Ok(postern_ipc::qmgr_queue::Reply::Ok) => info!("{qid}: removed"),
-                            other => warn!("{qid}: cannot remove: {other:?}"),
-                        }
-                    });
-                    lines.push(format!("{id}: removed"));
-                }
-                lines.push(format!(
-                    "Deleted: {} message{}",
-                    found.len(),
-                    if found.len() == 1 { "" } else { "s" }
-                ));
-                send(Reply::Done(lines));
-            }
-            Request::Hold(ids) => self.set_hold(&ids, true, &reply),
-            Request::Release(ids) => self.set_hold(&ids, false, &reply),
-            Request::Requeue(ids) => {
-                let (found, missing) = self.ids(&ids);
-                let mut lines: Vec<String> = missing
-                    .iter()
-                    .map(|id| format!("{id}: no such message in the queue"))
-                    .collect();
-                let mut n = 0;
-                for id in found {
-                    if self.msgs.get(&id).is_some_and(|m| m.in_flight == 0) {
-                        // Read and route it anew (transport_maps may have changed).
-                        self.forget(&id);
-                        self.handle(Ev::Committed(
-                            postern_ipc::qmgr_broker::QueuedMessage {
-                                queue_id: id,
-                                sender: String::new(),
-                                size: 0,
-                                nrcpt: 0,
-                                arrival_us: 0,
-                            },
-                            None,
-                        ));
-                        n += 1;
-                    }
-                }
-                lines.push(format!(
-                    "Requeued: {n} message{}",
-                    if n == 1 { "" } else { "s" }
-                ));
-                send(Reply::Done(lines));
-            }
+            Request::Delete(ids) => self.bulk(Bulk::Delete, ids, reply),
+            Request::Hold(ids) => self.bulk(Bulk::Hold, ids, reply),
+            Request::Release(ids) => self.bulk(Bulk::Release, ids, reply),
+            Request::Requeue(ids) => self.bulk(Bulk::Requeue, ids, reply),
         }
     }
 
-    fn set_hold(&mut self, ids: &[String], on: bool, reply: &mpsc::UnboundedSender<Out>) {
-        let (found, missing) = self.ids(ids);
-        let mut lines: Vec<String> = missing
-            .iter()
-            .map(|id| format!("{id}: no such message in the queue"))
-            .collect();
+    /// An operation on named messages (or ALL): those in the active set
+    /// here, the rest through the broker.
+    fn bulk(&mut self, op: Bulk, ids: Vec<String>, reply: mpsc::UnboundedSender<Out>) {
+        let all = ids.iter().any(|i| i == "ALL");
+        let (mine, others): (Vec<String>, Vec<String>) = if all {
+            (self.msgs.keys().cloned().collect(), Vec::new())
+        } else {
+            ids.into_iter().partition(|id| self.msgs.contains_key(id))
+        };
+        let mut lines = Vec::new();
         let mut n = 0;
-        for id in found {
-            let m = self.msgs.get_mut(&id).expect("found");
-            if m.hold == on {
-                continue;
-            }
-            m.hold = on;
-            n += 1;
-            self.persist(&id, vec![postern_ipc::qmgr_queue::State::Hold(on)]);
-            if on {
-                info!("{id}: hold: by the administrator");
-            } else {
-                info!("{id}: released from hold");
-                let m = self.msgs.get_mut(&id).expect("found");
-                m.next_try = Instant::now();
-                self.activate(&id);
+        for id in mine {
+            if self.bulk_active(op, &id) {
+                n += 1;
+                if op == Bulk::Delete {
+                    lines.push(format!("{id}: removed"));
+                }
             }
         }
-        let what = if on {
-            "Placed on hold"
-        } else {
-            "Released from hold"
+        let agents = self.agents.clone();
+        tokio::task::spawn_local(async move {
+            let (more, m) = bulk_outside(&agents, op, others, all).await;
+            lines.extend(more);
+            lines.push(op.summary(n + m));
+            let _ = reply.send(Out::Reply(Reply::Done(lines)));
+        });
+    }
+
+    /// One message of the active set; true when it changed.
+    fn bulk_active(&mut self, op: Bulk, id: &str) -> bool {
+        let Some(m) = self.msgs.get_mut(id) else {
+            return false;
         };
-        lines.push(format!(
-            "{what}: {n} message{}",
-            if n == 1 { "" } else { "s" }
-        ));
-        let _ = reply.send(Out::Reply(Reply::Done(lines)));
+        match op {
+            Bulk::Delete => {
+                m.deleted = true;
+                if m.in_flight == 0 {
+                    self.forget(id);
+                }
+                let (agents, qid) = (self.agents.clone(), id.to_string());
+                tokio::task::spawn_local(async move {
+                    match agents.queue(qq::Request::Remove(qid.clone())).await {
+                        Ok(qq::Reply::Ok) => info!("{qid}: removed"),
+                        other => warn!("{qid}: cannot remove: {other:?}"),
+                    }
+                });
+                true
+            }
+            Bulk::Hold if m.hold => false,
+            Bulk::Hold => {
+                m.hold = true;
+                info!("{id}: hold: by the administrator");
+                if m.in_flight == 0 {
+                    // Out of the active set, on hold, in one request.
+                    let next = m.next_try;
+                    self.give_back(id, vec![qq::State::Hold(true)], next);
+                } else {
+                    // Given back when its deliveries return.
+                    self.persist(id, vec![qq::State::Hold(true)]);
+                }
+                true
+            }
+            Bulk::Release if !m.hold => false,
+            Bulk::Release => {
+                m.hold = false;
+                m.next_try = Instant::now();
+                info!("{id}: released from hold");
+                self.persist(id, vec![qq::State::Hold(false)]);
+                self.activate(id);
+                true
+            }
+            Bulk::Requeue if m.in_flight > 0 => false,
+            Bulk::Requeue => {
+                // Read and routed anew (transport_maps may have changed).
+                self.give_back(id, Vec::new(), Instant::now());
+                true
+            }
+        }
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use postern_config::Role;
 use postern_ipc::edge::{ClientEnd, Edge};
+use std::os::fd::OwnedFd;
+
 use postern_ipc::{ChannelError, Endpoint, bounce, deliver, qmgr_queue as qq};
 
 use crate::daemon::Switchboard;
@@ -105,15 +107,7 @@ impl Agents {
                     .await?
             }
         };
-        let first = match &req {
-            qq::Request::Open(id) => qq::Request::Open(id.clone()),
-            qq::Request::Remove(id) => qq::Request::Remove(id.clone()),
-            qq::Request::Append { queue_id, states } => qq::Request::Append {
-                queue_id: queue_id.clone(),
-                states: states.clone(),
-            },
-        };
-        match ep.call(&first).await {
+        match ep.call(&req).await {
             Ok(r) => {
                 self.queue.borrow_mut().push(ep);
                 Ok(r)
@@ -128,6 +122,15 @@ impl Agents {
                 Ok(r)
             }
             Err(e) => Err(format!("broker: {e}")),
+        }
+    }
+
+    /// A read-only descriptor of a queued message's file.
+    pub async fn open(&self, id: &str) -> Result<OwnedFd, String> {
+        match self.queue(qq::Request::Open(id.to_string())).await? {
+            qq::Reply::Opened(fd) => Ok(fd),
+            qq::Reply::Failed(e) => Err(e),
+            _ => Err("unexpected answer from the broker".into()),
         }
     }
 }

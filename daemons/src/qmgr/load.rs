@@ -1,19 +1,21 @@
-//! Learning the queue: the subscription to the broker's commit notices,
-//! reading a committed message's envelope, and routing its recipients.
+//! Learning the active set: the subscription to the broker's feed, a
+//! message's envelope (from the feed for fresh mail, else from its file),
+//! and routing its recipients.
 use super::*;
 
-/// Keeps a subscription to the broker; after a broker restart, subscribes
-/// again and receives the whole queue anew.
+/// Keeps a subscription to the broker's feed; after a broker restart,
+/// subscribes again and is offered the queue anew.
 pub(super) async fn subscribe_loop(
     sb: daemon::Switchboard,
     timeout: Duration,
+    limits: qb::Limits,
     tx: mpsc::UnboundedSender<Ev>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let r: Result<Endpoint<qb::Request, qb::Event>, String> = async {
             let ep = crate::edges::open::<qb::Link>(&sb, Role::Broker, timeout).await?;
-            ep.send(&qb::Request::Subscribe)
+            ep.send(&qb::Request::Subscribe(limits))
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(ep)
@@ -29,45 +31,86 @@ pub(super) async fn subscribe_loop(
             }
         };
         backoff = Duration::from_millis(100);
+        if tx.send(Ev::Subscribed).is_err() {
+            return;
+        }
         loop {
             match ep.recv().await {
-                Ok(qb::Event::Committed(m, fd)) => {
-                    if tx.send(Ev::Committed(m, fd)).is_err() {
+                Ok(ev) => {
+                    if tx.send(Ev::Offered(ev.message, ev.file)).is_err() {
                         return;
                     }
                 }
-                Ok(qb::Event::Current) => {}
                 Err(ChannelError::Violation(v)) => fatal!("protocol violation from broker: {v}"),
+                // One message's descriptor was lost (none free here): the
+                // feed goes on, and that message is read through an open.
+                Err(ChannelError::FdsLost) => {
+                    warn!("broker feed: {}; resubscribing", ChannelError::FdsLost);
+                    break;
+                }
                 Err(_) => break,
             }
         }
     }
 }
 
-/// Reads a committed message and routes its recipients.
+/// The envelope of a fresh commit, as a queue-file summary: nothing
+/// delivered, deferred or held yet.
+fn fresh_summary(m: &qb::QueuedMessage, e: qb::Envelope) -> rec::Summary {
+    rec::Summary {
+        header: Some(rec::Header {
+            version: rec::VERSION,
+            queue_id: m.queue_id.clone(),
+            arrival_us: m.arrival_us,
+        }),
+        sender: Some(rec::Sender {
+            address: e.sender,
+            ret: e.ret,
+            envid: e.envid,
+            smtputf8: e.smtputf8,
+            body_8bit: e.body_8bit,
+        }),
+        recipients: e
+            .recipients
+            .into_iter()
+            .map(|r| rec::Recipient {
+                address: r.address,
+                orcpt: r.orcpt,
+                notify: r.notify,
+            })
+            .collect(),
+        size: m.size,
+        content_complete: true,
+        committed: true,
+        trace: e.trace,
+        ..rec::Summary::default()
+    }
+}
+
+/// Learns a message entering the active set, from the envelope the feed
+/// carried or else from its file, and routes its recipients. The file's
+/// descriptor is kept (the caller may drop it) only when it came along.
 pub(super) async fn load(
     agents: Rc<Agents>,
     tables: Rc<TableCache>,
     s: Rc<Settings>,
-    id: String,
+    mut m: qb::QueuedMessage,
     file: Option<OwnedFd>,
 ) -> Result<Box<Msg>, (String, String)> {
+    let id = m.queue_id.clone();
     let err = |e: String| (id.clone(), e);
-    let fd = match file {
-        Some(fd) => fd,
-        None => match agents
-            .queue(qq::Request::Open(id.clone()))
-            .await
-            .map_err(err)?
-        {
-            qq::Reply::Opened(fd) => fd,
-            qq::Reply::Failed(e) => return Err(err(e)),
-            qq::Reply::Ok => return Err(err("broker answered open with ok".into())),
-        },
+    let (sum, file) = match m.envelope.take() {
+        Some(e) => (fresh_summary(&m, e), file),
+        None => {
+            let fd = match file {
+                Some(fd) => fd,
+                None => agents.open(&id).await.map_err(err)?,
+            };
+            let buf = crate::fsutil::read_queue_file(&fd).map_err(|e| err(e.to_string()))?;
+            let (records, _) = rec::decode_all(&buf);
+            (rec::summarize(&records, buf.len() as u64), Some(fd))
+        }
     };
-    let buf = crate::fsutil::read_queue_file(&fd).map_err(|e| err(e.to_string()))?;
-    let (records, _) = rec::decode_all(&buf);
-    let sum = rec::summarize(&records, buf.len() as u64);
     let (Some(h), Some(snd)) = (sum.header.clone(), sum.sender.clone()) else {
         return Err(err("queue file has no envelope".into()));
     };
@@ -94,10 +137,18 @@ pub(super) async fn load(
                 (false, Some(why)) => RState::Deferred(why),
                 (false, None) => RState::Idle,
             },
-            last_dsn: "4.0.0".into(),
+            last_dsn: sum
+                .deferred_dsn
+                .iter()
+                .find(|(x, _)| *x == i as u32)
+                .map_or_else(|| "4.0.0".into(), |(_, d)| d.clone()),
         });
     }
-    let next_try = if sum.next_attempt_us > now_us() {
+    // Offered at or after its next attempt (or at once: flushed, released,
+    // recovered), it is tried now; offered before it, only its delay
+    // warning is due.
+    let early = m.due_us != 0 && m.due_us < sum.next_attempt_us;
+    let next_try = if early && sum.next_attempt_us > now_us() {
         Instant::now() + Duration::from_micros(sum.next_attempt_us - now_us())
     } else {
         Instant::now()
@@ -118,7 +169,7 @@ pub(super) async fn load(
         attempts: sum.attempts,
         next_try,
         delay_warned: sum.delay_warned,
-        file: fd,
+        file,
         in_flight: 0,
         deleted: false,
         bounces: Vec::new(),

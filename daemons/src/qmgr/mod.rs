@@ -1,17 +1,20 @@
-//! qmgr: the queue manager. It holds the queue in memory, learned from the
-//! broker (a snapshot at start, then one event per commit) and never scans a
-//! directory. It routes recipients, schedules deliveries per destination
-//! with a concurrency limit and a rate delay, retries deferred mail with a
-//! jittered exponential backoff, bounces what expires, and is the only
-//! process that changes a message's state (the broker makes it durable).
+//! qmgr: the queue manager. It holds the active set in memory: at most
+//! `qmgr_message_active_limit` messages and `qmgr_message_recipient_limit`
+//! recipients, fed by the broker, which keeps the order of the rest of the
+//! queue on disk (new mail by arrival, deferred mail by next attempt). It
+//! never scans a directory. It routes recipients, schedules deliveries per
+//! destination with a concurrency limit and a rate delay, gives deferred
+//! mail back to the broker with its jittered exponential backoff, bounces
+//! what expires, and is the only process that changes a message's state
+//! (the broker makes it durable). It holds a queue file's descriptor only
+//! while it works on the message, and at most [`MAX_HELD_FILES`] between.
 mod admin;
 mod agents;
 mod load;
 mod outcome;
 mod sched;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -54,7 +57,14 @@ pub struct Settings {
     smtp_rate_delay: Duration,
     local_rcpt_limit: usize,
     smtp_rcpt_limit: usize,
+    active_limit: u32,
+    recipient_limit: u32,
+    process_limit: usize,
 }
+
+/// Queue-file descriptors kept between deliveries (from the broker's feed);
+/// beyond this, a delivery asks the broker for its file when it starts.
+pub const MAX_HELD_FILES: usize = 128;
 
 impl Settings {
     fn new(p: &Params) -> Result<Settings, String> {
@@ -85,6 +95,9 @@ impl Settings {
             smtp_rate_delay: p.duration("smtp_destination_rate_delay").map_err(e)?,
             local_rcpt_limit: p.int("local_destination_recipient_limit").map_err(e)? as usize,
             smtp_rcpt_limit: p.int("smtp_destination_recipient_limit").map_err(e)? as usize,
+            active_limit: p.int("qmgr_message_active_limit").map_err(e)? as u32,
+            recipient_limit: p.int("qmgr_message_recipient_limit").map_err(e)? as u32,
+            process_limit: p.int("default_process_limit").map_err(e)? as usize,
         })
     }
 }
@@ -127,7 +140,8 @@ pub struct Msg {
     attempts: u32,
     next_try: Instant,
     delay_warned: bool,
-    file: OwnedFd,
+    /// Its queue file, while the descriptor budget allows.
+    file: Option<OwnedFd>,
     in_flight: usize,
     /// Set by `postern queue delete`: results still in flight are ignored.
     deleted: bool,
@@ -159,6 +173,23 @@ impl Msg {
     fn pending(&self) -> bool {
         self.rcpts.iter().any(|r| r.state != RState::Done)
     }
+
+    /// When it should be offered again: its next attempt, or sooner, when
+    /// its delay warning falls due.
+    fn due(&self, s: &Settings) -> Instant {
+        if s.delay_warning.is_zero()
+            || self.delay_warned
+            || !self
+                .rcpts
+                .iter()
+                .any(|r| matches!(r.state, RState::Deferred(_)))
+        {
+            return self.next_try;
+        }
+        let age = self.age();
+        let warn_at = Instant::now() + s.delay_warning.saturating_sub(age);
+        warn_at.min(self.next_try)
+    }
 }
 
 /// (agent, next hop): concurrency and rate delay are per destination.
@@ -183,8 +214,13 @@ pub(crate) enum Fate {
 }
 
 pub(crate) enum Ev {
-    Committed(qb::QueuedMessage, Option<OwnedFd>),
-    Loaded(Result<Box<Msg>, (String, String)>),
+    /// A new subscription to the broker: messages not in flight are
+    /// forgotten, the broker offers them again.
+    Subscribed,
+    /// A message enters the active set.
+    Offered(qb::QueuedMessage, Option<OwnedFd>),
+    /// A message was read and routed, for subscription generation.
+    Loaded(u64, Result<Box<Msg>, (String, String)>),
     Delivered {
         id: String,
         dest: Dest,
@@ -200,11 +236,16 @@ struct Qmgr {
     agents: Rc<Agents>,
     tables: Rc<TableCache>,
     msgs: HashMap<String, Msg>,
-    /// Every message by arrival, for listings.
+    /// The active set by arrival, for listings.
     order: BTreeMap<(u64, String), ()>,
     loading: HashMap<String, ()>,
     dests: HashMap<Dest, DestQueue>,
-    timers: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Deliveries in flight per agent (default_process_limit).
+    agent_busy: HashMap<Role, usize>,
+    /// Messages holding their queue file's descriptor.
+    held_files: usize,
+    /// The subscription generation; loads from an older one are dropped.
+    generation: u64,
     tx: mpsc::UnboundedSender<Ev>,
 }
 
@@ -229,14 +270,21 @@ async fn serve(mut ctx: Context) {
         order: BTreeMap::new(),
         loading: HashMap::new(),
         dests: HashMap::new(),
-        timers: BinaryHeap::new(),
+        agent_busy: HashMap::new(),
+        held_files: 0,
+        generation: 0,
         tx: tx.clone(),
+    };
+    let limits = qb::Limits {
+        messages: q.s.active_limit,
+        recipients: q.s.recipient_limit,
     };
     local
         .run_until(async move {
             tokio::task::spawn_local(subscribe_loop(
                 ctx.switchboard.clone(),
                 ctx.query_timeout(),
+                limits,
                 tx.clone(),
             ));
             loop {
@@ -252,7 +300,6 @@ async fn serve(mut ctx: Context) {
                     _ = sleep_until(wake) => {}
                     _ = ctx.shutdown.changed() => return,
                 }
-                q.fire_timers();
                 q.dispatch();
             }
         })
@@ -268,17 +315,11 @@ async fn sleep_until(t: Option<Instant>) {
 
 impl Qmgr {
     fn next_wake(&self) -> Option<Instant> {
-        let t = self.timers.peek().map(|Reverse((t, _))| *t);
-        let d = self
-            .dests
+        self.dests
             .values()
             .filter(|d| !d.entries.is_empty())
             .filter_map(|d| d.next_start)
-            .min();
-        match (t, d) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+            .min()
     }
 
     fn concurrency(&self, agent: Role) -> usize {
@@ -291,28 +332,52 @@ impl Qmgr {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Committed(m, file) => {
+            Ev::Subscribed => {
+                self.generation += 1;
+                self.loading.clear();
+                let idle: Vec<String> = self
+                    .msgs
+                    .iter()
+                    .filter(|(_, m)| m.in_flight == 0)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in idle {
+                    self.forget(&id);
+                }
+            }
+            Ev::Offered(m, file) => {
                 if self.msgs.contains_key(&m.queue_id) || self.loading.contains_key(&m.queue_id) {
                     return;
                 }
                 self.loading.insert(m.queue_id.clone(), ());
-                let (a, t, s, tx) = (
+                let (a, t, s, tx, generation) = (
                     self.agents.clone(),
                     self.tables.clone(),
                     self.s.clone(),
                     self.tx.clone(),
+                    self.generation,
                 );
                 tokio::task::spawn_local(async move {
-                    let r = load(a, t, s, m.queue_id, file).await;
-                    let _ = tx.send(Ev::Loaded(r));
+                    let r = load(a, t, s, m, file).await;
+                    let _ = tx.send(Ev::Loaded(generation, r));
                 });
             }
-            Ev::Loaded(Err((id, e))) => {
+            Ev::Loaded(g, _) if g != self.generation => {}
+            Ev::Loaded(_, Err((id, e))) => {
                 self.loading.remove(&id);
                 warn!("{id}: cannot read the queue file: {e}");
+                // Offered again later, not lost from the broker's order.
+                self.give_back(&id, Vec::new(), Instant::now() + self.s.min_backoff);
             }
-            Ev::Loaded(Ok(m)) => {
+            Ev::Loaded(_, Ok(mut m)) => {
                 self.loading.remove(&m.id);
+                if m.file.is_some() {
+                    if self.held_files >= MAX_HELD_FILES {
+                        m.file = None;
+                    } else {
+                        self.held_files += 1;
+                    }
+                }
                 info!(
                     "{}: from=<{}>, size={}, nrcpt={} (queue active)",
                     m.id,
@@ -323,14 +388,30 @@ impl Qmgr {
                 let id = m.id.clone();
                 self.order.insert((m.arrival_us, id.clone()), ());
                 let next = m.next_try;
+                let expired = m.attempts > 0 && m.age() >= m.lifetime(&self.s);
+                let (hold, pending) = (m.hold, m.pending());
                 self.msgs.insert(id.clone(), *m);
-                if !self.msgs[&id].pending() {
+                if !pending {
                     self.finish(&id);
+                } else if hold {
+                    self.give_back(&id, Vec::new(), next);
+                } else if expired {
+                    self.expire(&id);
                 } else if next <= Instant::now() {
                     self.activate(&id);
                 } else {
-                    self.timers.push(Reverse((next, id.clone())));
-                    self.arm_warning(&id);
+                    // Offered for its delay warning, before its next attempt.
+                    let m = &self.msgs[&id];
+                    if !self.s.delay_warning.is_zero()
+                        && !m.delay_warned
+                        && m.age() >= self.s.delay_warning
+                        && m.rcpts
+                            .iter()
+                            .any(|r| matches!(r.state, RState::Deferred(_)))
+                    {
+                        self.delay_warning(&id);
+                    }
+                    self.give_back(&id, Vec::new(), next);
                 }
             }
             Ev::Delivered {
@@ -341,6 +422,28 @@ impl Qmgr {
             } => self.delivered(id, dest, fates, removed),
             Ev::Admin(op, reply) => self.admin(op, reply),
         }
+    }
+
+    /// The message leaves the active set: its state records (if any) and
+    /// the give-back go in one request, so the broker offers it again only
+    /// with them on disk.
+    pub(super) fn give_back(&mut self, id: &str, states: Vec<qq::State>, due: Instant) {
+        let due_us = now_us() + due.saturating_duration_since(Instant::now()).as_micros() as u64;
+        self.forget(id);
+        let (agents, qid) = (self.agents.clone(), id.to_string());
+        tokio::task::spawn_local(async move {
+            match agents
+                .queue(qq::Request::Append {
+                    queue_id: qid.clone(),
+                    states,
+                    give_back: Some(due_us),
+                })
+                .await
+            {
+                Ok(qq::Reply::Ok) => {}
+                other => warn!("{qid}: cannot give back: {}", append_error(other)),
+            }
+        });
     }
 
     /// Puts a message's waiting recipients into their destination queues.
@@ -412,56 +515,6 @@ impl Qmgr {
         }
     }
 
-    fn fire_timers(&mut self) {
-        let now = Instant::now();
-        while let Some(Reverse((t, _))) = self.timers.peek() {
-            if *t > now {
-                break;
-            }
-            let Reverse((_, id)) = self.timers.pop().expect("peeked");
-            let Some(m) = self.msgs.get(&id) else {
-                continue;
-            };
-            if m.deleted || m.in_flight > 0 {
-                continue;
-            }
-            // A delay warning due now, while the next attempt is still ahead.
-            let warn_due = !self.s.delay_warning.is_zero()
-                && !m.delay_warned
-                && m.age() >= self.s.delay_warning;
-            if warn_due
-                && m.rcpts
-                    .iter()
-                    .any(|r| matches!(r.state, RState::Deferred(_)))
-            {
-                self.delay_warning(&id);
-            }
-            let m = &self.msgs[&id];
-            if m.next_try > now {
-                continue;
-            }
-            if m.age() >= m.lifetime(&self.s) {
-                self.expire(&id);
-            } else {
-                self.activate(&id);
-            }
-        }
-    }
-
-    fn arm_warning(&mut self, id: &str) {
-        let Some(m) = self.msgs.get(id) else { return };
-        if self.s.delay_warning.is_zero() || m.delay_warned {
-            return;
-        }
-        let age = m.age();
-        if age < self.s.delay_warning {
-            let at = Instant::now() + (self.s.delay_warning - age);
-            if at < m.next_try {
-                self.timers.push(Reverse((at, id.to_string())));
-            }
-        }
-    }
-
     /// Starts deliveries wherever a destination has room.
     fn dispatch(&mut self) {
         let now = Instant::now();
@@ -473,12 +526,16 @@ impl Qmgr {
             .collect();
         for dest in dests {
             let limit = self.concurrency(dest.0);
+            let process_limit = self.s.process_limit;
             let (rate, rcpt_limit) = if dest.0 == Role::Local {
                 (self.s.local_rate_delay, self.s.local_rcpt_limit)
             } else {
                 (self.s.smtp_rate_delay, self.s.smtp_rcpt_limit)
             };
             loop {
+                if self.agent_busy.get(&dest.0).copied().unwrap_or(0) >= process_limit {
+                    break;
+                }
                 let dq = self.dests.get_mut(&dest).expect("dest");
                 if dq.in_flight >= limit || dq.next_start.is_some_and(|t| t > now) {
                     break;
@@ -505,13 +562,11 @@ impl Qmgr {
                     }
                     continue;
                 }
-                let file = match m.file.try_clone() {
-                    Ok(f) => f,
-                    Err(e) => {
-                        warn!("{id}: {e}");
-                        continue;
-                    }
-                };
+                // The descriptor goes with the delivery and closes after it.
+                let file = m.file.take();
+                if file.is_some() {
+                    self.held_files -= 1;
+                }
                 // This delivery holds every recipient still open, and nothing
                 // else is owed: if it succeeds, the message is finished.
                 let last = m.in_flight == 0
@@ -528,39 +583,58 @@ impl Qmgr {
                 }
                 m.in_flight += 1;
                 dq.in_flight += 1;
+                *self.agent_busy.entry(dest.0).or_default() += 1;
                 if !rate.is_zero() {
                     dq.next_start = Some(now + rate);
                 }
-                let req = deliver::Request {
-                    queue_id: id.clone(),
-                    sender: m.sender.clone(),
-                    nexthop: dest.1.clone(),
-                    recipients: idxs
-                        .iter()
-                        .map(|&i| {
-                            let r = &m.rcpts[i as usize];
-                            deliver::Recipient {
-                                index: i,
-                                address: r.address.clone(),
-                                orcpt: r.orcpt.clone(),
-                                notify: r.notify,
-                            }
-                        })
-                        .collect(),
-                    envid: m.envid.clone(),
-                    ret: m.ret,
-                    smtputf8: m.smtputf8,
-                    body_8bit: m.body_8bit,
-                    arrival_us: m.arrival_us,
-                    active_us: m.active_us,
-                    size: m.size,
+                let (sender, nexthop, envid) = (m.sender.clone(), dest.1.clone(), m.envid.clone());
+                let (ret, smtputf8, body_8bit, arrival_us, active_us, size) = (
+                    m.ret,
+                    m.smtputf8,
+                    m.body_8bit,
+                    m.arrival_us,
+                    m.active_us,
+                    m.size,
+                );
+                let recipients: Vec<deliver::Recipient> = idxs
+                    .iter()
+                    .map(|&i| {
+                        let r = &m.rcpts[i as usize];
+                        deliver::Recipient {
+                            index: i,
+                            address: r.address.clone(),
+                            orcpt: r.orcpt.clone(),
+                            notify: r.notify,
+                        }
+                    })
+                    .collect();
+                let qid_for_req = id.clone();
+                let request = move |file| deliver::Request {
+                    queue_id: qid_for_req,
+                    sender,
+                    nexthop,
+                    recipients,
+                    envid,
+                    ret,
+                    smtputf8,
+                    body_8bit,
+                    arrival_us,
+                    active_us,
+                    size,
                     file,
                 };
                 let agents = self.agents.clone();
                 let (tx, d, qid) = (self.tx.clone(), dest.clone(), id.clone());
                 let ctx = self.outcome_ctx(&id);
                 tokio::task::spawn_local(async move {
-                    let r = agents.deliver(d.0, req).await;
+                    let r = match file {
+                        Some(f) => Ok(f),
+                        None => agents.open(&qid).await,
+                    };
+                    let r = match r {
+                        Ok(file) => agents.deliver(d.0, request(file)).await,
+                        Err(e) => Err(format!("cannot open the queue file: {e}")),
+                    };
                     let (fates, removed) = settle(&agents, ctx, &idxs, r, last).await;
                     let _ = tx.send(Ev::Delivered {
                         id: qid,

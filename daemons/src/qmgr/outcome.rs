@@ -18,7 +18,6 @@ impl Qmgr {
                 .iter()
                 .map(|r| (r.address.clone(), r.orcpt.clone(), r.notify))
                 .collect(),
-            file: m.file.try_clone().ok(),
         }
     }
 
@@ -55,6 +54,11 @@ impl Qmgr {
     ) {
         if let Some(dq) = self.dests.get_mut(&dest) {
             dq.in_flight = dq.in_flight.saturating_sub(1);
+        }
+        if matches!(dest.0, Role::Local | Role::Smtp)
+            && let Some(n) = self.agent_busy.get_mut(&dest.0)
+        {
+            *n = n.saturating_sub(1);
         }
         let Some(m) = self.msgs.get_mut(&id) else {
             return;
@@ -116,6 +120,12 @@ impl Qmgr {
             self.finish(&id);
             return;
         }
+        if m.hold {
+            // Put on hold while in flight: out of the active set now.
+            let next = m.next_try;
+            self.give_back(&id, Vec::new(), next);
+            return;
+        }
         if m.rcpts
             .iter()
             .all(|r| matches!(r.state, RState::Deferred(_) | RState::Done))
@@ -160,9 +170,10 @@ impl Qmgr {
         m.next_try = Instant::now() + delay;
         let at_us = now_us() + delay.as_micros() as u64;
         let attempts = m.attempts;
-        self.timers.push(Reverse((m.next_try, id.to_string())));
-        self.arm_warning(id);
-        self.persist(id, vec![qq::State::NextAttempt { at_us, attempts }]);
+        // Back to the broker, which offers it again when it is due (or
+        // sooner, for its delay warning).
+        let due = m.due(&s);
+        self.give_back(id, vec![qq::State::NextAttempt { at_us, attempts }], due);
     }
 
     /// The queue lifetime ran out: bounce every recipient still deferred.
@@ -229,7 +240,7 @@ impl Qmgr {
         let qid = id.to_string();
         tokio::task::spawn_local(async move {
             if !rcpts.is_empty()
-                && let Some(file) = ctx.file
+                && let Some(file) = open_logged(&agents, &qid).await
             {
                 let req = bounce::Request {
                     queue_id: qid.clone(),
@@ -251,6 +262,7 @@ impl Qmgr {
                 .queue(qq::Request::Append {
                     queue_id: qid,
                     states: vec![qq::State::DelayWarned],
+                    give_back: None,
                 })
                 .await;
         });
@@ -268,6 +280,9 @@ impl Qmgr {
     pub(super) fn forget(&mut self, id: &str) {
         if let Some(m) = self.msgs.remove(id) {
             self.order.remove(&(m.arrival_us, id.to_string()));
+            if m.file.is_some() {
+                self.held_files -= 1;
+            }
         }
     }
 
@@ -280,6 +295,7 @@ impl Qmgr {
                 .queue(qq::Request::Append {
                     queue_id: qid.clone(),
                     states,
+                    give_back: None,
                 })
                 .await
             {
@@ -301,7 +317,18 @@ pub(crate) struct OutcomeCtx {
     trace: bool,
     /// (address, orcpt, notify) by recipient index.
     rcpts: Vec<(String, String, u8)>,
-    file: Option<OwnedFd>,
+}
+
+/// The queue file, from the broker, for a notice; None (logged) when it
+/// cannot be had, and the notice waits for a later attempt.
+async fn open_logged(agents: &Agents, id: &str) -> Option<OwnedFd> {
+    match agents.open(id).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            warn!("{id}: cannot open the queue file: {e}");
+            None
+        }
+    }
 }
 
 /// Turns an agent's results into recipient fates and makes them durable
@@ -409,8 +436,9 @@ pub(super) async fn record(agents: &Agents, id: &str, fates: Vec<(u32, Fate)>) -
         .iter()
         .filter_map(|(i, f)| match f {
             Fate::Done { .. } => Some(qq::State::RcptDone(*i)),
-            Fate::Deferred { reason, .. } => Some(qq::State::RcptDeferred {
+            Fate::Deferred { dsn, reason } => Some(qq::State::RcptDeferred {
                 index: *i,
+                dsn: dsn.clone(),
                 reason: reason.clone(),
             }),
             Fate::Bounced(_) => None,
@@ -423,6 +451,7 @@ pub(super) async fn record(agents: &Agents, id: &str, fates: Vec<(u32, Fate)>) -
         .queue(qq::Request::Append {
             queue_id: id.to_string(),
             states,
+            give_back: None,
         })
         .await
     {
@@ -459,6 +488,7 @@ pub(super) async fn notices(
     trace: Vec<bounce::Rcpt>,
 ) -> Vec<(u32, Fate)> {
     let mut fates = Vec::new();
+    let file = open_logged(agents, &ctx.id).await;
     for (kind, list) in [
         (
             bounce::Kind::Failure,
@@ -470,7 +500,7 @@ pub(super) async fn notices(
         if list.is_empty() {
             continue;
         }
-        let ok = match ctx.file.as_ref().and_then(|f| f.try_clone().ok()) {
+        let ok = match file.as_ref().and_then(|f| f.try_clone().ok()) {
             None => false,
             Some(file) => {
                 let req = bounce::Request {
@@ -511,6 +541,7 @@ pub(super) async fn notices(
                 .queue(qq::Request::Append {
                     queue_id: ctx.id.clone(),
                     states: vec![qq::State::TraceSent],
+                    give_back: None,
                 })
                 .await;
             if !matches!(r, Ok(qq::Reply::Ok)) {
@@ -545,7 +576,9 @@ pub(super) fn append_error<E: std::fmt::Display>(r: Result<qq::Reply, E>) -> Str
     match r {
         Ok(qq::Reply::Failed(why)) => why,
         Ok(qq::Reply::Ok) => "recorded".into(),
-        Ok(qq::Reply::Opened(_)) => "unexpected answer from the broker".into(),
+        Ok(qq::Reply::Opened(_) | qq::Reply::Listed(..)) => {
+            "unexpected answer from the broker".into()
+        }
         Err(e) => e.to_string(),
     }
 }
