@@ -5,6 +5,9 @@
     bench/bench.py memory       proportional memory (PSS) per idle SMTP session
     bench/bench.py accept       Postern's acceptance rate by size and concurrency
     bench/bench.py tls          TLS handshakes/s on port 465: keys in the broker vs in smtpd
+    bench/bench.py backlog      a backlog built with the next hop down (--count messages of
+                                --size bytes, both MTAs under a 1024-descriptor limit):
+                                memory while it sits, time to first delivery and to drain
 
 Run through bench/run.sh, which installs Debian's postfix (for Postfix
 itself and for smtp-source/smtp-sink) and builds Postern in release mode.
@@ -185,9 +188,17 @@ class Postern:
         open(os.path.join(self.dir, "master.cf"), "w").write(
             f"127.0.0.1:{POSTERN_PORT} inet n - n - - smtpd\n{master_extra}")
 
-    def start(self):
-        sh(POSTERN, "-c", self.dir, "start")
+    def start(self, nofile=None):
+        pre = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
+        sh(*pre, POSTERN, "-c", self.dir, "start")
         wait("postern", lambda: port_open(POSTERN_PORT))
+
+    def flush(self):
+        sh(POSTERN, "-c", self.dir, "queue", "flush")
+
+    def role_pids(self):
+        r = json.loads(sh(POSTERN, "-c", self.dir, "status", "--json").stdout)
+        return {p["role"]: p["pid"] for p in r["processes"] if p["pid"]}
 
     def pids(self):
         r = sh(POSTERN, "-c", self.dir, "status", "--json", check=False)
@@ -258,9 +269,23 @@ maillog_file_prefixes = {self.dir}
             self.devlog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.devlog.bind("/dev/log")
 
-    def start(self):
-        sh("postfix", "-c", self.etc, "start")
+    def start(self, nofile=None):
+        pre = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
+        sh(*pre, "postfix", "-c", self.etc, "start")
         wait("postfix", lambda: port_open(POSTFIX_PORT))
+
+    def flush(self):
+        sh("postqueue", "-c", self.etc, "-f")
+
+    def role_pids(self):
+        out = {}
+        for p in self.pids():
+            try:
+                name = open(f"/proc/{p}/comm").read().strip()
+            except FileNotFoundError:
+                continue
+            out[name if name not in out else f"{name}.{p}"] = p
+        return out
 
     def master_pid(self):
         return int(open(os.path.join(self.spool, "pid/master.pid")).read().split()[0])
@@ -480,9 +505,72 @@ def tls(args):
     return text, raw
 
 
+def rss_kb(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def backlog(args):
+    """The next hop is down while --count messages are accepted; then it
+    comes back and the queue is flushed. Both MTAs run under the same
+    1024-descriptor limit. Reports memory per process while the backlog
+    sits (RSS, and the growth over the idle instance per queued message),
+    the time from the flush to the first delivery, and to the last."""
+    n, size = args.count, args.size
+    quiet = ("minimal_backoff_time = 3600s\nmaximal_backoff_time = 4000s\n"
+             "smtp_connect_timeout = 2s\n")
+    rows, raw = [], {}
+    for mta in (Postern(extra=quiet), Postfix(main_extra=quiet)):
+        mta.start(nofile=1024)
+        try:
+            time.sleep(2)
+            idle = {r: rss_kb(p) for r, p in mta.role_pids().items()}
+            t0 = time.time()
+            sh("smtp-source", "-s", "10", "-l", str(size), "-m", str(n), "-f", "bench@source.example",
+               "-t", "rcpt@sink.example", f"127.0.0.1:{mta.port}")
+            accept_s = time.time() - t0
+            # Let every first attempt fail and the queue settle.
+            time.sleep(max(15, n / 5000))
+            sitting = {r: rss_kb(p) for r, p in mta.role_pids().items()}
+            sink = Sink()
+            try:
+                t1 = time.time()
+                mta.flush()
+                wait("first delivery", lambda: sink.count() >= 1, timeout=600)
+                first_s = time.time() - t1
+                wait("the whole backlog", lambda: sink.count() >= n, timeout=7200)
+                drain_s = time.time() - t1
+            finally:
+                sink.stop()
+            raw[mta.name] = {"accept_s": accept_s, "first_s": first_s, "drain_s": drain_s,
+                             "idle_rss_kb": idle, "sitting_rss_kb": sitting}
+            per = {r: (sitting.get(r, 0) - idle.get(r, 0)) * 1024 / n for r in sitting}
+            big = sorted(sitting, key=lambda r: -sitting[r])[:4]
+            rows.append([mta.name, f"{n / accept_s:.0f}",
+                         ", ".join(f"{r} {sitting[r] / 1024:.1f} MiB" for r in big),
+                         f"{sum(sitting.values()) / 1024:.1f} MiB",
+                         ", ".join(f"{r} {per[r]:.0f}" for r in big),
+                         f"{first_s:.2f}", f"{drain_s:.1f}", f"{n / drain_s:.0f}"])
+        finally:
+            mta.stop()
+            # The next MTA starts with an empty disk.
+            shutil.rmtree(mta.queue_dir(), ignore_errors=True)
+    text = (f"A backlog of {n} messages of {size} bytes, built by 10 smtp-source sessions with the "
+            f"next hop down, both MTAs under prlimit --nofile=1024:1024; then smtp-sink starts and the "
+            f"queue is flushed.\n\n" +
+            table(["MTA", "accepted msg/s", "largest RSS while it sits", "total RSS",
+                   "bytes/queued msg (RSS growth)", "first delivery s", "drain s", "drain msg/s"], rows))
+    return text, raw
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["throughput", "memory", "accept", "tls"])
+    ap.add_argument("what", choices=["throughput", "memory", "accept", "tls", "backlog"])
     ap.add_argument("--count", type=int, default=3000)
     ap.add_argument("--size", type=int, default=5120)
     ap.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[10, 50])
@@ -491,7 +579,8 @@ def main():
         raise SystemExit("run as root (Postfix and Postern set up their own users)")
     os.makedirs(RUN, exist_ok=True)
     os.makedirs(RESULTS, exist_ok=True)
-    text, raw = {"throughput": throughput, "memory": memory, "accept": accept, "tls": tls}[args.what](args)
+    text, raw = {"throughput": throughput, "memory": memory, "accept": accept, "tls": tls,
+                 "backlog": backlog}[args.what](args)
     stamp = time.strftime("%Y-%m-%dT%H%M%S")
     header = f"## {args.what} ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, kernel {os.uname().release})\n\n"
     print(header + text)

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod countsink;
 pub mod dns;
 pub mod pki;
 

@@ -405,8 +405,12 @@ async fn subscription(st: Shared, ch: Channel, timeout: Duration) {
         Stop,
     }
     'feed: loop {
+        // One clock reading decides both what is offered and what the
+        // timer waits for: a message due between two readings would
+        // otherwise be neither offered nor waited for.
+        let mut now = now_us();
         loop {
-            let e = st.borrow_mut().queue.offer(now_us());
+            let e = st.borrow_mut().queue.offer(now);
             let Some(e) = e else { break };
             let m = qb::QueuedMessage {
                 queue_id: e.qid.as_str().to_string(),
@@ -419,8 +423,11 @@ async fn subscription(st: Shared, ch: Channel, timeout: Duration) {
             if feed(&st, &ep, m).await.is_err() {
                 break 'feed;
             }
+            now = now_us();
         }
-        let due = st.borrow().queue.next_due();
+        // A due message that could not be offered waits for room (a wake);
+        // only a later due time arms the timer, so this never spins.
+        let due = st.borrow().queue.next_due().filter(|&t| t > now);
         let next = tokio::select! {
             m = rx.recv() => m.map_or(Next::Stop, Next::Fresh),
             _ = wake.notified() => Next::Look,

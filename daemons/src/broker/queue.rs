@@ -277,18 +277,11 @@ impl Queue {
         let done = std::mem::take(&mut *r.done.lock().unwrap_or_else(|e| e.into_inner()));
         for (n, how, r) in done {
             self.reaping = self.reaping.saturating_sub(1);
-            match (r, how) {
-                (Ok(()), Reap::Empty) => {
-                    self.slots[n as usize] = State::Free;
-                    self.free.push(n);
-                }
-                (Ok(()), Reap::Unlink) => {
-                    self.slots[n as usize] = State::Vacant;
-                    self.vacant.push(n);
-                }
+            match r {
+                Ok(()) => self.reaped(n, how),
                 // Left out of the pool: recovery on the next start sees
                 // its Removed record (or no commit) and frees it.
-                (Err(e), _) => warn!("cannot empty queue file {}: {e}", slot_name(n)),
+                Err(e) => warn!("cannot empty queue file {}: {e}", slot_name(n)),
             }
         }
     }
@@ -423,9 +416,8 @@ impl Queue {
             // Delivered before the crash; only the removal was lost.
             let id = s.header.map(|h| h.queue_id).unwrap_or_default();
             info!("{id}: removed");
-            file.set_len(0)?;
-            self.set(n, State::Free);
-            self.free.push(n);
+            drop(file);
+            self.recovered_free(n, false)?;
             Ok(Some(false))
         } else if s.committed
             && s.content_complete
@@ -462,10 +454,9 @@ impl Queue {
             if !buf.is_empty() {
                 let id = s.header.map(|h| h.queue_id).unwrap_or_default();
                 info!("{id}: removed uncommitted queue file (the client never got an OK)");
-                file.set_len(0)?;
             }
-            self.set(n, State::Free);
-            self.free.push(n);
+            drop(file);
+            self.recovered_free(n, buf.is_empty())?;
             Ok(Some(false))
         } else {
             let id = s
@@ -485,6 +476,38 @@ impl Queue {
             );
             self.set_aside(n)?;
             Ok(None)
+        }
+    }
+
+    /// How many empty files the pool keeps; released slots beyond it are
+    /// unlinked.
+    fn spare_cap(&self) -> usize {
+        (2 * self.pool_size).max(64)
+    }
+
+    /// A free file found by recovery: emptied into the pool, or unlinked
+    /// when the pool is full.
+    fn recovered_free(&mut self, n: u32, empty: bool) -> std::io::Result<()> {
+        let how = if self.free.len() >= self.spare_cap() {
+            Reap::Unlink
+        } else {
+            Reap::Empty
+        };
+        if how == Reap::Unlink || !empty {
+            reap(&self.slots_dir, n, how)?;
+        }
+        self.reaped(n, how);
+        Ok(())
+    }
+
+    /// A slot whose file was emptied (into the pool) or unlinked.
+    fn reaped(&mut self, n: u32, how: Reap) {
+        if how == Reap::Unlink {
+            self.set(n, State::Vacant);
+            self.vacant.push(n);
+        } else {
+            self.set(n, State::Free);
+            self.free.push(n);
         }
     }
 
@@ -656,7 +679,7 @@ impl Queue {
             self.by_id.remove(&qid);
         }
         self.collect_reaped();
-        let how = if self.free.len() + self.reaping >= (2 * self.pool_size).max(64) {
+        let how = if self.free.len() + self.reaping >= self.spare_cap() {
             Reap::Unlink
         } else {
             Reap::Empty
@@ -670,13 +693,7 @@ impl Queue {
             }
             None => {
                 reap(&self.slots_dir, n, how)?;
-                if how == Reap::Unlink {
-                    self.set(n, State::Vacant);
-                    self.vacant.push(n);
-                } else {
-                    self.set(n, State::Free);
-                    self.free.push(n);
-                }
+                self.reaped(n, how);
             }
         }
         Ok(())

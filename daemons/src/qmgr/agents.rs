@@ -14,6 +14,12 @@ use crate::daemon::Switchboard;
 use crate::fatal;
 
 const MAX_IDLE: usize = 64;
+/// Requests to the broker in flight at once (each holds a channel). The
+/// queue manager may have thousands of messages wanting an open or an
+/// append; they wait their turn instead of each opening a channel.
+const MAX_QUEUE_CALLS: usize = 16;
+/// Messages whose notices are being queued at once (see `notice_turn`).
+const MAX_BOUNCE_CALLS: usize = 8;
 
 pub struct Agents {
     sb: Switchboard,
@@ -22,6 +28,8 @@ pub struct Agents {
     deliver: RefCell<HashMap<Role, Vec<Endpoint<deliver::Request, deliver::Reply>>>>,
     bounce: RefCell<Vec<Endpoint<bounce::Request, bounce::Reply>>>,
     queue: RefCell<Vec<Endpoint<qq::Request, qq::Reply>>>,
+    queue_calls: tokio::sync::Semaphore,
+    bounce_calls: tokio::sync::Semaphore,
 }
 
 impl Agents {
@@ -33,6 +41,8 @@ impl Agents {
             deliver: RefCell::default(),
             bounce: RefCell::default(),
             queue: RefCell::default(),
+            queue_calls: tokio::sync::Semaphore::new(MAX_QUEUE_CALLS),
+            bounce_calls: tokio::sync::Semaphore::new(MAX_BOUNCE_CALLS),
         }
     }
 
@@ -76,6 +86,12 @@ impl Agents {
         }
     }
 
+    /// A turn to send notices: taken before the queue file is opened for
+    /// them, so that waiting notices hold no descriptor.
+    pub async fn notice_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.bounce_calls.acquire().await.ok()
+    }
+
     pub async fn bounce(&self, req: bounce::Request) -> Result<bounce::Reply, String> {
         let pooled = self.bounce.borrow_mut().pop();
         let mut ep = match pooled {
@@ -98,6 +114,7 @@ impl Agents {
     /// A request to the broker about a queued message. A pooled channel
     /// that went stale (the broker restarted) is replaced once.
     pub async fn queue(&self, req: qq::Request) -> Result<qq::Reply, String> {
+        let _turn = self.queue_calls.acquire().await;
         let pooled = self.queue.borrow_mut().pop();
         let was_pooled = pooled.is_some();
         let mut ep = match pooled {

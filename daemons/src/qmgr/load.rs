@@ -9,6 +9,7 @@ pub(super) async fn subscribe_loop(
     sb: daemon::Switchboard,
     timeout: Duration,
     limits: qb::Limits,
+    held: Rc<std::cell::Cell<usize>>,
     tx: mpsc::UnboundedSender<Ev>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -37,7 +38,9 @@ pub(super) async fn subscribe_loop(
         loop {
             match ep.recv().await {
                 Ok(ev) => {
-                    if tx.send(Ev::Offered(ev.message, ev.file)).is_err() {
+                    // Kept only within the descriptor budget.
+                    let file = ev.file.and_then(|f| HeldFile::keep(&held, f));
+                    if tx.send(Ev::Offered(ev.message, file)).is_err() {
                         return;
                     }
                 }
@@ -95,20 +98,23 @@ pub(super) async fn load(
     tables: Rc<TableCache>,
     s: Rc<Settings>,
     mut m: qb::QueuedMessage,
-    file: Option<OwnedFd>,
+    file: Option<HeldFile>,
+    held: &Rc<std::cell::Cell<usize>>,
 ) -> Result<Box<Msg>, (String, String)> {
     let id = m.queue_id.clone();
     let err = |e: String| (id.clone(), e);
     let (sum, file) = match m.envelope.take() {
         Some(e) => (fresh_summary(&m, e), file),
         None => {
-            let fd = match file {
-                Some(fd) => fd,
-                None => agents.open(&id).await.map_err(err)?,
+            // Read through a descriptor of our own; keep one within budget.
+            let (fd, file) = match file {
+                Some(f) => (f.try_clone().map_err(|e| err(e.to_string()))?, Some(f)),
+                None => (agents.open(&id).await.map_err(err)?, None),
             };
             let buf = crate::fsutil::read_queue_file(&fd).map_err(|e| err(e.to_string()))?;
             let (records, _) = rec::decode_all(&buf);
-            (rec::summarize(&records, buf.len() as u64), Some(fd))
+            let file = file.or_else(|| HeldFile::keep(held, fd));
+            (rec::summarize(&records, buf.len() as u64), file)
         }
     };
     let (Some(h), Some(snd)) = (sum.header.clone(), sum.sender.clone()) else {

@@ -62,9 +62,50 @@ pub struct Settings {
     process_limit: usize,
 }
 
-/// Queue-file descriptors kept between deliveries (from the broker's feed);
-/// beyond this, a delivery asks the broker for its file when it starts.
+/// Queue-file descriptors kept between deliveries (from the broker's feed,
+/// in transit, loading or held); beyond this, a delivery asks the broker for
+/// its file when it starts.
 pub const MAX_HELD_FILES: usize = 128;
+
+/// Messages read and routed at once (each may hold a descriptor).
+const MAX_LOADING: usize = 64;
+
+/// A queue file's descriptor kept between deliveries, counted against
+/// [`MAX_HELD_FILES`] from the moment it arrives until it is dropped or
+/// handed to a delivery.
+pub struct HeldFile {
+    fd: Option<OwnedFd>,
+    count: Rc<std::cell::Cell<usize>>,
+}
+
+impl HeldFile {
+    /// Keeps `fd` if the budget allows; else closes it.
+    pub fn keep(count: &Rc<std::cell::Cell<usize>>, fd: OwnedFd) -> Option<HeldFile> {
+        if count.get() >= MAX_HELD_FILES {
+            return None;
+        }
+        count.set(count.get() + 1);
+        Some(HeldFile {
+            fd: Some(fd),
+            count: count.clone(),
+        })
+    }
+
+    /// The descriptor, out of the budget (a delivery takes it along).
+    pub fn into_fd(mut self) -> OwnedFd {
+        self.fd.take().expect("held")
+    }
+
+    pub fn try_clone(&self) -> std::io::Result<OwnedFd> {
+        self.fd.as_ref().expect("held").try_clone()
+    }
+}
+
+impl Drop for HeldFile {
+    fn drop(&mut self) {
+        self.count.set(self.count.get() - 1);
+    }
+}
 
 impl Settings {
     fn new(p: &Params) -> Result<Settings, String> {
@@ -141,7 +182,7 @@ pub struct Msg {
     next_try: Instant,
     delay_warned: bool,
     /// Its queue file, while the descriptor budget allows.
-    file: Option<OwnedFd>,
+    file: Option<HeldFile>,
     in_flight: usize,
     /// Set by `postern queue delete`: results still in flight are ignored.
     deleted: bool,
@@ -218,7 +259,7 @@ pub(crate) enum Ev {
     /// forgotten, the broker offers them again.
     Subscribed,
     /// A message enters the active set.
-    Offered(qb::QueuedMessage, Option<OwnedFd>),
+    Offered(qb::QueuedMessage, Option<HeldFile>),
     /// A message was read and routed, for subscription generation.
     Loaded(u64, Result<Box<Msg>, (String, String)>),
     Delivered {
@@ -242,8 +283,10 @@ struct Qmgr {
     dests: HashMap<Dest, DestQueue>,
     /// Deliveries in flight per agent (default_process_limit).
     agent_busy: HashMap<Role, usize>,
-    /// Messages holding their queue file's descriptor.
-    held_files: usize,
+    /// Queue-file descriptors kept between deliveries.
+    held_files: Rc<std::cell::Cell<usize>>,
+    /// Loads in progress (MAX_LOADING).
+    loading_slots: Rc<tokio::sync::Semaphore>,
     /// The subscription generation; loads from an older one are dropped.
     generation: u64,
     tx: mpsc::UnboundedSender<Ev>,
@@ -271,7 +314,8 @@ async fn serve(mut ctx: Context) {
         loading: HashMap::new(),
         dests: HashMap::new(),
         agent_busy: HashMap::new(),
-        held_files: 0,
+        held_files: Rc::default(),
+        loading_slots: Rc::new(tokio::sync::Semaphore::new(MAX_LOADING)),
         generation: 0,
         tx: tx.clone(),
     };
@@ -285,6 +329,7 @@ async fn serve(mut ctx: Context) {
                 ctx.switchboard.clone(),
                 ctx.query_timeout(),
                 limits,
+                q.held_files.clone(),
                 tx.clone(),
             ));
             loop {
@@ -357,8 +402,10 @@ impl Qmgr {
                     self.tx.clone(),
                     self.generation,
                 );
+                let (slots, held) = (self.loading_slots.clone(), self.held_files.clone());
                 tokio::task::spawn_local(async move {
-                    let r = load(a, t, s, m, file).await;
+                    let _slot = slots.acquire().await;
+                    let r = load(a, t, s, m, file, &held).await;
                     let _ = tx.send(Ev::Loaded(generation, r));
                 });
             }
@@ -369,15 +416,8 @@ impl Qmgr {
                 // Offered again later, not lost from the broker's order.
                 self.give_back(&id, Vec::new(), Instant::now() + self.s.min_backoff);
             }
-            Ev::Loaded(_, Ok(mut m)) => {
+            Ev::Loaded(_, Ok(m)) => {
                 self.loading.remove(&m.id);
-                if m.file.is_some() {
-                    if self.held_files >= MAX_HELD_FILES {
-                        m.file = None;
-                    } else {
-                        self.held_files += 1;
-                    }
-                }
                 info!(
                     "{}: from=<{}>, size={}, nrcpt={} (queue active)",
                     m.id,
@@ -563,10 +603,7 @@ impl Qmgr {
                     continue;
                 }
                 // The descriptor goes with the delivery and closes after it.
-                let file = m.file.take();
-                if file.is_some() {
-                    self.held_files -= 1;
-                }
+                let file = m.file.take().map(HeldFile::into_fd);
                 // This delivery holds every recipient still open, and nothing
                 // else is owed: if it succeeds, the message is finished.
                 let last = m.in_flight == 0

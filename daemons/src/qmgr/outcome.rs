@@ -239,6 +239,7 @@ impl Qmgr {
         let agents = self.agents.clone();
         let qid = id.to_string();
         tokio::task::spawn_local(async move {
+            let turn = agents.notice_turn().await;
             if !rcpts.is_empty()
                 && let Some(file) = open_logged(&agents, &qid).await
             {
@@ -258,6 +259,7 @@ impl Qmgr {
                     Err(e) => warn!("{qid}: delay notification failed: {e}"),
                 }
             }
+            drop(turn);
             let _ = agents
                 .queue(qq::Request::Append {
                     queue_id: qid,
@@ -280,9 +282,6 @@ impl Qmgr {
     pub(super) fn forget(&mut self, id: &str) {
         if let Some(m) = self.msgs.remove(id) {
             self.order.remove(&(m.arrival_us, id.to_string()));
-            if m.file.is_some() {
-                self.held_files -= 1;
-            }
         }
     }
 
@@ -488,6 +487,7 @@ pub(super) async fn notices(
     trace: Vec<bounce::Rcpt>,
 ) -> Vec<(u32, Fate)> {
     let mut fates = Vec::new();
+    let _turn = agents.notice_turn().await;
     let file = open_logged(agents, &ctx.id).await;
     for (kind, list) in [
         (
