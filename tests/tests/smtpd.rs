@@ -543,8 +543,10 @@ fn local_recipients_follow_passwd_and_aliases() {
 fn idle_clients_time_out() {
     let inst = Instance::started("smtpd_timeout = 2s\n");
     let mut c = inst.smtp();
-    assert!(c.reply().starts_with("220"));
+    // The timer starts when smtpd has sent its greeting, which is after
+    // the connection and may reach us a moment later on a busy machine.
     let t = Instant::now();
+    assert!(c.reply().starts_with("220"));
     // No EHLO yet, so no enhanced status code (RFC 2034, WISHLIST L261).
     assert_eq!(c.reply(), "421 mx.test.example Error: timeout exceeded\r\n");
     assert!(t.elapsed() >= Duration::from_secs(2) && t.elapsed() < Duration::from_secs(10));
