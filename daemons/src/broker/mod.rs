@@ -3,6 +3,7 @@
 //! makes them durable and visible, tells the queue manager, and answers the
 //! table lookups jailed daemons cannot do themselves.
 mod keys;
+mod qid;
 mod queue;
 mod reload;
 mod sync;
