@@ -386,9 +386,14 @@ const MAX_UNREAD_WITH_FDS: usize = 32 * 1024;
 /// room. A second subscription replaces the first.
 async fn subscription(st: Shared, ch: Channel, timeout: Duration) {
     let mut ep = Endpoint::<qb::Event, qb::Request>::from_channel(ch);
+    // A violation drops this feed, never the broker: the queue manager
+    // subscribes again, and its active set is due again meanwhile.
     let limits = match ep.recv_within(timeout).await {
         Ok(qb::Request::Subscribe(l)) => l,
-        Err(ChannelError::Violation(v)) => violation("qmgr", v),
+        Err(ChannelError::Violation(v)) => {
+            warn!("qmgr feed: protocol violation: {v}; dropping the channel");
+            return;
+        }
         Err(_) => return,
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -434,11 +439,16 @@ async fn subscription(st: Shared, ch: Channel, timeout: Duration) {
             _ = wake.notified() => Next::Look,
             _ = sleep_until_us(due) => Next::Look,
             // The queue manager sends nothing after subscribing.
-            r = ep.recv() => match r {
-                Err(ChannelError::Violation(v)) => violation("qmgr", v),
-                Ok(_) => violation("qmgr", "a second subscription on one feed"),
-                Err(_) => Next::Stop,
-            },
+            r = ep.recv() => {
+                match r {
+                    Err(ChannelError::Violation(v)) => {
+                        warn!("qmgr feed: protocol violation: {v}; dropping the channel");
+                    }
+                    Ok(_) => warn!("qmgr feed: a second subscription on one feed; dropping the channel"),
+                    Err(_) => {}
+                }
+                Next::Stop
+            }
         };
         match next {
             Next::Fresh(m) => {
