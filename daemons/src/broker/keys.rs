@@ -246,6 +246,16 @@ impl KeyStore {
         }
     }
 
+    /// Both sides present the same certificate chains (a reload that
+    /// loaded the same files, or kept the current keys after an error):
+    /// key channels need not reconnect.
+    pub fn same_identities(&self, other: &KeyStore) -> bool {
+        let chain = |s: &KeyStore, k| s.key(k).map(|l| l.chain.clone());
+        [KeyRole::Server, KeyRole::Client]
+            .into_iter()
+            .all(|k| chain(self, k) == chain(other, k))
+    }
+
     fn key(&self, k: KeyRole) -> Option<&Arc<Loaded>> {
         match k {
             KeyRole::Server => self.server.as_ref(),
@@ -555,6 +565,10 @@ mod tests {
             id(&old, KeyRole::Client),
             "a key that fails to load keeps the current one"
         );
+        // Channels reconnect only when an identity changed.
+        assert!(!new.same_identities(&old));
+        let again = new.reloaded(&p, &read_path);
+        assert!(again.same_identities(&new));
         // Tickets sealed before the reload still open.
         let r = run(answer(
             &new,

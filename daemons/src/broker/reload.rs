@@ -3,7 +3,8 @@
 //! certificates and tables. The master opened the key files (the jail has
 //! no path to them) and sent their descriptors with the new slice.
 //!
-//! Key channels from smtpd and smtp are closed when the keys change: each
+//! Key channels from smtpd and smtp are closed when the keys change (and
+//! only then): each
 //! was opened with an identity (the certificate chain) that the new key no
 //! longer matches. They reconnect at once and learn the new identity, so
 //! the next handshake presents the new certificate.
@@ -59,8 +60,13 @@ pub fn apply(st: &Shared, current: &Current, r: Reload) {
         }
     };
     let keys = current.keys.borrow().reloaded(&params, &read);
-    // Every key channel closes and reconnects with the new identity.
-    current.keys.send_replace(Rc::new(keys));
+    // Every key channel closes and reconnects with the new identity; with
+    // the same identities (nothing renewed, or a renewal that failed and
+    // kept the current keys) they stay, and no handshake meets a
+    // reconnecting smtpd.
+    if !keys.same_identities(&current.keys.borrow()) {
+        current.keys.send_replace(Rc::new(keys));
+    }
     match lookups(&params) {
         Ok(l) => {
             current.lookups.send_replace(Rc::new(l));
