@@ -159,6 +159,9 @@ pub struct Queue {
     active_rcpts: u64,
     /// Which kind of mail [`Queue::offer`] prefers next.
     prefer_deferred: bool,
+    /// A flush came while recovery was still reading files: the deferred
+    /// mail it finds later is due at once too.
+    flush_in_recovery: bool,
     reaping: usize,
     pool_size: usize,
     ids: QueueIdGen,
@@ -221,6 +224,7 @@ impl Queue {
             active_msgs: 0,
             active_rcpts: 0,
             prefer_deferred: false,
+            flush_in_recovery: false,
             reaping: 0,
             pool_size,
             ids: QueueIdGen::default(),
@@ -329,6 +333,9 @@ impl Queue {
             }
         }
         out.left = self.unscanned.len();
+        if out.left == 0 {
+            self.flush_in_recovery = false;
+        }
         Ok(out)
     }
 
@@ -407,7 +414,11 @@ impl Queue {
             let e = Entry {
                 qid,
                 arrival_us: h.arrival_us,
-                due_us: s.next_attempt_us,
+                due_us: if self.flush_in_recovery {
+                    0
+                } else {
+                    s.next_attempt_us
+                },
                 nrcpt: s.recipients.len() as u32,
                 place: if s.hold {
                     Place::Hold

@@ -69,6 +69,8 @@ impl Queue {
 
     /// Every deferred message becomes due now (`postqueue -f`).
     pub fn flush(&mut self) -> usize {
+        // Files recovery has yet to read are flushed as it reads them.
+        self.flush_in_recovery = !self.unscanned.is_empty();
         let all = std::mem::take(&mut self.deferred);
         let count = all.len();
         for (_, n) in all {

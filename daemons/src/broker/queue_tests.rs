@@ -295,3 +295,44 @@ fn recovery_in_batches_and_a_drained_backlog_leaves_no_files() {
     assert!(files <= 64, "{files} slot files left");
     assert_eq!(files, q.free.len());
 }
+
+/// A flush while recovery is still reading files also reaches the
+/// deferred mail recovery finds afterwards (an admin's `postqueue -f`
+/// right after a restart).
+#[test]
+fn a_flush_during_recovery_reaches_files_read_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = queue_in(dir.path());
+    q.recover().unwrap();
+    let ids: Vec<String> = (0..10)
+        .map(|i| commit_at(&mut q, 7, i + 1, false).0)
+        .collect();
+    for id in &ids {
+        q.append_states(
+            id,
+            &[Record::NextAttempt {
+                at_us: u64::MAX / 2,
+                attempts: 1,
+            }],
+        )
+        .unwrap();
+    }
+    drop(q);
+    let mut q = queue_in(dir.path());
+    q.begin_recovery().unwrap();
+    q.recover_some(4).unwrap();
+    q.flush();
+    q.recover_some(100).unwrap();
+    q.subscribe(limits(100, 100));
+    let mut n = 0;
+    while q.offer(1000).is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 10, "every deferred message is due after the flush");
+    // Without a flush, recovered deferred mail waits for its next attempt.
+    drop(q);
+    let mut q = queue_in(dir.path());
+    q.recover().unwrap();
+    q.subscribe(limits(100, 100));
+    assert!(q.offer(1000).is_none());
+}
