@@ -19,6 +19,8 @@ PACKAGES=(
     git              # git send-email --sendmail-cmd
     git-email
     util-linux       # setpriv, to run an instance as an ordinary user
+    postfix          # postmap -q: the oracle for cidr, regexp and inline tables
+    postfix-pcre     # postmap -q on pcre: tables
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -28,6 +30,8 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing: ${missing[*]}"
+    # Postfix is installed for its postmap only: no configuration, not run.
+    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -4,7 +4,7 @@
 //! with file and line, never a panic or a hang.
 use std::path::PathBuf;
 
-use crate::tables::{self, Table, cdb, parse_source};
+use crate::tables::{self, Format, Rules, Table, cdb, parse_source};
 use crate::{Config, EMBEDDED_MASTER_CF};
 
 /// main.cf and master.cf (split at the first NUL; without one, the
@@ -55,7 +55,8 @@ pub fn config_files(data: &[u8]) {
 
 /// Lookup tables: the first byte picks what to parse.
 /// - 0: a `type:name` reference;
-/// - 1: a texthash (or passwd) file, the first line being the key;
+/// - 1: a table file in each format (texthash, passwd, cidr, regexp,
+///   pcre), the first line being the key;
 /// - 2: a postmap/postalias source, built into cdb, where every key must
 ///   then be found with its first value;
 /// - 3: a cdb image read with a key (the first 8 bytes).
@@ -68,15 +69,25 @@ pub fn table_files(data: &[u8]) {
         0 => {
             if let Ok(t) = tables::parse(&text) {
                 let _ = t.file();
-                if matches!(t, Table::Inline(_) | Table::Static(_)) {
-                    let _ = t.lookup_in("key", None);
+                if t.files().is_empty() {
+                    let _ = t.lookup_with("key", &mut |_, _| Err("no files".into()));
                 }
             }
         }
         1 => {
             let (key, body) = text.split_once('\n').unwrap_or(("", &text));
-            let _ = Table::TextHash("/t".into()).lookup_in(key, Some(body.as_bytes()));
-            let _ = Table::Passwd.lookup_in(key, Some(body.as_bytes()));
+            for (t, f) in [
+                (Table::TextHash("/t".into()), Format::TextHash),
+                (Table::Passwd, Format::Passwd),
+                (Table::Cidr(Rules::File("/t".into())), Format::Cidr),
+                (Table::Regexp(Rules::File("/t".into())), Format::Regexp),
+                (Table::Pcre(Rules::File("/t".into())), Format::Pcre),
+            ] {
+                if let Ok(l) = tables::load(f, body.as_bytes().to_vec(), "t") {
+                    let l = std::sync::Arc::new(l);
+                    let _ = t.lookup_with(key, &mut |_, _| Ok(l.clone()));
+                }
+            }
         }
         2 => {
             for aliases in [false, true] {

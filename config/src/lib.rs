@@ -5,12 +5,15 @@
 //! warning is collected with its file and line, for `postern conf --check`.
 #![forbid(unsafe_code)]
 
+mod check;
+pub mod cidr;
 mod expand;
 pub mod fuzzing;
 mod lines;
 pub mod masterfile;
 mod params;
 pub mod registry;
+pub mod restrictions;
 mod role;
 pub mod tables;
 pub mod value;
@@ -358,14 +361,24 @@ impl Config {
                     format!("{name} is read-only; the setting is ignored"),
                 )),
                 Some(_) => {}
-                None if referenced.contains(name) => {}
-                None => diags.push(Diagnostic::warning(
-                    &self.main_name,
-                    Some(s.line),
-                    format!("unknown parameter: {name}={}", s.value),
-                )),
+                None => match Self::unsupported(name, &s.value) {
+                    Some((true, m)) => {
+                        diags.push(Diagnostic::error(&self.main_name, Some(s.line), m))
+                    }
+                    Some((false, m)) => {
+                        diags.push(Diagnostic::warning(&self.main_name, Some(s.line), m))
+                    }
+                    None if referenced.contains(name) => {}
+                    None => diags.push(Diagnostic::warning(
+                        &self.main_name,
+                        Some(s.line),
+                        format!("unknown parameter: {name}={}", s.value),
+                    )),
+                },
             }
         }
+        self.check_not_yet(&[], &mut diags);
+        self.check_lists(&[], &mut diags);
         let mut seen = BTreeSet::new();
         let mut push = |d: Diagnostic, diags: &mut Vec<Diagnostic>| {
             if seen.insert((d.file.clone(), d.line, d.message.clone())) {
@@ -379,19 +392,28 @@ impl Config {
         }
         for svc in &self.services {
             for o in &svc.overrides {
-                if registry::lookup(&o.name).is_none() && !self.settings.contains_key(&o.name) {
-                    push(
-                        Diagnostic::warning(
-                            &self.master_name,
-                            Some(o.line),
-                            format!("unknown parameter in -o: {}", o.name),
-                        ),
-                        &mut diags,
-                    );
+                if registry::lookup(&o.name).is_some() || self.settings.contains_key(&o.name) {
+                    continue;
                 }
+                let d = match Self::unsupported(&o.name, &o.value) {
+                    Some((true, m)) => Diagnostic::error(&self.master_name, Some(o.line), m),
+                    Some((false, m)) => Diagnostic::warning(&self.master_name, Some(o.line), m),
+                    None => Diagnostic::warning(
+                        &self.master_name,
+                        Some(o.line),
+                        format!("unknown parameter in -o: {}", o.name),
+                    ),
+                };
+                push(d, &mut diags);
             }
             if svc.overrides.is_empty() {
                 continue;
+            }
+            let mut more = Vec::new();
+            self.check_not_yet(&svc.overrides, &mut more);
+            self.check_lists(&svc.overrides, &mut more);
+            for d in more {
+                push(d, &mut diags);
             }
             let mut errs = Vec::new();
             self.expand_all(&svc.overrides, &mut errs);
@@ -399,6 +421,8 @@ impl Config {
                 push(e, &mut diags);
             }
         }
+        let mut unique = BTreeSet::new();
+        diags.retain(|d| unique.insert((d.file.clone(), d.line, d.message.clone())));
         self.diagnostics.extend(diags);
         self.diagnostics
             .sort_by(|a, b| (a.file.as_str(), a.line).cmp(&(b.file.as_str(), b.line)));

@@ -23,8 +23,8 @@ use postern_proto::queue as rec;
 
 use crate::clock::now_us;
 use crate::daemon::{self, Context, Switchboard};
-use crate::tablecache::TableCache;
-use crate::tables::{self, Table};
+use crate::tablecache::{TableCache, TableRef, table_list};
+use crate::tables::Table;
 use crate::{info, log, warn};
 
 /// Most targets one recipient may expand to.
@@ -49,7 +49,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
 }
 
 struct Settings {
-    aliases: Vec<Table>,
+    aliases: Vec<TableRef>,
     mydestination: Vec<String>,
     myhostname: String,
     delimiter: String,
@@ -57,12 +57,7 @@ struct Settings {
 
 impl Settings {
     fn new(p: &Params) -> Result<Settings, String> {
-        let aliases = p
-            .list("alias_maps")
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|s| tables::parse(s).map_err(|e| format!("alias_maps: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let aliases = table_list(p, "alias_maps");
         Ok(Settings {
             aliases,
             mydestination: p

@@ -251,7 +251,7 @@ fn main() -> ExitCode {
             MapCmd::Query { json, table, keys } => cli::map::run_query(&table, &keys, json),
         },
         Cmd::Newaliases => {
-            let Some((_, params)) = cli::load(dir) else {
+            let Some((_, params)) = cli::load_with(dir, false) else {
                 return ExitCode::FAILURE;
             };
             cli::map::run_build(&params.list("alias_database").unwrap_or_default(), true)
@@ -267,7 +267,10 @@ fn main() -> ExitCode {
             check,
             names,
         } => {
-            let cfg = postern_config::Config::load(dir);
+            let mut cfg = postern_config::Config::load(dir);
+            if check {
+                cfg.check_tables();
+            }
             cli::conf::run(
                 &cfg,
                 &cli::conf::ConfArgs {

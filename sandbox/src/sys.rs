@@ -186,3 +186,36 @@ mod tests {
         assert!(take_inherited_fd(999_999).is_err());
     }
 }
+
+/// What a table cache needs to know about an open file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileVersion {
+    pub ino: u64,
+    pub size: u64,
+    pub nlink: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+/// fstat(2) by its own system call. glibc 2.33 and later implement fstat()
+/// (and Rust's `File::metadata` falls back to it) with newfstatat, which the
+/// BASE seccomp group does not allow: only fstat of an open descriptor.
+pub fn fstat(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<FileVersion> {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: fstat writes at most one `struct stat` into the buffer we own;
+    // the descriptor is borrowed, so it stays open for the call.
+    let ret = unsafe { libc::syscall(libc::SYS_fstat, fd.as_raw_fd(), st.as_mut_ptr()) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the structure (ret == 0).
+    let st = unsafe { st.assume_init() };
+    Ok(FileVersion {
+        ino: st.st_ino,
+        size: st.st_size as u64,
+        nlink: st.st_nlink,
+        mtime: (st.st_mtime, st.st_mtime_nsec),
+        ctime: (st.st_ctime, st.st_ctime_nsec),
+    })
+}

@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::clock::now_us;
 use crate::daemon::{self, Context};
-use crate::tables::{self, Table};
+use crate::tablecache::{TableRef, table_list};
 use crate::{fatal, info, warn};
 pub use keys::files as key_files;
 use keys::{Budget, KeyStore};
@@ -80,27 +80,18 @@ fn queue_extra_fds(q: &Queue) -> Vec<std::os::fd::RawFd> {
 /// The tables the broker answers lookups from.
 pub struct Lookups {
     /// `local_recipient_maps` (empty: no validation), for smtpd.
-    local: Vec<Table>,
+    local: Vec<TableRef>,
     /// `smtpd_sender_login_maps`, for smtpd.
-    sender_login: Vec<Table>,
+    sender_login: Vec<TableRef>,
     /// `smtp_sasl_password_maps`, for smtp only.
-    sasl_password: Vec<Table>,
-}
-
-fn table_list(params: &Params, name: &str) -> Result<Vec<Table>, String> {
-    params
-        .list(name)
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|s| tables::parse(s).map_err(|e| format!("{name}: {e}")))
-        .collect()
+    sasl_password: Vec<TableRef>,
 }
 
 pub fn lookups(params: &Params) -> Result<Lookups, String> {
     Ok(Lookups {
-        local: table_list(params, "local_recipient_maps")?,
-        sender_login: table_list(params, "smtpd_sender_login_maps")?,
-        sasl_password: table_list(params, "smtp_sasl_password_maps")?,
+        local: table_list(params, "local_recipient_maps"),
+        sender_login: table_list(params, "smtpd_sender_login_maps"),
+        sasl_password: table_list(params, "smtp_sasl_password_maps"),
     })
 }
 

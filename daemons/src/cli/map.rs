@@ -34,6 +34,45 @@ pub fn build(spec: &str, aliases: bool) -> Result<usize, Vec<String>> {
     Ok(n)
 }
 
+/// Makes sure every `alias_database` table exists before the first start,
+/// as Debian's postfix package does with newaliases: a missing source gets
+/// `postmaster: root`, and a missing `.cdb` is built from its source.
+pub fn ensure_aliases(params: &postern_config::Params) -> Result<(), Vec<String>> {
+    ensure(params, false)
+}
+
+/// [`ensure_aliases`] for tables whose directory exists already (the
+/// command line does this before the master starts, so that a broken
+/// aliases source is reported on the terminal).
+pub fn ensure_aliases_where_possible(params: &postern_config::Params) -> Result<(), Vec<String>> {
+    ensure(params, true)
+}
+
+fn ensure(params: &postern_config::Params, existing_dirs_only: bool) -> Result<(), Vec<String>> {
+    for spec in params.list("alias_database").unwrap_or_default() {
+        let Ok(Table::Cdb(src)) = tables::parse(&spec) else {
+            continue;
+        };
+        if existing_dirs_only && !src.parent().is_some_and(Path::exists) {
+            continue;
+        }
+        if with_suffix(&src, ".cdb").exists() {
+            continue;
+        }
+        if !src.exists() {
+            std::fs::write(
+                &src,
+                "# Created by postern start: mail to postmaster goes to root.\npostmaster: root\n",
+            )
+            .map_err(|e| vec![format!("cannot create {}: {e}", src.display())])?;
+            eprintln!("postern: created {} (postmaster: root)", src.display());
+        }
+        let n = build(&spec, true)?;
+        eprintln!("postern: built {}.cdb ({n} aliases)", src.display());
+    }
+    Ok(())
+}
+
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(suffix);
@@ -75,7 +114,9 @@ pub fn run_build(specs: &[String], aliases: bool) -> ExitCode {
 }
 
 /// `postern map query TYPE:PATH KEY...`: prints the values; exit 1 when a
-/// key is not found, 2 on errors (as postmap -q).
+/// key is not found, 2 on errors (as postmap -q). With the one key `-`,
+/// keys are read from stdin, one per line, and each key found is printed
+/// as `key<TAB>value` (as `postmap -q -`).
 pub fn run_query(spec: &str, keys: &[String], json: bool) -> ExitCode {
     let t = match tables::parse(spec) {
         Ok(t) => t,
@@ -84,6 +125,9 @@ pub fn run_query(spec: &str, keys: &[String], json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !json && keys.len() == 1 && keys[0] == "-" {
+        return query_stdin(&t);
+    }
     let mut status = ExitCode::SUCCESS;
     for k in keys {
         match t.lookup(k) {
@@ -108,6 +152,40 @@ pub fn run_query(spec: &str, keys: &[String], json: bool) -> ExitCode {
         }
     }
     status
+}
+
+fn query_stdin(t: &Table) -> ExitCode {
+    use std::io::BufRead;
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lock().lines() {
+        let key = match line {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("postern: fatal: reading keys: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if key.is_empty() {
+            continue;
+        }
+        match t.lookup(&key) {
+            Ok(Some(v)) => {
+                if writeln!(out, "{key}\t{v}").is_err() {
+                    return ExitCode::from(2);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("postern: fatal: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if out.flush().is_err() {
+        return ExitCode::from(2);
+    }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

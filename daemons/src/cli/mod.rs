@@ -21,10 +21,19 @@ pub fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Loads the configuration and prints what is wrong with it. Returns None
-/// (after printing every error) when it cannot be used.
+/// Loads the configuration, reads every table it names, and prints what is
+/// wrong with it. Returns None (after printing every error) when it cannot
+/// be used.
 pub fn load(dir: Option<&Path>) -> Option<(Config, Params)> {
-    let cfg = Config::load(dir);
+    load_with(dir, true)
+}
+
+/// [`load`] with or without reading the tables (newaliases builds them).
+pub fn load_with(dir: Option<&Path>, tables: bool) -> Option<(Config, Params)> {
+    let mut cfg = Config::load(dir);
+    if tables {
+        cfg.check_tables();
+    }
     for d in &cfg.diagnostics {
         eprintln!("postern: {d}");
     }
@@ -79,6 +88,12 @@ pub fn start(dir: Option<&Path>, foreground: bool, detached: bool) -> ExitCode {
     match client::request(&socket(&params), Request::Status) {
         Err(ClientError::NotRunning) => {}
         _ => return fail("the Postern mail system is already running"),
+    }
+    if let Err(errs) = map::ensure_aliases_where_possible(&params) {
+        for e in errs {
+            eprintln!("postern: error: {e}");
+        }
+        return ExitCode::FAILURE;
     }
     if foreground || detached {
         let opts = master::Options {

@@ -231,6 +231,9 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
             .join("\n")
     })?;
     let layout = dirs::prepare(&params)?;
+    // The embedded default keeps its aliases in data_directory, which
+    // exists only now.
+    crate::cli::map::ensure_aliases(&params).map_err(|e| e.join("; "))?;
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -130,7 +130,8 @@ impl Master {
                 None => return Reply::Error(format!("unknown service: {service}")),
             }
         };
-        let cfg = Config::load(self.opts.config_dir.as_deref());
+        let mut cfg = Config::load(self.opts.config_dir.as_deref());
+        cfg.check_tables();
         if cfg.has_errors() {
             let errs: Vec<String> = cfg.errors().map(ToString::to_string).collect();
             return Reply::Error(format!(

@@ -23,7 +23,7 @@ use postern_proto::header::{self, Split};
 
 use crate::access::{Access, Ctx, Stage, Verdict};
 use crate::daemon::{self, Context, Switchboard};
-use crate::tablecache::TableCache;
+use crate::tablecache::{TableCache, TableRef, table_list};
 use crate::tables::{self, Table};
 use crate::{info, warn};
 
@@ -51,26 +51,12 @@ struct Settings {
     message_size_limit: u64,
     header_size_limit: usize,
     submit_users: Vec<String>,
-    login_sender: Vec<Table>,
-    sender_login: Vec<Table>,
+    login_sender: Vec<TableRef>,
+    sender_login: Vec<TableRef>,
     access: Access,
     maildrop: PathBuf,
     query: Duration,
     transfer: Duration,
-}
-
-fn table_list(p: &Params, name: &str) -> Vec<Table> {
-    p.list(name)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| match tables::parse(s) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                warn!("{name}: {e}");
-                None
-            }
-        })
-        .collect()
 }
 
 impl Settings {

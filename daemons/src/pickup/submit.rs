@@ -11,11 +11,15 @@ pub(super) struct User {
 pub(super) async fn user(sh: &Shared, uid: u32) -> Result<User, Refusal> {
     let data = sh
         .tables
-        .read(Path::new("/etc/passwd"))
+        .get(Path::new("/etc/passwd"), tables::Format::Passwd)
         .await
-        .map_err(|e| refuse(EX_TEMPFAIL, format!("cannot read the user database: {e}")))?
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&data);
+        .map_err(|e| refuse(EX_TEMPFAIL, format!("cannot read the user database: {e}")))?;
+    let tables::Loaded::Passwd(text) = &*data else {
+        return Err(refuse(
+            EX_SOFTWARE,
+            "the user database is not a passwd file",
+        ));
+    };
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let f: Vec<&str> = line.split(':').collect();
         if f.len() >= 5 && f[2].parse::<u32>().ok() == Some(uid) {
@@ -37,7 +41,7 @@ pub(super) async fn user(sh: &Shared, uid: u32) -> Result<User, Refusal> {
 /// through the master, since pickup's jail has no /etc.
 pub(super) async fn may_submit(sh: &Shared, login: &str) -> Result<bool, Refusal> {
     let list = &sh.set.submit_users;
-    let mut found: Vec<(Table, Result<Option<String>, String>)> = Vec::new();
+    let mut found: Vec<(&str, Result<Option<String>, String>)> = Vec::new();
     for item in list
         .iter()
         .filter(|i| i.contains(':') && !i.starts_with('!'))
@@ -46,13 +50,13 @@ pub(super) async fn may_submit(sh: &Shared, login: &str) -> Result<bool, Refusal
             .map_err(|e| refuse(EX_SOFTWARE, format!("authorized_submit_users: {e}")))?;
         if !matches!(t, Table::Static(_)) {
             let r = sh.tables.lookup(&t, login).await;
-            found.push((t, r));
+            found.push((item, r));
         }
     }
-    tables::user_listed_with(list, login, |t| {
+    tables::user_listed_with(list, login, |item, _| {
         found
             .iter()
-            .find(|(x, _)| x == t)
+            .find(|(x, _)| *x == item)
             .map_or(Ok(None), |(_, r)| r.clone())
     })
     .map_err(|e| {

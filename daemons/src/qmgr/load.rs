@@ -215,13 +215,15 @@ pub(super) async fn resolve(s: &Settings, tables: &TableCache, address: &str) ->
                 Ok(Some(v)) => {
                     return sched::parse_transport(&v, &domain).unwrap_or_else(|e| {
                         warn!("{e}");
-                        Route::Error("mail transport unavailable".into())
+                        Route::Defer("mail transport unavailable".into())
                     });
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    // Never route around the table: the mail waits until
+                    // the table can be read.
                     warn!("transport_maps lookup of {key}: {e}");
-                    break;
+                    return Route::Defer("transport_maps lookup failure".into());
                 }
             }
         }

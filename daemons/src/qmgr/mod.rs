@@ -27,8 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::now_us;
 use crate::daemon::{self, Context};
-use crate::tablecache::TableCache;
-use crate::tables::{self, Table};
+use crate::tablecache::{TableCache, TableRef, table_list};
 use crate::{fatal, info, warn};
 use agents::Agents;
 use load::*;
@@ -45,7 +44,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
 pub struct Settings {
     mydestination: Vec<String>,
     relayhost: String,
-    transport_maps: Vec<Table>,
+    transport_maps: Vec<TableRef>,
     min_backoff: Duration,
     max_backoff: Duration,
     max_lifetime: Duration,
@@ -110,12 +109,7 @@ impl Drop for HeldFile {
 impl Settings {
     fn new(p: &Params) -> Result<Settings, String> {
         let e = |x: postern_config::ParamError| x.to_string();
-        let tables = p
-            .list("transport_maps")
-            .map_err(e)?
-            .iter()
-            .map(|s| tables::parse(s).map_err(|x| format!("transport_maps: {x}")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let tables = table_list(p, "transport_maps");
         Ok(Settings {
             mydestination: p
                 .list("mydestination")
@@ -510,6 +504,13 @@ impl Qmgr {
                     immediate.extend(
                         idxs.into_iter()
                             .map(|i| (i, Status::Bounced, "5.0.0".to_string(), text.clone())),
+                    );
+                    continue;
+                }
+                Route::Defer(text) => {
+                    immediate.extend(
+                        idxs.into_iter()
+                            .map(|i| (i, Status::Deferred, "4.3.0".to_string(), text.clone())),
                     );
                     continue;
                 }

@@ -24,6 +24,9 @@ pub enum Route {
     Error(String),
     /// transport_maps said `discard:`: done without delivery.
     Discard,
+    /// transport_maps could not be read, or named a transport Postern does
+    /// not have: try again later (Postfix: "mail transport unavailable").
+    Defer(String),
 }
 
 /// Parses a transport_maps value: `smtp:[host]:port`, `relay:host`,

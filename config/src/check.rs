@@ -1,0 +1,386 @@
+//! What `postern conf --check` and `postern start` find beyond syntax and
+//! types: Postfix parameters Postern does not implement, restriction
+//! names, `mynetworks` entries, and every table a setting names (its type,
+//! its path, and its file, read and parsed). Each problem carries the
+//! file and line it comes from.
+//!
+//! A Postfix parameter that Postern does not implement is "not supported
+//! by Postern". Where ignoring it would weaken mail security or filtering
+//! (and it is set to something other than Postfix's default), it is an
+//! error and Postern does not start; otherwise a warning.
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::masterfile::Override;
+use crate::{Config, Diagnostic, expand, registry, restrictions, tables, value};
+
+/// Postfix 3.7's parameters and defaults (`postconf -d`).
+const POSTFIX_PARAMS: &str = include_str!("postfix-params.txt");
+
+fn postfix_default(name: &str) -> Option<&'static str> {
+    POSTFIX_PARAMS
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (n, v) = l
+                .split_once(" = ")
+                .or_else(|| l.strip_suffix(" =").map(|n| (n, "")))?;
+            (n == name).then_some(v)
+        })
+}
+
+/// Unimplemented Postfix parameters that filter, rewrite, route or limit
+/// mail: ignoring one would let through what the admin meant to stop.
+/// Each names what it does and the issue that will implement it.
+const WEAKENING: &[(&str, &str)] = &[
+    ("header_checks", "header filtering (issue #15)"),
+    ("mime_header_checks", "header filtering (issue #15)"),
+    ("nested_header_checks", "header filtering (issue #15)"),
+    ("body_checks", "body filtering (issue #15)"),
+    ("smtpd_milters", "Milter filtering (issue #17)"),
+    ("non_smtpd_milters", "Milter filtering (issue #17)"),
+    ("content_filter", "content filtering"),
+    ("smtpd_proxy_filter", "before-queue filtering"),
+    (
+        "relay_recipient_maps",
+        "recipient validation for relay domains (issue #15)",
+    ),
+    (
+        "smtpd_restriction_classes",
+        "restriction classes (issue #15)",
+    ),
+    (
+        "smtpd_end_of_data_restrictions",
+        "end-of-data restrictions (issue #15)",
+    ),
+    ("smtpd_etrn_restrictions", "ETRN restrictions"),
+    (
+        "strict_rfc821_envelopes",
+        "envelope syntax checks (issue #15)",
+    ),
+    (
+        "smtpd_reject_unlisted_sender",
+        "sender validation (issue #15)",
+    ),
+    (
+        "smtpd_client_connection_count_limit",
+        "per-client limits (issue #16)",
+    ),
+    (
+        "smtpd_client_connection_rate_limit",
+        "per-client limits (issue #16)",
+    ),
+    (
+        "smtpd_client_message_rate_limit",
+        "per-client limits (issue #16)",
+    ),
+    (
+        "smtpd_client_recipient_rate_limit",
+        "per-client limits (issue #16)",
+    ),
+    (
+        "smtpd_client_new_tls_session_rate_limit",
+        "per-client limits (issue #16)",
+    ),
+    (
+        "smtpd_client_auth_rate_limit",
+        "per-client limits (issue #16)",
+    ),
+    (
+        "smtp_tls_policy_maps",
+        "per-destination TLS policy (issue #18)",
+    ),
+    (
+        "smtp_tls_per_site",
+        "per-destination TLS policy (issue #18)",
+    ),
+    ("virtual_alias_maps", "address rewriting (issue #20)"),
+    ("virtual_alias_domains", "address rewriting (issue #20)"),
+    ("virtual_mailbox_maps", "virtual mailbox delivery"),
+    ("virtual_mailbox_domains", "virtual mailbox delivery"),
+    ("canonical_maps", "address rewriting (issue #20)"),
+    ("sender_canonical_maps", "address rewriting (issue #20)"),
+    ("recipient_canonical_maps", "address rewriting (issue #20)"),
+    ("smtp_generic_maps", "address rewriting (issue #20)"),
+    ("masquerade_domains", "address rewriting (issue #20)"),
+    ("always_bcc", "automatic BCC (issue #20)"),
+    ("sender_bcc_maps", "automatic BCC (issue #20)"),
+    ("recipient_bcc_maps", "automatic BCC (issue #20)"),
+    (
+        "sender_dependent_relayhost_maps",
+        "sender-dependent routing (issue #20)",
+    ),
+    (
+        "sender_dependent_default_transport_maps",
+        "sender-dependent routing (issue #20)",
+    ),
+    (
+        "allow_mail_to_commands",
+        "delivery to commands, which Postern never does",
+    ),
+    (
+        "allow_mail_to_files",
+        "delivery to files, which Postern never does",
+    ),
+];
+
+/// Registry parameters whose code is not written yet: set to anything but
+/// their default, they are refused, never silently ignored.
+const NOT_YET: &[(&str, &str)] = &[
+    ("smtpd_data_restrictions", "issue #15"),
+    ("smtpd_delay_reject", "issue #15"),
+    ("smtpd_sasl_security_options", "issue #14"),
+    ("bounce_notice_recipient", "issue #14"),
+    ("smtp_tls_secure_cert_match", "issue #18"),
+    ("smtp_tls_verify_cert_match", "issue #18"),
+];
+
+/// Parameters whose values list tables (besides the restriction lists).
+const TABLE_LISTS: &[&str] = &[
+    "alias_maps",
+    "alias_database",
+    "local_recipient_maps",
+    "transport_maps",
+    "smtpd_sender_login_maps",
+    "smtp_sasl_password_maps",
+    "local_login_sender_maps",
+];
+
+/// User lists: names, `!name`, or tables.
+const USER_LISTS: &[&str] = &["authorized_submit_users", "authorized_mailq_users"];
+
+fn same_list(a: &str, b: &str) -> bool {
+    value::split_list(a) == value::split_list(b)
+}
+
+/// Splits "file:line: message" as table errors are worded.
+fn located(e: &str) -> Option<(&str, usize, &str)> {
+    let (head, msg) = e.split_once(": ")?;
+    let (file, line) = head.rsplit_once(':')?;
+    Some((file, line.parse().ok()?, msg))
+}
+
+impl Config {
+    /// The "not supported by Postern" classification of a main.cf or -o
+    /// name the registry does not know. None: not a Postfix parameter.
+    pub(crate) fn unsupported(name: &str, value: &str) -> Option<(bool, String)> {
+        let default = postfix_default(name)?;
+        let weakening = WEAKENING.iter().find(|(n, _)| *n == name);
+        match weakening {
+            Some((_, what)) if !same_list(value, default) => Some((
+                true,
+                format!(
+                    "{name} is not supported by Postern, and ignoring it would drop {what}; remove the setting to run without it"
+                ),
+            )),
+            _ => Some((
+                false,
+                format!("{name} is not supported by Postern; the setting is ignored"),
+            )),
+        }
+    }
+
+    /// Registry parameters set although their code is not written yet.
+    pub(crate) fn check_not_yet(&self, overrides: &[Override], out: &mut Vec<Diagnostic>) {
+        for (name, issue) in NOT_YET {
+            let set = overrides
+                .iter()
+                .rev()
+                .find(|o| o.name == *name)
+                .map(|o| o.value.clone())
+                .or_else(|| self.settings.get(*name).map(|s| s.value.clone()));
+            let Some(v) = set else { continue };
+            let default = registry::lookup(name).map_or("", |d| d.default);
+            if !same_list(&v, default) {
+                let (file, line) = self.origin(name, overrides);
+                out.push(Diagnostic::error(
+                    &file,
+                    line,
+                    format!(
+                        "{name} = {v}: not supported by Postern yet ({issue}); only the default \"{default}\" is"
+                    ),
+                ));
+            }
+        }
+    }
+
+    fn expanded(&self, name: &str, overrides: &[Override]) -> Option<String> {
+        let get = self.lookup_with(overrides);
+        let raw = get(name)?;
+        expand(&raw, &get).ok()
+    }
+
+    /// Restriction names and mynetworks entries: no file is read.
+    pub(crate) fn check_lists(&self, overrides: &[Override], out: &mut Vec<Diagnostic>) {
+        let classes: Vec<String> = self
+            .expanded("smtpd_restriction_classes", overrides)
+            .map(|v| value::split_list(&v))
+            .unwrap_or_default();
+        for name in restrictions::LISTS {
+            let Some(v) = self.expanded(name, overrides) else {
+                continue;
+            };
+            let (file, line) = self.origin(name, overrides);
+            for p in restrictions::check(&value::split_list(&v), &classes) {
+                out.push(Diagnostic::error(&file, line, format!("{name}: {}", p.0)));
+            }
+        }
+        if let Some(v) = self.expanded("mynetworks", overrides) {
+            let (file, line) = self.origin("mynetworks", overrides);
+            for item in value::split_list(&v) {
+                if item.contains(':')
+                    && !item.starts_with('[')
+                    && item.parse::<std::net::IpAddr>().is_err()
+                {
+                    let why = match tables::parse(&item) {
+                        Ok(_) => {
+                            "tables in mynetworks are not supported by Postern yet".to_string()
+                        }
+                        Err(e) => e,
+                    };
+                    out.push(Diagnostic::error(
+                        &file,
+                        line,
+                        format!("mynetworks: {item}: {why}"),
+                    ));
+                } else if item.starts_with('/') {
+                    out.push(Diagnostic::error(
+                        &file,
+                        line,
+                        format!("mynetworks: {item}: reading networks from a file is not supported by Postern"),
+                    ));
+                } else if let Err(e) = crate::cidr::parse(&item) {
+                    out.push(Diagnostic::error(&file, line, format!("mynetworks: {e}")));
+                }
+            }
+        }
+    }
+
+    /// Every table reference: known type, absolute path, and its files
+    /// read and parsed. Reads files, so only `conf --check`, `start` and
+    /// `reload` call it (through [`Config::check_tables`]).
+    fn check_table_refs(
+        &self,
+        overrides: &[Override],
+        only: Option<&BTreeSet<&str>>,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        let built_at_start: Vec<std::path::PathBuf> = self
+            .expanded("alias_database", overrides)
+            .map(|v| value::split_list(&v))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| match tables::parse(s) {
+                Ok(tables::Table::Cdb(p)) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let mut seen_files = BTreeMap::new();
+        for name in TABLE_LISTS.iter().chain(USER_LISTS) {
+            if only.is_some_and(|o| !o.contains(name)) {
+                continue;
+            }
+            let Some(v) = self.expanded(name, overrides) else {
+                continue;
+            };
+            let (file, line) = self.origin(name, overrides);
+            for item in value::split_list(&v) {
+                if USER_LISTS.contains(name) && (!item.contains(':') || item.starts_with('!')) {
+                    continue;
+                }
+                let t = match tables::parse(&item) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        out.push(Diagnostic::error(&file, line, format!("{name}: {e}")));
+                        continue;
+                    }
+                };
+                for (path, format) in t.files() {
+                    if let tables::Table::Cdb(src) = &t
+                        && built_at_start.contains(src)
+                        && !path.exists()
+                    {
+                        // `postern start` builds it (and creates a source
+                        // with "postmaster: root" when there is none).
+                        if src.exists()
+                            && let Err(errs) = std::fs::read_to_string(src)
+                                .map_err(|e| vec![format!("{}: {e}", src.display())])
+                                .and_then(|text| {
+                                    tables::parse_source(&text, &src.display().to_string(), true)
+                                })
+                        {
+                            for e in errs {
+                                out.push(table_error(&e, name, &file, line));
+                            }
+                        }
+                        continue;
+                    }
+                    let r = seen_files
+                        .entry((path.clone(), format))
+                        .or_insert_with(|| tables::read_and_load(&path, format).err());
+                    if let Some(e) = r {
+                        for one in e.split("; ") {
+                            out.push(table_error(one, name, &file, line));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the checks that read table files, adding what they find to the
+    /// diagnostics: for the global settings, then for each master.cf
+    /// service's -o overrides of table parameters.
+    pub fn check_tables(&mut self) {
+        let mut out = Vec::new();
+        self.check_table_refs(&[], None, &mut out);
+        for svc in &self.services {
+            let names: BTreeSet<&str> = svc.overrides.iter().map(|o| o.name.as_str()).collect();
+            if !names.is_empty() {
+                self.check_table_refs(&svc.overrides, Some(&names), &mut out);
+            }
+        }
+        let mut seen = BTreeSet::new();
+        out.retain(|d| seen.insert((d.file.clone(), d.line, d.message.clone())));
+        self.diagnostics.extend(out);
+        self.diagnostics
+            .sort_by(|a, b| (a.file.as_str(), a.line).cmp(&(b.file.as_str(), b.line)));
+    }
+}
+
+/// A table problem: at the table file's line when it has one, else at the
+/// setting that names the table.
+fn table_error(e: &str, param: &str, file: &str, line: Option<usize>) -> Diagnostic {
+    let at = match line {
+        Some(l) => format!("{file}:{l}"),
+        None => format!("{file} (default)"),
+    };
+    match located(e) {
+        Some((tf, tl, msg)) => {
+            Diagnostic::error(tf, Some(tl), format!("{msg} (a table in {param}, {at})"))
+        }
+        None => Diagnostic::error(file, line, format!("{param}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postfix_defaults_are_known() {
+        assert_eq!(postfix_default("smtpd_helo_required"), Some("no"));
+        assert_eq!(postfix_default("smtpd_restriction_classes"), Some(""));
+        assert_eq!(postfix_default("no_such_parameter"), None);
+        let (err, m) = Config::unsupported("header_checks", "regexp:/etc/postfix/h").unwrap();
+        assert!(err, "{m}");
+        let (err, _) = Config::unsupported("header_checks", "").unwrap();
+        assert!(!err);
+        let (err, m) = Config::unsupported("biff", "no").unwrap();
+        assert!(!err && m.contains("not supported by Postern"), "{m}");
+        assert!(Config::unsupported("frobnicate", "x").is_none());
+        assert_eq!(
+            located("/t/x.cidr:4: bad mask"),
+            Some(("/t/x.cidr", 4, "bad mask"))
+        );
+    }
+}

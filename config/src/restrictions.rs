@@ -1,0 +1,195 @@
+//! The smtpd restriction vocabulary: which names Postfix has, which of
+//! them Postern implements, and which take an argument. `conf --check`
+//! uses it so that a restriction Postern lacks is refused at start, never
+//! answered with `451 4.3.5` at run time.
+
+/// Restrictions Postern implements (smtpd and pickup evaluate them).
+pub const SUPPORTED: &[&str] = &[
+    "permit",
+    "defer",
+    "reject",
+    "permit_mynetworks",
+    "permit_sasl_authenticated",
+    "reject_unauth_destination",
+    "defer_unauth_destination",
+    "reject_sender_login_mismatch",
+    "reject_authenticated_sender_login_mismatch",
+    "reject_unauthenticated_sender_login_mismatch",
+];
+
+/// Postfix restrictions that take one argument (a table, a DNS zone, a
+/// policy service, a time).
+const WITH_ARGUMENT: &[&str] = &[
+    "check_ccert_access",
+    "check_client_access",
+    "check_client_a_access",
+    "check_client_mx_access",
+    "check_client_ns_access",
+    "check_reverse_client_hostname_access",
+    "check_reverse_client_hostname_a_access",
+    "check_reverse_client_hostname_mx_access",
+    "check_reverse_client_hostname_ns_access",
+    "check_helo_access",
+    "check_helo_a_access",
+    "check_helo_mx_access",
+    "check_helo_ns_access",
+    "check_sender_access",
+    "check_sender_a_access",
+    "check_sender_mx_access",
+    "check_sender_ns_access",
+    "check_recipient_access",
+    "check_recipient_a_access",
+    "check_recipient_mx_access",
+    "check_recipient_ns_access",
+    "check_sasl_access",
+    "check_etrn_access",
+    "check_policy_service",
+    "reject_rbl_client",
+    "reject_rhsbl_client",
+    "reject_rhsbl_reverse_client",
+    "reject_rhsbl_helo",
+    "reject_rhsbl_sender",
+    "reject_rhsbl_recipient",
+    "permit_dnswl_client",
+    "permit_rhswl_client",
+    "sleep",
+];
+
+/// Postfix restrictions without an argument that Postern does not have.
+const POSTFIX_ONLY: &[&str] = &[
+    "defer_if_permit",
+    "defer_if_reject",
+    "permit_auth_destination",
+    "permit_inet_interfaces",
+    "permit_mx_backup",
+    "permit_naked_ip_address",
+    "permit_tls_all_clientcerts",
+    "permit_tls_clientcerts",
+    "reject_authenticated_sender_login_mismatch_known",
+    "reject_invalid_helo_hostname",
+    "reject_invalid_hostname",
+    "reject_known_sender_login_mismatch",
+    "reject_maps_rbl",
+    "reject_multi_recipient_bounce",
+    "reject_non_fqdn_helo_hostname",
+    "reject_non_fqdn_hostname",
+    "reject_non_fqdn_recipient",
+    "reject_non_fqdn_sender",
+    "reject_plaintext_session",
+    "reject_unauth_pipelining",
+    "reject_unknown_client",
+    "reject_unknown_client_hostname",
+    "reject_unknown_forward_client_hostname",
+    "reject_unknown_helo_hostname",
+    "reject_unknown_hostname",
+    "reject_unknown_recipient_domain",
+    "reject_unknown_reverse_client_hostname",
+    "reject_unknown_sender_domain",
+    "reject_unlisted_recipient",
+    "reject_unlisted_sender",
+    "reject_unverified_recipient",
+    "reject_unverified_sender",
+    "check_recipient_maps",
+    "check_relay_domains",
+    "reject_unknown_address",
+    "warn_if_reject",
+];
+
+/// The restriction lists whose names are checked (smtpd_data_restrictions
+/// is refused whole until it is evaluated, see check.rs).
+pub const LISTS: &[&str] = &[
+    "smtpd_client_restrictions",
+    "smtpd_helo_restrictions",
+    "smtpd_sender_restrictions",
+    "smtpd_relay_restrictions",
+    "smtpd_recipient_restrictions",
+    "smtpd_end_of_data_restrictions",
+    "smtpd_etrn_restrictions",
+];
+
+/// One problem in a restriction list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem(pub String);
+
+/// Checks the items of one restriction list. `classes` are the names
+/// `smtpd_restriction_classes` defines (which are themselves reported
+/// where that parameter is set).
+pub fn check(items: &[String], classes: &[String]) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut it = items.iter().peekable();
+    while let Some(name) = it.next() {
+        let n = name.as_str();
+        if SUPPORTED.contains(&n) || classes.iter().any(|c| c == n) {
+            continue;
+        }
+        if WITH_ARGUMENT.contains(&n) {
+            match it.next() {
+                Some(arg) => out.push(Problem(format!(
+                    "restriction \"{n} {arg}\" is not supported by Postern"
+                ))),
+                None => out.push(Problem(format!(
+                    "restriction \"{n}\" requires an argument (and is not supported by Postern)"
+                ))),
+            }
+            continue;
+        }
+        if POSTFIX_ONLY.contains(&n) {
+            out.push(Problem(format!(
+                "restriction \"{n}\" is not supported by Postern"
+            )));
+        } else if n.contains(':') {
+            out.push(Problem(format!(
+                "access table \"{n}\" (an implicit check_*_access) is not supported by Postern"
+            )));
+        } else if n.starts_with('{') {
+            out.push(Problem(format!(
+                "\"{n}\": a {{ }} group must follow the restriction it belongs to"
+            )));
+        } else if n.contains('.') {
+            out.push(Problem(format!(
+                "unknown restriction \"{n}\" (a DNS zone belongs after reject_rbl_client or a similar restriction)"
+            )));
+        } else {
+            out.push(Problem(format!("unknown restriction \"{n}\"")));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn vocabulary() {
+        assert!(check(&v(&["permit_mynetworks", "reject_unauth_destination"]), &[]).is_empty());
+        let p = check(
+            &v(&[
+                "reject_rbl_client",
+                "zen.spamhaus.org",
+                "check_policy_service",
+                "{ unix:private/policy, timeout=10s }",
+                "zen.spamhaus.org",
+                "hash:/etc/postfix/access",
+                "reject_non_fqdn_sender",
+                "frobnicate",
+                "myclass",
+                "check_client_access",
+            ]),
+            &v(&["myclass"]),
+        );
+        let text: Vec<&str> = p.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(text.len(), 7, "{text:?}");
+        assert!(text[0].contains("reject_rbl_client zen.spamhaus.org"));
+        assert!(text[1].contains("check_policy_service {"));
+        assert!(text[2].contains("DNS zone"));
+        assert!(text[3].contains("implicit check_*_access"));
+        assert!(text[4].contains("reject_non_fqdn_sender"));
+        assert!(text[5].contains("unknown restriction \"frobnicate\""));
+        assert!(text[6].contains("requires an argument"));
+    }
+}

@@ -1,0 +1,338 @@
+//! Lookup tables against Postfix's own `postmap -q`, the oracle: the same
+//! table files and inline tables, a few thousand generated keys, and the
+//! answers of `postern map query TABLE -` must equal those of
+//! `postmap -q - TABLE`.
+//!
+//! Deliberate differences, each refused with the table file's name and
+//! line instead of being matched differently (`refused_constructs` below
+//! checks each one):
+//! - backreferences (`\1`) and lookaround (`(?=`, `(?!`, `(?<=`): the
+//!   linear-time engine has neither;
+//! - POSIX basic syntax (a regexp: pattern with the `x` flag turned off);
+//! - in regexp: tables, an escape that glibc reads as a plain letter (`\d`
+//!   is `d` to glibc, a digit to other engines), and collating elements;
+//! - in regexp: tables, a `$number` result from a pattern containing `|`:
+//!   POSIX takes the leftmost-longest alternative, this engine the
+//!   leftmost-first, and the captured text can differ;
+//! - the pcre `X` flag (PCRE2 has none);
+//! - a rule Postfix skips with a warning (a cidr pattern with host bits
+//!   set, an unknown flag, a result with a bad `$` macro, no result) is
+//!   an error that makes the whole table unusable: Postern never answers
+//!   from a table with a rule silently dropped;
+//! - keys that end in a newline (PCRE's `$` also matches before a final
+//!   newline, this engine's only at the end); SMTP keys never contain one.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use postern_tests::Instance;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tables")
+}
+
+/// Runs `cmd` with `keys` on stdin; returns its stdout lines.
+fn answers(mut cmd: Command, keys: &[String]) -> Vec<String> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(input.as_bytes()).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn postmap(conf: &Path, table: &str, keys: &[String]) -> Vec<String> {
+    let mut c = Command::new("postmap");
+    c.args(["-c", &conf.display().to_string(), "-q", "-", table]);
+    answers(c, keys)
+}
+
+fn postern(table: &str, keys: &[String]) -> Vec<String> {
+    let mut c = Command::new(postern_tests::bin());
+    c.args(["map", "query", table, "-"]);
+    answers(c, keys)
+}
+
+fn pick<'a>(r: &mut fastrand::Rng, v: &[&'a str]) -> &'a str {
+    v[r.usize(..v.len())]
+}
+
+fn mixed_case(r: &mut fastrand::Rng, s: &str) -> String {
+    match r.u8(..4) {
+        0 => s.to_ascii_uppercase(),
+        1 => s
+            .chars()
+            .map(|c| if r.bool() { c.to_ascii_uppercase() } else { c })
+            .collect(),
+        _ => s.to_string(),
+    }
+}
+
+/// Addresses, hostnames and IP addresses around what the fixtures match,
+/// and edge cases.
+fn keys() -> Vec<String> {
+    let mut r = fastrand::Rng::with_seed(0x0705_7e27);
+    let locals = [
+        "postmaster",
+        "list-outgoing",
+        "owner-list-outgoing",
+        "a-outgoing",
+        "user+tag",
+        "user+TAG9",
+        "CaseSensitive",
+        "casefold",
+        "noddy",
+        "admin",
+        "root",
+        "first.last",
+        "12345",
+        "aaa",
+        "aaab",
+        "aaabc",
+        "bounce",
+        "bouncer",
+        "x_y",
+        "x-y",
+        "a.b",
+        "a-b",
+        "friend",
+        "u s e r",
+        "user",
+        "a%b",
+        "a!b",
+        "-",
+        "[]",
+        "\\",
+        "a..b",
+        "",
+        "xxxx",
+        "xxxxxx",
+        "x",
+        "host-12",
+    ];
+    let domains = [
+        "x",
+        "example.com",
+        "example.net",
+        "example.org",
+        "sub.bar.example",
+        "my.domain",
+        "digits.test",
+        "words.test",
+        "exact.test",
+        "x.test",
+        "dotall.test",
+        "nodot.test",
+        "rep.test",
+        "lazy.test",
+        "greedy.test",
+        "brackets.test",
+        "if.test",
+        "keep.test",
+        "plus.test",
+        "dots.test",
+        "7.example",
+        "123.example",
+        "q.example.org",
+        "host-12.dyn.example.com",
+        "foo.invalid",
+        "x.test.",
+        "a@b",
+        "",
+        "lists.example.test",
+    ];
+    let mut out = Vec::new();
+    for _ in 0..2500 {
+        let l = pick(&mut r, &locals);
+        let d = pick(&mut r, &domains);
+        let mut k = match r.u8(..10) {
+            0 => l.to_string(),
+            1 => d.to_string(),
+            2 => format!("{l}@{d}@{}", pick(&mut r, &domains)),
+            3 => format!("{l}{}@{d}", r.u16(..1000)),
+            4 => (0..r.usize(1..60))
+                .map(|_| {
+                    pick(
+                        &mut r,
+                        &["a", "b", "x", ".", "@", "-", "%", "!", "_", "+", "1", "Z"],
+                    )
+                })
+                .collect(),
+            _ => format!("{l}@{d}"),
+        };
+        k = mixed_case(&mut r, &k);
+        if !k.is_empty() {
+            out.push(k);
+        }
+    }
+    for _ in 0..1500 {
+        let k = match r.u8(..9) {
+            0 => format!("10.{}.{}.{}", r.u8(..4), r.u8(..), r.u8(..)),
+            1 => format!("192.168.{}.{}", r.u8(..3), r.u8(..)),
+            2 => format!("198.51.100.{}", r.u8(..)),
+            3 => format!("{}.{}.{}.{}", r.u8(..), r.u8(..), r.u8(..), r.u8(..)),
+            4 => format!("2001:db8:{:x}::{:x}", r.u16(..4), r.u16(..)),
+            5 => format!("2001:db9:{:x}::{:x}", r.u8(..2), r.u16(..)),
+            6 => format!("fe{:x}::{:x}", r.u8(0x70..0xc0), r.u16(..)),
+            7 => format!("::ffff:{}.{}.{}.{}", r.u8(..), r.u8(..), r.u8(..), r.u8(..)),
+            _ => format!("{:x}:{:x}::{:x}", r.u16(..), r.u16(..), r.u16(..)),
+        };
+        out.push(mixed_case(&mut r, &k));
+    }
+    for edge in [
+        "192.168.1.1",
+        "2001:db8::1",
+        "2001:DB8:0::0:1",
+        "2001:0db8::0001",
+        "[192.168.1.1]",
+        "010.1.1.1",
+        "10.1.2.3",
+        "10.2.0.1",
+        "1.2.3",
+        "1.2.3.4.5",
+        "256.1.1.1",
+        "::1",
+        "::",
+        "0.0.0.0",
+        "::ffff:10.2.3.4",
+        "fe80::1%eth0",
+        "2001:db8::/32",
+        "198.51.100.7",
+        "198.51.100.127",
+        "198.51.100.128",
+        " 10.2.3.4",
+        "10.2.3.4 ",
+    ] {
+        out.push(edge.to_string());
+    }
+    out.push("a".repeat(300) + "@example.com");
+    out.push("x".repeat(4) + "@rep.test");
+    out
+}
+
+#[test]
+fn postmap_is_the_oracle() {
+    let conf = tempfile::tempdir().unwrap();
+    std::fs::write(conf.path().join("main.cf"), "").unwrap();
+    let f = fixtures();
+    let mut tables: Vec<String> = vec![
+        format!("cidr:{}", f.join("client.cidr").display()),
+        format!("regexp:{}", f.join("access.regexp").display()),
+        format!("pcre:{}", f.join("access.pcre").display()),
+    ];
+    // The inline forms of cidr_table(5), regexp_table(5), pcre_table(5),
+    // and postconf(5)'s inline, unionmap and pipemap.
+    tables.extend(
+        [
+            "cidr:{ {192.168.1.1 OK}, {192.168.0.0/16 REJECT}, {2001:db8::1 OK}, {2001:db8::/32 REJECT} }",
+            "regexp:{ {/^postmaster@/ OK}, {/^(.*)-outgoing@(.*)$/ 550 Use ${1}@${2} instead}, {/[%!@].*[%!@]/ 550 no routing} }",
+            "pcre:{ {/^\\d+@/ digits}, {/^(\\w+)@(\\w+)\\.test$/ $2 $1} }",
+            "inline:{ postmaster=root, Admin=root, { abuse = root, admin }, example.com=OK }",
+            "unionmap:{ inline:{postmaster=a, root=r}, regexp:{ {/^p/ p-word} }, static:always }",
+            "pipemap:{ inline:{postmaster=admin, admin=root}, inline:{admin=boss, root=top} }",
+        ]
+        .map(String::from),
+    );
+    let keys = keys();
+    assert!(keys.len() > 3000);
+    for t in &tables {
+        let want = postmap(conf.path(), t, &keys);
+        let got = postern(t, &keys);
+        assert!(
+            !want.is_empty(),
+            "{t}: postmap found nothing; the fixture tests nothing"
+        );
+        let diff: Vec<String> = want
+            .iter()
+            .filter(|l| !got.contains(l))
+            .map(|l| format!("postmap: {l}"))
+            .chain(
+                got.iter()
+                    .filter(|l| !want.contains(l))
+                    .map(|l| format!("postern: {l}")),
+            )
+            .collect();
+        assert!(
+            diff.is_empty(),
+            "{t}: {} difference(s) over {} keys:\n{}",
+            diff.len(),
+            keys.len(),
+            diff.join("\n")
+        );
+    }
+}
+
+#[test]
+fn refused_constructs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "pcre",
+            "/^(?!owner-)(.*)-outgoing@(.*)/ 550 x\n",
+            "look-around",
+        ),
+        ("pcre", "/(a)\\1/ x\n", "backreferences"),
+        ("regexp", "/(a)\\1/ x\n", "backreferences"),
+        ("regexp", "/^a\\d/ x\n", "not a POSIX escape"),
+        ("regexp", "/^a/x basic\n", "basic regular expression"),
+        ("regexp", "/[[.a.]]/ x\n", "collating"),
+        ("regexp", "/^(a|b)@/ $1\n", "leftmost-longest"),
+        ("pcre", "/a/X x\n", "X flag"),
+        ("regexp", "/a/q x\n", "unknown regexp option"),
+        ("regexp", "/a/\n", "no replacement text"),
+        ("regexp", "/(a)/ $2\n", "out of range"),
+        ("regexp", "!/(a)/ $1\n", "negative match"),
+        ("cidr", "10.0.0.1/8 x\n", "non-null host address bits"),
+        (
+            "cidr",
+            "if 10.0.0.0/8\n10.1.0.0/16 x\n",
+            "IF has no matching ENDIF",
+        ),
+        ("cidr", "10.0.0.0/8\n", "no lookup result"),
+    ];
+    for (i, (kind, text, why)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("t{i}.{kind}"));
+        std::fs::write(&path, format!("# line 1 is a comment\n{text}")).unwrap();
+        let spec = format!("{kind}:{}", path.display());
+        let out = Command::new(postern_tests::bin())
+            .args(["map", "query", &spec, "key"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {err}");
+        assert!(
+            err.contains(&format!("{}:2: ", path.display())) && err.contains(why),
+            "{kind} {text:?}: expected file:2 and \"{why}\" in: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_table_is_an_error_not_an_empty_table() {
+    let inst = Instance::new("");
+    let spec = format!("cdb:{}/nonexistent", inst.config_dir().display());
+    let out = inst.postern(&["map", "query", &spec, "key"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nonexistent.cdb: No such file or directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
