@@ -176,7 +176,7 @@ class Postern:
     name = "Postern"
     port = POSTERN_PORT
 
-    def __init__(self, extra="", master_extra=""):
+    def __init__(self, extra="", master_extra="", maxproc="-"):
         self.dir = os.path.join(RUN, "postern")
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
@@ -186,7 +186,7 @@ class Postern:
             f"relayhost = [127.0.0.1]:{SINK_PORT}\nmynetworks = 127.0.0.0/8\n"
             f"maillog_file = {self.dir}/maillog\n{extra}")
         open(os.path.join(self.dir, "master.cf"), "w").write(
-            f"127.0.0.1:{POSTERN_PORT} inet n - n - - smtpd\n{master_extra}")
+            f"127.0.0.1:{POSTERN_PORT} inet n - n - {maxproc} smtpd\n{master_extra}")
 
     def start(self, nofile=None):
         pre = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
@@ -373,7 +373,8 @@ def memory(args):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     rows, raw = [], {}
-    for mta, counts in ((Postern(), (200, 1000)), (Postfix(process_limit=260), (200,))):
+    # maxproc (Postfix: the process limit) above the sessions held.
+    for mta, counts in ((Postern(maxproc="1100"), (200, 1000)), (Postfix(process_limit=260), (200,))):
         mta.start()
         try:
             time.sleep(1)

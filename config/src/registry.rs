@@ -106,8 +106,10 @@ pub static PARAMS: &[ParamDef] = &[
     p("default_destination_concurrency_limit", "20", int(1, 1000), QM),
     p("default_destination_rate_delay", "0s", secs("s"), QM),
     p("default_destination_recipient_limit", "50", int(1, 1000), QM),
-    // Concurrent deliveries per transport (Postfix: processes per service).
-    p("default_process_limit", "100", int(1, 10_000), QM),
+    // Postfix: processes per service. Here: concurrent deliveries per
+    // transport (qmgr), and concurrent sessions per smtpd service (master.cf
+    // maxproc "-"; the master passes it with each listener).
+    p("default_process_limit", "100", int(1, 10_000), QM | M),
     p("delay_warning_time", "0h", secs("h"), QM),
     p("disable_vrfy_command", "yes", Kind::Bool, SD),
     p("dns_nameservers", "", Kind::List, RS),

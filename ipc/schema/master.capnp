@@ -5,11 +5,12 @@
 using Common = import "common.capnp";
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 5;
+const version :UInt32 = 6;
 
 struct Listener {
   service @0 :Text;             # the master.cf service name, e.g. "127.0.0.1:2525"
   params @1 :List(Common.Param);  # the service's expanded -o overrides
+  maxproc @2 :UInt32;           # master.cf maxproc ("-": default_process_limit): concurrent sessions; 0 = no limit
 }
 
 struct Setup {

@@ -22,6 +22,8 @@ pub type Params = Vec<(String, String)>;
 pub struct ListenerInfo {
     pub service: String,
     pub params: Params,
+    /// Concurrent sessions for this service (master.cf maxproc); 0: no limit.
+    pub maxproc: u32,
     pub fd: OwnedFd,
 }
 
@@ -148,6 +150,7 @@ impl Message for ToDaemon {
                     for (i, l) in s.listeners.iter().enumerate() {
                         let mut lb = ls.reborrow().get(i as u32);
                         lb.set_service(frame::clip(&l.service, MAX_VALUE));
+                        lb.set_maxproc(l.maxproc);
                         set_params(lb.init_params(l.params.len() as u32), &l.params);
                     }
                 }
@@ -235,6 +238,7 @@ impl Message for ToDaemon {
                     listeners.push(ListenerInfo {
                         service: text(l.get_service(), "listener.service", MAX_VALUE)?,
                         params: get_params(l.get_params(), "listener.params")?,
+                        maxproc: l.get_maxproc(),
                         fd,
                     });
                 }

@@ -652,3 +652,55 @@ fn after_an_end_of_data_reject_the_transaction_is_gone() {
     assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
     still_serving(&inst);
 }
+
+#[test]
+fn maxproc_caps_a_services_sessions_and_the_rest_wait() {
+    // maxproc 2 on port 2525; the submission port keeps the default.
+    let ip = postern_tests::unique_loopback();
+    let mut inst = Instance::with_master_cf(
+        "",
+        Some(&format!(
+            "{ip}:2525 inet n - n - 2 smtpd\n{ip}:2587 inet n - n - - smtpd\n"
+        )),
+    );
+    inst.ip = ip;
+    inst.start();
+    let mut first = inst.smtp();
+    assert!(first.reply().starts_with("220"));
+    let mut second = inst.smtp();
+    assert!(second.reply().starts_with("220"));
+    // The third waits in the listen queue: connected, but not greeted.
+    let mut third = inst.smtp();
+    third
+        .w
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let early = std::io::Read::read(&mut third.r, &mut b);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the third client was served past maxproc: {early:?}"
+    );
+    // Another service has its own limit.
+    let mut other = postern_tests::Smtp::connect(&inst.ip, 2587);
+    assert!(other.reply().starts_with("220"));
+    inst.wait_log("has reached its process limit", Duration::from_secs(5));
+    assert!(
+        !inst
+            .log_lines(
+                "has reached its process limit \"2\": new clients may experience noticeable delays"
+            )
+            .is_empty(),
+        "{}",
+        inst.log()
+    );
+    // One session ends: the waiting client is greeted.
+    assert!(first.cmd("QUIT").starts_with("221"));
+    third
+        .w
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(third.reply().starts_with("220"));
+    assert!(third.cmd("QUIT").starts_with("221"));
+    assert!(second.cmd("QUIT").starts_with("221"));
+}

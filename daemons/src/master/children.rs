@@ -215,11 +215,18 @@ impl Master {
     pub(super) fn setup_for(&self, role: Role) -> Result<Setup, String> {
         let mut listeners = Vec::new();
         if roles::spec(role).is_some_and(|s| s.listeners) {
+            let default = self.params.int("default_process_limit").unwrap_or(100);
             for b in &self.listeners {
+                // master.cf maxproc; "-" is default_process_limit, as in Postfix.
+                let maxproc = b
+                    .service
+                    .maxproc
+                    .unwrap_or(u32::try_from(default).unwrap_or(100));
                 for (_, sock) in &b.sockets {
                     listeners.push(ListenerInfo {
                         service: b.service.name.clone(),
                         params: b.params.clone(),
+                        maxproc,
                         fd: OwnedFd::from(sock.try_clone().map_err(|e| e.to_string())?),
                     });
                 }
@@ -231,6 +238,7 @@ impl Master {
             listeners.push(ListenerInfo {
                 service: "pickup".into(),
                 params: Vec::new(),
+                maxproc: 0,
                 fd: s.try_clone().map_err(|e| e.to_string())?,
             });
         }

@@ -128,7 +128,18 @@ async fn serve(mut ctx: Context) {
                 let _ =
                     tokio::time::timeout(query.min(Duration::from_secs(5)), first.notified()).await;
             }
+            // master.cf maxproc caps each service's concurrent sessions
+            // (all of its addresses together); past it, new clients wait
+            // in the listen queue, as with Postfix's process limit.
+            let mut limits: std::collections::HashMap<String, Rc<Limit>> =
+                std::collections::HashMap::new();
             for l in listeners {
+                let limit = (l.maxproc > 0).then(|| {
+                    limits
+                        .entry(l.service.clone())
+                        .or_insert_with(|| Rc::new(Limit::new(l.maxproc)))
+                        .clone()
+                });
                 let settings = if l.params.is_empty() {
                     global.clone()
                 } else {
@@ -157,6 +168,16 @@ async fn serve(mut ctx: Context) {
                     // client and tell it 421 instead of leaving it hanging.
                     let mut reserve = std::os::unix::net::UnixStream::pair().ok();
                     loop {
+                        let permit = match &limit {
+                            Some(lim) => tokio::select! {
+                                p = lim.acquire(&service) => match p {
+                                    Some(p) => Some(p),
+                                    None => return,
+                                },
+                                _ = stop.changed() => return,
+                            },
+                            None => None,
+                        };
                         let accepted = tokio::select! {
                             a = listener.accept() => a,
                             _ = stop.changed() => return,
@@ -199,6 +220,7 @@ async fn serve(mut ctx: Context) {
                             service.clone(),
                         );
                         tokio::task::spawn_local(async move {
+                            let _permit = permit;
                             let mut conn = Conn::new(stream, set.timeout);
                             conn.per_request = set.per_request_deadline;
                             conn.min_data_rate = set.min_data_rate;
@@ -227,4 +249,39 @@ fn is_fd_exhaustion(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(nix::libc::EMFILE) | Some(nix::libc::ENFILE)
     )
+}
+
+/// A service's session limit (master.cf maxproc).
+struct Limit {
+    sem: std::sync::Arc<tokio::sync::Semaphore>,
+    max: u32,
+    warned: std::cell::Cell<Option<std::time::Instant>>,
+}
+
+impl Limit {
+    fn new(max: u32) -> Limit {
+        Limit {
+            sem: std::sync::Arc::new(tokio::sync::Semaphore::new(max as usize)),
+            max,
+            warned: std::cell::Cell::new(None),
+        }
+    }
+
+    /// Waits for room for one more session; warns (at most once a minute,
+    /// in Postfix's words) when the service is at its limit.
+    async fn acquire(&self, service: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.sem.available_permits() == 0
+            && self
+                .warned
+                .get()
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.warned.set(Some(std::time::Instant::now()));
+            warn!(
+                "service \"{service}\" has reached its process limit \"{}\": new clients may experience noticeable delays",
+                self.max
+            );
+        }
+        self.sem.clone().acquire_owned().await.ok()
+    }
 }
