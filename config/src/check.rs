@@ -128,7 +128,6 @@ const WEAKENING: &[(&str, &str)] = &[
 const NOT_YET: &[(&str, &str)] = &[
     ("smtpd_data_restrictions", "issue #15"),
     ("smtpd_delay_reject", "issue #15"),
-    ("smtpd_sasl_security_options", "issue #14"),
     ("bounce_notice_recipient", "issue #14"),
     ("smtp_tls_secure_cert_match", "issue #18"),
     ("smtp_tls_verify_cert_match", "issue #18"),
@@ -222,6 +221,17 @@ impl Config {
             let (file, line) = self.origin(name, overrides);
             for p in restrictions::check(&value::split_list(&v), &classes) {
                 out.push(Diagnostic::error(&file, line, format!("{name}: {}", p.0)));
+            }
+        }
+        for name in [
+            "smtpd_sasl_security_options",
+            "smtpd_sasl_tls_security_options",
+        ] {
+            if let Some(v) = self.expanded(name, overrides)
+                && let Err(e) = crate::sasl::plaintext_allowed(&v)
+            {
+                let (file, line) = self.origin(name, overrides);
+                out.push(Diagnostic::error(&file, line, format!("{name}: {e}")));
             }
         }
         if let Some(v) = self.expanded("mynetworks", overrides) {

@@ -15,6 +15,7 @@ mod params;
 pub mod registry;
 pub mod restrictions;
 mod role;
+pub mod sasl;
 pub mod tables;
 pub mod value;
 

@@ -207,6 +207,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_sasl_failure_window", "300s", Kind::Duration { unit: "s", min_ms: 1000 }, AU),
     p("smtpd_sasl_password_file", "${data_directory}/sasl/passwd", Kind::Path, AU | M),
     p("smtpd_sasl_security_options", "noanonymous", Kind::List, SD),
+    p("smtpd_sasl_tls_security_options", "$smtpd_sasl_security_options", Kind::List, SD),
     p("smtpd_sender_login_maps", "", Kind::List, SD | BR | PK),
     p("smtpd_sender_restrictions", "", Kind::List, SD | PK),
     p("smtpd_soft_error_limit", "10", int(1, 100_000), SD),

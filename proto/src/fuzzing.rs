@@ -256,6 +256,7 @@ pub fn smtp_session(data: &[u8]) {
     cfg.line_length_limit = if setup & 16 != 0 { 24 } else { 2048 };
     cfg.hard_error_limit = 1 + u32::from(setup >> 5) * 4;
     cfg.tls_auth_only = setup & 32 != 0;
+    cfg.auth_without_tls = setup & 64 == 0;
     let mut sim = Sim::new(cfg);
     let mut i = 0;
     while i < ops.len() {

@@ -92,7 +92,7 @@ fn broken_configs_are_refused_with_file_and_line() {
         ),
         ("smtpd_data_restrictions = reject_unauth_pipelining".into(), "smtpd_data_restrictions", "not supported by Postern yet"),
         ("smtpd_delay_reject = no".into(), "smtpd_delay_reject", "not supported by Postern yet"),
-        ("smtpd_sasl_security_options = noanonymous, noplaintext".into(), "smtpd_sasl_security_options", "not supported by Postern yet"),
+        ("smtpd_sasl_security_options = noanonymous, nosuchthing".into(), "smtpd_sasl_security_options", "unknown SASL security option \"nosuchthing\""),
         ("smtp_tls_secure_cert_match = nexthop".into(), "smtp_tls_secure_cert_match", "not supported by Postern yet"),
         ("smtp_tls_verify_cert_match = nexthop".into(), "smtp_tls_verify_cert_match", "not supported by Postern yet"),
         ("bounce_notice_recipient = hostmaster".into(), "bounce_notice_recipient", "not supported by Postern yet"),

@@ -479,6 +479,8 @@ fn smtp_session(o: &Opts, params: &Params) -> ExitCode {
         wrapper: false,
         sasl_enable: false,
         tls_auth_only: true,
+        auth_without_tls: false,
+        auth_with_tls: false,
         chunking: false,
         content_chunk: 64 * 1024,
         // pickup applies the submission checks when the message arrives.

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_config::Params;
+use postern_config::{Params, sasl};
 use postern_ipc::smtpd_cleanup::{self as sc, Begin, Client, Recipient};
 use postern_proto::smtp::Reply;
 use postern_proto::smtp::server::{
@@ -62,6 +62,8 @@ impl Settings {
             wrapper: p.bool("smtpd_tls_wrappermode").map_err(e)?,
             sasl_enable: p.bool("smtpd_sasl_auth_enable").map_err(e)?,
             tls_auth_only: p.bool("smtpd_tls_auth_only").map_err(e)?,
+            auth_without_tls: sasl::plaintext_allowed(p.str("smtpd_sasl_security_options"))?,
+            auth_with_tls: sasl::plaintext_allowed(p.str("smtpd_sasl_tls_security_options"))?,
             chunking: true,
             content_chunk: sc::MAX_CHUNK,
             checks: chains.stages(),

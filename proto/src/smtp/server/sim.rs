@@ -83,6 +83,8 @@ pub fn config() -> Config {
         wrapper: false,
         sasl_enable: true,
         tls_auth_only: true,
+        auth_without_tls: true,
+        auth_with_tls: true,
         chunking: true,
         content_chunk: 64 * 1024,
         checks: Stage::ALL

@@ -587,3 +587,38 @@ fn an_empty_last_chunk_commits_an_empty_message() {
     assert_eq!(sim.committed.len(), 1);
     assert!(sim.committed[0].content.is_empty());
 }
+
+/// `smtpd_sasl_security_options = noanonymous, noplaintext` with
+/// `smtpd_sasl_tls_security_options = noanonymous`: AUTH only after
+/// STARTTLS, even with `smtpd_tls_auth_only = no`.
+#[test]
+fn sasl_security_options_choose_where_auth_is_offered() {
+    let mut cfg = config();
+    cfg.tls_auth_only = false;
+    cfg.auth_without_tls = false;
+    let sim = run(
+        "noplaintext without TLS",
+        cfg.clone(),
+        &[
+            C("EHLO c\r\n"),
+            R(&[250]),
+            Cs(format!("AUTH PLAIN {B64_PLAIN_OK}\r\n")),
+            R(&[503]),
+            C("STARTTLS\r\n"),
+            R(&[220]),
+            C("EHLO c\r\n"),
+            R(&[250]),
+            Cs(format!("AUTH PLAIN {B64_PLAIN_OK}\r\n")),
+            R(&[235]),
+        ],
+    );
+    drop(sim);
+    // Nothing allowed under TLS either: never offered, never accepted.
+    cfg.auth_with_tls = false;
+    let mut sim = Sim::new(cfg);
+    sim.send(b"EHLO c\r\nSTARTTLS\r\nEHLO c\r\n");
+    let text = sim.take_replies();
+    assert!(!text.contains("AUTH PLAIN LOGIN"), "{text}");
+    sim.send(format!("AUTH PLAIN {B64_PLAIN_OK}\r\n").as_bytes());
+    assert_eq!(sim.codes().last(), Some(&503));
+}

@@ -240,6 +240,10 @@ pub struct Config {
     pub wrapper: bool,
     pub sasl_enable: bool,
     pub tls_auth_only: bool,
+    /// PLAIN and LOGIN allowed without TLS (`smtpd_sasl_security_options`)
+    /// and under TLS (`smtpd_sasl_tls_security_options`).
+    pub auth_without_tls: bool,
+    pub auth_with_tls: bool,
     /// Offer CHUNKING (BDAT); without it BDAT is an unimplemented command.
     pub chunking: bool,
     /// Largest [`Action::Content`].

@@ -186,10 +186,17 @@ impl Server {
     }
 
     /// AUTH is offered (and accepted) only where it was announced: with
-    /// SASL on for this service, in an EHLO session, and under TLS unless
-    /// `smtpd_tls_auth_only = no`.
+    /// SASL on for this service, in an EHLO session, under TLS unless
+    /// `smtpd_tls_auth_only = no`, and where the SASL security options
+    /// of the session (with or without TLS) leave a mechanism.
     fn auth_offered(&self) -> bool {
-        self.cfg.sasl_enable && self.esmtp && (self.tls.is_some() || !self.cfg.tls_auth_only)
+        self.cfg.sasl_enable
+            && self.esmtp
+            && if self.tls.is_some() {
+                self.cfg.auth_with_tls
+            } else {
+                !self.cfg.tls_auth_only && self.cfg.auth_without_tls
+            }
     }
 
     /// AUTH PLAIN and AUTH LOGIN (RFC 4954).
