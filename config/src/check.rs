@@ -144,6 +144,16 @@ const TABLE_LISTS: &[&str] = &[
     "local_login_sender_maps",
 ];
 
+/// Certificate and key parameters, and the PEM blocks each file must hold
+/// (`*X`: a block whose label ends in X, as in "EC PRIVATE KEY").
+const KEY_FILES: &[(&str, &[&str])] = &[
+    ("smtpd_tls_cert_file", &["CERTIFICATE"]),
+    ("smtpd_tls_key_file", &["*PRIVATE KEY"]),
+    ("smtpd_tls_chain_files", &["*PRIVATE KEY", "CERTIFICATE"]),
+    ("smtp_tls_cert_file", &["CERTIFICATE"]),
+    ("smtp_tls_key_file", &["*PRIVATE KEY"]),
+];
+
 /// User lists: names, `!name`, or tables.
 const USER_LISTS: &[&str] = &["authorized_submit_users", "authorized_mailq_users"];
 
@@ -337,16 +347,65 @@ impl Config {
         }
     }
 
-    /// Runs the checks that read table files, adding what they find to the
-    /// diagnostics: for the global settings, then for each master.cf
-    /// service's -o overrides of table parameters.
+    /// Certificate and key files: each one named must exist and hold what
+    /// its parameter promises (PEM certificates, a private key), or TLS
+    /// would be silently unavailable at run time.
+    fn check_key_files(
+        &self,
+        overrides: &[Override],
+        only: Option<&BTreeSet<&str>>,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        for (name, wants) in KEY_FILES {
+            if only.is_some_and(|o| !o.contains(name)) {
+                continue;
+            }
+            let Some(v) = self.expanded(name, overrides) else {
+                continue;
+            };
+            let (file, line) = self.origin(name, overrides);
+            for path in value::split_list(&v) {
+                let problem = match std::fs::read(&path) {
+                    Err(e) => Some(format!("{name}: {path}: {}", tables::io_text(&e))),
+                    Ok(data) => {
+                        let text = String::from_utf8_lossy(&data);
+                        let has = |w: &str| match w.strip_prefix('*') {
+                            Some(tail) => text.contains(&format!("{tail}-----")),
+                            None => text.contains(&format!("-----BEGIN {w}-----")),
+                        };
+                        let missing: Vec<&str> =
+                            wants.iter().filter(|w| !has(w)).copied().collect();
+                        (!missing.is_empty()).then(|| {
+                            format!(
+                                "{name}: {path}: no PEM {} in the file",
+                                missing
+                                    .iter()
+                                    .map(|m| m.trim_start_matches('*').to_ascii_lowercase())
+                                    .collect::<Vec<_>>()
+                                    .join(" or ")
+                            )
+                        })
+                    }
+                };
+                if let Some(p) = problem {
+                    out.push(Diagnostic::error(&file, line, p));
+                }
+            }
+        }
+    }
+
+    /// Runs the checks that read files (tables, certificates and keys),
+    /// adding what they find to the diagnostics: for the global settings,
+    /// then for each master.cf service's -o overrides.
     pub fn check_tables(&mut self) {
         let mut out = Vec::new();
         self.check_table_refs(&[], None, &mut out);
+        self.check_key_files(&[], None, &mut out);
         for svc in &self.services {
             let names: BTreeSet<&str> = svc.overrides.iter().map(|o| o.name.as_str()).collect();
             if !names.is_empty() {
                 self.check_table_refs(&svc.overrides, Some(&names), &mut out);
+                self.check_key_files(&svc.overrides, Some(&names), &mut out);
             }
         }
         let mut seen = BTreeSet::new();

@@ -96,6 +96,11 @@ fn broken_configs_are_refused_with_file_and_line() {
         ("smtp_tls_secure_cert_match = nexthop".into(), "smtp_tls_secure_cert_match", "not supported by Postern yet"),
         ("smtp_tls_verify_cert_match = nexthop".into(), "smtp_tls_verify_cert_match", "not supported by Postern yet"),
         ("bounce_notice_recipient = hostmaster".into(), "bounce_notice_recipient", "not supported by Postern yet"),
+        (
+            "smtpd_tls_security_level = encrypt\nsmtpd_tls_cert_file = /nonexistent/mx1.pem".into(),
+            "smtpd_tls_cert_file",
+            "smtpd_tls_cert_file: /nonexistent/mx1.pem: No such file or directory",
+        ),
         ("smtpd_milters = inet:127.0.0.1:8891".into(), "smtpd_milters", "would drop Milter filtering"),
         ("header_checks = regexp:/etc/postfix/header_checks".into(), "header_checks", "would drop header filtering"),
         ("content_filter = amavis:[127.0.0.1]:10024".into(), "content_filter", "would drop content filtering"),
