@@ -128,7 +128,6 @@ const WEAKENING: &[(&str, &str)] = &[
 const NOT_YET: &[(&str, &str)] = &[
     ("smtpd_data_restrictions", "issue #15"),
     ("smtpd_delay_reject", "issue #15"),
-    ("bounce_notice_recipient", "issue #14"),
     ("smtp_tls_secure_cert_match", "issue #18"),
     ("smtp_tls_verify_cert_match", "issue #18"),
 ];
@@ -231,6 +230,28 @@ impl Config {
             let (file, line) = self.origin(name, overrides);
             for p in restrictions::check(&value::split_list(&v), &classes) {
                 out.push(Diagnostic::error(&file, line, format!("{name}: {}", p.0)));
+            }
+        }
+        if let Some(v) = self.expanded("notify_classes", overrides) {
+            let (file, line) = self.origin("notify_classes", overrides);
+            for c in value::split_list(&v) {
+                match c.to_ascii_lowercase().as_str() {
+                    "bounce" | "2bounce" | "delay" => {}
+                    "resource" | "software" | "policy" | "protocol" | "data" => {
+                        if !same_list(&v, "resource, software") {
+                            out.push(Diagnostic::warning(
+                                &file,
+                                line,
+                                format!("notify_classes: Postern sends no \"{c}\" notices (only bounce, 2bounce and delay); ignored"),
+                            ));
+                        }
+                    }
+                    other => out.push(Diagnostic::error(
+                        &file,
+                        line,
+                        format!("notify_classes: unknown class \"{other}\" (bounce, 2bounce, delay, policy, protocol, resource, software, data)"),
+                    )),
+                }
             }
         }
         for name in [

@@ -92,6 +92,7 @@ const SIZE: Kind = Kind::Size { min: 0 };
 /// The registry, sorted by name (checked by a test).
 #[rustfmt::skip]
 pub static PARAMS: &[ParamDef] = &[
+    p("2bounce_notice_recipient", "postmaster", Kind::Str, BO),
     p("alias_database", "cdb:${config_directory}/aliases", Kind::List, M),
     p("alias_maps", "cdb:${config_directory}/aliases", Kind::List, SD | LO | BR | QM),
     p("anvil_rate_time_unit", "60s", Kind::Duration { unit: "s", min_ms: 1000 }, SD),
@@ -110,9 +111,11 @@ pub static PARAMS: &[ParamDef] = &[
     // transport (qmgr), and concurrent sessions per smtpd service (master.cf
     // maxproc "-"; the master passes it with each listener).
     p("default_process_limit", "100", int(1, 10_000), QM | M),
+    p("delay_notice_recipient", "postmaster", Kind::Str, BO),
     p("delay_warning_time", "0h", secs("h"), QM),
     p("disable_vrfy_command", "yes", Kind::Bool, SD),
     p("dns_nameservers", "", Kind::List, RS),
+    p("double_bounce_sender", "double-bounce", Kind::Str, BO),
     p("header_size_limit", "102400", Kind::Size { min: 1024 }, CL | SD | PK),
     p("hopcount_limit", "50", int(1, 1000), CL),
     p("inet_interfaces", "all", Kind::List, M),
@@ -138,6 +141,9 @@ pub static PARAMS: &[ParamDef] = &[
     p("myhostname", "", Kind::Str, ALL),
     p("mynetworks", "127.0.0.0/8 [::1]/128", Kind::List, SD | PK),
     p("myorigin", "$myhostname", Kind::Str, CL | PK | LO | BO | SD),
+    // Postmaster notices Postern sends: bounce, 2bounce and delay (the
+    // other classes are accepted and not sent; conf --check says so).
+    p("notify_classes", "resource, software", Kind::List, BO),
     // The active set (qmgr(8)): how many messages, and recipients, the
     // queue manager holds in memory; the rest wait on disk in the broker's
     // order. Postfix's defaults.

@@ -27,6 +27,14 @@ pub fn main(ipc_fd: RawFd) -> ! {
 struct Settings {
     myhostname: String,
     mail_name: String,
+    /// notify_classes: which postmaster notices are sent.
+    classes: Vec<String>,
+    bounce_notice_recipient: String,
+    double_bounce_notice_recipient: String,
+    delay_notice_recipient: String,
+    /// The sender of double-bounce notices: mail that comes back to it is
+    /// never bounced again (Postfix's double_bounce_sender).
+    double_bounce_sender: String,
 }
 
 impl Settings {
@@ -34,8 +42,34 @@ impl Settings {
         Settings {
             myhostname: p.str("myhostname").into(),
             mail_name: p.str("mail_name").into(),
+            classes: p
+                .list("notify_classes")
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
+            bounce_notice_recipient: p.str("bounce_notice_recipient").into(),
+            double_bounce_notice_recipient: p.str("2bounce_notice_recipient").into(),
+            delay_notice_recipient: p.str("delay_notice_recipient").into(),
+            double_bounce_sender: format!(
+                "{}@{}",
+                p.str("double_bounce_sender"),
+                p.str("myhostname")
+            ),
         }
     }
+
+    fn notifies(&self, class: &str) -> bool {
+        self.classes.iter().any(|c| c == class)
+    }
+}
+
+/// Who a notice goes to: the original sender, or the postmaster (a copy
+/// with the headers only, under notify_classes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum To<'a> {
+    Sender,
+    Postmaster(&'a str),
 }
 
 async fn serve(mut ctx: Context) {
@@ -69,26 +103,63 @@ async fn channel(
     crate::edges::serve::<bn::Link, _, _>(Role::Bounce, Role::Qmgr, fd, transfer, |req| {
         let (s, sb) = (s.clone(), sb.clone());
         async move {
-            Answer::Reply(if req.sender.is_empty() {
-                Reply::Dropped(
-                    "the original sender is the null sender (a bounce never bounces)".into(),
-                )
-            } else {
-                match notice(&s, &req) {
-                    Ok(msg) => match submit(&sb, query, &req.sender, &msg).await {
-                        Ok(id) => Reply::Queued(id),
-                        Err(e) => Reply::Failed(e),
-                    },
-                    Err(e) => Reply::Failed(e),
-                }
-            })
+            let failure = req.kind == Kind::Failure;
+            Answer::Reply(
+                if req.sender.eq_ignore_ascii_case(&s.double_bounce_sender) {
+                    Reply::Dropped("the original sender is the double-bounce sender".into())
+                } else if req.sender.is_empty() {
+                    // A bounce that cannot be delivered: a double bounce, to
+                    // the postmaster when notify_classes has 2bounce.
+                    if failure && s.notifies("2bounce") {
+                        let to = To::Postmaster(&s.double_bounce_notice_recipient);
+                        send(&s, &sb, query, &req, to).await
+                    } else {
+                        Reply::Dropped(
+                            "the original sender is the null sender (a bounce never bounces)"
+                                .into(),
+                        )
+                    }
+                } else {
+                    let reply = send(&s, &sb, query, &req, To::Sender).await;
+                    // The postmaster's copy (headers only), after the sender's.
+                    let copy = match req.kind {
+                        Kind::Failure if s.notifies("bounce") => Some(&s.bounce_notice_recipient),
+                        Kind::Delay if s.notifies("delay") => Some(&s.delay_notice_recipient),
+                        _ => None,
+                    };
+                    if let Some(pm) = copy
+                        && let Reply::Failed(e) =
+                            send(&s, &sb, query, &req, To::Postmaster(pm)).await
+                    {
+                        warn!("{}: postmaster notice to {pm}: {e}", req.queue_id);
+                    }
+                    reply
+                },
+            )
         }
     })
     .await;
 }
 
+/// Builds one notice and queues it.
+async fn send(s: &Settings, sb: &Switchboard, query: Duration, req: &Request, to: To<'_>) -> Reply {
+    let (rcpt, sender) = match to {
+        To::Sender => (req.sender.as_str(), ""),
+        // Postmaster notices come from the double-bounce sender, so that
+        // one that cannot be delivered is dropped, never bounced again.
+        To::Postmaster(pm) => (pm, s.double_bounce_sender.as_str()),
+    };
+    match notice(s, req, to, rcpt) {
+        Ok(msg) => match submit(sb, query, sender, rcpt, &msg).await {
+            Ok(id) => Reply::Queued(id),
+            Err(e) => Reply::Failed(e),
+        },
+        Err(e) => Reply::Failed(e),
+    }
+}
+
 /// Builds the multipart/report notice.
-fn notice(s: &Settings, req: &Request) -> Result<Vec<u8>, String> {
+fn notice(s: &Settings, req: &Request, to: To<'_>, rcpt: &str) -> Result<Vec<u8>, String> {
     let buf = crate::fsutil::read_queue_file(&req.file)
         .map_err(|e| format!("cannot read {}: {e}", req.queue_id))?;
     let (records, _) = rec::decode_all(&buf);
@@ -144,8 +215,14 @@ fn notice(s: &Settings, req: &Request) -> Result<Vec<u8>, String> {
         "From: MAILER-DAEMON@{} (Mail Delivery System)\r\n",
         s.myhostname
     ));
-    m.push_str(&format!("To: {}\r\n", req.sender));
-    m.push_str(&format!("Subject: {subject}\r\n"));
+    m.push_str(&format!("To: {rcpt}\r\n"));
+    match (to, req.kind) {
+        (To::Sender, _) => m.push_str(&format!("Subject: {subject}\r\n")),
+        (To::Postmaster(_), Kind::Delay) => {
+            m.push_str("Subject: Postmaster Warning: Delayed Mail\r\n")
+        }
+        (To::Postmaster(_), _) => m.push_str("Subject: Postmaster Copy: Undelivered Mail\r\n"),
+    }
     if !orig_id.is_empty() {
         m.push_str(&format!(
             "In-Reply-To: {orig_id}\r\nReferences: {orig_id}\r\n"
@@ -202,7 +279,8 @@ fn notice(s: &Settings, req: &Request) -> Result<Vec<u8>, String> {
         }
     }
     // RET=HDRS (2), and delay or success notices, return the headers only.
-    let full = req.ret != 2 && req.kind == Kind::Failure;
+    // The postmaster sees the headers only (Postfix's postmaster copies).
+    let full = req.ret != 2 && req.kind == Kind::Failure && to == To::Sender;
     let (desc, ctype, body): (&str, &str, &[u8]) = if full {
         ("Undelivered Message", "message/rfc822", &original)
     } else {
@@ -224,15 +302,22 @@ fn notice(s: &Settings, req: &Request) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Queues the notice through cleanup: null sender, one recipient.
-async fn submit(sb: &Switchboard, query: Duration, to: &str, msg: &[u8]) -> Result<String, String> {
+/// Queues the notice through cleanup: one recipient, from `sender` (the
+/// null sender for notices to the original sender).
+async fn submit(
+    sb: &Switchboard,
+    query: Duration,
+    sender: &str,
+    to: &str,
+    msg: &[u8],
+) -> Result<String, String> {
     let begin = sc::Begin {
         client: sc::Client {
             name: "localhost".into(),
             proto: "local".into(),
             ..Default::default()
         },
-        sender: String::new(),
+        sender: sender.to_string(),
         ret: 0,
         envid: String::new(),
         smtputf8: false,

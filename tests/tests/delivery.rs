@@ -196,6 +196,67 @@ fn a_permanent_rejection_sends_a_dsn_to_the_sender() {
     inst.wait_log("from=<>, size=", Duration::from_secs(5));
 }
 
+/// notify_classes = bounce, 2bounce: the postmaster gets a copy of each
+/// bounce (headers only) from the double-bounce sender, and a bounce that
+/// cannot be returned (null sender) goes to the postmaster instead of
+/// being dropped.
+#[test]
+fn postmaster_notices_follow_notify_classes() {
+    let (mut inst, sink) = relay_setup("notify_classes = bounce, 2bounce\n");
+    sink.set_mode("reject");
+    inst.start();
+    send(
+        &inst,
+        "root@localhost",
+        &["nobody@remote.example"],
+        "Subject: doomed\r\n\r\nthe body stays private\r\n",
+    );
+    // root gets the DSN, and (through postmaster: root) the copy.
+    wait_for(
+        "the DSN and the postmaster copy",
+        Duration::from_secs(15),
+        || (inst.maildir("root").len() == 2).then_some(()),
+    );
+    let mail = inst.maildir("root");
+    let copy = mail
+        .iter()
+        .find(|m| m.contains("Subject: Postmaster Copy: Undelivered Mail"))
+        .expect("a postmaster copy");
+    assert!(
+        copy.contains("Return-Path: <double-bounce@mx.test.example>"),
+        "{copy}"
+    );
+    assert!(
+        copy.contains("Final-Recipient: rfc822; nobody@remote.example"),
+        "{copy}"
+    );
+    assert!(copy.contains("Subject: doomed"), "{copy}");
+    assert!(!copy.contains("the body stays private"), "{copy}");
+    let dsn = mail
+        .iter()
+        .find(|m| m.contains("Subject: Undelivered Mail Returned to Sender"))
+        .expect("the DSN");
+    assert!(dsn.contains("the body stays private"), "{dsn}");
+    // A message from the null sender bounces: a double bounce, to the
+    // postmaster.
+    send(
+        &inst,
+        "",
+        &["other@remote.example"],
+        "Subject: from nobody\r\n\r\nreturned to no one\r\n",
+    );
+    wait_for("the double bounce", Duration::from_secs(15), || {
+        (inst.maildir("root").len() == 3).then_some(())
+    });
+    assert!(
+        inst.maildir("root")
+            .iter()
+            .any(|m| m.contains("Postmaster Copy")
+                && m.contains("Final-Recipient: rfc822; other@remote.example")),
+    );
+    wait_queue_empty(&inst, Duration::from_secs(10));
+}
+
 #[test]
 fn mx_routing_null_mx_and_nxdomain_through_real_dns() {
     let mut inst = Instance::new("smtpd_error_sleep_time = 0\n");

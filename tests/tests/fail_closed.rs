@@ -95,7 +95,7 @@ fn broken_configs_are_refused_with_file_and_line() {
         ("smtpd_sasl_security_options = noanonymous, nosuchthing".into(), "smtpd_sasl_security_options", "unknown SASL security option \"nosuchthing\""),
         ("smtp_tls_secure_cert_match = nexthop".into(), "smtp_tls_secure_cert_match", "not supported by Postern yet"),
         ("smtp_tls_verify_cert_match = nexthop".into(), "smtp_tls_verify_cert_match", "not supported by Postern yet"),
-        ("bounce_notice_recipient = hostmaster".into(), "bounce_notice_recipient", "not supported by Postern yet"),
+        ("notify_classes = bounce, frobs".into(), "notify_classes", "unknown class \"frobs\""),
         (
             "smtpd_tls_security_level = encrypt\nsmtpd_tls_cert_file = /nonexistent/mx1.pem".into(),
             "smtpd_tls_cert_file",
