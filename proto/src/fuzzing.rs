@@ -62,6 +62,40 @@ pub fn smtp_reply(data: &[u8]) {
     }
 }
 
+/// Replies of external table servers (tcp_table and socketmap): the first
+/// byte picks the protocol; the rest arrives in two pieces split at the
+/// second byte's position. A reply parsed from the pieces equals the one
+/// parsed from the whole, and consumes no more than it was given.
+pub fn table_reply(data: &[u8]) {
+    use crate::tablemap::{Progress, socketmap_reply, tcp_reply};
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let parse = if sel & 1 == 0 {
+        tcp_reply
+    } else {
+        socketmap_reply
+    };
+    let whole = parse(rest);
+    if let Ok(Progress::Done(_, used)) = &whole {
+        assert!(*used <= rest.len());
+    }
+    let cut = usize::from(rest.first().copied().unwrap_or(0)).min(rest.len());
+    match parse(&rest[..cut]) {
+        Ok(Progress::More) => {}
+        // Done early: the same answer as from the whole input.
+        Ok(done @ Progress::Done(..)) => assert_eq!(Ok(done), whole),
+        // An error in a prefix is an error in the whole (limits, syntax).
+        Err(_) => assert!(whole.is_err() || cut == rest.len()),
+    }
+    let _ = crate::tablemap::hex_unquote(rest);
+    let quoted = crate::tablemap::hex_quote(rest);
+    assert_eq!(
+        crate::tablemap::hex_unquote(quoted.as_bytes()).as_deref(),
+        Some(rest)
+    );
+}
+
 /// The DATA decoder and the BDAT line normalizer: the first byte picks the
 /// bare-LF mode and a chunk size; the stream decoded in chunks must give
 /// exactly what it gives in one piece, and the content never holds a bare LF

@@ -9,3 +9,4 @@ pub mod fuzzing;
 pub mod header;
 pub mod queue;
 pub mod smtp;
+pub mod tablemap;

@@ -56,3 +56,8 @@ fn queue_record() {
 fn smtp_session() {
     replay("smtp_session", fuzzing::smtp_session);
 }
+
+#[test]
+fn table_reply() {
+    replay("table_reply", fuzzing::table_reply);
+}
