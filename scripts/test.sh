@@ -21,6 +21,7 @@ PACKAGES=(
     util-linux       # setpriv, to run an instance as an ordinary user
     postfix          # postmap -q: the oracle for cidr, regexp and inline tables
     postfix-pcre     # postmap -q on pcre: tables
+    postsrsd         # a real tcp_table(5) server for tcp: tables
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

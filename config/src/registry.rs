@@ -60,6 +60,7 @@ const PK: u32 = roles(&[Role::Pickup]);
 const RS: u32 = roles(&[Role::Resolver]);
 const AU: u32 = roles(&[Role::Auth]);
 const CA: u32 = roles(&[Role::Cache]);
+const PX: u32 = roles(&[Role::Proxymap]);
 
 const fn p(name: &'static str, default: &'static str, kind: Kind, roles: u32) -> ParamDef {
     ParamDef {
@@ -94,10 +95,10 @@ const SIZE: Kind = Kind::Size { min: 0 };
 pub static PARAMS: &[ParamDef] = &[
     p("2bounce_notice_recipient", "postmaster", Kind::Str, BO),
     p("alias_database", "cdb:${config_directory}/aliases", Kind::List, M),
-    p("alias_maps", "cdb:${config_directory}/aliases", Kind::List, SD | LO | BR | QM),
+    p("alias_maps", "cdb:${config_directory}/aliases", Kind::List, SD | LO | BR | QM | PX),
     p("anvil_rate_time_unit", "60s", Kind::Duration { unit: "s", min_ms: 1000 }, SD),
     p("authorized_mailq_users", "static:anyone", Kind::List, M),
-    p("authorized_submit_users", "static:anyone", Kind::List, PK),
+    p("authorized_submit_users", "static:anyone", Kind::List, PK | PX),
     p("bounce_notice_recipient", "postmaster", Kind::Str, BO),
     p("bounce_queue_lifetime", "5d", secs("d"), QM),
     ro("config_directory", "", Kind::Str, ALL),
@@ -126,8 +127,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("local_destination_concurrency_limit", "2", int(1, 1000), QM),
     p("local_destination_rate_delay", "$default_destination_rate_delay", secs("s"), QM),
     p("local_destination_recipient_limit", "1", int(1, 1000), QM),
-    p("local_login_sender_maps", "static:*", Kind::List, PK),
-    p("local_recipient_maps", "proxy:unix:passwd.byname $alias_maps", Kind::List, SD | BR),
+    p("local_login_sender_maps", "static:*", Kind::List, PK | PX),
+    p("local_recipient_maps", "proxy:unix:passwd.byname $alias_maps", Kind::List, SD | BR | PX),
     p("mail_name", "Postern", Kind::Str, ALL),
     p("mail_spool_directory", "${data_directory}/mail/", Kind::Path, M | LO),
     ro("mail_version", env!("CARGO_PKG_VERSION"), Kind::Str, ALL),
@@ -178,7 +179,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_mail_timeout", "300s", Kind::Duration { unit: "s", min_ms: 100 }, SM),
     p("smtp_rcpt_timeout", "300s", Kind::Duration { unit: "s", min_ms: 100 }, SM),
     p("smtp_sasl_auth_enable", "no", Kind::Bool, SM),
-    p("smtp_sasl_password_maps", "", Kind::List, SM | BR),
+    p("smtp_sasl_password_maps", "", Kind::List, SM | BR | PX),
     p("smtp_sasl_security_options", "noplaintext, noanonymous", Kind::List, SM),
     p("smtp_sasl_tls_security_options", "noanonymous", Kind::List, SM),
     p("smtp_starttls_timeout", "300s", Kind::Duration { unit: "s", min_ms: 100 }, SM),
@@ -214,7 +215,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_sasl_password_file", "${data_directory}/sasl/passwd", Kind::Path, AU | M),
     p("smtpd_sasl_security_options", "noanonymous", Kind::List, SD),
     p("smtpd_sasl_tls_security_options", "$smtpd_sasl_security_options", Kind::List, SD),
-    p("smtpd_sender_login_maps", "", Kind::List, SD | BR | PK),
+    p("smtpd_sender_login_maps", "", Kind::List, SD | BR | PK | PX),
     p("smtpd_sender_restrictions", "", Kind::List, SD | PK),
     p("smtpd_soft_error_limit", "10", int(1, 100_000), SD),
     p("smtpd_starttls_timeout", "300s", Kind::Duration { unit: "s", min_ms: 100 }, SD),
@@ -226,7 +227,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_tls_security_level", "may", Kind::Enum(&["none", "may", "encrypt"]), SD | M),
     p("smtpd_tls_wrappermode", "no", Kind::Bool, SD | M),
     p("syslog_name", "postern", Kind::Str, ALL),
-    p("transport_maps", "", Kind::List, QM | SM),
+    p("transport_maps", "", Kind::List, QM | SM | PX),
     p("unknown_local_recipient_reject_code", "550", int(400, 599), SD),
 ];
 

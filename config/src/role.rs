@@ -17,10 +17,13 @@ pub enum Role {
     Auth,
     /// The persistent state store: owns the cache files.
     Cache,
+    /// Looks keys up in external tables (tcp:, socketmap:): the only role
+    /// that talks to table servers.
+    Proxymap,
 }
 
 impl Role {
-    pub const ALL: [Role; 12] = [
+    pub const ALL: [Role; 13] = [
         Role::Master,
         Role::Broker,
         Role::Smtpd,
@@ -33,6 +36,7 @@ impl Role {
         Role::Pickup,
         Role::Auth,
         Role::Cache,
+        Role::Proxymap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Role {
             Role::Pickup => "pickup",
             Role::Auth => "auth",
             Role::Cache => "cache",
+            Role::Proxymap => "proxymap",
         }
     }
 

@@ -22,6 +22,7 @@ mod peerpool;
 mod peers;
 mod pickup;
 mod probe;
+mod proxymap;
 mod qmgr;
 mod resolver;
 mod roles;
@@ -215,6 +216,7 @@ fn main() -> ExitCode {
             Some(Role::Auth) => auth::main(ipc_fd),
             Some(Role::Cache) => cache::main(ipc_fd),
             Some(Role::Resolver) => resolver::main(ipc_fd),
+            Some(Role::Proxymap) => proxymap::main(ipc_fd),
             Some(Role::Smtp) => smtp::main(ipc_fd),
             Some(Role::Pickup) => pickup::main(ipc_fd),
             _ => cli::fail(format!("no such daemon role: {role}")),

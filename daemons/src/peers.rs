@@ -4,8 +4,8 @@
 //! from a role listed here, and only the edges listed for that pair.
 use postern_config::Role;
 use postern_ipc::{
-    auth, bounce, cache, cleanup_broker, deliver, keys, qmgr_broker, qmgr_queue, resolver,
-    smtpd_broker, smtpd_cleanup,
+    auth, bounce, cache, cleanup_broker, deliver, keys, proxymap, qmgr_broker, qmgr_queue,
+    resolver, smtpd_broker, smtpd_cleanup,
 };
 
 /// (client, server, the edges the client may open).
@@ -28,6 +28,11 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Smtpd, Role::Auth, &[auth::EDGE]),
     (Role::Pickup, Role::Cleanup, &[smtpd_cleanup::EDGE]),
     (Role::Auth, Role::Cache, &[cache::EDGE]),
+    // External tables (tcp:, socketmap:), for every role that looks up.
+    (Role::Broker, Role::Proxymap, &[proxymap::EDGE]),
+    (Role::Qmgr, Role::Proxymap, &[proxymap::EDGE]),
+    (Role::Local, Role::Proxymap, &[proxymap::EDGE]),
+    (Role::Pickup, Role::Proxymap, &[proxymap::EDGE]),
 ];
 
 /// May `client` ask for a channel to `server` at all?

@@ -130,6 +130,16 @@ pub const SPECS: &[RoleSpec] = &[
         listeners: false,
         on_demand: true,
     },
+    RoleSpec {
+        role: Role::Proxymap,
+        // TCP to the ports of the table servers the configuration names.
+        network: true,
+        syscalls: COMMON.union(SyscallGroups::CONNECT),
+        exclusive: false,
+        listeners: false,
+        // Only a configuration with tcp: or socketmap: tables runs it.
+        on_demand: true,
+    },
 ];
 
 pub fn spec(role: Role) -> Option<&'static RoleSpec> {
@@ -204,6 +214,10 @@ pub fn jail_spec(role: Role, params: &Params, keep_fds: Vec<RawFd>) -> JailSpec 
                         .map(|a| a.port())
                         .collect(),
                 ),
+            },
+            // The table servers' ports only.
+            (true, Role::Proxymap) => Network::Outbound {
+                tcp_ports: Some(crate::proxymap::ports(params)),
             },
             // Next hops may use any port (relayhost, transport_maps).
             (true, _) => Network::Outbound { tcp_ports: None },

@@ -60,6 +60,8 @@ pub fn table_list(p: &postern_config::Params, name: &str) -> Vec<TableRef> {
 pub struct TableCache {
     sb: daemon::Switchboard,
     files: RefCell<HashMap<(PathBuf, Format), Entry>>,
+    /// tcp: and socketmap: tables, through proxymap.
+    remote: crate::proxymap::Client,
 }
 
 /// Reads and parses `f`, again if it changed during the read.
@@ -100,6 +102,7 @@ fn read_stable(
 impl TableCache {
     pub fn new(sb: daemon::Switchboard) -> Self {
         Self {
+            remote: crate::proxymap::Client::new(sb.clone()),
             sb,
             files: RefCell::default(),
         }
@@ -158,9 +161,54 @@ impl TableCache {
         r
     }
 
-    /// Looks `key` up in `table`, reading its files through the cache. A
-    /// file that cannot be read or parsed makes this a lookup error.
+    /// Looks `key` up in `table`, reading its files through the cache and
+    /// asking proxymap for external tables. A file that cannot be read or
+    /// parsed, or an external table that does not answer, makes this a
+    /// lookup error.
     pub async fn lookup(&self, table: &Table, key: &str) -> Result<Option<String>, String> {
+        if table.remotes().is_empty() {
+            self.lookup_local(table, key).await
+        } else {
+            self.lookup_remote(table, key).await
+        }
+    }
+
+    /// A table with external tables in it: unionmap and pipemap are walked
+    /// here (each step may need the network), the rest as usual.
+    fn lookup_remote<'a>(
+        &'a self,
+        table: &'a Table,
+        key: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<String>, String>> + 'a>>
+    {
+        Box::pin(async move {
+            match table {
+                Table::Tcp(_) | Table::Socketmap(..) => self.remote.lookup(table, key).await,
+                Table::Union(v) => {
+                    let mut hits = Vec::new();
+                    for t in v {
+                        if let Some(r) = self.lookup(t, key).await? {
+                            hits.push(r);
+                        }
+                    }
+                    Ok((!hits.is_empty()).then(|| hits.join(",")))
+                }
+                Table::Pipe(v) => {
+                    let mut k = key.to_string();
+                    for t in v {
+                        match self.lookup(t, &k).await? {
+                            Some(r) => k = r,
+                            None => return Ok(None),
+                        }
+                    }
+                    Ok(Some(k))
+                }
+                other => self.lookup_local(other, key).await,
+            }
+        })
+    }
+
+    async fn lookup_local(&self, table: &Table, key: &str) -> Result<Option<String>, String> {
         let mut got: HashMap<(PathBuf, Format), Result<Arc<Loaded>, String>> = HashMap::new();
         for (p, f) in table.files() {
             if !got.contains_key(&(p.clone(), f)) {

@@ -25,6 +25,7 @@ pub mod generated;
 pub mod keys;
 pub mod listener;
 pub mod master;
+pub mod proxymap;
 pub mod qmgr_broker;
 pub mod qmgr_queue;
 pub mod resolver;
@@ -184,7 +185,9 @@ pub mod fuzzing {
             auth::Request,
             auth::Reply,
             cache::Request,
-            cache::Reply
+            cache::Reply,
+            proxymap::Request,
+            proxymap::Reply
         );
         // Messages that carry descriptors cannot round-trip without them.
         let _ = master::ToDaemon::decode(data, Vec::new());

@@ -39,7 +39,8 @@ fn schema_snapshots_match_generated_code() {
         "keys",
         "auth",
         "cache",
-        "sendmail_pickup"
+        "sendmail_pickup",
+        "proxymap"
     );
     for (name, schema, snap) in pairs {
         assert_eq!(

@@ -15,6 +15,7 @@ use serde_json::Value;
 pub mod countsink;
 pub mod dns;
 pub mod pki;
+pub mod tablesrv;
 
 /// The postern binary under test: $POSTERN_BIN, or target/debug/postern.
 /// Tests run it as other users too (nobody, through setpriv), so when the

@@ -546,9 +546,23 @@ fn security_md_role_table_matches_postern_status() {
         .collect();
     assert!(rows.len() > 5, "no role table found");
 
-    let mut inst = Instance::new(AUTH_IN_CLEAR);
+    // An external table wakes proxymap (qmgr asks it for each route).
+    let inst = Instance::new(AUTH_IN_CLEAR);
+    let tables = postern_tests::tablesrv::TableServer::start(
+        &inst.ip,
+        postern_tests::tablesrv::Protocol::Tcp,
+        &[],
+    );
+    inst.add_main_cf(&format!(
+        "transport_maps = tcp:{}:{}\n",
+        inst.ip, tables.port
+    ));
+    let mut inst = inst;
     inst.start();
     inst.wake_on_demand_roles();
+    wait_for("proxymap running", Duration::from_secs(30), || {
+        inst.pid_of("proxymap")
+    });
     let st = inst.status();
     let ps = st["processes"].as_array().unwrap();
     let running: BTreeSet<&str> = ps.iter().map(|p| p["role"].as_str().unwrap()).collect();

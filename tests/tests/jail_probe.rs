@@ -115,6 +115,20 @@ fn non_root_mode_keeps_every_other_protection() {
     // The test's own log file is written by the master.
     std::fs::File::create(inst.log_path()).unwrap();
     chown(inst.log_path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    // The configuration directory is root's: root builds the aliases
+    // there, as an admin would (the instance's user cannot write it).
+    std::fs::write(inst.config_dir().join("aliases"), "postmaster: root\n").unwrap();
+    // An external table, so that proxymap runs (and is checked) too.
+    let tables = postern_tests::tablesrv::TableServer::start(
+        &inst.ip,
+        postern_tests::tablesrv::Protocol::Tcp,
+        &[],
+    );
+    inst.add_main_cf(&format!(
+        "transport_maps = tcp:{}:{}\n",
+        inst.ip, tables.port
+    ));
+    assert!(inst.postern(&["newaliases"]).status.success());
     inst.run_as = Some(NOBODY);
     // What the kernel allows an unprivileged user: a network namespace needs
     // a user namespace of its own.
@@ -133,6 +147,9 @@ fn non_root_mode_keeps_every_other_protection() {
     inst.start();
     // bounce and auth start on first use: use them, then check every role.
     inst.wake_on_demand_roles();
+    postern_tests::wait_for("proxymap running", Duration::from_secs(30), || {
+        inst.pid_of("proxymap")
+    });
     let st = inst.status();
     for p in st["processes"].as_array().unwrap() {
         assert_eq!(p["uid"], NOBODY, "{p}");
@@ -143,7 +160,8 @@ fn non_root_mode_keeps_every_other_protection() {
         assert_eq!(p["seccomp"], 2, "{p}");
         assert_eq!(p["cap_eff"], "0000000000000000", "{p}");
         assert_eq!(p["landlock"], "fully_enforced", "{p}");
-        let networked = p["role"] == "smtp" || p["role"] == "resolver";
+        let networked =
+            ["smtp", "resolver", "proxymap"].contains(&p["role"].as_str().unwrap_or(""));
         assert_eq!(
             p["netns"],
             if userns && !networked {

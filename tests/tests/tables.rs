@@ -24,8 +24,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use postern_tests::Instance;
+use postern_tests::tablesrv::{Protocol, TableServer};
+use postern_tests::{Instance, Sink, wait_for};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tables")
@@ -335,4 +337,149 @@ fn a_missing_table_is_an_error_not_an_empty_table() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// An SMTP client sends one message per recipient, from a mynetworks
+/// address.
+fn relay(inst: &Instance, rcpts: &[&str]) {
+    for r in rcpts {
+        let mut c = inst.smtp();
+        assert!(c.reply().starts_with("220"));
+        c.cmd("EHLO client.example");
+        let reply = c.send_mail(
+            "alice@example.org",
+            &[r],
+            "Subject: routed\r\n\r\nhello\r\n",
+        );
+        assert!(reply.starts_with("250"), "{r}: {reply}");
+        c.cmd("QUIT");
+    }
+}
+
+#[test]
+fn socketmap_routes_mail_and_a_failing_server_defers_it() {
+    let inst = Instance::new(
+        "smtpd_error_sleep_time = 0\nminimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\n",
+    );
+    let next_hop = format!("smtp:[{}]:2626", inst.ip);
+    let srv = TableServer::start(
+        &inst.ip,
+        Protocol::Socketmap,
+        &[("routed.example", &next_hop)],
+    );
+    let spec = format!("socketmap:inet:{}:{}:transport", inst.ip, srv.port);
+    inst.add_main_cf(&format!("transport_maps = {spec}\n"));
+    // The command answers by itself before the system runs.
+    let out = inst.postern(&["map", "query", &spec, "routed.example"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{next_hop}\n")
+    );
+    let out = inst.postern(&["map", "query", &spec, "temp.example"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("says: TEMP database down"));
+
+    let sink = Sink::start(&inst.ip, 2626, &inst.dir.path().join("sink"));
+    let mut inst = inst;
+    inst.start();
+    relay(
+        &inst,
+        &["bob@routed.example", "x@temp.example", "y@die.example"],
+    );
+    wait_for("the routed message", Duration::from_secs(30), || {
+        (sink.messages().len() == 1).then_some(())
+    });
+    // A server that says TEMP, and one that hangs up half-way through its
+    // reply: the mail waits, it is not routed around the table.
+    wait_for("two deferrals", Duration::from_secs(30), || {
+        (inst
+            .log_lines("status=deferred (transport_maps lookup failure)")
+            .len()
+            >= 2)
+            .then_some(())
+    });
+    assert_eq!(inst.queue_json().len(), 2);
+    assert!(
+        !inst.log_lines("says: TEMP database down").is_empty(),
+        "{}",
+        inst.log()
+    );
+    assert!(
+        !inst
+            .log_lines("connection closed before the reply ended")
+            .is_empty(),
+        "{}",
+        inst.log()
+    );
+    assert!(inst.pid_of("proxymap").is_some());
+    assert!(inst.log_lines("exited").is_empty(), "{}", inst.log());
+}
+
+/// Debian's postsrsd 1.10 speaks tcp_table(5): its forward map rewrites a
+/// sender to an SRS address. Through a running instance, a pipemap turns
+/// that rewriting into a route: the message reaches the sink only if
+/// postsrsd answered through proxymap.
+#[test]
+fn tcp_table_with_postsrsd() {
+    let inst = Instance::new("smtpd_error_sleep_time = 0\n");
+    let secret = inst.config_dir().join("srs-secret");
+    std::fs::write(&secret, "a test secret, not a real one\n").unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _srs = Kill(
+        Command::new("postsrsd")
+            .args([
+                "-4",
+                "-l",
+                &inst.ip,
+                "-f",
+                "10001",
+                "-r",
+                "10002",
+                "-d",
+                "srs.example",
+            ])
+            .arg(format!("-s{}", secret.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("postsrsd (apt-get install postsrsd)"),
+    );
+    wait_for("postsrsd listening", Duration::from_secs(10), || {
+        std::net::TcpStream::connect((inst.ip.as_str(), 10001)).ok()
+    });
+    let forward = format!("tcp:{}:10001", inst.ip);
+    let out = inst.postern(&["map", "query", &forward, "bob@remote.example"]);
+    let srs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        srs.starts_with("SRS0=") && srs.ends_with("=remote.example=bob@srs.example"),
+        "{srs:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reverse = format!("tcp:{}:10002", inst.ip);
+    let out = inst.postern(&["map", "query", &reverse, &srs]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "bob@remote.example"
+    );
+
+    inst.add_main_cf(&format!(
+        "transport_maps = pipemap:{{ {forward}, regexp:{{ {{/^SRS0=.*@srs\\.example$$/ smtp:[{ip}]:2626}} }} }}\n",
+        ip = inst.ip
+    ));
+    let sink = Sink::start(&inst.ip, 2626, &inst.dir.path().join("sink"));
+    let mut inst = inst;
+    inst.start();
+    relay(&inst, &["bob@remote.example"]);
+    wait_for(
+        "the message routed by postsrsd's answer",
+        Duration::from_secs(30),
+        || (sink.messages().len() == 1).then_some(()),
+    );
+    assert!(inst.pid_of("proxymap").is_some());
 }

@@ -92,6 +92,52 @@ pub enum Table {
     Static(String),
     Union(Vec<Table>),
     Pipe(Vec<Table>),
+    /// `tcp:host:port` (tcp_table(5)), looked up by the proxymap role.
+    Tcp(Endpoint),
+    /// `socketmap:inet:host:port:name` or `socketmap:unix:/path:name`.
+    Socketmap(Endpoint, String),
+}
+
+/// Where an external table server listens. Hosts are IP addresses (or
+/// localhost): no daemon but the resolver asks DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    Inet(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Inet(a) => write!(f, "inet:{a}"),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// `host:port` or `[v6]:port`, the host an IP address or localhost.
+fn inet(spec: &str, text: &str) -> Result<std::net::SocketAddr, String> {
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => rest
+            .split_once("]:")
+            .ok_or_else(|| format!("\"{spec}\": expected [address]:port"))?,
+        None => text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("\"{spec}\": expected host:port"))?,
+    };
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| format!("\"{spec}\": bad port \"{port}\""))?;
+    let ip: std::net::IpAddr = if host == "localhost" {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        host.parse().map_err(|_| {
+            format!("\"{spec}\": \"{host}\" is not an IP address (Postern looks table servers up by address, not by name)")
+        })?
+    };
+    Ok(std::net::SocketAddr::new(ip, port))
 }
 
 /// Table types Postfix has that Postern does not (yet): a reference to one
@@ -209,6 +255,28 @@ pub fn parse(spec: &str) -> Result<Table, String> {
                 Table::Pipe(tables)
             })
         }
+        "tcp" => Ok(Table::Tcp(Endpoint::Inet(inet(spec, name)?))),
+        "socketmap" => {
+            let (endpoint, map) = name
+                .rsplit_once(':')
+                .ok_or_else(|| format!("\"{spec}\": expected socketmap:inet:host:port:name or socketmap:unix:/path:name"))?;
+            if map.is_empty() || map.contains(char::is_whitespace) {
+                return Err(format!("\"{spec}\": bad socketmap name \"{map}\""));
+            }
+            let endpoint = if let Some(addr) = endpoint.strip_prefix("inet:") {
+                Endpoint::Inet(inet(spec, addr)?)
+            } else if let Some(path) = endpoint.strip_prefix("unix:") {
+                if !path.starts_with('/') {
+                    return Err(format!("\"{spec}\": socket paths must be absolute"));
+                }
+                Endpoint::Unix(PathBuf::from(path))
+            } else {
+                return Err(format!(
+                    "\"{spec}\": expected inet: or unix: after socketmap:"
+                ));
+            };
+            Ok(Table::Socketmap(endpoint, map.to_string()))
+        }
         other if POSTFIX_ONLY.contains(&other) => Err(format!(
             "\"{spec}\": the {other}: table type is not supported by Postern"
         )),
@@ -221,6 +289,9 @@ pub fn parse(spec: &str) -> Result<Table, String> {
 
 /// A loaded file as a lookup sees it.
 pub type Files<'a> = dyn FnMut(&Path, Format) -> Result<Arc<Loaded>, String> + 'a;
+
+/// An external table's answer for a key.
+pub type Remote<'a> = dyn FnMut(&Table, &str) -> Result<Option<String>, String> + 'a;
 
 impl Table {
     /// Every file this table reads, with how it is read.
@@ -238,7 +309,29 @@ impl Table {
             | Table::Regexp(_)
             | Table::Pcre(_)
             | Table::Inline(_)
-            | Table::Static(_) => Vec::new(),
+            | Table::Static(_)
+            | Table::Tcp(_)
+            | Table::Socketmap(..) => Vec::new(),
+        }
+    }
+
+    /// Every external table (tcp:, socketmap:) in this one, unionmap and
+    /// pipemap included.
+    pub fn remotes(&self) -> Vec<&Table> {
+        match self {
+            Table::Tcp(_) | Table::Socketmap(..) => vec![self],
+            Table::Union(v) | Table::Pipe(v) => v.iter().flat_map(Table::remotes).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The reference as the configuration writes it (for external tables,
+    /// the name proxymap knows them by).
+    pub fn spec(&self) -> Option<String> {
+        match self {
+            Table::Tcp(Endpoint::Inet(a)) => Some(format!("tcp:{a}")),
+            Table::Socketmap(e, m) => Some(format!("socketmap:{e}:{m}")),
+            _ => None,
         }
     }
 
@@ -252,8 +345,25 @@ impl Table {
     }
 
     /// Looks `key` up, with `files` giving each file's parsed contents (or
-    /// the error that makes this a lookup error).
+    /// the error that makes this a lookup error). External tables are a
+    /// lookup error here: daemons ask proxymap, see [`Table::lookup_full`].
     pub fn lookup_with(&self, key: &str, files: &mut Files<'_>) -> Result<Option<String>, String> {
+        self.lookup_full(key, files, &mut |t, _| {
+            Err(format!(
+                "{}: an external table is looked up through proxymap",
+                t.spec().unwrap_or_default()
+            ))
+        })
+    }
+
+    /// [`Table::lookup_with`], with `remote` answering for tcp: and
+    /// socketmap: tables.
+    pub fn lookup_full(
+        &self,
+        key: &str,
+        files: &mut Files<'_>,
+        remote: &mut Remote<'_>,
+    ) -> Result<Option<String>, String> {
         let folded = || key.to_ascii_lowercase();
         let rules = |r: &Rules, f: Format, files: &mut Files<'_>| -> Result<Arc<Loaded>, String> {
             match r {
@@ -267,7 +377,7 @@ impl Table {
             Table::Union(v) => {
                 let mut hits = Vec::new();
                 for t in v {
-                    if let Some(r) = t.lookup_with(key, files)? {
+                    if let Some(r) = t.lookup_full(key, files, remote)? {
                         hits.push(r);
                     }
                 }
@@ -276,13 +386,14 @@ impl Table {
             Table::Pipe(v) => {
                 let mut k = key.to_string();
                 for t in v {
-                    match t.lookup_with(&k, files)? {
+                    match t.lookup_full(&k, files, remote)? {
                         Some(r) => k = r,
                         None => return Ok(None),
                     }
                 }
                 return Ok(Some(k));
             }
+            Table::Tcp(_) | Table::Socketmap(..) => return remote(self, key),
             Table::Cidr(r) => rules(r, Format::Cidr, files)?,
             Table::Regexp(r) => rules(r, Format::Regexp, files)?,
             Table::Pcre(r) => rules(r, Format::Pcre, files)?,

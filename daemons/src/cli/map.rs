@@ -60,11 +60,18 @@ fn ensure(params: &postern_config::Params, existing_dirs_only: bool) -> Result<(
             continue;
         }
         if !src.exists() {
-            std::fs::write(
+            if let Err(e) = std::fs::write(
                 &src,
                 "# Created by postern start: mail to postmaster goes to root.\npostmaster: root\n",
-            )
-            .map_err(|e| vec![format!("cannot create {}: {e}", src.display())])?;
+            ) {
+                // Not fatal: lookups in the missing table fail (451, or a
+                // deferred delivery) until an admin builds it.
+                eprintln!(
+                    "postern: warning: cannot create {}: {e}; aliases are unavailable until `postern newaliases` builds them",
+                    src.display()
+                );
+                continue;
+            }
             eprintln!("postern: created {} (postmaster: root)", src.display());
         }
         let n = build(&spec, true)?;
@@ -130,7 +137,7 @@ pub fn run_query(spec: &str, keys: &[String], json: bool) -> ExitCode {
     }
     let mut status = ExitCode::SUCCESS;
     for k in keys {
-        match t.lookup(k) {
+        match direct(&t, k) {
             Ok(Some(v)) if json => println!(
                 "{}",
                 serde_json::json!({ "table": spec, "key": k, "value": v })
@@ -154,6 +161,50 @@ pub fn run_query(spec: &str, keys: &[String], json: bool) -> ExitCode {
     status
 }
 
+/// A lookup by the command itself: files read directly, external tables
+/// asked over a connection of its own (the same bounded parsers as
+/// proxymap, a 10-second deadline).
+fn direct(t: &Table, key: &str) -> Result<Option<String>, String> {
+    t.lookup_full(
+        key,
+        &mut |p, f| tables::read_and_load(p, f).map(std::sync::Arc::new),
+        &mut |t, k| remote_blocking(t, k),
+    )
+}
+
+fn remote_blocking(t: &Table, key: &str) -> Result<Option<String>, String> {
+    use postern_proto::tablemap::{Answer, Progress};
+    use std::io::Read;
+    let (addr, request, parse) = crate::proxymap::plan(t, key)?;
+    let deadline = std::time::Duration::from_secs(10);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, deadline)
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    s.set_read_timeout(Some(deadline))
+        .and_then(|()| s.set_write_timeout(Some(deadline)))
+        .and_then(|()| s.write_all(&request))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Progress::Done(a, _) = parse(&buf).map_err(|e| format!("reply from {addr}: {e}"))? {
+            return match a {
+                Answer::Found(v) => Ok(Some(v)),
+                Answer::NotFound => Ok(None),
+                Answer::Failed(why) => Err(format!("{addr} says: {why}")),
+            };
+        }
+        let n = s
+            .read(&mut chunk)
+            .map_err(|e| format!("read from {addr}: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "reply from {addr}: connection closed before the reply ended"
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 fn query_stdin(t: &Table) -> ExitCode {
     use std::io::BufRead;
     let stdin = std::io::stdin();
@@ -169,7 +220,7 @@ fn query_stdin(t: &Table) -> ExitCode {
         if key.is_empty() {
             continue;
         }
-        match t.lookup(&key) {
+        match direct(t, &key) {
             Ok(Some(v)) => {
                 if writeln!(out, "{key}\t{v}").is_err() {
                     return ExitCode::from(2);

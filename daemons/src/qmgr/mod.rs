@@ -534,7 +534,22 @@ impl Qmgr {
         }
         if !immediate.is_empty() {
             // error: and discard: transports need no agent; they go
-            // through the same outcome path (DSNs, persistence).
+            // through the same outcome path (DSNs, persistence), with the
+            // log line a delivery agent would write (relay=none).
+            if let Some(m) = self.msgs.get(id) {
+                let delay = crate::clock::now_us().saturating_sub(m.arrival_us) as f64 / 1e6;
+                for (i, status, dsn, text) in &immediate {
+                    let word = match status {
+                        Status::Sent => "sent",
+                        Status::Deferred => "deferred",
+                        Status::Bounced => "bounced",
+                    };
+                    let to = m.rcpts.get(*i as usize).map_or("", |r| r.address.as_str());
+                    crate::log::line(&format!(
+                        "{id}: to=<{to}>, relay=none, delay={delay:.2}, delays={delay:.2}/0/0/0, dsn={dsn}, status={word} ({text})"
+                    ));
+                }
+            }
             let m = self.msgs.get_mut(id).expect("message");
             m.in_flight += 1;
             let results = immediate
