@@ -94,7 +94,7 @@ const SIZE: Kind = Kind::Size { min: 0 };
 #[rustfmt::skip]
 pub static PARAMS: &[ParamDef] = &[
     p("2bounce_notice_recipient", "postmaster", Kind::Str, BO),
-    p("alias_database", "cdb:${config_directory}/aliases", Kind::List, M),
+    p("alias_database", "cdb:${config_directory}/aliases", Kind::List, M | BR),
     p("alias_maps", "cdb:${config_directory}/aliases", Kind::List, SD | LO | BR | QM | PX),
     p("anvil_rate_time_unit", "60s", Kind::Duration { unit: "s", min_ms: 1000 }, SD),
     p("authorized_mailq_users", "static:anyone", Kind::List, M),
@@ -227,7 +227,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_tls_security_level", "may", Kind::Enum(&["none", "may", "encrypt"]), SD | M),
     p("smtpd_tls_wrappermode", "no", Kind::Bool, SD | M),
     p("syslog_name", "postern", Kind::Str, ALL),
-    p("transport_maps", "", Kind::List, QM | SM | PX),
+    p("transport_maps", "", Kind::List, QM | SM | PX | BR),
     p("unknown_local_recipient_reject_code", "550", int(400, 599), SD),
 ];
 

@@ -250,7 +250,7 @@ fn main() -> ExitCode {
         }
         Cmd::Map { cmd } => match cmd {
             MapCmd::Build { aliases, tables } => cli::map::run_build(&tables, aliases),
-            MapCmd::Query { json, table, keys } => cli::map::run_query(&table, &keys, json),
+            MapCmd::Query { json, table, keys } => cli::map::run_query(dir, &table, &keys, json),
         },
         Cmd::Newaliases => {
             let Some((_, params)) = cli::load_with(dir, false) else {

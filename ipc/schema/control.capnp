@@ -3,7 +3,7 @@
 # admins, so a bad frame drops only that connection.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 3;
+const version :UInt32 = 4;
 
 struct Request {
   version @0 :UInt32;
@@ -12,6 +12,7 @@ struct Request {
     stop @2 :Void;
     reload @3 :Text;            # a service (role) name, or "" for all
     queue @4 :Void;             # a channel to the queue manager
+    tables @5 :Void;            # a channel to the broker for table lookups (proxymap.capnp)
   }
 }
 

@@ -21,6 +21,9 @@ pub enum Request {
     Reload(String),
     /// A channel to the queue manager (queue listing and operations).
     Queue,
+    /// A channel to the broker for table lookups (`postern map query`
+    /// through the running system), speaking proxymap.capnp.
+    Tables,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,7 @@ impl Message for Request {
                 Request::Stop => r.set_stop(()),
                 Request::Reload(s) => r.set_reload(frame::clip(s, 64)),
                 Request::Queue => r.set_queue(()),
+                Request::Tables => r.set_tables(()),
             }
         }
         frame::finish(&b)
@@ -81,6 +85,7 @@ impl Message for Request {
             request::Stop(()) => Request::Stop,
             request::Reload(s) => Request::Reload(text(s, "reload", 64)?),
             request::Queue(()) => Request::Queue,
+            request::Tables(()) => Request::Tables,
         })
     }
 }

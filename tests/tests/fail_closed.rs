@@ -286,6 +286,15 @@ fn a_table_that_goes_missing_answers_451_and_comes_back() {
     // Alice owns her address: unauthenticated, she is told to log in.
     assert!(rcpt(&inst, "alice@example.org").starts_with("553"));
     assert!(rcpt(&inst, "bob@example.org").starts_with("250"));
+    // What smtpd sees, asked through the running system.
+    let query = |key: &str| inst.postern(&["map", "query", &spec, key]);
+    let out = query("alice@example.org");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alice\n");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The table goes away: every sender gets a temporary error, never a
     // free pass.
     std::fs::remove_file(dir.join("senders.cdb")).unwrap();
@@ -296,6 +305,14 @@ fn a_table_that_goes_missing_answers_451_and_comes_back() {
             "{r}"
         );
     }
+    // The query goes the same way, and gets the same error.
+    let out = query("alice@example.org");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("senders.cdb: No such file or directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for("the reason in the log", Duration::from_secs(10), || {
         inst.log_lines("smtpd_sender_login_maps: open")
             .iter()

@@ -28,6 +28,7 @@ use crate::tablecache::{TableRef, table_list};
 use crate::{fatal, info, warn};
 pub use keys::files as key_files;
 use keys::{Budget, KeyStore};
+use postern_ipc::edge::Answer;
 use queue::Queue;
 pub use reload::LIVE as LIVE_PARAMS;
 use sync::Syncer;
@@ -137,6 +138,11 @@ async fn serve(
         lookups: watch::Sender::new(Rc::new(lookup)),
     };
     let cache = Rc::new(crate::tablecache::TableCache::new(ctx.switchboard.clone()));
+    let allowed: Rc<std::collections::BTreeSet<std::path::PathBuf>> = Rc::new(
+        crate::tables::configured_files(&ctx.params)
+            .into_iter()
+            .collect(),
+    );
     let query = ctx.query_timeout();
     let local = tokio::task::LocalSet::new();
     local
@@ -164,11 +170,51 @@ async fn serve(
                             other => warn!("unexpected channel from {other}"),
                         }
                     }
+                    a = ctx.admin.recv() => {
+                        // `postern map query` through the running system:
+                        // the control socket's channel (never showq's).
+                        if let Some((fd, false)) = a {
+                            tokio::task::spawn_local(table_queries(cache.clone(), allowed.clone(), fd, query));
+                        }
+                    }
                     _ = ctx.shutdown.changed() => return,
                 }
             }
         })
         .await;
+}
+
+/// Lookups for `postern map query`, answered by the daemons' own path:
+/// the table cache over descriptors the master opened, and proxymap for
+/// external tables. Only tables whose files the configuration names.
+async fn table_queries(
+    cache: Rc<crate::tablecache::TableCache>,
+    allowed: Rc<std::collections::BTreeSet<std::path::PathBuf>>,
+    fd: OwnedFd,
+    timeout: Duration,
+) {
+    use postern_ipc::proxymap::{self as px, Reply};
+    let Ok(ep) = postern_ipc::edge::accept::<px::Link>(fd, timeout).await else {
+        return;
+    };
+    let _ = postern_ipc::edge::serve::<px::Link, _, _>(ep, |req| {
+        let (cache, allowed) = (cache.clone(), allowed.clone());
+        async move {
+            let reply = match crate::tables::parse(&req.table) {
+                Err(e) => Reply::Failed(e),
+                Ok(t) if !t.files().iter().all(|(p, _)| allowed.contains(p)) => Reply::Failed(
+                    "the running system does not use this table (it is named by no setting)".into(),
+                ),
+                Ok(t) => match cache.lookup(&t, &req.key).await {
+                    Ok(Some(v)) => Reply::Found(v),
+                    Ok(None) => Reply::NotFound,
+                    Err(e) => Reply::Failed(e),
+                },
+            };
+            Answer::Reply(reply)
+        }
+    })
+    .await;
 }
 
 /// Reads the queue files listed at start in batches, between other work:

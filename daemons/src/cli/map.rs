@@ -124,7 +124,12 @@ pub fn run_build(specs: &[String], aliases: bool) -> ExitCode {
 /// key is not found, 2 on errors (as postmap -q). With the one key `-`,
 /// keys are read from stdin, one per line, and each key found is printed
 /// as `key<TAB>value` (as `postmap -q -`).
-pub fn run_query(spec: &str, keys: &[String], json: bool) -> ExitCode {
+///
+/// A table the running system uses is asked through it (the broker's
+/// table cache, proxymap for external tables: what the daemons see).
+/// Otherwise, or with no system running, the command reads the table
+/// itself and says so on stderr.
+pub fn run_query(dir: Option<&Path>, spec: &str, keys: &[String], json: bool) -> ExitCode {
     let t = match tables::parse(spec) {
         Ok(t) => t,
         Err(e) => {
@@ -132,12 +137,17 @@ pub fn run_query(spec: &str, keys: &[String], json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut system = through_system(dir, spec, &t);
+    let mut lookup = |k: &str| match system.as_mut() {
+        Some(s) => s.lookup(spec, k),
+        None => direct(&t, k),
+    };
     if !json && keys.len() == 1 && keys[0] == "-" {
-        return query_stdin(&t);
+        return query_stdin(&mut lookup);
     }
     let mut status = ExitCode::SUCCESS;
     for k in keys {
-        match direct(&t, k) {
+        match lookup(k) {
             Ok(Some(v)) if json => println!(
                 "{}",
                 serde_json::json!({ "table": spec, "key": k, "value": v })
@@ -159,6 +169,89 @@ pub fn run_query(spec: &str, keys: &[String], json: bool) -> ExitCode {
         }
     }
     status
+}
+
+/// A channel to the running system's broker, for tables it uses.
+struct System {
+    rt: tokio::runtime::Runtime,
+    ep: postern_ipc::Endpoint<postern_ipc::proxymap::Request, postern_ipc::proxymap::Reply>,
+}
+
+impl System {
+    fn lookup(&mut self, spec: &str, key: &str) -> Result<Option<String>, String> {
+        use postern_ipc::proxymap::{Reply, Request};
+        let req = Request {
+            table: spec.to_string(),
+            key: key.to_string(),
+        };
+        match self.rt.block_on(self.ep.call(&req)) {
+            Ok(Reply::Found(v)) => Ok(Some(v)),
+            Ok(Reply::NotFound) => Ok(None),
+            Ok(Reply::Failed(e)) => Err(e),
+            Err(e) => Err(format!("the running system: {e}")),
+        }
+    }
+}
+
+/// The running system, when it uses `t` (its files are configured tables,
+/// its external tables configured ones); None after saying why on stderr.
+fn through_system(dir: Option<&Path>, spec: &str, t: &Table) -> Option<System> {
+    use postern_ipc::control::{Reply as CtlReply, Request as CtlRequest};
+    use postern_ipc::proxymap as px;
+    if t.files().is_empty() && t.remotes().is_empty() {
+        // inline: and static: answer the same everywhere.
+        return None;
+    }
+    let params = postern_config::Config::load(dir).params_lenient();
+    let files = tables::configured_files(&params);
+    let remotes = crate::proxymap::remote_tables(&params);
+    let used = t.files().iter().all(|(p, _)| files.contains(p))
+        && t.remotes()
+            .iter()
+            .all(|r| r.spec().is_some_and(|s| remotes.contains_key(&s)));
+    if !used {
+        eprintln!(
+            "postern: {spec} is named by no setting of this configuration: reading it directly"
+        );
+        return None;
+    }
+    let socket = crate::master::dirs::Layout::new(&params).control;
+    let fd = match super::client::request(&socket, CtlRequest::Tables) {
+        Ok(CtlReply::Channel(fd)) => fd,
+        Ok(CtlReply::Error(e)) => {
+            eprintln!(
+                "postern: the running system cannot answer for {spec} ({e}): reading it directly"
+            );
+            return None;
+        }
+        _ => {
+            eprintln!("postern: no running system answers for {spec}: reading it directly");
+            return None;
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let timeout = std::time::Duration::from_secs(30);
+    let ep = rt.block_on(async {
+        let mut ch =
+            postern_ipc::Channel::new(fd, <px::Reply as postern_ipc::Message>::MAX_FRAME, timeout)
+                .map_err(|e| e.to_string())?;
+        ch.hello_client(px::EDGE, px::VERSION)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(postern_ipc::Endpoint::from_channel(ch))
+    });
+    match ep {
+        Ok(ep) => Some(System { rt, ep }),
+        Err(e) => {
+            eprintln!(
+                "postern: the running system cannot answer for {spec} ({e}): reading it directly"
+            );
+            None
+        }
+    }
 }
 
 /// A lookup by the command itself: files read directly, external tables
@@ -205,7 +298,7 @@ fn remote_blocking(t: &Table, key: &str) -> Result<Option<String>, String> {
     }
 }
 
-fn query_stdin(t: &Table) -> ExitCode {
+fn query_stdin(lookup: &mut dyn FnMut(&str) -> Result<Option<String>, String>) -> ExitCode {
     use std::io::BufRead;
     let stdin = std::io::stdin();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -220,7 +313,7 @@ fn query_stdin(t: &Table) -> ExitCode {
         if key.is_empty() {
             continue;
         }
-        match direct(t, &key) {
+        match lookup(&key) {
             Ok(Some(v)) => {
                 if writeln!(out, "{key}\t{v}").is_err() {
                     return ExitCode::from(2);

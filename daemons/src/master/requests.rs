@@ -16,14 +16,20 @@ impl Master {
             }
             Request::Reload(svc) => self.reload(&svc),
             Request::Queue => self.queue_channel("admin"),
+            Request::Tables => self.admin_channel(Role::Broker, "table lookups", "admin"),
         }
     }
 
     /// A channel to the queue manager: "admin" (the control socket) may do
     /// everything, "showq" (the public socket) may only list.
     pub(super) fn queue_channel(&self, peer: &str) -> Reply {
-        let Some(qmgr) = self.slots.get(&Role::Qmgr).and_then(Slot::current_ready) else {
-            return Reply::Error("the queue manager is not running".into());
+        self.admin_channel(Role::Qmgr, "the queue manager", peer)
+    }
+
+    /// A channel from the control socket to `role`'s admin side.
+    pub(super) fn admin_channel(&self, role: Role, what: &str, peer: &str) -> Reply {
+        let Some(qmgr) = self.slots.get(&role).and_then(Slot::current_ready) else {
+            return Reply::Error(format!("{what}: {role} is not running"));
         };
         match postern_sandbox::fdpass::seqpacket_pair() {
             Ok((mine, theirs)) => {
