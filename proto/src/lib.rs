@@ -9,4 +9,5 @@ pub mod fuzzing;
 pub mod header;
 pub mod queue;
 pub mod smtp;
+pub mod statefile;
 pub mod tablemap;

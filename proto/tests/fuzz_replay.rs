@@ -61,3 +61,8 @@ fn smtp_session() {
 fn table_reply() {
     replay("table_reply", fuzzing::table_reply);
 }
+
+#[test]
+fn state_file() {
+    replay("state_file", fuzzing::state_file);
+}

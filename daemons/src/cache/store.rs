@@ -2,15 +2,13 @@
 //! the file each namespace is kept in. No I/O but reading and writing one
 //! namespace file; the cache role's event loop is in `mod.rs`.
 //!
-//! A namespace file is a header (magic and the namespace's record
-//! version) and then records, each `[u32 length][u32 crc32][postcard]`.
-//! A record whose checksum or encoding is wrong is dropped and counted; a
-//! length past the cap ends the file (nothing after it can be trusted to
-//! line up); a file of another version is dropped whole.
+//! The file format (a header, then checksummed postcard records, read
+//! within the namespace's caps) is `postern_proto::statefile`, sans-IO and
+//! fuzzed.
 use std::collections::HashMap;
 
 use postern_config::Role;
-use serde::{Deserialize, Serialize};
+use postern_proto::statefile::{self, Limits, Record};
 
 /// One kind of state, owned by one role.
 #[derive(Debug)]
@@ -42,17 +40,6 @@ pub const NAMESPACES: &[Namespace] = &[Namespace {
 
 pub fn namespace(name: &str) -> Option<&'static Namespace> {
     NAMESPACES.iter().find(|n| n.name == name)
-}
-
-const MAGIC: &[u8; 8] = b"PSTSTATE";
-const HEADER: usize = 12;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Record {
-    key: String,
-    value: Vec<u8>,
-    /// Unix seconds.
-    expires: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -153,86 +140,47 @@ impl Space {
 
     /// The file image of the live entries.
     pub fn encode(&self, now: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + self.map.len() * 64);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&self.ns.version.to_le_bytes());
         let mut live: Vec<(&String, &Entry)> =
             self.map.iter().filter(|(_, e)| e.expires > now).collect();
         // Oldest use first, so a reload restores the same order of use.
         live.sort_by_key(|(_, e)| e.used);
-        for (k, e) in live {
-            let r = Record {
+        let records: Vec<Record> = live
+            .into_iter()
+            .map(|(k, e)| Record {
                 key: k.clone(),
                 value: e.value.clone(),
                 expires: e.expires,
-            };
-            let Ok(body) = postcard::to_allocvec(&r) else {
-                continue;
-            };
-            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-            out.extend_from_slice(&body);
-        }
-        out
+            })
+            .collect();
+        statefile::encode(self.ns.version, &records)
     }
 
-    /// The largest record a file of this namespace may hold.
-    fn max_record(&self) -> usize {
-        postern_ipc::cache::MAX_KEY + self.ns.max_value + 32
+    fn limits(&self) -> Limits {
+        Limits {
+            version: self.ns.version,
+            max_key: postern_ipc::cache::MAX_KEY,
+            max_value: self.ns.max_value,
+        }
     }
 
     /// The largest file of this namespace that is read.
     pub fn max_file(&self) -> u64 {
-        (HEADER + self.ns.max_entries * (8 + self.max_record())) as u64
+        (statefile::HEADER + self.ns.max_entries * (8 + self.limits().max_record())) as u64
     }
 
     /// Loads a file image, dropping what is corrupt or expired.
     pub fn load(&mut self, data: &[u8], now: u64) -> LoadReport {
-        let mut rep = LoadReport::default();
-        if data.is_empty() {
-            return rep;
-        }
-        if data.len() < HEADER || &data[..8] != MAGIC {
-            rep.stopped = Some("not a state file".into());
-            return rep;
-        }
-        let version = u32::from_le_bytes(data[8..12].try_into().unwrap_or_default());
-        if version != self.ns.version {
-            rep.stopped = Some(format!(
-                "record version {version}, this build reads {}",
-                self.ns.version
-            ));
-            return rep;
-        }
-        let mut at = HEADER;
-        while at < data.len() {
-            let Some(head) = data.get(at..at + 8) else {
-                rep.stopped = Some(format!("a torn record header at byte {at}"));
-                break;
-            };
-            let len = u32::from_le_bytes(head[..4].try_into().unwrap_or_default()) as usize;
-            let crc = u32::from_le_bytes(head[4..].try_into().unwrap_or_default());
-            let Some(body) = data
-                .get(at + 8..at + 8 + len)
-                .filter(|_| len <= self.max_record())
-            else {
-                rep.stopped = Some(format!("a bad record length {len} at byte {at}"));
-                break;
-            };
-            at += 8 + len;
-            let rec = (crc32fast::hash(body) == crc)
-                .then(|| postcard::from_bytes::<Record>(body).ok())
-                .flatten()
-                .filter(|r| {
-                    r.key.len() <= postern_ipc::cache::MAX_KEY && r.value.len() <= self.ns.max_value
-                });
-            match rec {
-                None => rep.corrupt += 1,
-                Some(r) if r.expires <= now => rep.expired += 1,
-                Some(r) => {
-                    self.put(r.key, r.value, r.expires, now);
-                    rep.loaded += 1;
-                }
+        let d = statefile::decode(data, self.limits());
+        let mut rep = LoadReport {
+            corrupt: d.corrupt,
+            stopped: d.stopped,
+            ..LoadReport::default()
+        };
+        for r in d.records {
+            if r.expires <= now {
+                rep.expired += 1;
+            } else {
+                self.put(r.key, r.value, r.expires, now);
             }
         }
         rep.loaded = self.map.len();
@@ -300,8 +248,12 @@ mod tests {
         }
         let mut file = s.encode(0);
         // Flip one byte inside the second record's body.
-        let first = u32::from_le_bytes(file[HEADER..HEADER + 4].try_into().unwrap()) as usize;
-        let second = HEADER + 8 + first;
+        let first = u32::from_le_bytes(
+            file[statefile::HEADER..statefile::HEADER + 4]
+                .try_into()
+                .unwrap(),
+        ) as usize;
+        let second = statefile::HEADER + 8 + first;
         file[second + 8 + 2] ^= 0x55;
         let mut t = space();
         let rep = t.load(&file, 0);
