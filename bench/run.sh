@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs Postern's benchmarks side by side with Debian's Postfix:
 #   bench/run.sh throughput | memory | accept | tls | all
+#   bench/run.sh backlog --count N --size BYTES
+#   bench/run.sh tables
 # Installs postfix (Postfix itself, smtp-source, smtp-sink) when missing,
 # builds Postern in release mode, and prints Markdown tables.
 set -euo pipefail
@@ -11,6 +13,10 @@ if ! command -v smtp-source >/dev/null; then
 fi
 cargo build --release --locked -p postern
 what="${1:-all}"
+if [ "$what" = tables ]; then
+    # Lookup speed of the table types (no MTA involved).
+    exec cargo run -q --release --locked -p postern-config --example table_bench
+fi
 if [ "$what" = all ]; then
     for w in throughput memory accept tls; do /usr/bin/python3 bench/bench.py "$w"; done
 else
