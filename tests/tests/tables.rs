@@ -494,3 +494,31 @@ fn tcp_table_with_postsrsd() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn json_names_the_unionmap_members_that_answered() {
+    let spec = "unionmap:{ inline:{a=1}, inline:{a=2, b=3}, static:s }";
+    let out = Command::new(postern_tests::bin())
+        .args(["map", "query", "--json", spec, "a", "b"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["value"], "1,2,s");
+    assert_eq!(
+        lines[0]["from"],
+        serde_json::json!(["inline:{a=1}", "inline:{a=2, b=3}", "static:s"])
+    );
+    assert_eq!(lines[1]["value"], "3,s");
+    assert_eq!(
+        lines[1]["from"],
+        serde_json::json!(["inline:{a=2, b=3}", "static:s"])
+    );
+}

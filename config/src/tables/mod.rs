@@ -182,6 +182,15 @@ fn braced<'a>(spec: &str, name: &'a str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("\"{spec}\": expected {{ ... }}"))
 }
 
+/// The member references of a `unionmap:{ ... }` reference, as written.
+pub fn union_members(spec: &str) -> Option<Vec<String>> {
+    let name = spec
+        .strip_prefix("proxy:")
+        .unwrap_or(spec)
+        .strip_prefix("unionmap:")?;
+    braced(spec, name).ok().map(brace_items)
+}
+
 /// Parses one table reference. Relative paths are refused (L157).
 pub fn parse(spec: &str) -> Result<Table, String> {
     let spec = spec.strip_prefix("proxy:").unwrap_or(spec);

@@ -138,22 +138,28 @@ pub fn run_query(dir: Option<&Path>, spec: &str, keys: &[String], json: bool) ->
         }
     };
     let mut system = through_system(dir, spec, &t);
-    let mut lookup = |k: &str| match system.as_mut() {
-        Some(s) => s.lookup(spec, k),
-        None => direct(&t, k),
-    };
     if !json && keys.len() == 1 && keys[0] == "-" {
-        return query_stdin(&mut lookup);
+        return query_stdin(&mut |k| one(&mut system, &t, spec, k));
     }
+    // --json on a unionmap also names the member tables that answered.
+    let members = tables::union_members(spec).filter(|_| json);
     let mut status = ExitCode::SUCCESS;
     for k in keys {
-        match lookup(k) {
-            Ok(Some(v)) if json => println!(
+        let answer = match &members {
+            Some(members) => union_answer(members, k, &mut system),
+            None => one(&mut system, &t, spec, k).map(|v| (v, Vec::new())),
+        };
+        match answer {
+            Ok((Some(v), from)) if json && members.is_some() => println!(
+                "{}",
+                serde_json::json!({ "table": spec, "key": k, "value": v, "from": from })
+            ),
+            Ok((Some(v), _)) if json => println!(
                 "{}",
                 serde_json::json!({ "table": spec, "key": k, "value": v })
             ),
-            Ok(Some(v)) => println!("{v}"),
-            Ok(None) => {
+            Ok((Some(v), _)) => println!("{v}"),
+            Ok((None, _)) => {
                 if json {
                     println!(
                         "{}",
@@ -169,6 +175,41 @@ pub fn run_query(dir: Option<&Path>, spec: &str, keys: &[String], json: bool) ->
         }
     }
     status
+}
+
+/// One lookup, through the running system when there is one.
+fn one(
+    system: &mut Option<System>,
+    t: &Table,
+    spec: &str,
+    key: &str,
+) -> Result<Option<String>, String> {
+    match system.as_mut() {
+        Some(s) => s.lookup(spec, key),
+        None => direct(t, key),
+    }
+}
+
+/// A unionmap's answer looked up member by member: the comma-joined
+/// results (as the unionmap gives them) and the members that answered.
+fn union_answer(
+    members: &[String],
+    key: &str,
+    system: &mut Option<System>,
+) -> Result<(Option<String>, Vec<String>), String> {
+    let mut hits = Vec::new();
+    let mut from = Vec::new();
+    for m in members {
+        let r = match system.as_mut() {
+            Some(s) => s.lookup(m, key)?,
+            None => direct(&tables::parse(m)?, key)?,
+        };
+        if let Some(v) = r {
+            hits.push(v);
+            from.push(m.clone());
+        }
+    }
+    Ok(((!hits.is_empty()).then(|| hits.join(",")), from))
 }
 
 /// A channel to the running system's broker, for tables it uses.
