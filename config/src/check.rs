@@ -335,18 +335,6 @@ impl Config {
                         continue;
                     }
                 };
-                for r in t.remotes() {
-                    if let tables::Table::Socketmap(tables::Endpoint::Unix(p), _) = r {
-                        out.push(Diagnostic::error(
-                            &file,
-                            line,
-                            format!(
-                                "{name}: socketmap over the unix: socket {} is not supported by Postern yet (inet: is)",
-                                p.display()
-                            ),
-                        ));
-                    }
-                }
                 for (path, format) in t.files() {
                     if let tables::Table::Cdb(src) = &t
                         && built_at_start.contains(src)

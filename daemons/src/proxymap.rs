@@ -27,32 +27,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::daemon::{self, Context, Switchboard};
 use crate::warn;
 
-/// The parameters whose values may name external tables.
-const TABLE_PARAMS: &[&str] = &[
-    "alias_maps",
-    "local_recipient_maps",
-    "transport_maps",
-    "smtpd_sender_login_maps",
-    "smtp_sasl_password_maps",
-    "local_login_sender_maps",
-    "authorized_submit_users",
-];
-
 /// Every external table the configuration names, by its canonical name.
 pub fn remote_tables(params: &Params) -> BTreeMap<String, Table> {
-    let mut out = BTreeMap::new();
-    for name in TABLE_PARAMS {
-        for item in params.list(name).unwrap_or_default() {
-            if let Ok(t) = postern_config::tables::parse(&item) {
-                for r in t.remotes() {
-                    if let Some(spec) = r.spec() {
-                        out.insert(spec, r.clone());
-                    }
-                }
-            }
-        }
-    }
-    out
+    postern_config::tables::remote_tables(params)
 }
 
 /// The TCP ports proxymap may connect to.
@@ -80,6 +57,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
 
 async fn serve(mut ctx: Context, tables: Rc<BTreeMap<String, Table>>) {
     let query = ctx.query_timeout();
+    let sb = ctx.switchboard.clone();
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async move {
@@ -87,7 +65,7 @@ async fn serve(mut ctx: Context, tables: Rc<BTreeMap<String, Table>>) {
                 tokio::select! {
                     p = ctx.inbound.recv() => match p {
                         Some((from, fd)) => {
-                            tokio::task::spawn_local(channel(tables.clone(), from, fd, query));
+                            tokio::task::spawn_local(channel(tables.clone(), sb.clone(), from, fd, query));
                         }
                         None => return,
                     },
@@ -98,9 +76,15 @@ async fn serve(mut ctx: Context, tables: Rc<BTreeMap<String, Table>>) {
         .await;
 }
 
-async fn channel(tables: Rc<BTreeMap<String, Table>>, from: Role, fd: OwnedFd, query: Duration) {
+async fn channel(
+    tables: Rc<BTreeMap<String, Table>>,
+    sb: Switchboard,
+    from: Role,
+    fd: OwnedFd,
+    query: Duration,
+) {
     crate::edges::serve::<px::Link, _, _>(Role::Proxymap, from, fd, query, |req| {
-        let tables = tables.clone();
+        let (tables, sb) = (tables.clone(), sb.clone());
         async move {
             let Some(t) = tables.get(&req.table) else {
                 // Only the tables the configuration names: asking for any
@@ -108,7 +92,7 @@ async fn channel(tables: Rc<BTreeMap<String, Table>>, from: Role, fd: OwnedFd, q
                 warn!("protocol violation from {from}: lookup in {}, which is not a configured table; channel dropped", req.table);
                 return Answer::Close;
             };
-            Answer::Reply(match tokio::time::timeout(query, lookup(t, &req.key)).await {
+            Answer::Reply(match tokio::time::timeout(query, lookup(&sb, t, &req.key)).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
                     warn!("{}: lookup of {}: {e}", req.table, req.key);
@@ -127,48 +111,71 @@ async fn channel(tables: Rc<BTreeMap<String, Table>>, from: Role, fd: OwnedFd, q
 /// Parses a table server's reply (tcp_table or socketmap).
 pub type ReplyParser = fn(&[u8]) -> Result<Progress, String>;
 
-/// Where to connect, what to send, and how to read the answer for a
-/// lookup of `key` in the external table `t` (shared with `postern map
-/// query`, which asks by itself when no system runs).
-pub fn plan(t: &Table, key: &str) -> Result<(std::net::SocketAddr, Vec<u8>, ReplyParser), String> {
+/// What to send and how to read the answer for a lookup of `key` in the
+/// external table `t` (shared with `postern map query`, which asks by
+/// itself when no system runs).
+pub fn plan(t: &Table, key: &str) -> Result<(Vec<u8>, ReplyParser), String> {
     match t {
-        Table::Tcp(Endpoint::Inet(a)) => Ok((*a, tablemap::tcp_request(key), tablemap::tcp_reply)),
-        Table::Socketmap(Endpoint::Inet(a), name) => Ok((
-            *a,
+        Table::Tcp(_) => Ok((tablemap::tcp_request(key), tablemap::tcp_reply)),
+        Table::Socketmap(_, name) => Ok((
             tablemap::socketmap_request(name, key)?,
             tablemap::socketmap_reply,
         )),
-        _ => Err("only inet: table servers are supported".into()),
+        _ => Err("not an external table".into()),
     }
 }
 
-/// One lookup: connect, ask, read one reply.
-async fn lookup(t: &Table, key: &str) -> Result<Reply, String> {
-    let (addr, request, parse) = plan(t, key)?;
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
-    s.write_all(&request)
+/// One lookup: connect (over TCP, or through the master for a Unix
+/// socket), ask, read one reply.
+async fn lookup(sb: &Switchboard, t: &Table, key: &str) -> Result<Reply, String> {
+    let (request, parse) = plan(t, key)?;
+    match t {
+        Table::Tcp(Endpoint::Inet(a)) | Table::Socketmap(Endpoint::Inet(a), _) => {
+            let s = tokio::net::TcpStream::connect(a)
+                .await
+                .map_err(|e| format!("connect to {a}: {e}"))?;
+            exchange(s, &a.to_string(), &request, parse).await
+        }
+        Table::Socketmap(Endpoint::Unix(p), _) => {
+            let fd = sb
+                .open_table(p)
+                .await?
+                .ok_or_else(|| format!("connect to {}: No such file or directory", p.display()))?;
+            let s = tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            exchange(s, &p.display().to_string(), &request, parse).await
+        }
+        _ => Err("not an external table".into()),
+    }
+}
+
+/// Sends one request on `s` and reads the one reply.
+async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+    mut s: S,
+    addr: &str,
+    request: &[u8],
+    parse: ReplyParser,
+) -> Result<Reply, String> {
+    s.write_all(request)
         .await
         .map_err(|e| format!("write to {addr}: {e}"))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        match parse(&buf).map_err(|e| format!("reply from {addr}: {e}"))? {
-            Progress::Done(answer, _) => {
-                return Ok(match answer {
-                    tablemap::Answer::Found(v) if v.chars().any(char::is_control) => Reply::Failed(
-                        format!("reply from {addr}: a value with control characters"),
-                    ),
-                    tablemap::Answer::Found(v) => Reply::Found(v),
-                    tablemap::Answer::NotFound => Reply::NotFound,
-                    tablemap::Answer::Failed(why) => Reply::Failed(format!(
-                        "{addr} says: {}",
-                        why.chars().filter(|c| !c.is_control()).collect::<String>()
-                    )),
-                });
-            }
-            Progress::More => {}
+        if let Progress::Done(answer, _) =
+            parse(&buf).map_err(|e| format!("reply from {addr}: {e}"))?
+        {
+            return Ok(match answer {
+                tablemap::Answer::Found(v) if v.chars().any(char::is_control) => Reply::Failed(
+                    format!("reply from {addr}: a value with control characters"),
+                ),
+                tablemap::Answer::Found(v) => Reply::Found(v),
+                tablemap::Answer::NotFound => Reply::NotFound,
+                tablemap::Answer::Failed(why) => Reply::Failed(format!(
+                    "{addr} says: {}",
+                    why.chars().filter(|c| !c.is_control()).collect::<String>()
+                )),
+            });
         }
         let n = s
             .read(&mut chunk)

@@ -38,7 +38,7 @@ impl TableServer {
                 match l.accept() {
                     Ok((s, _)) => {
                         let (map, lookups) = (map.clone(), lookups2.clone());
-                        std::thread::spawn(move || serve(s, proto, &map, &lookups));
+                        std::thread::spawn(move || serve_tcp(s, proto, &map, &lookups));
                     }
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
                 }
@@ -46,6 +46,47 @@ impl TableServer {
         });
         TableServer {
             port,
+            stop,
+            lookups,
+        }
+    }
+}
+
+impl TableServer {
+    /// The same server on a Unix socket at `path` (`port` is 0).
+    pub fn start_unix(
+        path: &std::path::Path,
+        proto: Protocol,
+        map: &[(&str, &str)],
+    ) -> TableServer {
+        let l = std::os::unix::net::UnixListener::bind(path).expect("bind the table socket");
+        l.set_nonblocking(true).unwrap();
+        let map: Arc<HashMap<String, String>> = Arc::new(
+            map.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let (stop2, lookups2) = (stop.clone(), lookups.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        let (map, lookups) = (map.clone(), lookups2.clone());
+                        std::thread::spawn(move || {
+                            let _ = s.set_nonblocking(false);
+                            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+                            let w = s.try_clone().unwrap();
+                            serve(s, w, proto, &map, &lookups)
+                        });
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        TableServer {
+            port: 0,
             stop,
             lookups,
         }
@@ -68,9 +109,19 @@ fn answer(map: &HashMap<String, String>, key: &str) -> Option<Result<Option<Stri
     Some(Ok(map.get(key).cloned()))
 }
 
-fn serve(s: TcpStream, proto: Protocol, map: &HashMap<String, String>, lookups: &AtomicUsize) {
+fn serve_tcp(s: TcpStream, proto: Protocol, map: &HashMap<String, String>, lookups: &AtomicUsize) {
     let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(30)));
-    let mut w = s.try_clone().unwrap();
+    let w = s.try_clone().unwrap();
+    serve(s, w, proto, map, lookups);
+}
+
+fn serve(
+    s: impl Read,
+    mut w: impl Write,
+    proto: Protocol,
+    map: &HashMap<String, String>,
+    lookups: &AtomicUsize,
+) {
     let mut r = BufReader::new(s);
     loop {
         let key = match proto {

@@ -10,7 +10,7 @@ const ROLES: &[&str] = &[
     "cache",
 ];
 /// Roles the master starts on first use, not at start-up.
-const ON_DEMAND: &[&str] = &["bounce", "auth", "cache"];
+const ON_DEMAND: &[&str] = &["bounce", "auth", "cache", "proxymap"];
 /// An instance where AUTH works without TLS, so a test can wake auth.
 const AUTH_IN_CLEAR: &str = "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\n";
 
@@ -73,14 +73,29 @@ fn on_demand_roles_start_on_first_use_and_run_jailed() {
 
 #[test]
 fn every_daemon_runs_jailed_in_its_own_process() {
-    let mut inst = Instance::new(AUTH_IN_CLEAR);
+    // An external table (a tcp: transport map that finds nothing) makes
+    // qmgr wake proxymap too.
+    let inst = Instance::new(AUTH_IN_CLEAR);
+    let tables = postern_tests::tablesrv::TableServer::start(
+        &inst.ip,
+        postern_tests::tablesrv::Protocol::Tcp,
+        &[],
+    );
+    inst.add_main_cf(&format!(
+        "transport_maps = tcp:{}:{}\n",
+        inst.ip, tables.port
+    ));
+    let mut inst = inst;
     inst.start();
     assert_on_demand_idle(&inst);
     inst.wake_on_demand_roles();
+    wait_for("proxymap running", Duration::from_secs(30), || {
+        inst.pid_of("proxymap")
+    });
     let st = inst.status();
     let ps = st["processes"].as_array().unwrap();
     let roles: BTreeSet<&str> = ps.iter().map(|p| p["role"].as_str().unwrap()).collect();
-    for r in ROLES.iter().chain(&["master"]) {
+    for r in ROLES.iter().chain(&["master", "proxymap"]) {
         assert!(roles.contains(r), "{r} missing from {st}");
     }
     let mut uids = BTreeSet::new();
@@ -95,7 +110,8 @@ fn every_daemon_runs_jailed_in_its_own_process() {
         assert_eq!(p["cap_eff"], "0000000000000000", "{p}");
         assert_eq!(p["landlock"], "fully_enforced", "{p}");
         // Only the roles that talk to the network share the host's.
-        let networked = p["role"] == "smtp" || p["role"] == "resolver";
+        let networked =
+            ["smtp", "resolver", "proxymap"].contains(&p["role"].as_str().unwrap_or(""));
         assert_eq!(
             p["netns"],
             if networked { "shared" } else { "private" },

@@ -522,3 +522,38 @@ fn json_names_the_unionmap_members_that_answered() {
         serde_json::json!(["inline:{a=2, b=3}", "static:s"])
     );
 }
+
+/// socketmap over a Unix socket: the master connects for proxymap (whose
+/// jail has no Unix sockets of its own) and hands it the connection.
+#[test]
+fn socketmap_over_a_unix_socket() {
+    let inst = Instance::new("smtpd_error_sleep_time = 0\n");
+    let path = inst.config_dir().join("socketmap.sock");
+    let next_hop = format!("smtp:[{}]:2626", inst.ip);
+    let _srv =
+        TableServer::start_unix(&path, Protocol::Socketmap, &[("routed.example", &next_hop)]);
+    let spec = format!("socketmap:unix:{}:transport", path.display());
+    inst.add_main_cf(&format!("transport_maps = {spec}\n"));
+    let out = inst.postern(&["map", "query", &spec, "routed.example"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{next_hop}\n")
+    );
+    let sink = Sink::start(&inst.ip, 2626, &inst.dir.path().join("sink"));
+    let mut inst = inst;
+    inst.start();
+    relay(&inst, &["bob@routed.example"]);
+    wait_for("the routed message", Duration::from_secs(30), || {
+        (sink.messages().len() == 1).then_some(())
+    });
+    let out = inst.postern(&["map", "query", &spec, "routed.example"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{next_hop}\n")
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -339,6 +339,7 @@ impl Table {
     pub fn spec(&self) -> Option<String> {
         match self {
             Table::Tcp(Endpoint::Inet(a)) => Some(format!("tcp:{a}")),
+            Table::Tcp(Endpoint::Unix(_)) => None,
             Table::Socketmap(e, m) => Some(format!("socketmap:{e}:{m}")),
             _ => None,
         }
@@ -529,6 +530,37 @@ pub const TABLE_PARAMS: &[&str] = &[
     "smtp_sasl_password_maps",
 ];
 
+/// Every parameter whose value may name tables (the lookups of every
+/// role, pickup's included).
+pub const LOOKUP_PARAMS: &[&str] = &[
+    "local_recipient_maps",
+    "alias_maps",
+    "alias_database",
+    "transport_maps",
+    "smtpd_sender_login_maps",
+    "smtp_sasl_password_maps",
+    "local_login_sender_maps",
+    "authorized_submit_users",
+];
+
+/// Every external table the configuration names, by its canonical name
+/// ([`Table::spec`]).
+pub fn remote_tables(params: &crate::Params) -> std::collections::BTreeMap<String, Table> {
+    let mut out = std::collections::BTreeMap::new();
+    for name in LOOKUP_PARAMS {
+        for item in params.list(name).unwrap_or_default() {
+            if let Ok(t) = parse(&item) {
+                for r in t.remotes() {
+                    if let Some(spec) = r.spec() {
+                        out.insert(spec, r.clone());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Tables holding secrets: opened for the broker only.
 const SECRET_PARAMS: &[&str] = &["smtp_sasl_password_maps"];
 
@@ -568,6 +600,15 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
             ]
             .iter(),
         ),
+        // proxymap: the sockets of socketmap:unix: tables, which the
+        // master connects to for it (it has no Unix sockets of its own).
+        Role::Proxymap => remote_tables(params)
+            .into_values()
+            .filter_map(|t| match t {
+                Table::Socketmap(Endpoint::Unix(p), _) => Some(p),
+                _ => None,
+            })
+            .collect(),
         _ => Vec::new(),
     };
     if matches!(role, Role::Local | Role::Pickup) {

@@ -309,14 +309,28 @@ fn direct(t: &Table, key: &str) -> Result<Option<String>, String> {
 fn remote_blocking(t: &Table, key: &str) -> Result<Option<String>, String> {
     use postern_proto::tablemap::{Answer, Progress};
     use std::io::Read;
-    let (addr, request, parse) = crate::proxymap::plan(t, key)?;
     let deadline = std::time::Duration::from_secs(10);
-    let mut s = std::net::TcpStream::connect_timeout(&addr, deadline)
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
-    s.set_read_timeout(Some(deadline))
-        .and_then(|()| s.set_write_timeout(Some(deadline)))
-        .and_then(|()| s.write_all(&request))
-        .map_err(|e| format!("{addr}: {e}"))?;
+    let (request, parse) = crate::proxymap::plan(t, key)?;
+    let (mut s, addr): (Box<dyn ReadWrite>, String) = match t {
+        Table::Tcp(tables::Endpoint::Inet(a)) | Table::Socketmap(tables::Endpoint::Inet(a), _) => {
+            let s = std::net::TcpStream::connect_timeout(a, deadline)
+                .map_err(|e| format!("connect to {a}: {e}"))?;
+            s.set_read_timeout(Some(deadline))
+                .and_then(|()| s.set_write_timeout(Some(deadline)))
+                .map_err(|e| format!("{a}: {e}"))?;
+            (Box::new(s), a.to_string())
+        }
+        Table::Socketmap(tables::Endpoint::Unix(p), _) => {
+            let s = std::os::unix::net::UnixStream::connect(p)
+                .map_err(|e| format!("connect to {}: {e}", p.display()))?;
+            s.set_read_timeout(Some(deadline))
+                .and_then(|()| s.set_write_timeout(Some(deadline)))
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            (Box::new(s), p.display().to_string())
+        }
+        _ => return Err("not an external table".into()),
+    };
+    s.write_all(&request).map_err(|e| format!("{addr}: {e}"))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -338,6 +352,9 @@ fn remote_blocking(t: &Table, key: &str) -> Result<Option<String>, String> {
         buf.extend_from_slice(&chunk[..n]);
     }
 }
+
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
 fn query_stdin(lookup: &mut dyn FnMut(&str) -> Result<Option<String>, String>) -> ExitCode {
     use std::io::BufRead;

@@ -124,7 +124,13 @@ impl Master {
                         &format!("asked to open {path}, which is not a configured table"),
                     );
                 }
-                let file = open_table(&wanted);
+                // proxymap's "tables" are the sockets of socketmap:unix:
+                // servers: the master connects, the jail needs no socket.
+                let file = if role == Role::Proxymap {
+                    connect_socket(&wanted)
+                } else {
+                    open_table(&wanted)
+                };
                 let _ = child.out.send(ToDaemon::TableFile { request_id, file });
             }
         }

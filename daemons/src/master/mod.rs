@@ -160,6 +160,26 @@ fn open_table(p: &std::path::Path) -> Result<Option<OwnedFd>, String> {
     }
 }
 
+/// A connection to the Unix socket of a socketmap server, made without
+/// waiting (a server whose backlog is full is an error for that lookup,
+/// never a stall of the master).
+fn connect_socket(p: &std::path::Path) -> Result<Option<OwnedFd>, String> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("{}: {e}", p.display()))?;
+    let addr = UnixAddr::new(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+        Ok(()) => Ok(Some(fd)),
+        Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(format!("connect to {}: {}", p.display(), e.desc())),
+    }
+}
+
 fn describe(status: &std::io::Result<ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
