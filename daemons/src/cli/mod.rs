@@ -166,7 +166,9 @@ pub fn stop(dir: Option<&Path>) -> ExitCode {
 }
 
 pub fn reload(dir: Option<&Path>, service: Option<String>) -> ExitCode {
-    let Some((_, params)) = load(dir) else {
+    // The master checks again (tables, not certificate files: a renewal
+    // gone wrong keeps the current pair, see check_tables_for_reload).
+    let Some((_, params)) = load_with(dir, false) else {
         return ExitCode::FAILURE;
     };
     match client::request(

@@ -137,7 +137,7 @@ impl Master {
             }
         };
         let mut cfg = Config::load(self.opts.config_dir.as_deref());
-        cfg.check_tables();
+        cfg.check_tables_for_reload();
         if cfg.has_errors() {
             let errs: Vec<String> = cfg.errors().map(ToString::to_string).collect();
             return Reply::Error(format!(
