@@ -257,10 +257,11 @@ async fn recover(st: Shared) {
     }
 }
 
-/// A sibling broke the protocol: a bug or a compromise. Exit; the master
-/// restarts the broker, which recovers the queue from disk.
-fn violation(peer: &str, e: impl std::fmt::Display) -> ! {
-    fatal!("protocol violation from {peer}: {e}")
+/// A sibling broke the protocol (a bug or a compromise): its channel is
+/// dropped and logged; the broker and every other channel go on. Whatever
+/// that channel had not committed is aborted by its owner's cleanup.
+fn dropped(peer: &str, e: impl std::fmt::Display) {
+    warn!("protocol violation from {peer}: {e}; channel dropped");
 }
 
 async fn cleanup_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration) {
@@ -277,7 +278,10 @@ async fn cleanup_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration
     loop {
         let req = match ep.recv().await {
             Ok(r) => r,
-            Err(ChannelError::Violation(v)) => violation("cleanup", v),
+            Err(ChannelError::Violation(v)) => {
+                dropped("cleanup", v);
+                break;
+            }
             Err(_) => break,
         };
         let reply = match req {
@@ -298,11 +302,20 @@ async fn cleanup_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration
                     },
                 }
             }
-            cb::Request::Commit(c) => commit(&st, &syncer, owner, c).await,
+            cb::Request::Commit(c) => match commit(&st, &syncer, owner, c).await {
+                Ok(r) => r,
+                Err(e) => {
+                    dropped("cleanup", e);
+                    break;
+                }
+            },
             cb::Request::Abort(id) => match st.borrow_mut().queue.abort(&id, owner) {
                 Ok(()) => cb::Reply::Aborted,
                 Err(queue::QueueError::Io(e)) => cb::Reply::Failed(e.to_string()),
-                Err(e) => violation("cleanup", e),
+                Err(e) => {
+                    dropped("cleanup", e);
+                    break;
+                }
             },
         };
         if ep.send(&reply).await.is_err() {
@@ -315,7 +328,14 @@ async fn cleanup_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration
     }
 }
 
-async fn commit(st: &Shared, syncer: &Syncer, owner: u64, c: cb::Commit) -> cb::Reply {
+/// Commits one queue file. Err: the request broke the protocol (not the
+/// caller's file, not allocated): the channel is dropped.
+async fn commit(
+    st: &Shared,
+    syncer: &Syncer,
+    owner: u64,
+    c: cb::Commit,
+) -> Result<cb::Reply, queue::QueueError> {
     let r = st
         .borrow_mut()
         .queue
@@ -324,17 +344,17 @@ async fn commit(st: &Shared, syncer: &Syncer, owner: u64, c: cb::Commit) -> cb::
         Ok(s) => s,
         Err(queue::QueueError::Malformed(id, why)) => {
             warn!("{id}: refusing to commit a malformed queue file: {why}");
-            return cb::Reply::Failed(format!("malformed queue file: {why}"));
+            return Ok(cb::Reply::Failed(format!("malformed queue file: {why}")));
         }
         Err(queue::QueueError::Io(e)) => {
             warn!("{}: cannot commit: {e}", c.queue_id);
-            return cb::Reply::Failed(e.to_string());
+            return Ok(cb::Reply::Failed(e.to_string()));
         }
-        Err(e) => violation("cleanup", e),
+        Err(e) => return Err(e),
     };
     if let Err(e) = syncer.sync().await {
         warn!("{}: {e}", c.queue_id);
-        return cb::Reply::Failed(e);
+        return Ok(cb::Reply::Failed(e));
     }
     let nrcpt = summary.recipients.len() as u32;
     let arrival_us = summary.header.as_ref().map_or(0, |h| h.arrival_us);
@@ -360,7 +380,7 @@ async fn commit(st: &Shared, syncer: &Syncer, owner: u64, c: cb::Commit) -> cb::
     } else {
         b.wake.notify_one();
     }
-    cb::Reply::Committed
+    Ok(cb::Reply::Committed)
 }
 
 fn envelope(s: postern_proto::queue::Summary) -> qb::Envelope {
@@ -403,7 +423,7 @@ async fn qmgr_conn(st: Shared, syncer: Syncer, fd: OwnedFd, timeout: Duration) {
         .await
     {
         Ok(e) => e,
-        Err(ChannelError::Violation(v)) => violation("qmgr", v),
+        Err(ChannelError::Violation(v)) => return dropped("qmgr", v),
         Err(_) => return,
     };
     if edge == qb::EDGE {
@@ -555,7 +575,7 @@ async fn queue_requests(st: Shared, syncer: Syncer, ch: Channel) {
     loop {
         let req = match ep.recv().await {
             Ok(r) => r,
-            Err(ChannelError::Violation(v)) => violation("qmgr", v),
+            Err(ChannelError::Violation(v)) => return dropped("qmgr", v),
             Err(_) => return,
         };
         let reply = match req {
@@ -663,7 +683,7 @@ async fn peer_conn(
         }
         Ok(e) if e == pk::EDGE => key_conn(role, keys, ch).await,
         Ok(_) => lookup_conn(role, tables, cache, ch).await,
-        Err(ChannelError::Violation(v)) => violation(role.name(), v),
+        Err(ChannelError::Violation(v)) => dropped(role.name(), v),
         Err(_) => {}
     }
 }
@@ -679,14 +699,14 @@ async fn key_conn(role: Role, mut current: watch::Receiver<Rc<KeyStore>>, ch: Ch
         let req = tokio::select! {
             r = ep.recv() => match r {
                 Ok(r) => r,
-                Err(ChannelError::Violation(v)) => violation(role.name(), v),
+                Err(ChannelError::Violation(v)) => return dropped(role.name(), v),
                 Err(_) => return,
             },
             _ = current.changed() => return,
         };
         let reply = match keys::answer(&keys, role, &mut budget, req).await {
             Ok(r) => r,
-            Err(why) => violation(role.name(), why),
+            Err(why) => return dropped(role.name(), why),
         };
         if ep.send(&reply).await.is_err() {
             return;
@@ -704,7 +724,7 @@ async fn lookup_conn(
     loop {
         let req = match ep.recv().await {
             Ok(r) => r,
-            Err(ChannelError::Violation(v)) => violation(role.name(), v),
+            Err(ChannelError::Violation(v)) => return dropped(role.name(), v),
             Err(_) => return,
         };
         let tables = current.borrow().clone();
@@ -720,7 +740,7 @@ async fn lookup_conn(
             (Role::Smtp, sb::Request::Lookup(sb::Table::SaslPassword, k)) => {
                 (&tables.sasl_password, k, "smtp_sasl_password_maps")
             }
-            _ => violation(role.name(), format!("lookup outside its tables: {req:?}")),
+            _ => return dropped(role.name(), format!("lookup outside its tables: {req:?}")),
         };
         let local = matches!(req, sb::Request::LocalRecipient(_));
         let reply = if local && list.is_empty() {

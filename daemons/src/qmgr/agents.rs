@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use postern_ipc::{ChannelError, Endpoint, bounce, deliver, qmgr_queue as qq};
 
 use crate::daemon::Switchboard;
-use crate::fatal;
+use crate::warn;
 
 const MAX_IDLE: usize = 64;
 /// Requests to the broker in flight at once (each holds a channel). The
@@ -79,7 +79,11 @@ impl Agents {
                 }
                 Ok(r)
             }
-            Err(ChannelError::Violation(v)) => fatal!("protocol violation from {agent}: {v}"),
+            // The channel is dropped (not pooled again); the delivery defers.
+            Err(ChannelError::Violation(v)) => {
+                warn!("protocol violation from {agent}: {v}; channel dropped");
+                Err(format!("protocol violation by the {agent} delivery agent"))
+            }
             Err(e) => Err(format!(
                 "lost connection with the {agent} delivery agent: {e}"
             )),
@@ -106,7 +110,10 @@ impl Agents {
                 self.bounce.borrow_mut().push(ep);
                 Ok(r)
             }
-            Err(ChannelError::Violation(v)) => fatal!("protocol violation from bounce: {v}"),
+            Err(ChannelError::Violation(v)) => {
+                warn!("protocol violation from bounce: {v}; channel dropped");
+                Err("protocol violation by bounce".into())
+            }
             Err(e) => Err(format!("lost connection with bounce: {e}")),
         }
     }
@@ -129,7 +136,10 @@ impl Agents {
                 self.queue.borrow_mut().push(ep);
                 Ok(r)
             }
-            Err(ChannelError::Violation(v)) => fatal!("protocol violation from broker: {v}"),
+            Err(ChannelError::Violation(v)) => {
+                warn!("protocol violation from broker: {v}; channel dropped");
+                Err("protocol violation by the broker".into())
+            }
             Err(_) if was_pooled => {
                 let mut ep: Endpoint<qq::Request, qq::Reply> = self
                     .connect::<qq::Link>(Role::Broker, self.transfer)

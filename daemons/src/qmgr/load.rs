@@ -44,7 +44,10 @@ pub(super) async fn subscribe_loop(
                         return;
                     }
                 }
-                Err(ChannelError::Violation(v)) => fatal!("protocol violation from broker: {v}"),
+                Err(ChannelError::Violation(v)) => {
+                    warn!("protocol violation from broker on the feed: {v}; resubscribing");
+                    break;
+                }
                 // One message's descriptor was lost (none free here): the
                 // feed goes on, and that message is read through an open.
                 Err(ChannelError::FdsLost) => {

@@ -24,7 +24,7 @@ use postern_ipc::smtpd_broker as sb;
 use crate::clock::now_us;
 use crate::daemon::{self, Context};
 use crate::peerpool::PeerPool;
-use crate::{fatal, log, warn};
+use crate::{log, warn};
 use dest::{Dns, RouteError};
 use session::{Envelope, Outcome, Session, Timeouts};
 
@@ -140,7 +140,10 @@ impl BrokerLookup {
             sb::Reply::Value(v) => Ok(Some(v)),
             sb::Reply::Found(false) => Ok(None),
             sb::Reply::Tempfail(e) => Err(e),
-            other => fatal!("protocol violation from broker: {other:?} for a lookup"),
+            other => {
+                warn!("protocol violation from broker: {other:?} for a lookup");
+                Err("protocol violation by the broker".into())
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use postern_ipc::{ChannelError, Endpoint, smtpd_broker as sb};
 
 use crate::daemon::Switchboard;
 use crate::tls::remote::KeyClient;
-use crate::{fatal, warn};
+use crate::warn;
 
 pub type CleanupEp = Endpoint<sc::Request, sc::Reply>;
 /// A TLS acceptor per listener, by service name.
@@ -116,10 +116,17 @@ impl Shared {
                     self.release(ep);
                     return Err(f);
                 }
+                // The channel is dropped, not released to the pool.
                 Ok(other) => {
-                    fatal!("protocol violation from cleanup: {other:?} in answer to begin")
+                    warn!(
+                        "protocol violation from cleanup: {other:?} in answer to begin; channel dropped"
+                    );
+                    return Err(write_error());
                 }
-                Err(ChannelError::Violation(v)) => fatal!("protocol violation from cleanup: {v}"),
+                Err(ChannelError::Violation(v)) => {
+                    warn!("protocol violation from cleanup: {v}; channel dropped");
+                    return Err(write_error());
+                }
                 // A pooled channel may have died with its cleanup: try a fresh one.
                 Err(_) if was_pooled => continue,
                 Err(e) => {
@@ -181,7 +188,10 @@ impl Shared {
         {
             sb::Reply::Found(f) => Ok(f),
             sb::Reply::Tempfail(e) => Err(format!("local_recipient_maps: {e}")),
-            r => fatal!("protocol violation from broker: {r:?} for a recipient check"),
+            r => {
+                warn!("protocol violation from broker: {r:?} for a recipient check");
+                Err("protocol violation by the broker".into())
+            }
         }
     }
 
@@ -196,7 +206,10 @@ impl Shared {
                 sb::Reply::Value(v) => return Ok(Some(crate::access::sender_owners(&v))),
                 sb::Reply::Found(false) => continue,
                 sb::Reply::Tempfail(e) => return Err(format!("smtpd_sender_login_maps: {e}")),
-                r => fatal!("protocol violation from broker: {r:?} for a lookup"),
+                r => {
+                    warn!("protocol violation from broker: {r:?} for a lookup");
+                    return Err("protocol violation by the broker".into());
+                }
             }
         }
         Ok(None)
