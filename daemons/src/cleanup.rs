@@ -22,7 +22,7 @@ use postern_proto::header::{self, Split};
 use postern_proto::queue::{self as rec, Record};
 
 use crate::daemon::{self, Context, Switchboard};
-use crate::{clock, fatal, log, warn};
+use crate::{clock, log, warn};
 
 pub fn main(ipc_fd: RawFd) -> ! {
     daemon::run(Role::Cleanup, ipc_fd, |_params| Ok((serve, Vec::new())))
@@ -99,8 +99,10 @@ fn write_error() -> Failure {
     fail(451, "4.3.0", "Error: queue file write error")
 }
 
-fn violation(e: impl std::fmt::Display) -> ! {
-    fatal!("protocol violation from smtpd: {e}")
+/// smtpd broke the protocol: the channel is dropped (and an open
+/// transaction aborted, as when smtpd goes away); cleanup goes on.
+fn dropped(from: Role, e: impl std::fmt::Display) {
+    warn!("protocol violation from {from}: {e}; channel dropped");
 }
 
 type BrokerEp = Endpoint<cb::Request, cb::Reply>;
@@ -119,7 +121,10 @@ async fn session(from: Role, fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
     loop {
         let req = match ep.recv().await {
             Ok(r) => r,
-            Err(ChannelError::Violation(v)) => violation(v),
+            Err(ChannelError::Violation(v)) => {
+                dropped(from, v);
+                break;
+            }
             Err(_) => break,
         };
         let reply = match (req, txn.as_mut()) {
@@ -166,7 +171,13 @@ async fn session(from: Role, fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
                         warn!("broker cannot allocate a queue file: {e}");
                         Reply::Failed(write_error())
                     }
-                    Ok(other) => fatal!("broker answered allocate with {other:?}"),
+                    Ok(other) => {
+                        warn!(
+                            "protocol violation from broker: {other:?} in answer to allocate; channel dropped"
+                        );
+                        br = None;
+                        Reply::Failed(write_error())
+                    }
                     Err(e) => {
                         warn!("broker channel: {e}");
                         br = None;
@@ -212,7 +223,10 @@ async fn session(from: Role, fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
                 Reply::Aborted
             }
             (Request::Abort, None) => Reply::Aborted,
-            (req, _) => violation(format!("unexpected {} in this state", req_name(&req))),
+            (req, _) => {
+                dropped(from, format!("unexpected {} in this state", req_name(&req)));
+                break;
+            }
         };
         if !send(&mut ep, reply).await {
             break;
