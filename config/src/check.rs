@@ -41,26 +41,10 @@ const WEAKENING: &[(&str, &str)] = &[
     ("content_filter", "content filtering"),
     ("smtpd_proxy_filter", "before-queue filtering"),
     (
-        "relay_recipient_maps",
-        "recipient validation for relay domains (issue #15)",
-    ),
-    (
         "smtpd_restriction_classes",
         "restriction classes (issue #15)",
     ),
-    (
-        "smtpd_end_of_data_restrictions",
-        "end-of-data restrictions (issue #15)",
-    ),
     ("smtpd_etrn_restrictions", "ETRN restrictions"),
-    (
-        "strict_rfc821_envelopes",
-        "envelope syntax checks (issue #15)",
-    ),
-    (
-        "smtpd_reject_unlisted_sender",
-        "sender validation (issue #15)",
-    ),
     (
         "smtpd_client_connection_count_limit",
         "per-client limits (issue #16)",
@@ -126,8 +110,6 @@ const WEAKENING: &[(&str, &str)] = &[
 /// Registry parameters whose code is not written yet: set to anything but
 /// their default, they are refused, never silently ignored.
 const NOT_YET: &[(&str, &str)] = &[
-    ("smtpd_data_restrictions", "issue #15"),
-    ("smtpd_delay_reject", "issue #15"),
     ("smtp_tls_secure_cert_match", "issue #18"),
     ("smtp_tls_verify_cert_match", "issue #18"),
 ];
@@ -137,6 +119,7 @@ const TABLE_LISTS: &[&str] = &[
     "alias_maps",
     "alias_database",
     "local_recipient_maps",
+    "relay_recipient_maps",
     "transport_maps",
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
@@ -215,6 +198,27 @@ impl Config {
         let get = self.lookup_with(overrides);
         let raw = get(name)?;
         expand(&raw, &get).ok()
+    }
+
+    /// Every access table a restriction list names, in main.cf and in
+    /// every service's -o overrides: the tables the broker may answer
+    /// smtpd's access lookups from (`postern_access_maps`).
+    pub(crate) fn access_maps(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let contexts =
+            std::iter::once(&[][..]).chain(self.services.iter().map(|s| &s.overrides[..]));
+        for overrides in contexts {
+            for name in restrictions::LISTS {
+                if let Some(v) = self.expanded(name, overrides) {
+                    for t in restrictions::tables_in(&value::split_list(&v)) {
+                        if !out.contains(&t) {
+                            out.push(t);
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Restriction names and mynetworks entries: no file is read.
@@ -316,7 +320,11 @@ impl Config {
             })
             .collect();
         let mut seen_files = BTreeMap::new();
-        for name in TABLE_LISTS.iter().chain(USER_LISTS) {
+        for name in TABLE_LISTS
+            .iter()
+            .chain(USER_LISTS)
+            .chain(restrictions::LISTS)
+        {
             if only.is_some_and(|o| !o.contains(name)) {
                 continue;
             }
@@ -324,7 +332,11 @@ impl Config {
                 continue;
             };
             let (file, line) = self.origin(name, overrides);
-            for item in value::split_list(&v) {
+            let mut items = value::split_list(&v);
+            if restrictions::LISTS.contains(name) {
+                items = restrictions::tables_in(&items);
+            }
+            for item in items {
                 if USER_LISTS.contains(name) && (!item.contains(':') || item.starts_with('!')) {
                     continue;
                 }

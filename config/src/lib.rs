@@ -198,6 +198,8 @@ impl Config {
             diagnostics: diags,
             base_dir,
         };
+        let maps = cfg.access_maps();
+        cfg.computed.insert("postern_access_maps", maps.join(", "));
         cfg.validate();
         cfg
     }

@@ -15,13 +15,48 @@ pub const SUPPORTED: &[&str] = &[
     "reject_sender_login_mismatch",
     "reject_authenticated_sender_login_mismatch",
     "reject_unauthenticated_sender_login_mismatch",
+    "defer_if_permit",
+    "defer_if_reject",
+    "warn_if_reject",
+    "permit_auth_destination",
+    "reject_invalid_helo_hostname",
+    "reject_invalid_hostname",
+    "reject_non_fqdn_helo_hostname",
+    "reject_non_fqdn_hostname",
+    "reject_non_fqdn_sender",
+    "reject_non_fqdn_recipient",
+    "reject_unlisted_recipient",
+    "check_recipient_maps",
+    "reject_unlisted_sender",
+    "reject_unauth_pipelining",
+    "reject_multi_recipient_bounce",
+    "reject_plaintext_session",
 ];
+
+/// Restrictions Postern implements that take one argument: an access
+/// table, or a time.
+pub const SUPPORTED_WITH_ARGUMENT: &[&str] = &[
+    "check_client_access",
+    "check_helo_access",
+    "check_sender_access",
+    "check_recipient_access",
+    "sleep",
+];
+
+/// Whether a Postfix restriction takes an argument.
+pub fn takes_argument(name: &str) -> bool {
+    SUPPORTED_WITH_ARGUMENT.contains(&name) || WITH_ARGUMENT.contains(&name)
+}
+
+/// The access-map restrictions among [`SUPPORTED_WITH_ARGUMENT`].
+pub fn is_access_check(name: &str) -> bool {
+    name.starts_with("check_") && name.ends_with("_access")
+}
 
 /// Postfix restrictions that take one argument (a table, a DNS zone, a
 /// policy service, a time).
 const WITH_ARGUMENT: &[&str] = &[
     "check_ccert_access",
-    "check_client_access",
     "check_client_a_access",
     "check_client_mx_access",
     "check_client_ns_access",
@@ -29,15 +64,12 @@ const WITH_ARGUMENT: &[&str] = &[
     "check_reverse_client_hostname_a_access",
     "check_reverse_client_hostname_mx_access",
     "check_reverse_client_hostname_ns_access",
-    "check_helo_access",
     "check_helo_a_access",
     "check_helo_mx_access",
     "check_helo_ns_access",
-    "check_sender_access",
     "check_sender_a_access",
     "check_sender_mx_access",
     "check_sender_ns_access",
-    "check_recipient_access",
     "check_recipient_a_access",
     "check_recipient_mx_access",
     "check_recipient_ns_access",
@@ -52,31 +84,18 @@ const WITH_ARGUMENT: &[&str] = &[
     "reject_rhsbl_recipient",
     "permit_dnswl_client",
     "permit_rhswl_client",
-    "sleep",
 ];
 
 /// Postfix restrictions without an argument that Postern does not have.
 const POSTFIX_ONLY: &[&str] = &[
-    "defer_if_permit",
-    "defer_if_reject",
-    "permit_auth_destination",
     "permit_inet_interfaces",
     "permit_mx_backup",
     "permit_naked_ip_address",
     "permit_tls_all_clientcerts",
     "permit_tls_clientcerts",
     "reject_authenticated_sender_login_mismatch_known",
-    "reject_invalid_helo_hostname",
-    "reject_invalid_hostname",
     "reject_known_sender_login_mismatch",
     "reject_maps_rbl",
-    "reject_multi_recipient_bounce",
-    "reject_non_fqdn_helo_hostname",
-    "reject_non_fqdn_hostname",
-    "reject_non_fqdn_recipient",
-    "reject_non_fqdn_sender",
-    "reject_plaintext_session",
-    "reject_unauth_pipelining",
     "reject_unknown_client",
     "reject_unknown_client_hostname",
     "reject_unknown_forward_client_hostname",
@@ -85,24 +104,20 @@ const POSTFIX_ONLY: &[&str] = &[
     "reject_unknown_recipient_domain",
     "reject_unknown_reverse_client_hostname",
     "reject_unknown_sender_domain",
-    "reject_unlisted_recipient",
-    "reject_unlisted_sender",
     "reject_unverified_recipient",
     "reject_unverified_sender",
-    "check_recipient_maps",
     "check_relay_domains",
     "reject_unknown_address",
-    "warn_if_reject",
 ];
 
-/// The restriction lists whose names are checked (smtpd_data_restrictions
-/// is refused whole until it is evaluated, see check.rs).
+/// The restriction lists whose names are checked.
 pub const LISTS: &[&str] = &[
     "smtpd_client_restrictions",
     "smtpd_helo_restrictions",
     "smtpd_sender_restrictions",
     "smtpd_relay_restrictions",
     "smtpd_recipient_restrictions",
+    "smtpd_data_restrictions",
     "smtpd_end_of_data_restrictions",
     "smtpd_etrn_restrictions",
 ];
@@ -122,6 +137,24 @@ pub fn check(items: &[String], classes: &[String]) -> Vec<Problem> {
         if SUPPORTED.contains(&n) || classes.iter().any(|c| c == n) {
             continue;
         }
+        if SUPPORTED_WITH_ARGUMENT.contains(&n) {
+            match it.next() {
+                None => out.push(Problem(format!("restriction \"{n}\" requires an argument"))),
+                Some(arg) if n == "sleep" => {
+                    if arg.parse::<u32>().is_err() {
+                        out.push(Problem(format!(
+                            "sleep {arg}: the argument must be a number of seconds"
+                        )));
+                    }
+                }
+                Some(arg) => {
+                    if let Err(e) = crate::tables::parse(arg) {
+                        out.push(Problem(format!("{n} {arg}: {e}")));
+                    }
+                }
+            }
+            continue;
+        }
         if WITH_ARGUMENT.contains(&n) {
             match it.next() {
                 Some(arg) => out.push(Problem(format!(
@@ -133,13 +166,16 @@ pub fn check(items: &[String], classes: &[String]) -> Vec<Problem> {
             }
             continue;
         }
+        if n.contains(':') && !n.starts_with('{') {
+            // An implicit check_*_access of the list's own kind.
+            if let Err(e) = crate::tables::parse(n) {
+                out.push(Problem(format!("{n}: {e}")));
+            }
+            continue;
+        }
         if POSTFIX_ONLY.contains(&n) {
             out.push(Problem(format!(
                 "restriction \"{n}\" is not supported by Postern"
-            )));
-        } else if n.contains(':') {
-            out.push(Problem(format!(
-                "access table \"{n}\" (an implicit check_*_access) is not supported by Postern"
             )));
         } else if n.starts_with('{') {
             out.push(Problem(format!(
@@ -151,6 +187,26 @@ pub fn check(items: &[String], classes: &[String]) -> Vec<Problem> {
             )));
         } else {
             out.push(Problem(format!("unknown restriction \"{n}\"")));
+        }
+    }
+    out
+}
+
+/// The access tables a restriction list names: the arguments of
+/// `check_*_access`, and implicit `type:table` entries.
+pub fn tables_in(items: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = items.iter();
+    while let Some(n) = it.next() {
+        if SUPPORTED_WITH_ARGUMENT.contains(&n.as_str()) || WITH_ARGUMENT.contains(&n.as_str()) {
+            if let Some(arg) = it.next()
+                && is_access_check(n)
+                && SUPPORTED_WITH_ARGUMENT.contains(&n.as_str())
+            {
+                out.push(arg.clone());
+            }
+        } else if n.contains(':') && !n.starts_with('{') {
+            out.push(n.clone());
         }
     }
     out
@@ -175,7 +231,8 @@ mod tests {
                 "{ unix:private/policy, timeout=10s }",
                 "zen.spamhaus.org",
                 "hash:/etc/postfix/access",
-                "reject_non_fqdn_sender",
+                "nis:mail.access",
+                "reject_unknown_sender_domain",
                 "frobnicate",
                 "myclass",
                 "check_client_access",
@@ -187,9 +244,23 @@ mod tests {
         assert!(text[0].contains("reject_rbl_client zen.spamhaus.org"));
         assert!(text[1].contains("check_policy_service {"));
         assert!(text[2].contains("DNS zone"));
-        assert!(text[3].contains("implicit check_*_access"));
-        assert!(text[4].contains("reject_non_fqdn_sender"));
+        assert!(text[3].contains("nis:mail.access: "), "{}", text[3]);
+        assert!(text[4].contains("reject_unknown_sender_domain"));
         assert!(text[5].contains("unknown restriction \"frobnicate\""));
         assert!(text[6].contains("requires an argument"));
+        let items = v(&[
+            "check_client_access",
+            "cidr:/etc/postfix/clients.cidr",
+            "sleep",
+            "1",
+            "hash:/etc/postfix/access",
+            "reject_rbl_client",
+            "zen.example",
+        ]);
+        assert!(check(&items[..5], &[]).is_empty());
+        assert_eq!(
+            tables_in(&items),
+            v(&["cidr:/etc/postfix/clients.cidr", "hash:/etc/postfix/access"])
+        );
     }
 }

@@ -7,37 +7,6 @@ use postern_config::Params;
 
 pub use postern_config::cidr::{Cidr, normalize};
 
-/// A restriction in smtpd_*_restrictions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Restriction {
-    PermitMynetworks,
-    PermitSaslAuthenticated,
-    RejectUnauthDestination,
-    DeferUnauthDestination,
-    Permit,
-    Reject,
-    Defer,
-    /// smtpd_sender_login_maps: an authenticated client must own the
-    /// sender address, an unauthenticated one must not use an owned one.
-    RejectSenderLoginMismatch,
-    RejectAuthenticatedSenderLoginMismatch,
-    RejectUnauthenticatedSenderLoginMismatch,
-    /// A restriction Postern does not implement: a configuration error
-    /// answered with 451 4.3.5, as Postfix does.
-    Unknown(String),
-}
-
-impl Restriction {
-    pub fn needs_sender_login(&self) -> bool {
-        matches!(
-            self,
-            Restriction::RejectSenderLoginMismatch
-                | Restriction::RejectAuthenticatedSenderLoginMismatch
-                | Restriction::RejectUnauthenticatedSenderLoginMismatch
-        )
-    }
-}
-
 /// The keys `smtpd_sender_login_maps` is searched with, in order: the
 /// whole address, then `@domain`.
 pub fn sender_login_keys(sender: &str) -> Vec<String> {
@@ -57,71 +26,13 @@ pub fn sender_owners(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// Which list is being evaluated: it words the rejection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Client,
-    Helo,
-    Sender,
-    Recipient,
-}
-
-/// What a restriction may look at.
-pub struct Ctx<'a> {
-    pub ip: IpAddr,
-    /// `name[addr]`.
-    pub client: &'a str,
-    pub helo: &'a str,
-    pub sender: &'a str,
-    pub rcpt: &'a str,
-    pub domain: &'a str,
-    /// The SASL login, when the client authenticated.
-    pub login: Option<&'a str>,
-    /// Who owns the sender in smtpd_sender_login_maps (looked up before
-    /// the check when a list needs it).
-    pub sender_owners: Option<&'a [String]>,
-}
-
-fn restrictions(list: Vec<String>) -> Vec<Restriction> {
-    list.into_iter()
-        .map(|r| match r.as_str() {
-            "permit_mynetworks" => Restriction::PermitMynetworks,
-            "permit_sasl_authenticated" => Restriction::PermitSaslAuthenticated,
-            "reject_unauth_destination" => Restriction::RejectUnauthDestination,
-            "defer_unauth_destination" => Restriction::DeferUnauthDestination,
-            "permit" => Restriction::Permit,
-            "reject" => Restriction::Reject,
-            "defer" => Restriction::Defer,
-            "reject_sender_login_mismatch" => Restriction::RejectSenderLoginMismatch,
-            "reject_authenticated_sender_login_mismatch" => {
-                Restriction::RejectAuthenticatedSenderLoginMismatch
-            }
-            "reject_unauthenticated_sender_login_mismatch" => {
-                Restriction::RejectUnauthenticatedSenderLoginMismatch
-            }
-            _ => Restriction::Unknown(r),
-        })
-        .collect()
-}
-
-/// The result of evaluating a restriction list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Permit,
-    /// Nothing decided: go on.
-    Dunno,
-    Reject(u16, &'static str, String),
-}
-
 pub struct Access {
     pub mynetworks: Vec<Cidr>,
     pub mydestination: Vec<String>,
     pub relay_domains: Vec<String>,
-    pub client_restrictions: Vec<Restriction>,
-    pub helo_restrictions: Vec<Restriction>,
-    pub sender_restrictions: Vec<Restriction>,
-    pub relay_restrictions: Vec<Restriction>,
-    pub recipient_restrictions: Vec<Restriction>,
+    /// `relay_domains` in parent_domain_matches_subdomains: `example.com`
+    /// matches its subdomains too (Postfix's default).
+    pub relay_parent: bool,
     pub bare_lf_exclusions: Vec<Cidr>,
 }
 
@@ -142,11 +53,9 @@ impl Access {
             mynetworks: cidrs(list("mynetworks")?).map_err(|e| format!("mynetworks: {e}"))?,
             mydestination: domains("mydestination")?,
             relay_domains: domains("relay_domains")?,
-            client_restrictions: restrictions(list("smtpd_client_restrictions")?),
-            helo_restrictions: restrictions(list("smtpd_helo_restrictions")?),
-            sender_restrictions: restrictions(list("smtpd_sender_restrictions")?),
-            relay_restrictions: restrictions(list("smtpd_relay_restrictions")?),
-            recipient_restrictions: restrictions(list("smtpd_recipient_restrictions")?),
+            relay_parent: list("parent_domain_matches_subdomains")?
+                .iter()
+                .any(|s| s == "relay_domains"),
             bare_lf_exclusions: cidrs(list("smtpd_forbid_bare_newline_exclusions")?)
                 .map_err(|e| format!("smtpd_forbid_bare_newline_exclusions: {e}"))?,
         })
@@ -165,122 +74,47 @@ impl Access {
                 .any(|d| d.eq_ignore_ascii_case(domain))
     }
 
-    fn authorized_destination(&self, domain: &str) -> bool {
-        self.is_local_domain(domain)
-            || self
-                .relay_domains
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(domain))
-    }
-
-    /// The lists evaluated at RCPT time, in Postfix's order (with
-    /// smtpd_delay_reject, client, HELO and sender restrictions wait for
-    /// the recipient too).
-    pub fn rcpt_lists(&self) -> [(Stage, &[Restriction]); 5] {
-        [
-            (Stage::Client, &self.client_restrictions),
-            (Stage::Helo, &self.helo_restrictions),
-            (Stage::Sender, &self.sender_restrictions),
-            (Stage::Recipient, &self.relay_restrictions),
-            (Stage::Recipient, &self.recipient_restrictions),
-        ]
-    }
-
-    /// Evaluates one list.
-    pub fn check(&self, list: &[Restriction], stage: Stage, c: &Ctx<'_>) -> Verdict {
-        let what = match stage {
-            Stage::Client => format!("<{}>: Client host rejected", c.client),
-            Stage::Helo => format!("<{}>: Helo command rejected", c.helo),
-            Stage::Sender => format!("<{}>: Sender address rejected", c.sender),
-            Stage::Recipient => format!("<{}>: Recipient address rejected", c.rcpt),
-        };
-        for r in list {
-            match r {
-                Restriction::PermitMynetworks if self.in_mynetworks(c.ip) => {
-                    return Verdict::Permit;
-                }
-                Restriction::PermitSaslAuthenticated if c.login.is_some() => {
-                    return Verdict::Permit;
-                }
-                Restriction::PermitMynetworks | Restriction::PermitSaslAuthenticated => {}
-                Restriction::RejectUnauthDestination | Restriction::DeferUnauthDestination
-                    if !self.authorized_destination(c.domain) =>
-                {
-                    let (code, enh) = if *r == Restriction::RejectUnauthDestination {
-                        (554, "5.7.1")
-                    } else {
-                        (454, "4.7.1")
-                    };
-                    return Verdict::Reject(
-                        code,
-                        enh,
-                        format!("<{}>: Relay access denied", c.rcpt),
-                    );
-                }
-                Restriction::RejectUnauthDestination | Restriction::DeferUnauthDestination => {}
-                Restriction::Permit => return Verdict::Permit,
-                Restriction::Reject => {
-                    return Verdict::Reject(554, "5.7.1", format!("{what}: Access denied"));
-                }
-                Restriction::Defer => {
-                    return Verdict::Reject(450, "4.7.1", format!("{what}: Try again later"));
-                }
-                Restriction::RejectSenderLoginMismatch
-                | Restriction::RejectAuthenticatedSenderLoginMismatch
-                | Restriction::RejectUnauthenticatedSenderLoginMismatch
-                    if !c.sender.is_empty() =>
-                {
-                    let sender = format!("<{}>: Sender address rejected", c.sender);
-                    let authenticated_check =
-                        *r != Restriction::RejectUnauthenticatedSenderLoginMismatch;
-                    let unauthenticated_check =
-                        *r != Restriction::RejectAuthenticatedSenderLoginMismatch;
-                    let owns = |u: &str| c.sender_owners.is_some_and(|o| o.iter().any(|x| x == u));
-                    match c.login {
-                        Some(user) if authenticated_check && !owns(user) => {
-                            return Verdict::Reject(
-                                553,
-                                "5.7.1",
-                                format!("{sender}: not owned by user {user}"),
-                            );
-                        }
-                        None if unauthenticated_check && c.sender_owners.is_some() => {
-                            return Verdict::Reject(
-                                553,
-                                "5.7.1",
-                                format!("{sender}: not logged in"),
-                            );
-                        }
-                        _ => {}
-                    }
-                }
-                Restriction::RejectSenderLoginMismatch
-                | Restriction::RejectAuthenticatedSenderLoginMismatch
-                | Restriction::RejectUnauthenticatedSenderLoginMismatch => {}
-                Restriction::Unknown(name) => {
-                    crate::warn!("unknown smtpd restriction: \"{name}\"");
-                    return Verdict::Reject(451, "4.3.5", "Server configuration error".into());
-                }
+    /// A domain `relay_domains` lists: by name, `.parent` patterns, and
+    /// (with Postfix's default parent_domain_matches_subdomains) the
+    /// subdomains of a listed name.
+    pub fn is_relay_domain(&self, domain: &str) -> bool {
+        let domain = domain.to_ascii_lowercase();
+        let domain = domain.strip_suffix('.').unwrap_or(&domain);
+        self.relay_domains.iter().any(|d| {
+            if let Some(parent) = d.strip_prefix('.') {
+                return domain.ends_with(d.as_str()) && domain.len() > parent.len();
             }
-        }
-        Verdict::Dunno
+            domain == d
+                || (self.relay_parent
+                    && domain.len() > d.len()
+                    && domain.ends_with(d.as_str())
+                    && domain.as_bytes()[domain.len() - d.len() - 1] == b'.')
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    /// `conf --check` accepts exactly the names this module evaluates: a
+    /// `conf --check` accepts exactly the names the evaluator knows: a
     /// name accepted there but unknown here would answer 451 at run time.
     #[test]
     fn the_check_and_the_evaluation_agree() {
-        let names: Vec<String> = postern_config::restrictions::SUPPORTED
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        for (r, n) in restrictions(names.clone()).iter().zip(&names) {
-            assert!(!matches!(r, Restriction::Unknown(_)), "{n}");
+        use crate::restrict::{R, parse};
+        use postern_config::restrictions::{SUPPORTED, SUPPORTED_WITH_ARGUMENT};
+        for n in SUPPORTED {
+            let r = parse(&[n.to_string()], None);
+            assert!(!matches!(r[0], R::Unknown(_)), "{n}");
         }
+        for n in SUPPORTED_WITH_ARGUMENT {
+            let arg = if *n == "sleep" { "1" } else { "cdb:/x" };
+            let r = parse(&[n.to_string(), arg.to_string()], None);
+            assert_eq!(r.len(), 1, "{n}");
+            assert!(!matches!(r[0], R::Unknown(_)), "{n}");
+        }
+        let implicit = parse(
+            &["cidr:/etc/postfix/c.cidr".to_string()],
+            Some(crate::restrict::Class::Client),
+        );
+        assert!(matches!(implicit[0], R::Access(..)));
     }
 }

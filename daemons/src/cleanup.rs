@@ -189,6 +189,10 @@ async fn session(from: Role, fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
                 t.recipients(list);
                 continue;
             }
+            (Request::Effects(e), Some(t)) if matches!(from, Role::Smtpd | Role::Pickup) => {
+                t.effects(e);
+                continue;
+            }
             (Request::Content(chunk), Some(t)) => {
                 t.content(&chunk, &s);
                 continue;
@@ -243,6 +247,7 @@ fn req_name(r: &Request) -> &'static str {
     match r {
         Request::Begin(_) => "begin",
         Request::Recipients(_) => "recipients",
+        Request::Effects(_) => "effects",
         Request::Content(_) => "content",
         Request::End => "end",
         Request::Abort => "abort",
@@ -277,6 +282,10 @@ struct Txn {
     begin: Begin,
     nrcpt: usize,
     first_rcpt: String,
+    /// The recipients, written at the end (after REDIRECT and BCC).
+    rcpts: Vec<Recipient>,
+    /// What smtpd's access tables asked for (HOLD, REDIRECT, BCC, PREPEND).
+    effects: sc::Effects,
     header_buf: Vec<u8>,
     headers_done: bool,
     /// Bytes of message content written (after cleanup's edits).
@@ -297,6 +306,8 @@ impl Txn {
             begin,
             nrcpt: 0,
             first_rcpt: String::new(),
+            rcpts: Vec::new(),
+            effects: sc::Effects::default(),
             header_buf: Vec::new(),
             headers_done: false,
             size: 0,
@@ -362,14 +373,67 @@ impl Txn {
                 self.first_rcpt = r.address.clone();
             }
             self.nrcpt += 1;
-            if let Err(e) = self.record(&Record::Recipient(rec::Recipient {
+            self.rcpts.push(r);
+        }
+    }
+
+    /// Merges smtpd's access-table actions (sent before the recipients,
+    /// and again before the end).
+    fn effects(&mut self, e: sc::Effects) {
+        self.effects.hold |= e.hold;
+        if !e.redirect.is_empty() {
+            self.effects.redirect = e.redirect;
+        }
+        for b in e.bcc {
+            if !self.effects.bcc.contains(&b) && self.effects.bcc.len() < sc::MAX_EFFECTS {
+                self.effects.bcc.push(b);
+            }
+        }
+        if !e.prepend.is_empty() && self.headers_done {
+            warn!(
+                "{}: PREPEND after the message headers were written: ignored",
+                self.id
+            );
+            return;
+        }
+        for h in e.prepend {
+            if self.effects.prepend.len() < sc::MAX_EFFECTS {
+                self.effects.prepend.push(h);
+            }
+        }
+    }
+
+    /// The recipients as queued: REDIRECT replaces them all, BCC adds.
+    fn write_recipients(&mut self) -> std::io::Result<()> {
+        let mut list = std::mem::take(&mut self.rcpts);
+        if !self.effects.redirect.is_empty() {
+            list = vec![Recipient {
+                address: self.effects.redirect.clone(),
+                orcpt: String::new(),
+                notify: 0,
+            }];
+        }
+        for b in std::mem::take(&mut self.effects.bcc) {
+            if !list.iter().any(|r| r.address.eq_ignore_ascii_case(&b)) {
+                list.push(Recipient {
+                    address: b,
+                    orcpt: String::new(),
+                    notify: 0,
+                });
+            }
+        }
+        self.nrcpt = list.len();
+        for r in list {
+            self.record(&Record::Recipient(rec::Recipient {
                 address: r.address,
                 orcpt: r.orcpt,
                 notify: r.notify,
-            })) {
-                self.io_failure(e);
-            }
+            }))?;
         }
+        if self.effects.hold {
+            self.record(&Record::Hold(true))?;
+        }
+        Ok(())
     }
 
     fn write_content(&mut self, data: &[u8]) {
@@ -426,7 +490,14 @@ impl Txn {
                     self.failure = Some(fail(554, "5.4.0", "Error: too many hops"));
                     return;
                 }
-                let mut out = self.received(s).into_bytes();
+                // PREPEND headers go first, above the Received header, as
+                // Postfix's smtpd writes them.
+                let mut out = Vec::new();
+                for h in &self.effects.prepend {
+                    out.extend_from_slice(h.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(self.received(s).as_bytes());
                 let mut have_id = false;
                 let mut have_date = false;
                 for f in &fields {
@@ -529,6 +600,10 @@ impl Txn {
         }
         if let Some(f) = self.failure.take() {
             return Err(f);
+        }
+        if let Err(e) = self.write_recipients() {
+            self.io_failure(e);
+            return Err(self.failure.take().unwrap_or_else(write_error));
         }
         let end = Record::EndOfContent {
             size: self.size,

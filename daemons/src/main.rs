@@ -25,6 +25,7 @@ mod probe;
 mod proxymap;
 mod qmgr;
 mod resolver;
+mod restrict;
 mod roles;
 mod smtp;
 mod smtpd;

@@ -46,6 +46,33 @@ pub async fn to_cleanup(
     content: &[u8],
     begun: impl FnOnce(&str),
 ) -> Result<String, Error> {
+    let no_effects = sc::Effects::default();
+    to_cleanup_with(
+        sb,
+        query,
+        transfer,
+        begin,
+        rcpts,
+        content,
+        &no_effects,
+        begun,
+    )
+    .await
+}
+
+/// [`to_cleanup`] with access-table actions (HOLD, REDIRECT, BCC,
+/// PREPEND) for cleanup to carry out.
+#[allow(clippy::too_many_arguments)]
+pub async fn to_cleanup_with(
+    sb: &Switchboard,
+    query: Duration,
+    transfer: Duration,
+    begin: sc::Begin,
+    rcpts: &[sc::Recipient],
+    content: &[u8],
+    effects: &sc::Effects,
+    begun: impl FnOnce(&str),
+) -> Result<String, Error> {
     let fd = sb.connect(Role::Cleanup).await.map_err(broken)?;
     let mut ep = postern_ipc::edge::open::<sc::Link>(fd, query)
         .await
@@ -55,6 +82,11 @@ pub async fn to_cleanup(
         other => return Err(unexpected(other)),
     };
     begun(&id);
+    if !effects.is_empty() {
+        ep.send(&sc::Request::Effects(effects.clone()))
+            .await
+            .map_err(broken)?;
+    }
     for batch in rcpts.chunks(sc::MAX_BATCH) {
         ep.send(&sc::Request::Recipients(batch.to_vec()))
             .await

@@ -224,6 +224,26 @@ impl TableCache {
     }
 
     /// The first hit over a list of tables (Postfix's "table1, table2").
+    /// An access lookup (access(5)): the full key (`keys[0]`) in every
+    /// table, the partial keys only in tables that take them; the first
+    /// key found wins, with its index.
+    pub async fn access(
+        &self,
+        table: &TableRef,
+        keys: &[String],
+    ) -> Result<Option<(usize, String)>, String> {
+        let t = table.as_ref().map_err(Clone::clone)?;
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 && !t.fixed() {
+                break;
+            }
+            if let Some(v) = self.lookup(t, k).await? {
+                return Ok(Some((i, v)));
+            }
+        }
+        Ok(None)
+    }
+
     pub async fn lookup_any(
         &self,
         tables: &[TableRef],

@@ -4,11 +4,12 @@
 # effects. The broker answers each role only from the tables it needs.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 2;
+const version :UInt32 = 3;
 
 enum Table {
   senderLogin @0;              # smtpd_sender_login_maps (smtpd)
   saslPassword @1;             # smtp_sasl_password_maps (smtp)
+  relayRecipient @2;           # relay_recipient_maps (smtpd)
 }
 
 struct Request {
@@ -18,6 +19,13 @@ struct Request {
       table @1 :Table;
       query @2 :Text;          # the lookup key, at most 512 bytes
     }
+    access :group {            # an access map of smtpd's restrictions (smtpd)
+      map @3 :Text;            # the table as named in the restriction, at most 512 bytes
+      candidates @4 :List(Text); # at most 32 lookup strings of at most 512 bytes: the
+                               # first is the full key, the rest partial keys
+                               # that pattern tables (cidr, regexp, pcre,
+                               # tcp, socketmap) are not asked
+    }
   }
 }
 
@@ -26,5 +34,9 @@ struct Reply {
     found @0 :Bool;            # localRecipient; lookup: false when not found
     tempfail @1 :Text;         # the table could not be read
     value @2 :Text;            # lookup: the value, at most 1024 bytes
+    hit :group {               # access: the first key found, and its value
+      index @3 :UInt32;
+      result @4 :Text;         # at most 1024 bytes
+    }
   }
 }

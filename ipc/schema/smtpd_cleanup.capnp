@@ -3,7 +3,7 @@
 # sees a queue file: cleanup gets the file from the broker.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 5;
+const version :UInt32 = 6;
 
 struct Client {
   name @0 :Text;          # reverse name, or "unknown"
@@ -32,6 +32,17 @@ struct Begin {
   trace @6 :Bool;         # sendmail -v: report the first delivery attempt
 }
 
+# What smtpd's access tables asked for besides accepting (Postfix's HOLD,
+# REDIRECT, BCC and PREPEND actions). Sent before recipients (prepend is
+# honoured only before the first content) and again before end; cleanup
+# merges them.
+struct Effects {
+  hold @0 :Bool;                  # commit on hold
+  redirect @1 :Text;              # "" or the one recipient instead of all, at most 512 bytes
+  bcc @2 :List(Text);             # at most 16 extra recipients of at most 512 bytes
+  prepend @3 :List(Text);         # at most 16 "Name: value" header lines of at most 998 bytes
+}
+
 struct Request {
   union {
     begin @0 :Begin;                  # answered with begun or failed
@@ -39,6 +50,7 @@ struct Request {
     content @2 :Data;                 # no answer; at most 64 KiB
     end @3 :Void;                     # answered with committed or failed
     abort @4 :Void;                   # answered with aborted
+    effects @5 :Effects;              # no answer
   }
 }
 

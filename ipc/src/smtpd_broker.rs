@@ -2,7 +2,7 @@
 use std::os::fd::OwnedFd;
 
 use crate::channel::{Message, no_fds};
-use crate::frame::{self, Violation, clip, text};
+use crate::frame::{self, Violation, clip, list_len, text};
 use crate::generated::smtpd_broker_capnp::{Table as WireTable, reply, request};
 
 pub const EDGE: &str = "smtpd-broker";
@@ -15,6 +15,9 @@ crate::edge!(
 );
 const KEY: usize = 512;
 const VALUE: usize = 1024;
+/// Keys of one access lookup: an address with its parent domains, or a
+/// client name, its parents and its address with octets stripped.
+pub const MAX_ACCESS_KEYS: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -22,12 +25,20 @@ pub enum Table {
     SenderLogin,
     /// smtp_sasl_password_maps: next hop -> `user:password`.
     SaslPassword,
+    /// relay_recipient_maps: is this recipient at a relay domain valid?
+    RelayRecipient,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     LocalRecipient(String),
     Lookup(Table, String),
+    /// An access map of smtpd's restrictions: the first of `keys` found
+    /// (`keys[0]` is the full key; pattern tables get only that one).
+    Access {
+        map: String,
+        keys: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +47,20 @@ pub enum Reply {
     Found(bool),
     Tempfail(String),
     Value(String),
+    /// Access's answer: the index of the key found, and its value.
+    Hit(u32, String),
+}
+
+fn wire(t: Table) -> WireTable {
+    match t {
+        Table::SenderLogin => WireTable::SenderLogin,
+        Table::SaslPassword => WireTable::SaslPassword,
+        Table::RelayRecipient => WireTable::RelayRecipient,
+    }
 }
 
 impl Message for Request {
-    const MAX_FRAME: usize = 1024;
+    const MAX_FRAME: usize = 20 * 1024;
 
     fn encode(&self) -> Vec<u8> {
         let mut b = frame::builder();
@@ -49,11 +70,17 @@ impl Message for Request {
                 Request::LocalRecipient(l) => r.set_local_recipient(clip(l, 256)),
                 Request::Lookup(t, k) => {
                     let mut g = r.init_lookup();
-                    g.set_table(match t {
-                        Table::SenderLogin => WireTable::SenderLogin,
-                        Table::SaslPassword => WireTable::SaslPassword,
-                    });
+                    g.set_table(wire(*t));
                     g.set_query(clip(k, KEY));
+                }
+                Request::Access { map, keys } => {
+                    let mut g = r.init_access();
+                    g.set_map(clip(map, KEY));
+                    let n = keys.len().min(MAX_ACCESS_KEYS);
+                    let mut l = g.init_candidates(n as u32);
+                    for (i, k) in keys.iter().take(n).enumerate() {
+                        l.set(i as u32, clip(k, KEY));
+                    }
                 }
             }
         }
@@ -70,9 +97,22 @@ impl Message for Request {
                 match g.get_table()? {
                     WireTable::SenderLogin => Table::SenderLogin,
                     WireTable::SaslPassword => Table::SaslPassword,
+                    WireTable::RelayRecipient => Table::RelayRecipient,
                 },
                 text(g.get_query(), "lookup.query", KEY)?,
             ),
+            request::Access(g) => {
+                let l = g.get_candidates()?;
+                list_len(l.len(), "access.candidates", MAX_ACCESS_KEYS)?;
+                let mut keys = Vec::with_capacity(l.len() as usize);
+                for k in l.iter() {
+                    keys.push(text(k, "access.candidates", KEY)?);
+                }
+                Request::Access {
+                    map: text(g.get_map(), "access.map", KEY)?,
+                    keys,
+                }
+            }
         })
     }
 }
@@ -88,6 +128,11 @@ impl Message for Reply {
                 Reply::Found(x) => r.set_found(*x),
                 Reply::Tempfail(s) => r.set_tempfail(clip(s, 512)),
                 Reply::Value(v) => r.set_value(clip(v, VALUE)),
+                Reply::Hit(i, v) => {
+                    let mut g = r.init_hit();
+                    g.set_index(*i);
+                    g.set_result(clip(v, VALUE));
+                }
             }
         }
         frame::finish(&b)
@@ -101,6 +146,7 @@ impl Message for Reply {
             reply::Found(x) => Reply::Found(x),
             reply::Tempfail(s) => Reply::Tempfail(text(s, "tempfail", 512)?),
             reply::Value(v) => Reply::Value(text(v, "value", VALUE)?),
+            reply::Hit(g) => Reply::Hit(g.get_index(), text(g.get_result(), "hit.result", VALUE)?),
         })
     }
 }

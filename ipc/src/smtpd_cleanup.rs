@@ -52,9 +52,28 @@ pub struct Begin {
     pub trace: bool,
 }
 
+/// Access-table actions that accept and change the message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Effects {
+    pub hold: bool,
+    pub redirect: String,
+    pub bcc: Vec<String>,
+    pub prepend: Vec<String>,
+}
+
+pub const MAX_EFFECTS: usize = 16;
+pub const MAX_HEADER_LINE: usize = 998;
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        *self == Effects::default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Begin(Begin),
+    Effects(Effects),
     Recipients(Vec<Recipient>),
     Content(Vec<u8>),
     /// The end of the content: cleanup finishes the file and has the
@@ -117,6 +136,21 @@ impl Message for Request {
                     }
                 }
                 Request::Content(d) => r.set_content(&d[..d.len().min(MAX_CHUNK)]),
+                Request::Effects(e) => {
+                    let mut g = r.init_effects();
+                    g.set_hold(e.hold);
+                    g.set_redirect(clip(&e.redirect, MAX_ADDRESS));
+                    let n = e.bcc.len().min(MAX_EFFECTS);
+                    let mut l = g.reborrow().init_bcc(n as u32);
+                    for (i, a) in e.bcc.iter().take(n).enumerate() {
+                        l.set(i as u32, clip(a, MAX_ADDRESS));
+                    }
+                    let n = e.prepend.len().min(MAX_EFFECTS);
+                    let mut l = g.init_prepend(n as u32);
+                    for (i, h) in e.prepend.iter().take(n).enumerate() {
+                        l.set(i as u32, clip(h, MAX_HEADER_LINE));
+                    }
+                }
                 Request::End => r.set_end(()),
                 Request::Abort => r.set_abort(()),
             }
@@ -170,6 +204,37 @@ impl Message for Request {
                 Request::Recipients(out)
             }
             request::Content(d) => Request::Content(frame::data(d, "content", MAX_CHUNK)?),
+            request::Effects(g) => {
+                let g = g?;
+                let line = |t: String, field: &'static str| {
+                    if t.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+                        Err(Violation::Field {
+                            field,
+                            why: "control characters".into(),
+                        })
+                    } else {
+                        Ok(t)
+                    }
+                };
+                let list = |l: capnp::text_list::Reader<'_>,
+                            field: &'static str,
+                            max: usize|
+                 -> Result<Vec<String>, Violation> {
+                    list_len(l.len(), field, MAX_EFFECTS)?;
+                    l.iter()
+                        .map(|t| line(text(t, field, max)?, field))
+                        .collect()
+                };
+                Request::Effects(Effects {
+                    hold: g.get_hold(),
+                    redirect: line(
+                        text(g.get_redirect(), "effects.redirect", MAX_ADDRESS)?,
+                        "effects.redirect",
+                    )?,
+                    bcc: list(g.get_bcc()?, "effects.bcc", MAX_ADDRESS)?,
+                    prepend: list(g.get_prepend()?, "effects.prepend", MAX_HEADER_LINE)?,
+                })
+            }
             request::End(()) => Request::End,
             request::Abort(()) => Request::Abort,
         })

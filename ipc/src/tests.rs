@@ -674,3 +674,37 @@ fn cache_messages_round_trip_and_limits_hold() {
         ));
     }
 }
+
+#[test]
+fn lookup_and_effects_messages_round_trip_and_limits_hold() {
+    use crate::smtpd_broker as sb;
+    use crate::smtpd_cleanup::{self as sc, Effects, MAX_EFFECTS, MAX_HEADER_LINE};
+    let access = sb::Request::Access {
+        map: "cidr:/etc/postfix/clients.cidr".into(),
+        keys: (0..sb::MAX_ACCESS_KEYS).map(|i| format!("k{i}")).collect(),
+    };
+    assert_eq!(
+        sb::Request::decode(&access.encode(), vec![]).unwrap(),
+        access
+    );
+    let hit = sb::Reply::Hit(3, "REJECT go away".into());
+    assert_eq!(sb::Reply::decode(&hit.encode(), vec![]).unwrap(), hit);
+    let e = sc::Request::Effects(Effects {
+        hold: true,
+        redirect: "spam@example.org".into(),
+        bcc: (0..MAX_EFFECTS)
+            .map(|i| format!("b{i}@example.org"))
+            .collect(),
+        prepend: vec![format!("X-Long: {}", "v".repeat(MAX_HEADER_LINE - 8))],
+    });
+    assert_eq!(sc::Request::decode(&e.encode(), vec![]).unwrap(), e);
+    // A header line cannot smuggle a line break into the message.
+    let bad = sc::Request::Effects(Effects {
+        prepend: vec!["X-A: b\r\nX-Injected: c".into()],
+        ..Effects::default()
+    });
+    assert!(matches!(
+        sc::Request::decode(&bad.encode(), vec![]),
+        Err(Violation::Field { .. })
+    ));
+}

@@ -433,6 +433,35 @@ impl Smtp {
         }
     }
 
+    /// Connects from the loopback address `src` (a client other than
+    /// 127.0.0.1, for client restrictions).
+    pub fn connect_from(src: &str, ip: &str, port: u16) -> Smtp {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket,
+        };
+        let parse = |a: &str, p: u16| -> SockaddrIn {
+            let v4: std::net::Ipv4Addr = a.parse().expect("an IPv4 loopback address");
+            SockaddrIn::from(std::net::SocketAddrV4::new(v4, p))
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &parse(src, 0)).expect("bind the source");
+        wait_for("smtp connect", Duration::from_secs(10), || {
+            connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &parse(ip, port)).ok()
+        });
+        let s = TcpStream::from(fd);
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Smtp {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
     /// Reads one (possibly multi-line) reply; returns the whole text.
     pub fn reply(&mut self) -> String {
         let mut all = String::new();

@@ -304,6 +304,27 @@ pub type Remote<'a> = dyn FnMut(&Table, &str) -> Result<Option<String>, String> 
 
 impl Table {
     /// Every file this table reads, with how it is read.
+    /// Whether partial keys (parent domains, `user@`, shorter networks)
+    /// are looked up in this table: Postfix's DICT_FLAG_FIXED. Pattern
+    /// tables (cidr, regexp, pcre) and servers (tcp, socketmap) get only
+    /// the full key.
+    pub fn fixed(&self) -> bool {
+        match self {
+            Table::Passwd
+            | Table::Cdb(_)
+            | Table::TextHash(_)
+            | Table::Inline(_)
+            | Table::Static(_) => true,
+            Table::Union(m) => m.iter().all(Table::fixed),
+            Table::Cidr(_)
+            | Table::Regexp(_)
+            | Table::Pcre(_)
+            | Table::Pipe(_)
+            | Table::Tcp(_)
+            | Table::Socketmap(..) => false,
+        }
+    }
+
     pub fn files(&self) -> Vec<(PathBuf, Format)> {
         let file = |p: &Path, f: Format| vec![(p.to_path_buf(), f)];
         match self {
@@ -523,6 +544,8 @@ pub fn user_listed_with(
 /// Parameters whose values are lists of tables.
 pub const TABLE_PARAMS: &[&str] = &[
     "local_recipient_maps",
+    "relay_recipient_maps",
+    "postern_access_maps",
     "alias_maps",
     "alias_database",
     "transport_maps",
@@ -534,6 +557,8 @@ pub const TABLE_PARAMS: &[&str] = &[
 /// role, pickup's included).
 pub const LOOKUP_PARAMS: &[&str] = &[
     "local_recipient_maps",
+    "relay_recipient_maps",
+    "postern_access_maps",
     "alias_maps",
     "alias_database",
     "transport_maps",
@@ -560,6 +585,10 @@ pub fn remote_tables(params: &crate::Params) -> std::collections::BTreeMap<Strin
     }
     out
 }
+
+/// Tables only smtpd's checks read (the broker answers them): qmgr and
+/// local never open them.
+const SMTPD_ONLY_PARAMS: &[&str] = &["relay_recipient_maps", "postern_access_maps"];
 
 /// Tables holding secrets: opened for the broker only.
 const SECRET_PARAMS: &[&str] = &["smtp_sasl_password_maps"];
@@ -588,7 +617,9 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
         Role::Broker => configured_files(params),
         Role::Qmgr | Role::Local => files_of(
             params,
-            TABLE_PARAMS.iter().filter(|p| !SECRET_PARAMS.contains(p)),
+            TABLE_PARAMS
+                .iter()
+                .filter(|p| !SECRET_PARAMS.contains(p) && !SMTPD_ONLY_PARAMS.contains(p)),
         ),
         // pickup: who may submit and as whom, and the smtpd restrictions.
         Role::Pickup => files_of(
@@ -597,6 +628,7 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
                 "authorized_submit_users",
                 "local_login_sender_maps",
                 "smtpd_sender_login_maps",
+                "postern_access_maps",
             ]
             .iter(),
         ),

@@ -3,6 +3,7 @@
 //! makes them durable and visible, tells the queue manager, and answers the
 //! table lookups jailed daemons cannot do themselves.
 mod keys;
+mod lookups;
 mod qid;
 mod queue;
 mod reload;
@@ -24,10 +25,11 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::clock::now_us;
 use crate::daemon::{self, Context};
-use crate::tablecache::{TableRef, table_list};
 use crate::{fatal, info, warn};
 pub use keys::files as key_files;
 use keys::{Budget, KeyStore};
+use lookups::lookup_conn;
+pub use lookups::{Lookups, lookups};
 use postern_ipc::edge::Answer;
 use queue::Queue;
 pub use reload::LIVE as LIVE_PARAMS;
@@ -76,24 +78,6 @@ pub fn main(ipc_fd: std::os::fd::RawFd) -> ! {
 
 fn queue_extra_fds(q: &Queue) -> Vec<std::os::fd::RawFd> {
     q.fds()
-}
-
-/// The tables the broker answers lookups from.
-pub struct Lookups {
-    /// `local_recipient_maps` (empty: no validation), for smtpd.
-    local: Vec<TableRef>,
-    /// `smtpd_sender_login_maps`, for smtpd.
-    sender_login: Vec<TableRef>,
-    /// `smtp_sasl_password_maps`, for smtp only.
-    sasl_password: Vec<TableRef>,
-}
-
-pub fn lookups(params: &Params) -> Result<Lookups, String> {
-    Ok(Lookups {
-        local: table_list(params, "local_recipient_maps"),
-        sender_login: table_list(params, "smtpd_sender_login_maps"),
-        sasl_password: table_list(params, "smtp_sasl_password_maps"),
-    })
 }
 
 async fn serve(
@@ -361,9 +345,15 @@ async fn commit(
     let mut b = st.borrow_mut();
     // Straight into the active set, envelope and all, when it has room and
     // no older mail waits; else in arrival order with the rest.
-    let fresh = b.fresh.is_some() && b.queue.room_for_fresh(nrcpt);
+    // A message committed on hold (smtpd's HOLD action) waits for the
+    // admin, outside the active set.
+    let hold = summary.hold;
+    let fresh = !hold && b.fresh.is_some() && b.queue.room_for_fresh(nrcpt);
     b.queue
-        .mark_committed(&c.queue_id, arrival_us, nrcpt, fresh);
+        .mark_committed(&c.queue_id, arrival_us, nrcpt, fresh, hold);
+    if hold {
+        return Ok(cb::Reply::Committed);
+    }
     if fresh {
         let m = qb::QueuedMessage {
             queue_id: c.queue_id.clone(),
@@ -707,54 +697,6 @@ async fn key_conn(role: Role, mut current: watch::Receiver<Rc<KeyStore>>, ch: Ch
         let reply = match keys::answer(&keys, role, &mut budget, req).await {
             Ok(r) => r,
             Err(why) => return dropped(role.name(), why),
-        };
-        if ep.send(&reply).await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn lookup_conn(
-    role: Role,
-    current: watch::Receiver<Rc<Lookups>>,
-    cache: Rc<crate::tablecache::TableCache>,
-    ch: Channel,
-) {
-    let mut ep = Endpoint::<sb::Reply, sb::Request>::from_channel(ch);
-    loop {
-        let req = match ep.recv().await {
-            Ok(r) => r,
-            Err(ChannelError::Violation(v)) => return dropped(role.name(), v),
-            Err(_) => return,
-        };
-        let tables = current.borrow().clone();
-        // Each role sees only the tables it needs: smtp never learns who
-        // the local users are, smtpd never sees a relay password.
-        let (list, key, name) = match (role, &req) {
-            (Role::Smtpd, sb::Request::LocalRecipient(l)) => {
-                (&tables.local, l, "local_recipient_maps")
-            }
-            (Role::Smtpd, sb::Request::Lookup(sb::Table::SenderLogin, k)) => {
-                (&tables.sender_login, k, "smtpd_sender_login_maps")
-            }
-            (Role::Smtp, sb::Request::Lookup(sb::Table::SaslPassword, k)) => {
-                (&tables.sasl_password, k, "smtp_sasl_password_maps")
-            }
-            _ => return dropped(role.name(), format!("lookup outside its tables: {req:?}")),
-        };
-        let local = matches!(req, sb::Request::LocalRecipient(_));
-        let reply = if local && list.is_empty() {
-            sb::Reply::Found(true)
-        } else {
-            match cache.lookup_any(list, key).await {
-                Ok(Some(_)) if local => sb::Reply::Found(true),
-                Ok(Some(v)) => sb::Reply::Value(v),
-                Ok(None) => sb::Reply::Found(false),
-                Err(e) => {
-                    warn!("{name}: {e}");
-                    sb::Reply::Tempfail(e)
-                }
-            }
         };
         if ep.send(&reply).await.is_err() {
             return;

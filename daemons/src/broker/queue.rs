@@ -618,7 +618,15 @@ impl Queue {
 
     /// Makes a commit visible: into the active set at once (`active`, its
     /// envelope goes along) or into the incoming queue.
-    pub fn mark_committed(&mut self, id: &str, arrival_us: u64, nrcpt: u32, active: bool) {
+    /// `hold`: the message was committed on hold (and is neither).
+    pub fn mark_committed(
+        &mut self,
+        id: &str,
+        arrival_us: u64,
+        nrcpt: u32,
+        active: bool,
+        hold: bool,
+    ) {
         let Ok(n) = self.slot_of(id) else { return };
         let State::Allocated { qid, .. } = self.state(n) else {
             return;
@@ -628,20 +636,17 @@ impl Queue {
             arrival_us,
             due_us: 0,
             nrcpt,
-            place: if active {
+            place: if hold {
+                Place::Hold
+            } else if active {
                 Place::Active
             } else {
                 Place::Incoming
             },
-            hold: false,
+            hold,
         };
         self.set(n, State::Committed(e));
-        if active {
-            self.active_msgs += 1;
-            self.active_rcpts += u64::from(nrcpt);
-        } else {
-            self.incoming.insert((arrival_us, n));
-        }
+        self.enqueue(n, e);
     }
 
     /// Returns an allocated (uncommitted) slot to the pool.

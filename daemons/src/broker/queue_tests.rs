@@ -47,7 +47,7 @@ fn commit_at(q: &mut Queue, owner: Owner, arrival_us: u64, active: bool) -> (Str
         std::io::Write::write_all(&mut f, &rec::encode(r)).unwrap();
     }
     let s = q.prepare_commit(&id, owner, 2).unwrap();
-    q.mark_committed(&id, arrival_us, s.recipients.len() as u32, active);
+    q.mark_committed(&id, arrival_us, s.recipients.len() as u32, active, s.hold);
     let n = q.slot_of(&id).unwrap();
     (id, n)
 }

@@ -485,6 +485,8 @@ fn smtp_session(o: &Opts, params: &Params) -> ExitCode {
         content_chunk: 64 * 1024,
         // pickup applies the submission checks when the message arrives.
         checks: Stages::default(),
+        soft_bounce: false,
+        strict_rfc821: false,
     };
     let peer = Peer {
         name: "localhost".into(),

@@ -21,7 +21,7 @@ use postern_ipc::sendmail_pickup::{self as sp, Begin, Reply, Request};
 use postern_ipc::{Channel, ChannelError, Endpoint, Message, smtpd_cleanup as sc};
 use postern_proto::header::{self, Split};
 
-use crate::access::{Access, Ctx, Stage, Verdict};
+use crate::access::Access;
 use crate::daemon::{self, Context, Switchboard};
 use crate::tablecache::{TableCache, TableRef, table_list};
 use crate::tables::{self, Table};
@@ -54,6 +54,9 @@ struct Settings {
     login_sender: Vec<TableRef>,
     sender_login: Vec<TableRef>,
     access: Access,
+    policy: crate::restrict::Policy,
+    /// The access tables the restrictions name, by their name there.
+    access_maps: Vec<(String, TableRef)>,
     maildrop: PathBuf,
     query: Duration,
     transfer: Duration,
@@ -70,6 +73,13 @@ impl Settings {
             login_sender: table_list(p, "local_login_sender_maps"),
             sender_login: table_list(p, "smtpd_sender_login_maps"),
             access: Access::new(p)?,
+            policy: crate::restrict::Policy::new(p)?,
+            access_maps: p
+                .list("postern_access_maps")
+                .unwrap_or_default()
+                .into_iter()
+                .zip(table_list(p, "postern_access_maps"))
+                .collect(),
             maildrop: crate::paths::maildrop_dir(p),
             query: p
                 .duration("ipc_query_timeout")

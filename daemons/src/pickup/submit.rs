@@ -1,6 +1,8 @@
 //! The decision on one submission (who may submit, which sender, the
 //! restrictions) and the message as it will be queued.
 use super::*;
+use crate::restrict::Outcome;
+use crate::restrict::eval::Run;
 
 /// A passwd entry: login name and the full name from GECOS.
 pub(super) struct User {
@@ -282,7 +284,10 @@ pub(super) async fn submit(sh: &Shared, uid: u32, sub: &Submission) -> Result<St
     if rcpts.len() > MAX_RECIPIENTS {
         return Err(refuse(EX_DATAERR, "Too many recipients"));
     }
-    check_restrictions(sh, uid, login, &sender, &rcpts).await?;
+    let Some(effects) = check_restrictions(sh, uid, login, &sender, &rcpts).await? else {
+        // DISCARD: the submitter is told it was queued; nothing is.
+        return Ok("NOQUEUE".into());
+    };
     let full_name = if b.full_name.is_empty() {
         user.gecos.as_str()
     } else {
@@ -307,13 +312,14 @@ pub(super) async fn submit(sh: &Shared, uid: u32, sub: &Submission) -> Result<St
             notify: b.notify,
         })
         .collect();
-    match crate::submit::to_cleanup(
+    match crate::submit::to_cleanup_with(
         &sh.sb,
         sh.set.query,
         sh.set.transfer,
         begin,
         &list,
         &content,
+        &effects,
         |id| {
             info!("{id}: uid={uid} from=<{sender}>");
         },
@@ -351,6 +357,41 @@ pub(super) fn local_client(uid: Option<u32>) -> sc::Client {
     }
 }
 
+/// The restriction tables as pickup reaches them: its own table cache.
+struct PickupTables<'a>(&'a Shared);
+
+impl crate::restrict::Lookups for PickupTables<'_> {
+    async fn access(
+        &self,
+        map: &str,
+        keys: Vec<String>,
+    ) -> Result<Option<(usize, String)>, String> {
+        let Some((_, t)) = self.0.set.access_maps.iter().find(|(n, _)| n == map) else {
+            return Err(format!("{map}: not among the configured access tables"));
+        };
+        self.0.tables.access(t, &keys).await
+    }
+
+    async fn sender_owners(&self, sender: &str) -> Result<Option<Vec<String>>, String> {
+        for k in crate::access::sender_login_keys(sender) {
+            match self.0.tables.lookup_any(&self.0.set.sender_login, &k).await {
+                Ok(Some(v)) => return Ok(Some(crate::access::sender_owners(&v))),
+                Ok(None) => {}
+                Err(e) => return Err(format!("smtpd_sender_login_maps lookup error: {e}")),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Local submission is not validated against the recipient tables
+    /// (Postfix's pickup applies no restrictions at all): an unknown
+    /// recipient bounces to the local user who sent it, never to a
+    /// stranger.
+    async fn listed(&self, _: &str, _: &str, _: bool) -> Result<bool, String> {
+        Ok(true)
+    }
+}
+
 /// smtpd's sender, relay and recipient restrictions, with the local user
 /// as an authenticated client on the loopback address (L854).
 pub(super) async fn check_restrictions(
@@ -359,65 +400,51 @@ pub(super) async fn check_restrictions(
     login: &str,
     sender: &str,
     rcpts: &[String],
-) -> Result<(), Refusal> {
-    let needs_owner = sh
-        .set
-        .access
-        .rcpt_lists()
-        .iter()
-        .any(|(_, l)| l.iter().any(|r| r.needs_sender_login()));
-    let owners = if needs_owner && !sender.is_empty() {
-        let mut found = None;
-        for k in crate::access::sender_login_keys(sender) {
-            match sh.tables.lookup_any(&sh.set.sender_login, &k).await {
-                Ok(Some(v)) => {
-                    found = Some(crate::access::sender_owners(&v));
-                    break;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(refuse(
-                        EX_TEMPFAIL,
-                        format!("smtpd_sender_login_maps lookup error: {e}"),
-                    ));
-                }
-            }
-        }
-        found
-    } else {
-        None
-    };
+) -> Result<Option<sc::Effects>, Refusal> {
     let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    let lk = PickupTables(sh);
+    let mut effects = sc::Effects::default();
     for rcpt in rcpts {
-        let domain = rcpt
-            .rsplit_once('@')
-            .map_or("", |(_, d)| d)
-            .to_ascii_lowercase();
-        let ctx = Ctx {
+        let facts = crate::restrict::Facts {
             ip,
-            client: "localhost[127.0.0.1]",
-            helo: &sh.set.myhostname,
-            sender,
-            rcpt,
-            domain: &domain,
+            name: "localhost",
+            namaddr: "localhost[127.0.0.1]",
+            helo: Some(&sh.set.myhostname),
+            sender: Some(sender),
+            rcpt: Some(rcpt),
             login: Some(login),
-            sender_owners: owners.as_deref(),
+            tls: false,
+            pipelined: false,
+            rcpt_count: 0,
         };
-        for (stage, list) in sh.set.access.rcpt_lists() {
-            if matches!(stage, Stage::Client | Stage::Helo) {
-                continue;
-            }
-            // Each list decides for itself: a permit ends only that list.
-            if let Verdict::Reject(code, enh, text) = sh.set.access.check(list, stage, &ctx) {
-                info!("uid={uid}: reject: {code} {enh} {text}; from=<{sender}> to=<{rcpt}>");
-                return Err(refuse(
-                    if code >= 500 { EX_NOPERM } else { EX_TEMPFAIL },
-                    format!("{code} {enh} {text}"),
-                ));
-            }
+        let mut run = Run::new(&lk, &sh.set.policy, &sh.set.access, facts);
+        let mut memo = crate::restrict::Memo::default();
+        let outcome = run.local_submission(&mut memo).await;
+        for n in &run.notes {
+            info!(
+                "uid={uid}: {}: {}; from=<{sender}> to=<{rcpt}>",
+                n.what, n.text
+            );
         }
+        if let Outcome::Reject(r) = outcome {
+            let text = r.summary();
+            info!("uid={uid}: reject: {text}; from=<{sender}> to=<{rcpt}>");
+            return Err(refuse(
+                if r.code >= 500 {
+                    EX_NOPERM
+                } else {
+                    EX_TEMPFAIL
+                },
+                text,
+            ));
+        }
+        if run.effects.discard.is_some() {
+            // Postfix's DISCARD: the whole message goes, as in smtpd.
+            return Ok(None);
+        }
+        crate::smtpd::merge(&mut effects, std::mem::take(&mut run.effects));
     }
-    Ok(())
+    Ok(Some(effects))
 }
 
 #[cfg(test)]

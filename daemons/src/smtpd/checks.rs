@@ -1,37 +1,46 @@
 //! The checks behind the session core's decision points: one chain per
 //! SMTP stage, asked in order; the first check that does not accept
-//! decides. Restrictions, access maps, policy services and Milters plug in
-//! here as new [`Check`]s on the stage where Postfix evaluates them.
+//! decides. The restriction lists (`restrict`) sit on the stages where
+//! Postfix evaluates them: all at RCPT with smtpd_delay_reject (the
+//! default), else client at connect, HELO at HELO, sender at MAIL; then
+//! DATA and end of data. Policy services and Milters plug in here as new
+//! [`Check`]s.
+use std::cell::RefCell;
 use std::time::Duration;
 
 use postern_proto::smtp::Reply;
 use postern_proto::smtp::server::{Facts, Stage, Stages, Verdict};
 
 use super::pool::Shared;
-use crate::access::{self, Access, Ctx};
+use crate::access::Access;
+use crate::restrict::{self, Lookups, Memo, Outcome, Policy};
 
 /// One check of a chain.
 #[derive(Debug, Clone)]
 pub enum Check {
     /// smtpd_account_message_rate_limit: messages per SASL account.
     AccountRate { limit: usize, unit: Duration },
-    /// The smtpd_*_restrictions lists, all evaluated at RCPT time as
-    /// Postfix does with smtpd_delay_reject = yes.
+    /// The smtpd_*_restrictions lists of this stage.
     Restrictions,
-    /// local_recipient_maps: unknown local users are refused.
-    LocalRecipient { reject_code: u16 },
+    /// VRFY: unknown local users are refused.
+    LocalRecipient,
 }
 
 /// The chains of one listener.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Chains {
     chains: Vec<(Stage, Vec<Check>)>,
+    pub policy: Policy,
 }
 
 impl Chains {
-    pub fn new(access: &Access, p: &postern_config::Params) -> Result<Chains, String> {
+    pub fn new(p: &postern_config::Params) -> Result<Chains, String> {
         let e = |x: postern_config::ParamError| x.to_string();
-        let mut c = Chains::default();
+        let policy = Policy::new(p)?;
+        let mut c = Chains {
+            chains: Vec::new(),
+            policy,
+        };
         let rate = p.int("smtpd_account_message_rate_limit").map_err(e)? as usize;
         if rate > 0 && p.bool("smtpd_sasl_auth_enable").map_err(e)? {
             c.add(
@@ -42,14 +51,32 @@ impl Chains {
                 },
             );
         }
-        if access.rcpt_lists().iter().any(|(_, l)| !l.is_empty()) {
-            c.add(Stage::Rcpt, Check::Restrictions);
+        let pol = &c.policy;
+        let mut stages = Vec::new();
+        if !pol.delay_reject {
+            if !pol.client.is_empty() {
+                stages.push(Stage::Connect);
+            }
+            if !pol.helo.is_empty() {
+                stages.push(Stage::Helo);
+            }
+            if !pol.sender.is_empty() || pol.reject_unlisted_sender {
+                stages.push(Stage::Mail);
+            }
         }
-        let reject_code = p.int("unknown_local_recipient_reject_code").map_err(e)? as u16;
-        if !p.list("local_recipient_maps").map_err(e)?.is_empty() {
-            c.add(Stage::Rcpt, Check::LocalRecipient { reject_code });
+        if pol.decides_rcpt() || pol.reject_unlisted_sender {
+            stages.push(Stage::Rcpt);
         }
-        c.add(Stage::Vrfy, Check::LocalRecipient { reject_code: 550 });
+        if !pol.data.is_empty() {
+            stages.push(Stage::Data);
+        }
+        if !pol.end_of_data.is_empty() {
+            stages.push(Stage::EndOfData);
+        }
+        for s in stages {
+            c.add(s, Check::Restrictions);
+        }
+        c.add(Stage::Vrfy, Check::LocalRecipient);
         Ok(c)
     }
 
@@ -79,32 +106,76 @@ impl Chains {
 pub struct Env<'a> {
     pub sh: &'a Shared,
     pub access: &'a Access,
-    pub recipient_delimiter: &'a str,
     pub log: &'a dyn Fn(&str),
+    /// The session's defer_if_permit between stages.
+    pub memo: &'a RefCell<Memo>,
+    /// The client sent commands ahead without PIPELINING.
+    pub pipelined: bool,
+}
+
+/// What a decision asks the session to do besides the verdict.
+#[derive(Debug, Default)]
+pub struct Decision {
+    pub verdict: Option<Verdict>,
+    /// `(what, text)` log lines (warn, info, reject_warning, hold, ...).
+    pub notes: Vec<(&'static str, String)>,
+    pub effects: restrict::Effects,
 }
 
 fn r(code: u16, enh: &str, text: &str) -> Reply {
     Reply::new(code, enh, text)
 }
 
+/// The tables behind the restrictions, through the broker.
+struct Broker<'a>(&'a Shared);
+
+impl Lookups for Broker<'_> {
+    async fn access(
+        &self,
+        map: &str,
+        keys: Vec<String>,
+    ) -> Result<Option<(usize, String)>, String> {
+        self.0.access(map, keys).await
+    }
+
+    async fn sender_owners(&self, sender: &str) -> Result<Option<Vec<String>>, String> {
+        self.0.sender_logins(sender).await
+    }
+
+    async fn listed(&self, address: &str, local_part: &str, local: bool) -> Result<bool, String> {
+        if local {
+            self.0
+                .local_recipient(&local_part.to_ascii_lowercase())
+                .await
+        } else {
+            self.0.relay_recipient(address, local_part).await
+        }
+    }
+}
+
 /// Runs the chain of the stage `f` is being decided at.
-pub async fn decide(chains: &Chains, env: &Env<'_>, f: Facts<'_>) -> Verdict {
+pub async fn decide(chains: &Chains, env: &Env<'_>, f: Facts<'_>) -> Decision {
+    let mut d = Decision::default();
     let Some(stage) = f.stage else {
-        return Verdict::Accept;
+        d.verdict = Some(Verdict::Accept);
+        return d;
     };
     for check in chains.of(stage) {
         let v = match check {
             Check::AccountRate { limit, unit } => account_rate(env, &f, *limit, *unit),
-            Check::Restrictions => restrictions(env, &f).await,
-            Check::LocalRecipient { reject_code } => {
-                local_recipient(env, &f, stage, *reject_code).await
-            }
+            Check::Restrictions => restrictions(chains, env, &f, stage, &mut d).await,
+            Check::LocalRecipient => local_recipient(chains, env, &f).await,
         };
         if v != Verdict::Accept {
-            return v;
+            d.verdict = Some(v);
+            return d;
         }
     }
-    Verdict::Accept
+    d.verdict = Some(match d.effects.discard.take() {
+        Some(text) => Verdict::Discard(text),
+        None => Verdict::Accept,
+    });
+    d
 }
 
 fn account_rate(env: &Env<'_>, f: &Facts<'_>, limit: usize, unit: Duration) -> Verdict {
@@ -124,91 +195,88 @@ fn account_rate(env: &Env<'_>, f: &Facts<'_>, limit: usize, unit: Duration) -> V
     }
 }
 
-async fn restrictions(env: &Env<'_>, f: &Facts<'_>) -> Verdict {
-    let (Some(rcpt), sender) = (f.recipient, f.sender) else {
-        return Verdict::Accept;
-    };
-    let addr = rcpt.address();
-    let sender = sender.map(|s| s.address()).unwrap_or_default();
-    // Who owns the sender, when a list asks (smtpd_sender_login_maps).
-    let needs_owner = env
-        .access
-        .rcpt_lists()
-        .iter()
-        .any(|(_, l)| l.iter().any(|r| r.needs_sender_login()));
-    let owners = if needs_owner && !sender.is_empty() {
-        match env.sh.sender_logins(&sender).await {
-            Ok(o) => o,
-            Err(e) => {
-                (env.log)(&format!("warning: {e}"));
-                return Verdict::reject(r(
-                    451,
-                    "4.3.0",
-                    &format!("<{sender}>: Temporary lookup failure"),
-                ));
-            }
-        }
-    } else {
-        None
-    };
-    let ctx = Ctx {
+async fn restrictions(
+    chains: &Chains,
+    env: &Env<'_>,
+    f: &Facts<'_>,
+    stage: Stage,
+    d: &mut Decision,
+) -> Verdict {
+    let sender = f.sender.map(|s| s.address());
+    let rcpt = f.recipient.map(|r| r.address());
+    let facts = restrict::Facts {
         ip: f.peer.addr,
-        client: f.client,
-        helo: f.helo.unwrap_or(""),
-        sender: &sender,
-        rcpt: &addr,
-        domain: &rcpt.domain,
+        name: &f.peer.name,
+        namaddr: f.client,
+        helo: f.helo,
+        sender: sender.as_deref(),
+        rcpt: rcpt.as_deref(),
         login: f.login,
-        sender_owners: owners.as_deref(),
+        tls: f.tls.is_some(),
+        pipelined: env.pipelined,
+        rcpt_count: f.recipient_count,
     };
-    // Each list decides for itself: a permit ends that list, a reject
-    // ends the command (Postfix's semantics).
-    for (stage, list) in env.access.rcpt_lists() {
-        if let access::Verdict::Reject(code, enh, text) = env.access.check(list, stage, &ctx) {
-            return Verdict::reject(r(code, enh, &text));
+    let lk = Broker(env.sh);
+    let mut run = restrict::eval::Run::new(&lk, &chains.policy, env.access, facts);
+    let mut memo = env.memo.borrow().clone();
+    let outcome = match stage {
+        Stage::Connect => run.client(&mut memo).await,
+        Stage::Helo => run.helo(&mut memo).await,
+        Stage::Mail => run.mail(&mut memo).await,
+        Stage::Rcpt => run.rcpt(&mut memo).await,
+        Stage::Data => run.data().await,
+        Stage::EndOfData => run.end_of_data().await,
+        Stage::Vrfy => Outcome::Accept,
+    };
+    // With smtpd_delay_reject, the client, HELO and sender lists run
+    // again for each recipient: only the earlier stages keep their memo.
+    if !chains.policy.delay_reject && matches!(stage, Stage::Connect | Stage::Helo | Stage::Mail) {
+        *env.memo.borrow_mut() = memo;
+    }
+    d.notes
+        .extend(run.notes.drain(..).map(|n| (n.what, n.text)));
+    let effects = std::mem::take(&mut run.effects);
+    match outcome {
+        Outcome::Reject(reply) => Verdict::reject(reply),
+        Outcome::Accept => {
+            d.effects = effects;
+            Verdict::Accept
         }
     }
-    Verdict::Accept
 }
 
-async fn local_recipient(env: &Env<'_>, f: &Facts<'_>, stage: Stage, code: u16) -> Verdict {
+/// VRFY: Postfix answers from local_recipient_maps.
+async fn local_recipient(chains: &Chains, env: &Env<'_>, f: &Facts<'_>) -> Verdict {
     let Some(rcpt) = f.recipient else {
         return Verdict::Accept;
     };
-    if !env.access.is_local_domain(&rcpt.domain) {
+    if !chains.policy.local_recipient_maps || !env.access.is_local_domain(&rcpt.domain) {
         return Verdict::Accept;
     }
-    let mut local = rcpt.local_unquoted().to_ascii_lowercase();
-    let delim = env.recipient_delimiter;
-    if !delim.is_empty()
-        && let Some(i) = local.find(|c| delim.contains(c))
-    {
-        local.truncate(i);
-    }
-    // RFC 5321 4.5.1: postmaster is always accepted.
+    let lp = rcpt.local_unquoted();
+    let local = restrict::keys::strip_extension(&lp, &chains.policy.recipient_delimiter)
+        .to_ascii_lowercase();
     if local == "postmaster" {
         return Verdict::Accept;
     }
     let addr = rcpt.address();
-    // VRFY answers are not reject events: Postfix logs none for them.
-    let log = stage != Stage::Vrfy;
     match env.sh.local_recipient(&local).await {
         Ok(true) => Verdict::Accept,
         Ok(false) => Verdict::Reject {
             reply: r(
-                code,
-                if code >= 500 { "5.1.1" } else { "4.1.1" },
+                550,
+                "5.1.1",
                 &format!(
                     "<{addr}>: Recipient address rejected: User unknown in local recipient table"
                 ),
             ),
-            log,
+            log: false,
         },
         Err(e) => {
             (env.log)(&format!("warning: {e}"));
             Verdict::Reject {
                 reply: r(451, "4.3.0", &format!("<{addr}>: Temporary lookup failure")),
-                log,
+                log: false,
             }
         }
     }

@@ -5,6 +5,7 @@ mod checks;
 mod conn;
 mod pool;
 mod session;
+pub(crate) use session::merge;
 
 use std::cell::Cell;
 use std::collections::HashMap;

@@ -214,4 +214,51 @@ impl Shared {
         }
         Ok(None)
     }
+
+    /// An access map of the restrictions: the first of `keys` found.
+    pub async fn access(
+        &self,
+        map: &str,
+        keys: Vec<String>,
+    ) -> Result<Option<(usize, String)>, String> {
+        let req = sb::Request::Access {
+            map: map.to_string(),
+            keys,
+        };
+        match self.broker_lookup(req).await? {
+            sb::Reply::Hit(i, v) => Ok(Some((i as usize, v))),
+            sb::Reply::Found(false) => Ok(None),
+            sb::Reply::Tempfail(e) => Err(e),
+            r => {
+                warn!("protocol violation from broker: {r:?} for an access lookup");
+                Err("protocol violation by the broker".into())
+            }
+        }
+    }
+
+    /// Is `address` listed in relay_recipient_maps? Keys as Postfix's
+    /// mail_addr_find: the address, without its extension, then `@domain`.
+    pub async fn relay_recipient(&self, address: &str, base: &str) -> Result<bool, String> {
+        let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
+        let mut keys = vec![address.to_string()];
+        if base != local {
+            keys.push(format!("{base}@{domain}"));
+        }
+        keys.push(format!("@{domain}"));
+        for k in keys {
+            match self
+                .broker_lookup(sb::Request::Lookup(sb::Table::RelayRecipient, k))
+                .await?
+            {
+                sb::Reply::Value(_) => return Ok(true),
+                sb::Reply::Found(false) => continue,
+                sb::Reply::Tempfail(e) => return Err(format!("relay_recipient_maps: {e}")),
+                r => {
+                    warn!("protocol violation from broker: {r:?} for a lookup");
+                    return Err("protocol violation by the broker".into());
+                }
+            }
+        }
+        Ok(false)
+    }
 }

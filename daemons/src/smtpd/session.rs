@@ -30,7 +30,6 @@ pub struct Settings {
     pub min_data_rate: u64,
     pub pipelining_limit: usize,
     pub bare_lf_reject: bool,
-    pub recipient_delimiter: String,
     pub starttls_timeout: Duration,
     pub access: Access,
     pub chains: Chains,
@@ -41,7 +40,7 @@ impl Settings {
     pub fn new(p: &Params) -> Result<Settings, String> {
         let e = |x: postern_config::ParamError| x.to_string();
         let access = Access::new(p)?;
-        let chains = Chains::new(&access, p)?;
+        let chains = Chains::new(p)?;
         let core = Config {
             myhostname: p.str("myhostname").into(),
             banner: p.str("smtpd_banner").into(),
@@ -67,6 +66,8 @@ impl Settings {
             chunking: true,
             content_chunk: sc::MAX_CHUNK,
             checks: chains.stages(),
+            soft_bounce: p.bool("soft_bounce").map_err(e)?,
+            strict_rfc821: p.bool("strict_rfc821_envelopes").map_err(e)?,
         };
         Ok(Settings {
             log_name: p.str("syslog_name").into(),
@@ -75,7 +76,6 @@ impl Settings {
             min_data_rate: p.int("smtpd_min_data_rate").map_err(e)? as u64,
             pipelining_limit: p.int("smtpd_pipelining_limit").map_err(e)? as usize,
             bare_lf_reject: p.str("smtpd_forbid_bare_newline") == "reject",
-            recipient_delimiter: p.str("recipient_delimiter").into(),
             starttls_timeout: p.duration("smtpd_starttls_timeout").map_err(e)?,
             access,
             chains,
@@ -93,6 +93,14 @@ pub struct Session {
     ep: Option<CleanupEp>,
     port: u16,
     scope: Rc<str>,
+    /// defer_if_permit between stages (smtpd_delay_reject = no).
+    memo: std::cell::RefCell<crate::restrict::Memo>,
+    /// The client sent commands ahead without PIPELINING (for
+    /// reject_unauth_pipelining); it stays set for the session.
+    pipelined: bool,
+    /// Access-table actions for the open transaction, not yet sent to
+    /// cleanup.
+    effects: sc::Effects,
 }
 
 fn transport(e: ConnError) -> Event {
@@ -129,6 +137,9 @@ impl Session {
             ep: None,
             port,
             scope,
+            memo: Default::default(),
+            pipelined: false,
+            effects: sc::Effects::default(),
         }
     }
 
@@ -151,7 +162,12 @@ impl Session {
                     let line = self.conn.read_line(limit, bare_lf_ok).await;
                     self.core.set_tls_available(self.sh.tls_ready());
                     match line {
-                        Ok(Line::Command(bytes)) => self.core.line(&bytes),
+                        Ok(Line::Command(bytes)) => {
+                            if !self.pipelined && !self.conn.buffered().is_empty() {
+                                self.pipelined = ill_pipelining(&bytes, self.core.esmtp());
+                            }
+                            self.core.line(&bytes)
+                        }
                         Ok(Line::TooLong) => self.core.event(Event::LineTooLong),
                         Ok(Line::BareLf) => self.core.event(Event::LineBareLf),
                         Err(e) => self.core.event(transport(e)),
@@ -219,10 +235,25 @@ impl Session {
                 let env = checks::Env {
                     sh: &self.sh,
                     access: &self.set.access,
-                    recipient_delimiter: &self.set.recipient_delimiter,
                     log: &log,
+                    memo: &self.memo,
+                    pipelined: self.pipelined,
                 };
-                let v = checks::decide(&self.set.chains, &env, self.core.facts()).await;
+                let facts = self.core.facts();
+                if facts.stage == Some(postern_proto::smtp::server::Stage::Mail) {
+                    // A new transaction: nothing carries over.
+                    self.effects = sc::Effects::default();
+                }
+                let d = checks::decide(&self.set.chains, &env, facts).await;
+                for (what, text) in &d.notes {
+                    self.core.note(what, text);
+                }
+                let v = d
+                    .verdict
+                    .unwrap_or(postern_proto::smtp::server::Verdict::Accept);
+                if !matches!(v, postern_proto::smtp::server::Verdict::Reject { .. }) {
+                    merge(&mut self.effects, d.effects);
+                }
                 self.core.answer(Answer::Verdict(v));
             }
             Action::Begin(env) => {
@@ -248,6 +279,7 @@ impl Session {
                 self.core.answer(a);
             }
             Action::Abort => {
+                self.effects = sc::Effects::default();
                 if let Some(ep) = self.ep.take() {
                     self.sh.abort(ep).await;
                 }
@@ -341,6 +373,15 @@ impl Session {
         let Some(ep) = self.ep.as_mut() else {
             return Answer::TimedOut;
         };
+        // The access-table actions so far go first: PREPEND must reach
+        // cleanup before the headers do.
+        if !self.effects.is_empty() {
+            let e = std::mem::take(&mut self.effects);
+            if ep.send(&sc::Request::Effects(e)).await.is_err() {
+                self.ep = None;
+                return Answer::TimedOut;
+            }
+        }
         let list: Vec<Recipient> = list
             .into_iter()
             .map(|r| Recipient {
@@ -374,6 +415,13 @@ impl Session {
             self.sh.release(ep);
             return Answer::PeerGone;
         }
+        // Actions decided at the end of data (HOLD, REDIRECT, BCC).
+        if !self.effects.is_empty() {
+            let e = std::mem::take(&mut self.effects);
+            if ep.send(&sc::Request::Effects(e)).await.is_err() {
+                return Answer::TimedOut;
+            }
+        }
         match ep.call(&sc::Request::End).await {
             Ok(sc::Reply::Committed) => {
                 self.sh.release(ep);
@@ -384,6 +432,40 @@ impl Session {
                 Answer::Failed(Reply::new(f.code, &f.enhanced, &f.text))
             }
             _ => Answer::TimedOut,
+        }
+    }
+}
+
+/// Postfix's SMTPD_FLAG_ILL_PIPELINING: more input waits behind this
+/// command, and either the client never saw PIPELINING (no EHLO yet) or
+/// the command is one after which a client must wait for the reply.
+fn ill_pipelining(cmd: &[u8], esmtp: bool) -> bool {
+    let verb: Vec<u8> = cmd
+        .iter()
+        .take_while(|b| **b != b' ')
+        .map(u8::to_ascii_uppercase)
+        .collect();
+    !esmtp
+        || matches!(
+            verb.as_slice(),
+            b"EHLO" | b"HELO" | b"DATA" | b"STARTTLS" | b"AUTH" | b"QUIT" | b"VRFY"
+        )
+}
+
+/// Adds one decision's access-table actions to the transaction's.
+pub(crate) fn merge(into: &mut sc::Effects, e: crate::restrict::Effects) {
+    into.hold |= e.hold.is_some();
+    if let Some(r) = e.redirect {
+        into.redirect = r;
+    }
+    for b in e.bcc {
+        if !into.bcc.contains(&b) && into.bcc.len() < sc::MAX_EFFECTS {
+            into.bcc.push(b);
+        }
+    }
+    for h in e.prepend {
+        if !into.prepend.contains(&h) && into.prepend.len() < sc::MAX_EFFECTS {
+            into.prepend.push(h);
         }
     }
 }

@@ -176,6 +176,9 @@ pub struct Server {
     last: &'static str,
     /// A DISCARD verdict at MAIL, for the transaction being opened.
     pending_discard: Option<String>,
+    /// The connect check refused the client (Postfix with
+    /// smtpd_delay_reject = no): every command but QUIT gets 503.
+    denied: bool,
 }
 
 impl Server {
@@ -202,6 +205,7 @@ impl Server {
             counts: [(0, 0); 14],
             last: "CONNECT",
             pending_discard: None,
+            denied: false,
         };
         s.log(format!("connect from {}", s.client));
         if s.cfg.wrapper {
@@ -382,6 +386,7 @@ impl Server {
     /// Queues a reply; an error counts toward the limits, and past the
     /// soft limit each one is delayed.
     fn reply(&mut self, r: Reply) {
+        let r = self.soften(r);
         if r.is_error() {
             self.errors += 1;
             if self.errors > self.cfg.soft_error_limit && !self.cfg.error_sleep.is_zero() {
@@ -394,7 +399,21 @@ impl Server {
     /// A reply that counts neither as a command result nor an error
     /// (greetings, 354, 334 challenges, final 421s).
     fn say(&mut self, r: &Reply) {
+        let r = self.soften(r.clone());
         self.actions.push_back(Action::Reply(r.render(self.esmtp)));
+    }
+
+    /// soft_bounce: 5xx becomes 4xx.
+    fn soften(&self, mut r: Reply) -> Reply {
+        if self.cfg.soft_bounce && (500..600).contains(&r.code) {
+            r.code -= 100;
+            if let Some(e) = r.enhanced.as_mut()
+                && e.starts_with('5')
+            {
+                e.replace_range(0..1, "4");
+            }
+        }
+        r
     }
 
     fn count(&mut self, verb: &str, ok: bool) {
@@ -444,6 +463,38 @@ impl Server {
 
     /// Postfix's reject line: `ID: reject: STAGE from CLIENT: REPLY; from=<..> [to=<..>] proto=.. helo=<..>`.
     fn reject_log(&mut self, stage: Stage, r: &Reply, sender: Option<&str>, rcpt: Option<&str>) {
+        let summary = self.soften(r.clone()).summary();
+        self.whatsup_log(stage, "reject", &summary, sender, rcpt);
+    }
+
+    /// A check's log line about the command being decided, in the shape
+    /// of Postfix's reject lines: `warn`, `info`, `reject_warning`,
+    /// `hold`, `discard`, `redirect`, `bcc`.
+    pub fn note(&mut self, what: &str, text: &str) {
+        let (stage, sender, rcpt) = match &self.phase {
+            Phase::Await(p) => match p {
+                Pending::Connect => (Stage::Connect, None, None),
+                Pending::Helo { .. } => (Stage::Helo, None, None),
+                Pending::Mail { sender, .. } => (Stage::Mail, Some(sender.address()), None),
+                Pending::Rcpt { rcpt, .. } => (Stage::Rcpt, None, Some(rcpt.address())),
+                Pending::Vrfy(m) => (Stage::Vrfy, None, Some(m.address())),
+                Pending::Data => (Stage::Data, None, None),
+                Pending::EndOfData { .. } => (Stage::EndOfData, None, None),
+                _ => return,
+            },
+            _ => return,
+        };
+        self.whatsup_log(stage, what, text, sender.as_deref(), rcpt.as_deref());
+    }
+
+    fn whatsup_log(
+        &mut self,
+        stage: Stage,
+        what: &str,
+        text: &str,
+        sender: Option<&str>,
+        rcpt: Option<&str>,
+    ) {
         let id = match &self.txn {
             Some(t) if t.announced => t.queue_id.clone(),
             _ => "NOQUEUE".into(),
@@ -452,10 +503,9 @@ impl Server {
             .map(str::to_string)
             .or_else(|| self.txn.as_ref().map(|t| t.sender.address()));
         let mut line = format!(
-            "{id}: reject: {} from {}: {};",
+            "{id}: {what}: {} from {}: {text};",
             stage.log_name(),
             self.client,
-            r.summary()
         );
         if let Some(f) = from {
             line.push_str(&format!(" from=<{f}>"));

@@ -90,6 +90,8 @@ pub fn config() -> Config {
         checks: Stage::ALL
             .iter()
             .fold(Stages::default(), |s, st| s.with(*st)),
+        soft_bounce: false,
+        strict_rfc821: false,
     }
 }
 

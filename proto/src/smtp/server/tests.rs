@@ -271,14 +271,82 @@ fn a_connect_reject_replaces_the_greeting_and_ends() {
         Some(Action::Log("connect from unknown[192.0.2.9]".into()))
     );
     assert_eq!(s.poll(), Some(Action::Decide(Stage::Connect)));
-    s.answer(Answer::Verdict(rej(554, "5.7.1", "Access denied")));
+    s.answer(Answer::Verdict(rej(421, "4.7.0", "Too many connections")));
     let acts: Vec<Action> = std::iter::from_fn(|| s.poll()).collect();
     assert!(
-        acts.contains(&Action::Reply("554 Access denied\r\n".into())),
+        acts.contains(&Action::Reply("421 Too many connections\r\n".into())),
         "{acts:?}"
     );
     assert_eq!(acts.last(), Some(&Action::Close));
     assert_eq!(s.wants(), Want::Done);
+}
+
+#[test]
+fn a_connect_reject_answers_every_command_but_quit_with_503() {
+    let mut cfg = config();
+    cfg.checks = Stages::default().with(Stage::Connect);
+    let peer = Peer {
+        name: "unknown".into(),
+        addr: "192.0.2.9".parse().unwrap(),
+        port: 1,
+    };
+    let mut s = Server::start(Arc::new(cfg), peer, true, false);
+    let _ = std::iter::from_fn(|| s.poll()).count();
+    s.answer(Answer::Verdict(rej(
+        554,
+        "5.7.1",
+        "<unknown[192.0.2.9]>: Client host rejected: Access denied",
+    )));
+    let acts: Vec<Action> = std::iter::from_fn(|| s.poll()).collect();
+    assert!(
+        acts.contains(&Action::Reply(
+            "554 5.7.1 <unknown[192.0.2.9]>: Client host rejected: Access denied\r\n".into()
+        )),
+        "{acts:?}"
+    );
+    for cmd in [
+        &b"EHLO c.example"[..],
+        b"MAIL FROM:<a@b.example>",
+        b"RCPT TO:<c@d.example>",
+    ] {
+        s.line(cmd);
+        let acts: Vec<Action> = std::iter::from_fn(|| s.poll()).collect();
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::Reply(t) if t.starts_with("503 ") && t.contains("access denied for unknown[192.0.2.9]"))),
+            "{acts:?}"
+        );
+        assert!(
+            !acts
+                .iter()
+                .any(|a| matches!(a, Action::Begin(_) | Action::Decide(_)))
+        );
+    }
+    s.line(b"QUIT");
+    let acts: Vec<Action> = std::iter::from_fn(|| s.poll()).collect();
+    assert!(
+        acts.contains(&Action::Reply("221 2.0.0 Bye\r\n".into()))
+            || acts.contains(&Action::Reply("221 Bye\r\n".into())),
+        "{acts:?}"
+    );
+    assert_eq!(s.wants(), Want::Done);
+}
+
+#[test]
+fn soft_bounce_turns_every_5xx_into_4xx() {
+    let mut cfg = config();
+    cfg.soft_bounce = true;
+    let mut sim = Sim::new(cfg);
+    sim.send(b"EHLO c\r\nFROB\r\nMAIL FROM:<a@b>\r\nRCPT TO:<>\r\n");
+    let out = sim.replies.concat();
+    assert!(
+        out.contains("402 4.5.2 Error: command not recognized"),
+        "{out}"
+    );
+    assert!(
+        out.contains("401 4.1.3 Bad recipient address syntax"),
+        "{out}"
+    );
+    assert!(!out.lines().any(|l| l.starts_with('5')), "{out}");
 }
 
 #[test]
@@ -621,4 +689,24 @@ fn sasl_security_options_choose_where_auth_is_offered() {
     assert!(!text.contains("AUTH PLAIN LOGIN"), "{text}");
     sim.send(format!("AUTH PLAIN {B64_PLAIN_OK}\r\n").as_bytes());
     assert_eq!(sim.codes().last(), Some(&503));
+}
+
+#[test]
+fn strict_rfc821_envelopes_want_brackets() {
+    let mut cfg = config();
+    cfg.strict_rfc821 = true;
+    let mut sim = Sim::new(cfg);
+    sim.send(b"EHLO c\r\nMAIL FROM:a@b.example\r\nMAIL FROM: <a@b.example>\r\nRCPT TO:c@d.example\r\nRCPT TO:<c@d.example>\r\n");
+    let out = sim.replies.concat();
+    assert!(out.contains("501 5.1.7 Bad sender address syntax"), "{out}");
+    assert!(out.contains("250 2.1.0 Ok"), "{out}");
+    assert!(
+        out.contains("501 5.1.3 Bad recipient address syntax"),
+        "{out}"
+    );
+    assert!(out.contains("250 2.1.5 Ok"), "{out}");
+    // Without the setting, Postfix's tolerance.
+    let mut sim = Sim::new(config());
+    sim.send(b"EHLO c\r\nMAIL FROM:a@b.example\r\n");
+    assert!(sim.replies.concat().contains("250 2.1.0 Ok"));
 }

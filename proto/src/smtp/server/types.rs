@@ -250,6 +250,12 @@ pub struct Config {
     pub content_chunk: usize,
     /// Stages the shell has checks for.
     pub checks: Stages,
+    /// `soft_bounce`: every 5xx reply goes out as 4xx (and its 5.x.x
+    /// enhanced code as 4.x.x), as Postfix's safety net does.
+    pub soft_bounce: bool,
+    /// `strict_rfc821_envelopes`: MAIL FROM and RCPT TO addresses must be
+    /// enclosed in `<>`.
+    pub strict_rfc821: bool,
 }
 
 /// The client, for log lines and checks.

@@ -9,6 +9,15 @@ fn r(code: u16, enh: &str, text: &str) -> Reply {
     Reply::new(code, enh, text)
 }
 
+/// strict_rfc821_envelopes: the path after `FROM:` or `TO:` starts with
+/// `<` (spaces after the colon are tolerated, as Postfix does).
+fn bracketed(line: &[u8]) -> bool {
+    line.iter()
+        .position(|b| *b == b':')
+        .map(|i| line[i + 1..].iter().find(|b| **b != b' ') == Some(&b'<'))
+        .unwrap_or(false)
+}
+
 impl Server {
     /// After the connect (and on port 465, the handshake): the connect
     /// stage's checks, then the greeting.
@@ -64,6 +73,17 @@ impl Server {
         };
         let verb = cmd.verb();
         self.last = cmd.log_name();
+        if self.cfg.strict_rfc821 && !self.denied && !bracketed(bytes) {
+            match cmd {
+                Command::Mail { .. } => {
+                    return self.done(verb, r(501, "5.1.7", "Bad sender address syntax"));
+                }
+                Command::Rcpt { .. } => {
+                    return self.done(verb, r(501, "5.1.3", "Bad recipient address syntax"));
+                }
+                _ => {}
+            }
+        }
         if matches!(
             cmd,
             Command::Noop | Command::Rset | Command::Vrfy(_) | Command::Etrn
@@ -72,6 +92,10 @@ impl Server {
             if self.junk > self.cfg.junk_limit {
                 self.errors += 1;
             }
+        }
+        if self.denied && !matches!(cmd, Command::Quit) {
+            let text = format!("Error: access denied for {}", self.client);
+            return self.done(verb, r(503, "5.7.0", &text));
         }
         let needs_tls = self.cfg.tls == TlsPolicy::Encrypt && self.tls.is_none();
         match cmd {
@@ -490,12 +514,22 @@ impl Server {
         match p {
             Pending::Connect => match Self::verdict(a) {
                 Verdict::Accept | Verdict::Discard(_) => self.greet(),
+                // 421: go away now. Any other refusal replaces the
+                // greeting, and then every command but QUIT gets 503
+                // (Postfix's smtpd_delay_reject = no).
                 Verdict::Reject { reply, log } => {
                     if log {
                         self.reject_log(Stage::Connect, &reply, None, None);
                     }
-                    self.say(&reply);
-                    self.end(End::Quit);
+                    if reply.code == 421 {
+                        self.say(&reply);
+                        self.end(End::Quit);
+                    } else {
+                        let reply = self.soften(reply);
+                        self.actions.push_back(Action::Reply(reply.render(true)));
+                        self.denied = true;
+                        self.next_command();
+                    }
                 }
             },
             Pending::Helo { name, esmtp } => match Self::verdict(a) {

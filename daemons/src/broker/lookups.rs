@@ -1,0 +1,112 @@
+//! The broker's answers to smtpd's and smtp's table lookups: each role
+//! only from the tables it needs (smtp never learns who the local users
+//! are, smtpd never sees a relay password), and smtpd's access maps only
+//! from the tables its restriction lists name.
+use std::rc::Rc;
+
+use postern_config::{Params, Role};
+use postern_ipc::smtpd_broker as sb;
+use postern_ipc::{Channel, ChannelError, Endpoint};
+use tokio::sync::watch;
+
+use super::dropped;
+use crate::tablecache::{TableRef, table_list};
+use crate::warn;
+
+/// The tables the broker answers lookups from.
+pub struct Lookups {
+    /// `local_recipient_maps` (empty: no validation), for smtpd.
+    local: Vec<TableRef>,
+    /// `smtpd_sender_login_maps`, for smtpd.
+    sender_login: Vec<TableRef>,
+    /// `smtp_sasl_password_maps`, for smtp only.
+    sasl_password: Vec<TableRef>,
+    /// `relay_recipient_maps`, for smtpd.
+    relay_recipient: Vec<TableRef>,
+    /// The access tables smtpd's restriction lists name, by their name
+    /// there (`postern_access_maps`): smtpd may ask only these.
+    access: Vec<(String, TableRef)>,
+}
+
+pub fn lookups(params: &Params) -> Result<Lookups, String> {
+    let names = params.list("postern_access_maps").unwrap_or_default();
+    let refs = table_list(params, "postern_access_maps");
+    Ok(Lookups {
+        local: table_list(params, "local_recipient_maps"),
+        sender_login: table_list(params, "smtpd_sender_login_maps"),
+        sasl_password: table_list(params, "smtp_sasl_password_maps"),
+        relay_recipient: table_list(params, "relay_recipient_maps"),
+        access: names.into_iter().zip(refs).collect(),
+    })
+}
+
+pub(super) async fn lookup_conn(
+    role: Role,
+    current: watch::Receiver<Rc<Lookups>>,
+    cache: Rc<crate::tablecache::TableCache>,
+    ch: Channel,
+) {
+    let mut ep = Endpoint::<sb::Reply, sb::Request>::from_channel(ch);
+    loop {
+        let req = match ep.recv().await {
+            Ok(r) => r,
+            Err(ChannelError::Violation(v)) => return dropped(role.name(), v),
+            Err(_) => return,
+        };
+        let tables = current.borrow().clone();
+        if let (Role::Smtpd, sb::Request::Access { map, keys }) = (role, &req) {
+            let Some((_, t)) = tables.access.iter().find(|(n, _)| n == map) else {
+                return dropped(
+                    role.name(),
+                    format!("access lookup in {map}, which no restriction names"),
+                );
+            };
+            let reply = match cache.access(t, keys).await {
+                Ok(Some((i, v))) => sb::Reply::Hit(i as u32, v),
+                Ok(None) => sb::Reply::Found(false),
+                Err(e) => {
+                    warn!("{map}: {e}");
+                    sb::Reply::Tempfail(e)
+                }
+            };
+            if ep.send(&reply).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        // Each role sees only the tables it needs: smtp never learns who
+        // the local users are, smtpd never sees a relay password.
+        let (list, key, name) = match (role, &req) {
+            (Role::Smtpd, sb::Request::LocalRecipient(l)) => {
+                (&tables.local, l, "local_recipient_maps")
+            }
+            (Role::Smtpd, sb::Request::Lookup(sb::Table::SenderLogin, k)) => {
+                (&tables.sender_login, k, "smtpd_sender_login_maps")
+            }
+            (Role::Smtpd, sb::Request::Lookup(sb::Table::RelayRecipient, k)) => {
+                (&tables.relay_recipient, k, "relay_recipient_maps")
+            }
+            (Role::Smtp, sb::Request::Lookup(sb::Table::SaslPassword, k)) => {
+                (&tables.sasl_password, k, "smtp_sasl_password_maps")
+            }
+            _ => return dropped(role.name(), format!("lookup outside its tables: {req:?}")),
+        };
+        let local = matches!(req, sb::Request::LocalRecipient(_));
+        let reply = if local && list.is_empty() {
+            sb::Reply::Found(true)
+        } else {
+            match cache.lookup_any(list, key).await {
+                Ok(Some(_)) if local => sb::Reply::Found(true),
+                Ok(Some(v)) => sb::Reply::Value(v),
+                Ok(None) => sb::Reply::Found(false),
+                Err(e) => {
+                    warn!("{name}: {e}");
+                    sb::Reply::Tempfail(e)
+                }
+            }
+        };
+        if ep.send(&reply).await.is_err() {
+            return;
+        }
+    }
+}

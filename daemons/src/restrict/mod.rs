@@ -1,0 +1,290 @@
+//! smtpd's restriction lists (`smtpd_*_restrictions`) with Postfix's
+//! semantics (smtpd_check.c): the vocabulary parsed once per listener, the
+//! access(5) lookup keys, and the actions an access table may answer.
+//! Evaluation is in [`eval`]; smtpd (the RCPT and other decision points)
+//! and pickup (local submission) both use it, each with its own way to
+//! reach the tables ([`Lookups`]).
+mod actions;
+pub mod eval;
+pub mod keys;
+
+use std::future::Future;
+use std::time::Duration;
+
+use postern_config::Params;
+
+pub use eval::{Effects, Facts, Memo, Outcome};
+
+/// What an access check looks at, which also words its rejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Client,
+    Helo,
+    Sender,
+    Recipient,
+    Data,
+    EndOfData,
+}
+
+impl Class {
+    /// Postfix's reply class: `<name>: Client host rejected: ...`.
+    pub fn text(self) -> &'static str {
+        match self {
+            Class::Client => "Client host",
+            Class::Helo => "Helo command",
+            Class::Sender => "Sender address",
+            Class::Recipient => "Recipient address",
+            Class::Data => "Data command",
+            Class::EndOfData => "End-of-data",
+        }
+    }
+}
+
+/// Which sender-login check (smtpd_sender_login_maps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginCheck {
+    Any,
+    Authenticated,
+    Unauthenticated,
+}
+
+/// One restriction of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum R {
+    Permit,
+    Reject,
+    Defer,
+    DeferIfPermit,
+    DeferIfReject,
+    /// Log the next restriction's rejection as `reject_warning` instead.
+    WarnIfReject,
+    PermitMynetworks,
+    PermitSaslAuthenticated,
+    PermitAuthDestination,
+    RejectUnauthDestination,
+    DeferUnauthDestination,
+    SenderLogin(LoginCheck),
+    /// `check_*_access table` (or an implicit `type:table`).
+    Access(Class, String),
+    RejectInvalidHelo,
+    RejectNonFqdnHelo,
+    RejectNonFqdnSender,
+    RejectNonFqdnRecipient,
+    RejectUnlistedSender,
+    RejectUnlistedRecipient,
+    RejectUnauthPipelining,
+    RejectMultiRecipientBounce,
+    RejectPlaintextSession,
+    Sleep(u32),
+    /// A name Postern does not implement (`conf --check` refuses it, so
+    /// only a table's answer can bring one here): 451 4.3.5.
+    Unknown(String),
+}
+
+/// Parses one restriction list. `implicit`: the access check an implicit
+/// `type:table` entry stands for (None where Postfix allows none).
+pub fn parse(items: &[String], implicit: Option<Class>) -> Vec<R> {
+    let mut out = Vec::new();
+    let mut it = items.iter();
+    while let Some(item) = it.next() {
+        let n = item.to_ascii_lowercase();
+        let arg = |it: &mut std::slice::Iter<'_, String>| it.next().cloned();
+        let r = match n.as_str() {
+            "permit" => R::Permit,
+            "reject" => R::Reject,
+            "defer" => R::Defer,
+            "defer_if_permit" => R::DeferIfPermit,
+            "defer_if_reject" => R::DeferIfReject,
+            "warn_if_reject" => R::WarnIfReject,
+            "permit_mynetworks" => R::PermitMynetworks,
+            "permit_sasl_authenticated" => R::PermitSaslAuthenticated,
+            "permit_auth_destination" => R::PermitAuthDestination,
+            "reject_unauth_destination" => R::RejectUnauthDestination,
+            "defer_unauth_destination" => R::DeferUnauthDestination,
+            "reject_sender_login_mismatch" => R::SenderLogin(LoginCheck::Any),
+            "reject_authenticated_sender_login_mismatch" => {
+                R::SenderLogin(LoginCheck::Authenticated)
+            }
+            "reject_unauthenticated_sender_login_mismatch" => {
+                R::SenderLogin(LoginCheck::Unauthenticated)
+            }
+            "reject_invalid_helo_hostname" | "reject_invalid_hostname" => R::RejectInvalidHelo,
+            "reject_non_fqdn_helo_hostname" | "reject_non_fqdn_hostname" => R::RejectNonFqdnHelo,
+            "reject_non_fqdn_sender" => R::RejectNonFqdnSender,
+            "reject_non_fqdn_recipient" => R::RejectNonFqdnRecipient,
+            "reject_unlisted_sender" => R::RejectUnlistedSender,
+            "reject_unlisted_recipient" | "check_recipient_maps" => R::RejectUnlistedRecipient,
+            "reject_unauth_pipelining" => R::RejectUnauthPipelining,
+            "reject_multi_recipient_bounce" => R::RejectMultiRecipientBounce,
+            "reject_plaintext_session" => R::RejectPlaintextSession,
+            "check_client_access"
+            | "check_helo_access"
+            | "check_sender_access"
+            | "check_recipient_access" => {
+                let class = match n.as_str() {
+                    "check_client_access" => Class::Client,
+                    "check_helo_access" => Class::Helo,
+                    "check_sender_access" => Class::Sender,
+                    _ => Class::Recipient,
+                };
+                match arg(&mut it) {
+                    Some(t) => R::Access(class, t),
+                    None => R::Unknown(n),
+                }
+            }
+            "sleep" => match arg(&mut it).and_then(|s| s.parse().ok()) {
+                Some(secs) => R::Sleep(secs),
+                None => R::Unknown(n),
+            },
+            _ if n.contains(':') && !n.starts_with('{') => match implicit {
+                Some(class) => R::Access(class, item.clone()),
+                None => R::Unknown(item.clone()),
+            },
+            _ => {
+                // A restriction with an argument Postern lacks: keep the
+                // argument out of the list.
+                if postern_config::restrictions::takes_argument(&n) {
+                    it.next();
+                }
+                R::Unknown(item.clone())
+            }
+        };
+        out.push(r);
+    }
+    out
+}
+
+/// Reply codes and lookup settings of the restrictions.
+#[derive(Debug, Clone)]
+pub struct Codes {
+    pub access_map_reject: u16,
+    pub access_map_defer: u16,
+    pub defer: u16,
+    pub reject: u16,
+    pub relay_domains_reject: u16,
+    pub invalid_hostname: u16,
+    pub non_fqdn: u16,
+    pub plaintext: u16,
+    pub multi_recipient_bounce: u16,
+    pub unknown_local_recipient: u16,
+    pub unknown_relay_recipient: u16,
+}
+
+/// A listener's restriction lists and their settings.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub client: Vec<R>,
+    pub helo: Vec<R>,
+    pub sender: Vec<R>,
+    pub relay: Vec<R>,
+    pub recipient: Vec<R>,
+    pub data: Vec<R>,
+    pub end_of_data: Vec<R>,
+    /// smtpd_delay_reject: client, HELO and sender lists wait for RCPT.
+    pub delay_reject: bool,
+    pub reject_unlisted_recipient: bool,
+    pub reject_unlisted_sender: bool,
+    /// `relay_recipient_maps` is set.
+    pub relay_recipient_maps: bool,
+    /// `local_recipient_maps` is set.
+    pub local_recipient_maps: bool,
+    pub codes: Codes,
+    pub soft_bounce: bool,
+    pub recipient_delimiter: String,
+    /// Parent domains match as `example.com`, not `.example.com`
+    /// (`smtpd_access_maps` in parent_domain_matches_subdomains).
+    pub parent_style: bool,
+    pub null_sender_key: String,
+    pub double_bounce_sender: String,
+}
+
+impl Policy {
+    pub fn new(p: &Params) -> Result<Policy, String> {
+        let e = |x: postern_config::ParamError| x.to_string();
+        let list = |n: &str, implicit: Option<Class>| -> Result<Vec<R>, String> {
+            Ok(parse(&p.list(n).map_err(e)?, implicit))
+        };
+        let code = |n: &str| -> Result<u16, String> { Ok(p.int(n).map_err(e)? as u16) };
+        Ok(Policy {
+            client: list("smtpd_client_restrictions", Some(Class::Client))?,
+            helo: list("smtpd_helo_restrictions", Some(Class::Helo))?,
+            sender: list("smtpd_sender_restrictions", Some(Class::Sender))?,
+            relay: list("smtpd_relay_restrictions", Some(Class::Recipient))?,
+            recipient: list("smtpd_recipient_restrictions", Some(Class::Recipient))?,
+            data: list("smtpd_data_restrictions", None)?,
+            end_of_data: list("smtpd_end_of_data_restrictions", None)?,
+            delay_reject: p.bool("smtpd_delay_reject").map_err(e)?,
+            reject_unlisted_recipient: p.bool("smtpd_reject_unlisted_recipient").map_err(e)?,
+            reject_unlisted_sender: p.bool("smtpd_reject_unlisted_sender").map_err(e)?,
+            relay_recipient_maps: !p.list("relay_recipient_maps").map_err(e)?.is_empty(),
+            local_recipient_maps: !p.list("local_recipient_maps").map_err(e)?.is_empty(),
+            codes: Codes {
+                access_map_reject: code("access_map_reject_code")?,
+                access_map_defer: code("access_map_defer_code")?,
+                defer: code("defer_code")?,
+                reject: code("reject_code")?,
+                relay_domains_reject: code("relay_domains_reject_code")?,
+                invalid_hostname: code("invalid_hostname_reject_code")?,
+                non_fqdn: code("non_fqdn_reject_code")?,
+                plaintext: code("plaintext_reject_code")?,
+                multi_recipient_bounce: code("multi_recipient_bounce_reject_code")?,
+                unknown_local_recipient: code("unknown_local_recipient_reject_code")?,
+                unknown_relay_recipient: code("unknown_relay_recipient_reject_code")?,
+            },
+            soft_bounce: p.bool("soft_bounce").map_err(e)?,
+            recipient_delimiter: p.str("recipient_delimiter").into(),
+            parent_style: p
+                .list("parent_domain_matches_subdomains")
+                .map_err(e)?
+                .iter()
+                .any(|s| s == "smtpd_access_maps"),
+            null_sender_key: p.str("smtpd_null_access_lookup_key").into(),
+            double_bounce_sender: p.str("double_bounce_sender").into(),
+        })
+    }
+
+    /// Whether RCPT needs a decision at all.
+    pub fn decides_rcpt(&self) -> bool {
+        self.reject_unlisted_recipient && (self.relay_recipient_maps || self.local_recipient_maps)
+            || [
+                &self.client,
+                &self.helo,
+                &self.sender,
+                &self.relay,
+                &self.recipient,
+            ]
+            .iter()
+            .any(|l| !l.is_empty())
+    }
+}
+
+/// The tables behind the restrictions, as the evaluating role reaches them.
+pub trait Lookups {
+    /// An access map: the first of `keys` found (`keys[0]` is the full
+    /// key; pattern tables are asked only that one), with its index.
+    fn access(
+        &self,
+        map: &str,
+        keys: Vec<String>,
+    ) -> impl Future<Output = Result<Option<(usize, String)>, String>>;
+
+    /// The logins that own `sender` in smtpd_sender_login_maps.
+    fn sender_owners(
+        &self,
+        sender: &str,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, String>>;
+
+    /// Is `address` a known recipient? `local`: in a local domain (with
+    /// `local_part`, extension stripped); else at a relay domain.
+    fn listed(
+        &self,
+        address: &str,
+        local_part: &str,
+        local: bool,
+    ) -> impl Future<Output = Result<bool, String>>;
+
+    /// Waits (the `sleep` restriction).
+    fn sleep(&self, d: Duration) -> impl Future<Output = ()> {
+        tokio::time::sleep(d)
+    }
+}
