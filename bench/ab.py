@@ -33,7 +33,7 @@ class P(bench.Postern):
         os.makedirs(self.dir); os.chmod(self.dir, 0o755)
         open(os.path.join(self.dir, "main.cf"), "w").write(
             f"data_directory = {self.dir}/data\nmyhostname = postern.bench.example\n"
-            f"relayhost = [127.0.0.1]:{bench.SINK_PORT}\nmynetworks = 127.0.0.0/8\n"
+            f"relayhost = [127.0.0.1]:{bench.SINK_PORT}\nmynetworks = 127.0.0.0/8\nsmtpd_peername_lookup = no\n"
             f"maillog_file = {self.dir}/maillog\n{extra}")
         open(os.path.join(self.dir, "master.cf"), "w").write(f"127.0.0.1:{port} inet n - n - - smtpd\n")
     def start(self):

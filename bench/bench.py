@@ -183,7 +183,7 @@ class Postern:
         os.chmod(self.dir, 0o755)
         open(os.path.join(self.dir, "main.cf"), "w").write(
             f"data_directory = {self.dir}/data\nmyhostname = postern.bench.example\n"
-            f"relayhost = [127.0.0.1]:{SINK_PORT}\nmynetworks = 127.0.0.0/8\n"
+            f"relayhost = [127.0.0.1]:{SINK_PORT}\nmynetworks = 127.0.0.0/8\nsmtpd_peername_lookup = no\n"
             f"maillog_file = {self.dir}/maillog\n{extra}")
         open(os.path.join(self.dir, "master.cf"), "w").write(
             f"127.0.0.1:{POSTERN_PORT} inet n - n - {maxproc} smtpd\n{master_extra}")
@@ -246,6 +246,7 @@ mynetworks = 127.0.0.0/8
 mydestination =
 relayhost = [127.0.0.1]:{SINK_PORT}
 smtp_dns_support_level = disabled
+smtpd_peername_lookup = no
 alias_maps =
 local_recipient_maps =
 default_process_limit = {process_limit}

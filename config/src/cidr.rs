@@ -104,3 +104,78 @@ mod tests {
         );
     }
 }
+
+/// A DNS list reply filter (`reject_rbl_client zone=127.0.0.[2..11]`):
+/// four octet patterns, each a number or `[a..b;c;...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsxlFilter(Vec<Vec<(u8, u8)>>);
+
+/// Parses a filter; None when it is not one.
+pub fn dnsxl_filter(s: &str) -> Option<DnsxlFilter> {
+    // Dots inside [..] are range operators, not separators.
+    let mut parts = Vec::new();
+    let (mut start, mut depth) = (0, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            '.' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    if parts.len() != 4 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for p in parts {
+        let ranges = if let Some(inner) = p.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            inner
+                .split(';')
+                .map(|item| match item.split_once("..") {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => item.parse().ok().map(|n| (n, n)),
+                })
+                .collect::<Option<Vec<(u8, u8)>>>()?
+        } else {
+            let n: u8 = p.parse().ok()?;
+            vec![(n, n)]
+        };
+        if ranges.is_empty() || ranges.iter().any(|(a, b)| a > b) {
+            return None;
+        }
+        out.push(ranges);
+    }
+    Some(DnsxlFilter(out))
+}
+
+impl DnsxlFilter {
+    pub fn matches(&self, ip: std::net::Ipv4Addr) -> bool {
+        ip.octets()
+            .iter()
+            .zip(&self.0)
+            .all(|(o, ranges)| ranges.iter().any(|(a, b)| (a..=b).contains(&o)))
+    }
+}
+
+#[cfg(test)]
+mod dnsxl_tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        let f = dnsxl_filter("127.0.0.[2..11]").unwrap();
+        assert!(f.matches("127.0.0.2".parse().unwrap()));
+        assert!(f.matches("127.0.0.11".parse().unwrap()));
+        assert!(!f.matches("127.0.0.12".parse().unwrap()));
+        let f = dnsxl_filter("127.0.[0..255].[1;3]").unwrap();
+        assert!(f.matches("127.0.9.3".parse().unwrap()));
+        assert!(!f.matches("127.0.9.2".parse().unwrap()));
+        assert!(dnsxl_filter("127.0.0").is_none());
+        assert!(dnsxl_filter("127.0.0.[5..2]").is_none());
+        assert!(dnsxl_filter("127.0.0.x").is_none());
+    }
+}

@@ -317,6 +317,12 @@ impl Config {
         for def in registry::PARAMS {
             let raw = get(def.name).unwrap_or_default();
             let (file, line) = self.origin(def.name, overrides);
+            // Templates expanded where they are used, with names of their
+            // own ($rbl_code, $rbl_domain, ...), as Postfix does.
+            if registry::LATE_EXPANSION.contains(&def.name) {
+                out.insert(def.name.to_string(), raw);
+                continue;
+            }
             match expand(&raw, &get) {
                 Ok(v) => {
                     let v = match def.kind {

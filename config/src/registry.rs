@@ -90,6 +90,10 @@ const fn int(min: i64, max: i64) -> Kind {
 }
 const SIZE: Kind = Kind::Size { min: 0 };
 
+/// Templates expanded by the daemon that uses them, with names of their
+/// own: kept unexpanded in the configuration.
+pub const LATE_EXPANSION: &[&str] = &["default_rbl_reply"];
+
 /// The registry, sorted by name (checked by a test).
 #[rustfmt::skip]
 pub static PARAMS: &[ParamDef] = &[
@@ -114,6 +118,7 @@ pub static PARAMS: &[ParamDef] = &[
     // transport (qmgr), and concurrent sessions per smtpd service (master.cf
     // maxproc "-"; the master passes it with each listener).
     p("default_process_limit", "100", int(1, 10_000), QM | M),
+    p("default_rbl_reply", "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}", Kind::Str, SD | PK),
     p("defer_code", "450", int(400, 599), SD | PK),
     p("delay_notice_recipient", "postmaster", Kind::Str, BO),
     p("delay_warning_time", "0h", secs("h"), QM),
@@ -137,6 +142,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("mail_spool_directory", "${data_directory}/mail/", Kind::Path, M | LO),
     ro("mail_version", env!("CARGO_PKG_VERSION"), Kind::Str, ALL),
     p("maillog_file", "", Kind::Str, M),
+    p("maps_rbl_reject_code", "554", int(400, 599), SD | PK),
     p("maximal_backoff_time", "4000s", secs("s"), QM),
     p("maximal_queue_lifetime", "5d", secs("d"), QM),
     p("message_size_limit", "10240000", SIZE, SD | CL | PK),
@@ -217,6 +223,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_junk_command_limit", "100", int(1, 100_000), SD),
     p("smtpd_min_data_rate", "500", int(0, 1_000_000_000), SD),
     p("smtpd_null_access_lookup_key", "<>", Kind::Str, SD | PK),
+    p("smtpd_peername_lookup", "yes", Kind::Bool, SD),
     p("smtpd_per_request_deadline", "yes", Kind::Bool, SD),
     p("smtpd_pipelining_limit", "1000", int(10, 100_000), SD),
     p("smtpd_recipient_limit", "1000", int(100, 1_000_000), SD),
@@ -247,6 +254,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("syslog_name", "postern", Kind::Str, ALL),
     p("transport_maps", "", Kind::List, QM | SM | PX | BR),
     p("unknown_address_reject_code", "450", int(400, 599), SD | PK),
+    p("unknown_client_reject_code", "450", int(400, 599), SD | PK),
+    p("unknown_hostname_reject_code", "450", int(400, 599), SD | PK),
     p("unknown_local_recipient_reject_code", "550", int(400, 599), SD | PK),
     p("unknown_relay_recipient_reject_code", "550", int(400, 599), SD | PK),
 ];

@@ -31,6 +31,13 @@ pub const SUPPORTED: &[&str] = &[
     "reject_unauth_pipelining",
     "reject_multi_recipient_bounce",
     "reject_plaintext_session",
+    "reject_unknown_client_hostname",
+    "reject_unknown_client",
+    "reject_unknown_reverse_client_hostname",
+    "reject_unknown_helo_hostname",
+    "reject_unknown_hostname",
+    "reject_unknown_sender_domain",
+    "reject_unknown_recipient_domain",
 ];
 
 /// Restrictions Postern implements that take one argument: an access
@@ -40,7 +47,16 @@ pub const SUPPORTED_WITH_ARGUMENT: &[&str] = &[
     "check_helo_access",
     "check_sender_access",
     "check_recipient_access",
+    "check_reverse_client_hostname_access",
     "sleep",
+    "reject_rbl_client",
+    "reject_rhsbl_client",
+    "reject_rhsbl_reverse_client",
+    "reject_rhsbl_helo",
+    "reject_rhsbl_sender",
+    "reject_rhsbl_recipient",
+    "permit_dnswl_client",
+    "permit_rhswl_client",
 ];
 
 /// Whether a Postfix restriction takes an argument.
@@ -60,7 +76,6 @@ const WITH_ARGUMENT: &[&str] = &[
     "check_client_a_access",
     "check_client_mx_access",
     "check_client_ns_access",
-    "check_reverse_client_hostname_access",
     "check_reverse_client_hostname_a_access",
     "check_reverse_client_hostname_mx_access",
     "check_reverse_client_hostname_ns_access",
@@ -76,14 +91,6 @@ const WITH_ARGUMENT: &[&str] = &[
     "check_sasl_access",
     "check_etrn_access",
     "check_policy_service",
-    "reject_rbl_client",
-    "reject_rhsbl_client",
-    "reject_rhsbl_reverse_client",
-    "reject_rhsbl_helo",
-    "reject_rhsbl_sender",
-    "reject_rhsbl_recipient",
-    "permit_dnswl_client",
-    "permit_rhswl_client",
 ];
 
 /// Postfix restrictions without an argument that Postern does not have.
@@ -96,14 +103,7 @@ const POSTFIX_ONLY: &[&str] = &[
     "reject_authenticated_sender_login_mismatch_known",
     "reject_known_sender_login_mismatch",
     "reject_maps_rbl",
-    "reject_unknown_client",
-    "reject_unknown_client_hostname",
     "reject_unknown_forward_client_hostname",
-    "reject_unknown_helo_hostname",
-    "reject_unknown_hostname",
-    "reject_unknown_recipient_domain",
-    "reject_unknown_reverse_client_hostname",
-    "reject_unknown_sender_domain",
     "reject_unverified_recipient",
     "reject_unverified_sender",
     "check_relay_domains",
@@ -147,8 +147,13 @@ pub fn check(items: &[String], classes: &[String]) -> Vec<Problem> {
                         )));
                     }
                 }
-                Some(arg) => {
+                Some(arg) if is_access_check(n) => {
                     if let Err(e) = crate::tables::parse(arg) {
+                        out.push(Problem(format!("{n} {arg}: {e}")));
+                    }
+                }
+                Some(arg) => {
+                    if let Err(e) = dns_list_zone(arg) {
                         out.push(Problem(format!("{n} {arg}: {e}")));
                     }
                 }
@@ -192,6 +197,33 @@ pub fn check(items: &[String], classes: &[String]) -> Vec<Problem> {
     out
 }
 
+/// A DNS list argument: `zone` or `zone=filter`, the filter an address
+/// pattern (`127.0.0.2`, `127.0.0.[2..11]`, `127.0.[0..255].[1;3]`).
+pub fn dns_list_zone(arg: &str) -> Result<(), String> {
+    let (zone, filter) = match arg.split_once('=') {
+        Some((z, f)) => (z, Some(f)),
+        None => (arg, None),
+    };
+    if zone.is_empty()
+        || zone.contains(':')
+        || !zone.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+    {
+        return Err(format!("\"{zone}\" is not a DNS zone name"));
+    }
+    if let Some(f) = filter
+        && crate::cidr::dnsxl_filter(f).is_none()
+    {
+        return Err(format!(
+            "\"{f}\" is not an address pattern like 127.0.0.[2..11]"
+        ));
+    }
+    Ok(())
+}
+
 /// The access tables a restriction list names: the arguments of
 /// `check_*_access`, and implicit `type:table` entries.
 pub fn tables_in(items: &[String]) -> Vec<String> {
@@ -226,13 +258,13 @@ mod tests {
         let p = check(
             &v(&[
                 "reject_rbl_client",
-                "zen.spamhaus.org",
+                "zen.spamhaus.org=127.0.0.x",
                 "check_policy_service",
                 "{ unix:private/policy, timeout=10s }",
                 "zen.spamhaus.org",
                 "hash:/etc/postfix/access",
                 "nis:mail.access",
-                "reject_unknown_sender_domain",
+                "reject_unverified_recipient",
                 "frobnicate",
                 "myclass",
                 "check_client_access",
@@ -241,11 +273,11 @@ mod tests {
         );
         let text: Vec<&str> = p.iter().map(|p| p.0.as_str()).collect();
         assert_eq!(text.len(), 7, "{text:?}");
-        assert!(text[0].contains("reject_rbl_client zen.spamhaus.org"));
+        assert!(text[0].contains("not an address pattern"), "{}", text[0]);
         assert!(text[1].contains("check_policy_service {"));
         assert!(text[2].contains("DNS zone"));
         assert!(text[3].contains("nis:mail.access: "), "{}", text[3]);
-        assert!(text[4].contains("reject_unknown_sender_domain"));
+        assert!(text[4].contains("reject_unverified_recipient"));
         assert!(text[5].contains("unknown restriction \"frobnicate\""));
         assert!(text[6].contains("requires an argument"));
         let items = v(&[
@@ -255,9 +287,9 @@ mod tests {
             "1",
             "hash:/etc/postfix/access",
             "reject_rbl_client",
-            "zen.example",
+            "zen.example=127.0.0.[2..11]",
         ]);
-        assert!(check(&items[..5], &[]).is_empty());
+        assert!(check(&items, &[]).is_empty());
         assert_eq!(
             tables_in(&items),
             v(&["cidr:/etc/postfix/clients.cidr", "hash:/etc/postfix/access"])

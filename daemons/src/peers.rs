@@ -26,6 +26,8 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Smtp, Role::Resolver, &[resolver::EDGE]),
     (Role::Smtp, Role::Broker, &[keys::EDGE, smtpd_broker::EDGE]),
     (Role::Smtpd, Role::Auth, &[auth::EDGE]),
+    // Client names, DNS lists, and the domain checks of the restrictions.
+    (Role::Smtpd, Role::Resolver, &[resolver::EDGE]),
     (Role::Pickup, Role::Cleanup, &[smtpd_cleanup::EDGE]),
     (Role::Auth, Role::Cache, &[cache::EDGE]),
     // External tables (tcp:, socketmap:), for every role that looks up.
@@ -63,7 +65,8 @@ mod tests {
         }
         assert!(carries(Role::Auth, Role::Cache, "cache"));
         assert!(!carries(Role::Smtpd, Role::Cache, "cache"));
-        assert!(!carries(Role::Smtpd, Role::Resolver, "resolver"));
+        assert!(carries(Role::Smtpd, Role::Resolver, "resolver"));
+        assert!(!carries(Role::Smtpd, Role::Proxymap, "proxymap"));
         assert!(!carries(Role::Smtpd, Role::Broker, "cleanup-broker"));
     }
 }

@@ -77,6 +77,9 @@ fn build(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolver, Str
     // No /etc/hosts inside the jail, and none wanted: DNS answers only.
     opts.use_hosts_file = ResolveHosts::Never;
     opts.ndots = 0;
+    // A bounded cache that honours each record's TTL: DNS list answers
+    // repeat for every recipient of a session.
+    opts.cache_size = 4096;
     TokioResolver::builder_with_config(
         ResolverConfig::from_parts(None, vec![], ns),
         TokioRuntimeProvider::default(),
@@ -174,6 +177,58 @@ async fn answer(dns: &TokioResolver, req: Request) -> Reply {
                     Reply::NotFound
                 } else {
                     Reply::Addresses(ips)
+                }
+            }
+            Err(e) => failure(&e),
+        },
+        Request::A(name) => match dns.ipv4_lookup(fqdn(&name)).await {
+            Ok(l) => {
+                let ips: Vec<IpAddr> = l
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        _ => None,
+                    })
+                    .collect();
+                if ips.is_empty() {
+                    Reply::NotFound
+                } else {
+                    Reply::Addresses(ips)
+                }
+            }
+            Err(e) => failure(&e),
+        },
+        Request::Txt(name) => match dns.txt_lookup(fqdn(&name)).await {
+            Ok(l) => {
+                let texts: Vec<String> = l
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::TXT(t) => Some(t),
+                        _ => None,
+                    })
+                    .map(|t| {
+                        let joined: Vec<u8> =
+                            t.txt_data.iter().flat_map(|d| d.iter().copied()).collect();
+                        // Untrusted bytes: printable ASCII only, bounded.
+                        joined
+                            .iter()
+                            .take(rs::MAX_TXT)
+                            .map(|&b| {
+                                if (0x20..0x7f).contains(&b) {
+                                    b as char
+                                } else {
+                                    '?'
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect();
+                if texts.is_empty() {
+                    Reply::NotFound
+                } else {
+                    Reply::Texts(texts)
                 }
             }
             Err(e) => failure(&e),

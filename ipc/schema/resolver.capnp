@@ -3,13 +3,15 @@
 # daemon, the only one besides smtp with network access.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 1;
+const version :UInt32 = 2;
 
 struct Request {
   union {
     mx @0 :Text;          # domain
     addresses @1 :Text;   # host: A and AAAA
     ptr @2 :Text;         # IP address
+    a @3 :Text;           # name: A records only (DNS lists)
+    txt @4 :Text;         # name: TXT records (DNS list reasons)
   }
 }
 
@@ -26,5 +28,6 @@ struct Reply {
     notFound @3 :Void;    # NXDOMAIN, or no records of the type
     tempfail @4 :Text;    # SERVFAIL, timeout, unreachable
     nullMx @5 :Void;      # RFC 7505: the domain accepts no mail
+    texts @6 :List(Text); # txt: at most 64 strings of at most 512 printable bytes
   }
 }

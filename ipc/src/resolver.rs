@@ -1,4 +1,4 @@
-//! smtp -> resolver (schema: resolver.capnp).
+//! smtp and smtpd -> resolver (schema: resolver.capnp).
 use std::os::fd::OwnedFd;
 
 use crate::channel::{Message, no_fds};
@@ -21,6 +21,9 @@ pub enum Request {
     Mx(String),
     Addresses(String),
     Ptr(String),
+    /// A records only (DNS list queries).
+    A(String),
+    Txt(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +34,12 @@ pub enum Reply {
     NotFound,
     Tempfail(String),
     NullMx,
+    /// TXT strings, printable ASCII.
+    Texts(Vec<String>),
 }
+
+/// Longest TXT string passed on.
+pub const MAX_TXT: usize = 512;
 
 fn name(
     t: capnp::Result<capnp::text::Reader<'_>>,
@@ -58,6 +66,8 @@ impl Message for Request {
                 Request::Mx(d) => r.set_mx(clip(d, NAME)),
                 Request::Addresses(h) => r.set_addresses(clip(h, NAME)),
                 Request::Ptr(ip) => r.set_ptr(clip(ip, 64)),
+                Request::A(n) => r.set_a(clip(n, NAME)),
+                Request::Txt(n) => r.set_txt(clip(n, NAME)),
             }
         }
         frame::finish(&b)
@@ -79,6 +89,8 @@ impl Message for Request {
                     })?;
                 Request::Ptr(ip)
             }
+            request::A(t) => Request::A(name(t, "a")?),
+            request::Txt(t) => Request::Txt(name(t, "txt")?),
         })
     }
 }
@@ -117,6 +129,13 @@ impl Message for Reply {
                 Reply::NotFound => r.set_not_found(()),
                 Reply::Tempfail(s) => r.set_tempfail(clip(s, 512)),
                 Reply::NullMx => r.set_null_mx(()),
+                Reply::Texts(list) => {
+                    let n = list.len().min(MAX_ANSWERS);
+                    let mut l = r.init_texts(n as u32);
+                    for (i, a) in list.iter().take(n).enumerate() {
+                        l.set(i as u32, clip(a, MAX_TXT));
+                    }
+                }
             }
         }
         frame::finish(&b)
@@ -161,6 +180,15 @@ impl Message for Reply {
             reply::NotFound(()) => Reply::NotFound,
             reply::Tempfail(t) => Reply::Tempfail(text(t, "tempfail", 512)?),
             reply::NullMx(()) => Reply::NullMx,
+            reply::Texts(l) => {
+                let l = l?;
+                list_len(l.len(), "texts", MAX_ANSWERS)?;
+                let mut out = Vec::new();
+                for t in l.iter() {
+                    out.push(text(t, "texts", MAX_TXT)?);
+                }
+                Reply::Texts(out)
+            }
         })
     }
 }

@@ -17,19 +17,30 @@ pub struct DnsServer {
 /// Starts a server for `origin` (e.g. "test.") on `ip`, on a free port,
 /// serving `zone` (zone-file syntax, relative to the origin).
 pub fn start(ip: &str, origin: &str, zone: &str) -> DnsServer {
+    start_zones(ip, &[(origin, zone)])
+}
+
+/// Starts a server for several zones (each with its origin). Names
+/// outside them are refused, which a resolver takes as a temporary
+/// failure (SERVFAIL-like).
+pub fn start_zones(ip: &str, zones: &[(&str, &str)]) -> DnsServer {
     let udp = std::net::UdpSocket::bind((ip, 0)).expect("bind DNS UDP");
     let port = udp.local_addr().unwrap().port();
     let tcp = std::net::TcpListener::bind((ip, port)).expect("bind DNS TCP on the same port");
     udp.set_nonblocking(true).unwrap();
     tcp.set_nonblocking(true).unwrap();
     let addr = udp.local_addr().unwrap();
-    let origin = Name::from_ascii(origin).expect("origin");
-    let (name, records) = Parser::new(zone.to_string(), None, Some(origin))
-        .parse()
-        .expect("zone text parses");
-    let handler: InMemoryZoneHandler<hickory_server::net::runtime::TokioRuntimeProvider> =
-        InMemoryZoneHandler::new(name.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)
-            .expect("zone");
+    let mut handlers = Vec::new();
+    for (origin, zone) in zones {
+        let origin = Name::from_ascii(origin).expect("origin");
+        let (name, records) = Parser::new(zone.to_string(), None, Some(origin))
+            .parse()
+            .expect("zone text parses");
+        let handler: InMemoryZoneHandler<hickory_server::net::runtime::TokioRuntimeProvider> =
+            InMemoryZoneHandler::new(name.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)
+                .expect("zone");
+        handlers.push((name, handler));
+    }
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -37,7 +48,9 @@ pub fn start(ip: &str, origin: &str, zone: &str) -> DnsServer {
             .unwrap();
         rt.block_on(async move {
             let mut catalog = Catalog::new();
-            catalog.upsert(LowerName::from(name), vec![Arc::new(handler)]);
+            for (name, handler) in handlers {
+                catalog.upsert(LowerName::from(name), vec![Arc::new(handler)]);
+            }
             let mut server = Server::new(catalog);
             server.register_socket(tokio::net::UdpSocket::from_std(udp).unwrap());
             server.register_listener(

@@ -160,11 +160,14 @@ impl Instance {
             run_as: None,
             dir,
         };
+        // Client names need DNS, and tests ask only the DNS servers they
+        // start on loopback: a test that wants names turns the lookup on.
         let main = format!(
             "# written by the test harness\n\
              data_directory = {data}\n\
              myhostname = mx.test.example\n\
              mydomain = test.example\n\
+             smtpd_peername_lookup = no\n\
              {extra}\n",
             data = inst.data_dir().display()
         );

@@ -390,6 +390,16 @@ impl crate::restrict::Lookups for PickupTables<'_> {
     async fn listed(&self, _: &str, _: &str, _: bool) -> Result<bool, String> {
         Ok(true)
     }
+
+    /// pickup has no network: local submission skips the DNS checks (a
+    /// name is taken to exist, a list to hold nothing).
+    async fn dns(&self, q: crate::restrict::DnsQuery) -> crate::restrict::Dns {
+        use crate::restrict::{Dns, DnsQuery};
+        match q {
+            DnsQuery::Mx(_) | DnsQuery::Addresses(_) => Dns::Found(Vec::new()),
+            DnsQuery::A(_) | DnsQuery::Txt(_) => Dns::NotFound,
+        }
+    }
 }
 
 /// smtpd's sender, relay and recipient restrictions, with the local user
@@ -409,6 +419,9 @@ pub(super) async fn check_restrictions(
             ip,
             name: "localhost",
             namaddr: "localhost[127.0.0.1]",
+            reverse_name: "localhost",
+            name_status: crate::restrict::NameStatus::Ok,
+            reverse_status: crate::restrict::NameStatus::Ok,
             helo: Some(&sh.set.myhostname),
             sender: Some(sender),
             rcpt: Some(rcpt),

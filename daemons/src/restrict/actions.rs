@@ -8,7 +8,7 @@ use super::eval::{Run, Status, reply};
 use super::parse;
 
 /// A valid RFC 3463 code at the start of `s`, and the rest of the text.
-fn split_dsn(s: &str) -> (Option<&str>, &str) {
+pub(super) fn split_dsn(s: &str) -> (Option<&str>, &str) {
     let s = s.trim_start();
     let end = s.find([' ', '\t']).unwrap_or(s.len());
     let head = &s[..end];
@@ -26,7 +26,7 @@ fn split_dsn(s: &str) -> (Option<&str>, &str) {
 }
 
 /// smtpd_dsn_fix: an address DSN (X.1.Y) fitted to what is rejected.
-fn dsn_fix(dsn: &str, class: Class) -> String {
+pub(super) fn dsn_fix(dsn: &str, class: Class) -> String {
     let b = dsn.as_bytes();
     if dsn.len() < 5 || &dsn[1..4] != ".1." {
         return dsn.to_string();

@@ -25,6 +25,10 @@ pub struct Facts<'a> {
     pub name: &'a str,
     /// `name[addr]`.
     pub namaddr: &'a str,
+    /// The client's PTR name (not forward-confirmed), or "unknown".
+    pub reverse_name: &'a str,
+    pub name_status: super::NameStatus,
+    pub reverse_status: super::NameStatus,
     pub helo: Option<&'a str>,
     /// The transaction's sender; None before MAIL.
     pub sender: Option<&'a str>,
@@ -210,6 +214,7 @@ impl<'a, L: Lookups> Run<'a, L> {
     fn name_of(&self, class: Class) -> String {
         match class {
             Class::Client => self.f.namaddr.to_string(),
+            Class::ReverseClient => format!("{}[{}]", self.f.reverse_name, self.f.ip),
             Class::Helo => self.f.helo.unwrap_or("").to_string(),
             Class::Sender => self.f.sender.unwrap_or("").to_string(),
             Class::Recipient => self.f.rcpt.unwrap_or("").to_string(),
@@ -218,7 +223,7 @@ impl<'a, L: Lookups> Run<'a, L> {
         }
     }
 
-    fn authorized_destination(&self) -> bool {
+    pub(super) fn authorized_destination(&self) -> bool {
         let d = domain_of(self.f.rcpt.unwrap_or(""));
         self.access.is_local_domain(d) || self.access.is_relay_domain(d)
     }
@@ -381,6 +386,12 @@ impl<'a, L: Lookups> Run<'a, L> {
                 "Session encryption is required".into(),
             )),
             R::RejectPlaintextSession => Status::Dunno,
+            R::RejectUnknownClient => self.unknown_client(false),
+            R::RejectUnknownReverseClient => self.unknown_client(true),
+            R::RejectUnknownHelo => self.unknown_helo().await,
+            R::RejectUnknownSenderDomain => self.unknown_domain(Class::Sender).await,
+            R::RejectUnknownRecipientDomain => self.unknown_domain(Class::Recipient).await,
+            R::Dnsxl(kind, zone) => self.dnsxl(*kind, zone).await,
             R::Sleep(secs) => {
                 self.lk.sleep(Duration::from_secs(u64::from(*secs))).await;
                 Status::Dunno
@@ -499,6 +510,13 @@ impl<'a, L: Lookups> Run<'a, L> {
             Class::Client => (
                 f.namaddr.to_string(),
                 vec![keys::domain(f.name, p.parent_style), keys::address(&f.ip)],
+            ),
+            Class::ReverseClient => (
+                format!("{}[{}]", f.reverse_name, f.ip),
+                vec![
+                    keys::domain(f.reverse_name, p.parent_style),
+                    keys::address(&f.ip),
+                ],
             ),
             Class::Helo => match f.helo {
                 Some(h) if !h.is_empty() => (h.to_string(), vec![keys::domain(h, p.parent_style)]),

@@ -5,6 +5,7 @@
 //! and pickup (local submission) both use it, each with its own way to
 //! reach the tables ([`Lookups`]).
 mod actions;
+mod dnsxl;
 pub mod eval;
 pub mod keys;
 
@@ -24,6 +25,8 @@ pub enum Class {
     Recipient,
     Data,
     EndOfData,
+    /// The client's reverse (PTR) name, not forward-confirmed.
+    ReverseClient,
 }
 
 impl Class {
@@ -36,6 +39,7 @@ impl Class {
             Class::Recipient => "Recipient address",
             Class::Data => "Data command",
             Class::EndOfData => "End-of-data",
+            Class::ReverseClient => "Unverified Client host",
         }
     }
 }
@@ -46,6 +50,49 @@ pub enum LoginCheck {
     Any,
     Authenticated,
     Unauthenticated,
+}
+
+/// How a client name lookup ended (Postfix's name_status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameStatus {
+    Ok,
+    /// A temporary DNS error.
+    Temp,
+    /// No name, or a name that does not resolve back.
+    Perm,
+}
+
+/// Which DNS list check, and what it looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dnsxl {
+    RblClient,
+    RhsblClient,
+    RhsblReverseClient,
+    RhsblHelo,
+    RhsblSender,
+    RhsblRecipient,
+    DnswlClient,
+    RhswlClient,
+}
+
+/// A DNS question for the restrictions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsQuery {
+    /// A records (DNS lists).
+    A(String),
+    Txt(String),
+    Mx(String),
+    /// A and AAAA.
+    Addresses(String),
+}
+
+/// Its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dns {
+    Found(Vec<String>),
+    NotFound,
+    NullMx,
+    Temp(String),
 }
 
 /// One restriction of a list.
@@ -76,6 +123,13 @@ pub enum R {
     RejectMultiRecipientBounce,
     RejectPlaintextSession,
     Sleep(u32),
+    RejectUnknownClient,
+    RejectUnknownReverseClient,
+    RejectUnknownHelo,
+    RejectUnknownSenderDomain,
+    RejectUnknownRecipientDomain,
+    /// A DNS list: the zone, with an optional `=filter`.
+    Dnsxl(Dnsxl, String),
     /// A name Postern does not implement (`conf --check` refuses it, so
     /// only a table's answer can bring one here): 451 4.3.5.
     Unknown(String),
@@ -117,12 +171,42 @@ pub fn parse(items: &[String], implicit: Option<Class>) -> Vec<R> {
             "reject_unauth_pipelining" => R::RejectUnauthPipelining,
             "reject_multi_recipient_bounce" => R::RejectMultiRecipientBounce,
             "reject_plaintext_session" => R::RejectPlaintextSession,
+            "reject_unknown_client_hostname" | "reject_unknown_client" => R::RejectUnknownClient,
+            "reject_unknown_reverse_client_hostname" => R::RejectUnknownReverseClient,
+            "reject_unknown_helo_hostname" | "reject_unknown_hostname" => R::RejectUnknownHelo,
+            "reject_unknown_sender_domain" => R::RejectUnknownSenderDomain,
+            "reject_unknown_recipient_domain" => R::RejectUnknownRecipientDomain,
+            "reject_rbl_client"
+            | "reject_rhsbl_client"
+            | "reject_rhsbl_reverse_client"
+            | "reject_rhsbl_helo"
+            | "reject_rhsbl_sender"
+            | "reject_rhsbl_recipient"
+            | "permit_dnswl_client"
+            | "permit_rhswl_client" => {
+                let kind = match n.as_str() {
+                    "reject_rbl_client" => Dnsxl::RblClient,
+                    "reject_rhsbl_client" => Dnsxl::RhsblClient,
+                    "reject_rhsbl_reverse_client" => Dnsxl::RhsblReverseClient,
+                    "reject_rhsbl_helo" => Dnsxl::RhsblHelo,
+                    "reject_rhsbl_sender" => Dnsxl::RhsblSender,
+                    "reject_rhsbl_recipient" => Dnsxl::RhsblRecipient,
+                    "permit_dnswl_client" => Dnsxl::DnswlClient,
+                    _ => Dnsxl::RhswlClient,
+                };
+                match arg(&mut it) {
+                    Some(zone) => R::Dnsxl(kind, zone.to_ascii_lowercase()),
+                    None => R::Unknown(n),
+                }
+            }
             "check_client_access"
+            | "check_reverse_client_hostname_access"
             | "check_helo_access"
             | "check_sender_access"
             | "check_recipient_access" => {
                 let class = match n.as_str() {
                     "check_client_access" => Class::Client,
+                    "check_reverse_client_hostname_access" => Class::ReverseClient,
                     "check_helo_access" => Class::Helo,
                     "check_sender_access" => Class::Sender,
                     _ => Class::Recipient,
@@ -166,6 +250,10 @@ pub struct Codes {
     pub non_fqdn: u16,
     pub plaintext: u16,
     pub multi_recipient_bounce: u16,
+    pub unknown_client: u16,
+    pub unknown_hostname: u16,
+    pub unknown_address: u16,
+    pub maps_rbl: u16,
     pub unknown_local_recipient: u16,
     pub unknown_relay_recipient: u16,
 }
@@ -196,6 +284,8 @@ pub struct Policy {
     pub parent_style: bool,
     pub null_sender_key: String,
     pub double_bounce_sender: String,
+    /// `default_rbl_reply`, unexpanded.
+    pub rbl_reply: String,
 }
 
 impl Policy {
@@ -228,6 +318,10 @@ impl Policy {
                 non_fqdn: code("non_fqdn_reject_code")?,
                 plaintext: code("plaintext_reject_code")?,
                 multi_recipient_bounce: code("multi_recipient_bounce_reject_code")?,
+                unknown_client: code("unknown_client_reject_code")?,
+                unknown_hostname: code("unknown_hostname_reject_code")?,
+                unknown_address: code("unknown_address_reject_code")?,
+                maps_rbl: code("maps_rbl_reject_code")?,
                 unknown_local_recipient: code("unknown_local_recipient_reject_code")?,
                 unknown_relay_recipient: code("unknown_relay_recipient_reject_code")?,
             },
@@ -240,6 +334,7 @@ impl Policy {
                 .any(|s| s == "smtpd_access_maps"),
             null_sender_key: p.str("smtpd_null_access_lookup_key").into(),
             double_bounce_sender: p.str("double_bounce_sender").into(),
+            rbl_reply: p.str("default_rbl_reply").into(),
         })
     }
 
@@ -282,6 +377,9 @@ pub trait Lookups {
         local_part: &str,
         local: bool,
     ) -> impl Future<Output = Result<bool, String>>;
+
+    /// A DNS question (DNS lists, the reject_unknown_* checks).
+    fn dns(&self, q: DnsQuery) -> impl Future<Output = Dns>;
 
     /// Waits (the `sleep` restriction).
     fn sleep(&self, d: Duration) -> impl Future<Output = ()> {

@@ -176,6 +176,8 @@ mod tests {
                 Request::Mx(d) => format!("MX {d}"),
                 Request::Addresses(h) => format!("A {h}"),
                 Request::Ptr(ip) => format!("PTR {ip}"),
+                Request::A(h) => format!("A4 {h}"),
+                Request::Txt(h) => format!("TXT {h}"),
             };
             self.0.get(&key).cloned().unwrap_or(Reply::NotFound)
         }

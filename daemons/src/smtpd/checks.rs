@@ -111,6 +111,89 @@ pub struct Env<'a> {
     pub memo: &'a RefCell<Memo>,
     /// The client sent commands ahead without PIPELINING.
     pub pipelined: bool,
+    /// The client's names as looked up at connect.
+    pub names: &'a ClientNames,
+}
+
+/// What the connect-time lookup learned of the client.
+#[derive(Debug, Clone)]
+pub struct ClientNames {
+    /// Forward-confirmed, else "unknown" (the name in log lines).
+    pub name: String,
+    pub status: restrict::NameStatus,
+    /// The PTR name, confirmed or not.
+    pub reverse: String,
+    pub reverse_status: restrict::NameStatus,
+}
+
+impl ClientNames {
+    pub fn unknown(status: restrict::NameStatus) -> ClientNames {
+        ClientNames {
+            name: "unknown".into(),
+            status,
+            reverse: "unknown".into(),
+            reverse_status: status,
+        }
+    }
+
+    /// Postfix's peer lookup: the PTR name, kept as the client name only
+    /// when one of its addresses is the client's.
+    pub async fn lookup(sh: &Shared, ip: std::net::IpAddr, log: &dyn Fn(&str)) -> ClientNames {
+        use postern_ipc::resolver::{Reply as R, Request as Q};
+        use restrict::NameStatus::{Ok as Good, Perm, Temp};
+        let ptr = match sh.dns(Q::Ptr(ip.to_string())).await {
+            Ok(R::Names(n)) if !n.is_empty() => n[0].to_ascii_lowercase(),
+            Ok(R::NotFound) | Ok(R::Names(_)) => return ClientNames::unknown(Perm),
+            Ok(R::Tempfail(_)) | Err(_) => return ClientNames::unknown(Temp),
+            Ok(other) => {
+                log(&format!(
+                    "warning: unexpected resolver answer {other:?} for {ip}"
+                ));
+                return ClientNames::unknown(Temp);
+            }
+        };
+        if !restrict::eval::valid_hostname(&ptr) {
+            log(&format!(
+                "warning: {ip}: hostname {ptr} is not a valid host name"
+            ));
+            return ClientNames::unknown(Perm);
+        }
+        let confirmed = match sh.dns(Q::Addresses(ptr.clone())).await {
+            Ok(R::Addresses(ips)) if ips.contains(&ip) => Good,
+            Ok(R::Addresses(_)) | Ok(R::NotFound) | Ok(R::NullMx) => {
+                log(&format!(
+                    "warning: hostname {ptr} does not resolve to address {ip}"
+                ));
+                Perm
+            }
+            Ok(other) => {
+                let why = match other {
+                    R::Tempfail(e) => e,
+                    o => format!("{o:?}"),
+                };
+                log(&format!(
+                    "warning: {ip}: hostname {ptr} verification failed: {why}"
+                ));
+                Temp
+            }
+            Err(e) => {
+                log(&format!(
+                    "warning: {ip}: hostname {ptr} verification failed: {e}"
+                ));
+                Temp
+            }
+        };
+        ClientNames {
+            name: if confirmed == Good {
+                ptr.clone()
+            } else {
+                "unknown".into()
+            },
+            status: confirmed,
+            reverse: ptr,
+            reverse_status: Good,
+        }
+    }
 }
 
 /// What a decision asks the session to do besides the verdict.
@@ -140,6 +223,25 @@ impl Lookups for Broker<'_> {
 
     async fn sender_owners(&self, sender: &str) -> Result<Option<Vec<String>>, String> {
         self.0.sender_logins(sender).await
+    }
+
+    async fn dns(&self, q: restrict::DnsQuery) -> restrict::Dns {
+        use postern_ipc::resolver::{Reply as R, Request as Q};
+        use restrict::{Dns, DnsQuery};
+        let req = match q {
+            DnsQuery::A(n) => Q::A(n),
+            DnsQuery::Txt(n) => Q::Txt(n),
+            DnsQuery::Mx(n) => Q::Mx(n),
+            DnsQuery::Addresses(n) => Q::Addresses(n),
+        };
+        match self.0.dns(req).await {
+            Ok(R::Addresses(ips)) => Dns::Found(ips.iter().map(|i| i.to_string()).collect()),
+            Ok(R::Mx(list)) => Dns::Found(list.into_iter().map(|(_, h)| h).collect()),
+            Ok(R::Texts(t) | R::Names(t)) => Dns::Found(t),
+            Ok(R::NotFound) => Dns::NotFound,
+            Ok(R::NullMx) => Dns::NullMx,
+            Ok(R::Tempfail(e)) | Err(e) => Dns::Temp(e),
+        }
     }
 
     async fn listed(&self, address: &str, local_part: &str, local: bool) -> Result<bool, String> {
@@ -208,6 +310,9 @@ async fn restrictions(
         ip: f.peer.addr,
         name: &f.peer.name,
         namaddr: f.client,
+        reverse_name: &env.names.reverse,
+        name_status: env.names.status,
+        reverse_status: env.names.reverse_status,
         helo: f.helo,
         sender: sender.as_deref(),
         rcpt: rcpt.as_deref(),

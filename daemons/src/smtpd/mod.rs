@@ -226,6 +226,7 @@ async fn serve(mut ctx: Context) {
                             conn.per_request = set.per_request_deadline;
                             conn.min_data_rate = set.min_data_rate;
                             Session::new(sh, set, conn, peer.ip(), peer.port(), scope)
+                                .await
                                 .run()
                                 .await;
                             active.set(active.get() - 1);

@@ -28,6 +28,8 @@ pub struct Shared {
     transfer: Duration,
     idle: RefCell<Vec<CleanupEp>>,
     lookup: PeerPool<sb::Link>,
+    /// Client names, DNS lists and domain checks, through the resolver.
+    dns: PeerPool<postern_ipc::resolver::Link>,
     /// Checks are slow by design (Argon2): concurrent ones get their own
     /// channels.
     auth: PeerPool<auth::Link>,
@@ -52,6 +54,7 @@ impl Shared {
         let sw = switchboard.clone();
         Shared {
             lookup: PeerPool::new(sw.clone(), Role::Broker, query, 16),
+            dns: PeerPool::new(sw.clone(), Role::Resolver, query, 16),
             auth: PeerPool::new(sw, Role::Auth, query, 8),
             sb: switchboard,
             query,
@@ -260,5 +263,13 @@ impl Shared {
             }
         }
         Ok(false)
+    }
+
+    /// One DNS question to the resolver.
+    pub async fn dns(
+        &self,
+        req: postern_ipc::resolver::Request,
+    ) -> Result<postern_ipc::resolver::Reply, String> {
+        self.dns.call(&req).await
     }
 }

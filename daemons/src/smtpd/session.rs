@@ -31,6 +31,8 @@ pub struct Settings {
     pub pipelining_limit: usize,
     pub bare_lf_reject: bool,
     pub starttls_timeout: Duration,
+    /// smtpd_peername_lookup: look the client's name up at connect.
+    pub peername_lookup: bool,
     pub access: Access,
     pub chains: Chains,
     pub core: Arc<Config>,
@@ -77,6 +79,7 @@ impl Settings {
             pipelining_limit: p.int("smtpd_pipelining_limit").map_err(e)? as usize,
             bare_lf_reject: p.str("smtpd_forbid_bare_newline") == "reject",
             starttls_timeout: p.duration("smtpd_starttls_timeout").map_err(e)?,
+            peername_lookup: p.bool("smtpd_peername_lookup").map_err(e)?,
             access,
             chains,
             core: Arc::new(core),
@@ -101,6 +104,7 @@ pub struct Session {
     /// Access-table actions for the open transaction, not yet sent to
     /// cleanup.
     effects: sc::Effects,
+    names: checks::ClientNames,
 }
 
 fn transport(e: ConnError) -> Event {
@@ -112,7 +116,7 @@ fn transport(e: ConnError) -> Event {
 
 impl Session {
     /// `scope`: the listener's service name (its TLS setup and ticket scope).
-    pub fn new(
+    pub async fn new(
         sh: Rc<Shared>,
         set: Rc<Settings>,
         conn: Conn,
@@ -121,10 +125,17 @@ impl Session {
         scope: Rc<str>,
     ) -> Session {
         let ip = crate::access::normalize(ip);
+        let names = if set.peername_lookup {
+            let log_name = set.log_name.clone();
+            let log = move |t: &str| log::line_as(Some(&log_name), t);
+            checks::ClientNames::lookup(&sh, ip, &log).await
+        } else {
+            checks::ClientNames::unknown(crate::restrict::NameStatus::Perm)
+        };
         let bare_lf_ok =
             !set.bare_lf_reject || set.access.bare_lf_exclusions.iter().any(|c| c.contains(ip));
         let peer = Peer {
-            name: "unknown".into(),
+            name: names.name.clone(),
             addr: ip,
             port,
         };
@@ -140,6 +151,7 @@ impl Session {
             memo: Default::default(),
             pipelined: false,
             effects: sc::Effects::default(),
+            names,
         }
     }
 
@@ -238,6 +250,7 @@ impl Session {
                     log: &log,
                     memo: &self.memo,
                     pipelined: self.pipelined,
+                    names: &self.names,
                 };
                 let facts = self.core.facts();
                 if facts.stage == Some(postern_proto::smtp::server::Stage::Mail) {

@@ -1,0 +1,259 @@
+//! The restrictions that ask DNS, against a real DNS server on loopback
+//! (hickory's, serving zones from zone-file text): client names looked up
+//! and forward-confirmed at connect, DNS deny and allow lists with reply
+//! filters and TXT reasons, RHSBL lists, reverse-name access maps, and the
+//! reject_unknown_* checks, through NXDOMAIN, a refused query (a temporary
+//! failure) and a server that never answers.
+//!
+//! Clients here connect from 127.0.0.0/8, whose reverse names every
+//! resolver answers itself (RFC 6761: "localhost", never asked of a
+//! server). So 127.0.0.1 is confirmed as localhost, any other loopback
+//! client has an unconfirmed name, and a missing or failing PTR record
+//! needs a client outside loopback (a test network namespace).
+use std::time::Duration;
+
+use postern_tests::{Instance, Smtp, dns, wait_for};
+
+fn logged(inst: &Instance, needle: &str) {
+    wait_for(needle, Duration::from_secs(10), || {
+        inst.log().contains(needle).then_some(())
+    });
+}
+
+/// Builds a hash table in the instance's configuration directory.
+fn table(inst: &Instance, name: &str, text: &str) -> String {
+    let path = inst.config_dir().join(name);
+    std::fs::write(&path, text).unwrap();
+    let spec = format!("hash:{}", path.display());
+    let out = inst.postern(&["map", "build", &spec]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    spec
+}
+
+const TEST_ZONE: &str = "@ 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60\n\
+    @ 3600 IN NS ns.test.\n\
+    ns 3600 IN A 127.0.0.1\n\
+    good 60 IN A 127.0.0.77\n\
+    liar 60 IN A 127.0.0.1\n\
+    2.0.0.127.zen 60 IN A 127.0.0.2\n\
+    2.0.0.127.zen 60 IN TXT \"Listed by zen.test, see https://zen.test/127.0.0.2\"\n\
+    3.0.0.127.zen 60 IN A 127.0.0.10\n\
+    4.0.0.127.wl 60 IN A 127.0.10.1\n\
+    spam.example.dbl 60 IN A 127.0.1.2\n\
+    has-mx 60 IN MX 10 mx.has-mx.test.\n\
+    mx.has-mx 60 IN A 127.0.0.1\n\
+    nullmx 60 IN MX 0 .\n\
+    a-only 60 IN A 127.0.0.1\n\
+    helo-ok 60 IN A 127.0.0.1\n";
+
+/// One attempt: greeting, EHLO, MAIL, RCPT; the RCPT reply.
+fn attempt(inst: &Instance, src: &str, helo: &str, sender: &str, rcpt: &str) -> String {
+    let mut c = Smtp::connect_from(src, &inst.ip, inst.smtp_port);
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd(&format!("EHLO {helo}")).starts_with("250"));
+    let m = c.cmd(&format!("MAIL FROM:<{sender}>"));
+    assert!(m.starts_with("250"), "MAIL: {m}");
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+    c.cmd("QUIT");
+    r.trim_end().to_string()
+}
+
+#[test]
+fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
+    let mut inst = Instance::new("");
+    let server = dns::start(&inst.ip, "test.", TEST_ZONE);
+    // Each recipient picks the restriction under test (a restriction list
+    // as an access table's answer).
+    let dispatch = table(
+        &inst,
+        "dispatch",
+        "unknown@relay.example reject_unknown_client_hostname, permit\n\
+         reverse@relay.example reject_unknown_reverse_client_hostname, permit\n\
+         rbl@relay.example reject_rbl_client zen.test=127.0.0.[2..9], permit\n\
+         rbltemp@relay.example reject_rbl_client zen.unserved, permit\n\
+         dnswl@relay.example permit_dnswl_client wl.test, reject\n\
+         dnswltemp@relay.example permit_dnswl_client wl.unserved, reject\n\
+         rhsbl@relay.example reject_rhsbl_sender dbl.test, permit\n\
+         helo@relay.example reject_unknown_helo_hostname, permit\n\
+         sender@relay.example reject_unknown_sender_domain, permit\n",
+    );
+    let rev = table(&inst, "rev", "127.0.0.81 REJECT Forged name\n");
+    inst.add_main_cf(&format!(
+        "smtpd_error_sleep_time = 0\n\
+         smtpd_peername_lookup = yes\n\
+         dns_nameservers = {}\n\
+         mynetworks = 10.0.0.0/8\n\
+         relay_domains = relay.example\n\
+         smtpd_client_restrictions = check_reverse_client_hostname_access {rev}\n\
+         smtpd_relay_restrictions =\n\
+         smtpd_recipient_restrictions = check_recipient_access {dispatch}, reject_unknown_recipient_domain, permit\n",
+        server.addr
+    ));
+    inst.start();
+    let ok = |src: &str, helo: &str, sender: &str, rcpt: &str| {
+        let r = attempt(&inst, src, helo, sender, rcpt);
+        assert!(
+            r.starts_with("250 2.1.5"),
+            "{src} {helo} {sender} {rcpt}: {r}"
+        );
+    };
+    let refused = |src: &str, helo: &str, sender: &str, rcpt: &str, want: &str| {
+        let r = attempt(&inst, src, helo, sender, rcpt);
+        assert_eq!(r, want, "{src} {helo} {sender} {rcpt}");
+    };
+    let h = "client.example";
+    let s = "someone@has-mx.test";
+
+    // Client names: forward-confirmed, and unconfirmed.
+    ok("127.0.0.1", h, s, "unknown@relay.example");
+    logged(&inst, "connect from localhost[127.0.0.1]");
+    refused(
+        "127.0.0.78",
+        h,
+        s,
+        "unknown@relay.example",
+        "450 4.7.25 Client host rejected: cannot find your hostname, [127.0.0.78]",
+    );
+    logged(
+        &inst,
+        "warning: hostname localhost does not resolve to address 127.0.0.78",
+    );
+    logged(
+        &inst,
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.78]: 450 4.7.25 Client host rejected: cannot find your hostname, [127.0.0.78]; from=<someone@has-mx.test> to=<unknown@relay.example> proto=ESMTP helo=<client.example>",
+    );
+    // The reverse name exists, confirmed or not.
+    ok("127.0.0.78", h, s, "reverse@relay.example");
+    // check_reverse_client_hostname_access: the unconfirmed name, then
+    // the address.
+    refused(
+        "127.0.0.81",
+        h,
+        s,
+        "unknown@relay.example",
+        "554 5.7.1 <localhost[127.0.0.81]>: Unverified Client host rejected: Forged name",
+    );
+
+    // reject_rbl_client: listed with a TXT reason; listed outside the
+    // filter; not listed; a list that cannot be asked (not listed, with a
+    // warning).
+    refused(
+        "127.0.0.2",
+        h,
+        s,
+        "rbl@relay.example",
+        "554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using zen.test; Listed by zen.test, see https://zen.test/127.0.0.2",
+    );
+    logged(
+        &inst,
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.2]: 554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using zen.test; Listed by zen.test, see https://zen.test/127.0.0.2; from=<someone@has-mx.test> to=<rbl@relay.example> proto=ESMTP helo=<client.example>",
+    );
+    ok("127.0.0.3", h, s, "rbl@relay.example");
+    ok("127.0.0.1", h, s, "rbl@relay.example");
+    ok("127.0.0.1", h, s, "rbltemp@relay.example");
+    logged(&inst, "1.0.0.127.zen.unserved: RBL lookup error");
+
+    // permit_dnswl_client: listed, not listed, and a temporary failure,
+    // which turns the reject after it into 450.
+    ok("127.0.0.4", h, s, "dnswl@relay.example");
+    refused(
+        "127.0.0.1",
+        h,
+        s,
+        "dnswl@relay.example",
+        "554 5.7.1 <dnswl@relay.example>: Recipient address rejected: Access denied",
+    );
+    refused(
+        "127.0.0.1",
+        h,
+        s,
+        "dnswltemp@relay.example",
+        "450 4.7.1 <127.0.0.1>: Client host rejected: Service unavailable",
+    );
+
+    // reject_rhsbl_sender.
+    refused(
+        "127.0.0.1",
+        h,
+        "a@spam.example",
+        "rhsbl@relay.example",
+        "554 5.7.1 Service unavailable; Sender address [spam.example] blocked using dbl.test",
+    );
+    ok("127.0.0.1", h, s, "rhsbl@relay.example");
+
+    // reject_unknown_helo_hostname.
+    ok("127.0.0.1", "helo-ok.test", s, "helo@relay.example");
+    refused(
+        "127.0.0.1",
+        "helo-missing.test",
+        s,
+        "helo@relay.example",
+        "450 4.7.1 <helo-missing.test>: Helo command rejected: Host not found",
+    );
+
+    // reject_unknown_sender_domain: MX, address only, none, null MX.
+    ok("127.0.0.1", h, "a@a-only.test", "sender@relay.example");
+    refused(
+        "127.0.0.1",
+        h,
+        "a@no-such.test",
+        "sender@relay.example",
+        "450 4.1.8 <a@no-such.test>: Sender address rejected: Domain not found",
+    );
+    refused(
+        "127.0.0.1",
+        h,
+        "a@nullmx.test",
+        "sender@relay.example",
+        "550 5.7.27 <a@nullmx.test>: Sender address rejected: Domain nullmx.test does not accept mail (nullMX)",
+    );
+
+    // reject_unknown_recipient_domain.
+    ok("127.0.0.1", h, s, "x@has-mx.test");
+    refused(
+        "127.0.0.1",
+        h,
+        s,
+        "x@no-such.test",
+        "450 4.1.2 <x@no-such.test>: Recipient address rejected: Domain not found",
+    );
+    refused(
+        "127.0.0.1",
+        h,
+        s,
+        "x@nullmx.test",
+        "556 5.1.10 <x@nullmx.test>: Recipient address rejected: Domain nullmx.test does not accept mail (nullMX)",
+    );
+}
+
+#[test]
+fn a_dns_server_that_never_answers_defers_never_rejects() {
+    let mut inst = Instance::new("");
+    // A UDP socket nobody reads: every query times out.
+    let silent = std::net::UdpSocket::bind((inst.ip.as_str(), 0)).unwrap();
+    inst.add_main_cf(&format!(
+        "smtpd_error_sleep_time = 0\n\
+         smtpd_peername_lookup = yes\n\
+         ipc_query_timeout = 2s\n\
+         dns_nameservers = {}\n\
+         smtpd_sender_restrictions = reject_rbl_client zen.test, reject_unknown_sender_domain\n",
+        silent.local_addr().unwrap()
+    ));
+    inst.start();
+    let mut c = Smtp::connect_from("127.0.0.1", &inst.ip, inst.smtp_port);
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    // The list that cannot be asked counts as not listed; the domain that
+    // cannot be checked is deferred.
+    assert_eq!(
+        c.cmd("RCPT TO:<root@localhost>").trim_end(),
+        "450 4.1.8 <a@example.org>: Sender address rejected: Domain not found"
+    );
+    c.cmd("QUIT");
+    logged(&inst, "1.0.0.127.zen.test: RBL lookup error");
+}
