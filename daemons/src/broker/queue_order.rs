@@ -1,11 +1,58 @@
 //! The order of the queue (see the module above): which set each
 //! committed message waits in, the queue manager's active set and its
-//! limits, and which message is offered next.
+//! limits, which message is offered next, and the state records that
+//! move a message between the sets (hold, release, the next attempt).
+use nix::fcntl::OFlag;
 use postern_ipc::qmgr_broker::Limits;
+use postern_proto::queue::{self as rec, Record};
 
 use super::{Entry, Place, Queue, QueueError, State};
 
 impl Queue {
+    /// Appends state records to a committed message (the caller syncs). A
+    /// hold record moves a message outside the active set on or off hold.
+    pub fn append_states(&mut self, id: &str, records: &[Record]) -> Result<(), QueueError> {
+        let (n, mut e) = self.committed_slot(id)?;
+        let mut buf = Vec::new();
+        for r in records {
+            buf.extend_from_slice(&rec::encode(r));
+        }
+        let mut f = self.open_slot(n, OFlag::O_WRONLY | OFlag::O_APPEND)?;
+        std::io::Write::write_all(&mut f, &buf)?;
+        drop(f);
+        let mut hold = e.hold;
+        for r in records {
+            match r {
+                Record::Hold(h) => hold = *h,
+                Record::NextAttempt { at_us, .. } if e.place != Place::Active => {
+                    self.dequeue(n, e);
+                    e.due_us = *at_us;
+                    if e.place == Place::Incoming {
+                        e.place = Place::Deferred;
+                    }
+                    self.enqueue(n, e);
+                }
+                _ => {}
+            }
+        }
+        if hold != e.hold {
+            self.dequeue(n, e);
+            e.hold = hold;
+            if e.place != Place::Active {
+                e.place = if hold {
+                    Place::Hold
+                } else {
+                    // Released: due now, in its old order.
+                    e.due_us = 0;
+                    Place::Deferred
+                };
+            }
+            self.enqueue(n, e);
+        }
+        self.set(n, State::Committed(e));
+        Ok(())
+    }
+
     /// Puts an entry into the set its place says (and counts the active).
     pub(super) fn enqueue(&mut self, n: u32, e: Entry) {
         match e.place {
