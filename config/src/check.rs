@@ -40,10 +40,6 @@ const WEAKENING: &[(&str, &str)] = &[
     ("non_smtpd_milters", "Milter filtering (issue #17)"),
     ("content_filter", "content filtering"),
     ("smtpd_proxy_filter", "before-queue filtering"),
-    (
-        "smtpd_restriction_classes",
-        "restriction classes (issue #15)",
-    ),
     ("smtpd_etrn_restrictions", "ETRN restrictions"),
     (
         "smtpd_client_connection_count_limit",
@@ -205,6 +201,13 @@ impl Config {
     /// smtpd's access lookups from (`postern_access_maps`).
     pub(crate) fn access_maps(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
+        for (_, items) in self.restriction_classes() {
+            for t in restrictions::tables_in(&items) {
+                if !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
         let contexts =
             std::iter::once(&[][..]).chain(self.services.iter().map(|s| &s.overrides[..]));
         for overrides in contexts {
@@ -221,6 +224,21 @@ impl Config {
         out
     }
 
+    /// `smtpd_restriction_classes`: each defined class with its items.
+    pub(crate) fn restriction_classes(&self) -> Vec<(String, Vec<String>)> {
+        let names = self
+            .expanded("smtpd_restriction_classes", &[])
+            .map(|v| value::split_list(&v))
+            .unwrap_or_default();
+        names
+            .into_iter()
+            .filter_map(|n| {
+                let v = self.expanded(&n, &[])?;
+                Some((n, value::split_list(&v)))
+            })
+            .collect()
+    }
+
     /// Restriction names and mynetworks entries: no file is read.
     pub(crate) fn check_lists(&self, overrides: &[Override], out: &mut Vec<Diagnostic>) {
         let classes: Vec<String> = self
@@ -234,6 +252,22 @@ impl Config {
             let (file, line) = self.origin(name, overrides);
             for p in restrictions::check(&value::split_list(&v), &classes) {
                 out.push(Diagnostic::error(&file, line, format!("{name}: {}", p.0)));
+            }
+        }
+        // Each class is a restriction list of its own, defined in main.cf.
+        for class in &classes {
+            let (file, line) = self.origin("smtpd_restriction_classes", overrides);
+            let Some(v) = self.expanded(class, overrides) else {
+                out.push(Diagnostic::error(
+                    &file,
+                    line,
+                    format!("smtpd_restriction_classes: class \"{class}\" is not defined (set {class} = a restriction list)"),
+                ));
+                continue;
+            };
+            let (file, line) = self.origin(class, overrides);
+            for p in restrictions::check(&value::split_list(&v), &classes) {
+                out.push(Diagnostic::error(&file, line, format!("{class}: {}", p.0)));
             }
         }
         if let Some(v) = self.expanded("notify_classes", overrides) {

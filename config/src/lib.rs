@@ -200,6 +200,14 @@ impl Config {
         };
         let maps = cfg.access_maps();
         cfg.computed.insert("postern_access_maps", maps.join(", "));
+        // Class definitions travel as "name {items} name {items}".
+        let classes: Vec<String> = cfg
+            .restriction_classes()
+            .into_iter()
+            .map(|(n, items)| format!("{n} {{{}}}", items.join(", ")))
+            .collect();
+        cfg.computed
+            .insert("postern_restriction_classes", classes.join(" "));
         cfg.validate();
         cfg
     }
@@ -361,6 +369,10 @@ impl Config {
         }
         for def in registry::PARAMS {
             referenced.extend(expand::references(def.default));
+        }
+        // Restriction classes are parameters of the admin's own naming.
+        if let Some(v) = self.settings.get("smtpd_restriction_classes") {
+            referenced.extend(value::split_list(&v.value));
         }
         for (name, s) in &self.settings {
             match registry::lookup(name) {

@@ -623,3 +623,61 @@ fn warn_if_reject_defer_if_reject_soft_bounce_and_session_checks() {
     assert!(c.cmd("RCPT TO:<bare>").starts_with("404 4.5.2 <bare>"));
     c.cmd("QUIT");
 }
+
+#[test]
+fn restriction_classes_chosen_by_an_access_table() {
+    let mut inst = Instance::new(
+        "smtpd_error_sleep_time = 0\n\
+         mynetworks = 10.0.0.0/8\n\
+         relay_domains = relay.example\n",
+    );
+    let t = tables(
+        &inst,
+        &[(
+            "rcpt_class",
+            "open@relay.example permissive\nstrict@relay.example restrictive\n",
+        )],
+    );
+    inst.add_main_cf(&format!(
+        "smtpd_restriction_classes = permissive, restrictive\n\
+         permissive = permit\n\
+         restrictive = reject_non_fqdn_sender, check_sender_access inline:{{ {{ bad@ok.example = REJECT Class says no }} }}, permit\n\
+         smtpd_recipient_restrictions = check_recipient_access {}, reject_unauth_destination\n",
+        t[0]
+    ));
+    let check = inst.postern(&["conf", "--check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    inst.start();
+    let r = attempt(
+        &mut from(&inst, "127.0.0.1"),
+        "client.example",
+        "bad@ok.example",
+        "strict@relay.example",
+    );
+    assert_eq!(
+        r.trim_end(),
+        "554 5.7.1 <bad@ok.example>: Sender address rejected: Class says no"
+    );
+    logged(
+        &inst,
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <bad@ok.example>: Sender address rejected: Class says no; from=<bad@ok.example> to=<strict@relay.example>",
+    );
+    let r = attempt(
+        &mut from(&inst, "127.0.0.1"),
+        "client.example",
+        "bad@ok.example",
+        "open@relay.example",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    let r = attempt(
+        &mut from(&inst, "127.0.0.1"),
+        "client.example",
+        "nodomain",
+        "strict@relay.example",
+    );
+    assert!(r.starts_with("504 5.5.2 <nodomain>"), "{r}");
+}

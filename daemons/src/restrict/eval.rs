@@ -396,10 +396,22 @@ impl<'a, L: Lookups> Run<'a, L> {
                 self.lk.sleep(Duration::from_secs(u64::from(*secs))).await;
                 Status::Dunno
             }
-            R::Unknown(n) => {
-                crate::warn!("unknown smtpd restriction: \"{n}\"");
-                self.server_error()
-            }
+            R::Unknown(n) => match self.policy.class(n) {
+                // A restriction class: its list, in this list's context.
+                Some(items) => {
+                    let implicit = match class {
+                        Class::Data | Class::EndOfData => None,
+                        Class::ReverseClient => Some(Class::Client),
+                        c => Some(c),
+                    };
+                    let nested = super::parse(items, implicit);
+                    self.list(&nested, class).await
+                }
+                None => {
+                    crate::warn!("unknown smtpd restriction: \"{n}\"");
+                    self.server_error()
+                }
+            },
         }
     }
 

@@ -286,6 +286,8 @@ pub struct Policy {
     pub double_bounce_sender: String,
     /// `default_rbl_reply`, unexpanded.
     pub rbl_reply: String,
+    /// smtpd_restriction_classes: each class name with its items.
+    pub classes: Vec<(String, Vec<String>)>,
 }
 
 impl Policy {
@@ -335,7 +337,16 @@ impl Policy {
             null_sender_key: p.str("smtpd_null_access_lookup_key").into(),
             double_bounce_sender: p.str("double_bounce_sender").into(),
             rbl_reply: p.str("default_rbl_reply").into(),
+            classes: classes(p.str("postern_restriction_classes")),
         })
+    }
+
+    /// A restriction class's items.
+    pub fn class(&self, name: &str) -> Option<&[String]> {
+        self.classes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, items)| items.as_slice())
     }
 
     /// Whether RCPT needs a decision at all.
@@ -351,6 +362,22 @@ impl Policy {
             .iter()
             .any(|l| !l.is_empty())
     }
+}
+
+/// `postern_restriction_classes` ("name {items} name {items}", which the
+/// configuration builds from smtpd_restriction_classes) as pairs.
+fn classes(v: &str) -> Vec<(String, Vec<String>)> {
+    let tokens = postern_config::value::split_list(v);
+    tokens
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [name, group] => {
+                let inner = group.strip_prefix('{')?.strip_suffix('}')?;
+                Some((name.clone(), postern_config::value::split_list(inner)))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The tables behind the restrictions, as the evaluating role reaches them.
