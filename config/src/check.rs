@@ -32,10 +32,6 @@ fn postfix_default(name: &str) -> Option<&'static str> {
 /// mail: ignoring one would let through what the admin meant to stop.
 /// Each names what it does and the issue that will implement it.
 const WEAKENING: &[(&str, &str)] = &[
-    ("header_checks", "header filtering (issue #15)"),
-    ("mime_header_checks", "header filtering (issue #15)"),
-    ("nested_header_checks", "header filtering (issue #15)"),
-    ("body_checks", "body filtering (issue #15)"),
     ("smtpd_milters", "Milter filtering (issue #17)"),
     ("non_smtpd_milters", "Milter filtering (issue #17)"),
     ("content_filter", "content filtering"),
@@ -116,6 +112,10 @@ const TABLE_LISTS: &[&str] = &[
     "alias_database",
     "local_recipient_maps",
     "relay_recipient_maps",
+    "header_checks",
+    "mime_header_checks",
+    "nested_header_checks",
+    "body_checks",
     "transport_maps",
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
@@ -366,6 +366,11 @@ impl Config {
                 continue;
             };
             let (file, line) = self.origin(name, overrides);
+            // mime_ and nested_header_checks default to $header_checks,
+            // whose own line reports its tables.
+            if line.is_none() && matches!(*name, "mime_header_checks" | "nested_header_checks") {
+                continue;
+            }
             let mut items = value::split_list(&v);
             if restrictions::LISTS.contains(name) {
                 items = restrictions::tables_in(&items);

@@ -105,6 +105,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("anvil_rate_time_unit", "60s", Kind::Duration { unit: "s", min_ms: 1000 }, SD),
     p("authorized_mailq_users", "static:anyone", Kind::List, M),
     p("authorized_submit_users", "static:anyone", Kind::List, PK | PX),
+    p("body_checks", "", Kind::List, CL),
+    p("body_checks_size_limit", "51200", int(0, 1 << 30), CL),
     p("bounce_notice_recipient", "postmaster", Kind::Str, BO),
     p("bounce_queue_lifetime", "5d", secs("d"), QM),
     ro("config_directory", "", Kind::Str, ALL),
@@ -125,6 +127,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("disable_vrfy_command", "yes", Kind::Bool, SD),
     p("dns_nameservers", "", Kind::List, RS),
     p("double_bounce_sender", "double-bounce", Kind::Str, BO | PK | SD),
+    p("header_checks", "", Kind::List, CL),
     p("header_size_limit", "102400", Kind::Size { min: 1024 }, CL | SD | PK),
     p("hopcount_limit", "50", int(1, 1000), CL),
     p("inet_interfaces", "all", Kind::List, M),
@@ -146,6 +149,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("maximal_backoff_time", "4000s", secs("s"), QM),
     p("maximal_queue_lifetime", "5d", secs("d"), QM),
     p("message_size_limit", "10240000", SIZE, SD | CL | PK),
+    p("mime_header_checks", "$header_checks", Kind::List, CL),
+    p("mime_nesting_limit", "100", int(1, 10_000), CL),
     p("minimal_backoff_time", "300s", secs("s"), QM),
     p("multi_recipient_bounce_reject_code", "550", int(400, 599), SD | PK),
     p("mydestination", "$myhostname, localhost.$mydomain, localhost", Kind::List, SD | CL | QM | LO | PK),
@@ -155,6 +160,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("myorigin", "$myhostname", Kind::Str, CL | PK | LO | BO | SD),
     // Postmaster notices Postern sends: bounce, 2bounce and delay (the
     // other classes are accepted and not sent; conf --check says so).
+    p("nested_header_checks", "$header_checks", Kind::List, CL),
     p("non_fqdn_reject_code", "504", int(400, 599), SD | PK),
     p("notify_classes", "resource, software", Kind::List, BO),
     // The active set (qmgr(8)): how many messages, and recipients, the

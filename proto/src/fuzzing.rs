@@ -383,3 +383,36 @@ pub fn smtp_session(data: &[u8]) {
         assert!(!m.rcpts.is_empty());
     }
 }
+
+/// The MIME walker over a body: bounded nesting, every line accounted
+/// for, and the same items whichever way the lines are cut into calls.
+pub fn mime_walk(data: &[u8]) {
+    let (ct, body) = match data.iter().position(|b| *b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let mut w = crate::mime::Walker::new(Some(ct), 8);
+    let mut items = Vec::new();
+    let mut lines = 0;
+    for line in body.split(|b| *b == b'\n') {
+        w.line(line, &mut items);
+        lines += 1;
+    }
+    w.finish(&mut items);
+    let bodies = items
+        .iter()
+        .filter(|i| matches!(i, crate::mime::Item::Body(_)))
+        .count();
+    let ends = items
+        .iter()
+        .filter(|i| matches!(i, crate::mime::Item::EndOfHeaders))
+        .count();
+    // Each line is a body line, ends a header section, or is part of a
+    // header (one header item may hold several lines).
+    assert!(bodies + ends <= lines);
+    for i in &items {
+        if let crate::mime::Item::Header(_, h) = i {
+            assert!(h.len() <= crate::mime::MAX_HEADER + lines);
+        }
+    }
+}

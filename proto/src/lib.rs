@@ -7,6 +7,7 @@
 pub mod address;
 pub mod fuzzing;
 pub mod header;
+pub mod mime;
 pub mod queue;
 pub mod smtp;
 pub mod statefile;

@@ -66,3 +66,8 @@ fn table_reply() {
 fn state_file() {
     replay("state_file", fuzzing::state_file);
 }
+
+#[test]
+fn mime_walk() {
+    replay("mime_walk", fuzzing::mime_walk);
+}

@@ -104,7 +104,7 @@ fn broken_configs_are_refused_with_file_and_line() {
             "smtpd_tls_cert_file: /nonexistent/mx1.pem: No such file or directory",
         ),
         ("smtpd_milters = inet:127.0.0.1:8891".into(), "smtpd_milters", "would drop Milter filtering"),
-        ("header_checks = regexp:/etc/postfix/header_checks".into(), "header_checks", "would drop header filtering"),
+        ("header_checks = regexp:/etc/postfix/header_checks".into(), "header_checks", "header_checks: open /etc/postfix/header_checks: No such file or directory"),
         ("content_filter = amavis:[127.0.0.1]:10024".into(), "content_filter", "would drop content filtering"),
         ("smtpd_proxy_filter = 127.0.0.1:10025".into(), "smtpd_proxy_filter", "not supported by Postern"),
         ("allow_mail_to_commands = alias, forward, include".into(), "allow_mail_to_commands", "delivery to commands"),
@@ -141,8 +141,6 @@ fn broken_configs_are_refused_with_file_and_line() {
 /// entries leave this list.
 const NOT_YET_SUPPORTED: &[(usize, &str)] = &[
     (52, "check_policy_service unix:private/policyd-spf"),
-    (62, "header_checks is not supported"),
-    (63, "body_checks is not supported"),
     (66, "smtpd_client_connection_count_limit is not supported"),
     (67, "smtpd_client_connection_rate_limit is not supported"),
     (68, "smtpd_client_message_rate_limit is not supported"),
@@ -177,6 +175,8 @@ fn a_postfix_edge_relay_main_cf_carries_over() {
     .unwrap();
     std::fs::write(dir.join("sender_access"), "spammer.example REJECT\n").unwrap();
     std::fs::write(dir.join("client_access.cidr"), "192.0.2.66/32 REJECT\n").unwrap();
+    std::fs::write(dir.join("header_checks"), "/^Subject: .*lottery/ REJECT\n").unwrap();
+    std::fs::write(dir.join("body_checks"), "/^Click here/ DISCARD\n").unwrap();
     for t in ["transport", "relay_recipients", "sender_access"] {
         assert!(
             inst.postern(&["map", "build", &format!("hash:{}/{t}", dir.display())])

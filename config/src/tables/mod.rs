@@ -543,6 +543,10 @@ pub fn user_listed_with(
 
 /// Parameters whose values are lists of tables.
 pub const TABLE_PARAMS: &[&str] = &[
+    "header_checks",
+    "mime_header_checks",
+    "nested_header_checks",
+    "body_checks",
     "local_recipient_maps",
     "relay_recipient_maps",
     "postern_access_maps",
@@ -588,7 +592,22 @@ pub fn remote_tables(params: &crate::Params) -> std::collections::BTreeMap<Strin
 
 /// Tables only smtpd's checks read (the broker answers them): qmgr and
 /// local never open them.
-const SMTPD_ONLY_PARAMS: &[&str] = &["relay_recipient_maps", "postern_access_maps"];
+const SMTPD_ONLY_PARAMS: &[&str] = &[
+    "relay_recipient_maps",
+    "postern_access_maps",
+    "header_checks",
+    "mime_header_checks",
+    "nested_header_checks",
+    "body_checks",
+];
+
+/// The content inspection tables (cleanup's).
+pub const CONTENT_PARAMS: &[&str] = &[
+    "header_checks",
+    "mime_header_checks",
+    "nested_header_checks",
+    "body_checks",
+];
 
 /// Tables holding secrets: opened for the broker only.
 const SECRET_PARAMS: &[&str] = &["smtp_sasl_password_maps"];
@@ -632,6 +651,7 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
             ]
             .iter(),
         ),
+        Role::Cleanup => files_of(params, CONTENT_PARAMS.iter()),
         // proxymap: the sockets of socketmap:unix: tables, which the
         // master connects to for it (it has no Unix sockets of its own).
         Role::Proxymap => remote_tables(params)

@@ -24,6 +24,9 @@ use postern_proto::queue::{self as rec, Record};
 use crate::daemon::{self, Context, Switchboard};
 use crate::{clock, log, warn};
 
+mod checks;
+mod inspect;
+
 pub fn main(ipc_fd: RawFd) -> ! {
     daemon::run(Role::Cleanup, ipc_fd, |_params| Ok((serve, Vec::new())))
 }
@@ -36,11 +39,16 @@ struct Settings {
     hopcount_limit: usize,
     query: Duration,
     transfer: Duration,
+    /// header_checks, mime_header_checks, nested_header_checks, body_checks.
+    checks: checks::ContentChecks,
+    tables: crate::tablecache::TableCache,
 }
 
 impl Settings {
-    fn new(p: &Params) -> Settings {
+    fn new(p: &Params, sb: Switchboard) -> Settings {
         Settings {
+            checks: checks::ContentChecks::new(p),
+            tables: crate::tablecache::TableCache::new(sb),
             myhostname: p.str("myhostname").into(),
             mail_name: p.str("mail_name").into(),
             header_size_limit: p.size("header_size_limit").unwrap_or(102_400) as usize,
@@ -57,7 +65,7 @@ impl Settings {
 }
 
 async fn serve(mut ctx: Context) {
-    let settings = Rc::new(Settings::new(&ctx.params));
+    let settings = Rc::new(Settings::new(&ctx.params, ctx.switchboard.clone()));
     let active = Rc::new(Cell::new(0usize));
     let local = tokio::task::LocalSet::new();
     let sb = ctx.switchboard.clone();
@@ -194,10 +202,17 @@ async fn session(from: Role, fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
                 continue;
             }
             (Request::Content(chunk), Some(t)) => {
-                t.content(&chunk, &s);
+                t.content(&chunk, &s).await;
                 continue;
             }
-            (Request::End, Some(t)) => match t.finish(&s) {
+            (Request::End, Some(t)) => match t.finish(&s).await {
+                // header_checks or body_checks said DISCARD: the client is
+                // told the message is queued, and nothing is.
+                Ok(()) if t.inspect.discard => {
+                    let id = txn.take().expect("txn").discard();
+                    abort(&mut br, &id).await;
+                    Reply::Committed
+                }
                 Err(f) => {
                     let id = txn.take().expect("txn").discard();
                     abort(&mut br, &id).await;
@@ -284,6 +299,10 @@ struct Txn {
     first_rcpt: String,
     /// The recipients, written at the end (after REDIRECT and BCC).
     rcpts: Vec<Recipient>,
+    /// What content inspection decided so far.
+    inspect: checks::Outcome,
+    /// The body, read line by line for inspection.
+    body: Option<inspect::BodyLines>,
     /// What smtpd's access tables asked for (HOLD, REDIRECT, BCC, PREPEND).
     effects: sc::Effects,
     header_buf: Vec<u8>,
@@ -307,6 +326,8 @@ impl Txn {
             nrcpt: 0,
             first_rcpt: String::new(),
             rcpts: Vec::new(),
+            inspect: checks::Outcome::default(),
+            body: None,
             effects: sc::Effects::default(),
             header_buf: Vec::new(),
             headers_done: false,
@@ -446,7 +467,7 @@ impl Txn {
         }
     }
 
-    fn content(&mut self, chunk: &[u8], s: &Settings) {
+    async fn content(&mut self, chunk: &[u8], s: &Settings) {
         if self.failure.is_some() {
             return;
         }
@@ -457,14 +478,14 @@ impl Txn {
             return;
         }
         if self.headers_done {
-            self.write_content(chunk);
+            self.body_bytes(chunk, s).await;
             return;
         }
         self.header_buf.extend_from_slice(chunk);
-        self.try_headers(false, s);
+        self.try_headers(false, s).await;
     }
 
-    fn try_headers(&mut self, eof: bool, s: &Settings) {
+    async fn try_headers(&mut self, eof: bool, s: &Settings) {
         match header::split(&self.header_buf, eof) {
             Split::Incomplete => {
                 if self.header_buf.len() > s.header_size_limit {
@@ -509,10 +530,7 @@ impl Txn {
                         self.message_id = f.value();
                     }
                     have_date |= f.is("Date");
-                    out.extend_from_slice(&f.raw);
-                    if !f.raw.ends_with(b"\n") {
-                        out.extend_from_slice(b"\r\n");
-                    }
+                    self.inspect_field(f, s, &mut out).await;
                 }
                 if !have_id {
                     self.message_id = format!(
@@ -532,7 +550,7 @@ impl Txn {
                 if body == headers && headers < buf.len() {
                     out.extend_from_slice(b"\r\n");
                 }
-                out.extend_from_slice(&buf[headers..]);
+                out.extend_from_slice(&buf[headers..body.max(headers)]);
                 log::line_as(
                     Some(&self.begin.client.log_name)
                         .filter(|n| !n.is_empty())
@@ -541,6 +559,12 @@ impl Txn {
                 );
                 self.headers_done = true;
                 self.write_content(&out);
+                let content_type = fields
+                    .iter()
+                    .find(|f| f.is("Content-Type"))
+                    .map(|f| f.value().into_bytes());
+                self.start_body(content_type.as_deref(), s);
+                self.body_bytes(&buf[body.max(headers)..], s).await;
             }
         }
     }
@@ -591,15 +615,29 @@ impl Txn {
 
     /// Ends the content: the header section if it never ended, then the
     /// end-of-content record, then everything flushed to the file.
-    fn finish(&mut self, s: &Settings) -> Result<(), Failure> {
+    async fn finish(&mut self, s: &Settings) -> Result<(), Failure> {
         if self.failure.is_none() && self.nrcpt == 0 {
             self.failure = Some(fail(550, "5.1.0", "Error: no recipients specified"));
         }
         if self.failure.is_none() && !self.headers_done {
-            self.try_headers(true, s);
+            self.try_headers(true, s).await;
         }
-        if let Some(f) = self.failure.take() {
+        if self.failure.is_none() {
+            self.body_end(s).await;
+        }
+        self.log_inspection();
+        if let Some(f) = self.failure.take().or_else(|| self.inspect.failure.take()) {
             return Err(f);
+        }
+        // HOLD, REDIRECT and BCC from the content checks join smtpd's.
+        self.effects.hold |= self.inspect.hold;
+        if let Some(r) = self.inspect.redirect.take() {
+            self.effects.redirect = r;
+        }
+        for b in std::mem::take(&mut self.inspect.bcc) {
+            if !self.effects.bcc.contains(&b) {
+                self.effects.bcc.push(b);
+            }
         }
         if let Err(e) = self.write_recipients() {
             self.io_failure(e);
