@@ -3,6 +3,7 @@
 #   bench/run.sh throughput | memory | accept | tls | all
 #   bench/run.sh backlog --count N --size BYTES
 #   bench/run.sh tables
+#   bench/run.sh screening     (the restriction set of an edge relay)
 # Installs postfix (Postfix itself, smtp-source, smtp-sink) when missing,
 # builds Postern in release mode, and prints Markdown tables.
 set -euo pipefail
@@ -10,6 +11,9 @@ cd "$(dirname "$0")/.."
 if ! command -v smtp-source >/dev/null; then
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix python3 >/dev/null
+fi
+if ! command -v dnsmasq >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsmasq-base >/dev/null
 fi
 cargo build --release --locked -p postern
 what="${1:-all}"
