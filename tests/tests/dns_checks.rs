@@ -48,7 +48,13 @@ const TEST_ZONE: &str = "@ 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60\
     mx.has-mx 60 IN A 127.0.0.1\n\
     nullmx 60 IN MX 0 .\n\
     a-only 60 IN A 127.0.0.1\n\
-    helo-ok 60 IN A 127.0.0.1\n";
+    helo-ok 60 IN A 127.0.0.1\n\
+    badmx 60 IN MX 10 mx.spammy.test.\n\
+    mx.spammy 60 IN A 127.0.0.9\n\
+    byaddr 60 IN MX 10 mx.byaddr.test.\n\
+    mx.byaddr 60 IN A 127.0.0.99\n\
+    allowmx 60 IN MX 10 mx.allow.test.\n\
+    mx.allow 60 IN A 127.0.0.8\n";
 
 /// One attempt: greeting, EHLO, MAIL, RCPT; the RCPT reply.
 fn attempt(inst: &Instance, src: &str, helo: &str, sender: &str, rcpt: &str) -> String {
@@ -82,6 +88,13 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
          sender@relay.example reject_unknown_sender_domain, permit\n",
     );
     let rev = table(&inst, "rev", "127.0.0.81 REJECT Forged name\n");
+    let mx = table(
+        &inst,
+        "mxdeny",
+        "mx.spammy.test REJECT Sender MX is listed\n\
+         127.0.0.99 REJECT Sender MX address is listed\n\
+         mx.allow.test OK\n",
+    );
     inst.add_main_cf(&format!(
         "smtpd_error_sleep_time = 0\n\
          smtpd_peername_lookup = yes\n\
@@ -89,6 +102,7 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
          mynetworks = 10.0.0.0/8\n\
          relay_domains = relay.example\n\
          smtpd_client_restrictions = check_reverse_client_hostname_access {rev}\n\
+         smtpd_sender_restrictions = check_sender_mx_access {mx}\n\
          smtpd_relay_restrictions =\n\
          smtpd_recipient_restrictions = check_recipient_access {dispatch}, reject_unknown_recipient_domain, permit\n",
         server.addr
@@ -211,6 +225,32 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
         "sender@relay.example",
         "550 5.7.27 <a@nullmx.test>: Sender address rejected: Domain nullmx.test does not accept mail (nullMX)",
     );
+
+    // check_sender_mx_access: the MX host by name, by address; OK is a
+    // configuration error (it would let a sender allowlist itself).
+    refused(
+        "127.0.0.1",
+        h,
+        "a@badmx.test",
+        "x@has-mx.test",
+        "554 5.7.1 <a@badmx.test>: Sender address rejected: Sender MX is listed",
+    );
+    refused(
+        "127.0.0.1",
+        h,
+        "a@byaddr.test",
+        "x@has-mx.test",
+        "554 5.7.1 <a@byaddr.test>: Sender address rejected: Sender MX address is listed",
+    );
+    refused(
+        "127.0.0.1",
+        h,
+        "a@allowmx.test",
+        "x@has-mx.test",
+        "451 4.3.5 Server configuration error",
+    );
+    logged(&inst, "this is not allowed for security reasons");
+    ok("127.0.0.1", h, "a@a-only.test", "x@has-mx.test");
 
     // reject_unknown_recipient_domain.
     ok("127.0.0.1", h, s, "x@has-mx.test");

@@ -324,11 +324,11 @@ fn conf_check_reports_every_error_with_its_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let main = inst.config_dir().join("main.cf").display().to_string();
-    // Lines 1-4 of main.cf are the harness's; ours start at 5.
+    // Lines 1-5 of main.cf are the harness's; ours start at 6.
     for (line, what) in [
-        (5, "smtpd_timeout"),
-        (6, "missing '='"),
-        (7, "smtpd_recipient_limit"),
+        (6, "smtpd_timeout"),
+        (7, "missing '='"),
+        (8, "smtpd_recipient_limit"),
     ] {
         let needle = format!("{main}:{line}: error:");
         assert!(
@@ -338,7 +338,7 @@ fn conf_check_reports_every_error_with_its_line() {
     }
     assert!(
         err.contains(&format!(
-            "{main}:8: warning: unknown parameter: unknown_thing"
+            "{main}:9: warning: unknown parameter: unknown_thing"
         )),
         "{err}"
     );

@@ -148,6 +148,76 @@ impl<L: Lookups> Run<'_, L> {
         self.reject(reply(code, &dsn, rest.to_string()))
     }
 
+    /// check_*_mx_access (Postfix's check_server_access): each MX host of
+    /// the domain (the domain itself when it has no MX), by name, then by
+    /// each of its addresses. An OK there would let a spammer allowlist
+    /// itself by pointing its MX at a trusted host: it is a configuration
+    /// error, as in Postfix.
+    pub(super) async fn mx_access(&mut self, of: Class, map: &str) -> Status {
+        let f = self.f;
+        let subject = match of {
+            Class::Sender => f.sender,
+            Class::Recipient => f.rcpt,
+            _ => f.helo,
+        };
+        let Some(subject) = subject.filter(|s| !s.is_empty()) else {
+            return Status::Dunno;
+        };
+        let domain = subject.rsplit_once('@').map_or(subject, |(_, d)| d);
+        let domain = domain.trim_end_matches('.');
+        if domain.is_empty() || domain.starts_with('[') {
+            return Status::Dunno;
+        }
+        let hosts = match self.lk.dns(DnsQuery::Mx(domain.to_string())).await {
+            Dns::Found(h) => h,
+            Dns::NotFound => vec![domain.to_string()],
+            Dns::NullMx => return Status::Dunno,
+            Dns::Temp(e) => {
+                crate::warn!("Unable to look up MX host for {domain}: {e}");
+                return Status::Dunno;
+            }
+        };
+        let parent = self.policy.parent_style;
+        for host in hosts.iter().take(16) {
+            let mut lists = vec![super::keys::domain(host, parent)];
+            if let Dns::Found(addrs) = self.lk.dns(DnsQuery::Addresses(host.clone())).await {
+                for a in addrs.iter().take(16) {
+                    if let Ok(ip) = a.parse::<IpAddr>() {
+                        lists.push(super::keys::address(&ip));
+                    }
+                }
+            }
+            for keys in lists {
+                match self.lk.access(map, keys).await {
+                    Ok(Some((_, value))) => {
+                        let st = self.table_result(map, &value, subject, of).await;
+                        if matches!(st, Status::Ok) && self.effects.discard.is_none() {
+                            crate::warn!("restriction check_*_mx_access returns OK for {subject}");
+                            crate::warn!("this is not allowed for security reasons");
+                            crate::warn!(
+                                "use DUNNO instead of OK if you want to make an exception"
+                            );
+                            return self.server_error();
+                        }
+                        if !matches!(st, Status::Dunno) {
+                            return st;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        crate::warn!("{map}: {e}");
+                        return self.reject(reply(
+                            451,
+                            "4.3.0",
+                            format!("<{subject}>: Temporary lookup failure"),
+                        ));
+                    }
+                }
+            }
+        }
+        Status::Dunno
+    }
+
     /// reject_unknown_client_hostname and
     /// reject_unknown_reverse_client_hostname.
     pub(super) fn unknown_client(&mut self, reverse: bool) -> Status {

@@ -130,6 +130,9 @@ pub enum R {
     RejectUnknownRecipientDomain,
     /// A DNS list: the zone, with an optional `=filter`.
     Dnsxl(Dnsxl, String),
+    /// `check_{sender,recipient,helo}_mx_access`: the MX hosts of the
+    /// domain, by name and address, in an access table (OK not allowed).
+    MxAccess(Class, String),
     /// A name Postern does not implement (`conf --check` refuses it, so
     /// only a table's answer can bring one here): 451 4.3.5.
     Unknown(String),
@@ -213,6 +216,17 @@ pub fn parse(items: &[String], implicit: Option<Class>) -> Vec<R> {
                 };
                 match arg(&mut it) {
                     Some(t) => R::Access(class, t),
+                    None => R::Unknown(n),
+                }
+            }
+            "check_sender_mx_access" | "check_recipient_mx_access" | "check_helo_mx_access" => {
+                let class = match n.as_str() {
+                    "check_sender_mx_access" => Class::Sender,
+                    "check_recipient_mx_access" => Class::Recipient,
+                    _ => Class::Helo,
+                };
+                match arg(&mut it) {
+                    Some(t) => R::MxAccess(class, t),
                     None => R::Unknown(n),
                 }
             }
