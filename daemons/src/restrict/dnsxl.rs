@@ -206,11 +206,7 @@ impl<L: Lookups> Run<'_, L> {
                     Ok(None) => {}
                     Err(e) => {
                         crate::warn!("{map}: {e}");
-                        return self.reject(reply(
-                            451,
-                            "4.3.0",
-                            format!("<{subject}>: Temporary lookup failure"),
-                        ));
+                        return self.lookup_error(subject);
                     }
                 }
             }

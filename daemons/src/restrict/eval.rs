@@ -193,7 +193,7 @@ impl<'a, L: Lookups> Run<'a, L> {
         self.reject(reply(451, "4.3.5", "Server configuration error".into()))
     }
 
-    fn lookup_error(&mut self, what: &str) -> Status {
+    pub(super) fn lookup_error(&mut self, what: &str) -> Status {
         self.reject(reply(
             451,
             "4.3.0",
@@ -562,11 +562,7 @@ impl<'a, L: Lookups> Run<'a, L> {
                 Ok(None) => {}
                 Err(e) => {
                     crate::warn!("{map}: {e}");
-                    return self.reject(reply(
-                        451,
-                        "4.3.0",
-                        format!("<{subject}>: Temporary lookup failure"),
-                    ));
+                    return self.lookup_error(&subject);
                 }
             }
         }
