@@ -44,6 +44,8 @@ const TEST_ZONE: &str = "@ 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60\
     3.0.0.127.zen 60 IN A 127.0.0.10\n\
     4.0.0.127.wl 60 IN A 127.0.10.1\n\
     spam.example.dbl 60 IN A 127.0.1.2\n\
+    localhost.dbl 60 IN A 127.0.1.2\n\
+    localhost.wl 60 IN A 127.0.10.1\n\
     has-mx 60 IN MX 10 mx.has-mx.test.\n\
     mx.has-mx 60 IN A 127.0.0.1\n\
     nullmx 60 IN MX 0 .\n\
@@ -85,7 +87,12 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
          dnswltemp@relay.example permit_dnswl_client wl.unserved, reject\n\
          rhsbl@relay.example reject_rhsbl_sender dbl.test, permit\n\
          helo@relay.example reject_unknown_helo_hostname, permit\n\
-         sender@relay.example reject_unknown_sender_domain, permit\n",
+         sender@relay.example reject_unknown_sender_domain, permit\n\
+         rhsblclient@relay.example reject_rhsbl_client dbl.test, permit\n\
+         rhsblrev@relay.example reject_rhsbl_reverse_client dbl.test, permit\n\
+         rhsblhelo@relay.example reject_rhsbl_helo dbl.test, permit\n\
+         spam.example reject_rhsbl_recipient dbl.test, permit\n\
+         rhswl@relay.example permit_rhswl_client wl.test, reject\n",
     );
     let rev = table(&inst, "rev", "127.0.0.81 REJECT Forged name\n");
     let mx = table(
@@ -198,6 +205,48 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
         "554 5.7.1 Service unavailable; Sender address [spam.example] blocked using dbl.test",
     );
     ok("127.0.0.1", h, s, "rhsbl@relay.example");
+
+    // The other RHSBL forms, and permit_rhswl_client: the client's
+    // confirmed name, its unconfirmed name, the HELO name, the
+    // recipient's domain.
+    refused(
+        "127.0.0.1",
+        h,
+        s,
+        "rhsblclient@relay.example",
+        "554 5.7.1 Service unavailable; Client host [localhost] blocked using dbl.test",
+    );
+    ok("127.0.0.78", h, s, "rhsblclient@relay.example");
+    refused(
+        "127.0.0.78",
+        h,
+        s,
+        "rhsblrev@relay.example",
+        "554 5.7.1 Service unavailable; Unverified Client host [localhost] blocked using dbl.test",
+    );
+    refused(
+        "127.0.0.1",
+        "spam.example",
+        s,
+        "rhsblhelo@relay.example",
+        "554 5.7.1 Service unavailable; Helo command [spam.example] blocked using dbl.test",
+    );
+    ok("127.0.0.1", h, s, "rhsblhelo@relay.example");
+    refused(
+        "127.0.0.1",
+        h,
+        s,
+        "x@spam.example",
+        "554 5.7.1 Service unavailable; Recipient address [spam.example] blocked using dbl.test",
+    );
+    ok("127.0.0.1", h, s, "rhswl@relay.example");
+    refused(
+        "127.0.0.78",
+        h,
+        s,
+        "rhswl@relay.example",
+        "554 5.7.1 <rhswl@relay.example>: Recipient address rejected: Access denied",
+    );
 
     // reject_unknown_helo_hostname.
     ok("127.0.0.1", "helo-ok.test", s, "helo@relay.example");

@@ -77,6 +77,7 @@ fn screening_instance() -> Instance {
             (
                 "rcpts",
                 "blocked@relay.example 550 5.1.1 No such person here\n\
+                 maybe@relay.example DEFER_IF_REJECT Try later\n\
                  relay.example DUNNO\n\
                  closed.example REJECT\n",
             ),
@@ -285,6 +286,16 @@ fn access_maps_and_checks_refuse_with_postfix_replies_and_log_lines() {
         "friend@ok.example",
         "good@relay.example",
     );
+    // DEFER_IF_REJECT from a table: a later 5xx of the same command (here
+    // the relay recipient check) becomes the table's 450.
+    refused(
+        "127.0.0.1",
+        "client.example",
+        "someone@ok.example",
+        "maybe@relay.example",
+        "450 4.7.1 <maybe@relay.example>: Recipient address rejected: Try later",
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 450 4.7.1 <maybe@relay.example>: Recipient address rejected: Try later; from=<someone@ok.example> to=<maybe@relay.example>",
+    );
 
     // check_recipient_access: NNN with an enhanced code, parent domains.
     refused(
@@ -378,7 +389,23 @@ fn discard_hold_redirect_bcc_and_prepend_show_in_the_queue_and_at_the_sink() {
         "discard: RCPT from unknown[127.0.0.1]: <discard@ok.example>: Sender address triggers DISCARD action; from=<discard@ok.example> to=<good@relay.example>",
     );
     // HOLD: queued on hold, not delivered.
-    send("held@ok.example", "held");
+    // HOLD, then a second message on the same connection: the second is
+    // not held (nothing carries over into the next transaction).
+    let mut c = from(&inst, "127.0.0.1");
+    c.reply();
+    c.cmd("EHLO client.example");
+    for (sender, tag) in [
+        ("held@ok.example", "held"),
+        ("after@ok.example", "after-hold"),
+    ] {
+        let r = c.send_mail(
+            sender,
+            &["good@relay.example"],
+            &format!("Subject: {tag}\r\n\r\n{tag}\r\n"),
+        );
+        assert!(r.starts_with("250"), "{sender}: {r}");
+    }
+    c.cmd("QUIT");
     logged(
         &inst,
         "hold: RCPT from unknown[127.0.0.1]: <held@ok.example>: Sender address triggers HOLD action; from=<held@ok.example> to=<good@relay.example>",
@@ -401,7 +428,8 @@ fn discard_hold_redirect_bcc_and_prepend_show_in_the_queue_and_at_the_sink() {
         };
         (subjects(&m, "redirected") >= 1
             && subjects(&m, "copied") >= 1
-            && subjects(&m, "prepended") >= 1)
+            && subjects(&m, "prepended") >= 1
+            && subjects(&m, "after-hold") >= 1)
             .then_some(m)
     });
     let find = |s: &str| -> Vec<(serde_json::Value, String)> {
@@ -680,4 +708,65 @@ fn restriction_classes_chosen_by_an_access_table() {
         "strict@relay.example",
     );
     assert!(r.starts_with("504 5.5.2 <nodomain>"), "{r}");
+}
+
+#[test]
+fn unlisted_senders_auth_destinations_and_sleep() {
+    let mut inst = Instance::new(
+        "smtpd_error_sleep_time = 0\n\
+         mynetworks = 10.0.0.0/8\n\
+         relay_domains = relay.example\n\
+         smtpd_reject_unlisted_sender = yes\n\
+         smtpd_relay_restrictions =\n\
+         smtpd_recipient_restrictions = check_recipient_access inline:{ { slow@relay.example = sleep 1, permit } }, permit_auth_destination, reject\n",
+    );
+    inst.start();
+    // smtpd_reject_unlisted_sender: a sender in a local domain must exist.
+    let r = attempt(
+        &mut from(&inst, "127.0.0.1"),
+        "client.example",
+        "nosuchuser@mx.test.example",
+        "a@relay.example",
+    );
+    assert_eq!(
+        r.trim_end(),
+        "550 5.1.0 <nosuchuser@mx.test.example>: Sender address rejected: User unknown in local recipient table"
+    );
+    logged(
+        &inst,
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.0 <nosuchuser@mx.test.example>: Sender address rejected: User unknown in local recipient table; from=<nosuchuser@mx.test.example> to=<a@relay.example>",
+    );
+    let r = attempt(
+        &mut from(&inst, "127.0.0.1"),
+        "client.example",
+        "root@mx.test.example",
+        "a@relay.example",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    // permit_auth_destination: ours and our relay domains pass, the rest
+    // reaches the final reject.
+    let r = attempt(
+        &mut from(&inst, "127.0.0.1"),
+        "client.example",
+        "a@ok.example",
+        "a@other.example",
+    );
+    assert_eq!(
+        r.trim_end(),
+        "554 5.7.1 <a@other.example>: Recipient address rejected: Access denied"
+    );
+    // sleep N waits, then the list goes on.
+    let t = std::time::Instant::now();
+    let r = attempt(
+        &mut from(&inst, "127.0.0.1"),
+        "client.example",
+        "a@ok.example",
+        "slow@relay.example",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
 }
