@@ -13,6 +13,7 @@ use postern_config::Params;
 use postern_ipc::smtpd_cleanup::Failure;
 use postern_proto::mime::HeaderClass;
 
+use crate::restrict::split_dsn;
 use crate::tablecache::{TableCache, TableRef, table_list};
 
 /// The inspection tables of this cleanup.
@@ -129,38 +130,28 @@ impl ContentChecks {
         };
         match cmd.to_ascii_uppercase().as_str() {
             "DUNNO" | "OK" => LineAction::Keep,
-            "REJECT" => {
-                let (dsn, rest) = split_dsn(arg, "5.7.1");
-                let rest = if rest.is_empty() {
-                    "message content rejected".to_string()
-                } else {
-                    rest
-                };
-                log(out, "reject", &format!("{dsn} {rest}"));
-                out.failure = Some(Failure {
-                    code: 550,
-                    enhanced: dsn,
-                    text: rest,
-                });
-                out.stopped = true;
-                LineAction::Keep
-            }
-            c if c.len() == 3
-                && matches!(c.as_bytes()[0], b'4' | b'5')
-                && c.bytes().all(|b| b.is_ascii_digit()) =>
+            c if c == "REJECT"
+                || c.len() == 3
+                    && matches!(c.as_bytes()[0], b'4' | b'5')
+                    && c.bytes().all(|b| b.is_ascii_digit()) =>
             {
-                let first = &c[..1];
-                let (dsn, rest) = split_dsn(arg, &format!("{first}.7.1"));
+                // REJECT is 550 with 5.7.1; 4NN/5NN carry their own code.
+                let code: u16 = c.parse().unwrap_or(550);
+                let default = format!("{}.7.1", code / 100);
+                let (dsn, rest) = split_dsn(arg);
+                // The DSN's class follows the reply code's, as Postfix does.
+                let mut dsn = dsn.unwrap_or(&default).to_string();
+                dsn.replace_range(0..1, &(code / 100).to_string());
                 let rest = if rest.is_empty() {
-                    "message content rejected".to_string()
+                    "message content rejected"
                 } else {
                     rest
                 };
                 log(out, "reject", &format!("{dsn} {rest}"));
                 out.failure = Some(Failure {
-                    code: c.parse().unwrap_or(550),
+                    code,
                     enhanced: dsn,
-                    text: rest,
+                    text: rest.to_string(),
                 });
                 out.stopped = true;
                 LineAction::Keep
@@ -239,22 +230,4 @@ impl ContentChecks {
 fn is_header(s: &str) -> bool {
     s.split_once(':')
         .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| (33..=126).contains(&b)))
-}
-
-/// An RFC 3463 code at the start of `s` (else `default`), and the rest.
-fn split_dsn(s: &str, default: &str) -> (String, String) {
-    let s = s.trim_start();
-    let end = s.find([' ', '\t']).unwrap_or(s.len());
-    let head = &s[..end];
-    let parts: Vec<&str> = head.split('.').collect();
-    let ok = parts.len() == 3
-        && matches!(parts[0], "4" | "5")
-        && parts[1..]
-            .iter()
-            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
-    if ok {
-        (head.to_string(), s[end..].trim_start().to_string())
-    } else {
-        (default.to_string(), s.to_string())
-    }
 }

@@ -209,8 +209,9 @@ async fn session(from: Role, fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
                 // header_checks or body_checks said DISCARD: the client is
                 // told the message is queued, and nothing is.
                 Ok(()) if t.inspect.discard => {
-                    let id = txn.take().expect("txn").discard();
-                    abort(&mut br, &id).await;
+                    if let Some(t) = txn.take() {
+                        abort(&mut br, &t.discard()).await;
+                    }
                     Reply::Committed
                 }
                 Err(f) => {

@@ -8,7 +8,7 @@ use super::eval::{Run, Status, reply};
 use super::parse;
 
 /// A valid RFC 3463 code at the start of `s`, and the rest of the text.
-pub(super) fn split_dsn(s: &str) -> (Option<&str>, &str) {
+pub(crate) fn split_dsn(s: &str) -> (Option<&str>, &str) {
     let s = s.trim_start();
     let end = s.find([' ', '\t']).unwrap_or(s.len());
     let head = &s[..end];

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use postern_config::Params;
 
+pub(crate) use actions::split_dsn;
 pub use eval::{Effects, Facts, Memo, Outcome};
 
 /// What an access check looks at, which also words its rejection.
