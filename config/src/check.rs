@@ -117,6 +117,7 @@ const TABLE_LISTS: &[&str] = &[
     "nested_header_checks",
     "body_checks",
     "transport_maps",
+    "address_verify_transport_maps",
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
     "local_login_sender_maps",

@@ -61,6 +61,7 @@ const RS: u32 = roles(&[Role::Resolver]);
 const AU: u32 = roles(&[Role::Auth]);
 const CA: u32 = roles(&[Role::Cache]);
 const PX: u32 = roles(&[Role::Proxymap]);
+const VE: u32 = roles(&[Role::Verify]);
 
 const fn p(name: &'static str, default: &'static str, kind: Kind, roles: u32) -> ParamDef {
     ParamDef {
@@ -100,6 +101,18 @@ pub static PARAMS: &[ParamDef] = &[
     p("2bounce_notice_recipient", "postmaster", Kind::Str, BO),
     p("access_map_defer_code", "450", int(400, 599), SD | PK),
     p("access_map_reject_code", "554", int(400, 599), SD | PK),
+    p("address_verify_map", "btree:${data_directory}/verify_cache", Kind::Str, VE),
+    p("address_verify_negative_cache", "yes", Kind::Bool, VE),
+    p("address_verify_negative_expire_time", "3d", Kind::Duration { unit: "d", min_ms: 1000 }, VE),
+    p("address_verify_negative_refresh_time", "3h", Kind::Duration { unit: "h", min_ms: 1000 }, VE),
+    p("address_verify_pending_request_limit", "5000", int(1, 1_000_000), QM),
+    p("address_verify_poll_count", "3", int(1, 100), SD | PK),
+    p("address_verify_poll_delay", "3s", Kind::Duration { unit: "s", min_ms: 1000 }, SD | PK),
+    p("address_verify_positive_expire_time", "31d", Kind::Duration { unit: "d", min_ms: 1000 }, VE),
+    p("address_verify_positive_refresh_time", "7d", Kind::Duration { unit: "d", min_ms: 1000 }, VE),
+    p("address_verify_relayhost", "$relayhost", Kind::Str, QM),
+    p("address_verify_sender", "$double_bounce_sender", Kind::Str, VE),
+    p("address_verify_transport_maps", "$transport_maps", Kind::List, QM | PX | BR),
     p("alias_database", "cdb:${config_directory}/aliases", Kind::List, M | BR),
     p("alias_maps", "cdb:${config_directory}/aliases", Kind::List, SD | LO | BR | QM | PX),
     p("anvil_rate_time_unit", "60s", Kind::Duration { unit: "s", min_ms: 1000 }, SD),
@@ -157,7 +170,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("mydomain", "", Kind::Str, ALL),
     p("myhostname", "", Kind::Str, ALL),
     p("mynetworks", "127.0.0.0/8 [::1]/128", Kind::List, SD | PK),
-    p("myorigin", "$myhostname", Kind::Str, CL | PK | LO | BO | SD),
+    p("myorigin", "$myhostname", Kind::Str, CL | PK | LO | BO | SD | VE),
     // Postmaster notices Postern sends: bounce, 2bounce and delay (the
     // other classes are accepted and not sent; conf --check says so).
     p("nested_header_checks", "$header_checks", Kind::List, CL),
@@ -266,6 +279,14 @@ pub static PARAMS: &[ParamDef] = &[
     p("unknown_hostname_reject_code", "450", int(400, 599), SD | PK),
     p("unknown_local_recipient_reject_code", "550", int(400, 599), SD | PK),
     p("unknown_relay_recipient_reject_code", "550", int(400, 599), SD | PK),
+    p("unverified_recipient_defer_code", "450", int(200, 599), SD | PK),
+    p("unverified_recipient_reject_code", "450", int(200, 599), SD | PK),
+    p("unverified_recipient_reject_reason", "", Kind::Str, SD | PK),
+    p("unverified_recipient_tempfail_action", "defer_if_permit", Kind::Enum(&["defer", "defer_if_permit"]), SD | PK),
+    p("unverified_sender_defer_code", "450", int(200, 599), SD | PK),
+    p("unverified_sender_reject_code", "450", int(200, 599), SD | PK),
+    p("unverified_sender_reject_reason", "", Kind::Str, SD | PK),
+    p("unverified_sender_tempfail_action", "defer_if_permit", Kind::Enum(&["defer", "defer_if_permit"]), SD | PK),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static ParamDef> {

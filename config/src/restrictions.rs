@@ -38,6 +38,8 @@ pub const SUPPORTED: &[&str] = &[
     "reject_unknown_hostname",
     "reject_unknown_sender_domain",
     "reject_unknown_recipient_domain",
+    "reject_unverified_recipient",
+    "reject_unverified_sender",
 ];
 
 /// Restrictions Postern implements that take one argument: an access
@@ -104,8 +106,6 @@ const POSTFIX_ONLY: &[&str] = &[
     "reject_known_sender_login_mismatch",
     "reject_maps_rbl",
     "reject_unknown_forward_client_hostname",
-    "reject_unverified_recipient",
-    "reject_unverified_sender",
     "check_relay_domains",
     "reject_unknown_address",
 ];
@@ -264,7 +264,7 @@ mod tests {
                 "zen.spamhaus.org",
                 "hash:/etc/postfix/access",
                 "nis:mail.access",
-                "reject_unverified_recipient",
+                "permit_tls_clientcerts",
                 "frobnicate",
                 "myclass",
                 "check_client_access",
@@ -277,7 +277,7 @@ mod tests {
         assert!(text[1].contains("check_policy_service {"));
         assert!(text[2].contains("DNS zone"));
         assert!(text[3].contains("nis:mail.access: "), "{}", text[3]);
-        assert!(text[4].contains("reject_unverified_recipient"));
+        assert!(text[4].contains("permit_tls_clientcerts"));
         assert!(text[5].contains("unknown restriction \"frobnicate\""));
         assert!(text[6].contains("requires an argument"));
         let items = v(&[

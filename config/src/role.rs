@@ -20,10 +20,13 @@ pub enum Role {
     /// Looks keys up in external tables (tcp:, socketmap:): the only role
     /// that talks to table servers.
     Proxymap,
+    /// Address verification (verify(8)): the cache of probe results, and
+    /// the only role that may ask for a probe.
+    Verify,
 }
 
 impl Role {
-    pub const ALL: [Role; 13] = [
+    pub const ALL: [Role; 14] = [
         Role::Master,
         Role::Broker,
         Role::Smtpd,
@@ -37,6 +40,7 @@ impl Role {
         Role::Auth,
         Role::Cache,
         Role::Proxymap,
+        Role::Verify,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Role {
             Role::Auth => "auth",
             Role::Cache => "cache",
             Role::Proxymap => "proxymap",
+            Role::Verify => "verify",
         }
     }
 

@@ -136,7 +136,13 @@ fn secs(us: u64) -> String {
 impl Local {
     async fn deliver(&self, req: deliver::Request) -> deliver::Reply {
         let start_us = now_us();
-        let content = match read_content(&req.file) {
+        // A probe (address verification) has no message: the recipient is
+        // checked as for delivery, and nothing is written or forwarded.
+        let content = match req.file.as_ref().map(read_content) {
+            None => Ok(Vec::new()),
+            Some(r) => r,
+        };
+        let content = match content {
             Ok(c) => c,
             Err(e) => {
                 warn!("{}: cannot read the queue file: {e}", req.queue_id);
@@ -166,11 +172,7 @@ impl Local {
                 secs(start_us.saturating_sub(req.active_us)),
                 secs(t0.elapsed().as_micros() as u64)
             );
-            let word = match status {
-                Status::Sent => "sent",
-                Status::Deferred => "deferred",
-                Status::Bounced => "bounced",
-            };
+            let word = log::status_word(status, req.is_probe());
             log::line(&format!(
                 "{}: to=<{}>, relay=local, delay={}, delays={delays}, dsn={dsn}, status={word} ({})",
                 req.queue_id,
@@ -244,25 +246,33 @@ impl Local {
         let mut sent = Vec::new();
         for t in targets {
             match t {
-                Target::User(u) => match self.maildir(&req.sender, &u, address, content).await {
-                    Ok(()) => sent.push(u),
-                    Err(Failure::Unknown) => {
-                        return (
-                            Status::Bounced,
-                            "5.1.1".into(),
-                            format!("unknown user: \"{u}\""),
-                            None,
-                        );
+                Target::User(u) => {
+                    // A probe checks the user; a delivery writes the mailbox.
+                    let r = if req.is_probe() {
+                        self.check_user(&u).await
+                    } else {
+                        self.maildir(&req.sender, &u, address, content).await
+                    };
+                    match r {
+                        Ok(()) => sent.push(u),
+                        Err(Failure::Unknown) => {
+                            return (
+                                Status::Bounced,
+                                "5.1.1".into(),
+                                format!("unknown user: \"{u}\""),
+                                None,
+                            );
+                        }
+                        Err(Failure::Temp(detail)) => {
+                            let why = if req.is_probe() {
+                                "temporary user lookup failure"
+                            } else {
+                                "cannot write the mailbox"
+                            };
+                            return (Status::Deferred, "4.2.0".into(), why.into(), Some(detail));
+                        }
                     }
-                    Err(Failure::Temp(detail)) => {
-                        return (
-                            Status::Deferred,
-                            "4.2.0".into(),
-                            "cannot write the mailbox".into(),
-                            Some(detail),
-                        );
-                    }
-                },
+                }
                 Target::Remote(a) => remote.push(a),
                 Target::Unsupported(what) => {
                     return (
@@ -275,6 +285,14 @@ impl Local {
                     );
                 }
             }
+        }
+        if !remote.is_empty() && req.is_probe() {
+            return (
+                Status::Sent,
+                "2.0.0".into(),
+                "deliverable via alias expansion".into(),
+                None,
+            );
         }
         if !remote.is_empty() {
             match self.forward(req, address, &remote, content).await {
@@ -391,6 +409,13 @@ impl Local {
         rcpt: &str,
         content: &[u8],
     ) -> Result<(), Failure> {
+        self.check_user(user).await?;
+        self.write_maildir(sender, user, rcpt, content)
+            .map_err(|e| Failure::Temp(format!("maildir {user}/: {e}")))
+    }
+
+    /// Whether `user` has a mailbox here (a known user with a usable name).
+    async fn check_user(&self, user: &str) -> Result<(), Failure> {
         match self.user_exists(user).await {
             Ok(true) => {}
             Ok(false) => return Err(Failure::Unknown),
@@ -399,8 +424,7 @@ impl Local {
         if user.contains(['/', '\0']) || user.starts_with('.') {
             return Err(Failure::Unknown);
         }
-        self.write_maildir(sender, user, rcpt, content)
-            .map_err(|e| Failure::Temp(format!("maildir {user}/: {e}")))
+        Ok(())
     }
 
     fn write_maildir(

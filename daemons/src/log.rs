@@ -23,6 +23,19 @@ pub fn set_sink(f: Sink) {
 /// Longest line a daemon writes; one write(2) below PIPE_BUF is atomic.
 pub const MAX_LINE: usize = 4000;
 
+/// The status word of a delivery line: Postfix's for deliveries, and
+/// `deliverable` or `undeliverable` for address-verification probes.
+pub fn status_word(status: postern_ipc::deliver::Status, probe: bool) -> &'static str {
+    use postern_ipc::deliver::Status;
+    match (status, probe) {
+        (Status::Sent, false) => "sent",
+        (Status::Deferred, false) => "deferred",
+        (Status::Bounced, false) => "bounced",
+        (Status::Sent, true) => "deliverable",
+        (_, true) => "undeliverable",
+    }
+}
+
 /// Sets the default syslog_name for this process's lines.
 pub fn init(syslog_name: &str) {
     let _ = NAME.set(sanitize_name(syslog_name));

@@ -34,6 +34,7 @@ mod sysexits;
 mod tablecache;
 use postern_config::tables;
 mod tls;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -218,6 +219,7 @@ fn main() -> ExitCode {
             Some(Role::Cache) => cache::main(ipc_fd),
             Some(Role::Resolver) => resolver::main(ipc_fd),
             Some(Role::Proxymap) => proxymap::main(ipc_fd),
+            Some(Role::Verify) => verify::main(ipc_fd),
             Some(Role::Smtp) => smtp::main(ipc_fd),
             Some(Role::Pickup) => pickup::main(ipc_fd),
             _ => cli::fail(format!("no such daemon role: {role}")),

@@ -4,8 +4,8 @@
 //! from a role listed here, and only the edges listed for that pair.
 use postern_config::Role;
 use postern_ipc::{
-    auth, bounce, cache, cleanup_broker, deliver, keys, proxymap, qmgr_broker, qmgr_queue,
-    resolver, smtpd_broker, smtpd_cleanup,
+    auth, bounce, cache, cleanup_broker, deliver, keys, probe, proxymap, qmgr_broker, qmgr_queue,
+    resolver, smtpd_broker, smtpd_cleanup, verify,
 };
 
 /// (client, server, the edges the client may open).
@@ -35,6 +35,11 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Qmgr, Role::Proxymap, &[proxymap::EDGE]),
     (Role::Local, Role::Proxymap, &[proxymap::EDGE]),
     (Role::Pickup, Role::Proxymap, &[proxymap::EDGE]),
+    // Address verification: smtpd asks verify; only verify asks qmgr for a
+    // probe, and only verify writes the results it learns.
+    (Role::Smtpd, Role::Verify, &[verify::EDGE]),
+    (Role::Verify, Role::Qmgr, &[probe::EDGE]),
+    (Role::Verify, Role::Cache, &[cache::EDGE]),
 ];
 
 /// May `client` ask for a channel to `server` at all?
@@ -68,5 +73,12 @@ mod tests {
         assert!(carries(Role::Smtpd, Role::Resolver, "resolver"));
         assert!(!carries(Role::Smtpd, Role::Proxymap, "proxymap"));
         assert!(!carries(Role::Smtpd, Role::Broker, "cleanup-broker"));
+        // Nothing but verify may ask for a probe.
+        for (c, s, edges) in EDGES {
+            assert!(
+                !edges.contains(&probe::EDGE) || (*c, *s) == (Role::Verify, Role::Qmgr),
+                "{c} -> {s} carries probe"
+            );
+        }
     }
 }

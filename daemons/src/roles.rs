@@ -140,6 +140,17 @@ pub const SPECS: &[RoleSpec] = &[
         // Only a configuration with tcp: or socketmap: tables runs it.
         on_demand: true,
     },
+    RoleSpec {
+        role: Role::Verify,
+        // Asks qmgr for probes; no files, no network.
+        network: false,
+        syscalls: COMMON,
+        // One process knows which probes are in flight.
+        exclusive: true,
+        listeners: false,
+        // Only reject_unverified_* in a restriction list wakes it.
+        on_demand: true,
+    },
 ];
 
 pub fn spec(role: Role) -> Option<&'static RoleSpec> {

@@ -1,11 +1,11 @@
 @0xdd447bcf2d20ab22;
 # qmgr -> delivery agents (local, smtp): one delivery request per channel at
-# a time, with a read-only descriptor of the queue file beside it. The agent
-# answers with one result per recipient; the queue manager decides what
-# happens next.
+# a time, with a read-only descriptor of the queue file beside it (none for
+# an address-verification probe). The agent answers with one result per
+# recipient; the queue manager decides what happens next.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 1;
+const version :UInt32 = 2;
 
 struct Recipient {
   index @0 :UInt32;
@@ -26,6 +26,9 @@ struct Request {
   arrivalUs @8 :UInt64;          # when the message arrived
   activeUs @9 :UInt64;           # when the queue manager took it in
   size @10 :UInt64;
+  probe @11 :Bool;               # an address-verification probe: no
+                                 # descriptor comes along, the agent stops
+                                 # before the content (smtp: no DATA)
 }
 
 enum Status {

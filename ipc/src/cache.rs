@@ -17,8 +17,9 @@ pub const MAX_NAMESPACE: usize = 32;
 pub const MAX_KEY: usize = 512;
 pub const MAX_VALUE: usize = 4096;
 pub const MAX_REASON: usize = 256;
-/// The longest a record may live.
-pub const MAX_TTL: u32 = 30 * 24 * 3600;
+/// The longest a record may live: a year and a day (address-verify
+/// results live 31 days by default, and an admin may ask for more).
+pub const MAX_TTL: u32 = 366 * 24 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {

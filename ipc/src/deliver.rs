@@ -39,8 +39,15 @@ pub struct Request {
     pub arrival_us: u64,
     pub active_us: u64,
     pub size: u64,
-    /// The queue file, read-only.
-    pub file: OwnedFd,
+    /// The queue file, read-only; None for an address-verification probe
+    /// (the agent stops before the content).
+    pub file: Option<OwnedFd>,
+}
+
+impl Request {
+    pub fn is_probe(&self) -> bool {
+        self.file.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +89,7 @@ impl Message for Request {
             r.set_arrival_us(self.arrival_us);
             r.set_active_us(self.active_us);
             r.set_size(self.size);
+            r.set_probe(self.file.is_none());
             let n = self.recipients.len().min(MAX_RECIPIENTS);
             let mut l = r.init_recipients(n as u32);
             for (i, x) in self.recipients.iter().take(n).enumerate() {
@@ -96,18 +104,20 @@ impl Message for Request {
     }
 
     fn fds(&self) -> Vec<BorrowedFd<'_>> {
-        vec![self.file.as_fd()]
+        self.file.iter().map(|f| f.as_fd()).collect()
     }
 
     fn decode(f: &[u8], mut fds: Vec<OwnedFd>) -> Result<Self, Violation> {
-        if fds.len() != 1 {
-            return Err(Violation::FdCount {
-                got: fds.len(),
-                want: 1,
-            });
-        }
         let msg = frame::open(f, Self::MAX_FRAME)?;
         let r = msg.get_root::<request::Reader>()?;
+        // A probe carries no descriptor; a delivery exactly one.
+        let want = if r.get_probe() { 0 } else { 1 };
+        if fds.len() != want {
+            return Err(Violation::FdCount {
+                got: fds.len(),
+                want,
+            });
+        }
         let l = r.get_recipients()?;
         list_len(l.len(), "recipients", MAX_RECIPIENTS)?;
         let mut recipients = Vec::with_capacity(l.len() as usize);
@@ -131,7 +141,7 @@ impl Message for Request {
             arrival_us: r.get_arrival_us(),
             active_us: r.get_active_us(),
             size: r.get_size(),
-            file: fds.remove(0),
+            file: fds.pop(),
         })
     }
 }
@@ -170,17 +180,7 @@ impl Message for Reply {
         list_len(l.len(), "results", MAX_RECIPIENTS)?;
         let mut results = Vec::with_capacity(l.len() as usize);
         for e in l.iter() {
-            let dsn = text(e.get_dsn(), "result.dsn", 16)?;
-            if !dsn
-                .split('.')
-                .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
-                || dsn.split('.').count() != 3
-            {
-                return Err(Violation::Field {
-                    field: "result.dsn",
-                    why: format!("\"{dsn}\" is not a status code"),
-                });
-            }
+            let dsn = frame::status_code(text(e.get_dsn(), "result.dsn", 16)?, "result.dsn")?;
             results.push(DeliveryResult {
                 index: e.get_index(),
                 status: match e.get_status()? {

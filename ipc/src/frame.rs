@@ -160,6 +160,22 @@ pub fn data(
     Ok(r.to_vec())
 }
 
+/// An RFC 3463 status code (`class.subject.detail`, digits only).
+pub fn status_code(s: String, field: &'static str) -> Result<String, Violation> {
+    let parts = s.split('.');
+    if parts.clone().count() != 3
+        || !parts
+            .into_iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit()))
+    {
+        return Err(Violation::Field {
+            field,
+            why: format!("\"{s}\" is not a status code"),
+        });
+    }
+    Ok(s)
+}
+
 pub fn list_len(len: u32, field: &'static str, max: usize) -> Result<usize, Violation> {
     let len = len as usize;
     if len > max {

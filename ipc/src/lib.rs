@@ -25,6 +25,7 @@ pub mod generated;
 pub mod keys;
 pub mod listener;
 pub mod master;
+pub mod probe;
 pub mod proxymap;
 pub mod qmgr_broker;
 pub mod qmgr_queue;
@@ -32,6 +33,7 @@ pub mod resolver;
 pub mod sendmail_pickup;
 pub mod smtpd_broker;
 pub mod smtpd_cleanup;
+pub mod verify;
 
 pub use channel::{Channel, ChannelError, Endpoint, Message};
 pub use frame::Violation;
@@ -187,7 +189,11 @@ pub mod fuzzing {
             cache::Request,
             cache::Reply,
             proxymap::Request,
-            proxymap::Reply
+            proxymap::Reply,
+            verify::Request,
+            verify::Reply,
+            probe::Request,
+            probe::Reply
         );
         // Messages that carry descriptors cannot round-trip without them.
         let _ = master::ToDaemon::decode(data, Vec::new());

@@ -40,7 +40,9 @@ fn schema_snapshots_match_generated_code() {
         "auth",
         "cache",
         "sendmail_pickup",
-        "proxymap"
+        "proxymap",
+        "verify",
+        "probe"
     );
     for (name, schema, snap) in pairs {
         assert_eq!(
@@ -706,5 +708,91 @@ fn lookup_and_effects_messages_round_trip_and_limits_hold() {
     assert!(matches!(
         sc::Request::decode(&bad.encode(), vec![]),
         Err(Violation::Field { .. })
+    ));
+}
+
+#[test]
+fn verify_and_probe_messages_round_trip_and_limits_hold() {
+    use crate::{deliver, probe, verify};
+    let q = verify::Request {
+        address: "u".repeat(verify::MAX_ADDRESS),
+    };
+    assert_eq!(verify::Request::decode(&q.encode(), vec![]).unwrap(), q);
+    for status in [
+        verify::Status::Deliverable,
+        verify::Status::Undeliverable,
+        verify::Status::Deferred,
+        verify::Status::InProgress,
+    ] {
+        let r = verify::Reply {
+            status,
+            text: "Address verification in progress".into(),
+        };
+        assert_eq!(verify::Reply::decode(&r.encode(), vec![]).unwrap(), r);
+    }
+    let p = probe::Request {
+        address: "user@relay.example".into(),
+        sender: String::new(),
+    };
+    assert_eq!(probe::Request::decode(&p.encode(), vec![]).unwrap(), p);
+    let r = probe::Reply {
+        status: probe::Status::Undeliverable,
+        dsn: "5.1.1".into(),
+        text: "host x[127.0.0.1] said: 550 5.1.1 no".into(),
+    };
+    assert_eq!(probe::Reply::decode(&r.encode(), vec![]).unwrap(), r);
+    // A result's status code must be one.
+    let bad = probe::Reply {
+        dsn: "5.1.x".into(),
+        ..r
+    };
+    assert!(matches!(
+        probe::Reply::decode(&bad.encode(), vec![]),
+        Err(Violation::Field { field: "dsn", .. })
+    ));
+    // A text with a line break cannot reach a log line.
+    let f = verify::Reply {
+        status: verify::Status::Deferred,
+        text: "a\r\nb".into(),
+    }
+    .encode();
+    assert!(verify::Reply::decode(&f, vec![]).is_err());
+    // A probe is a delivery request without a descriptor; a descriptor
+    // beside a probe, or none beside a delivery, is a violation.
+    let req = deliver::Request {
+        queue_id: "4AbC0123".into(),
+        sender: String::new(),
+        nexthop: "[127.0.0.1]:25".into(),
+        recipients: vec![deliver::Recipient {
+            index: 0,
+            address: "u@x.example".into(),
+            orcpt: String::new(),
+            notify: 0,
+        }],
+        envid: String::new(),
+        ret: 0,
+        smtputf8: false,
+        body_8bit: false,
+        arrival_us: 1,
+        active_us: 1,
+        size: 0,
+        file: None,
+    };
+    let f = req.encode();
+    let back = deliver::Request::decode(&f, vec![]).unwrap();
+    assert!(back.is_probe());
+    assert_eq!(back.recipients, req.recipients);
+    let fd: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+    assert!(matches!(
+        deliver::Request::decode(&f, vec![fd]),
+        Err(Violation::FdCount { got: 1, want: 0 })
+    ));
+    let with_file = deliver::Request {
+        file: Some(std::fs::File::open("/dev/null").unwrap().into()),
+        ..req
+    };
+    assert!(matches!(
+        deliver::Request::decode(&with_file.encode(), vec![]),
+        Err(Violation::FdCount { got: 0, want: 1 })
     ));
 }

@@ -99,6 +99,11 @@ pub fn unique_loopback() -> String {
 }
 
 /// Polls `f` until it returns Some, or panics after `timeout`.
+/// main.cf lines under which [`Instance::wake_on_demand_roles`] wakes the
+/// verify role too (one recipient is checked with
+/// reject_unverified_recipient).
+pub const WAKE_VERIFY: &str = "smtpd_recipient_restrictions = check_recipient_access inline:{ wake-verify@mx.test.example=reject_unverified_recipient }\n";
+
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + timeout;
     loop {
@@ -820,6 +825,10 @@ impl Instance {
         let mut c = self.greeted();
         let r = c.cmd("AUTH PLAIN AHUAcHc=");
         assert!(r.starts_with("535") || r.starts_with("454"), "{r}");
+        // Under WAKE_VERIFY, this recipient asks verify (and its probe the
+        // state store); otherwise it is an ordinary local recipient.
+        assert!(c.cmd("MAIL FROM:<>").starts_with("250"));
+        c.cmd("RCPT TO:<wake-verify@mx.test.example>");
         c.cmd("QUIT");
         let mut child = self
             .bare_command()

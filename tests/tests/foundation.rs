@@ -10,7 +10,7 @@ const ROLES: &[&str] = &[
     "cache",
 ];
 /// Roles the master starts on first use, not at start-up.
-const ON_DEMAND: &[&str] = &["bounce", "auth", "cache", "proxymap"];
+const ON_DEMAND: &[&str] = &["bounce", "auth", "cache", "proxymap", "verify"];
 /// An instance where AUTH works without TLS, so a test can wake auth.
 const AUTH_IN_CLEAR: &str = "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\n";
 
@@ -85,17 +85,20 @@ fn every_daemon_runs_jailed_in_its_own_process() {
         "transport_maps = tcp:{}:{}\n",
         inst.ip, tables.port
     ));
+    inst.add_main_cf(postern_tests::WAKE_VERIFY);
     let mut inst = inst;
     inst.start();
     assert_on_demand_idle(&inst);
     inst.wake_on_demand_roles();
-    wait_for("proxymap running", Duration::from_secs(30), || {
-        inst.pid_of("proxymap")
-    });
+    wait_for(
+        "proxymap and verify running",
+        Duration::from_secs(30),
+        || inst.pid_of("proxymap").and(inst.pid_of("verify")),
+    );
     let st = inst.status();
     let ps = st["processes"].as_array().unwrap();
     let roles: BTreeSet<&str> = ps.iter().map(|p| p["role"].as_str().unwrap()).collect();
-    for r in ROLES.iter().chain(&["master", "proxymap"]) {
+    for r in ROLES.iter().chain(&["master", "proxymap", "verify"]) {
         assert!(roles.contains(r), "{r} missing from {st}");
     }
     let mut uids = BTreeSet::new();
@@ -573,12 +576,15 @@ fn security_md_role_table_matches_postern_status() {
         "transport_maps = tcp:{}:{}\n",
         inst.ip, tables.port
     ));
+    inst.add_main_cf(postern_tests::WAKE_VERIFY);
     let mut inst = inst;
     inst.start();
     inst.wake_on_demand_roles();
-    wait_for("proxymap running", Duration::from_secs(30), || {
-        inst.pid_of("proxymap")
-    });
+    wait_for(
+        "proxymap and verify running",
+        Duration::from_secs(30),
+        || inst.pid_of("proxymap").and(inst.pid_of("verify")),
+    );
     let st = inst.status();
     let ps = st["processes"].as_array().unwrap();
     let running: BTreeSet<&str> = ps.iter().map(|p| p["role"].as_str().unwrap()).collect();

@@ -128,6 +128,7 @@ fn non_root_mode_keeps_every_other_protection() {
         "transport_maps = tcp:{}:{}\n",
         inst.ip, tables.port
     ));
+    inst.add_main_cf(postern_tests::WAKE_VERIFY);
     assert!(inst.postern(&["newaliases"]).status.success());
     inst.run_as = Some(NOBODY);
     // What the kernel allows an unprivileged user: a network namespace needs
@@ -147,9 +148,11 @@ fn non_root_mode_keeps_every_other_protection() {
     inst.start();
     // bounce and auth start on first use: use them, then check every role.
     inst.wake_on_demand_roles();
-    postern_tests::wait_for("proxymap running", Duration::from_secs(30), || {
-        inst.pid_of("proxymap")
-    });
+    postern_tests::wait_for(
+        "proxymap and verify running",
+        Duration::from_secs(30),
+        || inst.pid_of("proxymap").and(inst.pid_of("verify")),
+    );
     let st = inst.status();
     for p in st["processes"].as_array().unwrap() {
         assert_eq!(p["uid"], NOBODY, "{p}");

@@ -9,6 +9,9 @@ Behaviour can be changed while it runs by writing DIR/mode:
   reject        550 5.1.1 on RCPT
   close421      421 after MAIL FROM
   slow          accept, but take half a second over DATA
+  byname        550 5.1.1 on RCPT to a local part that starts with
+                "unknown", 250 for any other
+Every RCPT address is appended to DIR/rcpt.log, one per line.
 
 Options after DIR:
   --tls CHAIN KEY [CA]  offer STARTTLS with this certificate; with CA, ask
@@ -67,7 +70,11 @@ class Handler:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with open(os.path.join(outdir, "rcpt.log"), "a") as f:
+            f.write(address + "\n")
         m = mode()
+        if m == "byname" and address.lower().startswith("unknown"):
+            return "550 5.1.1 No such user here"
         if m == "tempfail":
             return "451 4.3.0 Temporary failure, try again"
         if m == "reject":

@@ -553,6 +553,7 @@ pub const TABLE_PARAMS: &[&str] = &[
     "alias_maps",
     "alias_database",
     "transport_maps",
+    "address_verify_transport_maps",
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
 ];
@@ -566,6 +567,7 @@ pub const LOOKUP_PARAMS: &[&str] = &[
     "alias_maps",
     "alias_database",
     "transport_maps",
+    "address_verify_transport_maps",
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
     "local_login_sender_maps",

@@ -27,16 +27,28 @@ pub struct Namespace {
 /// Every namespace. A coming cache (postscreen results, address-verify
 /// results, MTA-STS policies, TLS-RPT counters, anvil state) is one entry
 /// here with its owner.
-pub const NAMESPACES: &[Namespace] = &[Namespace {
-    // SASL login failures per client and per account, so a restart of
-    // auth (a reload, a crash) does not hand out a fresh budget.
-    name: "auth-failures",
-    owner: Role::Auth,
-    readers: &[],
-    version: 1,
-    max_entries: 20_000,
-    max_value: 1024,
-}];
+pub const NAMESPACES: &[Namespace] = &[
+    Namespace {
+        // SASL login failures per client and per account, so a restart of
+        // auth (a reload, a crash) does not hand out a fresh budget.
+        name: "auth-failures",
+        owner: Role::Auth,
+        readers: &[],
+        version: 1,
+        max_entries: 20_000,
+        max_value: 1024,
+    },
+    Namespace {
+        // Address-verification results (address_verify_map): only the
+        // verify role, which alone asks for probes, writes them.
+        name: "address-verify",
+        owner: Role::Verify,
+        readers: &[],
+        version: 1,
+        max_entries: 100_000,
+        max_value: 1024,
+    },
+];
 
 pub fn namespace(name: &str) -> Option<&'static Namespace> {
     NAMESPACES.iter().find(|n| n.name == name)

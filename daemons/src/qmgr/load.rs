@@ -129,7 +129,7 @@ pub(super) async fn load(
         let route = if done {
             Route::Discard
         } else {
-            resolve(&s, &tables, &r.address).await
+            resolve(&s, &s.route, &tables, &r.address).await
         };
         let deferred = sum
             .deferred
@@ -207,14 +207,19 @@ pub(super) async fn load(
 }
 
 /// Routes one recipient: local domains, then transport_maps, relayhost, MX.
-pub(super) async fn resolve(s: &Settings, tables: &TableCache, address: &str) -> Route {
+pub(super) async fn resolve(
+    s: &Settings,
+    how: &Routing,
+    tables: &TableCache,
+    address: &str,
+) -> Route {
     let domain = address
         .rsplit_once('@')
         .map_or("", |(_, d)| d)
         .to_ascii_lowercase();
-    if !s.transport_maps.is_empty() {
+    if !how.transport_maps.is_empty() {
         for key in sched::transport_keys(address, &domain) {
-            match tables.lookup_any(&s.transport_maps, &key).await {
+            match tables.lookup_any(&how.transport_maps, &key).await {
                 Ok(Some(v)) => {
                     return sched::parse_transport(&v, &domain).unwrap_or_else(|e| {
                         warn!("{e}");
@@ -234,8 +239,8 @@ pub(super) async fn resolve(s: &Settings, tables: &TableCache, address: &str) ->
     if domain.is_empty() || s.mydestination.contains(&domain) {
         return Route::Local;
     }
-    if !s.relayhost.is_empty() {
-        return Route::Smtp(s.relayhost.clone());
+    if !how.relayhost.is_empty() {
+        return Route::Smtp(how.relayhost.clone());
     }
     Route::Smtp(domain)
 }

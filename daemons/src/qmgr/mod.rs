@@ -12,6 +12,7 @@ mod admin;
 mod agents;
 mod load;
 mod outcome;
+mod probe;
 mod sched;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -41,10 +42,20 @@ pub fn main(ipc_fd: RawFd) -> ! {
     })
 }
 
-pub struct Settings {
-    mydestination: Vec<String>,
+/// Where mail goes besides local domains: regular mail, and
+/// address-verification probes (address_verify_relayhost,
+/// address_verify_transport_maps).
+pub struct Routing {
     relayhost: String,
     transport_maps: Vec<TableRef>,
+}
+
+pub struct Settings {
+    mydestination: Vec<String>,
+    route: Routing,
+    verify_route: Routing,
+    /// address_verify_pending_request_limit.
+    probe_limit: usize,
     min_backoff: Duration,
     max_backoff: Duration,
     max_lifetime: Duration,
@@ -109,7 +120,6 @@ impl Drop for HeldFile {
 impl Settings {
     fn new(p: &Params) -> Result<Settings, String> {
         let e = |x: postern_config::ParamError| x.to_string();
-        let tables = table_list(p, "transport_maps");
         Ok(Settings {
             mydestination: p
                 .list("mydestination")
@@ -117,8 +127,15 @@ impl Settings {
                 .into_iter()
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
-            relayhost: p.str("relayhost").to_string(),
-            transport_maps: tables,
+            route: Routing {
+                relayhost: p.str("relayhost").to_string(),
+                transport_maps: table_list(p, "transport_maps"),
+            },
+            verify_route: Routing {
+                relayhost: p.str("address_verify_relayhost").to_string(),
+                transport_maps: table_list(p, "address_verify_transport_maps"),
+            },
+            probe_limit: p.int("address_verify_pending_request_limit").map_err(e)? as usize,
             min_backoff: p.duration("minimal_backoff_time").map_err(e)?,
             max_backoff: p.duration("maximal_backoff_time").map_err(e)?,
             max_lifetime: p.duration("maximal_queue_lifetime").map_err(e)?,
@@ -298,6 +315,13 @@ async fn serve(mut ctx: Context) {
         ctx.transfer_timeout(),
     ));
     let tables = Rc::new(TableCache::new(ctx.switchboard.clone()));
+    let prober = Rc::new(probe::Prober {
+        agents: agents.clone(),
+        tables: tables.clone(),
+        s: s.clone(),
+        pending: Default::default(),
+        serial: Default::default(),
+    });
     let local = tokio::task::LocalSet::new();
     let mut q = Qmgr {
         s,
@@ -335,6 +359,9 @@ async fn serve(mut ctx: Context) {
                     },
                     a = ctx.admin.recv() => if let Some((fd, read_only)) = a {
                         tokio::task::spawn_local(admin::serve(fd, read_only, tx.clone(), ctx.query_timeout()));
+                    },
+                    c = ctx.inbound.recv() => if let Some((from, fd)) = c {
+                        tokio::task::spawn_local(probe::serve(prober.clone(), from, fd, ctx.query_timeout()));
                     },
                     _ = sleep_until(wake) => {}
                     _ = ctx.shutdown.changed() => return,
@@ -685,7 +712,7 @@ impl Qmgr {
                         None => agents.open(&qid).await,
                     };
                     let r = match r {
-                        Ok(file) => agents.deliver(d.0, request(file)).await,
+                        Ok(file) => agents.deliver(d.0, request(Some(file))).await,
                         Err(e) => Err(format!("cannot open the queue file: {e}")),
                     };
                     let (fates, removed) = settle(&agents, ctx, &idxs, r, last).await;

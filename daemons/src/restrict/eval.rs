@@ -319,6 +319,7 @@ impl<'a, L: Lookups> Run<'a, L> {
             R::RejectUnauthDestination | R::DeferUnauthDestination => Status::Dunno,
             R::SenderLogin(kind) => self.sender_login(*kind).await,
             R::Access(of, map) => self.access_check(*of, map).await,
+            R::RejectUnverified(of) => self.unverified(*of).await,
             R::RejectInvalidHelo => match f.helo {
                 Some(h)
                     if !valid_hostname(h)

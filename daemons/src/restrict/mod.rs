@@ -8,6 +8,7 @@ mod actions;
 mod dnsxl;
 pub mod eval;
 pub mod keys;
+mod unverified;
 
 use std::future::Future;
 use std::time::Duration;
@@ -131,6 +132,8 @@ pub enum R {
     RejectUnknownRecipientDomain,
     /// A DNS list: the zone, with an optional `=filter`.
     Dnsxl(Dnsxl, String),
+    /// reject_unverified_sender (Class::Sender), reject_unverified_recipient.
+    RejectUnverified(Class),
     /// `check_{sender,recipient,helo}_mx_access`: the MX hosts of the
     /// domain, by name and address, in an access table (OK not allowed).
     MxAccess(Class, String),
@@ -180,6 +183,8 @@ pub fn parse(items: &[String], implicit: Option<Class>) -> Vec<R> {
             "reject_unknown_helo_hostname" | "reject_unknown_hostname" => R::RejectUnknownHelo,
             "reject_unknown_sender_domain" => R::RejectUnknownSenderDomain,
             "reject_unknown_recipient_domain" => R::RejectUnknownRecipientDomain,
+            "reject_unverified_sender" => R::RejectUnverified(Class::Sender),
+            "reject_unverified_recipient" => R::RejectUnverified(Class::Recipient),
             "reject_rbl_client"
             | "reject_rhsbl_client"
             | "reject_rhsbl_reverse_client"
@@ -303,6 +308,11 @@ pub struct Policy {
     pub rbl_reply: String,
     /// smtpd_restriction_classes: each class name with its items.
     pub classes: Vec<(String, Vec<String>)>,
+    pub verify_recipient: unverified::Codes,
+    pub verify_sender: unverified::Codes,
+    /// address_verify_poll_count, address_verify_poll_delay.
+    pub verify_poll_count: u32,
+    pub verify_poll_delay: Duration,
 }
 
 impl Policy {
@@ -353,6 +363,10 @@ impl Policy {
             double_bounce_sender: p.str("double_bounce_sender").into(),
             rbl_reply: p.str("default_rbl_reply").into(),
             classes: classes(p.str("postern_restriction_classes")),
+            verify_recipient: verify_codes(p, "recipient")?,
+            verify_sender: verify_codes(p, "sender")?,
+            verify_poll_count: p.int("address_verify_poll_count").map_err(e)?.max(1) as u32,
+            verify_poll_delay: p.duration("address_verify_poll_delay").map_err(e)?,
         })
     }
 
@@ -377,6 +391,18 @@ impl Policy {
             .iter()
             .any(|l| !l.is_empty())
     }
+}
+
+/// The unverified_{recipient,sender}_* settings.
+fn verify_codes(p: &Params, which: &str) -> Result<unverified::Codes, String> {
+    let e = |x: postern_config::ParamError| x.to_string();
+    let n = |s: &str| format!("unverified_{which}_{s}");
+    Ok(unverified::Codes {
+        defer: p.int(&n("defer_code")).map_err(e)? as u16,
+        reject: p.int(&n("reject_code")).map_err(e)? as u16,
+        reason: p.str(&n("reject_reason")).trim().to_string(),
+        defer_if_permit: p.str(&n("tempfail_action")) != "defer",
+    })
 }
 
 /// `postern_restriction_classes` ("name {items} name {items}", which the
@@ -422,6 +448,13 @@ pub trait Lookups {
 
     /// A DNS question (DNS lists, the reject_unknown_* checks).
     fn dns(&self, q: DnsQuery) -> impl Future<Output = Dns>;
+
+    /// What address verification knows about `address` (asking may start
+    /// a probe). An error is a failure of the verify service.
+    fn verify(
+        &self,
+        address: &str,
+    ) -> impl Future<Output = Result<postern_ipc::verify::Reply, String>>;
 
     /// Waits (the `sleep` restriction).
     fn sleep(&self, d: Duration) -> impl Future<Output = ()> {

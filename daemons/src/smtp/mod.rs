@@ -539,7 +539,10 @@ impl Smtp {
     async fn deliver(&self, req: deliver::Request) -> deliver::Reply {
         let start_us = now_us();
         let mut setup = Duration::ZERO;
-        let content = match crate::fsutil::read_queue_file(&req.file) {
+        let Some(file) = &req.file else {
+            return self.probe(&req, start_us).await;
+        };
+        let content = match crate::fsutil::read_queue_file(file) {
             Ok(buf) => {
                 let (records, _) = postern_proto::queue::decode_all(&buf);
                 postern_proto::queue::content(&records)
@@ -653,6 +656,55 @@ impl Smtp {
         deliver::Reply { results }
     }
 
+    /// An address-verification probe of the request's one recipient.
+    async fn probe(&self, req: &deliver::Request, start_us: u64) -> deliver::Reply {
+        let mut setup = Duration::ZERO;
+        let Some(r) = req.recipients.first() else {
+            return deliver::Reply {
+                results: Vec::new(),
+            };
+        };
+        let mut s = match self.session(&req.nexthop, &mut setup).await {
+            Ok(s) => s,
+            Err((status, dsn, text)) => {
+                return self.all(req, status, &dsn, &text, "none", start_us, setup);
+            }
+        };
+        let relay = s.relay();
+        let t0 = Instant::now();
+        let (outcome, reusable) = s.probe(&req.sender, &r.address, &self.s.t).await;
+        let remote = s.remote_name.clone();
+        if reusable {
+            self.put_cached(&req.nexthop, s).await;
+        }
+        let (status, dsn, text) = match outcome {
+            Outcome::Sent(t) => (Status::Sent, "2.1.5".to_string(), t),
+            Outcome::Deferred(d, t) => (Status::Deferred, d, t),
+            Outcome::Bounced(d, t) => (Status::Bounced, d, t),
+        };
+        self.log(
+            req,
+            &r.address,
+            &relay,
+            &dsn,
+            status,
+            &text,
+            start_us,
+            setup,
+            t0.elapsed(),
+        );
+        deliver::Reply {
+            results: vec![DeliveryResult {
+                index: r.index,
+                status,
+                dsn,
+                text,
+                relay,
+                remote_mta: remote,
+            }],
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn log(
         &self,
@@ -666,11 +718,7 @@ impl Smtp {
         setup: Duration,
         xfer: Duration,
     ) {
-        let word = match status {
-            Status::Sent => "sent",
-            Status::Deferred => "deferred",
-            Status::Bounced => "bounced",
-        };
+        let word = log::status_word(status, req.is_probe());
         log::line(&format!(
             "{}: to=<{to}>, relay={relay}, delay={}, delays={}/{}/{}/{}, dsn={dsn}, status={word} ({text})",
             req.queue_id,

@@ -473,6 +473,47 @@ impl Session {
         }
     }
 
+    /// An address-verification probe: MAIL and RCPT, then RSET, never
+    /// DATA. The recipient's outcome is the RCPT reply (or what broke
+    /// before it).
+    pub async fn probe(&mut self, sender: &str, rcpt: &str, t: &Timeouts) -> (Outcome, bool) {
+        let fail = |s: &Session, f: Failure| {
+            let text = s.failed(&f);
+            let reusable = matches!(&f, Failure::Reply(r, _) if r.code != 421);
+            let outcome = match &f {
+                Failure::Reply(r, _) if r.code >= 500 => Outcome::Bounced(r.dsn(), text),
+                Failure::Reply(r, _) => Outcome::Deferred(r.dsn(), text),
+                _ => Outcome::Deferred("4.4.2".into(), text),
+            };
+            (outcome, reusable)
+        };
+        let mail = format!("MAIL FROM:<{sender}>\r\n");
+        if let Err(f) = self.write(mail.as_bytes(), t.mail, "MAIL FROM").await {
+            return fail(self, f);
+        }
+        match self.read_reply(t.mail, "MAIL FROM").await {
+            Ok(r) if r.code / 100 == 2 => {}
+            Ok(r) => return fail(self, Failure::Reply(r, "MAIL FROM")),
+            Err(f) => return fail(self, f),
+        }
+        let cmd = format!("RCPT TO:<{rcpt}>\r\n");
+        if let Err(f) = self.write(cmd.as_bytes(), t.rcpt, "RCPT TO").await {
+            return fail(self, f);
+        }
+        let r = match self.read_reply(t.rcpt, "RCPT TO").await {
+            Ok(r) => r,
+            Err(f) => return fail(self, f),
+        };
+        let outcome = match r.code / 100 {
+            2 => Outcome::Sent(r.text()),
+            _ if r.code == 421 => return fail(self, Failure::Reply(r, "RCPT TO")),
+            4 => Outcome::Deferred(r.dsn(), self.said(&r, "RCPT TO")),
+            _ => Outcome::Bounced(r.dsn(), self.said(&r, "RCPT TO")),
+        };
+        let reusable = self.rset(t).await;
+        (outcome, reusable)
+    }
+
     /// Sends one message. Recipients not yet final when something breaks
     /// are deferred with the reason.
     pub async fn send(

@@ -244,6 +244,10 @@ impl Lookups for Broker<'_> {
         }
     }
 
+    async fn verify(&self, address: &str) -> Result<postern_ipc::verify::Reply, String> {
+        self.0.verify(address).await
+    }
+
     async fn listed(&self, address: &str, local_part: &str, local: bool) -> Result<bool, String> {
         if local {
             self.0

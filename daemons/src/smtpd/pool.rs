@@ -33,6 +33,8 @@ pub struct Shared {
     /// Checks are slow by design (Argon2): concurrent ones get their own
     /// channels.
     auth: PeerPool<auth::Link>,
+    /// reject_unverified_*: the address-verification cache.
+    verify: PeerPool<postern_ipc::verify::Link>,
     /// Recent messages per SASL account (smtpd_account_message_rate_limit).
     account_msgs:
         RefCell<std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>>,
@@ -55,7 +57,8 @@ impl Shared {
         Shared {
             lookup: PeerPool::new(sw.clone(), Role::Broker, query, 16),
             dns: PeerPool::new(sw.clone(), Role::Resolver, query, 16),
-            auth: PeerPool::new(sw, Role::Auth, query, 8),
+            auth: PeerPool::new(sw.clone(), Role::Auth, query, 8),
+            verify: PeerPool::new(sw, Role::Verify, query, 8),
             sb: switchboard,
             query,
             transfer,
@@ -271,5 +274,12 @@ impl Shared {
         req: postern_ipc::resolver::Request,
     ) -> Result<postern_ipc::resolver::Reply, String> {
         self.dns.call(&req).await
+    }
+
+    pub async fn verify(&self, address: &str) -> Result<postern_ipc::verify::Reply, String> {
+        let req = postern_ipc::verify::Request {
+            address: address.into(),
+        };
+        self.verify.call(&req).await
     }
 }
