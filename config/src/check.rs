@@ -121,6 +121,7 @@ const TABLE_LISTS: &[&str] = &[
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
     "local_login_sender_maps",
+    "rbl_reply_maps",
 ];
 
 /// Certificate and key parameters, and the PEM blocks each file must hold
@@ -218,6 +219,14 @@ impl Config {
                         if !out.contains(&t) {
                             out.push(t);
                         }
+                    }
+                }
+            }
+            // Reply templates of the DNS lists, looked up like access maps.
+            if let Some(v) = self.expanded("rbl_reply_maps", overrides) {
+                for t in value::split_list(&v) {
+                    if !out.contains(&t) {
+                        out.push(t);
                     }
                 }
             }

@@ -188,6 +188,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("queue_directory", "${data_directory}/queue", Kind::Path, M | BR),
     p("queue_file_pool_size", "32", int(0, 100_000), BR),
     p("queue_minfree", "0", SIZE, BR),
+    p("rbl_reply_maps", "", Kind::List, SD | PK),
     p("recipient_delimiter", "", Kind::Str, SD | LO | BR | PK),
     p("reject_code", "554", int(400, 599), SD | PK),
     p("relay_domains", "", Kind::List, SD | QM | PK),

@@ -82,6 +82,7 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
         "unknown@relay.example reject_unknown_client_hostname, permit\n\
          reverse@relay.example reject_unknown_reverse_client_hostname, permit\n\
          rbl@relay.example reject_rbl_client zen.test=127.0.0.[2..9], permit\n\
+         rblmap@relay.example reject_rbl_client zen.test=127.0.0.2, permit\n\
          rbltemp@relay.example reject_rbl_client zen.unserved, permit\n\
          dnswl@relay.example permit_dnswl_client wl.test, reject\n\
          dnswltemp@relay.example permit_dnswl_client wl.unserved, reject\n\
@@ -95,6 +96,13 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
          rhswl@relay.example permit_rhswl_client wl.test, reject\n",
     );
     let rev = table(&inst, "rev", "127.0.0.81 REJECT Forged name\n");
+    // rbl_reply_maps: by the list as written, then by its zone.
+    let replies = table(
+        &inst,
+        "rblreplies",
+        "zen.test=127.0.0.2 $rbl_code 5.7.9 Listed in $rbl_domain (exact): $rbl_class [$rbl_what]\n\
+         zen.test $rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain (zone template)${rbl_reason?; $rbl_reason}\n",
+    );
     let mx = table(
         &inst,
         "mxdeny",
@@ -108,6 +116,7 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
          dns_nameservers = {}\n\
          mynetworks = 10.0.0.0/8\n\
          relay_domains = relay.example\n\
+         rbl_reply_maps = {replies}\n\
          smtpd_client_restrictions = check_reverse_client_hostname_access {rev}\n\
          smtpd_sender_restrictions = check_sender_mx_access {mx}\n\
          smtpd_relay_restrictions =\n\
@@ -167,11 +176,18 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
         h,
         s,
         "rbl@relay.example",
-        "554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using zen.test; Listed by zen.test, see https://zen.test/127.0.0.2",
+        "554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using zen.test (zone template); Listed by zen.test, see https://zen.test/127.0.0.2",
     );
     logged(
         &inst,
-        "NOQUEUE: reject: RCPT from unknown[127.0.0.2]: 554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using zen.test; Listed by zen.test, see https://zen.test/127.0.0.2; from=<someone@has-mx.test> to=<rbl@relay.example> proto=ESMTP helo=<client.example>",
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.2]: 554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using zen.test (zone template); Listed by zen.test, see https://zen.test/127.0.0.2; from=<someone@has-mx.test> to=<rbl@relay.example> proto=ESMTP helo=<client.example>",
+    );
+    refused(
+        "127.0.0.2",
+        h,
+        s,
+        "rblmap@relay.example",
+        "554 5.7.9 Listed in zen.test (exact): Client host [127.0.0.2]",
     );
     ok("127.0.0.3", h, s, "rbl@relay.example");
     ok("127.0.0.1", h, s, "rbl@relay.example");

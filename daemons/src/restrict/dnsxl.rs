@@ -126,14 +126,14 @@ impl<L: Lookups> Run<'_, L> {
             _ => String::new(),
         };
         let code = self.policy.codes.maps_rbl;
-        let text = rbl_text(
-            &self.policy.rbl_reply,
-            code,
-            zone,
-            class.text(),
-            &what,
-            &txt,
-        );
+        let template = match self.rbl_template(spec, zone).await {
+            Ok(t) => t,
+            Err(e) => {
+                crate::warn!("rbl_reply_maps lookup of {spec}: {e}");
+                return self.server_error();
+            }
+        };
+        let text = rbl_text(&template, code, zone, class.text(), &what, &txt);
         let valid = text.len() > 4
             && matches!(text.as_bytes()[0], b'4' | b'5')
             && text.as_bytes()[1..3].iter().all(u8::is_ascii_digit)
@@ -146,6 +146,23 @@ impl<L: Lookups> Run<'_, L> {
         let (dsn, rest) = super::actions::split_dsn(&text[4..]);
         let dsn = super::actions::dsn_fix(dsn.unwrap_or("4.7.1"), class);
         self.reject(reply(code, &dsn, rest.to_string()))
+    }
+
+    /// The reply template of a DNS list: rbl_reply_maps by the list as
+    /// written (`zone=filter`), then by its zone, else default_rbl_reply.
+    async fn rbl_template(&self, spec: &str, zone: &str) -> Result<String, String> {
+        let mut keys = vec![spec.to_string()];
+        if zone != spec {
+            keys.push(zone.to_string());
+        }
+        for key in keys {
+            for map in &self.policy.rbl_reply_maps {
+                if let Some((_, t)) = self.lk.access(map, vec![key.clone()]).await? {
+                    return Ok(t);
+                }
+            }
+        }
+        Ok(self.policy.rbl_reply.clone())
     }
 
     /// check_*_mx_access (Postfix's check_server_access): each MX host of

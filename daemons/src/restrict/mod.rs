@@ -306,6 +306,9 @@ pub struct Policy {
     pub double_bounce_sender: String,
     /// `default_rbl_reply`, unexpanded.
     pub rbl_reply: String,
+    /// `rbl_reply_maps`: templates by DNS list (`domain=filter`, then
+    /// `domain`), before `default_rbl_reply`.
+    pub rbl_reply_maps: Vec<String>,
     /// smtpd_restriction_classes: each class name with its items.
     pub classes: Vec<(String, Vec<String>)>,
     pub verify_recipient: unverified::Codes,
@@ -362,6 +365,7 @@ impl Policy {
             null_sender_key: p.str("smtpd_null_access_lookup_key").into(),
             double_bounce_sender: p.str("double_bounce_sender").into(),
             rbl_reply: p.str("default_rbl_reply").into(),
+            rbl_reply_maps: p.list("rbl_reply_maps").map_err(e)?,
             classes: classes(p.str("postern_restriction_classes")),
             verify_recipient: verify_codes(p, "recipient")?,
             verify_sender: verify_codes(p, "sender")?,
