@@ -199,6 +199,26 @@ async fn answer(dns: &TokioResolver, req: Request) -> Reply {
             }
             Err(e) => failure(&e),
         },
+        Request::Ns(domain) => match dns.ns_lookup(fqdn(&domain)).await {
+            Ok(l) => {
+                let names: Vec<String> = l
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::NS(n) => Some(n.0.to_ascii().trim_end_matches('.').to_string()),
+                        _ => None,
+                    })
+                    .filter(|n| !n.is_empty())
+                    .take(rs::MAX_ANSWERS)
+                    .collect();
+                if names.is_empty() {
+                    Reply::NotFound
+                } else {
+                    Reply::Names(names)
+                }
+            }
+            Err(e) => failure(&e),
+        },
         Request::Txt(name) => match dns.txt_lookup(fqdn(&name)).await {
             Ok(l) => {
                 let texts: Vec<String> = l

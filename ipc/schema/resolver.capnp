@@ -3,7 +3,7 @@
 # daemon, the only one besides smtp with network access.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 2;
+const version :UInt32 = 3;
 
 struct Request {
   union {
@@ -12,6 +12,7 @@ struct Request {
     ptr @2 :Text;         # IP address
     a @3 :Text;           # name: A records only (DNS lists)
     txt @4 :Text;         # name: TXT records (DNS list reasons)
+    ns @5 :Text;          # domain: its name servers (check_*_ns_access)
   }
 }
 

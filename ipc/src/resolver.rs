@@ -24,6 +24,8 @@ pub enum Request {
     /// A records only (DNS list queries).
     A(String),
     Txt(String),
+    /// Name servers (answered as `Names`).
+    Ns(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,7 @@ impl Message for Request {
                 Request::Ptr(ip) => r.set_ptr(clip(ip, 64)),
                 Request::A(n) => r.set_a(clip(n, NAME)),
                 Request::Txt(n) => r.set_txt(clip(n, NAME)),
+                Request::Ns(n) => r.set_ns(clip(n, NAME)),
             }
         }
         frame::finish(&b)
@@ -91,6 +94,7 @@ impl Message for Request {
             }
             request::A(t) => Request::A(name(t, "a")?),
             request::Txt(t) => Request::Txt(name(t, "txt")?),
+            request::Ns(t) => Request::Ns(name(t, "ns")?),
         })
     }
 }

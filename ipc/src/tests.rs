@@ -796,3 +796,25 @@ fn verify_and_probe_messages_round_trip_and_limits_hold() {
         Err(Violation::FdCount { got: 0, want: 1 })
     ));
 }
+
+#[test]
+fn resolver_requests_round_trip_and_names_are_checked() {
+    use crate::resolver::Request;
+    for r in [
+        Request::Mx("example.org".into()),
+        Request::Addresses("mx.example.org".into()),
+        Request::Ptr("192.0.2.1".into()),
+        Request::A("2.0.0.127.zen.example".into()),
+        Request::Txt("2.0.0.127.zen.example".into()),
+        Request::Ns("example.org".into()),
+    ] {
+        assert_eq!(Request::decode(&r.encode(), vec![]).unwrap(), r);
+    }
+    for bad in [
+        Request::Ns(String::new()),
+        Request::Ns("a b".into()),
+        Request::Ptr("not-an-ip".into()),
+    ] {
+        assert!(Request::decode(&bad.encode(), vec![]).is_err(), "{bad:?}");
+    }
+}

@@ -56,7 +56,8 @@ const TEST_ZONE: &str = "@ 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60\
     byaddr 60 IN MX 10 mx.byaddr.test.\n\
     mx.byaddr 60 IN A 127.0.0.99\n\
     allowmx 60 IN MX 10 mx.allow.test.\n\
-    mx.allow 60 IN A 127.0.0.8\n";
+    mx.allow 60 IN A 127.0.0.8\n\
+    at-listed 60 IN A 127.0.0.9\n";
 
 /// One attempt: greeting, EHLO, MAIL, RCPT; the RCPT reply.
 fn attempt(inst: &Instance, src: &str, helo: &str, sender: &str, rcpt: &str) -> String {
@@ -74,12 +75,33 @@ fn attempt(inst: &Instance, src: &str, helo: &str, sender: &str, rcpt: &str) -> 
 fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
     let mut inst = Instance::new("");
     let server = dns::start(&inst.ip, "test.", TEST_ZONE);
+    // The server checks: name servers by name (found at the parent
+    // domain) and by address, and a domain's own addresses.
+    let nsdeny = table(
+        &inst,
+        "nsdeny",
+        "ns.test REJECT Sender name server is listed\n",
+    );
+    let nsaddr = table(
+        &inst,
+        "nsaddr",
+        "127.0.0.1 REJECT Sender name server address is listed\n",
+    );
+    let adeny = table(
+        &inst,
+        "adeny",
+        "127.0.0.9 REJECT Sender domain is at a listed address\n",
+    );
     // Each recipient picks the restriction under test (a restriction list
-    // as an access table's answer).
+    // as an access table's answer, or a restriction class where the list
+    // names a table, which Postfix does not allow inside an access map).
     let dispatch = table(
         &inst,
         "dispatch",
-        "unknown@relay.example reject_unknown_client_hostname, permit\n\
+        "ns@relay.example ns_check\n\
+         nsaddr@relay.example nsaddr_check\n\
+         a@relay.example a_check\n\
+         unknown@relay.example reject_unknown_client_hostname, permit\n\
          reverse@relay.example reject_unknown_reverse_client_hostname, permit\n\
          rbl@relay.example reject_rbl_client zen.test=127.0.0.[2..9], permit\n\
          rblmap@relay.example reject_rbl_client zen.test=127.0.0.2, permit\n\
@@ -117,6 +139,10 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
          mynetworks = 10.0.0.0/8\n\
          relay_domains = relay.example\n\
          rbl_reply_maps = {replies}\n\
+         smtpd_restriction_classes = ns_check, nsaddr_check, a_check\n\
+         ns_check = check_sender_ns_access {nsdeny}, permit\n\
+         nsaddr_check = check_sender_ns_access {nsaddr}, permit\n\
+         a_check = check_sender_a_access {adeny}, permit\n\
          smtpd_client_restrictions = check_reverse_client_hostname_access {rev}\n\
          smtpd_sender_restrictions = check_sender_mx_access {mx}\n\
          smtpd_relay_restrictions =\n\
@@ -316,6 +342,34 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
     );
     logged(&inst, "this is not allowed for security reasons");
     ok("127.0.0.1", h, "a@a-only.test", "x@has-mx.test");
+
+    // check_sender_ns_access: has-mx.test has no NS of its own, so the
+    // parent's (ns.test) answer, by name and by address; a domain without
+    // name servers anywhere passes. check_sender_a_access: the domain's
+    // own address.
+    refused(
+        "127.0.0.1",
+        h,
+        "a@has-mx.test",
+        "ns@relay.example",
+        "554 5.7.1 <a@has-mx.test>: Sender address rejected: Sender name server is listed",
+    );
+    refused(
+        "127.0.0.1",
+        h,
+        "a@has-mx.test",
+        "nsaddr@relay.example",
+        "554 5.7.1 <a@has-mx.test>: Sender address rejected: Sender name server address is listed",
+    );
+    ok("127.0.0.1", h, "a@nowhere.invalid", "ns@relay.example");
+    refused(
+        "127.0.0.1",
+        h,
+        "a@at-listed.test",
+        "a@relay.example",
+        "554 5.7.1 <a@at-listed.test>: Sender address rejected: Sender domain is at a listed address",
+    );
+    ok("127.0.0.1", h, "a@a-only.test", "a@relay.example");
 
     // reject_unknown_recipient_domain.
     ok("127.0.0.1", h, s, "x@has-mx.test");

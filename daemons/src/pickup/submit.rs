@@ -406,7 +406,7 @@ impl crate::restrict::Lookups for PickupTables<'_> {
     async fn dns(&self, q: crate::restrict::DnsQuery) -> crate::restrict::Dns {
         use crate::restrict::{Dns, DnsQuery};
         match q {
-            DnsQuery::Mx(_) | DnsQuery::Addresses(_) => Dns::Found(Vec::new()),
+            DnsQuery::Mx(_) | DnsQuery::Addresses(_) | DnsQuery::Ns(_) => Dns::Found(Vec::new()),
             DnsQuery::A(_) | DnsQuery::Txt(_) => Dns::NotFound,
         }
     }

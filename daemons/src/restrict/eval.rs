@@ -393,7 +393,7 @@ impl<'a, L: Lookups> Run<'a, L> {
             R::RejectUnknownSenderDomain => self.unknown_domain(Class::Sender).await,
             R::RejectUnknownRecipientDomain => self.unknown_domain(Class::Recipient).await,
             R::Dnsxl(kind, zone) => self.dnsxl(*kind, zone).await,
-            R::MxAccess(of, map) => self.mx_access(*of, map).await,
+            R::ServerAccess(of, kind, map) => self.server_access(*of, *kind, map).await,
             R::Sleep(secs) => {
                 self.lk.sleep(Duration::from_secs(u64::from(*secs))).await;
                 Status::Dunno

@@ -8,6 +8,7 @@ mod actions;
 mod dnsxl;
 pub mod eval;
 pub mod keys;
+mod server;
 mod unverified;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use postern_config::Params;
 
 pub(crate) use actions::split_dsn;
 pub use eval::{Effects, Facts, Memo, Outcome};
+pub use server::Server;
 
 /// What an access check looks at, which also words its rejection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,8 @@ pub enum DnsQuery {
     Mx(String),
     /// A and AAAA.
     Addresses(String),
+    /// Name servers.
+    Ns(String),
 }
 
 /// Its answer.
@@ -134,9 +138,10 @@ pub enum R {
     Dnsxl(Dnsxl, String),
     /// reject_unverified_sender (Class::Sender), reject_unverified_recipient.
     RejectUnverified(Class),
-    /// `check_{sender,recipient,helo}_mx_access`: the MX hosts of the
-    /// domain, by name and address, in an access table (OK not allowed).
-    MxAccess(Class, String),
+    /// `check_{client,reverse_client_hostname,helo,sender,recipient}_{a,mx,ns}_access`:
+    /// the hosts behind the name, by name and address, in an access table
+    /// (OK not allowed).
+    ServerAccess(Class, Server, String),
     /// A name Postern does not implement (`conf --check` refuses it, so
     /// only a table's answer can bring one here): 451 4.3.5.
     Unknown(String),
@@ -150,6 +155,13 @@ pub fn parse(items: &[String], implicit: Option<Class>) -> Vec<R> {
     while let Some(item) = it.next() {
         let n = item.to_ascii_lowercase();
         let arg = |it: &mut std::slice::Iter<'_, String>| it.next().cloned();
+        if let Some((class, kind)) = server_check(&n) {
+            out.push(match arg(&mut it) {
+                Some(t) => R::ServerAccess(class, kind, t),
+                None => R::Unknown(n),
+            });
+            continue;
+        }
         let r = match n.as_str() {
             "permit" => R::Permit,
             "reject" => R::Reject,
@@ -225,17 +237,6 @@ pub fn parse(items: &[String], implicit: Option<Class>) -> Vec<R> {
                     None => R::Unknown(n),
                 }
             }
-            "check_sender_mx_access" | "check_recipient_mx_access" | "check_helo_mx_access" => {
-                let class = match n.as_str() {
-                    "check_sender_mx_access" => Class::Sender,
-                    "check_recipient_mx_access" => Class::Recipient,
-                    _ => Class::Helo,
-                };
-                match arg(&mut it) {
-                    Some(t) => R::MxAccess(class, t),
-                    None => R::Unknown(n),
-                }
-            }
             "sleep" => match arg(&mut it).and_then(|s| s.parse().ok()) {
                 Some(secs) => R::Sleep(secs),
                 None => R::Unknown(n),
@@ -256,6 +257,27 @@ pub fn parse(items: &[String], implicit: Option<Class>) -> Vec<R> {
         out.push(r);
     }
     out
+}
+
+/// `check_<subject>_<a|mx|ns>_access`: its subject and kind.
+fn server_check(name: &str) -> Option<(Class, Server)> {
+    let rest = name.strip_prefix("check_")?.strip_suffix("_access")?;
+    let (subject, kind) = rest.rsplit_once('_')?;
+    let kind = match kind {
+        "a" => Server::A,
+        "mx" => Server::Mx,
+        "ns" => Server::Ns,
+        _ => return None,
+    };
+    let class = match subject {
+        "client" => Class::Client,
+        "reverse_client_hostname" => Class::ReverseClient,
+        "helo" => Class::Helo,
+        "sender" => Class::Sender,
+        "recipient" => Class::Recipient,
+        _ => return None,
+    };
+    Some((class, kind))
 }
 
 /// Reply codes and lookup settings of the restrictions.

@@ -177,6 +177,7 @@ mod tests {
                 Request::Addresses(h) => format!("A {h}"),
                 Request::Ptr(ip) => format!("PTR {ip}"),
                 Request::A(h) => format!("A4 {h}"),
+                Request::Ns(d) => format!("NS {d}"),
                 Request::Txt(h) => format!("TXT {h}"),
             };
             self.0.get(&key).cloned().unwrap_or(Reply::NotFound)

@@ -233,6 +233,7 @@ impl Lookups for Broker<'_> {
             DnsQuery::Txt(n) => Q::Txt(n),
             DnsQuery::Mx(n) => Q::Mx(n),
             DnsQuery::Addresses(n) => Q::Addresses(n),
+            DnsQuery::Ns(n) => Q::Ns(n),
         };
         match self.0.dns(req).await {
             Ok(R::Addresses(ips)) => Dns::Found(ips.iter().map(|i| i.to_string()).collect()),
