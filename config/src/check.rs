@@ -122,6 +122,7 @@ const TABLE_LISTS: &[&str] = &[
     "smtp_sasl_password_maps",
     "local_login_sender_maps",
     "rbl_reply_maps",
+    "relay_clientcerts",
 ];
 
 /// Certificate and key parameters, and the PEM blocks each file must hold
@@ -132,6 +133,7 @@ const KEY_FILES: &[(&str, &[&str])] = &[
     ("smtpd_tls_chain_files", &["*PRIVATE KEY", "CERTIFICATE"]),
     ("smtp_tls_cert_file", &["CERTIFICATE"]),
     ("smtp_tls_key_file", &["*PRIVATE KEY"]),
+    ("smtpd_tls_CAfile", &["CERTIFICATE"]),
 ];
 
 /// User lists: names, `!name`, or tables.
@@ -222,11 +224,14 @@ impl Config {
                     }
                 }
             }
-            // Reply templates of the DNS lists, looked up like access maps.
-            if let Some(v) = self.expanded("rbl_reply_maps", overrides) {
-                for t in value::split_list(&v) {
-                    if !out.contains(&t) {
-                        out.push(t);
+            // Reply templates of the DNS lists and the certificates of
+            // permit_tls_clientcerts, looked up like access maps.
+            for name in ["rbl_reply_maps", "relay_clientcerts"] {
+                if let Some(v) = self.expanded(name, overrides) {
+                    for t in value::split_list(&v) {
+                        if !out.contains(&t) {
+                            out.push(t);
+                        }
                     }
                 }
             }

@@ -34,6 +34,10 @@ pub enum Severity {
     Warning,
 }
 
+/// Parameters a daemon reads once before its jail, for all its services:
+/// a master.cf -o override of one could not take effect, so it is refused.
+const MAIN_CF_ONLY: &[&str] = &["smtpd_tls_CAfile"];
+
 /// One problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -355,6 +359,7 @@ impl Config {
     }
 
     /// Checks every value in every context and warns about unknown names.
+    /// (Parameters in [`MAIN_CF_ONLY`] are refused as -o overrides.)
     fn validate(&mut self) {
         let mut diags = Vec::new();
         // Names referenced anywhere make user-defined parameters legitimate.
@@ -413,6 +418,20 @@ impl Config {
         }
         for svc in &self.services {
             for o in &svc.overrides {
+                if MAIN_CF_ONLY.contains(&o.name.as_str()) {
+                    push(
+                        Diagnostic::error(
+                            &self.master_name,
+                            Some(o.line),
+                            format!(
+                                "{}: Postern reads it once for every smtpd service; set it in main.cf",
+                                o.name
+                            ),
+                        ),
+                        &mut diags,
+                    );
+                    continue;
+                }
                 if registry::lookup(&o.name).is_some() || self.settings.contains_key(&o.name) {
                     continue;
                 }
@@ -611,6 +630,22 @@ mod tests {
         let p = c2.params_with(&c2.services[0].overrides).unwrap();
         assert_eq!(p.duration("smtpd_timeout").unwrap().as_secs(), 20);
         assert_eq!(svc.overrides[0].line, 2);
+    }
+
+    #[test]
+    fn a_parameter_read_before_the_jail_is_refused_as_an_override() {
+        let c = cfg(
+            "",
+            "127.0.0.1:25 inet n - n - - smtpd\n  -o smtpd_tls_ask_ccert=yes\n  -o smtpd_tls_CAfile=/etc/ssl/ca.pem\n",
+        );
+        let e: Vec<_> = c.errors().collect();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].file.as_str(), e[0].line), ("master.cf", Some(3)));
+        assert!(
+            e[0].message.contains("set it in main.cf"),
+            "{}",
+            e[0].message
+        );
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub const SUPPORTED: &[&str] = &[
     "reject_unknown_recipient_domain",
     "reject_unverified_recipient",
     "reject_unverified_sender",
+    "permit_tls_clientcerts",
+    "permit_tls_all_clientcerts",
 ];
 
 /// Restrictions Postern implements that take one argument: an access
@@ -65,6 +67,7 @@ pub const SUPPORTED_WITH_ARGUMENT: &[&str] = &[
     "check_recipient_a_access",
     "check_recipient_mx_access",
     "check_recipient_ns_access",
+    "check_ccert_access",
     "sleep",
     "reject_rbl_client",
     "reject_rhsbl_client",
@@ -89,7 +92,6 @@ pub fn is_access_check(name: &str) -> bool {
 /// Postfix restrictions that take one argument (a table, a DNS zone, a
 /// policy service, a time).
 const WITH_ARGUMENT: &[&str] = &[
-    "check_ccert_access",
     "check_sasl_access",
     "check_etrn_access",
     "check_policy_service",
@@ -100,8 +102,6 @@ const POSTFIX_ONLY: &[&str] = &[
     "permit_inet_interfaces",
     "permit_mx_backup",
     "permit_naked_ip_address",
-    "permit_tls_all_clientcerts",
-    "permit_tls_clientcerts",
     "reject_authenticated_sender_login_mismatch_known",
     "reject_known_sender_login_mismatch",
     "reject_maps_rbl",
@@ -264,7 +264,7 @@ mod tests {
                 "zen.spamhaus.org",
                 "hash:/etc/postfix/access",
                 "nis:mail.access",
-                "permit_tls_clientcerts",
+                "permit_naked_ip_address",
                 "frobnicate",
                 "myclass",
                 "check_client_access",
@@ -277,7 +277,7 @@ mod tests {
         assert!(text[1].contains("check_policy_service {"));
         assert!(text[2].contains("DNS zone"));
         assert!(text[3].contains("nis:mail.access: "), "{}", text[3]);
-        assert!(text[4].contains("permit_tls_clientcerts"));
+        assert!(text[4].contains("permit_naked_ip_address"));
         assert!(text[5].contains("unknown restriction \"frobnicate\""));
         assert!(text[6].contains("requires an argument"));
         let items = v(&[

@@ -416,3 +416,13 @@ pub fn mime_walk(data: &[u8]) {
         }
     }
 }
+
+/// A client certificate (DER) as smtpd's checks read it: the public key is
+/// DER itself, the name printable and bounded.
+pub fn ccert(data: &[u8]) {
+    if let Some(p) = crate::ccert::parse(data) {
+        assert!(!p.spki.is_empty());
+        assert!(p.cn.len() <= crate::ccert::MAX_CN);
+        assert!(p.cn.bytes().all(|b| (0x20..0x7f).contains(&b)));
+    }
+}

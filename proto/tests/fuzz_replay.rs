@@ -71,3 +71,8 @@ fn state_file() {
 fn mime_walk() {
     replay("mime_walk", fuzzing::mime_walk);
 }
+
+#[test]
+fn ccert() {
+    replay("ccert", fuzzing::ccert);
+}

@@ -540,3 +540,159 @@ fn reload_renews_the_certificate_without_restarting_the_broker() {
     assert!(c.cmd("EHLO client.example").starts_with("250"));
     assert!(c.cmd("QUIT").starts_with("221"));
 }
+
+/// `openssl` output of a certificate's SHA-256 fingerprint and its public
+/// key's, in Postfix's `AB:CD:...` form.
+fn fingerprints(cert: &std::path::Path) -> (String, String) {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fp = text.trim().rsplit('=').next().unwrap().to_string();
+    let script = format!(
+        "openssl x509 -pubkey -noout -in '{}' | openssl pkey -pubin -outform DER | openssl dgst -sha256 -c",
+        cert.display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pk = text.trim().rsplit(' ').next().unwrap().to_ascii_uppercase();
+    assert_eq!(fp.len(), 95, "{fp}");
+    assert_eq!(pk.len(), 95, "{pk}");
+    (fp, pk)
+}
+
+/// smtpd_tls_ask_ccert with check_ccert_access, permit_tls_clientcerts
+/// (relay_clientcerts) and permit_tls_all_clientcerts, through Python's
+/// ssl with real client certificates: one from the CA in smtpd_tls_CAfile,
+/// one self-signed.
+#[test]
+fn client_certificates_decide_relaying_and_access() {
+    let mut inst = Instance::with_three_listeners("");
+    let pki = pki::make(inst.config_dir(), "t", "mx.test.example");
+    let dir = inst.config_dir().to_path_buf();
+    // A self-signed client certificate nobody vouches for.
+    let rogue_key = dir.join("rogue-key.pem");
+    let rogue_cert = dir.join("rogue-cert.pem");
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rogue.example",
+            "-keyout",
+        ])
+        .arg(&rogue_key)
+        .arg("-out")
+        .arg(&rogue_cert)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let (_, good_pk) = fingerprints(&pki.client_cert);
+    let (rogue_fp, _) = fingerprints(&rogue_cert);
+    let table = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let spec = format!("hash:{}", path.display());
+        assert!(inst.postern(&["map", "build", &spec]).status.success());
+        spec
+    };
+    let relay = table("relaycerts", &format!("{good_pk} client.mx.test.example\n"));
+    let ccerts = table("ccerts", &format!("{rogue_fp} REJECT Not this one\n"));
+    inst.add_main_cf(&format!(
+        "smtpd_tls_chain_files = {chain}\n\
+         smtpd_error_sleep_time = 0\n\
+         mynetworks = 10.0.0.0/8\n\
+         smtpd_tls_ask_ccert = yes\n\
+         smtpd_tls_CAfile = {ca}\n\
+         relay_clientcerts = {relay}\n\
+         smtpd_relay_restrictions = check_recipient_access inline:{{ all@remote.example=permit_tls_all_clientcerts }}, permit_tls_clientcerts, reject_unauth_destination\n\
+         smtpd_recipient_restrictions = check_ccert_access {ccerts}\n",
+        chain = pki.server_chain.display(),
+        ca = pki.ca.display(),
+    ));
+    inst.start();
+    let script = format!(
+        r#"
+import smtplib, ssl, sys
+def rcpts(cert, key, addrs):
+    ctx = ssl.create_default_context(cafile="{ca}")
+    ctx.check_hostname = False
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    s = smtplib.SMTP("{ip}", 2525, local_hostname="client.example", timeout=30)
+    s.starttls(context=ctx)
+    s.ehlo()
+    s.mail("a@client.example")
+    out = []
+    for a in addrs:
+        code, text = s.rcpt(a)
+        out.append("%d %s" % (code, text.decode()))
+        s.rset()
+        s.mail("a@client.example")
+    s.quit()
+    return out
+good = rcpts("{cc}", "{ck}", ["x@remote.example", "all@remote.example", "root@localhost"])
+none = rcpts(None, None, ["x@remote.example", "all@remote.example", "root@localhost"])
+rogue = rcpts("{rc}", "{rk}", ["x@remote.example", "all@remote.example", "root@localhost"])
+for name, r in (("good", good), ("none", none), ("rogue", rogue)):
+    for line in r:
+        print(name, line)
+"#,
+        ca = pki.ca.display(),
+        ip = inst.ip,
+        cc = pki.client_cert.display(),
+        ck = pki.client_key.display(),
+        rc = rogue_cert.display(),
+        rk = rogue_key.display(),
+    );
+    let out = python_ok(&script);
+    let lines: Vec<&str> = out.lines().collect();
+    let relay_denied = "554 5.7.1 <x@remote.example>: Relay access denied";
+    let want = [
+        // The CA's certificate, listed in relay_clientcerts by its public
+        // key: relaying, and permit_tls_all_clientcerts too.
+        "good 250 2.1.5 Ok".to_string(),
+        "good 250 2.1.5 Ok".to_string(),
+        "good 250 2.1.5 Ok".to_string(),
+        // No certificate: no relaying.
+        format!("none {relay_denied}"),
+        "none 554 5.7.1 <all@remote.example>: Relay access denied".to_string(),
+        "none 250 2.1.5 Ok".to_string(),
+        // Self-signed: not trusted, not listed; and check_ccert_access
+        // refuses it by its fingerprint, naming its CommonName.
+        format!("rogue {relay_denied}"),
+        "rogue 554 5.7.1 <all@remote.example>: Relay access denied".to_string(),
+        "rogue 554 5.7.1 <rogue.example>: Client certificate rejected: Not this one".to_string(),
+    ];
+    assert_eq!(
+        lines,
+        want.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{out}"
+    );
+    // smtpd logs as it replies; the lines reach the log a moment later.
+    for word in ["Trusted", "Anonymous", "Untrusted"] {
+        inst.wait_log(
+            &format!("{word} TLS connection established from unknown[127.0.0.1]: TLSv1.3"),
+            Duration::from_secs(10),
+        );
+    }
+    inst.wait_log(
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <rogue.example>: Client certificate rejected: Not this one; from=<a@client.example> to=<root@localhost> proto=ESMTP helo=<client.example>",
+        Duration::from_secs(10),
+    );
+}

@@ -439,6 +439,7 @@ pub(super) async fn check_restrictions(
             tls: false,
             pipelined: false,
             rcpt_count: 0,
+            ccert: None,
         };
         let mut run = Run::new(&lk, &sh.set.policy, &sh.set.access, facts);
         let mut memo = crate::restrict::Memo::default();

@@ -40,6 +40,8 @@ pub struct Facts<'a> {
     pub pipelined: bool,
     /// Recipients accepted so far in this transaction.
     pub rcpt_count: usize,
+    /// The client's TLS certificate, if it sent one.
+    pub ccert: Option<&'a crate::tls::ccert::Ccert>,
 }
 
 /// `defer_if_permit` raised by an earlier stage of the session (kept
@@ -220,6 +222,7 @@ impl<'a, L: Lookups> Run<'a, L> {
             Class::Recipient => self.f.rcpt.unwrap_or("").to_string(),
             Class::Data => "DATA".into(),
             Class::EndOfData => "END-OF-MESSAGE".into(),
+            Class::Ccert => self.f.ccert.map_or("", |c| c.cn.as_str()).to_string(),
         }
     }
 
@@ -320,6 +323,9 @@ impl<'a, L: Lookups> Run<'a, L> {
             R::SenderLogin(kind) => self.sender_login(*kind).await,
             R::Access(of, map) => self.access_check(*of, map).await,
             R::RejectUnverified(of) => self.unverified(*of).await,
+            R::CcertAccess(map) => self.ccert_access(map).await,
+            R::PermitTlsClientcerts => self.permit_clientcerts().await,
+            R::PermitTlsAllClientcerts => self.permit_all_clientcerts(),
             R::RejectInvalidHelo => match f.helo {
                 Some(h)
                     if !valid_hostname(h)
@@ -555,7 +561,7 @@ impl<'a, L: Lookups> Run<'a, L> {
                 ),
                 _ => return Status::Dunno,
             },
-            Class::Data | Class::EndOfData => return Status::Dunno,
+            Class::Data | Class::EndOfData | Class::Ccert => return Status::Dunno,
         };
         for keys in lists {
             match self.lk.access(map, keys).await {

@@ -5,6 +5,7 @@
 //! and pickup (local submission) both use it, each with its own way to
 //! reach the tables ([`Lookups`]).
 mod actions;
+mod ccert;
 mod dnsxl;
 pub mod eval;
 pub mod keys;
@@ -31,6 +32,8 @@ pub enum Class {
     EndOfData,
     /// The client's reverse (PTR) name, not forward-confirmed.
     ReverseClient,
+    /// The client's TLS certificate (by its CommonName).
+    Ccert,
 }
 
 impl Class {
@@ -44,6 +47,7 @@ impl Class {
             Class::Data => "Data command",
             Class::EndOfData => "End-of-data",
             Class::ReverseClient => "Unverified Client host",
+            Class::Ccert => "Client certificate",
         }
     }
 }
@@ -138,6 +142,10 @@ pub enum R {
     Dnsxl(Dnsxl, String),
     /// reject_unverified_sender (Class::Sender), reject_unverified_recipient.
     RejectUnverified(Class),
+    /// check_ccert_access table.
+    CcertAccess(String),
+    PermitTlsClientcerts,
+    PermitTlsAllClientcerts,
     /// `check_{client,reverse_client_hostname,helo,sender,recipient}_{a,mx,ns}_access`:
     /// the hosts behind the name, by name and address, in an access table
     /// (OK not allowed).
@@ -197,6 +205,12 @@ pub fn parse(items: &[String], implicit: Option<Class>) -> Vec<R> {
             "reject_unknown_recipient_domain" => R::RejectUnknownRecipientDomain,
             "reject_unverified_sender" => R::RejectUnverified(Class::Sender),
             "reject_unverified_recipient" => R::RejectUnverified(Class::Recipient),
+            "permit_tls_clientcerts" => R::PermitTlsClientcerts,
+            "permit_tls_all_clientcerts" => R::PermitTlsAllClientcerts,
+            "check_ccert_access" => match arg(&mut it) {
+                Some(t) => R::CcertAccess(t),
+                None => R::Unknown(n),
+            },
             "reject_rbl_client"
             | "reject_rhsbl_client"
             | "reject_rhsbl_reverse_client"
@@ -331,6 +345,11 @@ pub struct Policy {
     /// `rbl_reply_maps`: templates by DNS list (`domain=filter`, then
     /// `domain`), before `default_rbl_reply`.
     pub rbl_reply_maps: Vec<String>,
+    /// `relay_clientcerts`: certificate fingerprints permit_tls_clientcerts
+    /// allows.
+    pub relay_clientcerts: Vec<String>,
+    /// smtpd_tls_ask_ccert.
+    pub ask_ccert: bool,
     /// smtpd_restriction_classes: each class name with its items.
     pub classes: Vec<(String, Vec<String>)>,
     pub verify_recipient: unverified::Codes,
@@ -388,6 +407,8 @@ impl Policy {
             double_bounce_sender: p.str("double_bounce_sender").into(),
             rbl_reply: p.str("default_rbl_reply").into(),
             rbl_reply_maps: p.list("rbl_reply_maps").map_err(e)?,
+            relay_clientcerts: p.list("relay_clientcerts").map_err(e)?,
+            ask_ccert: p.bool("smtpd_tls_ask_ccert").map_err(e)?,
             classes: classes(p.str("postern_restriction_classes")),
             verify_recipient: verify_codes(p, "recipient")?,
             verify_sender: verify_codes(p, "sender")?,

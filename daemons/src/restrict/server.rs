@@ -47,7 +47,7 @@ impl<L: Lookups> Run<'_, L> {
             Class::Helo => (f.helo, f.helo.unwrap_or("").to_string()),
             Class::Sender => (f.sender, f.sender.unwrap_or("").to_string()),
             Class::Recipient => (f.rcpt, f.rcpt.unwrap_or("").to_string()),
-            Class::Data | Class::EndOfData => return Status::Dunno,
+            Class::Data | Class::EndOfData | Class::Ccert => return Status::Dunno,
         };
         let Some(subject) = subject.filter(|s| !s.is_empty() && *s != "unknown") else {
             return Status::Dunno;

@@ -113,6 +113,8 @@ pub struct Env<'a> {
     pub pipelined: bool,
     /// The client's names as looked up at connect.
     pub names: &'a ClientNames,
+    /// The client's TLS certificate, if it sent one.
+    pub ccert: Option<&'a crate::tls::ccert::Ccert>,
 }
 
 /// What the connect-time lookup learned of the client.
@@ -325,6 +327,7 @@ async fn restrictions(
         tls: f.tls.is_some(),
         pipelined: env.pipelined,
         rcpt_count: f.recipient_count,
+        ccert: env.ccert,
     };
     let lk = Broker(env.sh);
     let mut run = restrict::eval::Run::new(&lk, &chains.policy, env.access, facts);

@@ -17,23 +17,30 @@ use std::time::Duration;
 use postern_config::{Params, Role};
 
 use crate::daemon::{self, Context};
+use crate::tls::ccert::Ask;
 use crate::{fatal, warn};
 use conn::Conn;
 use pool::Shared;
+use postern_ipc::master::ListenerInfo;
 use session::{Session, Settings};
 
 pub fn main(ipc_fd: RawFd) -> ! {
     daemon::run(Role::Smtpd, ipc_fd, |params| {
         // Refuse to start on settings that cannot work, before the jail.
         Settings::new(params).map_err(|e| format!("smtpd: {e}"))?;
-        Ok((serve, Vec::new()))
+        // The CAs that make a client certificate trusted, read now: the
+        // jail names no file.
+        let cas = crate::tls::ccert::load_cas(params.str("smtpd_tls_CAfile"))?;
+        Ok((move |ctx: Context| serve(ctx, cas), Vec::new()))
     })
 }
 
-/// The TLS setup for a certificate whose key is in the broker.
+/// The TLS setup for a certificate whose key is in the broker; `ask`
+/// asks clients for a certificate (smtpd_tls_ask_ccert).
 fn server_config(
     ck: Arc<rustls::sign::CertifiedKey>,
     ticketer: Arc<crate::tls::remote::RemoteTicketer>,
+    ask: Option<Arc<Ask>>,
 ) -> Option<tokio_rustls::TlsAcceptor> {
     #[derive(Debug)]
     struct One(Arc<rustls::sign::CertifiedKey>);
@@ -48,9 +55,11 @@ fn server_config(
     let mut c = match rustls::ServerConfig::builder_with_provider(crate::tls::provider())
         .with_protocol_versions(crate::tls::VERSIONS)
     {
-        Ok(b) => b
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(One(ck))),
+        Ok(b) => match ask {
+            Some(ask) => b.with_client_cert_verifier(ask),
+            None => b.with_no_client_auth(),
+        }
+        .with_cert_resolver(Arc::new(One(ck))),
         Err(e) => {
             warn!("TLS setup: {e}");
             return None;
@@ -62,11 +71,39 @@ fn server_config(
     Some(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
 }
 
-async fn serve(mut ctx: Context) {
+async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
     let global = match Settings::new(&ctx.params) {
         Ok(s) => Rc::new(s),
         Err(e) => fatal!("{e}"),
     };
+    // Each listener's settings (its -o overrides), and the client
+    // certificate request of those that ask for one.
+    let mut listeners: Vec<(ListenerInfo, Rc<Settings>)> = Vec::new();
+    for mut l in std::mem::take(&mut ctx.listeners) {
+        let settings = if l.params.is_empty() {
+            global.clone()
+        } else {
+            match Params::from_pairs(std::mem::take(&mut l.params))
+                .map_err(|e| e.to_string())
+                .and_then(|p| Settings::new(&p))
+            {
+                Ok(s) => Rc::new(s),
+                Err(e) => fatal!("service {}: {e}", l.service),
+            }
+        };
+        listeners.push((l, settings));
+    }
+    let mut asks: HashMap<String, Arc<Ask>> = HashMap::new();
+    for (l, set) in &listeners {
+        if set.ask_ccert {
+            match Ask::new(crate::tls::provider(), cas.as_ref(), set.fingerprint_digest) {
+                Ok(a) => {
+                    asks.insert(l.service.clone(), Arc::new(a));
+                }
+                Err(e) => fatal!("service {}: {e}", l.service),
+            }
+        }
+    }
     let sh = Rc::new(Shared::new(
         ctx.switchboard.clone(),
         ctx.query_timeout(),
@@ -75,14 +112,10 @@ async fn serve(mut ctx: Context) {
     let active = Rc::new(Cell::new(0usize));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let local = tokio::task::LocalSet::new();
-    let listeners = std::mem::take(&mut ctx.listeners);
     let sb = ctx.switchboard.clone();
     let wants_tls = crate::tls::wants_server_tls(&ctx.params)
-        || listeners.iter().any(|l| {
-            l.params
-                .iter()
-                .any(|(k, v)| k == "smtpd_tls_wrappermode" && v == "yes")
-        });
+        || listeners.iter().any(|(_, set)| set.core.wrapper);
+    sh.set_asks(asks.clone());
     let query = ctx.query_timeout();
     local
         .run_until(async move {
@@ -91,7 +124,8 @@ async fn serve(mut ctx: Context) {
                 let first = Rc::new(tokio::sync::Notify::new());
                 let got = first.clone();
                 // One ticket scope per listener (see RemoteTicketer).
-                let scopes: Vec<String> = listeners.iter().map(|l| l.service.clone()).collect();
+                let scopes: Vec<String> =
+                    listeners.iter().map(|(l, _)| l.service.clone()).collect();
                 tokio::task::spawn_local(async move {
                     let keys = Arc::new(crate::tls::remote::KeyClient::default());
                     let ticketers: Vec<(String, Arc<crate::tls::remote::RemoteTicketer>)> = scopes
@@ -113,7 +147,8 @@ async fn serve(mut ctx: Context) {
                                 ticketers
                                     .iter()
                                     .map(|(s, t)| {
-                                        server_config(ck.clone(), t.clone()).map(|a| (s.clone(), a))
+                                        server_config(ck.clone(), t.clone(), asks.get(s).cloned())
+                                            .map(|a| (s.clone(), a))
                                     })
                                     .collect::<Option<HashMap<_, _>>>()
                             });
@@ -134,24 +169,13 @@ async fn serve(mut ctx: Context) {
             // in the listen queue, as with Postfix's process limit.
             let mut limits: std::collections::HashMap<String, Rc<Limit>> =
                 std::collections::HashMap::new();
-            for l in listeners {
+            for (l, settings) in listeners {
                 let limit = (l.maxproc > 0).then(|| {
                     limits
                         .entry(l.service.clone())
                         .or_insert_with(|| Rc::new(Limit::new(l.maxproc)))
                         .clone()
                 });
-                let settings = if l.params.is_empty() {
-                    global.clone()
-                } else {
-                    match Params::from_pairs(l.params)
-                        .map_err(|e| e.to_string())
-                        .and_then(|p| Settings::new(&p))
-                    {
-                        Ok(s) => Rc::new(s),
-                        Err(e) => fatal!("service {}: {e}", l.service),
-                    }
-                };
                 let std_l = std::net::TcpListener::from(l.fd);
                 if let Err(e) = std_l.set_nonblocking(true) {
                     fatal!("service {}: {e}", l.service);

@@ -41,6 +41,8 @@ pub struct Shared {
     /// The TLS server setup, once the broker sent the certificate chain,
     /// and the channel its key operations go through.
     tls: RefCell<Option<(TlsAcceptors, Arc<KeyClient>)>>,
+    /// The client certificate request of each listener that asks for one.
+    asks: RefCell<std::collections::HashMap<String, Arc<crate::tls::ccert::Ask>>>,
 }
 
 fn write_error() -> Failure {
@@ -65,7 +67,17 @@ impl Shared {
             idle: RefCell::default(),
             account_msgs: RefCell::default(),
             tls: RefCell::default(),
+            asks: RefCell::default(),
         }
+    }
+
+    pub fn set_asks(&self, a: std::collections::HashMap<String, Arc<crate::tls::ccert::Ask>>) {
+        *self.asks.borrow_mut() = a;
+    }
+
+    /// The client certificate request of the listener `scope`, if it asks.
+    pub fn ask(&self, scope: &str) -> Option<Arc<crate::tls::ccert::Ask>> {
+        self.asks.borrow().get(scope).cloned()
     }
 
     /// The TLS server setup of the listener `scope`, while the broker can

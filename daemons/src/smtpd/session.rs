@@ -12,7 +12,7 @@ use postern_config::{Params, sasl};
 use postern_ipc::smtpd_cleanup::{self as sc, Begin, Client, Recipient};
 use postern_proto::smtp::Reply;
 use postern_proto::smtp::server::{
-    Action, Answer, AuthOutcome, Config, Envelope, Event, Peer, Server, TlsPolicy, Want,
+    Action, Answer, AuthOutcome, Config, Envelope, Event, Peer, Server, TlsPeer, TlsPolicy, Want,
 };
 
 use super::Shared;
@@ -33,6 +33,9 @@ pub struct Settings {
     pub starttls_timeout: Duration,
     /// smtpd_peername_lookup: look the client's name up at connect.
     pub peername_lookup: bool,
+    /// smtpd_tls_ask_ccert, and how its fingerprints are made.
+    pub ask_ccert: bool,
+    pub fingerprint_digest: crate::tls::ccert::Digest,
     pub access: Access,
     pub chains: Chains,
     pub core: Arc<Config>,
@@ -80,6 +83,16 @@ impl Settings {
             bare_lf_reject: p.str("smtpd_forbid_bare_newline") == "reject",
             starttls_timeout: p.duration("smtpd_starttls_timeout").map_err(e)?,
             peername_lookup: p.bool("smtpd_peername_lookup").map_err(e)?,
+            ask_ccert: p.bool("smtpd_tls_ask_ccert").map_err(e)?,
+            fingerprint_digest: crate::tls::ccert::Digest::from_name(
+                p.str("smtpd_tls_fingerprint_digest"),
+            )
+            .ok_or_else(|| {
+                format!(
+                    "smtpd_tls_fingerprint_digest = {}: Postern computes sha256 or sha1 fingerprints",
+                    p.str("smtpd_tls_fingerprint_digest")
+                )
+            })?,
             access,
             chains,
             core: Arc::new(core),
@@ -105,6 +118,8 @@ pub struct Session {
     /// cleanup.
     effects: sc::Effects,
     names: checks::ClientNames,
+    /// The client's certificate, once TLS is up (smtpd_tls_ask_ccert).
+    ccert: Option<crate::tls::ccert::Ccert>,
 }
 
 fn transport(e: ConnError) -> Event {
@@ -152,6 +167,7 @@ impl Session {
             pipelined: false,
             effects: sc::Effects::default(),
             names,
+            ccert: None,
         }
     }
 
@@ -251,6 +267,7 @@ impl Session {
                     memo: &self.memo,
                     pipelined: self.pipelined,
                     names: &self.names,
+                    ccert: self.ccert.as_ref(),
                 };
                 let facts = self.core.facts();
                 if facts.stage == Some(postern_proto::smtp::server::Stage::Mail) {
@@ -328,10 +345,22 @@ impl Session {
                             .start_tls(&acceptor, self.set.starttls_timeout)
                             .await
                         {
-                            Ok(discarded) => Event::TlsEstablished {
-                                summary: self.conn.stream.tls_summary().unwrap_or_default(),
-                                discarded,
-                            },
+                            Ok(discarded) => {
+                                self.ccert = self
+                                    .sh
+                                    .ask(&self.scope)
+                                    .and_then(|a| a.inspect(self.conn.stream.peer_certificates()));
+                                let peer = match &self.ccert {
+                                    None => TlsPeer::Anonymous,
+                                    Some(c) if c.trusted => TlsPeer::Trusted,
+                                    Some(_) => TlsPeer::Untrusted,
+                                };
+                                Event::TlsEstablished {
+                                    summary: self.conn.stream.tls_summary().unwrap_or_default(),
+                                    discarded,
+                                    peer,
+                                }
+                            }
                             Err(e) => Event::TlsFailed(e),
                         }
                     }

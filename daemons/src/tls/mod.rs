@@ -5,8 +5,11 @@
 //! - [`remote`]: the smtpd/smtp side. A rustls signing key and ticketer that
 //!   forward each operation to the broker, and the task that keeps the
 //!   channel to it.
+//! - [`ccert`]: client certificates at smtpd (asked for, fingerprinted,
+//!   checked against smtpd_tls_CAfile).
 //! - [`selfsigned`]: the certificate a fresh install uses until the admin
 //!   configures one.
+pub mod ccert;
 pub mod remote;
 pub mod selfsigned;
 pub mod stream;
@@ -23,6 +26,24 @@ pub static VERSIONS: &[&SupportedProtocolVersion] =
 /// The one crypto provider (ring).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Checks a handshake signature with the provider's algorithms. A
+/// verifier that accepts any certificate must still do this: it proves the
+/// peer holds the certificate's key.
+pub fn check_signature(
+    p: &CryptoProvider,
+    tls13: bool,
+    message: &[u8],
+    cert: &rustls::pki_types::CertificateDer<'_>,
+    dss: &rustls::DigitallySignedStruct,
+) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    let algs = &p.signature_verification_algorithms;
+    if tls13 {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    } else {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
 }
 
 /// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`, the way

@@ -54,6 +54,14 @@ impl<T: TlsOverTcp> MaybeTls<T> {
         }
     }
 
+    /// The client's certificate chain, end entity first, if it sent one.
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        match self {
+            MaybeTls::Tls(t) => t.state().peer_certificates(),
+            _ => None,
+        }
+    }
+
     /// Takes the plain stream out for a handshake.
     pub fn take_plain(&mut self) -> Option<TcpStream> {
         match std::mem::replace(self, MaybeTls::Gone) {

@@ -367,7 +367,7 @@ impl Server {
                 self.client,
                 reply.summary(),
                 txn.sender.address(),
-                self.proto(txn.smtputf8),
+                self.log_proto(),
                 self.helo.as_deref().unwrap_or("")
             );
             self.log(line);

@@ -332,9 +332,14 @@ impl Server {
                     "Error: authentication exchange line too long",
                 ));
             }
-            (Event::TlsEstablished { summary, discarded }, Phase::Tls { wrapper }) => {
-                self.tls_established(summary, discarded, wrapper)
-            }
+            (
+                Event::TlsEstablished {
+                    summary,
+                    discarded,
+                    peer,
+                },
+                Phase::Tls { wrapper },
+            ) => self.tls_established(summary, discarded, peer, wrapper),
             (Event::TlsFailed(e), Phase::Tls { .. }) => {
                 self.log(format!("SSL_accept error from {}: {e}", self.client));
                 self.end(End::Closed);
@@ -454,6 +459,13 @@ impl Server {
         format!("{base}{tls}{auth}")
     }
 
+    /// The protocol in log lines: Postfix's `state->protocol`, SMTP or
+    /// ESMTP (the Received header's name, from [`Self::proto`], adds S, A
+    /// and UTF8).
+    pub(super) fn log_proto(&self) -> &'static str {
+        if self.esmtp { "ESMTP" } else { "SMTP" }
+    }
+
     /// Drops the open transaction (RSET, HELO, an error point, the end).
     fn abort_txn(&mut self) {
         if self.txn.take().is_some() {
@@ -513,10 +525,9 @@ impl Server {
         if let Some(t) = rcpt {
             line.push_str(&format!(" to=<{t}>"));
         }
-        let utf8 = self.txn.as_ref().is_some_and(|t| t.smtputf8);
         line.push_str(&format!(
             " proto={} helo=<{}>",
-            self.proto(utf8),
+            self.log_proto(),
             self.helo.as_deref().unwrap_or("")
         ));
         self.log(line);

@@ -287,6 +287,7 @@ impl Sim {
                     self.server.event(Event::TlsEstablished {
                         summary: "TLSv1.3 with cipher TLS_AES_128_GCM_SHA256".into(),
                         discarded,
+                        peer: TlsPeer::Anonymous,
                     });
                 }
             }

@@ -127,6 +127,25 @@ pub enum Answer {
     PeerGone,
 }
 
+/// A TLS client as Postfix logs it: no certificate, one that does not
+/// chain to a trusted CA, or one that does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPeer {
+    Anonymous,
+    Untrusted,
+    Trusted,
+}
+
+impl TlsPeer {
+    pub fn word(self) -> &'static str {
+        match self {
+            TlsPeer::Anonymous => "Anonymous",
+            TlsPeer::Untrusted => "Untrusted",
+            TlsPeer::Trusted => "Trusted",
+        }
+    }
+}
+
 /// Something that happened on the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -137,6 +156,8 @@ pub enum Event {
     TlsEstablished {
         summary: String,
         discarded: usize,
+        /// What the client's certificate showed (Postfix's log word).
+        peer: TlsPeer,
     },
     TlsFailed(String),
     /// The channel to cleanup broke while content was streaming.

@@ -35,7 +35,13 @@ impl Server {
         self.next_command();
     }
 
-    pub(super) fn tls_established(&mut self, summary: String, discarded: usize, wrapper: bool) {
+    pub(super) fn tls_established(
+        &mut self,
+        summary: String,
+        discarded: usize,
+        peer: TlsPeer,
+        wrapper: bool,
+    ) {
         if discarded > 0 {
             self.log(format!(
                 "warning: {}: discarding {discarded} bytes of input pipelined after STARTTLS",
@@ -43,7 +49,8 @@ impl Server {
             ));
         }
         self.log(format!(
-            "Anonymous TLS connection established from {}: {summary}",
+            "{} TLS connection established from {}: {summary}",
+            peer.word(),
             self.client
         ));
         self.tls = Some(summary);
@@ -412,7 +419,7 @@ impl Server {
                     self.client,
                     reply.summary(),
                     sender.address(),
-                    self.proto(params.smtputf8),
+                    self.log_proto(),
                     self.helo.as_deref().unwrap_or("")
                 );
                 self.log(line);

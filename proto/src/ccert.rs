@@ -1,0 +1,99 @@
+//! What the SMTP server's checks need from a client certificate, which the
+//! client sent and nobody has vouched for: its SubjectPublicKeyInfo (for
+//! the public-key fingerprint) and its subject CommonName (Postfix's
+//! `peer_CN`, the name in `check_ccert_access` replies and in logs). The
+//! DER is parsed by x509-parser; whatever it yields is bounded and made
+//! printable here.
+
+/// Longest CommonName kept (an X.520 CN is at most 64 characters; a
+/// certificate may claim more).
+pub const MAX_CN: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    /// The DER SubjectPublicKeyInfo, outer SEQUENCE included.
+    pub spki: Vec<u8>,
+    /// The first CommonName of the subject, printable ASCII ('?' for
+    /// anything else), or "" when there is none.
+    pub cn: String,
+}
+
+/// Parses one DER certificate; None when it is not one (or has bytes
+/// after it).
+pub fn parse(der: &[u8]) -> Option<Parsed> {
+    let (rest, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or("");
+    Some(Parsed {
+        spki: cert.public_key().raw.to_vec(),
+        cn: printable(cn),
+    })
+}
+
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(MAX_CN)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Postfix's fingerprint format: upper-case hex bytes joined by colons.
+pub fn fingerprint(digest: &[u8]) -> String {
+    let mut out = String::with_capacity(digest.len() * 3);
+    for (i, b) in digest.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push_str(&format!("{b:02X}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_colon_separated_upper_hex() {
+        assert_eq!(fingerprint(&[0x0a, 0xff, 0x00]), "0A:FF:00");
+        assert_eq!(fingerprint(&[]), "");
+    }
+
+    #[test]
+    fn a_real_certificate_gives_its_key_and_name() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["client.example".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Client \u{1}One");
+        let cert = params.self_signed(&key).unwrap();
+        let p = parse(cert.der()).unwrap();
+        assert_eq!(p.cn, "Client ?One");
+        use rcgen::PublicKeyData;
+        assert_eq!(p.spki, key.subject_public_key_info());
+        let mut longer = cert.der().to_vec();
+        longer.push(0);
+        assert_eq!(parse(&longer), None);
+    }
+
+    #[test]
+    fn junk_and_trailing_bytes_are_not_certificates() {
+        assert_eq!(parse(b""), None);
+        assert_eq!(parse(b"\x30\x03\x02\x01\x01"), None);
+        assert_eq!(printable("a\u{7}b\u{e9}"), "a?b?");
+        assert_eq!(printable(&"x".repeat(1000)).len(), MAX_CN);
+    }
+}
