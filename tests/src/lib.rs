@@ -15,6 +15,7 @@ use serde_json::Value;
 pub mod countsink;
 pub mod dns;
 pub mod pki;
+pub mod swaks;
 pub mod tablesrv;
 
 /// The postern binary under test: $POSTERN_BIN, or target/debug/postern.

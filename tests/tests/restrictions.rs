@@ -99,35 +99,51 @@ fn screening_instance() -> Instance {
     inst
 }
 
-/// One RCPT attempt: greeting, EHLO `helo`, MAIL FROM `sender`, RCPT TO
-/// `rcpt`; returns the RCPT reply (the session ends with QUIT).
-fn attempt(c: &mut Smtp, helo: &str, sender: &str, rcpt: &str) -> String {
-    assert!(c.reply().starts_with("220"));
-    assert!(c.cmd(&format!("EHLO {helo}")).starts_with("250"));
-    let m = c.cmd(&format!("MAIL FROM:<{sender}>"));
-    assert!(m.starts_with("250"), "MAIL: {m}");
-    let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
-    // After any refusal the transaction holds nothing: DATA is refused.
-    if !r.starts_with("250") {
-        let d = c.cmd("DATA");
-        assert!(d.starts_with("503 5.5.1"), "DATA after a refused RCPT: {d}");
-    }
-    c.cmd("QUIT");
-    r
+/// One RCPT attempt with Python's smtplib from the loopback address `src`:
+/// EHLO `helo`, MAIL FROM `sender`, RCPT TO `rcpt`; returns the RCPT reply
+/// as `code text`. After a refusal the transaction must hold nothing:
+/// DATA is refused with 503.
+fn attempt(inst: &Instance, src: &str, helo: &str, sender: &str, rcpt: &str) -> String {
+    const SCRIPT: &str = r#"
+import smtplib, sys
+ip, port, src, helo, sender, rcpt = sys.argv[1:]
+s = smtplib.SMTP(ip, int(port), local_hostname=helo, source_address=(src, 0), timeout=30)
+code, text = s.ehlo()
+assert code == 250, (code, text)
+code, text = s.docmd("MAIL FROM:<%s>" % sender)
+assert code == 250, ("MAIL", code, text)
+code, text = s.docmd("RCPT TO:<%s>" % rcpt)
+print("%d %s" % (code, text.decode()))
+if code != 250:
+    dcode, dtext = s.docmd("DATA")
+    assert dcode == 503 and dtext.startswith(b"5.5.1"), ("DATA after a refused RCPT", dcode, dtext)
+s.quit()
+"#;
+    let port = inst.smtp_port.to_string();
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", SCRIPT, &inst.ip, &port, src, helo, sender, rcpt])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "smtplib: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
 #[test]
 fn access_maps_and_checks_refuse_with_postfix_replies_and_log_lines() {
     let inst = screening_instance();
     let ok = |src: &str, helo: &str, sender: &str, rcpt: &str| {
-        let r = attempt(&mut from(&inst, src), helo, sender, rcpt);
+        let r = attempt(&inst, src, helo, sender, rcpt);
         assert!(
             r.starts_with("250 2.1.5"),
             "{src} {helo} {sender} {rcpt}: {r}"
         );
     };
     let refused = |src: &str, helo: &str, sender: &str, rcpt: &str, reply: &str, log: &str| {
-        let r = attempt(&mut from(&inst, src), helo, sender, rcpt);
+        let r = attempt(&inst, src, helo, sender, rcpt);
         assert_eq!(r.trim_end(), reply, "{src} {helo} {sender} {rcpt}");
         logged(&inst, log);
     };
@@ -681,7 +697,8 @@ fn restriction_classes_chosen_by_an_access_table() {
     );
     inst.start();
     let r = attempt(
-        &mut from(&inst, "127.0.0.1"),
+        &inst,
+        "127.0.0.1",
         "client.example",
         "bad@ok.example",
         "strict@relay.example",
@@ -695,14 +712,16 @@ fn restriction_classes_chosen_by_an_access_table() {
         "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <bad@ok.example>: Sender address rejected: Class says no; from=<bad@ok.example> to=<strict@relay.example>",
     );
     let r = attempt(
-        &mut from(&inst, "127.0.0.1"),
+        &inst,
+        "127.0.0.1",
         "client.example",
         "bad@ok.example",
         "open@relay.example",
     );
     assert!(r.starts_with("250"), "{r}");
     let r = attempt(
-        &mut from(&inst, "127.0.0.1"),
+        &inst,
+        "127.0.0.1",
         "client.example",
         "nodomain",
         "strict@relay.example",
@@ -723,7 +742,8 @@ fn unlisted_senders_auth_destinations_and_sleep() {
     inst.start();
     // smtpd_reject_unlisted_sender: a sender in a local domain must exist.
     let r = attempt(
-        &mut from(&inst, "127.0.0.1"),
+        &inst,
+        "127.0.0.1",
         "client.example",
         "nosuchuser@mx.test.example",
         "a@relay.example",
@@ -737,7 +757,8 @@ fn unlisted_senders_auth_destinations_and_sleep() {
         "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.0 <nosuchuser@mx.test.example>: Sender address rejected: User unknown in local recipient table; from=<nosuchuser@mx.test.example> to=<a@relay.example>",
     );
     let r = attempt(
-        &mut from(&inst, "127.0.0.1"),
+        &inst,
+        "127.0.0.1",
         "client.example",
         "root@mx.test.example",
         "a@relay.example",
@@ -746,7 +767,8 @@ fn unlisted_senders_auth_destinations_and_sleep() {
     // permit_auth_destination: ours and our relay domains pass, the rest
     // reaches the final reject.
     let r = attempt(
-        &mut from(&inst, "127.0.0.1"),
+        &inst,
+        "127.0.0.1",
         "client.example",
         "a@ok.example",
         "a@other.example",
@@ -758,7 +780,8 @@ fn unlisted_senders_auth_destinations_and_sleep() {
     // sleep N waits, then the list goes on.
     let t = std::time::Instant::now();
     let r = attempt(
-        &mut from(&inst, "127.0.0.1"),
+        &inst,
+        "127.0.0.1",
         "client.example",
         "a@ok.example",
         "slow@relay.example",
