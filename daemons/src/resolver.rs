@@ -2,17 +2,18 @@
 //! access for DNS only. It serves MX, address and PTR lookups to smtp (and
 //! smtpd) over IPC. Null MX (RFC 7505) is reported as such. IPv4-mapped IPv6
 //! answers are normalized to IPv4 (L1035).
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
+use hickory_resolver::{NameServerPool, PoolContext, TlsConfig, TokioResolver};
 use postern_config::{Params, Role};
 use postern_ipc::edge::Answer;
 use postern_ipc::resolver::{self as rs, Reply, Request};
@@ -60,8 +61,8 @@ pub fn main(ipc_fd: RawFd) -> ! {
     })
 }
 
-fn build(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolver, String> {
-    let ns: Vec<NameServerConfig> = servers
+fn name_servers(servers: &[SocketAddr]) -> Vec<NameServerConfig> {
+    servers
         .iter()
         .map(|a| {
             let mut udp = ConnectionConfig::udp();
@@ -70,7 +71,10 @@ fn build(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolver, Str
             tcp.port = a.port();
             NameServerConfig::new(a.ip(), true, vec![udp, tcp])
         })
-        .collect();
+        .collect()
+}
+
+fn options(timeout: Duration) -> ResolverOpts {
     let mut opts = ResolverOpts::default();
     opts.timeout = timeout;
     opts.attempts = 2;
@@ -80,8 +84,13 @@ fn build(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolver, Str
     // A bounded cache that honours each record's TTL: DNS list answers
     // repeat for every recipient of a session.
     opts.cache_size = 4096;
+    opts
+}
+
+fn build(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolver, String> {
+    let opts = options(timeout);
     TokioResolver::builder_with_config(
-        ResolverConfig::from_parts(None, vec![], ns),
+        ResolverConfig::from_parts(None, vec![], name_servers(servers)),
         TokioRuntimeProvider::default(),
     )
     .with_options(opts)
@@ -89,11 +98,29 @@ fn build(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolver, Str
     .map_err(|e| e.to_string())
 }
 
+/// The resolver, and the name servers asked directly for what the
+/// resolver answers itself.
+struct Dns {
+    resolver: TokioResolver,
+    raw: NameServerPool<TokioRuntimeProvider>,
+}
+
 async fn serve(mut ctx: Context, servers: Vec<SocketAddr>) {
-    let dns = match build(&servers, Duration::from_secs(5)) {
-        Ok(r) => Rc::new(r),
+    let timeout = Duration::from_secs(5);
+    let resolver = match build(&servers, timeout) {
+        Ok(r) => r,
         Err(e) => fatal!("cannot start the resolver: {e}"),
     };
+    let tls = match TlsConfig::new() {
+        Ok(t) => t,
+        Err(e) => fatal!("cannot start the resolver: {e}"),
+    };
+    let raw = NameServerPool::from_config(
+        name_servers(&servers),
+        Arc::new(PoolContext::new(options(timeout), tls)),
+        TokioRuntimeProvider::default(),
+    );
+    let dns = Rc::new(Dns { resolver, raw });
     let query = ctx.query_timeout();
     let local = tokio::task::LocalSet::new();
     local
@@ -111,7 +138,7 @@ async fn serve(mut ctx: Context, servers: Vec<SocketAddr>) {
         .await;
 }
 
-async fn channel(dns: Rc<TokioResolver>, from: Role, fd: OwnedFd, timeout: Duration) {
+async fn channel(dns: Rc<Dns>, from: Role, fd: OwnedFd, timeout: Duration) {
     crate::edges::serve::<rs::Link, _, _>(Role::Resolver, from, fd, timeout, |req| {
         let dns = dns.clone();
         async move { Answer::Reply(answer(&dns, req).await) }
@@ -135,7 +162,51 @@ fn failure(e: &hickory_resolver::net::NetError) -> Reply {
     }
 }
 
-async fn answer(dns: &TokioResolver, req: Request) -> Reply {
+/// The PTR names of a loopback address other than 127.0.0.1, asked of the
+/// name servers: hickory answers every 127/8 PTR with "localhost" itself
+/// (RFC 6761), where Postfix's system resolver would ask DNS for anything
+/// /etc/hosts does not name (only 127.0.0.1 is localhost there).
+async fn loopback_ptr(raw: &NameServerPool<TokioRuntimeProvider>, addr: IpAddr) -> Reply {
+    use hickory_resolver::net::xfer::DnsHandle;
+    use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
+    use hickory_resolver::proto::rr::{Name, RecordType};
+    let name = Name::from(addr);
+    let mut stream = raw.lookup(
+        Query::query(name, RecordType::PTR),
+        DnsRequestOptions::default(),
+    );
+    let next = std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+    });
+    match next.await {
+        Some(Ok(resp)) => match resp.metadata.response_code {
+            ResponseCode::NoError => {
+                let names: Vec<String> = resp
+                    .answers
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::PTR(p) => Some(p.0.to_ascii().trim_end_matches('.').to_string()),
+                        _ => None,
+                    })
+                    .take(rs::MAX_ANSWERS)
+                    .collect();
+                if names.is_empty() {
+                    Reply::NotFound
+                } else {
+                    Reply::Names(names)
+                }
+            }
+            ResponseCode::NXDomain => Reply::NotFound,
+            other => Reply::Tempfail(format!("{other}")),
+        },
+        Some(Err(e)) => failure(&e),
+        None => Reply::Tempfail("no answer".into()),
+    }
+}
+
+async fn answer(dns: &Dns, req: Request) -> Reply {
+    let raw = &dns.raw;
+    let dns = &dns.resolver;
     match req {
         Request::Mx(domain) => match dns.mx_lookup(fqdn(&domain)).await {
             Ok(l) => {
@@ -254,6 +325,9 @@ async fn answer(dns: &TokioResolver, req: Request) -> Reply {
             Err(e) => failure(&e),
         },
         Request::Ptr(ip) => match ip.parse::<IpAddr>() {
+            Ok(addr @ IpAddr::V4(v4)) if v4.is_loopback() && v4 != Ipv4Addr::LOCALHOST => {
+                loopback_ptr(raw, addr).await
+            }
             Ok(addr) => match dns.reverse_lookup(addr).await {
                 Ok(l) => {
                     let names: Vec<String> = l

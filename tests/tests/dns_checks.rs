@@ -45,6 +45,7 @@ const TEST_ZONE: &str = "@ 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60\
     4.0.0.127.wl 60 IN A 127.0.10.1\n\
     spam.example.dbl 60 IN A 127.0.1.2\n\
     localhost.dbl 60 IN A 127.0.1.2\n\
+    liar.test.dbl 60 IN A 127.0.1.2\n\
     localhost.wl 60 IN A 127.0.10.1\n\
     has-mx 60 IN MX 10 mx.has-mx.test.\n\
     mx.has-mx 60 IN A 127.0.0.1\n\
@@ -59,6 +60,16 @@ const TEST_ZONE: &str = "@ 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60\
     mx.allow 60 IN A 127.0.0.8\n\
     at-listed 60 IN A 127.0.0.9\n";
 
+/// The reverse zone of the loopback clients: a confirmed name, names that
+/// do not resolve back, and addresses without a PTR (NXDOMAIN). Addresses
+/// under 127.0.1.0/24 are in a zone the server does not serve: it refuses
+/// them, which a resolver takes as a temporary failure (SERVFAIL).
+const REVERSE_ZONE: &str = "@ 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60\n\
+    @ 3600 IN NS ns.test.\n\
+    77 60 IN PTR good.test.\n\
+    78 60 IN PTR liar.test.\n\
+    81 60 IN PTR liar.test.\n";
+
 /// One attempt with swaks: EHLO, MAIL, RCPT from the loopback address
 /// `src`; the RCPT reply.
 fn attempt(inst: &Instance, src: &str, helo: &str, sender: &str, rcpt: &str) -> String {
@@ -72,7 +83,13 @@ fn attempt(inst: &Instance, src: &str, helo: &str, sender: &str, rcpt: &str) -> 
 #[test]
 fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
     let mut inst = Instance::new("");
-    let server = dns::start(&inst.ip, "test.", TEST_ZONE);
+    let server = dns::start_zones(
+        &inst.ip,
+        &[
+            ("test.", TEST_ZONE),
+            ("0.0.127.in-addr.arpa.", REVERSE_ZONE),
+        ],
+    );
     // The server checks: name servers by name (found at the parent
     // domain) and by address, and a domain's own addresses.
     let nsdeny = table(
@@ -136,6 +153,7 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
          dns_nameservers = {}\n\
          mynetworks = 10.0.0.0/8\n\
          relay_domains = relay.example\n\
+         unknown_client_reject_code = 550\n\
          rbl_reply_maps = {replies}\n\
          smtpd_restriction_classes = ns_check, nsaddr_check, a_check\n\
          ns_check = check_sender_ns_access {nsdeny}, permit\n\
@@ -162,26 +180,61 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
     let h = "client.example";
     let s = "someone@has-mx.test";
 
-    // Client names: forward-confirmed, and unconfirmed.
+    // Client names: forward-confirmed (from the DNS server, and
+    // 127.0.0.1, which is localhost without asking), unconfirmed, no PTR
+    // (NXDOMAIN), and a PTR lookup that fails (SERVFAIL): a permanent
+    // failure answers unknown_client_reject_code, a temporary one 450.
     ok("127.0.0.1", h, s, "unknown@relay.example");
     logged(&inst, "connect from localhost[127.0.0.1]");
+    ok("127.0.0.77", h, s, "unknown@relay.example");
+    logged(&inst, "connect from good.test[127.0.0.77]");
     refused(
         "127.0.0.78",
         h,
         s,
         "unknown@relay.example",
-        "450 4.7.25 Client host rejected: cannot find your hostname, [127.0.0.78]",
+        "550 5.7.25 Client host rejected: cannot find your hostname, [127.0.0.78]",
     );
     logged(
         &inst,
-        "warning: hostname localhost does not resolve to address 127.0.0.78",
+        "warning: hostname liar.test does not resolve to address 127.0.0.78",
     );
     logged(
         &inst,
-        "NOQUEUE: reject: RCPT from unknown[127.0.0.78]: 450 4.7.25 Client host rejected: cannot find your hostname, [127.0.0.78]; from=<someone@has-mx.test> to=<unknown@relay.example> proto=ESMTP helo=<client.example>",
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.78]: 550 5.7.25 Client host rejected: cannot find your hostname, [127.0.0.78]; from=<someone@has-mx.test> to=<unknown@relay.example> proto=ESMTP helo=<client.example>",
     );
-    // The reverse name exists, confirmed or not.
+    refused(
+        "127.0.0.79",
+        h,
+        s,
+        "unknown@relay.example",
+        "550 5.7.25 Client host rejected: cannot find your hostname, [127.0.0.79]",
+    );
+    refused(
+        "127.0.1.5",
+        h,
+        s,
+        "unknown@relay.example",
+        "450 4.7.25 Client host rejected: cannot find your hostname, [127.0.1.5]",
+    );
+    // The reverse name exists, confirmed or not; without one, or when it
+    // cannot be looked up, reject_unknown_reverse_client_hostname refuses.
     ok("127.0.0.78", h, s, "reverse@relay.example");
+    ok("127.0.0.77", h, s, "reverse@relay.example");
+    refused(
+        "127.0.0.79",
+        h,
+        s,
+        "reverse@relay.example",
+        "550 5.7.25 Client host rejected: cannot find your reverse hostname, [127.0.0.79]",
+    );
+    refused(
+        "127.0.1.5",
+        h,
+        s,
+        "reverse@relay.example",
+        "450 4.7.25 Client host rejected: cannot find your reverse hostname, [127.0.1.5]",
+    );
     // check_reverse_client_hostname_access: the unconfirmed name, then
     // the address.
     refused(
@@ -189,7 +242,7 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
         h,
         s,
         "unknown@relay.example",
-        "554 5.7.1 <localhost[127.0.0.81]>: Unverified Client host rejected: Forged name",
+        "554 5.7.1 <liar.test[127.0.0.81]>: Unverified Client host rejected: Forged name",
     );
 
     // reject_rbl_client: listed with a TXT reason; listed outside the
@@ -262,7 +315,7 @@ fn dns_lists_client_names_and_domain_checks_against_a_real_dns_server() {
         h,
         s,
         "rhsblrev@relay.example",
-        "554 5.7.1 Service unavailable; Unverified Client host [localhost] blocked using dbl.test",
+        "554 5.7.1 Service unavailable; Unverified Client host [liar.test] blocked using dbl.test",
     );
     refused(
         "127.0.0.1",
@@ -397,6 +450,7 @@ fn a_dns_server_that_never_answers_defers_never_rejects() {
          smtpd_peername_lookup = yes\n\
          ipc_query_timeout = 2s\n\
          dns_nameservers = {}\n\
+         smtpd_client_restrictions = reject_unknown_client_hostname\n\
          smtpd_sender_restrictions = reject_rbl_client zen.test, reject_unknown_sender_domain\n",
         silent.local_addr().unwrap()
     ));
@@ -413,4 +467,14 @@ fn a_dns_server_that_never_answers_defers_never_rejects() {
     );
     c.cmd("QUIT");
     logged(&inst, "1.0.0.127.zen.test: RBL lookup error");
+    // A client whose PTR lookup times out is deferred, never refused.
+    let mut c = Smtp::connect_from("127.0.0.9", &inst.ip, inst.smtp_port);
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<>").starts_with("250"));
+    assert_eq!(
+        c.cmd("RCPT TO:<root@localhost>").trim_end(),
+        "450 4.7.25 Client host rejected: cannot find your hostname, [127.0.0.9]"
+    );
+    c.cmd("QUIT");
 }
