@@ -478,3 +478,150 @@ fn a_dns_server_that_never_answers_defers_never_rejects() {
     );
     c.cmd("QUIT");
 }
+
+/// Every check_*_{a,mx,ns}_access form, each with one refusal and one
+/// pass. good.test (the confirmed name and reverse name of 127.0.0.77, a
+/// HELO name, a sender or recipient domain) has no MX, so it is its own
+/// mail server, at the listed address 127.0.0.77; its name server is the
+/// parent's, ns.test. localhost (127.0.0.1's name) and nowhere.invalid
+/// have neither.
+#[test]
+fn every_server_access_form_refuses_and_passes() {
+    let mut inst = Instance::new("");
+    let server = dns::start_zones(
+        &inst.ip,
+        &[
+            ("test.", TEST_ZONE),
+            ("0.0.127.in-addr.arpa.", REVERSE_ZONE),
+        ],
+    );
+    let listed = table(
+        &inst,
+        "servers",
+        "ns.test REJECT Name server listed\n127.0.0.77 REJECT Address listed\n",
+    );
+    let subjects = [
+        "client",
+        "reverse_client_hostname",
+        "helo",
+        "sender",
+        "recipient",
+    ];
+    let kinds = ["a", "mx", "ns"];
+    let mut classes = Vec::new();
+    let mut dispatch = String::new();
+    for s in subjects {
+        for k in kinds {
+            let class = format!("{s}_{k}");
+            classes.push(format!("{class} = check_{s}_{k}_access {listed}, permit\n"));
+            if s == "recipient" {
+                dispatch.push_str(&format!(
+                    "{k}@good.test {class}\n{k}@nowhere.invalid {class}\n"
+                ));
+            } else {
+                dispatch.push_str(&format!("{class}@relay.example {class}\n"));
+            }
+        }
+    }
+    let dispatch = table(&inst, "dispatch", &dispatch);
+    let names: Vec<String> = subjects
+        .iter()
+        .flat_map(|s| kinds.iter().map(move |k| format!("{s}_{k}")))
+        .collect();
+    inst.add_main_cf(&format!(
+        "smtpd_error_sleep_time = 0\n\
+         smtpd_peername_lookup = yes\n\
+         dns_nameservers = {}\n\
+         mynetworks = 10.0.0.0/8\n\
+         relay_domains = relay.example, good.test\n\
+         smtpd_restriction_classes = {}\n{}\
+         smtpd_relay_restrictions =\n\
+         smtpd_recipient_restrictions = check_recipient_access {dispatch}, permit\n",
+        server.addr,
+        names.join(", "),
+        classes.concat(),
+    ));
+    inst.start();
+    let why = |k: &str| {
+        if k == "ns" {
+            "Name server listed"
+        } else {
+            "Address listed"
+        }
+    };
+    for k in kinds {
+        // Each (source, HELO, sender, recipient) of the refusal, its
+        // reply, and the pass that changes only the subject.
+        let cases = [
+            (
+                (
+                    "127.0.0.77",
+                    "c.example",
+                    "a@c.example",
+                    format!("client_{k}@relay.example"),
+                ),
+                format!("<good.test[127.0.0.77]>: Client host rejected: {}", why(k)),
+                ("127.0.0.1", "c.example", "a@c.example"),
+            ),
+            (
+                (
+                    "127.0.0.77",
+                    "c.example",
+                    "a@c.example",
+                    format!("reverse_client_hostname_{k}@relay.example"),
+                ),
+                format!("<good.test>: Unverified Client host rejected: {}", why(k)),
+                ("127.0.0.1", "c.example", "a@c.example"),
+            ),
+            (
+                (
+                    "127.0.0.1",
+                    "good.test",
+                    "a@c.example",
+                    format!("helo_{k}@relay.example"),
+                ),
+                format!("<good.test>: Helo command rejected: {}", why(k)),
+                ("127.0.0.1", "localhost", "a@c.example"),
+            ),
+            (
+                (
+                    "127.0.0.1",
+                    "c.example",
+                    "a@good.test",
+                    format!("sender_{k}@relay.example"),
+                ),
+                format!("<a@good.test>: Sender address rejected: {}", why(k)),
+                ("127.0.0.1", "c.example", "a@localhost"),
+            ),
+        ];
+        for ((src, helo, sender, rcpt), text, (psrc, phelo, psender)) in cases {
+            let r = attempt(&inst, src, helo, sender, &rcpt);
+            assert_eq!(r, format!("554 5.7.1 {text}"), "{rcpt}");
+            logged(
+                &inst,
+                &format!("554 5.7.1 {text}; from=<{sender}> to=<{rcpt}> proto=ESMTP helo=<{helo}>"),
+            );
+            let r = attempt(&inst, psrc, phelo, psender, &rcpt);
+            assert!(
+                r.starts_with("250 2.1.5"),
+                "{rcpt} from {psrc} {phelo} {psender}: {r}"
+            );
+        }
+        let rcpt = format!("{k}@good.test");
+        let r = attempt(&inst, "127.0.0.1", "c.example", "a@c.example", &rcpt);
+        let text = format!("<{rcpt}>: Recipient address rejected: {}", why(k));
+        assert_eq!(r, format!("554 5.7.1 {text}"));
+        logged(
+            &inst,
+            &format!("NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 554 5.7.1 {text};"),
+        );
+        let r = attempt(
+            &inst,
+            "127.0.0.1",
+            "c.example",
+            "a@c.example",
+            &format!("{k}@nowhere.invalid"),
+        );
+        assert!(r.starts_with("250 2.1.5"), "{k}@nowhere.invalid: {r}");
+    }
+}

@@ -414,3 +414,113 @@ assert code == 235, (code, msg)
     );
     inst.wait_log("auth-failures.db: 1 record(s)", Duration::from_secs(5));
 }
+
+/// The restrictions that look at the login, and the list-level ones the
+/// other tests reach only through parameters, named in restriction lists
+/// (chosen per recipient through restriction classes): each refuses once
+/// and passes once, with smtplib, logged in or not.
+#[test]
+fn login_restrictions_and_named_list_restrictions() {
+    let inst = Instance::with_three_listeners("");
+    let dir = inst.config_dir().to_path_buf();
+    std::fs::write(
+        dir.join("senders"),
+        "alice@example.org alice\nbob@example.org bob\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("relayrcpts"),
+        "known@valid.example x\n@relay.example x\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("dispatch"),
+        "auth@relay.example authonly\n\
+         unauth@relay.example unauthonly\n\
+         sasl@relay.example saslonly\n\
+         dip@relay.example dip\n\
+         valid.example unlisted\n\
+         us@relay.example unlistedsender\n",
+    )
+    .unwrap();
+    inst.add_main_cf(&format!(
+        "smtpd_error_sleep_time = 0\n\
+         mynetworks = 10.0.0.0/8\n\
+         relay_domains = relay.example, valid.example\n\
+         relay_recipient_maps = texthash:{d}/relayrcpts\n\
+         smtpd_reject_unlisted_recipient = no\n\
+         smtpd_sender_login_maps = texthash:{d}/senders\n\
+         smtpd_restriction_classes = authonly, unauthonly, saslonly, dip, unlisted, unlistedsender\n\
+         authonly = reject_authenticated_sender_login_mismatch\n\
+         unauthonly = reject_unauthenticated_sender_login_mismatch\n\
+         saslonly = permit_sasl_authenticated, reject\n\
+         dip = defer_if_permit\n\
+         unlisted = reject_unlisted_recipient\n\
+         unlistedsender = reject_unlisted_sender\n\
+         smtpd_relay_restrictions = permit_sasl_authenticated, defer_unauth_destination\n\
+         smtpd_recipient_restrictions = check_recipient_access texthash:{d}/dispatch\n",
+        d = dir.display()
+    ));
+    let mut inst = inst;
+    assert!(inst.passwd("alice", "correct horse").status.success());
+    inst.start();
+    python_ok(&py(
+        &inst,
+        r#"
+def rcpt(s, sender, to):
+    assert s.mail(sender)[0] == 250
+    code, msg = s.rcpt(to)
+    s.rset()
+    return "%d %s" % (code, msg.decode())
+def anon():
+    s = smtplib.SMTP(IP, 2525, local_hostname="client.example", timeout=30)
+    s.ehlo()
+    return s
+a = sub()
+a.login("alice", "correct horse")
+n = anon()
+checks = [
+    # reject_authenticated_sender_login_mismatch: only for a login.
+    (a, "bob@example.org", "auth@relay.example",
+     "553 5.7.1 <bob@example.org>: Sender address rejected: not owned by user alice"),
+    (n, "bob@example.org", "auth@relay.example", "250 2.1.5 Ok"),
+    # reject_unauthenticated_sender_login_mismatch: only without one.
+    (n, "alice@example.org", "unauth@relay.example",
+     "553 5.7.1 <alice@example.org>: Sender address rejected: not logged in"),
+    (a, "bob@example.org", "unauth@relay.example", "250 2.1.5 Ok"),
+    # permit_sasl_authenticated.
+    (a, "x@example.org", "sasl@relay.example", "250 2.1.5 Ok"),
+    (n, "x@example.org", "sasl@relay.example",
+     "554 5.7.1 <sasl@relay.example>: Recipient address rejected: Access denied"),
+    # defer_unauth_destination, and a login that may relay.
+    (n, "x@example.org", "x@elsewhere.example",
+     "454 4.7.1 <x@elsewhere.example>: Relay access denied"),
+    (a, "x@example.org", "x@elsewhere.example", "250 2.1.5 Ok"),
+    # defer_if_permit: the list ends in a permit, so 450.
+    (n, "x@example.org", "dip@relay.example",
+     "450 4.7.0 <dip@relay.example>: Recipient address rejected: defer_if_permit requested"),
+    # reject_unlisted_recipient, named in a list.
+    (n, "x@example.org", "known@valid.example", "250 2.1.5 Ok"),
+    (n, "x@example.org", "nobody@valid.example",
+     "550 5.1.1 <nobody@valid.example>: Recipient address rejected: User unknown in relay recipient table"),
+    # reject_unlisted_sender, named in a list.
+    (n, "known@valid.example", "us@relay.example", "250 2.1.5 Ok"),
+    (n, "nobody@valid.example", "us@relay.example",
+     "550 5.1.0 <nobody@valid.example>: Sender address rejected: User unknown in relay recipient table"),
+]
+for s, sender, to, want in checks:
+    got = rcpt(s, sender, to)
+    assert got == want, (sender, to, got, want)
+a.quit()
+n.quit()
+print("ok")
+"#,
+    ));
+    for line in [
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 553 5.7.1 <alice@example.org>: Sender address rejected: not logged in; from=<alice@example.org> to=<unauth@relay.example> proto=ESMTP helo=<client.example>",
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 454 4.7.1 <x@elsewhere.example>: Relay access denied; from=<x@example.org> to=<x@elsewhere.example> proto=ESMTP helo=<client.example>",
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.0 <nobody@valid.example>: Sender address rejected: User unknown in relay recipient table; from=<nobody@valid.example> to=<us@relay.example> proto=ESMTP helo=<client.example>",
+    ] {
+        inst.wait_log(line, Duration::from_secs(10));
+    }
+}
