@@ -22,7 +22,7 @@ use rustls::{SignatureAlgorithm, SignatureScheme};
 use tokio::sync::Notify;
 
 use crate::daemon::Switchboard;
-use crate::{fatal, info, warn};
+use crate::{info, warn};
 
 type Client = BlockingClient<Request, Reply>;
 
@@ -48,13 +48,25 @@ impl KeyClient {
         };
         match c.call(req) {
             Ok(r) => Ok(r),
-            Err(ChannelError::Violation(v)) => fatal!("protocol violation from broker keys: {v}"),
+            Err(ChannelError::Violation(v)) => {
+                drop(g);
+                Err(self.violation(&v.to_string()))
+            }
             Err(e) => {
                 *g = None;
                 self.lost.notify_one();
                 Err(format!("key service: {e}"))
             }
         }
+    }
+
+    /// The broker broke the protocol: the channel is dropped (and opened
+    /// again by [`maintain`]), never the process.
+    fn violation(&self, what: &str) -> String {
+        warn!("protocol violation from broker keys: {what}; channel dropped");
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.lost.notify_one();
+        format!("protocol violation from the key service: {what}")
     }
 
     /// Is the channel to the broker up (as far as we know)?
@@ -117,7 +129,9 @@ impl Signer for RemoteSigner {
                 "broker refused to sign: {why}"
             ))),
             Ok(Reply::NoKey) => Err(rustls::Error::General("the broker has no such key".into())),
-            Ok(_) => fatal!("protocol violation from broker keys: wrong reply to sign"),
+            Ok(_) => Err(rustls::Error::General(
+                self.client.violation("wrong reply to sign"),
+            )),
             Err(e) => Err(rustls::Error::General(e)),
         }
     }
@@ -233,12 +247,17 @@ pub async fn maintain(
         match connect(&sb, role, timeout).await {
             Ok((c, watch, id)) => {
                 delay = Duration::from_millis(100);
-                let ck = match id {
-                    Some(id) => match certified_key(&client, role, id) {
-                        Ok(ck) => Some(ck),
-                        Err(e) => fatal!("protocol violation from broker keys: {e}"),
-                    },
-                    None => None,
+                let ck = match id.map(|id| certified_key(&client, role, id)).transpose() {
+                    Ok(ck) => ck,
+                    Err(e) => {
+                        // A chain that does not parse is the broker's
+                        // fault: drop the channel and try again later.
+                        warn!("protocol violation from broker keys: {e}; channel dropped");
+                        was_lost = true;
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
                 };
                 client.install(Some(c));
                 if was_lost {
@@ -308,8 +327,16 @@ async fn connect(
     let id = match ep.call(&Request::Identity(role)).await {
         Ok(Reply::Identity(id)) => Some(id),
         Ok(Reply::NoKey) => None,
-        Ok(other) => fatal!("protocol violation from broker keys: {other:?} in answer to identity"),
-        Err(ChannelError::Violation(v)) => fatal!("protocol violation from broker keys: {v}"),
+        Ok(other) => {
+            warn!(
+                "protocol violation from broker keys: {other:?} in answer to identity; channel dropped"
+            );
+            return Err("protocol violation by the key service".into());
+        }
+        Err(ChannelError::Violation(v)) => {
+            warn!("protocol violation from broker keys: {v}; channel dropped");
+            return Err("protocol violation by the key service".into());
+        }
         Err(e) => return Err(e.to_string()),
     };
     let fd = ep.into_channel().into_fd();
@@ -323,6 +350,55 @@ async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A broker that answers with a malformed frame breaks only the
+    /// channel: the call fails, the client reports itself disconnected
+    /// (so STARTTLS stops being offered until `maintain` reconnects), and
+    /// the process goes on.
+    #[test]
+    fn a_violation_from_the_broker_drops_the_channel_not_the_process() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        use std::os::fd::AsFd;
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .unwrap();
+        let broker = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            let mut pfd = [nix::poll::PollFd::new(
+                theirs.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(5000u16)).unwrap();
+            let n = nix::sys::socket::recv(
+                theirs.as_raw_fd(),
+                &mut buf,
+                nix::sys::socket::MsgFlags::empty(),
+            )
+            .unwrap();
+            assert!(n > 0);
+            // A frame whose length header claims more than it carries.
+            nix::sys::socket::send(
+                theirs.as_raw_fd(),
+                b"\xff\xff\xff\x7fjunk",
+                nix::sys::socket::MsgFlags::empty(),
+            )
+            .unwrap();
+            theirs
+        });
+        let client = KeyClient::default();
+        client.install(Some(BlockingClient::new(ours, Duration::from_secs(5))));
+        assert!(client.connected());
+        let e = client
+            .call(&Request::Identity(KeyRole::Server))
+            .unwrap_err();
+        assert!(e.contains("protocol violation"), "{e}");
+        assert!(!client.connected());
+        drop(broker.join().unwrap());
+    }
 
     #[test]
     fn a_ticket_opens_only_in_its_own_scope() {
