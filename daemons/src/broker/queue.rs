@@ -472,9 +472,11 @@ impl Queue {
     }
 
     /// A free file found by recovery: emptied into the pool, or unlinked
-    /// when the pool is full.
+    /// when the pool is full. Slots the reaper is still emptying count as
+    /// pool files already (as in `release`): recovery runs while mail is
+    /// delivered, and without them the pool would end up over its cap.
     fn recovered_free(&mut self, n: u32, empty: bool) -> std::io::Result<()> {
-        let how = if self.free.len() >= self.spare_cap() {
+        let how = if self.free.len() + self.reaping >= self.spare_cap() {
             Reap::Unlink
         } else {
             Reap::Empty
