@@ -108,7 +108,9 @@ pub const SPECS: &[RoleSpec] = &[
             .union(SyscallGroups::FS_WRITE),
         exclusive: true,
         listeners: false,
-        on_demand: false,
+        // The master starts it when sendmail connects to its socket or
+        // the maildrop holds mail (master/wake.rs).
+        on_demand: true,
     },
     RoleSpec {
         role: Role::Auth,

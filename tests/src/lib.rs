@@ -847,10 +847,10 @@ impl Instance {
             .unwrap();
         assert!(child.wait().unwrap().success());
         wait_for(
-            "bounce, auth and cache running",
+            "bounce, auth, cache and pickup running",
             Duration::from_secs(30),
             || {
-                ["bounce", "auth", "cache"]
+                ["bounce", "auth", "cache", "pickup"]
                     .iter()
                     .all(|r| self.pid_of(r).is_some())
                     .then_some(())

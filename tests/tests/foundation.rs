@@ -10,7 +10,7 @@ const ROLES: &[&str] = &[
     "cache",
 ];
 /// Roles the master starts on first use, not at start-up.
-const ON_DEMAND: &[&str] = &["bounce", "auth", "cache", "proxymap", "verify"];
+const ON_DEMAND: &[&str] = &["bounce", "auth", "cache", "proxymap", "verify", "pickup"];
 /// An instance where AUTH works without TLS, so a test can wake auth.
 const AUTH_IN_CLEAR: &str = "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\n";
 
@@ -55,6 +55,11 @@ fn on_demand_roles_start_on_first_use_and_run_jailed() {
     );
     inst.wait_log(
         "starting auth on first use (asked by smtpd)",
+        Duration::from_secs(5),
+    );
+    // sendmail's connection to the public socket wakes pickup.
+    inst.wait_log(
+        "starting pickup on first use (work is waiting)",
         Duration::from_secs(5),
     );
     // A reload restarts them like any other role once they have run.

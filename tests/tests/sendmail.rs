@@ -712,12 +712,43 @@ fn dead_letter_is_used_when_nothing_else_works_and_never_through_a_symlink() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// Connects to a SEQPACKET socket and hangs up (pickup's socket type).
+fn seqpacket_connect(path: &std::path::Path) -> std::io::Result<()> {
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect(sys.argv[1]); s.close()",
+        ])
+        .arg(path)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 #[test]
 fn garbage_on_the_pickup_socket_drops_only_that_connection() {
     let mut inst = Instance::new("");
     inst.start();
-    let pid = inst.pid_of("pickup").expect("pickup running");
+    // pickup starts on first use: an empty connection wakes it.
+    assert!(
+        inst.pid_of("pickup").is_none(),
+        "pickup started before first use"
+    );
     let sock = inst.data_dir().join("public").join("pickup");
+    seqpacket_connect(&sock).unwrap();
+    let pid = wait_for(
+        "pickup started by a connection",
+        Duration::from_secs(10),
+        || inst.pid_of("pickup"),
+    );
+    inst.wait_log(
+        "starting pickup on first use (work is waiting)",
+        Duration::from_secs(5),
+    );
     python_ok(&format!(
         r#"
 import socket, struct

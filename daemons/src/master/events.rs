@@ -88,14 +88,7 @@ impl Master {
                 });
                 // An on-demand role starts at its first request; the
                 // request is served once it is ready.
-                let first_use = slot.children.is_empty()
-                    && !slot.used
-                    && !slot.restart_scheduled
-                    && slot.throttled_until.is_none();
-                if first_use {
-                    info!("starting {peer} on first use (asked by {role})");
-                    self.spawn(peer);
-                }
+                self.start_on_first_use(peer, &format!("asked by {role}"));
                 self.serve_pending(peer);
             }
             FromDaemon::Connections { opened, open } => {
@@ -133,6 +126,20 @@ impl Master {
                 };
                 let _ = child.out.send(ToDaemon::TableFile { request_id, file });
             }
+        }
+    }
+
+    /// Starts an on-demand role that has never run (a role that ran is
+    /// restarted by supervision, not here).
+    pub(super) fn start_on_first_use(&mut self, role: Role, why: &str) {
+        let slot = self.slots.get_mut(&role).expect("every role has a slot");
+        let first_use = slot.children.is_empty()
+            && !slot.used
+            && !slot.restart_scheduled
+            && slot.throttled_until.is_none();
+        if first_use && !self.stopping {
+            info!("starting {role} on first use ({why})");
+            self.spawn(role);
         }
     }
 

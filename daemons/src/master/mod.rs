@@ -13,6 +13,7 @@ mod listen;
 pub mod logsink;
 mod requests;
 pub mod supervise;
+mod wake;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -72,6 +73,11 @@ enum Event {
     /// A list-only queue channel for mailq (the public showq socket).
     Showq {
         reply: oneshot::Sender<Reply>,
+    },
+    /// Work is waiting for an on-demand role nobody asks for a channel
+    /// (pickup: a sendmail connection, a maildrop file).
+    Wake {
+        role: Role,
     },
 }
 
@@ -359,6 +365,14 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
         for role in roles::started() {
             m.spawn(role);
         }
+        // pickup starts when sendmail connects or the maildrop has mail.
+        let maildrop = crate::paths::maildrop_dir(&m.params);
+        if wake::maildrop_has_mail(&maildrop) {
+            m.start_on_first_use(Role::Pickup, "mail waits in the maildrop");
+        } else {
+            let socket = m.pickup_socket.as_ref().and_then(|s| s.try_clone().ok());
+            wake::watch(socket, maildrop, m.tx.clone());
+        }
         m.after(m.watchdog_round(), Event::Watchdog);
         m.event_loop(rx).await;
         let _ = std::fs::remove_file(&m.layout.control);
@@ -425,6 +439,7 @@ impl Master {
                 }
                 Event::Stop => self.stop(),
                 Event::Watchdog => self.watchdog(),
+                Event::Wake { role } => self.start_on_first_use(role, "work is waiting"),
                 Event::Showq { reply } => {
                     let _ = reply.send(self.queue_channel("showq"));
                 }
