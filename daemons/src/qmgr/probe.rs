@@ -57,10 +57,16 @@ impl Prober {
                 "too many address verification requests",
             );
         }
+        // Counted until the probe ends, or until its future is dropped.
+        struct InFlight<'a>(&'a Cell<usize>);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get().saturating_sub(1));
+            }
+        }
         self.pending.set(self.pending.get() + 1);
-        let r = self.route(req).await;
-        self.pending.set(self.pending.get() - 1);
-        r
+        let _in_flight = InFlight(&self.pending);
+        self.route(req).await
     }
 
     async fn route(&self, req: probe::Request) -> Reply {
