@@ -1,69 +1,56 @@
-//! The process table: every role the `postern` binary can run as.
+//! The process table: every role the `postern` binary can run as. A new
+//! role is one line here (its name, in the order that fixes its uid
+//! offset) plus its entry in `daemons/src/roles.rs` (what it may do and
+//! its main function) and its module.
 
-/// A daemon role. The master is a role too, though it is never jailed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
-    Master,
-    Broker,
-    Smtpd,
-    Cleanup,
-    Qmgr,
-    Resolver,
-    Smtp,
-    Local,
-    Bounce,
-    Pickup,
+macro_rules! roles {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
+        /// A daemon role. The master is a role too, though it is never jailed.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Role {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl Role {
+            /// Every role, in declaration order.
+            pub const ALL: &'static [Role] = &[$(Role::$variant,)+];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Role::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+// Append new roles at the end: the position is the role's uid offset.
+roles! {
+    Master => "master",
+    Broker => "broker",
+    Smtpd => "smtpd",
+    Cleanup => "cleanup",
+    Qmgr => "qmgr",
+    Resolver => "resolver",
+    Smtp => "smtp",
+    Local => "local",
+    Bounce => "bounce",
+    Pickup => "pickup",
     /// Checks SASL passwords; the only process that reads the hashes.
-    Auth,
+    Auth => "auth",
     /// The persistent state store: owns the cache files.
-    Cache,
+    Cache => "cache",
     /// Looks keys up in external tables (tcp:, socketmap:): the only role
     /// that talks to table servers.
-    Proxymap,
+    Proxymap => "proxymap",
     /// Address verification (verify(8)): the cache of probe results, and
     /// the only role that may ask for a probe.
-    Verify,
+    Verify => "verify",
 }
 
 impl Role {
-    pub const ALL: [Role; 14] = [
-        Role::Master,
-        Role::Broker,
-        Role::Smtpd,
-        Role::Cleanup,
-        Role::Qmgr,
-        Role::Resolver,
-        Role::Smtp,
-        Role::Local,
-        Role::Bounce,
-        Role::Pickup,
-        Role::Auth,
-        Role::Cache,
-        Role::Proxymap,
-        Role::Verify,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Master => "master",
-            Role::Broker => "broker",
-            Role::Smtpd => "smtpd",
-            Role::Cleanup => "cleanup",
-            Role::Qmgr => "qmgr",
-            Role::Resolver => "resolver",
-            Role::Smtp => "smtp",
-            Role::Local => "local",
-            Role::Bounce => "bounce",
-            Role::Pickup => "pickup",
-            Role::Auth => "auth",
-            Role::Cache => "cache",
-            Role::Proxymap => "proxymap",
-            Role::Verify => "verify",
-        }
-    }
-
     pub fn from_name(name: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.name() == name)
+        Role::ALL.iter().copied().find(|r| r.name() == name)
     }
 
     /// Bit for parameter slices.
@@ -80,5 +67,20 @@ impl Role {
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Role;
+
+    #[test]
+    fn names_round_trip_and_offsets_follow_the_order() {
+        for (i, r) in Role::ALL.iter().enumerate() {
+            assert_eq!(Role::from_name(r.name()), Some(*r));
+            assert_eq!(r.id_offset() as usize, i);
+        }
+        assert!(Role::ALL.len() < 32, "parameter slices are a u32 bit set");
+        assert_eq!(Role::from_name("nosuch"), None);
     }
 }

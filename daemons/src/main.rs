@@ -208,21 +208,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let dir = cli.config.as_deref();
     match cli.cmd {
-        Cmd::Daemon { role, ipc_fd } => match Role::from_name(&role) {
-            Some(Role::Broker) => broker::main(ipc_fd),
-            Some(Role::Smtpd) => smtpd::main(ipc_fd),
-            Some(Role::Cleanup) => cleanup::main(ipc_fd),
-            Some(Role::Qmgr) => qmgr::main(ipc_fd),
-            Some(Role::Local) => local::main(ipc_fd),
-            Some(Role::Bounce) => bounce::main(ipc_fd),
-            Some(Role::Auth) => auth::main(ipc_fd),
-            Some(Role::Cache) => cache::main(ipc_fd),
-            Some(Role::Resolver) => resolver::main(ipc_fd),
-            Some(Role::Proxymap) => proxymap::main(ipc_fd),
-            Some(Role::Verify) => verify::main(ipc_fd),
-            Some(Role::Smtp) => smtp::main(ipc_fd),
-            Some(Role::Pickup) => pickup::main(ipc_fd),
-            _ => cli::fail(format!("no such daemon role: {role}")),
+        Cmd::Daemon { role, ipc_fd } => match Role::from_name(&role).and_then(roles::spec) {
+            Some(spec) => (spec.main)(ipc_fd),
+            None => cli::fail(format!("no such daemon role: {role}")),
         },
         Cmd::Probe { role } => {
             let Some(r) = Role::from_name(&role) else {

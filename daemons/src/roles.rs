@@ -23,6 +23,8 @@ pub struct RoleSpec {
     /// start-up (Postfix starts services on demand too): a mail system that
     /// never bounces or never authenticates never runs these.
     pub on_demand: bool,
+    /// The role's main function (`postern daemon ROLE`).
+    pub main: fn(RawFd) -> !,
 }
 
 const COMMON: SyscallGroups = SyscallGroups::BASE
@@ -39,6 +41,7 @@ pub const SPECS: &[RoleSpec] = &[
         exclusive: true,
         listeners: false,
         on_demand: false,
+        main: crate::broker::main,
     },
     RoleSpec {
         role: Role::Smtpd,
@@ -47,6 +50,7 @@ pub const SPECS: &[RoleSpec] = &[
         exclusive: false,
         listeners: true,
         on_demand: false,
+        main: crate::smtpd::main,
     },
     RoleSpec {
         role: Role::Cleanup,
@@ -55,6 +59,7 @@ pub const SPECS: &[RoleSpec] = &[
         exclusive: false,
         listeners: false,
         on_demand: false,
+        main: crate::cleanup::main,
     },
     RoleSpec {
         role: Role::Qmgr,
@@ -63,6 +68,7 @@ pub const SPECS: &[RoleSpec] = &[
         exclusive: true,
         listeners: false,
         on_demand: false,
+        main: crate::qmgr::main,
     },
     RoleSpec {
         role: Role::Local,
@@ -73,6 +79,7 @@ pub const SPECS: &[RoleSpec] = &[
         exclusive: false,
         listeners: false,
         on_demand: false,
+        main: crate::local::main,
     },
     RoleSpec {
         role: Role::Resolver,
@@ -81,6 +88,7 @@ pub const SPECS: &[RoleSpec] = &[
         exclusive: false,
         listeners: false,
         on_demand: false,
+        main: crate::resolver::main,
     },
     RoleSpec {
         role: Role::Smtp,
@@ -89,6 +97,7 @@ pub const SPECS: &[RoleSpec] = &[
         exclusive: false,
         listeners: false,
         on_demand: false,
+        main: crate::smtp::main,
     },
     RoleSpec {
         role: Role::Bounce,
@@ -97,6 +106,7 @@ pub const SPECS: &[RoleSpec] = &[
         exclusive: false,
         listeners: false,
         on_demand: true,
+        main: crate::bounce::main,
     },
     RoleSpec {
         role: Role::Pickup,
@@ -111,6 +121,7 @@ pub const SPECS: &[RoleSpec] = &[
         // The master starts it when sendmail connects to its socket or
         // the maildrop holds mail (master/wake.rs).
         on_demand: true,
+        main: crate::pickup::main,
     },
     RoleSpec {
         role: Role::Auth,
@@ -120,6 +131,7 @@ pub const SPECS: &[RoleSpec] = &[
         exclusive: true,
         listeners: false,
         on_demand: true,
+        main: crate::auth::main,
     },
     RoleSpec {
         role: Role::Cache,
@@ -131,6 +143,7 @@ pub const SPECS: &[RoleSpec] = &[
         exclusive: true,
         listeners: false,
         on_demand: true,
+        main: crate::cache::main,
     },
     RoleSpec {
         role: Role::Proxymap,
@@ -141,6 +154,7 @@ pub const SPECS: &[RoleSpec] = &[
         listeners: false,
         // Only a configuration with tcp: or socketmap: tables runs it.
         on_demand: true,
+        main: crate::proxymap::main,
     },
     RoleSpec {
         role: Role::Verify,
@@ -152,6 +166,7 @@ pub const SPECS: &[RoleSpec] = &[
         listeners: false,
         // Only reject_unverified_* in a restriction list wakes it.
         on_demand: true,
+        main: crate::verify::main,
     },
 ];
 
@@ -248,5 +263,18 @@ pub fn jail_spec(role: Role, params: &Params, keep_fds: Vec<RawFd>) -> JailSpec 
             "log" => SeccompMode::Log,
             _ => SeccompMode::Errno,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_but_the_master_has_one_spec() {
+        for r in Role::ALL {
+            let n = SPECS.iter().filter(|s| s.role == *r).count();
+            assert_eq!(n, usize::from(*r != Role::Master), "{r}");
+        }
     }
 }
