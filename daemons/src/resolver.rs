@@ -162,6 +162,27 @@ fn failure(e: &hickory_resolver::net::NetError) -> Reply {
     }
 }
 
+/// The host names in answer records (PTR or NS), bounded; NotFound when
+/// there are none.
+fn names(records: &[hickory_resolver::proto::rr::Record]) -> Reply {
+    let names: Vec<String> = records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::PTR(p) => Some(p.0.to_ascii()),
+            RData::NS(n) => Some(n.0.to_ascii()),
+            _ => None,
+        })
+        .map(|n| n.trim_end_matches('.').to_string())
+        .filter(|n| !n.is_empty())
+        .take(rs::MAX_ANSWERS)
+        .collect();
+    if names.is_empty() {
+        Reply::NotFound
+    } else {
+        Reply::Names(names)
+    }
+}
+
 /// The PTR names of a loopback address other than 127.0.0.1, asked of the
 /// name servers: hickory answers every 127/8 PTR with "localhost" itself
 /// (RFC 6761), where Postfix's system resolver would ask DNS for anything
@@ -180,22 +201,7 @@ async fn loopback_ptr(raw: &NameServerPool<TokioRuntimeProvider>, addr: IpAddr) 
     });
     match next.await {
         Some(Ok(resp)) => match resp.metadata.response_code {
-            ResponseCode::NoError => {
-                let names: Vec<String> = resp
-                    .answers
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::PTR(p) => Some(p.0.to_ascii().trim_end_matches('.').to_string()),
-                        _ => None,
-                    })
-                    .take(rs::MAX_ANSWERS)
-                    .collect();
-                if names.is_empty() {
-                    Reply::NotFound
-                } else {
-                    Reply::Names(names)
-                }
-            }
+            ResponseCode::NoError => names(&resp.answers),
             ResponseCode::NXDomain => Reply::NotFound,
             other => Reply::Tempfail(format!("{other}")),
         },
@@ -271,23 +277,7 @@ async fn answer(dns: &Dns, req: Request) -> Reply {
             Err(e) => failure(&e),
         },
         Request::Ns(domain) => match dns.ns_lookup(fqdn(&domain)).await {
-            Ok(l) => {
-                let names: Vec<String> = l
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::NS(n) => Some(n.0.to_ascii().trim_end_matches('.').to_string()),
-                        _ => None,
-                    })
-                    .filter(|n| !n.is_empty())
-                    .take(rs::MAX_ANSWERS)
-                    .collect();
-                if names.is_empty() {
-                    Reply::NotFound
-                } else {
-                    Reply::Names(names)
-                }
-            }
+            Ok(l) => names(l.answers()),
             Err(e) => failure(&e),
         },
         Request::Txt(name) => match dns.txt_lookup(fqdn(&name)).await {
@@ -329,21 +319,7 @@ async fn answer(dns: &Dns, req: Request) -> Reply {
                 loopback_ptr(raw, addr).await
             }
             Ok(addr) => match dns.reverse_lookup(addr).await {
-                Ok(l) => {
-                    let names: Vec<String> = l
-                        .answers()
-                        .iter()
-                        .filter_map(|r| match &r.data {
-                            RData::PTR(p) => Some(p.0.to_ascii().trim_end_matches('.').to_string()),
-                            _ => None,
-                        })
-                        .collect();
-                    if names.is_empty() {
-                        Reply::NotFound
-                    } else {
-                        Reply::Names(names)
-                    }
-                }
+                Ok(l) => names(l.answers()),
                 Err(e) => failure(&e),
             },
             Err(_) => Reply::NotFound,
