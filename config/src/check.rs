@@ -285,6 +285,12 @@ impl Config {
                 out.push(Diagnostic::error(&file, line, format!("{class}: {}", p.0)));
             }
         }
+        if let Some(v) = self.expanded("inet_protocols", overrides)
+            && let Err(e) = crate::inet::parse(&value::split_list(&v))
+        {
+            let (file, line) = self.origin("inet_protocols", overrides);
+            out.push(Diagnostic::error(&file, line, e));
+        }
         if let Some(v) = self.expanded("notify_classes", overrides) {
             let (file, line) = self.origin("notify_classes", overrides);
             for c in value::split_list(&v) {

@@ -9,6 +9,7 @@ mod check;
 pub mod cidr;
 mod expand;
 pub mod fuzzing;
+pub mod inet;
 mod lines;
 pub mod masterfile;
 mod params;
@@ -630,6 +631,20 @@ mod tests {
         let p = c2.params_with(&c2.services[0].overrides).unwrap();
         assert_eq!(p.duration("smtpd_timeout").unwrap().as_secs(), 20);
         assert_eq!(svc.overrides[0].line, 2);
+    }
+
+    #[test]
+    fn an_unknown_inet_protocol_is_an_error_at_its_line() {
+        let c = cfg(
+            "myhostname = mx.example\ninet_protocols = ipv4, ipv5\n",
+            EMBEDDED_MASTER_CF,
+        );
+        let e: Vec<_> = c.errors().collect();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(2));
+        assert!(e[0].message.contains("ipv5"), "{}", e[0].message);
+        let ok = cfg("inet_protocols = ipv4\n", EMBEDDED_MASTER_CF);
+        assert_eq!(ok.errors().count(), 0);
     }
 
     #[test]

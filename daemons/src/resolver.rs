@@ -57,7 +57,11 @@ pub fn nameservers(params: &Params) -> Result<Vec<SocketAddr>, String> {
 pub fn main(ipc_fd: RawFd) -> ! {
     daemon::run(Role::Resolver, ipc_fd, |params: &Params| {
         let servers = nameservers(params)?;
-        Ok((move |ctx: Context| serve(ctx, servers), Vec::new()))
+        let protocols = postern_config::inet::of(params);
+        Ok((
+            move |ctx: Context| serve(ctx, servers, protocols),
+            Vec::new(),
+        ))
     })
 }
 
@@ -74,8 +78,16 @@ fn name_servers(servers: &[SocketAddr]) -> Vec<NameServerConfig> {
         .collect()
 }
 
-fn options(timeout: Duration) -> ResolverOpts {
+fn options(timeout: Duration, protocols: postern_config::inet::Protocols) -> ResolverOpts {
+    use hickory_resolver::config::LookupIpStrategy;
     let mut opts = ResolverOpts::default();
+    // inet_protocols: a family that is off is never asked for (no AAAA
+    // query on an IPv4-only appliance).
+    opts.ip_strategy = match (protocols.ipv4, protocols.ipv6) {
+        (true, false) => LookupIpStrategy::Ipv4Only,
+        (false, true) => LookupIpStrategy::Ipv6Only,
+        _ => LookupIpStrategy::default(),
+    };
     opts.timeout = timeout;
     opts.attempts = 2;
     // No /etc/hosts inside the jail, and none wanted: DNS answers only.
@@ -87,8 +99,12 @@ fn options(timeout: Duration) -> ResolverOpts {
     opts
 }
 
-fn build(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolver, String> {
-    let opts = options(timeout);
+fn build(
+    servers: &[SocketAddr],
+    timeout: Duration,
+    protocols: postern_config::inet::Protocols,
+) -> Result<TokioResolver, String> {
+    let opts = options(timeout, protocols);
     TokioResolver::builder_with_config(
         ResolverConfig::from_parts(None, vec![], name_servers(servers)),
         TokioRuntimeProvider::default(),
@@ -105,9 +121,13 @@ struct Dns {
     raw: NameServerPool<TokioRuntimeProvider>,
 }
 
-async fn serve(mut ctx: Context, servers: Vec<SocketAddr>) {
+async fn serve(
+    mut ctx: Context,
+    servers: Vec<SocketAddr>,
+    protocols: postern_config::inet::Protocols,
+) {
     let timeout = Duration::from_secs(5);
-    let resolver = match build(&servers, timeout) {
+    let resolver = match build(&servers, timeout, protocols) {
         Ok(r) => r,
         Err(e) => fatal!("cannot start the resolver: {e}"),
     };
@@ -117,7 +137,7 @@ async fn serve(mut ctx: Context, servers: Vec<SocketAddr>) {
     };
     let raw = NameServerPool::from_config(
         name_servers(&servers),
-        Arc::new(PoolContext::new(options(timeout), tls)),
+        Arc::new(PoolContext::new(options(timeout, protocols), tls)),
         TokioRuntimeProvider::default(),
     );
     let dns = Rc::new(Dns { resolver, raw });

@@ -1,17 +1,52 @@
 //! A real authoritative DNS server (hickory's) on a loopback address, for
 //! the MX paths. It serves one zone from zone-file text.
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::rr::{LowerName, Name};
 use hickory_proto::serialize::txt::Parser;
 use hickory_server::Server;
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 
 pub struct DnsServer {
     pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl DnsServer {
+    /// Every question asked so far: (name, type), e.g. ("a.test.", "AAAA").
+    pub fn queries(&self) -> Vec<(String, String)> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// The catalog, with a log of the questions it was asked.
+struct Logged {
+    catalog: Catalog,
+    log: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Logged {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        if let Ok(info) = request.request_info() {
+            self.log.lock().unwrap().push((
+                info.query.name().to_string(),
+                info.query.query_type().to_string(),
+            ));
+        }
+        self.catalog
+            .handle_request::<R, T>(request, response_handle)
+            .await
+    }
 }
 
 /// Starts a server for `origin` (e.g. "test.") on `ip`, on a free port,
@@ -41,6 +76,8 @@ pub fn start_zones(ip: &str, zones: &[(&str, &str)]) -> DnsServer {
                 .expect("zone");
         handlers.push((name, handler));
     }
+    let log: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let server_log = log.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -51,7 +88,10 @@ pub fn start_zones(ip: &str, zones: &[(&str, &str)]) -> DnsServer {
             for (name, handler) in handlers {
                 catalog.upsert(LowerName::from(name), vec![Arc::new(handler)]);
             }
-            let mut server = Server::new(catalog);
+            let mut server = Server::new(Logged {
+                catalog,
+                log: server_log,
+            });
             server.register_socket(tokio::net::UdpSocket::from_std(udp).unwrap());
             server.register_listener(
                 tokio::net::TcpListener::from_std(tcp).unwrap(),
@@ -61,5 +101,5 @@ pub fn start_zones(ip: &str, zones: &[(&str, &str)]) -> DnsServer {
             let _ = server.block_until_done().await;
         });
     });
-    DnsServer { addr }
+    DnsServer { addr, log }
 }

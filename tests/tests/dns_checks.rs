@@ -625,3 +625,38 @@ fn every_server_access_form_refuses_and_passes() {
         assert!(r.starts_with("250 2.1.5"), "{k}@nowhere.invalid: {r}");
     }
 }
+
+/// inet_protocols = ipv4: no AAAA question ever reaches the DNS server
+/// (its query log), where the default asks for both families.
+#[test]
+fn inet_protocols_ipv4_never_asks_for_aaaa() {
+    let run = |protocols: &str| {
+        let mut inst = Instance::new("");
+        let server = dns::start(&inst.ip, "test.", TEST_ZONE);
+        inst.add_main_cf(&format!(
+            "smtpd_error_sleep_time = 0\n\
+             dns_nameservers = {}\n\
+             inet_protocols = {protocols}\n\
+             smtpd_sender_restrictions = reject_unknown_sender_domain\n",
+            server.addr
+        ));
+        inst.start();
+        // a-only.test has no MX: its addresses are looked up.
+        let r = attempt(
+            &inst,
+            "127.0.0.1",
+            "client.example",
+            "a@a-only.test",
+            "root@localhost",
+        );
+        assert!(r.starts_with("250"), "{r}");
+        let q = server.queries();
+        assert!(
+            q.iter().any(|(n, t)| n == "a-only.test." && t == "A"),
+            "{q:?}"
+        );
+        q.iter().any(|(_, t)| t == "AAAA")
+    };
+    assert!(!run("ipv4"), "an AAAA question with inet_protocols = ipv4");
+    assert!(run("all"), "no AAAA question with inet_protocols = all");
+}

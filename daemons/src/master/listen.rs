@@ -40,22 +40,39 @@ pub fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
 /// The socket addresses an inet service listens on.
 pub fn addresses_for(svc: &Service, params: &Params) -> Vec<SocketAddr> {
     let interfaces = params.list("inet_interfaces").unwrap_or_default();
+    let protocols = postern_config::inet::of(params);
     svc.listen
         .iter()
         .flat_map(|l| {
-            addresses(l.host.as_deref(), &interfaces)
+            addresses(l.host.as_deref(), &interfaces, protocols)
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, l.port))
         })
         .collect()
 }
 
-fn addresses(host: Option<&str>, interfaces: &[String]) -> Vec<IpAddr> {
+/// The addresses of a listen host (or of inet_interfaces); the wildcard
+/// and loopback names expand to the families inet_protocols turns on.
+fn addresses(
+    host: Option<&str>,
+    interfaces: &[String],
+    protocols: postern_config::inet::Protocols,
+) -> Vec<IpAddr> {
+    let families = |v4: IpAddr, v6: IpAddr| -> Vec<IpAddr> {
+        let mut out = Vec::new();
+        if protocols.ipv4 {
+            out.push(v4);
+        }
+        if protocols.ipv6 {
+            out.push(v6);
+        }
+        out
+    };
     let expand = |h: &str| -> Vec<IpAddr> {
         match h {
-            "all" => vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()],
+            "all" => families(Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()),
             "loopback-only" | "localhost" => {
-                vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+                families(Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into())
             }
             h => h
                 .trim_start_matches('[')
@@ -74,6 +91,7 @@ fn addresses(host: Option<&str>, interfaces: &[String]) -> Vec<IpAddr> {
 /// Binds every inet service. Errors name the service and its master.cf line.
 pub fn bind_all(cfg: &Config, params: &Params) -> Result<Vec<Bound>, String> {
     let interfaces = params.list("inet_interfaces").map_err(|e| e.to_string())?;
+    let protocols = postern_config::inet::of(params);
     let mut out = Vec::new();
     for svc in cfg.services.iter().filter(|s| s.listen.is_some()) {
         let l = svc.listen.as_ref().expect("filtered");
@@ -89,7 +107,7 @@ pub fn bind_all(cfg: &Config, params: &Params) -> Result<Vec<Bound>, String> {
             p.slice(postern_config::Role::Smtpd)
         };
         let mut sockets = Vec::new();
-        for ip in addresses(l.host.as_deref(), &interfaces) {
+        for ip in addresses(l.host.as_deref(), &interfaces, protocols) {
             let addr = SocketAddr::new(ip, l.port);
             match bind_one(addr) {
                 Ok(s) => sockets.push((addr, s)),
@@ -117,4 +135,41 @@ pub fn bind_all(cfg: &Config, params: &Params) -> Result<Vec<Bound>, String> {
 
 fn libc_eafnosupport() -> i32 {
     nix::errno::Errno::EAFNOSUPPORT as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_config::inet::Protocols;
+
+    #[test]
+    fn wildcards_follow_inet_protocols() {
+        let all = vec!["all".to_string()];
+        assert_eq!(addresses(None, &all, Protocols::ALL).len(), 2);
+        let v4 = Protocols {
+            ipv4: true,
+            ipv6: false,
+        };
+        assert_eq!(
+            addresses(None, &all, v4),
+            vec![IpAddr::from(Ipv4Addr::UNSPECIFIED)]
+        );
+        assert_eq!(
+            addresses(Some("loopback-only"), &all, v4),
+            vec![IpAddr::from(Ipv4Addr::LOCALHOST)]
+        );
+        let v6 = Protocols {
+            ipv4: false,
+            ipv6: true,
+        };
+        assert_eq!(
+            addresses(None, &all, v6),
+            vec![IpAddr::from(Ipv6Addr::UNSPECIFIED)]
+        );
+        // An address named outright is kept.
+        assert_eq!(
+            addresses(Some("127.0.0.5"), &all, v6),
+            vec!["127.0.0.5".parse::<IpAddr>().unwrap()]
+        );
+    }
 }

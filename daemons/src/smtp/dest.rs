@@ -77,6 +77,41 @@ fn try_again(name: &str, rtype: &str, why: &str) -> String {
     )
 }
 
+/// smtp_address_preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefer {
+    Any,
+    Ipv4,
+    Ipv6,
+}
+
+/// The addresses of one host that may be tried (inet_protocols), the
+/// preferred family first (smtp_address_preference), otherwise in the
+/// order DNS gave them.
+pub fn usable(
+    addrs: &[SocketAddr],
+    protocols: postern_config::inet::Protocols,
+    prefer: Prefer,
+) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = addrs
+        .iter()
+        .copied()
+        .filter(|a| {
+            if a.is_ipv4() {
+                protocols.ipv4
+            } else {
+                protocols.ipv6
+            }
+        })
+        .collect();
+    match prefer {
+        Prefer::Any => {}
+        Prefer::Ipv4 => out.sort_by_key(|a| !a.is_ipv4()),
+        Prefer::Ipv6 => out.sort_by_key(|a| !a.is_ipv6()),
+    }
+    out
+}
+
 async fn addresses(dns: &impl Dns, host: &str, port: u16) -> Result<Vec<SocketAddr>, RouteError> {
     if let Ok(ip) = host.trim_start_matches("IPv6:").parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
@@ -165,6 +200,37 @@ pub async fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inet_protocols_and_the_address_preference() {
+        use postern_config::inet::Protocols;
+        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let mixed = [
+            a("[2001:db8::1]:25"),
+            a("192.0.2.1:25"),
+            a("[2001:db8::2]:25"),
+            a("192.0.2.2:25"),
+        ];
+        assert_eq!(usable(&mixed, Protocols::ALL, Prefer::Any), mixed.to_vec());
+        assert_eq!(
+            usable(&mixed, Protocols::ALL, Prefer::Ipv4),
+            vec![mixed[1], mixed[3], mixed[0], mixed[2]]
+        );
+        assert_eq!(
+            usable(&mixed, Protocols::ALL, Prefer::Ipv6),
+            vec![mixed[0], mixed[2], mixed[1], mixed[3]]
+        );
+        let v4 = Protocols {
+            ipv4: true,
+            ipv6: false,
+        };
+        assert_eq!(usable(&mixed, v4, Prefer::Ipv6), vec![mixed[1], mixed[3]]);
+        let v6 = Protocols {
+            ipv4: false,
+            ipv6: true,
+        };
+        assert_eq!(usable(&mixed, v6, Prefer::Any), vec![mixed[0], mixed[2]]);
+    }
     use std::collections::HashMap;
 
     /// Canned answers; anything not listed is NXDOMAIN.

@@ -76,6 +76,9 @@ struct Settings {
     /// only inside TLS (`smtp_sasl_tls_security_options` allows them).
     sasl_noplaintext: bool,
     sasl_tls_noplaintext: bool,
+    /// inet_protocols and smtp_address_preference.
+    protocols: postern_config::inet::Protocols,
+    prefer: dest::Prefer,
 }
 
 impl Settings {
@@ -111,6 +114,12 @@ impl Settings {
                 .map_err(e)?
                 .iter()
                 .any(|o| o == "noplaintext"),
+            protocols: postern_config::inet::of(p),
+            prefer: match p.str("smtp_address_preference") {
+                "ipv4" => dest::Prefer::Ipv4,
+                "ipv6" => dest::Prefer::Ipv6,
+                _ => dest::Prefer::Any,
+            },
         })
     }
 }
@@ -316,7 +325,7 @@ impl Smtp {
             format!("connect to {nexthop}: no address"),
         );
         for h in hosts {
-            for addr in &h.addrs {
+            for addr in &dest::usable(&h.addrs, self.s.protocols, self.s.prefer) {
                 let left = self.s.budget.saturating_sub(t0.elapsed());
                 if left.is_zero() {
                     *setup = t0.elapsed();
