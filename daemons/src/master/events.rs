@@ -132,7 +132,9 @@ impl Master {
     /// Starts an on-demand role that has never run (a role that ran is
     /// restarted by supervision, not here).
     pub(super) fn start_on_first_use(&mut self, role: Role, why: &str) {
-        let slot = self.slots.get_mut(&role).expect("every role has a slot");
+        let Some(slot) = self.slots.get_mut(&role) else {
+            return;
+        };
         let first_use = slot.children.is_empty()
             && !slot.used
             && !slot.restart_scheduled
