@@ -69,18 +69,9 @@ const WEAKENING: &[(&str, &str)] = &[
         "smtp_tls_per_site",
         "per-destination TLS policy (issue #18)",
     ),
-    ("virtual_alias_maps", "address rewriting (issue #20)"),
-    ("virtual_alias_domains", "address rewriting (issue #20)"),
     ("virtual_mailbox_maps", "virtual mailbox delivery"),
     ("virtual_mailbox_domains", "virtual mailbox delivery"),
-    ("canonical_maps", "address rewriting (issue #20)"),
-    ("sender_canonical_maps", "address rewriting (issue #20)"),
-    ("recipient_canonical_maps", "address rewriting (issue #20)"),
     ("smtp_generic_maps", "address rewriting (issue #20)"),
-    ("masquerade_domains", "address rewriting (issue #20)"),
-    ("always_bcc", "automatic BCC (issue #20)"),
-    ("sender_bcc_maps", "automatic BCC (issue #20)"),
-    ("recipient_bcc_maps", "automatic BCC (issue #20)"),
     (
         "sender_dependent_relayhost_maps",
         "sender-dependent routing (issue #20)",
@@ -124,6 +115,9 @@ const TABLE_LISTS: &[&str] = &[
     "rbl_reply_maps",
     "relay_clientcerts",
 ];
+
+/// Lists of names and tables: an item without a table type is a name.
+const NAME_LISTS: &[&str] = &["virtual_alias_domains"];
 
 /// Certificate and key parameters, and the PEM blocks each file must hold
 /// (`*X`: a block whose label ends in X, as in "EC PRIVATE KEY").
@@ -377,6 +371,7 @@ impl Config {
         let mut seen_files = BTreeMap::new();
         for name in TABLE_LISTS
             .iter()
+            .chain(tables::REWRITE_PARAMS)
             .chain(USER_LISTS)
             .chain(restrictions::LISTS)
         {
@@ -389,7 +384,12 @@ impl Config {
             let (file, line) = self.origin(name, overrides);
             // mime_ and nested_header_checks default to $header_checks,
             // whose own line reports its tables.
-            if line.is_none() && matches!(*name, "mime_header_checks" | "nested_header_checks") {
+            if line.is_none()
+                && matches!(
+                    *name,
+                    "mime_header_checks" | "nested_header_checks" | "virtual_alias_domains"
+                )
+            {
                 continue;
             }
             let mut items = value::split_list(&v);
@@ -398,6 +398,9 @@ impl Config {
             }
             for item in items {
                 if USER_LISTS.contains(name) && (!item.contains(':') || item.starts_with('!')) {
+                    continue;
+                }
+                if NAME_LISTS.contains(name) && !item.contains(':') {
                     continue;
                 }
                 let t = match tables::parse(&item) {

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod addrmap;
 mod auth;
 mod bounce;
 mod broker;

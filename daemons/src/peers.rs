@@ -35,6 +35,7 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Qmgr, Role::Proxymap, &[proxymap::EDGE]),
     (Role::Local, Role::Proxymap, &[proxymap::EDGE]),
     (Role::Pickup, Role::Proxymap, &[proxymap::EDGE]),
+    (Role::Cleanup, Role::Proxymap, &[proxymap::EDGE]),
     // Address verification: smtpd asks verify; only verify asks qmgr for a
     // probe, and only verify writes the results it learns.
     (Role::Smtpd, Role::Verify, &[verify::EDGE]),

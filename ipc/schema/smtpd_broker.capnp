@@ -4,12 +4,15 @@
 # effects. The broker answers each role only from the tables it needs.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 3;
+const version :UInt32 = 4;
 
 enum Table {
   senderLogin @0;              # smtpd_sender_login_maps (smtpd)
   saslPassword @1;             # smtp_sasl_password_maps (smtp)
   relayRecipient @2;           # relay_recipient_maps (smtpd)
+  virtualAlias @3;             # virtual_alias_maps: the query is a whole
+                               # address, looked up as Postfix does (smtpd)
+  virtualAliasDomain @4;       # virtual_alias_domains: found or not (smtpd)
 }
 
 struct Request {

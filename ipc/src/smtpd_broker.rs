@@ -27,6 +27,11 @@ pub enum Table {
     SaslPassword,
     /// relay_recipient_maps: is this recipient at a relay domain valid?
     RelayRecipient,
+    /// virtual_alias_maps: does this address have an alias? (The whole
+    /// address; the broker tries Postfix's keys.)
+    VirtualAlias,
+    /// virtual_alias_domains: is this domain one?
+    VirtualAliasDomain,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +61,8 @@ fn wire(t: Table) -> WireTable {
         Table::SenderLogin => WireTable::SenderLogin,
         Table::SaslPassword => WireTable::SaslPassword,
         Table::RelayRecipient => WireTable::RelayRecipient,
+        Table::VirtualAlias => WireTable::VirtualAlias,
+        Table::VirtualAliasDomain => WireTable::VirtualAliasDomain,
     }
 }
 
@@ -98,6 +105,8 @@ impl Message for Request {
                     WireTable::SenderLogin => Table::SenderLogin,
                     WireTable::SaslPassword => Table::SaslPassword,
                     WireTable::RelayRecipient => Table::RelayRecipient,
+                    WireTable::VirtualAlias => Table::VirtualAlias,
+                    WireTable::VirtualAliasDomain => Table::VirtualAliasDomain,
                 },
                 text(g.get_query(), "lookup.query", KEY)?,
             ),

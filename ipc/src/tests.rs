@@ -689,6 +689,10 @@ fn lookup_and_effects_messages_round_trip_and_limits_hold() {
         sb::Request::decode(&access.encode(), vec![]).unwrap(),
         access
     );
+    for t in [sb::Table::VirtualAlias, sb::Table::VirtualAliasDomain] {
+        let q = sb::Request::Lookup(t, "u+x@virtual.example".into());
+        assert_eq!(sb::Request::decode(&q.encode(), vec![]).unwrap(), q);
+    }
     let hit = sb::Reply::Hit(3, "REJECT go away".into());
     assert_eq!(sb::Reply::decode(&hit.encode(), vec![]).unwrap(), hit);
     let e = sc::Request::Effects(Effects {

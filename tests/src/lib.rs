@@ -15,6 +15,7 @@ use serde_json::Value;
 pub mod countsink;
 pub mod dns;
 pub mod pki;
+pub mod postfix;
 pub mod swaks;
 pub mod tablesrv;
 
@@ -867,4 +868,54 @@ impl Instance {
         );
         c
     }
+}
+
+/// One smtplib session to `ip:port`: EHLO client.example, MAIL FROM
+/// `sender`, RCPT to each of `rcpts`, then (with `data`, and a recipient
+/// accepted) DATA. The replies, `code text` each: the RCPTs', then DATA's.
+pub fn smtplib(
+    ip: &str,
+    port: u16,
+    sender: &str,
+    rcpts: &[&str],
+    data: Option<&str>,
+) -> Vec<String> {
+    const SCRIPT: &str = r#"
+import smtplib, sys
+ip, port, sender, data = sys.argv[1:5]
+s = smtplib.SMTP(ip, int(port), local_hostname="client.example", timeout=60)
+s.ehlo()
+code, text = s.mail(sender)
+assert code == 250, (code, text)
+ok = False
+for r in sys.argv[5:]:
+    code, text = s.rcpt(r)
+    ok = ok or code == 250
+    print("%d %s" % (code, text.decode()))
+if data and ok:
+    code, text = s.data(data.encode())
+    print("%d %s" % (code, text.decode()))
+s.quit()
+"#;
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            SCRIPT,
+            ip,
+            &port.to_string(),
+            sender,
+            data.unwrap_or(""),
+        ])
+        .args(rcpts)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "smtplib: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
 }

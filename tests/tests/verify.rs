@@ -21,42 +21,9 @@ fn rcpt_log(sink: &Sink) -> Vec<String> {
         .collect()
 }
 
-/// One smtplib session: EHLO client.example, MAIL FROM `sender`, RCPT to
-/// each of `rcpts`, then (with `data`, and a recipient accepted) DATA.
-/// The replies, `code text` each: the RCPTs', then DATA's.
+/// One smtplib session to the instance (see [`postern_tests::smtplib`]).
 fn session(inst: &Instance, sender: &str, rcpts: &[&str], data: Option<&str>) -> Vec<String> {
-    const SCRIPT: &str = r#"
-import smtplib, sys
-ip, port, sender, data = sys.argv[1:5]
-s = smtplib.SMTP(ip, int(port), local_hostname="client.example", timeout=60)
-s.ehlo()
-code, text = s.mail(sender)
-assert code == 250, (code, text)
-ok = False
-for r in sys.argv[5:]:
-    code, text = s.rcpt(r)
-    ok = ok or code == 250
-    print("%d %s" % (code, text.decode()))
-if data and ok:
-    code, text = s.data(data.encode())
-    print("%d %s" % (code, text.decode()))
-s.quit()
-"#;
-    let port = inst.smtp_port.to_string();
-    let out = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", SCRIPT, &inst.ip, &port, sender, data.unwrap_or("")])
-        .args(rcpts)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "smtplib: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
+    postern_tests::smtplib(&inst.ip, inst.smtp_port, sender, rcpts, data)
 }
 
 /// MAIL, then RCPT to each of `rcpts`; the RCPT replies.

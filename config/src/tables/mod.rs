@@ -541,7 +541,7 @@ pub fn user_listed_with(
     Ok(false)
 }
 
-/// Parameters whose values are lists of tables.
+/// Parameters whose values are lists of tables (with [`REWRITE_PARAMS`]).
 pub const TABLE_PARAMS: &[&str] = &[
     "header_checks",
     "mime_header_checks",
@@ -558,8 +558,20 @@ pub const TABLE_PARAMS: &[&str] = &[
     "smtp_sasl_password_maps",
 ];
 
+/// The address rewriting tables (cleanup's; smtpd's recipient checks and
+/// qmgr's routing ask virtual_alias_maps and virtual_alias_domains too).
+pub const REWRITE_PARAMS: &[&str] = &[
+    "canonical_maps",
+    "sender_canonical_maps",
+    "recipient_canonical_maps",
+    "sender_bcc_maps",
+    "recipient_bcc_maps",
+    "virtual_alias_maps",
+    "virtual_alias_domains",
+];
+
 /// Every parameter whose value may name tables (the lookups of every
-/// role, pickup's included).
+/// role, pickup's included), with [`REWRITE_PARAMS`].
 pub const LOOKUP_PARAMS: &[&str] = &[
     "local_recipient_maps",
     "relay_recipient_maps",
@@ -578,7 +590,7 @@ pub const LOOKUP_PARAMS: &[&str] = &[
 /// ([`Table::spec`]).
 pub fn remote_tables(params: &crate::Params) -> std::collections::BTreeMap<String, Table> {
     let mut out = std::collections::BTreeMap::new();
-    for name in LOOKUP_PARAMS {
+    for name in LOOKUP_PARAMS.iter().chain(REWRITE_PARAMS) {
         for item in params.list(name).unwrap_or_default() {
             if let Ok(t) = parse(&item) {
                 for r in t.remotes() {
@@ -617,7 +629,7 @@ const SECRET_PARAMS: &[&str] = &["smtp_sasl_password_maps"];
 /// Every table file the configuration names: the only files the master
 /// opens for a jailed daemon.
 pub fn configured_files(params: &crate::Params) -> Vec<PathBuf> {
-    files_of(params, TABLE_PARAMS.iter())
+    files_of(params, TABLE_PARAMS.iter().chain(REWRITE_PARAMS))
 }
 
 fn files_of<'a>(params: &crate::Params, names: impl Iterator<Item = &'a &'a str>) -> Vec<PathBuf> {
@@ -640,6 +652,7 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
             params,
             TABLE_PARAMS
                 .iter()
+                .chain(REWRITE_PARAMS)
                 .filter(|p| !SECRET_PARAMS.contains(p) && !SMTPD_ONLY_PARAMS.contains(p)),
         ),
         // pickup: who may submit and as whom, and the smtpd restrictions.
@@ -653,7 +666,7 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
             ]
             .iter(),
         ),
-        Role::Cleanup => files_of(params, CONTENT_PARAMS.iter()),
+        Role::Cleanup => files_of(params, CONTENT_PARAMS.iter().chain(REWRITE_PARAMS)),
         // proxymap: the sockets of socketmap:unix: tables, which the
         // master connects to for it (it has no Unix sockets of its own).
         Role::Proxymap => remote_tables(params)

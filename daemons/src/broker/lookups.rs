@@ -23,6 +23,11 @@ pub struct Lookups {
     sasl_password: Vec<TableRef>,
     /// `relay_recipient_maps`, for smtpd.
     relay_recipient: Vec<TableRef>,
+    /// `virtual_alias_maps` and `virtual_alias_domains`, for smtpd's
+    /// recipient validation.
+    virtual_alias: Vec<TableRef>,
+    virtual_domains: crate::addrmap::Domains,
+    site: crate::addrmap::Site,
     /// The access tables smtpd's restriction lists name, by their name
     /// there (`postern_access_maps`): smtpd may ask only these.
     access: Vec<(String, TableRef)>,
@@ -36,6 +41,9 @@ pub fn lookups(params: &Params) -> Result<Lookups, String> {
         sender_login: table_list(params, "smtpd_sender_login_maps"),
         sasl_password: table_list(params, "smtp_sasl_password_maps"),
         relay_recipient: table_list(params, "relay_recipient_maps"),
+        virtual_alias: table_list(params, "virtual_alias_maps"),
+        virtual_domains: crate::addrmap::Domains::new(params, "virtual_alias_domains"),
+        site: crate::addrmap::Site::new(params),
         access: names.into_iter().zip(refs).collect(),
     })
 }
@@ -66,6 +74,34 @@ pub(super) async fn lookup_conn(
                 Ok(None) => sb::Reply::Found(false),
                 Err(e) => {
                     warn!("{map}: {e}");
+                    sb::Reply::Tempfail(e)
+                }
+            };
+            if ep.send(&reply).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if let (
+            Role::Smtpd,
+            sb::Request::Lookup(t @ (sb::Table::VirtualAlias | sb::Table::VirtualAliasDomain), k),
+        ) = (role, &req)
+        {
+            let answer = if *t == sb::Table::VirtualAlias {
+                let f = crate::addrmap::Maps {
+                    cache: &cache,
+                    tables: &tables.virtual_alias,
+                };
+                crate::addrmap::find(&f, &tables.site, k)
+                    .await
+                    .map(|v| v.is_some())
+            } else {
+                tables.virtual_domains.contains(&cache, k).await
+            };
+            let reply = match answer {
+                Ok(found) => sb::Reply::Found(found),
+                Err(e) => {
+                    warn!("virtual_alias_maps: {e}");
                     sb::Reply::Tempfail(e)
                 }
             };

@@ -26,6 +26,7 @@ use crate::{clock, log, warn};
 
 mod checks;
 mod inspect;
+mod rewrite;
 
 pub fn main(ipc_fd: RawFd) -> ! {
     daemon::run(Role::Cleanup, ipc_fd, |_params| Ok((serve, Vec::new())))
@@ -41,6 +42,8 @@ struct Settings {
     transfer: Duration,
     /// header_checks, mime_header_checks, nested_header_checks, body_checks.
     checks: checks::ContentChecks,
+    /// canonical, masquerade, automatic BCC, virtual aliases.
+    rewrite: rewrite::Rewriting,
     tables: crate::tablecache::TableCache,
 }
 
@@ -48,6 +51,7 @@ impl Settings {
     fn new(p: &Params, sb: Switchboard) -> Settings {
         Settings {
             checks: checks::ContentChecks::new(p),
+            rewrite: rewrite::Rewriting::new(p),
             tables: crate::tablecache::TableCache::new(sb),
             myhostname: p.str("myhostname").into(),
             mail_name: p.str("mail_name").into(),
@@ -153,21 +157,31 @@ async fn session(from: Role, fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
                     .call(&cb::Request::Allocate)
                     .await
                 {
-                    Ok(cb::Reply::Allocated(id, fd)) => match Txn::start(id.clone(), fd, b, &s) {
-                        Ok(t) => {
-                            txn = Some(t);
-                            Reply::Begun(id)
+                    Ok(cb::Reply::Allocated(id, fd)) => {
+                        let started = match envelope_sender(&s, &id, b, from).await {
+                            Ok((b, bcc)) => Txn::start(id.clone(), fd, b, &s)
+                                .map(|t| t.with_bcc(bcc, from))
+                                .map_err(|e| {
+                                    warn!("{id}: cannot write the queue file: {e}");
+                                    write_error()
+                                }),
+                            Err(f) => Err(f),
+                        };
+                        match started {
+                            Ok(t) => {
+                                txn = Some(t);
+                                Reply::Begun(id)
+                            }
+                            Err(f) => {
+                                let _ = br
+                                    .as_mut()
+                                    .expect("connected")
+                                    .call(&cb::Request::Abort(id))
+                                    .await;
+                                Reply::Failed(f)
+                            }
                         }
-                        Err(e) => {
-                            warn!("{id}: cannot write the queue file: {e}");
-                            let _ = br
-                                .as_mut()
-                                .expect("connected")
-                                .call(&cb::Request::Abort(id))
-                                .await;
-                            Reply::Failed(write_error())
-                        }
-                    },
+                    }
                     Ok(cb::Reply::NoSpace(free)) => {
                         warn!(
                             "not enough free space in mail queue: {free} bytes; from=<{}> client={}[{}]",
@@ -259,6 +273,35 @@ async fn session(from: Role, fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
     }
 }
 
+/// The envelope sender as queued (canonical mapping, masquerading), and
+/// the automatic BCC recipients it brings: sender_bcc_maps, and
+/// always_bcc, for mail from smtpd and sendmail only (as Postfix's
+/// CLEANUP_FLAG_BCC_OK).
+async fn envelope_sender(
+    s: &Settings,
+    id: &str,
+    mut b: Begin,
+    from: Role,
+) -> Result<(Begin, Vec<String>), Failure> {
+    let rw = &s.rewrite;
+    b.sender = rw
+        .address(&s.tables, id, rewrite::Kind::Sender, false, &b.sender)
+        .await?;
+    let mut bcc = Vec::new();
+    if matches!(from, Role::Smtpd | Role::Pickup) {
+        if let Some(a) = rw
+            .bcc(&s.tables, id, rewrite::Kind::Sender, &b.sender)
+            .await?
+        {
+            bcc.push(a);
+        }
+        if let Some(a) = rw.always_bcc() {
+            bcc.push(rw.site.qualify(a));
+        }
+    }
+    Ok((b, bcc))
+}
+
 fn req_name(r: &Request) -> &'static str {
     match r {
         Request::Begin(_) => "begin",
@@ -313,6 +356,10 @@ struct Txn {
     message_id: String,
     failure: Option<Failure>,
     arrival: jiff::Zoned,
+    /// Automatic BCC recipients (sender_bcc_maps, always_bcc).
+    auto_bcc: Vec<String>,
+    /// recipient_bcc_maps applies (mail from smtpd or sendmail).
+    bcc_ok: bool,
 }
 
 const MAX_RECIPIENTS: usize = 100_000;
@@ -336,6 +383,8 @@ impl Txn {
             message_id: String::new(),
             failure: None,
             arrival: clock::now(),
+            auto_bcc: Vec::new(),
+            bcc_ok: false,
         };
         let arrival_us = t.arrival.timestamp().as_microsecond() as u64;
         t.record(&Record::Header(rec::Header {
@@ -425,25 +474,86 @@ impl Txn {
         }
     }
 
-    /// The recipients as queued: REDIRECT replaces them all, BCC adds.
-    fn write_recipients(&mut self) -> std::io::Result<()> {
-        let mut list = std::mem::take(&mut self.rcpts);
+    fn with_bcc(mut self, bcc: Vec<String>, from: Role) -> Txn {
+        self.auto_bcc = bcc;
+        self.bcc_ok = matches!(from, Role::Smtpd | Role::Pickup);
+        self
+    }
+
+    /// The recipients as queued: REDIRECT replaces them all; each is
+    /// rewritten (canonical, masquerade) and may bring a BCC
+    /// (recipient_bcc_maps); BCC addresses from the tables and the access
+    /// and content checks are added and rewritten the same way; then every
+    /// one is expanded through virtual_alias_maps. Duplicates are dropped.
+    async fn final_recipients(&mut self, s: &Settings) -> Result<Vec<Recipient>, Failure> {
+        let rw = &s.rewrite;
+        let mut given = std::mem::take(&mut self.rcpts);
         if !self.effects.redirect.is_empty() {
-            list = vec![Recipient {
+            given = vec![Recipient {
                 address: self.effects.redirect.clone(),
                 orcpt: String::new(),
                 notify: 0,
             }];
         }
-        for b in std::mem::take(&mut self.effects.bcc) {
-            if !list.iter().any(|r| r.address.eq_ignore_ascii_case(&b)) {
-                list.push(Recipient {
-                    address: b,
-                    orcpt: String::new(),
-                    notify: 0,
-                });
+        let mut bcc = std::mem::take(&mut self.auto_bcc);
+        let mut rewritten = Vec::with_capacity(given.len());
+        for r in given {
+            let address = rw
+                .address(
+                    &s.tables,
+                    &self.id,
+                    rewrite::Kind::Recipient,
+                    false,
+                    &r.address,
+                )
+                .await?;
+            if self.bcc_ok
+                && let Some(b) = rw
+                    .bcc(&s.tables, &self.id, rewrite::Kind::Recipient, &address)
+                    .await?
+            {
+                bcc.push(b);
+            }
+            rewritten.push((r, address));
+        }
+        bcc.extend(std::mem::take(&mut self.effects.bcc));
+        for b in bcc {
+            let address = rw
+                .address(&s.tables, &self.id, rewrite::Kind::Recipient, false, &b)
+                .await?;
+            let r = Recipient {
+                address: b,
+                orcpt: String::new(),
+                notify: 0,
+            };
+            rewritten.push((r, address));
+        }
+        let mut out: Vec<Recipient> = Vec::with_capacity(rewritten.len());
+        let mut seen = std::collections::HashSet::new();
+        for (r, address) in rewritten {
+            for a in rw.expand(&s.tables, &self.id, &address).await? {
+                // The address the sender gave, for a DSN about the new one.
+                let orcpt = if r.orcpt.is_empty() && !a.eq_ignore_ascii_case(&r.address) {
+                    format!("rfc822;{}", r.address)
+                } else {
+                    r.orcpt.clone()
+                };
+                if seen.insert((a.to_ascii_lowercase(), orcpt.clone(), r.notify)) {
+                    if out.len() >= MAX_RECIPIENTS {
+                        return Err(fail(452, "4.5.3", "Error: too many recipients"));
+                    }
+                    out.push(Recipient {
+                        address: a,
+                        orcpt,
+                        notify: r.notify,
+                    });
+                }
             }
         }
+        Ok(out)
+    }
+
+    fn write_recipients(&mut self, list: Vec<Recipient>) -> std::io::Result<()> {
         self.nrcpt = list.len();
         for r in list {
             self.record(&Record::Recipient(rec::Recipient {
@@ -640,7 +750,8 @@ impl Txn {
                 self.effects.bcc.push(b);
             }
         }
-        if let Err(e) = self.write_recipients() {
+        let list = self.final_recipients(s).await?;
+        if let Err(e) = self.write_recipients(list) {
             self.io_failure(e);
             return Err(self.failure.take().unwrap_or_else(write_error));
         }

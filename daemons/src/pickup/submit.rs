@@ -391,6 +391,10 @@ impl crate::restrict::Lookups for PickupTables<'_> {
         Ok(true)
     }
 
+    async fn virtual_alias(&self, _: &str) -> Result<(bool, bool), String> {
+        Ok((true, false))
+    }
+
     /// Local submission is not verified either (pickup has no channel to
     /// verify, so nothing submitted locally can start a probe or touch its
     /// results): every address counts as deliverable.

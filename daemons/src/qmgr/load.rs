@@ -239,6 +239,14 @@ pub(super) async fn resolve(
     if domain.is_empty() || s.mydestination.contains(&domain) {
         return Route::Local;
     }
+    match s.virtual_domains.contains(tables, &domain).await {
+        Ok(false) => {}
+        Ok(true) => return Route::Error("5.1.1 User unknown in virtual alias table".into()),
+        Err(e) => {
+            warn!("virtual_alias_domains lookup of {domain}: {e}");
+            return Route::Defer("virtual_alias_domains lookup failure".into());
+        }
+    }
     if !how.relayhost.is_empty() {
         return Route::Smtp(how.relayhost.clone());
     }

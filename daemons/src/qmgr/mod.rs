@@ -52,6 +52,9 @@ pub struct Routing {
 
 pub struct Settings {
     mydestination: Vec<String>,
+    /// virtual_alias_domains: an address there that cleanup did not alias
+    /// bounces (trivial-rewrite's "User unknown in virtual alias table").
+    virtual_domains: crate::addrmap::Domains,
     route: Routing,
     verify_route: Routing,
     /// address_verify_pending_request_limit.
@@ -127,6 +130,7 @@ impl Settings {
                 .into_iter()
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
+            virtual_domains: crate::addrmap::Domains::new(p, "virtual_alias_domains"),
             route: Routing {
                 relayhost: p.str("relayhost").to_string(),
                 transport_maps: table_list(p, "transport_maps"),
@@ -528,9 +532,14 @@ impl Qmgr {
                 Route::Local => (Role::Local, String::new()),
                 Route::Smtp(h) => (Role::Smtp, h),
                 Route::Error(text) => {
+                    // error:5.1.1 text: the DSN the admin wrote, if any.
+                    let (dsn, text) = match crate::restrict::split_dsn(&text) {
+                        (Some(d), t) if d.starts_with('5') => (d.to_string(), t.to_string()),
+                        _ => ("5.0.0".to_string(), text.clone()),
+                    };
                     immediate.extend(
                         idxs.into_iter()
-                            .map(|i| (i, Status::Bounced, "5.0.0".to_string(), text.clone())),
+                            .map(|i| (i, Status::Bounced, dsn.clone(), text.clone())),
                     );
                     continue;
                 }

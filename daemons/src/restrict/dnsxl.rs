@@ -87,7 +87,8 @@ impl<L: Lookups> Run<'_, L> {
         };
         let allow = matches!(kind, Dnsxl::DnswlClient | Dnsxl::RhswlClient);
         // An allow list never lets through mail for other destinations.
-        if allow && f.rcpt.is_some() && !self.authorized_destination() {
+        // (A lookup error counts as another destination.)
+        if allow && f.rcpt.is_some() && !self.authorized_destination().await.unwrap_or(false) {
             return Status::Dunno;
         }
         let query = match kind {

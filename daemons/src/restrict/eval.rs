@@ -98,6 +98,9 @@ pub struct Run<'a, L: Lookups> {
     /// Evaluating smtpd_end_of_data_restrictions (no PREPEND there).
     pub(super) eod: bool,
     pub(super) owners: Option<Option<Vec<String>>>,
+    /// The broker's virtual alias answer for the recipient (aliased, in a
+    /// virtual alias domain), asked once.
+    virtual_answer: Option<(bool, bool)>,
     pub notes: Vec<Note>,
     pub effects: Effects,
 }
@@ -154,6 +157,7 @@ impl<'a, L: Lookups> Run<'a, L> {
             rcpt_checked: false,
             eod: false,
             owners: None,
+            virtual_answer: None,
             notes: Vec::new(),
             effects: Effects::default(),
         }
@@ -226,9 +230,54 @@ impl<'a, L: Lookups> Run<'a, L> {
         }
     }
 
-    pub(super) fn authorized_destination(&self) -> bool {
+    /// Is the recipient's domain one we accept mail for: mydestination,
+    /// relay_domains, or virtual_alias_domains? An error is a lookup
+    /// failure of virtual_alias_domains.
+    pub(super) async fn authorized_destination(&mut self) -> Result<bool, String> {
         let d = domain_of(self.f.rcpt.unwrap_or(""));
-        self.access.is_local_domain(d) || self.access.is_relay_domain(d)
+        if self.access.is_local_domain(d) || self.access.is_relay_domain(d) {
+            return Ok(true);
+        }
+        Ok(self.virtual_alias().await?.1)
+    }
+
+    /// permit_auth_destination, reject_unauth_destination,
+    /// defer_unauth_destination.
+    async fn destination_check(&mut self, r: &R) -> Status {
+        let rcpt = self.f.rcpt.unwrap_or("");
+        let authorized = match self.authorized_destination().await {
+            Ok(a) => a,
+            Err(e) => {
+                crate::warn!("{e}");
+                return self.lookup_error(rcpt);
+            }
+        };
+        let c = &self.policy.codes;
+        match r {
+            R::PermitAuthDestination if authorized => Status::Ok,
+            R::RejectUnauthDestination | R::DeferUnauthDestination if !authorized => {
+                let (code, enh) = if *r == R::RejectUnauthDestination {
+                    (c.relay_domains_reject, "5.7.1")
+                } else {
+                    (c.relay_domains_reject.saturating_sub(100), "4.7.1")
+                };
+                self.reject(reply(code, enh, format!("<{rcpt}>: Relay access denied")))
+            }
+            _ => Status::Dunno,
+        }
+    }
+
+    /// virtual_alias_maps and virtual_alias_domains for the recipient.
+    async fn virtual_alias(&mut self) -> Result<(bool, bool), String> {
+        if !self.policy.virtual_alias_maps {
+            return Ok((false, false));
+        }
+        if let Some(a) = self.virtual_answer {
+            return Ok(a);
+        }
+        let a = self.lk.virtual_alias(self.f.rcpt.unwrap_or("")).await?;
+        self.virtual_answer = Some(a);
+        Ok(a)
     }
 
     /// One list (generic_checks).
@@ -304,23 +353,16 @@ impl<'a, L: Lookups> Run<'a, L> {
             R::PermitMynetworks if self.access.in_mynetworks(f.ip) => Status::Ok,
             R::PermitSaslAuthenticated if f.login.is_some() => Status::Ok,
             R::PermitMynetworks | R::PermitSaslAuthenticated => Status::Dunno,
-            R::PermitAuthDestination if f.rcpt.is_some() && self.authorized_destination() => {
-                Status::Ok
-            }
-            R::PermitAuthDestination => Status::Dunno,
-            R::RejectUnauthDestination | R::DeferUnauthDestination
-                if f.rcpt.is_some() && !self.authorized_destination() =>
+            R::PermitAuthDestination | R::RejectUnauthDestination | R::DeferUnauthDestination
+                if f.rcpt.is_some() =>
             {
-                let (code, enh) = if *r == R::RejectUnauthDestination {
-                    (c.relay_domains_reject, "5.7.1")
-                } else {
-                    (c.relay_domains_reject.saturating_sub(100), "4.7.1")
-                };
-                let rcpt = f.rcpt.unwrap_or("");
-                self.reject(reply(code, enh, format!("<{rcpt}>: Relay access denied")))
+                self.destination_check(r).await
             }
-            R::RejectUnauthDestination | R::DeferUnauthDestination => Status::Dunno,
+            R::PermitAuthDestination | R::RejectUnauthDestination | R::DeferUnauthDestination => {
+                Status::Dunno
+            }
             R::SenderLogin(kind) => self.sender_login(*kind).await,
+
             R::Access(of, map) => self.access_check(*of, map).await,
             R::RejectUnverified(of) => self.unverified(*of).await,
             R::CcertAccess(map) => self.ccert_access(map).await,
@@ -486,8 +528,32 @@ impl<'a, L: Lookups> Run<'a, L> {
         };
         let base = keys::strip_extension(local, &self.policy.recipient_delimiter);
         let is_local = self.access.is_local_domain(domain);
-        let is_relay = !is_local && self.access.is_relay_domain(domain);
-        let (code, table) = if is_local {
+        // An address virtual_alias_maps knows is a known recipient; an
+        // unknown one in a virtual alias domain is not (Postfix's
+        // check_rcpt_maps). mydestination takes precedence.
+        let mut is_alias_domain = false;
+        if self.policy.virtual_alias_maps {
+            let answer = if class == Class::Recipient {
+                self.virtual_alias().await
+            } else {
+                self.lk.virtual_alias(addr).await
+            };
+            match answer {
+                Ok((true, _)) => return Status::Dunno,
+                Ok((false, d)) => is_alias_domain = d && !is_local,
+                Err(e) => {
+                    crate::warn!("{e}");
+                    return self.lookup_error(addr);
+                }
+            }
+        }
+        let is_relay = !is_local && !is_alias_domain && self.access.is_relay_domain(domain);
+        let (code, table) = if is_alias_domain {
+            (
+                self.policy.codes.unknown_virtual_alias,
+                "virtual alias table",
+            )
+        } else if is_local {
             let lower = base.to_ascii_lowercase();
             let dbs = self.policy.double_bounce_sender.to_ascii_lowercase();
             if !self.policy.local_recipient_maps
@@ -495,9 +561,15 @@ impl<'a, L: Lookups> Run<'a, L> {
             {
                 return Status::Dunno;
             }
-            (self.policy.codes.unknown_local_recipient, "local")
+            (
+                self.policy.codes.unknown_local_recipient,
+                "local recipient table",
+            )
         } else if is_relay && self.policy.relay_recipient_maps {
-            (self.policy.codes.unknown_relay_recipient, "relay")
+            (
+                self.policy.codes.unknown_relay_recipient,
+                "relay recipient table",
+            )
         } else {
             return Status::Dunno;
         };
@@ -511,7 +583,7 @@ impl<'a, L: Lookups> Run<'a, L> {
                     "5.1.1"
                 },
                 format!(
-                    "<{addr}>: {} rejected: User unknown in {table} recipient table",
+                    "<{addr}>: {} rejected: User unknown in {table}",
                     class.text()
                 ),
             )),

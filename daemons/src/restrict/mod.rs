@@ -312,6 +312,7 @@ pub struct Codes {
     pub maps_rbl: u16,
     pub unknown_local_recipient: u16,
     pub unknown_relay_recipient: u16,
+    pub unknown_virtual_alias: u16,
 }
 
 /// A listener's restriction lists and their settings.
@@ -332,6 +333,9 @@ pub struct Policy {
     pub relay_recipient_maps: bool,
     /// `local_recipient_maps` is set.
     pub local_recipient_maps: bool,
+    /// `virtual_alias_maps` is set: an aliased recipient is known, and an
+    /// unaliased one in virtual_alias_domains is not.
+    pub virtual_alias_maps: bool,
     pub codes: Codes,
     pub soft_bounce: bool,
     pub recipient_delimiter: String,
@@ -379,6 +383,8 @@ impl Policy {
             reject_unlisted_sender: p.bool("smtpd_reject_unlisted_sender").map_err(e)?,
             relay_recipient_maps: !p.list("relay_recipient_maps").map_err(e)?.is_empty(),
             local_recipient_maps: !p.list("local_recipient_maps").map_err(e)?.is_empty(),
+            virtual_alias_maps: !p.list("virtual_alias_maps").map_err(e)?.is_empty()
+                || !p.list("virtual_alias_domains").map_err(e)?.is_empty(),
             codes: Codes {
                 access_map_reject: code("access_map_reject_code")?,
                 access_map_defer: code("access_map_defer_code")?,
@@ -395,6 +401,7 @@ impl Policy {
                 maps_rbl: code("maps_rbl_reject_code")?,
                 unknown_local_recipient: code("unknown_local_recipient_reject_code")?,
                 unknown_relay_recipient: code("unknown_relay_recipient_reject_code")?,
+                unknown_virtual_alias: code("unknown_virtual_alias_reject_code")?,
             },
             soft_bounce: p.bool("soft_bounce").map_err(e)?,
             recipient_delimiter: p.str("recipient_delimiter").into(),
@@ -427,7 +434,8 @@ impl Policy {
 
     /// Whether RCPT needs a decision at all.
     pub fn decides_rcpt(&self) -> bool {
-        self.reject_unlisted_recipient && (self.relay_recipient_maps || self.local_recipient_maps)
+        self.reject_unlisted_recipient
+            && (self.relay_recipient_maps || self.local_recipient_maps || self.virtual_alias_maps)
             || [
                 &self.client,
                 &self.helo,
@@ -492,6 +500,10 @@ pub trait Lookups {
         local_part: &str,
         local: bool,
     ) -> impl Future<Output = Result<bool, String>>;
+
+    /// virtual_alias_maps and virtual_alias_domains: whether `address` has
+    /// an alias, and whether its domain is a virtual alias domain.
+    fn virtual_alias(&self, address: &str) -> impl Future<Output = Result<(bool, bool), String>>;
 
     /// A DNS question (DNS lists, the reject_unknown_* checks).
     fn dns(&self, q: DnsQuery) -> impl Future<Output = Dns>;

@@ -280,6 +280,32 @@ impl Shared {
         Ok(false)
     }
 
+    /// virtual_alias_maps and virtual_alias_domains, through the broker.
+    pub async fn virtual_alias(&self, address: &str) -> Result<(bool, bool), String> {
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        let mut answers = [false; 2];
+        for (i, (t, q)) in [
+            (sb::Table::VirtualAlias, address),
+            (sb::Table::VirtualAliasDomain, domain),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            match self
+                .broker_lookup(sb::Request::Lookup(t, q.to_string()))
+                .await?
+            {
+                sb::Reply::Found(f) => answers[i] = f,
+                sb::Reply::Tempfail(e) => return Err(format!("virtual_alias_maps: {e}")),
+                r => {
+                    warn!("protocol violation from broker: {r:?} for a lookup");
+                    return Err("protocol violation by the broker".into());
+                }
+            }
+        }
+        Ok((answers[0], answers[1]))
+    }
+
     /// One DNS question to the resolver.
     pub async fn dns(
         &self,

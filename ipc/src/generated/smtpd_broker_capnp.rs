@@ -5,7 +5,7 @@
 // capnp binary version: 0.9.2
 // capnpc crate version: 0.27.0
 
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 #[repr(u16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +13,8 @@ pub enum Table {
     SenderLogin = 0,
     SaslPassword = 1,
     RelayRecipient = 2,
+    VirtualAlias = 3,
+    VirtualAliasDomain = 4,
 }
 
 impl ::capnp::introspect::Introspect for Table {
@@ -28,6 +30,8 @@ impl ::core::convert::TryFrom<u16> for Table {
             0 => ::core::result::Result::Ok(Self::SenderLogin),
             1 => ::core::result::Result::Ok(Self::SaslPassword),
             2 => ::core::result::Result::Ok(Self::RelayRecipient),
+            3 => ::core::result::Result::Ok(Self::VirtualAlias),
+            4 => ::core::result::Result::Ok(Self::VirtualAliasDomain),
             n => ::core::result::Result::Err(::capnp::NotInSchema(n)),
         }
     }
@@ -40,7 +44,7 @@ impl ::capnp::traits::HasTypeId for Table {
     const TYPE_ID: u64 = 0x8277_07fa_6af4_33f7u64;
 }
 mod table {
-pub(crate) static ENCODED_NODE: [::capnp::Word; 33] = [
+pub(crate) static ENCODED_NODE: [::capnp::Word; 44] = [
     ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
     ::capnp::word(247, 51, 244, 106, 250, 7, 119, 130),
     ::capnp::word(19, 0, 0, 0, 2, 0, 0, 0),
@@ -50,7 +54,7 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 33] = [
     ::capnp::word(21, 0, 0, 0, 202, 0, 0, 0),
     ::capnp::word(33, 0, 0, 0, 7, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(29, 0, 0, 0, 79, 0, 0, 0),
+    ::capnp::word(29, 0, 0, 0, 127, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(115, 109, 116, 112, 100, 95, 98, 114),
@@ -58,15 +62,21 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 33] = [
     ::capnp::word(110, 112, 58, 84, 97, 98, 108, 101),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 1, 0, 1, 0),
-    ::capnp::word(12, 0, 0, 0, 1, 0, 2, 0),
+    ::capnp::word(20, 0, 0, 0, 1, 0, 2, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(29, 0, 0, 0, 98, 0, 0, 0),
+    ::capnp::word(53, 0, 0, 0, 98, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(25, 0, 0, 0, 106, 0, 0, 0),
+    ::capnp::word(49, 0, 0, 0, 106, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(2, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(21, 0, 0, 0, 122, 0, 0, 0),
+    ::capnp::word(45, 0, 0, 0, 122, 0, 0, 0),
+    ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(3, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(41, 0, 0, 0, 106, 0, 0, 0),
+    ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(4, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(37, 0, 0, 0, 154, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(115, 101, 110, 100, 101, 114, 76, 111),
     ::capnp::word(103, 105, 110, 0, 0, 0, 0, 0),
@@ -74,6 +84,11 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 33] = [
     ::capnp::word(119, 111, 114, 100, 0, 0, 0, 0),
     ::capnp::word(114, 101, 108, 97, 121, 82, 101, 99),
     ::capnp::word(105, 112, 105, 101, 110, 116, 0, 0),
+    ::capnp::word(118, 105, 114, 116, 117, 97, 108, 65),
+    ::capnp::word(108, 105, 97, 115, 0, 0, 0, 0),
+    ::capnp::word(118, 105, 114, 116, 117, 97, 108, 65),
+    ::capnp::word(108, 105, 97, 115, 68, 111, 109, 97),
+    ::capnp::word(105, 110, 0, 0, 0, 0, 0, 0),
 ];
 pub(crate) fn get_annotation_types(child_index: Option<u16>, index: u32) -> ::capnp::introspect::Type {
     ::capnp::introspect::panic_invalid_annotation_indices(child_index, index)

@@ -1,0 +1,403 @@
+//! Address rewriting (canonical, masquerade, automatic BCC, virtual
+//! aliases) through real instances: mail comes in over SMTP (smtplib) and
+//! sendmail, leaves through the smtp client, and the envelope is read at
+//! a real next hop (aiosmtpd). A real Postfix, fed the same mail with the
+//! same tables, gives the same envelopes.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use postern_tests::{Instance, Sink, bin, postfix, smtplib, unique_loopback, wait_for};
+use serde_json::Value;
+
+fn logged(inst: &Instance, needle: &str) {
+    wait_for(needle, Duration::from_secs(30), || {
+        inst.log().contains(needle).then_some(())
+    });
+}
+
+/// The envelopes the sink has received: (sender, sorted recipients).
+fn envelopes(sink: &Sink) -> Vec<(String, Vec<String>)> {
+    sink.messages()
+        .into_iter()
+        .map(|(env, _)| envelope(&env))
+        .collect()
+}
+
+fn envelope(env: &Value) -> (String, Vec<String>) {
+    let mut to: Vec<String> = env["to"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    to.sort();
+    (env["from"].as_str().unwrap_or("").to_string(), to)
+}
+
+/// Waits until the sink holds `n` messages, and returns them.
+fn wait_messages(sink: &Sink, n: usize) -> Vec<(Value, Vec<u8>)> {
+    wait_for(
+        &format!("{n} messages at the sink"),
+        Duration::from_secs(60),
+        || {
+            let m = sink.messages();
+            (m.len() >= n).then_some(m)
+        },
+    )
+}
+
+fn sendmail(inst: &Instance, args: &[&str], input: &[u8]) {
+    let d = inst.dir.path().join("bin");
+    std::fs::create_dir_all(&d).unwrap();
+    let sm = d.join("sendmail");
+    if !sm.exists() {
+        std::os::unix::fs::symlink(bin(), &sm).unwrap();
+    }
+    let mut child = Command::new(&sm)
+        .args(args)
+        .env("MAIL_CONFIG", inst.config_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sendmail");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sendmail: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn table(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const VIRTUAL: &str = "\
+list@virt.test     a@relay.test, b@virt.test
+b@virt.test        b-real@relay.test
+info@virt.test     info@relay.test
+keep@relay.test    keep@relay.test, copy@relay.test
+deep1@virt.test    deep2@virt.test
+deep2@virt.test    deep3@virt.test
+deep3@virt.test    deep4@virt.test
+deep4@virt.test    final@relay.test
+wide@virt.test     w1@relay.test w2@relay.test w3@relay.test w4@relay.test
+@catch.test        catchall@relay.test
+";
+
+#[test]
+fn virtual_aliases_expand_validate_recipients_and_defer_whole_at_their_limits() {
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0\n");
+    let v = table(inst.config_dir(), "virtual", VIRTUAL);
+    let sink = Sink::start(&inst.ip, 2626, &inst.config_dir().join("sink"));
+    inst.add_main_cf(&format!(
+        "relayhost = [{ip}]:2626\n\
+         recipient_delimiter = +\n\
+         virtual_alias_domains = virt.test, catch.test\n\
+         virtual_alias_maps = texthash:{v}\n\
+         smtpd_recipient_restrictions = reject_unauth_destination\n\
+         mynetworks = 192.0.2.0/24\n",
+        ip = inst.ip,
+        v = v.display()
+    ));
+    inst.start();
+
+    // The virtual alias domains are accepted destinations (not an open
+    // relay: relay.test is refused, by smtpd_relay_restrictions'
+    // defer_unauth_destination as in Postfix), and an address they do not
+    // list is unknown.
+    let r = smtplib(
+        &inst.ip,
+        inst.smtp_port,
+        "sender@client.example",
+        &[
+            "list@virt.test",
+            "info+tag@virt.test",
+            "anyone@catch.test",
+            "nobody@virt.test",
+            "keep@relay.test",
+        ],
+        Some("Subject: virtual\r\n\r\nhello\r\n"),
+    );
+    assert!(r[0].starts_with("250"), "{r:?}");
+    assert!(r[1].starts_with("250"), "{r:?}");
+    assert!(r[2].starts_with("250"), "{r:?}");
+    assert_eq!(
+        r[3],
+        "550 5.1.1 <nobody@virt.test>: Recipient address rejected: User unknown in virtual alias table"
+    );
+    assert_eq!(r[4], "454 4.7.1 <keep@relay.test>: Relay access denied");
+    assert!(r[5].starts_with("250"), "{r:?}");
+    logged(
+        &inst,
+        // (With a transaction open, the line starts with its queue id.)
+        ": reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <nobody@virt.test>: Recipient address rejected: User unknown in virtual alias table; from=<sender@client.example> to=<nobody@virt.test> proto=ESMTP helo=<client.example>",
+    );
+    let m = wait_messages(&sink, 1);
+    // Recursive expansion, the extension carried over, the catch-all.
+    assert_eq!(
+        envelope(&m[0].0),
+        (
+            "sender@client.example".to_string(),
+            vec![
+                "a@relay.test".to_string(),
+                "b-real@relay.test".into(),
+                "catchall@relay.test".into(),
+                "info+tag@relay.test".into(),
+            ]
+        )
+    );
+
+    // Too deep, and too wide: the whole message is refused with a
+    // temporary error, never delivered to a truncated list.
+    inst.stop();
+    inst.add_main_cf(
+        "virtual_alias_recursion_limit = 3\n\
+         virtual_alias_expansion_limit = 3\n\
+         relay_domains = relay.test\n",
+    );
+    inst.start();
+    for (rcpt, why) in [
+        ("deep1@virt.test", "map nesting for deep1@virt.test"),
+        ("wide@virt.test", "map expansion size for wide@virt.test"),
+    ] {
+        let r = smtplib(
+            &inst.ip,
+            inst.smtp_port,
+            "sender@client.example",
+            &[rcpt],
+            Some("Subject: limits\r\n\r\nhello\r\n"),
+        );
+        assert!(r[0].starts_with("250"), "{r:?}");
+        assert_eq!(r[1], "451 4.6.0 Alias expansion error", "{rcpt}");
+        logged(
+            &inst,
+            &format!(
+                "unreasonable virtual_alias_maps {why} -- message not accepted, try again later"
+            ),
+        );
+    }
+    // An address that expands to itself is kept once, with the others.
+    let r = smtplib(
+        &inst.ip,
+        inst.smtp_port,
+        "sender@client.example",
+        &["keep@relay.test"],
+        Some("Subject: self\r\n\r\nhello\r\n"),
+    );
+    assert!(r[1].starts_with("250"), "{r:?}");
+    let m = wait_messages(&sink, 2);
+    assert_eq!(m.len(), 2, "a message over a limit was delivered");
+    assert_eq!(
+        envelope(&m[1].0).1,
+        vec!["copy@relay.test".to_string(), "keep@relay.test".into()]
+    );
+}
+
+const CANONICAL: &str = "\
+@legacy.test        @corp.test
+";
+const SENDER_CANONICAL: &str = "\
+alice@inside.test   alice.smith@host.corp.test
+";
+const RECIPIENT_CANONICAL: &str = "\
+old@corp.test       new@corp.test
+";
+const SENDER_BCC: &str = "\
+alice.smith@corp.test   archive-sent@relay.test
+";
+const RECIPIENT_BCC: &str = "\
+new@corp.test       archive-new@relay.test
+";
+
+/// main.cf lines for the canonical, masquerade and BCC tables in `dir`.
+fn rewriting_main_cf(dir: &Path) -> String {
+    let t = |name: &str, text: &str| table(dir, name, text).display().to_string();
+    format!(
+        "canonical_maps = texthash:{}\n\
+         sender_canonical_maps = texthash:{}\n\
+         recipient_canonical_maps = texthash:{}\n\
+         sender_bcc_maps = texthash:{}\n\
+         recipient_bcc_maps = texthash:{}\n\
+         always_bcc = journal@relay.test\n\
+         masquerade_domains = corp.test\n\
+         masquerade_exceptions = root\n",
+        t("canonical", CANONICAL),
+        t("sender_canonical", SENDER_CANONICAL),
+        t("recipient_canonical", RECIPIENT_CANONICAL),
+        t("sender_bcc", SENDER_BCC),
+        t("recipient_bcc", RECIPIENT_BCC),
+    )
+}
+
+#[test]
+fn canonical_masquerade_and_bcc_rewrite_the_envelope_from_smtp_and_sendmail() {
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0\n");
+    let sink = Sink::start(&inst.ip, 2626, &inst.config_dir().join("sink"));
+    inst.add_main_cf(&format!(
+        "relayhost = [{}]:2626\n{}",
+        inst.ip,
+        rewriting_main_cf(inst.config_dir())
+    ));
+    inst.start();
+
+    // sender_canonical_maps, then masquerading (host.corp.test ->
+    // corp.test), then sender_bcc_maps on the result; canonical_maps'
+    // @domain form and recipient_canonical_maps on recipients, with
+    // recipient_bcc_maps; always_bcc.
+    let r = smtplib(
+        &inst.ip,
+        inst.smtp_port,
+        "alice@inside.test",
+        &["old@corp.test", "bob@legacy.test"],
+        Some("Subject: rewrite\r\n\r\nhello\r\n"),
+    );
+    assert!(r[2].starts_with("250"), "{r:?}");
+    let m = wait_messages(&sink, 1);
+    assert_eq!(
+        envelope(&m[0].0),
+        (
+            "alice.smith@corp.test".to_string(),
+            vec![
+                "archive-new@relay.test".to_string(),
+                "archive-sent@relay.test".into(),
+                "bob@corp.test".into(),
+                "journal@relay.test".into(),
+                "new@corp.test".into(),
+            ]
+        )
+    );
+
+    // sendmail: the same rewriting; root is a masquerade exception.
+    sendmail(
+        &inst,
+        &["-f", "root@host.corp.test", "old@corp.test"],
+        b"Subject: local\n\nfrom cron\n",
+    );
+    sendmail(
+        &inst,
+        &["-f", "ops@host.corp.test", "bob@legacy.test"],
+        b"Subject: local\n\nfrom cron\n",
+    );
+    let m = wait_messages(&sink, 3);
+    let mut got: Vec<_> = m[1..].iter().map(|(e, _)| envelope(e)).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "ops@corp.test".to_string(),
+                vec!["bob@corp.test".to_string(), "journal@relay.test".into()]
+            ),
+            (
+                "root@host.corp.test".to_string(),
+                vec![
+                    "archive-new@relay.test".to_string(),
+                    "journal@relay.test".into(),
+                    "new@corp.test".into()
+                ]
+            ),
+        ]
+    );
+    // A table that cannot be read refuses the mail for now, never sends
+    // it unrewritten.
+    std::fs::remove_file(inst.config_dir().join("recipient_canonical")).unwrap();
+    let r = smtplib(
+        &inst.ip,
+        inst.smtp_port,
+        "someone@client.example",
+        &["old@corp.test"],
+        Some("Subject: broken table\r\n\r\nhello\r\n"),
+    );
+    assert_eq!(r[1], "451 4.3.0 Error: queue file write error", "{r:?}");
+    logged(
+        &inst,
+        "recipient_canonical_maps map lookup problem for old@corp.test -- message not accepted, try again later",
+    );
+    assert_eq!(envelopes(&sink).len(), 3);
+}
+
+/// The same tables and mail through Postern and a real Postfix, both
+/// relaying to one sink each: the envelopes match.
+#[test]
+fn postern_and_postfix_give_the_same_envelopes() {
+    if !postfix::available() {
+        panic!("this test needs Debian's postfix package and root (scripts/test.sh installs it)");
+    }
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0\n");
+    let dir = inst.config_dir().to_path_buf();
+    let v = table(&dir, "virtual", VIRTUAL);
+    let common = format!(
+        "recipient_delimiter = +\n\
+         virtual_alias_domains = virt.test, catch.test\n\
+         virtual_alias_maps = texthash:{}\n\
+         {}",
+        v.display(),
+        rewriting_main_cf(&dir)
+    );
+    let sink_a = Sink::start(&inst.ip, 2626, &dir.join("sink-postern"));
+    inst.add_main_cf(&format!("relayhost = [{}]:2626\n{common}", inst.ip));
+    inst.start();
+    let pip = unique_loopback();
+    let sink_b = Sink::start(&pip, 2626, &dir.join("sink-postfix"));
+    let pf = postfix::Postfix::start(&pip, 2525, &format!("relayhost = [{pip}]:2626\n{common}"));
+
+    // postmap -q agrees with the tables as Postern reads them.
+    assert_eq!(
+        pf.postmap_q("list@virt.test", &format!("texthash:{}", v.display()))
+            .as_deref(),
+        Some("a@relay.test, b@virt.test")
+    );
+
+    let cases: &[(&str, &[&str])] = &[
+        ("alice@inside.test", &["old@corp.test", "bob@legacy.test"]),
+        (
+            "someone@client.example",
+            &["list@virt.test", "info+tag@virt.test"],
+        ),
+        (
+            "x@host.corp.test",
+            &["anyone@catch.test", "keep@relay.test"],
+        ),
+        ("root@host.corp.test", &["b@virt.test", "old+ext@corp.test"]),
+    ];
+    for (n, (sender, rcpts)) in cases.iter().enumerate() {
+        let body = format!("Subject: case {n}\r\n\r\nhello\r\n");
+        // The replies, without the queue ids.
+        let plain = |v: Vec<String>| -> Vec<String> {
+            v.into_iter()
+                .map(|r| r.split(" queued as ").next().unwrap_or("").to_string())
+                .collect()
+        };
+        let a = plain(smtplib(
+            &inst.ip,
+            inst.smtp_port,
+            sender,
+            rcpts,
+            Some(&body),
+        ));
+        let b = plain(smtplib(&pip, 2525, sender, rcpts, Some(&body)));
+        assert_eq!(a, b, "replies differ for {sender} -> {rcpts:?}");
+        let ea = wait_messages(&sink_a, n + 1);
+        pf.flush();
+        let eb = wait_for("Postfix's message", Duration::from_secs(60), || {
+            let m = sink_b.messages();
+            (m.len() > n).then_some(m)
+        });
+        assert_eq!(
+            envelope(&ea[n].0),
+            envelope(&eb[n].0),
+            "envelopes differ for {sender} -> {rcpts:?}\nPostfix log:\n{}",
+            pf.log()
+        );
+    }
+}
