@@ -130,6 +130,14 @@ const KEY_FILES: &[(&str, &[&str])] = &[
     ("smtpd_tls_CAfile", &["CERTIFICATE"]),
 ];
 
+/// The address classes of canonical_classes and masquerade_classes.
+const ADDRESS_CLASSES: &[&str] = &[
+    "envelope_sender",
+    "envelope_recipient",
+    "header_sender",
+    "header_recipient",
+];
+
 /// User lists: names, `!name`, or tables.
 const USER_LISTS: &[&str] = &["authorized_submit_users", "authorized_mailq_users"];
 
@@ -284,6 +292,43 @@ impl Config {
         {
             let (file, line) = self.origin("inet_protocols", overrides);
             out.push(Diagnostic::error(&file, line, e));
+        }
+        // Lists of fixed words: a word Postern does not know would change
+        // which addresses are rewritten.
+        for (name, known) in [
+            (
+                "local_header_rewrite_clients",
+                &[
+                    "permit_inet_interfaces",
+                    "permit_mynetworks",
+                    "permit_sasl_authenticated",
+                    "static:all",
+                ][..],
+            ),
+            ("canonical_classes", ADDRESS_CLASSES),
+            ("sender_canonical_classes", ADDRESS_CLASSES),
+            ("recipient_canonical_classes", ADDRESS_CLASSES),
+            ("masquerade_classes", ADDRESS_CLASSES),
+            (
+                "propagate_unmatched_extensions",
+                &["canonical", "virtual"][..],
+            ),
+        ] {
+            if let Some(v) = self.expanded(name, overrides) {
+                let (file, line) = self.origin(name, overrides);
+                for w in value::split_list(&v) {
+                    if !known.contains(&w.as_str()) {
+                        out.push(Diagnostic::error(
+                            &file,
+                            line,
+                            format!(
+                                "{name}: \"{w}\" is not supported by Postern (one of: {})",
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
         }
         if let Some(v) = self.expanded("notify_classes", overrides) {
             let (file, line) = self.origin("notify_classes", overrides);

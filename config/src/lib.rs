@@ -648,6 +648,29 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_rewriting_word_is_an_error_at_its_line() {
+        let c = cfg(
+            "myhostname = mx.example\nmasquerade_classes = envelope_sender, header_sendr\nlocal_header_rewrite_clients = permit_tls_clientcerts\n",
+            EMBEDDED_MASTER_CF,
+        );
+        let e: Vec<_> = c.errors().collect();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].line, Some(2));
+        assert!(e[0].message.contains("header_sendr"), "{}", e[0].message);
+        assert_eq!(e[1].line, Some(3));
+        assert!(
+            e[1].message.contains("not supported by Postern"),
+            "{}",
+            e[1].message
+        );
+        let ok = cfg(
+            "canonical_classes = envelope_sender, header_sender\nlocal_header_rewrite_clients = static:all\n",
+            EMBEDDED_MASTER_CF,
+        );
+        assert_eq!(ok.errors().count(), 0);
+    }
+
+    #[test]
     fn a_parameter_read_before_the_jail_is_refused_as_an_override() {
         let c = cfg(
             "",

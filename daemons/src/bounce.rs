@@ -323,6 +323,7 @@ async fn submit(
         smtputf8: false,
         body_8bit: true,
         trace: false,
+        remote_headers: false,
     };
     let rcpt = [sc::Recipient {
         address: to.to_string(),

@@ -518,6 +518,7 @@ impl Local {
             smtputf8: req.smtputf8,
             body_8bit: req.body_8bit,
             trace: false,
+            remote_headers: false,
         };
         let rcpts: Vec<sc::Recipient> = targets
             .iter()

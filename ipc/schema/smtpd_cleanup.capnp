@@ -3,7 +3,7 @@
 # sees a queue file: cleanup gets the file from the broker.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 6;
+const version :UInt32 = 7;
 
 struct Client {
   name @0 :Text;          # reverse name, or "unknown"
@@ -30,6 +30,9 @@ struct Begin {
   smtputf8 @4 :Bool;
   body8bit @5 :Bool;
   trace @6 :Bool;         # sendmail -v: report the first delivery attempt
+  remoteHeaders @7 :Bool; # a client local_header_rewrite_clients does not
+                          # name: header addresses are not rewritten (only
+                          # qualified with remote_header_rewrite_domain)
 }
 
 # What smtpd's access tables asked for besides accepting (Postfix's HOLD,

@@ -50,6 +50,10 @@ pub struct Begin {
     pub body_8bit: bool,
     /// sendmail -v: report the first delivery attempt to the sender.
     pub trace: bool,
+    /// A remote client (not in local_header_rewrite_clients): cleanup
+    /// leaves header addresses alone unless remote_header_rewrite_domain
+    /// is set.
+    pub remote_headers: bool,
 }
 
 /// Access-table actions that accept and change the message.
@@ -124,6 +128,7 @@ impl Message for Request {
                     bb.set_smtputf8(x.smtputf8);
                     bb.set_body8bit(x.body_8bit);
                     bb.set_trace(x.trace);
+                    bb.set_remote_headers(x.remote_headers);
                 }
                 Request::Recipients(list) => {
                     let n = list.len().min(MAX_BATCH);
@@ -188,6 +193,7 @@ impl Message for Request {
                     smtputf8: b.get_smtputf8(),
                     body_8bit: b.get_body8bit(),
                     trace: b.get_trace(),
+                    remote_headers: b.get_remote_headers(),
                 })
             }
             request::Recipients(l) => {

@@ -426,3 +426,33 @@ pub fn ccert(data: &[u8]) {
         assert!(p.cn.bytes().all(|b| (0x20..0x7f).contains(&b)));
     }
 }
+
+/// A header value's address list: the spans are in order, inside the
+/// value and apart; putting each span's own bytes back gives the value
+/// again; and replacing every address leaves as many to find.
+pub fn header_addresses(data: &[u8]) {
+    use crate::addrlist::{addresses, replace};
+    let spans = addresses(data);
+    let mut at = 0;
+    for s in &spans {
+        assert!(
+            s.start >= at && s.start < s.end && s.end <= data.len(),
+            "{s:?}"
+        );
+        at = s.end;
+    }
+    let same: Vec<_> = spans
+        .iter()
+        .map(|s| {
+            let text = String::from_utf8(data[s.start..s.end].to_vec()).expect("utf-8 span");
+            (s.clone(), text)
+        })
+        .collect();
+    assert_eq!(replace(data, &same), data);
+    let edits: Vec<_> = spans
+        .iter()
+        .map(|s| (s.clone(), "someone@example.test".to_string()))
+        .collect();
+    let again = addresses(&replace(data, &edits));
+    assert_eq!(again.len(), spans.len());
+}

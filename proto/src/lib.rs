@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod addrlist;
 pub mod ccert;
 pub mod fuzzing;
 pub mod header;

@@ -48,6 +48,11 @@ fn address() {
 }
 
 #[test]
+fn header_addresses() {
+    replay("header_addresses", fuzzing::header_addresses);
+}
+
+#[test]
 fn queue_record() {
     replay("queue_record", fuzzing::queue_records);
 }

@@ -66,10 +66,19 @@ fn emit(out: &mut Vec<u8>, line: &[u8], action: &LineAction) {
 impl Txn {
     /// One header field of the message itself: header_checks, or
     /// mime_header_checks for a MIME field. Appends what to write.
-    pub(super) async fn inspect_field(&mut self, f: &Field, s: &Settings, out: &mut Vec<u8>) {
+    /// `rewritten` is the field with its addresses rewritten, written in
+    /// its place when the checks keep it (they see the original).
+    pub(super) async fn inspect_field(
+        &mut self,
+        f: &Field,
+        rewritten: Option<Vec<u8>>,
+        s: &Settings,
+        out: &mut Vec<u8>,
+    ) {
         if !s.checks.any() {
-            out.extend_from_slice(&f.raw);
-            if !f.raw.ends_with(b"\n") {
+            let raw = rewritten.as_deref().unwrap_or(&f.raw);
+            out.extend_from_slice(raw);
+            if !raw.ends_with(b"\n") {
                 out.extend_from_slice(b"\r\n");
             }
             return;
@@ -84,7 +93,10 @@ impl Txn {
             .checks
             .check(&s.tables, Some(class), &line, &mut self.inspect)
             .await;
-        emit(out, &line, &action);
+        match rewritten {
+            Some(r) => emit(out, &logical(&r), &action),
+            None => emit(out, &line, &action),
+        }
     }
 
     /// Starts line-by-line reading of the body when MIME headers or body

@@ -641,7 +641,18 @@ impl Txn {
                         self.message_id = f.value();
                     }
                     have_date |= f.is("Date");
-                    self.inspect_field(f, s, &mut out).await;
+                    let rewritten = match s
+                        .rewrite
+                        .header(&s.tables, &self.id, self.begin.remote_headers, f)
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(fail) => {
+                            self.failure = Some(fail);
+                            return;
+                        }
+                    };
+                    self.inspect_field(f, rewritten, s, &mut out).await;
                 }
                 if !have_id {
                     self.message_id = format!(

@@ -16,6 +16,8 @@
 //! (451 4.6.0): a recipient list is never truncated or left unmapped.
 use postern_config::Params;
 use postern_ipc::smtpd_cleanup::Failure;
+use postern_proto::addrlist;
+use postern_proto::header::Field;
 
 use crate::addrmap::{self, Expansion, Limits, Maps, Site};
 use crate::tablecache::{TableCache, TableRef, table_list};
@@ -66,6 +68,9 @@ pub struct Rewriting {
     masq_domains: Vec<String>,
     masq_exceptions: Vec<String>,
     masq_classes: Classes,
+    /// remote_header_rewrite_domain: with it, a remote client's header
+    /// addresses are rewritten too (unqualified ones get this domain).
+    remote_domain: String,
     always_bcc: String,
     sender_bcc: Vec<TableRef>,
     recipient_bcc: Vec<TableRef>,
@@ -98,6 +103,7 @@ impl Rewriting {
             masq_domains: p.list("masquerade_domains").unwrap_or_default(),
             masq_exceptions: p.list("masquerade_exceptions").unwrap_or_default(),
             masq_classes: Classes::of(p, "masquerade_classes"),
+            remote_domain: p.str("remote_header_rewrite_domain").trim().to_string(),
             always_bcc: p.str("always_bcc").trim().to_string(),
             sender_bcc: table_list(p, "sender_bcc_maps"),
             recipient_bcc: table_list(p, "recipient_bcc_maps"),
@@ -183,6 +189,54 @@ impl Rewriting {
         Ok(cur)
     }
 
+    /// A message header with its addresses rewritten (Postfix's
+    /// cleanup_rewrite_sender and cleanup_rewrite_recip): each address is
+    /// qualified (`@$myorigin`, or for a remote client
+    /// `@$remote_header_rewrite_domain`), then mapped and masqueraded as
+    /// the header classes say. None when the header is not an address
+    /// header, nothing changed, or a remote client's headers are left
+    /// alone (remote_header_rewrite_domain empty).
+    pub async fn header(
+        &self,
+        tables: &TableCache,
+        id: &str,
+        remote: bool,
+        f: &Field,
+    ) -> Result<Option<Vec<u8>>, Failure> {
+        let Some(kind) = header_kind(&f.name) else {
+            return Ok(None);
+        };
+        let domain = if remote {
+            if self.remote_domain.is_empty() {
+                return Ok(None);
+            }
+            self.remote_domain.as_str()
+        } else {
+            self.site.myorigin.as_str()
+        };
+        let Some(colon) = f.raw.iter().position(|&b| b == b':') else {
+            return Ok(None);
+        };
+        let value = &f.raw[colon + 1..];
+        let mut edits = Vec::new();
+        for span in addrlist::addresses(value) {
+            let mut a = span.address.clone();
+            if !a.contains('@') && !domain.is_empty() {
+                a = format!("{a}@{domain}");
+            }
+            let a = self.address(tables, id, kind, true, &a).await?;
+            if a != span.address {
+                edits.push((span, addrlist::quote(&a)));
+            }
+        }
+        if edits.is_empty() {
+            return Ok(None);
+        }
+        let mut out = f.raw[..=colon].to_vec();
+        out.extend_from_slice(&addrlist::replace(value, &edits));
+        Ok(Some(out))
+    }
+
     /// The BCC address sender_bcc_maps or recipient_bcc_maps give for
     /// `addr` (looked up without extension propagation), qualified.
     pub async fn bcc(
@@ -237,5 +291,39 @@ impl Rewriting {
                     _ => expansion_failure(),
                 }
             })
+    }
+}
+
+/// The address class of a header (Postfix's header_opts: HDR_OPT_SENDER
+/// and HDR_OPT_RECIP).
+fn header_kind(name: &str) -> Option<Kind> {
+    const SENDER: &[&str] = &[
+        "from",
+        "sender",
+        "reply-to",
+        "errors-to",
+        "return-receipt-to",
+        "disposition-notification-to",
+        "mail-followup-to",
+        "resent-from",
+        "resent-sender",
+    ];
+    const RECIPIENT: &[&str] = &[
+        "to",
+        "cc",
+        "bcc",
+        "apparently-to",
+        "resent-to",
+        "resent-cc",
+        "resent-bcc",
+        "resent-reply-to",
+    ];
+    let is = |list: &[&str]| list.iter().any(|h| h.eq_ignore_ascii_case(name));
+    if is(SENDER) {
+        Some(Kind::Sender)
+    } else if is(RECIPIENT) {
+        Some(Kind::Recipient)
+    } else {
+        None
     }
 }

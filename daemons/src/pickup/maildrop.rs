@@ -172,6 +172,7 @@ pub(super) async fn return_refused(sh: &Shared, uid: u32, sub: &Submission, why:
         smtputf8: !to.is_ascii(),
         body_8bit: text.iter().any(|&c| c >= 0x80),
         trace: false,
+        remote_headers: false,
     };
     let rcpt = [sc::Recipient {
         address: to.clone(),

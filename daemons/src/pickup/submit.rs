@@ -303,6 +303,7 @@ pub(super) async fn submit(sh: &Shared, uid: u32, sub: &Submission) -> Result<St
         smtputf8,
         body_8bit: b.body_8bit || content.iter().any(|&c| c >= 0x80),
         trace: b.trace,
+        remote_headers: false,
     };
     let list: Vec<sc::Recipient> = rcpts
         .iter()

@@ -235,6 +235,9 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
                             }
                         };
                         let _ = stream.set_nodelay(true);
+                        let own = stream.local_addr().is_ok_and(|l| {
+                            crate::access::normalize(l.ip()) == crate::access::normalize(peer.ip())
+                        });
                         sb.connection(true);
                         active.set(active.get() + 1);
                         let (sh, set, active, sb, scope) = (
@@ -249,10 +252,10 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
                             let mut conn = Conn::new(stream, set.timeout);
                             conn.per_request = set.per_request_deadline;
                             conn.min_data_rate = set.min_data_rate;
-                            Session::new(sh, set, conn, peer.ip(), peer.port(), scope)
-                                .await
-                                .run()
-                                .await;
+                            let mut session =
+                                Session::new(sh, set, conn, peer.ip(), peer.port(), scope).await;
+                            session.own_address |= own;
+                            session.run().await;
                             active.set(active.get() - 1);
                             sb.connection(false);
                         });

@@ -39,6 +39,44 @@ pub struct Settings {
     pub access: Access,
     pub chains: Chains,
     pub core: Arc<Config>,
+    /// local_header_rewrite_clients.
+    pub header_clients: HeaderClients,
+}
+
+/// local_header_rewrite_clients: the clients whose message headers get
+/// the local rewriting (canonical, masquerade, `@$myorigin`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeaderClients {
+    /// permit_inet_interfaces: a client on this machine (a loopback
+    /// address, or the address it connected to).
+    pub inet_interfaces: bool,
+    pub mynetworks: bool,
+    pub sasl: bool,
+    /// static:all
+    pub all: bool,
+}
+
+impl HeaderClients {
+    pub fn new(p: &Params) -> Result<HeaderClients, String> {
+        let mut h = HeaderClients::default();
+        for item in p
+            .list("local_header_rewrite_clients")
+            .map_err(|e| e.to_string())?
+        {
+            match item.as_str() {
+                "permit_inet_interfaces" => h.inet_interfaces = true,
+                "permit_mynetworks" => h.mynetworks = true,
+                "permit_sasl_authenticated" => h.sasl = true,
+                "static:all" => h.all = true,
+                other => {
+                    return Err(format!(
+                        "local_header_rewrite_clients: {other} is not supported by Postern"
+                    ));
+                }
+            }
+        }
+        Ok(h)
+    }
 }
 
 impl Settings {
@@ -96,6 +134,7 @@ impl Settings {
             access,
             chains,
             core: Arc::new(core),
+            header_clients: HeaderClients::new(p)?,
         })
     }
 }
@@ -118,6 +157,9 @@ pub struct Session {
     /// cleanup.
     effects: sc::Effects,
     names: checks::ClientNames,
+    /// The client connects from an address of this machine (a loopback
+    /// address, or the one it connected to): permit_inet_interfaces.
+    pub own_address: bool,
     /// The client's certificate, once TLS is up (smtpd_tls_ask_ccert).
     ccert: Option<crate::tls::ccert::Ccert>,
 }
@@ -167,6 +209,7 @@ impl Session {
             pipelined: false,
             effects: sc::Effects::default(),
             names,
+            own_address: ip.is_loopback(),
             ccert: None,
         }
     }
@@ -378,6 +421,15 @@ impl Session {
         false
     }
 
+    /// Whether local_header_rewrite_clients names this client.
+    fn local_headers(&self, ip: IpAddr, authenticated: bool) -> bool {
+        let h = &self.set.header_clients;
+        h.all
+            || (h.inet_interfaces && self.own_address)
+            || (h.mynetworks && self.set.access.in_mynetworks(ip))
+            || (h.sasl && authenticated)
+    }
+
     async fn begin(&mut self, env: Envelope) -> Answer {
         let f = self.core.facts();
         let begin = Begin {
@@ -397,6 +449,7 @@ impl Session {
             smtputf8: env.params.smtputf8,
             body_8bit: env.params.body_8bit,
             trace: false,
+            remote_headers: !self.local_headers(f.peer.addr, f.login.is_some()),
         };
         match self.sh.begin(begin).await {
             Ok((queue_id, ep)) => {
