@@ -19,9 +19,10 @@ PACKAGES=(
     git              # git send-email --sendmail-cmd
     git-email
     util-linux       # setpriv, to run an instance as an ordinary user
-    postfix          # postmap -q: the oracle for cidr, regexp and inline tables
+    postfix          # postmap -q: the oracle for tables; a real Postfix beside Postern (rewriting)
     postfix-pcre     # postmap -q on pcre: tables
     postsrsd         # a real tcp_table(5) server for tcp: tables
+    dovecot-lmtpd    # a real LMTP server with a Maildir store (tests start their own)
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -31,10 +32,19 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing: ${missing[*]}"
-    # Postfix is installed for its postmap only: no configuration, not run.
+    # Postfix and Dovecot come without a system configuration, and no
+    # package's service may start (policy-rc.d): the tests start their own
+    # instances, on loopback addresses only.
     echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
     $SUDO apt-get update -qq
+    guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod 755 /usr/sbin/policy-rc.d
+        guard=1
+    fi
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [ -n "$guard" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 echo "== format"

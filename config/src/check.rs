@@ -33,6 +33,10 @@ fn postfix_default(name: &str) -> Option<&'static str> {
 /// Each names what it does and the issue that will implement it.
 const WEAKENING: &[(&str, &str)] = &[
     ("smtpd_milters", "Milter filtering (issue #17)"),
+    (
+        "mailbox_transport",
+        "delivery of local mailboxes through another transport",
+    ),
     ("non_smtpd_milters", "Milter filtering (issue #17)"),
     ("content_filter", "content filtering"),
     ("smtpd_proxy_filter", "before-queue filtering"),
@@ -69,17 +73,7 @@ const WEAKENING: &[(&str, &str)] = &[
         "smtp_tls_per_site",
         "per-destination TLS policy (issue #18)",
     ),
-    ("virtual_mailbox_maps", "virtual mailbox delivery"),
-    ("virtual_mailbox_domains", "virtual mailbox delivery"),
     ("smtp_generic_maps", "address rewriting (issue #20)"),
-    (
-        "sender_dependent_relayhost_maps",
-        "sender-dependent routing (issue #20)",
-    ),
-    (
-        "sender_dependent_default_transport_maps",
-        "sender-dependent routing (issue #20)",
-    ),
     (
         "allow_mail_to_commands",
         "delivery to commands, which Postern never does",
@@ -117,7 +111,7 @@ const TABLE_LISTS: &[&str] = &[
 ];
 
 /// Lists of names and tables: an item without a table type is a name.
-const NAME_LISTS: &[&str] = &["virtual_alias_domains"];
+const NAME_LISTS: &[&str] = &["virtual_alias_domains", "virtual_mailbox_domains"];
 
 /// Certificate and key parameters, and the PEM blocks each file must hold
 /// (`*X`: a block whose label ends in X, as in "EC PRIVATE KEY").
@@ -313,6 +307,10 @@ impl Config {
                 "propagate_unmatched_extensions",
                 &["canonical", "virtual"][..],
             ),
+            (
+                "lmtp_tls_security_level",
+                &["none", "may", "encrypt", "verify", "secure"][..],
+            ),
         ] {
             if let Some(v) = self.expanded(name, overrides) {
                 let (file, line) = self.origin(name, overrides);
@@ -328,6 +326,34 @@ impl Config {
                         ));
                     }
                 }
+            }
+        }
+        // Transports: the delivery agents Postern has.
+        let vmailbox = self
+            .expanded("virtual_mailbox_domains", overrides)
+            .is_some_and(|v| !value::split_list(&v).is_empty());
+        for name in tables::TRANSPORT_PARAMS {
+            let Some(v) = self.expanded(name, overrides) else {
+                continue;
+            };
+            let (file, line) = self.origin(name, overrides);
+            let (channel, nexthop) = v.trim().split_once(':').unwrap_or((v.trim(), ""));
+            let problem = match channel {
+                "local" | "smtp" | "relay" | "error" | "discard" => None,
+                "lmtp" if nexthop.trim().is_empty() => Some(format!(
+                    "{name} = {v}: lmtp needs a next hop (lmtp:unix:/path or lmtp:inet:host:port)"
+                )),
+                "lmtp" => None,
+                "virtual" if *name == "virtual_transport" && !vmailbox => None,
+                "virtual" => Some(format!(
+                    "{name} = {v}: the virtual(8) delivery agent is not supported by Postern; deliver to the mailbox server with lmtp:unix:/path or lmtp:inet:host:port"
+                )),
+                other => Some(format!(
+                    "{name} = {v}: the {other} transport is not supported by Postern (local, smtp, relay, lmtp, error or discard)"
+                )),
+            };
+            if let Some(p) = problem {
+                out.push(Diagnostic::error(&file, line, p));
             }
         }
         if let Some(v) = self.expanded("notify_classes", overrides) {
@@ -417,6 +443,7 @@ impl Config {
         for name in TABLE_LISTS
             .iter()
             .chain(tables::REWRITE_PARAMS)
+            .chain(tables::ROUTING_PARAMS)
             .chain(USER_LISTS)
             .chain(restrictions::LISTS)
         {
@@ -432,7 +459,10 @@ impl Config {
             if line.is_none()
                 && matches!(
                     *name,
-                    "mime_header_checks" | "nested_header_checks" | "virtual_alias_domains"
+                    "mime_header_checks"
+                        | "nested_header_checks"
+                        | "virtual_alias_domains"
+                        | "virtual_mailbox_domains"
                 )
             {
                 continue;

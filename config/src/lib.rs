@@ -671,6 +671,40 @@ mod tests {
     }
 
     #[test]
+    fn transports_postern_lacks_are_errors_at_their_line() {
+        let c = cfg(
+            "myhostname = mx.example\nvirtual_mailbox_domains = v.example\ndefault_transport = uucp\nrelay_transport = lmtp:\n",
+            EMBEDDED_MASTER_CF,
+        );
+        let e: Vec<_> = c.errors().collect();
+        assert_eq!(e.len(), 3, "{e:?}");
+        // virtual_transport keeps its default (virtual), which needs a line.
+        assert!(e.iter().any(|d| d.message.contains("virtual(8)")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|d| d.line == Some(3) && d.message.contains("uucp")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|d| d.line == Some(4) && d.message.contains("needs a next hop")),
+            "{e:?}"
+        );
+        let ok = cfg(
+            "virtual_mailbox_domains = v.example\nvirtual_transport = lmtp:unix:/run/dovecot/lmtp\n",
+            EMBEDDED_MASTER_CF,
+        );
+        assert_eq!(
+            ok.errors().count(),
+            0,
+            "{:?}",
+            ok.errors().collect::<Vec<_>>()
+        );
+        let sockets = crate::tables::lmtp_sockets(&ok.params().unwrap());
+        assert_eq!(sockets, vec![std::path::PathBuf::from("/run/dovecot/lmtp")]);
+    }
+
+    #[test]
     fn a_parameter_read_before_the_jail_is_refused_as_an_override() {
         let c = cfg(
             "",

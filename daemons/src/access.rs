@@ -78,19 +78,26 @@ impl Access {
     /// (with Postfix's default parent_domain_matches_subdomains) the
     /// subdomains of a listed name.
     pub fn is_relay_domain(&self, domain: &str) -> bool {
-        let domain = domain.to_ascii_lowercase();
-        let domain = domain.strip_suffix('.').unwrap_or(&domain);
-        self.relay_domains.iter().any(|d| {
-            if let Some(parent) = d.strip_prefix('.') {
-                return domain.ends_with(d.as_str()) && domain.len() > parent.len();
-            }
-            domain == d
-                || (self.relay_parent
-                    && domain.len() > d.len()
-                    && domain.ends_with(d.as_str())
-                    && domain.as_bytes()[domain.len() - d.len() - 1] == b'.')
-        })
+        domain_listed(&self.relay_domains, self.relay_parent, domain)
     }
+}
+
+/// A domain a list of lowercased names holds: by name, `.parent`
+/// patterns, and with `parent` (parent_domain_matches_subdomains) the
+/// subdomains of a listed name.
+pub fn domain_listed(list: &[String], parent: bool, domain: &str) -> bool {
+    let domain = domain.to_ascii_lowercase();
+    let domain = domain.strip_suffix('.').unwrap_or(&domain);
+    list.iter().any(|d| {
+        if let Some(p) = d.strip_prefix('.') {
+            return domain.ends_with(d.as_str()) && domain.len() > p.len();
+        }
+        domain == d
+            || (parent
+                && domain.len() > d.len()
+                && domain.ends_with(d.as_str())
+                && domain.as_bytes()[domain.len() - d.len() - 1] == b'.')
+    })
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ enum Table {
   virtualAlias @3;             # virtual_alias_maps: the query is a whole
                                # address, looked up as Postfix does (smtpd)
   virtualAliasDomain @4;       # virtual_alias_domains: found or not (smtpd)
+  virtualMailbox @5;           # virtual_mailbox_maps, as virtualAlias (smtpd)
+  virtualMailboxDomain @6;     # virtual_mailbox_domains (smtpd)
 }
 
 struct Request {

@@ -32,6 +32,10 @@ pub enum Table {
     VirtualAlias,
     /// virtual_alias_domains: is this domain one?
     VirtualAliasDomain,
+    /// virtual_mailbox_maps, as VirtualAlias.
+    VirtualMailbox,
+    /// virtual_mailbox_domains.
+    VirtualMailboxDomain,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +67,8 @@ fn wire(t: Table) -> WireTable {
         Table::RelayRecipient => WireTable::RelayRecipient,
         Table::VirtualAlias => WireTable::VirtualAlias,
         Table::VirtualAliasDomain => WireTable::VirtualAliasDomain,
+        Table::VirtualMailbox => WireTable::VirtualMailbox,
+        Table::VirtualMailboxDomain => WireTable::VirtualMailboxDomain,
     }
 }
 
@@ -107,6 +113,8 @@ impl Message for Request {
                     WireTable::RelayRecipient => Table::RelayRecipient,
                     WireTable::VirtualAlias => Table::VirtualAlias,
                     WireTable::VirtualAliasDomain => Table::VirtualAliasDomain,
+                    WireTable::VirtualMailbox => Table::VirtualMailbox,
+                    WireTable::VirtualMailboxDomain => Table::VirtualMailboxDomain,
                 },
                 text(g.get_query(), "lookup.query", KEY)?,
             ),

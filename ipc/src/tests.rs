@@ -689,7 +689,12 @@ fn lookup_and_effects_messages_round_trip_and_limits_hold() {
         sb::Request::decode(&access.encode(), vec![]).unwrap(),
         access
     );
-    for t in [sb::Table::VirtualAlias, sb::Table::VirtualAliasDomain] {
+    for t in [
+        sb::Table::VirtualAlias,
+        sb::Table::VirtualAliasDomain,
+        sb::Table::VirtualMailbox,
+        sb::Table::VirtualMailboxDomain,
+    ] {
         let q = sb::Request::Lookup(t, "u+x@virtual.example".into());
         assert_eq!(sb::Request::decode(&q.encode(), vec![]).unwrap(), q);
     }

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 pub mod countsink;
 pub mod dns;
+pub mod dovecot;
 pub mod pki;
 pub mod postfix;
 pub mod swaks;

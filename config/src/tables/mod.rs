@@ -558,6 +558,16 @@ pub const TABLE_PARAMS: &[&str] = &[
     "smtp_sasl_password_maps",
 ];
 
+/// The routing tables (qmgr's; smtpd's recipient checks ask the
+/// virtual mailbox ones too).
+pub const ROUTING_PARAMS: &[&str] = &[
+    "virtual_mailbox_maps",
+    "virtual_mailbox_domains",
+    "sender_dependent_relayhost_maps",
+    "sender_dependent_default_transport_maps",
+    "relocated_maps",
+];
+
 /// The address rewriting tables (cleanup's; smtpd's recipient checks and
 /// qmgr's routing ask virtual_alias_maps and virtual_alias_domains too).
 pub const REWRITE_PARAMS: &[&str] = &[
@@ -590,7 +600,11 @@ pub const LOOKUP_PARAMS: &[&str] = &[
 /// ([`Table::spec`]).
 pub fn remote_tables(params: &crate::Params) -> std::collections::BTreeMap<String, Table> {
     let mut out = std::collections::BTreeMap::new();
-    for name in LOOKUP_PARAMS.iter().chain(REWRITE_PARAMS) {
+    for name in LOOKUP_PARAMS
+        .iter()
+        .chain(REWRITE_PARAMS)
+        .chain(ROUTING_PARAMS)
+    {
         for item in params.list(name).unwrap_or_default() {
             if let Ok(t) = parse(&item) {
                 for r in t.remotes() {
@@ -629,7 +643,13 @@ const SECRET_PARAMS: &[&str] = &["smtp_sasl_password_maps"];
 /// Every table file the configuration names: the only files the master
 /// opens for a jailed daemon.
 pub fn configured_files(params: &crate::Params) -> Vec<PathBuf> {
-    files_of(params, TABLE_PARAMS.iter().chain(REWRITE_PARAMS))
+    files_of(
+        params,
+        TABLE_PARAMS
+            .iter()
+            .chain(REWRITE_PARAMS)
+            .chain(ROUTING_PARAMS),
+    )
 }
 
 fn files_of<'a>(params: &crate::Params, names: impl Iterator<Item = &'a &'a str>) -> Vec<PathBuf> {
@@ -643,6 +663,62 @@ fn files_of<'a>(params: &crate::Params, names: impl Iterator<Item = &'a &'a str>
     v
 }
 
+/// The transport parameters whose value may be an `lmtp:` next hop.
+pub const TRANSPORT_PARAMS: &[&str] = &[
+    "local_transport",
+    "virtual_transport",
+    "relay_transport",
+    "default_transport",
+];
+
+/// Every `lmtp:unix:` socket the configuration names: in a transport
+/// parameter, or as a value in a transport_maps table (read from the
+/// table's file as it is now, or an inline table's text). A path with a
+/// `$` (a regexp substitution) is never one: the socket must be written
+/// out.
+pub fn lmtp_sockets(params: &crate::Params) -> Vec<PathBuf> {
+    let mut texts: Vec<Vec<u8>> = TRANSPORT_PARAMS
+        .iter()
+        .map(|n| params.str(n).as_bytes().to_vec())
+        .collect();
+    for name in ["transport_maps", "address_verify_transport_maps"] {
+        for spec in params.list(name).unwrap_or_default() {
+            texts.push(spec.as_bytes().to_vec());
+            if let Ok(t) = parse(&spec) {
+                for (p, _) in t.files() {
+                    if let Ok(d) = std::fs::read(&p) {
+                        texts.push(d);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    const MARK: &[u8] = b"lmtp:unix:";
+    for t in &texts {
+        let mut at = 0;
+        while let Some(i) = t[at..].windows(MARK.len()).position(|w| w == MARK) {
+            let start = at + i + MARK.len();
+            let end = t[start..]
+                .iter()
+                .position(|&b| {
+                    b.is_ascii_whitespace() || b.is_ascii_control() || b == b',' || b == b'}'
+                })
+                .map_or(t.len(), |e| start + e);
+            if let Ok(p) = std::str::from_utf8(&t[start..end])
+                && p.starts_with('/')
+                && !p.contains('$')
+            {
+                out.push(PathBuf::from(p));
+            }
+            at = end;
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The table files a role may have the master open for it.
 pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> {
     use crate::Role;
@@ -653,6 +729,7 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
             TABLE_PARAMS
                 .iter()
                 .chain(REWRITE_PARAMS)
+                .chain(ROUTING_PARAMS)
                 .filter(|p| !SECRET_PARAMS.contains(p) && !SMTPD_ONLY_PARAMS.contains(p)),
         ),
         // pickup: who may submit and as whom, and the smtpd restrictions.
@@ -667,6 +744,9 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
             .iter(),
         ),
         Role::Cleanup => files_of(params, CONTENT_PARAMS.iter().chain(REWRITE_PARAMS)),
+        // smtp: the Unix sockets of LMTP servers, which the master
+        // connects to for it.
+        Role::Smtp => lmtp_sockets(params),
         // proxymap: the sockets of socketmap:unix: tables, which the
         // master connects to for it (it has no Unix sockets of its own).
         Role::Proxymap => remote_tables(params)

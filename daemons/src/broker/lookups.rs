@@ -27,6 +27,9 @@ pub struct Lookups {
     /// recipient validation.
     virtual_alias: Vec<TableRef>,
     virtual_domains: crate::addrmap::Domains,
+    /// `virtual_mailbox_maps` and `virtual_mailbox_domains`, likewise.
+    virtual_mailbox: Vec<TableRef>,
+    mailbox_domains: crate::addrmap::Domains,
     site: crate::addrmap::Site,
     /// The access tables smtpd's restriction lists name, by their name
     /// there (`postern_access_maps`): smtpd may ask only these.
@@ -43,6 +46,8 @@ pub fn lookups(params: &Params) -> Result<Lookups, String> {
         relay_recipient: table_list(params, "relay_recipient_maps"),
         virtual_alias: table_list(params, "virtual_alias_maps"),
         virtual_domains: crate::addrmap::Domains::new(params, "virtual_alias_domains"),
+        virtual_mailbox: table_list(params, "virtual_mailbox_maps"),
+        mailbox_domains: crate::addrmap::Domains::new(params, "virtual_mailbox_domains"),
         site: crate::addrmap::Site::new(params),
         access: names.into_iter().zip(refs).collect(),
     })
@@ -84,24 +89,37 @@ pub(super) async fn lookup_conn(
         }
         if let (
             Role::Smtpd,
-            sb::Request::Lookup(t @ (sb::Table::VirtualAlias | sb::Table::VirtualAliasDomain), k),
+            sb::Request::Lookup(
+                t @ (sb::Table::VirtualAlias
+                | sb::Table::VirtualAliasDomain
+                | sb::Table::VirtualMailbox
+                | sb::Table::VirtualMailboxDomain),
+                k,
+            ),
         ) = (role, &req)
         {
-            let answer = if *t == sb::Table::VirtualAlias {
-                let f = crate::addrmap::Maps {
-                    cache: &cache,
-                    tables: &tables.virtual_alias,
-                };
-                crate::addrmap::find(&f, &tables.site, k)
-                    .await
-                    .map(|v| v.is_some())
-            } else {
-                tables.virtual_domains.contains(&cache, k).await
+            let (answer, name) = match t {
+                sb::Table::VirtualAlias => (
+                    listed(&cache, &tables.virtual_alias, &tables.site, k).await,
+                    "virtual_alias_maps",
+                ),
+                sb::Table::VirtualAliasDomain => (
+                    tables.virtual_domains.contains(&cache, k).await,
+                    "virtual_alias_domains",
+                ),
+                sb::Table::VirtualMailbox => (
+                    listed(&cache, &tables.virtual_mailbox, &tables.site, k).await,
+                    "virtual_mailbox_maps",
+                ),
+                _ => (
+                    tables.mailbox_domains.contains(&cache, k).await,
+                    "virtual_mailbox_domains",
+                ),
             };
             let reply = match answer {
                 Ok(found) => sb::Reply::Found(found),
                 Err(e) => {
-                    warn!("virtual_alias_maps: {e}");
+                    warn!("{name}: {e}");
                     sb::Reply::Tempfail(e)
                 }
             };
@@ -145,4 +163,20 @@ pub(super) async fn lookup_conn(
             return;
         }
     }
+}
+
+/// Whether `address` is in `list` as mail_addr_find looks (the whole
+/// address, without its extension, the local part in a local domain,
+/// `@domain`).
+async fn listed(
+    cache: &crate::tablecache::TableCache,
+    list: &[TableRef],
+    site: &crate::addrmap::Site,
+    address: &str,
+) -> Result<bool, String> {
+    let f = crate::addrmap::Maps {
+        cache,
+        tables: list,
+    };
+    Ok(crate::addrmap::find(&f, site, address).await?.is_some())
 }

@@ -119,7 +119,7 @@ impl Master {
                 }
                 // proxymap's "tables" are the sockets of socketmap:unix:
                 // servers: the master connects, the jail needs no socket.
-                let file = if role == Role::Proxymap {
+                let file = if matches!(role, Role::Proxymap | Role::Smtp) {
                     connect_socket(&wanted)
                 } else {
                     open_table(&wanted)

@@ -392,7 +392,11 @@ impl crate::restrict::Lookups for PickupTables<'_> {
         Ok(true)
     }
 
-    async fn virtual_alias(&self, _: &str) -> Result<(bool, bool), String> {
+    async fn virtual_table(
+        &self,
+        _: crate::restrict::Virtual,
+        _: &str,
+    ) -> Result<(bool, bool), String> {
         Ok((true, false))
     }
 

@@ -129,7 +129,7 @@ pub(super) async fn load(
         let route = if done {
             Route::Discard
         } else {
-            resolve(&s, &s.route, &tables, &r.address).await
+            resolve(&s, &s.route, &tables, &snd.address, &r.address).await
         };
         let deferred = sum
             .deferred
@@ -206,49 +206,13 @@ pub(super) async fn load(
     }))
 }
 
-/// Routes one recipient: local domains, then transport_maps, relayhost, MX.
+/// Routes one recipient (see `route.rs`).
 pub(super) async fn resolve(
     s: &Settings,
     how: &Routing,
     tables: &TableCache,
+    sender: &str,
     address: &str,
 ) -> Route {
-    let domain = address
-        .rsplit_once('@')
-        .map_or("", |(_, d)| d)
-        .to_ascii_lowercase();
-    if !how.transport_maps.is_empty() {
-        for key in sched::transport_keys(address, &domain) {
-            match tables.lookup_any(&how.transport_maps, &key).await {
-                Ok(Some(v)) => {
-                    return sched::parse_transport(&v, &domain).unwrap_or_else(|e| {
-                        warn!("{e}");
-                        Route::Defer("mail transport unavailable".into())
-                    });
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    // Never route around the table: the mail waits until
-                    // the table can be read.
-                    warn!("transport_maps lookup of {key}: {e}");
-                    return Route::Defer("transport_maps lookup failure".into());
-                }
-            }
-        }
-    }
-    if domain.is_empty() || s.mydestination.contains(&domain) {
-        return Route::Local;
-    }
-    match s.virtual_domains.contains(tables, &domain).await {
-        Ok(false) => {}
-        Ok(true) => return Route::Error("5.1.1 User unknown in virtual alias table".into()),
-        Err(e) => {
-            warn!("virtual_alias_domains lookup of {domain}: {e}");
-            return Route::Defer("virtual_alias_domains lookup failure".into());
-        }
-    }
-    if !how.relayhost.is_empty() {
-        return Route::Smtp(how.relayhost.clone());
-    }
-    Route::Smtp(domain)
+    super::route::resolve(&s.classes, how, tables, sender, address).await
 }

@@ -13,6 +13,7 @@ mod agents;
 mod load;
 mod outcome;
 mod probe;
+mod route;
 mod sched;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -51,10 +52,8 @@ pub struct Routing {
 }
 
 pub struct Settings {
-    mydestination: Vec<String>,
-    /// virtual_alias_domains: an address there that cleanup did not alias
-    /// bounces (trivial-rewrite's "User unknown in virtual alias table").
-    virtual_domains: crate::addrmap::Domains,
+    /// Address classes and their transports.
+    classes: route::Classes,
     route: Routing,
     verify_route: Routing,
     /// address_verify_pending_request_limit.
@@ -124,13 +123,7 @@ impl Settings {
     fn new(p: &Params) -> Result<Settings, String> {
         let e = |x: postern_config::ParamError| x.to_string();
         Ok(Settings {
-            mydestination: p
-                .list("mydestination")
-                .map_err(e)?
-                .into_iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
-            virtual_domains: crate::addrmap::Domains::new(p, "virtual_alias_domains"),
+            classes: route::Classes::new(p),
             route: Routing {
                 relayhost: p.str("relayhost").to_string(),
                 transport_maps: table_list(p, "transport_maps"),

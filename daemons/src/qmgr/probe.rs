@@ -70,14 +70,21 @@ impl Prober {
     }
 
     async fn route(&self, req: probe::Request) -> Reply {
-        let (agent, nexthop) =
-            match resolve(&self.s, &self.s.verify_route, &self.tables, &req.address).await {
-                Route::Local => (Role::Local, String::new()),
-                Route::Smtp(h) => (Role::Smtp, h),
-                Route::Error(text) => return reply(probe::Status::Undeliverable, "5.0.0", &text),
-                Route::Discard => return reply(probe::Status::Deliverable, "2.0.0", "discarded"),
-                Route::Defer(text) => return reply(probe::Status::Deferred, "4.3.0", &text),
-            };
+        let (agent, nexthop) = match resolve(
+            &self.s,
+            &self.s.verify_route,
+            &self.tables,
+            &req.sender,
+            &req.address,
+        )
+        .await
+        {
+            Route::Local => (Role::Local, String::new()),
+            Route::Smtp(h) => (Role::Smtp, h),
+            Route::Error(text) => return reply(probe::Status::Undeliverable, "5.0.0", &text),
+            Route::Discard => return reply(probe::Status::Deliverable, "2.0.0", "discarded"),
+            Route::Defer(text) => return reply(probe::Status::Deferred, "4.3.0", &text),
+        };
         let serial = self.serial.get().wrapping_add(1);
         self.serial.set(serial);
         let now = crate::clock::now_us();

@@ -1,5 +1,5 @@
-//! Scheduling arithmetic: backoff between retries, and routing recipients
-//! to transports. Pure functions, tested on their own.
+//! Scheduling arithmetic: backoff between retries, and the keys of the
+//! transport table. Pure functions, tested on their own.
 use std::time::Duration;
 
 /// The delay before attempt `attempts + 1`: doubling from the minimal to
@@ -27,31 +27,6 @@ pub enum Route {
     /// transport_maps could not be read, or named a transport Postern does
     /// not have: try again later (Postfix: "mail transport unavailable").
     Defer(String),
-}
-
-/// Parses a transport_maps value: `smtp:[host]:port`, `relay:host`,
-/// `local:`, `error:text`, `discard:`. An empty next hop means the
-/// recipient's domain.
-pub fn parse_transport(value: &str, domain: &str) -> Result<Route, String> {
-    let (t, nexthop) = value.split_once(':').unwrap_or((value, ""));
-    let nexthop = nexthop.trim();
-    match t.trim() {
-        "smtp" | "relay" | "lmtp" => Ok(Route::Smtp(if nexthop.is_empty() {
-            domain.to_string()
-        } else {
-            nexthop.to_string()
-        })),
-        "local" => Ok(Route::Local),
-        "error" => Ok(Route::Error(if nexthop.is_empty() {
-            "delivery is disabled for this address".into()
-        } else {
-            nexthop.into()
-        })),
-        "discard" => Ok(Route::Discard),
-        other => Err(format!(
-            "unsupported transport \"{other}\" in transport_maps"
-        )),
-    }
 }
 
 /// The keys Postfix's transport(5) tries, in order: the address, the
@@ -95,20 +70,6 @@ mod tests {
 
     #[test]
     fn transports() {
-        assert_eq!(
-            parse_transport("smtp:[127.0.0.1]:2626", "x.example").unwrap(),
-            Route::Smtp("[127.0.0.1]:2626".into())
-        );
-        assert_eq!(
-            parse_transport("smtp:", "x.example").unwrap(),
-            Route::Smtp("x.example".into())
-        );
-        assert_eq!(parse_transport("local:", "x").unwrap(), Route::Local);
-        assert!(matches!(
-            parse_transport("error:5.1.1 gone", "x").unwrap(),
-            Route::Error(_)
-        ));
-        assert!(parse_transport("pipe:foo", "x").is_err());
         assert_eq!(
             transport_keys("u@a.b.example", "a.b.example"),
             vec![

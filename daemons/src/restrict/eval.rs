@@ -14,7 +14,7 @@ use std::time::Duration;
 use postern_proto::smtp::Reply;
 
 use super::keys;
-use super::{Class, LoginCheck, Lookups, Policy, R};
+use super::{Class, LoginCheck, Lookups, Policy, R, Virtual};
 use crate::access::Access;
 
 /// What the restrictions can see of the session.
@@ -98,9 +98,9 @@ pub struct Run<'a, L: Lookups> {
     /// Evaluating smtpd_end_of_data_restrictions (no PREPEND there).
     pub(super) eod: bool,
     pub(super) owners: Option<Option<Vec<String>>>,
-    /// The broker's virtual alias answer for the recipient (aliased, in a
-    /// virtual alias domain), asked once.
-    virtual_answer: Option<(bool, bool)>,
+    /// The broker's virtual alias and virtual mailbox answers for the
+    /// recipient (listed, in one of the domains), each asked once.
+    virtual_answers: [Option<(bool, bool)>; 2],
     pub notes: Vec<Note>,
     pub effects: Effects,
 }
@@ -157,7 +157,7 @@ impl<'a, L: Lookups> Run<'a, L> {
             rcpt_checked: false,
             eod: false,
             owners: None,
-            virtual_answer: None,
+            virtual_answers: [None; 2],
             notes: Vec::new(),
             effects: Effects::default(),
         }
@@ -231,14 +231,15 @@ impl<'a, L: Lookups> Run<'a, L> {
     }
 
     /// Is the recipient's domain one we accept mail for: mydestination,
-    /// relay_domains, or virtual_alias_domains? An error is a lookup
-    /// failure of virtual_alias_domains.
+    /// relay_domains, virtual_alias_domains or virtual_mailbox_domains? An
+    /// error is a lookup failure of the virtual domains.
     pub(super) async fn authorized_destination(&mut self) -> Result<bool, String> {
         let d = domain_of(self.f.rcpt.unwrap_or(""));
         if self.access.is_local_domain(d) || self.access.is_relay_domain(d) {
             return Ok(true);
         }
-        Ok(self.virtual_alias().await?.1)
+        Ok(self.virtual_table(Virtual::Alias).await?.1
+            || self.virtual_table(Virtual::Mailbox).await?.1)
     }
 
     /// permit_auth_destination, reject_unauth_destination,
@@ -267,17 +268,42 @@ impl<'a, L: Lookups> Run<'a, L> {
         }
     }
 
-    /// virtual_alias_maps and virtual_alias_domains for the recipient.
-    async fn virtual_alias(&mut self) -> Result<(bool, bool), String> {
-        if !self.policy.virtual_alias_maps {
+    /// The virtual alias or mailbox tables and domains for the recipient.
+    async fn virtual_table(&mut self, which: Virtual) -> Result<(bool, bool), String> {
+        let (configured, slot) = match which {
+            Virtual::Alias => (self.policy.virtual_alias_maps, 0),
+            Virtual::Mailbox => (self.policy.virtual_mailbox_domains, 1),
+        };
+        if !configured {
             return Ok((false, false));
         }
-        if let Some(a) = self.virtual_answer {
+        if let Some(a) = self.virtual_answers[slot] {
             return Ok(a);
         }
-        let a = self.lk.virtual_alias(self.f.rcpt.unwrap_or("")).await?;
-        self.virtual_answer = Some(a);
+        let a = self
+            .lk
+            .virtual_table(which, self.f.rcpt.unwrap_or(""))
+            .await?;
+        self.virtual_answers[slot] = Some(a);
         Ok(a)
+    }
+
+    /// The virtual tables for `addr`: the recipient's answers are kept.
+    async fn virtual_for(
+        &mut self,
+        which: Virtual,
+        addr: &str,
+        class: Class,
+    ) -> Result<(bool, bool), String> {
+        if class == Class::Recipient {
+            self.virtual_table(which).await
+        } else {
+            match which {
+                Virtual::Alias if !self.policy.virtual_alias_maps => Ok((false, false)),
+                Virtual::Mailbox if !self.policy.virtual_mailbox_domains => Ok((false, false)),
+                _ => self.lk.virtual_table(which, addr).await,
+            }
+        }
     }
 
     /// One list (generic_checks).
@@ -531,27 +557,42 @@ impl<'a, L: Lookups> Run<'a, L> {
         // An address virtual_alias_maps knows is a known recipient; an
         // unknown one in a virtual alias domain is not (Postfix's
         // check_rcpt_maps). mydestination takes precedence.
-        let mut is_alias_domain = false;
-        if self.policy.virtual_alias_maps {
-            let answer = if class == Class::Recipient {
-                self.virtual_alias().await
-            } else {
-                self.lk.virtual_alias(addr).await
-            };
-            match answer {
-                Ok((true, _)) => return Status::Dunno,
-                Ok((false, d)) => is_alias_domain = d && !is_local,
+        let (aliased, alias_domain) = match self.virtual_for(Virtual::Alias, addr, class).await {
+            Ok(a) => a,
+            Err(e) => {
+                crate::warn!("{e}");
+                return self.lookup_error(addr);
+            }
+        };
+        if aliased {
+            return Status::Dunno;
+        }
+        let is_alias_domain = alias_domain && !is_local;
+        let (mailbox, mailbox_domain) = if is_local || is_alias_domain {
+            (false, false)
+        } else {
+            match self.virtual_for(Virtual::Mailbox, addr, class).await {
+                Ok(a) => a,
                 Err(e) => {
                     crate::warn!("{e}");
                     return self.lookup_error(addr);
                 }
             }
-        }
-        let is_relay = !is_local && !is_alias_domain && self.access.is_relay_domain(domain);
+        };
+        let is_relay =
+            !is_local && !is_alias_domain && !mailbox_domain && self.access.is_relay_domain(domain);
         let (code, table) = if is_alias_domain {
             (
                 self.policy.codes.unknown_virtual_alias,
                 "virtual alias table",
+            )
+        } else if mailbox_domain {
+            if !self.policy.virtual_mailbox_maps || mailbox {
+                return Status::Dunno;
+            }
+            (
+                self.policy.codes.unknown_virtual_mailbox,
+                "virtual mailbox table",
             )
         } else if is_local {
             let lower = base.to_ascii_lowercase();

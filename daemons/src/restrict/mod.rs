@@ -313,6 +313,14 @@ pub struct Codes {
     pub unknown_local_recipient: u16,
     pub unknown_relay_recipient: u16,
     pub unknown_virtual_alias: u16,
+    pub unknown_virtual_mailbox: u16,
+}
+
+/// The two virtual address classes smtpd asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Virtual {
+    Alias,
+    Mailbox,
 }
 
 /// A listener's restriction lists and their settings.
@@ -336,6 +344,10 @@ pub struct Policy {
     /// `virtual_alias_maps` is set: an aliased recipient is known, and an
     /// unaliased one in virtual_alias_domains is not.
     pub virtual_alias_maps: bool,
+    /// virtual_mailbox_domains is set: mail for them is accepted, and
+    /// with `virtual_mailbox_maps` set, only for the addresses it lists.
+    pub virtual_mailbox_domains: bool,
+    pub virtual_mailbox_maps: bool,
     pub codes: Codes,
     pub soft_bounce: bool,
     pub recipient_delimiter: String,
@@ -385,6 +397,8 @@ impl Policy {
             local_recipient_maps: !p.list("local_recipient_maps").map_err(e)?.is_empty(),
             virtual_alias_maps: !p.list("virtual_alias_maps").map_err(e)?.is_empty()
                 || !p.list("virtual_alias_domains").map_err(e)?.is_empty(),
+            virtual_mailbox_domains: !p.list("virtual_mailbox_domains").map_err(e)?.is_empty(),
+            virtual_mailbox_maps: !p.list("virtual_mailbox_maps").map_err(e)?.is_empty(),
             codes: Codes {
                 access_map_reject: code("access_map_reject_code")?,
                 access_map_defer: code("access_map_defer_code")?,
@@ -402,6 +416,7 @@ impl Policy {
                 unknown_local_recipient: code("unknown_local_recipient_reject_code")?,
                 unknown_relay_recipient: code("unknown_relay_recipient_reject_code")?,
                 unknown_virtual_alias: code("unknown_virtual_alias_reject_code")?,
+                unknown_virtual_mailbox: code("unknown_virtual_mailbox_reject_code")?,
             },
             soft_bounce: p.bool("soft_bounce").map_err(e)?,
             recipient_delimiter: p.str("recipient_delimiter").into(),
@@ -435,7 +450,10 @@ impl Policy {
     /// Whether RCPT needs a decision at all.
     pub fn decides_rcpt(&self) -> bool {
         self.reject_unlisted_recipient
-            && (self.relay_recipient_maps || self.local_recipient_maps || self.virtual_alias_maps)
+            && (self.relay_recipient_maps
+                || self.local_recipient_maps
+                || self.virtual_alias_maps
+                || self.virtual_mailbox_maps)
             || [
                 &self.client,
                 &self.helo,
@@ -501,9 +519,14 @@ pub trait Lookups {
         local: bool,
     ) -> impl Future<Output = Result<bool, String>>;
 
-    /// virtual_alias_maps and virtual_alias_domains: whether `address` has
-    /// an alias, and whether its domain is a virtual alias domain.
-    fn virtual_alias(&self, address: &str) -> impl Future<Output = Result<(bool, bool), String>>;
+    /// virtual_alias_maps and virtual_alias_domains (or virtual_mailbox_maps
+    /// and virtual_mailbox_domains): whether `address` is listed, and
+    /// whether its domain is one of the list's domains.
+    fn virtual_table(
+        &self,
+        which: Virtual,
+        address: &str,
+    ) -> impl Future<Output = Result<(bool, bool), String>>;
 
     /// A DNS question (DNS lists, the reject_unknown_* checks).
     fn dns(&self, q: DnsQuery) -> impl Future<Output = Dns>;

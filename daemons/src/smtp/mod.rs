@@ -4,6 +4,7 @@
 //! and never reuses such a session (L876), and keeps a size-capped cache of
 //! idle sessions per destination (L768, L929).
 mod dest;
+mod lmtp;
 mod session;
 mod tls;
 
@@ -41,6 +42,16 @@ pub fn main(ipc_fd: RawFd) -> ! {
             roots,
             cert.clone(),
         )?;
+        let lmtp_tls = match lmtp::tls_level(params) {
+            Some(l) => Some(tls::Policy::new(
+                l,
+                "",
+                tls::load_roots(params.str("smtp_tls_CAfile"), l)?,
+                cert.clone(),
+            )?),
+            None => None,
+        };
+        let lmtp = lmtp::LmtpSettings::new(params, lmtp_tls)?;
         // This machine's addresses, for mail-loop detection, read before
         // the jail (it cannot open a netlink socket afterwards).
         let local = nix::ifaddrs::getifaddrs()
@@ -55,7 +66,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
             })
             .unwrap_or_default();
         Ok((
-            move |ctx: Context| serve(ctx, s, local, policy, cert),
+            move |ctx: Context| serve(ctx, s, lmtp, local, policy, cert),
             Vec::new(),
         ))
     })
@@ -159,6 +170,9 @@ impl BrokerLookup {
 
 struct Smtp {
     s: Settings,
+    lmtp: lmtp::LmtpSettings,
+    /// For Unix sockets the master connects (LMTP).
+    sb: daemon::Switchboard,
     dns: ResolverClient,
     local: Vec<IpAddr>,
     tls: tls::Policy,
@@ -170,6 +184,7 @@ struct Smtp {
 async fn serve(
     mut ctx: Context,
     s: Settings,
+    lmtp: lmtp::LmtpSettings,
     local: Vec<IpAddr>,
     policy: tls::Policy,
     cert: Arc<tls::ClientCert>,
@@ -182,6 +197,8 @@ async fn serve(
             16,
         )),
         s,
+        lmtp,
+        sb: ctx.switchboard.clone(),
         local,
         tls: policy,
         broker: BrokerLookup(PeerPool::new(
@@ -304,6 +321,9 @@ impl Smtp {
             if s.rset(&self.s.t).await {
                 return Ok(s);
             }
+        }
+        if nexthop.starts_with("lmtp:") {
+            return self.lmtp_session(nexthop, setup).await;
         }
         let t0 = Instant::now();
         let nh = dest::parse_nexthop(nexthop).map_err(|e| {
@@ -434,8 +454,7 @@ impl Smtp {
             if level.required() {
                 return Err(session::Failure::Tls(format!(
                     "TLS is required, but was not offered by host {}[{}]",
-                    s.host,
-                    s.addr.ip()
+                    s.host, s.peer
                 )));
             }
             return Ok(());
@@ -458,7 +477,7 @@ impl Smtp {
             "{} TLS connection established to {}[{}]:{}: {}{}",
             self.tls.trust_word(),
             s.host,
-            s.addr.ip(),
+            s.peer,
             s.addr.port(),
             s.tls.clone().unwrap_or_default(),
             if s.tls_resumed() { " (resumed)" } else { "" }
@@ -520,7 +539,7 @@ impl Smtp {
                 format!(
                     "SASL authentication failed; cannot authenticate to server {}[{}]: no mechanism available{}",
                     s.host,
-                    s.addr.ip(),
+                    s.peer,
                     if plaintext_ok {
                         ""
                     } else {
@@ -537,7 +556,7 @@ impl Smtp {
                 format!(
                     "SASL authentication failed; server {}[{}] said: {}",
                     s.host,
-                    s.addr.ip(),
+                    s.peer,
                     r.text()
                 ),
             )),
@@ -579,8 +598,7 @@ impl Smtp {
         if req.smtputf8 && !s.ext.smtputf8 {
             let text = format!(
                 "SMTPUTF8 is required, but was not offered by host {}[{}]",
-                s.host,
-                s.addr.ip()
+                s.host, s.peer
             );
             self.put_cached(&req.nexthop, s).await;
             return self.all(
@@ -598,9 +616,7 @@ impl Smtp {
         {
             let text = format!(
                 "message size {} exceeds size limit {limit} of server {}[{}]",
-                req.size,
-                s.host,
-                s.addr.ip()
+                req.size, s.host, s.peer
             );
             self.put_cached(&req.nexthop, s).await;
             return self.all(

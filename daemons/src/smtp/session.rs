@@ -81,6 +81,12 @@ pub struct Session {
     pub tls: Option<String>,
     pub host: String,
     pub addr: SocketAddr,
+    /// The server's address as logs show it: an IP address, or the path
+    /// of a Unix socket.
+    pub peer: String,
+    /// An LMTP session (RFC 2033): LHLO, and one reply per recipient
+    /// after the content.
+    pub lmtp: bool,
     pub ext: Extensions,
     /// The name the server gave in its EHLO reply.
     pub remote_name: String,
@@ -90,7 +96,35 @@ pub struct Session {
 
 impl Session {
     pub fn relay(&self) -> String {
-        format!("{}[{}]:{}", self.host, self.addr.ip(), self.addr.port())
+        match self.io.get_ref() {
+            Stream::Unix(_) => format!("{}[{}]", self.host, self.peer),
+            _ => format!("{}[{}]:{}", self.host, self.peer, self.addr.port()),
+        }
+    }
+
+    pub fn is_unix(&self) -> bool {
+        matches!(self.io.get_ref(), Stream::Unix(_))
+    }
+
+    /// A session over a Unix socket the master connected for us.
+    pub fn from_unix(host: &str, path: &str, fd: std::os::fd::OwnedFd) -> Result<Session, String> {
+        let std = std::os::unix::net::UnixStream::from(fd);
+        std.set_nonblocking(true)
+            .map_err(|e| format!("connect to {host}[{path}]: {e}"))?;
+        let stream = tokio::net::UnixStream::from_std(std)
+            .map_err(|e| format!("connect to {host}[{path}]: {e}"))?;
+        Ok(Session {
+            io: BufReader::new(Stream::Unix(stream)),
+            tls: None,
+            host: host.to_string(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            peer: path.to_string(),
+            lmtp: true,
+            ext: Extensions::default(),
+            remote_name: String::new(),
+            started: Instant::now(),
+            messages: 0,
+        })
     }
 
     pub async fn connect(
@@ -122,6 +156,8 @@ impl Session {
             tls: None,
             host: host.to_string(),
             addr,
+            peer: addr.ip().to_string(),
+            lmtp: false,
             ext: Extensions::default(),
             remote_name: String::new(),
             started: Instant::now(),
@@ -184,12 +220,14 @@ impl Session {
         self.ehlo(helo_name, t).await
     }
 
-    /// EHLO, and what it offers (HELO when EHLO is refused).
+    /// EHLO (LHLO for LMTP), and what it offers (HELO when EHLO is
+    /// refused; LMTP has no such fallback).
     pub async fn ehlo(&mut self, helo_name: &str, t: &Timeouts) -> Result<(), Failure> {
         self.ext = Extensions::default();
-        self.write(format!("EHLO {helo_name}\r\n").as_bytes(), t.helo, "EHLO")
+        let verb = if self.lmtp { "LHLO" } else { "EHLO" };
+        self.write(format!("{verb} {helo_name}\r\n").as_bytes(), t.helo, verb)
             .await?;
-        let r = self.read_reply(t.helo, "EHLO").await?;
+        let r = self.read_reply(t.helo, verb).await?;
         if r.code == 250 {
             self.remote_name = r
                 .lines
@@ -217,8 +255,8 @@ impl Session {
             }
             return Ok(());
         }
-        if r.code == 421 {
-            return Err(Failure::Reply(r, "EHLO"));
+        if r.code == 421 || self.lmtp {
+            return Err(Failure::Reply(r, verb));
         }
         self.write(format!("HELO {helo_name}\r\n").as_bytes(), t.helo, "HELO")
             .await?;
@@ -271,16 +309,14 @@ impl Session {
                 } else {
                     format!(
                         "Cannot start TLS: handshake failure with {}[{}]: {why}",
-                        self.host,
-                        self.addr.ip()
+                        self.host, self.peer
                     )
                 }));
             }
             Err(_) => {
                 return Err(Failure::Tls(format!(
                     "Cannot start TLS: handshake with {}[{}] timed out",
-                    self.host,
-                    self.addr.ip()
+                    self.host, self.peer
                 )));
             }
         };
@@ -451,7 +487,7 @@ impl Session {
         format!(
             "host {}[{}] said: {} (in reply to {step} command)",
             self.host,
-            self.addr.ip(),
+            self.peer,
             r.text()
         )
     }
@@ -461,13 +497,11 @@ impl Session {
             Failure::Reply(r, step) => self.said(r, step),
             Failure::Timeout(step) => format!(
                 "conversation with {}[{}] timed out while sending {step}",
-                self.host,
-                self.addr.ip()
+                self.host, self.peer
             ),
             Failure::Lost(step) => format!(
                 "lost connection with {}[{}] while sending {step}",
-                self.host,
-                self.addr.ip()
+                self.host, self.peer
             ),
             Failure::Tls(text) => text.clone(),
         }
@@ -686,6 +720,33 @@ impl Session {
             {
                 abort!(f);
             }
+        }
+        if self.lmtp {
+            // RFC 2033: one reply per accepted recipient, in their order.
+            for i in accepted {
+                let r = match self.read_reply(t.data_done, "end of DATA").await {
+                    Ok(r) => r,
+                    Err(f) => abort!(f),
+                };
+                if r.code == 421 {
+                    abort!(Failure::Reply(r, "end of DATA"));
+                }
+                let text = self.said(&r, "end of DATA");
+                outcomes.push((
+                    i,
+                    match r.code / 100 {
+                        2 => Outcome::Sent(r.text()),
+                        4 => Outcome::Deferred(r.dsn(), text),
+                        _ => Outcome::Bounced(r.dsn(), text),
+                    },
+                ));
+            }
+            self.messages += 1;
+            // (A 421 ended the session above.)
+            return TxResult {
+                outcomes,
+                reusable: true,
+            };
         }
         let r = match self.read_reply(t.data_done, "end of DATA").await {
             Ok(r) => r,

@@ -251,8 +251,12 @@ impl Lookups for Broker<'_> {
         self.0.verify(address).await
     }
 
-    async fn virtual_alias(&self, address: &str) -> Result<(bool, bool), String> {
-        self.0.virtual_alias(address).await
+    async fn virtual_table(
+        &self,
+        which: restrict::Virtual,
+        address: &str,
+    ) -> Result<(bool, bool), String> {
+        self.0.virtual_table(which, address).await
     }
 
     async fn listed(&self, address: &str, local_part: &str, local: bool) -> Result<bool, String> {

@@ -280,23 +280,31 @@ impl Shared {
         Ok(false)
     }
 
-    /// virtual_alias_maps and virtual_alias_domains, through the broker.
-    pub async fn virtual_alias(&self, address: &str) -> Result<(bool, bool), String> {
+    /// virtual_alias_maps and virtual_alias_domains (or the virtual
+    /// mailbox ones), through the broker: is the address listed, is its
+    /// domain one.
+    pub async fn virtual_table(
+        &self,
+        which: crate::restrict::Virtual,
+        address: &str,
+    ) -> Result<(bool, bool), String> {
         let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        let (maps, domains) = match which {
+            crate::restrict::Virtual::Alias => {
+                (sb::Table::VirtualAlias, sb::Table::VirtualAliasDomain)
+            }
+            crate::restrict::Virtual::Mailbox => {
+                (sb::Table::VirtualMailbox, sb::Table::VirtualMailboxDomain)
+            }
+        };
         let mut answers = [false; 2];
-        for (i, (t, q)) in [
-            (sb::Table::VirtualAlias, address),
-            (sb::Table::VirtualAliasDomain, domain),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, (t, q)) in [(maps, address), (domains, domain)].into_iter().enumerate() {
             match self
                 .broker_lookup(sb::Request::Lookup(t, q.to_string()))
                 .await?
             {
                 sb::Reply::Found(f) => answers[i] = f,
-                sb::Reply::Tempfail(e) => return Err(format!("virtual_alias_maps: {e}")),
+                sb::Reply::Tempfail(e) => return Err(format!("{which:?} lookup: {e}")),
                 r => {
                     warn!("protocol violation from broker: {r:?} for a lookup");
                     return Err("protocol violation by the broker".into());

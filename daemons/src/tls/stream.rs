@@ -32,6 +32,8 @@ impl TlsOverTcp for tokio_rustls::client::TlsStream<TcpStream> {
 
 pub enum MaybeTls<T> {
     Plain(TcpStream),
+    /// A Unix socket (LMTP to a local server): never TLS.
+    Unix(tokio::net::UnixStream),
     Tls(Box<T>),
     /// Between handing the plain stream to a handshake and getting it back.
     Gone,
@@ -42,7 +44,7 @@ impl<T: TlsOverTcp> MaybeTls<T> {
         match self {
             MaybeTls::Plain(s) => Some(s),
             MaybeTls::Tls(t) => Some(t.tcp()),
-            MaybeTls::Gone => None,
+            MaybeTls::Unix(_) | MaybeTls::Gone => None,
         }
     }
 
@@ -86,6 +88,7 @@ impl<T: TlsOverTcp> AsyncRead for MaybeTls<T> {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Unix(s) => Pin::new(s).poll_read(cx, buf),
             MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
             MaybeTls::Gone => Poll::Ready(Err(gone())),
         }
@@ -100,6 +103,7 @@ impl<T: TlsOverTcp> AsyncWrite for MaybeTls<T> {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Unix(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
             MaybeTls::Gone => Poll::Ready(Err(gone())),
         }
@@ -108,6 +112,7 @@ impl<T: TlsOverTcp> AsyncWrite for MaybeTls<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Unix(s) => Pin::new(s).poll_flush(cx),
             MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
             MaybeTls::Gone => Poll::Ready(Err(gone())),
         }
@@ -116,6 +121,7 @@ impl<T: TlsOverTcp> AsyncWrite for MaybeTls<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Unix(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
             MaybeTls::Gone => Poll::Ready(Ok(())),
         }

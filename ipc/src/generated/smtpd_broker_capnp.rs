@@ -15,6 +15,8 @@ pub enum Table {
     RelayRecipient = 2,
     VirtualAlias = 3,
     VirtualAliasDomain = 4,
+    VirtualMailbox = 5,
+    VirtualMailboxDomain = 6,
 }
 
 impl ::capnp::introspect::Introspect for Table {
@@ -32,6 +34,8 @@ impl ::core::convert::TryFrom<u16> for Table {
             2 => ::core::result::Result::Ok(Self::RelayRecipient),
             3 => ::core::result::Result::Ok(Self::VirtualAlias),
             4 => ::core::result::Result::Ok(Self::VirtualAliasDomain),
+            5 => ::core::result::Result::Ok(Self::VirtualMailbox),
+            6 => ::core::result::Result::Ok(Self::VirtualMailboxDomain),
             n => ::core::result::Result::Err(::capnp::NotInSchema(n)),
         }
     }
@@ -44,7 +48,7 @@ impl ::capnp::traits::HasTypeId for Table {
     const TYPE_ID: u64 = 0x8277_07fa_6af4_33f7u64;
 }
 mod table {
-pub(crate) static ENCODED_NODE: [::capnp::Word; 44] = [
+pub(crate) static ENCODED_NODE: [::capnp::Word; 55] = [
     ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
     ::capnp::word(247, 51, 244, 106, 250, 7, 119, 130),
     ::capnp::word(19, 0, 0, 0, 2, 0, 0, 0),
@@ -54,7 +58,7 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 44] = [
     ::capnp::word(21, 0, 0, 0, 202, 0, 0, 0),
     ::capnp::word(33, 0, 0, 0, 7, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(29, 0, 0, 0, 127, 0, 0, 0),
+    ::capnp::word(29, 0, 0, 0, 175, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(115, 109, 116, 112, 100, 95, 98, 114),
@@ -62,21 +66,27 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 44] = [
     ::capnp::word(110, 112, 58, 84, 97, 98, 108, 101),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 1, 0, 1, 0),
-    ::capnp::word(20, 0, 0, 0, 1, 0, 2, 0),
+    ::capnp::word(28, 0, 0, 0, 1, 0, 2, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(53, 0, 0, 0, 98, 0, 0, 0),
+    ::capnp::word(77, 0, 0, 0, 98, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(49, 0, 0, 0, 106, 0, 0, 0),
+    ::capnp::word(73, 0, 0, 0, 106, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(2, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(45, 0, 0, 0, 122, 0, 0, 0),
+    ::capnp::word(69, 0, 0, 0, 122, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(3, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(41, 0, 0, 0, 106, 0, 0, 0),
+    ::capnp::word(65, 0, 0, 0, 106, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(4, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(37, 0, 0, 0, 154, 0, 0, 0),
+    ::capnp::word(61, 0, 0, 0, 154, 0, 0, 0),
+    ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(5, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(61, 0, 0, 0, 122, 0, 0, 0),
+    ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(6, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(57, 0, 0, 0, 170, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(115, 101, 110, 100, 101, 114, 76, 111),
     ::capnp::word(103, 105, 110, 0, 0, 0, 0, 0),
@@ -89,6 +99,11 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 44] = [
     ::capnp::word(118, 105, 114, 116, 117, 97, 108, 65),
     ::capnp::word(108, 105, 97, 115, 68, 111, 109, 97),
     ::capnp::word(105, 110, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(118, 105, 114, 116, 117, 97, 108, 77),
+    ::capnp::word(97, 105, 108, 98, 111, 120, 0, 0),
+    ::capnp::word(118, 105, 114, 116, 117, 97, 108, 77),
+    ::capnp::word(97, 105, 108, 98, 111, 120, 68, 111),
+    ::capnp::word(109, 97, 105, 110, 0, 0, 0, 0),
 ];
 pub(crate) fn get_annotation_types(child_index: Option<u16>, index: u32) -> ::capnp::introspect::Type {
     ::capnp::introspect::panic_invalid_annotation_indices(child_index, index)
