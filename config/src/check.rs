@@ -73,7 +73,6 @@ const WEAKENING: &[(&str, &str)] = &[
         "smtp_tls_per_site",
         "per-destination TLS policy (issue #18)",
     ),
-    ("smtp_generic_maps", "address rewriting (issue #20)"),
     (
         "allow_mail_to_commands",
         "delivery to commands, which Postern never does",
@@ -305,7 +304,7 @@ impl Config {
             ("masquerade_classes", ADDRESS_CLASSES),
             (
                 "propagate_unmatched_extensions",
-                &["canonical", "virtual"][..],
+                &["canonical", "virtual", "generic"][..],
             ),
             (
                 "lmtp_tls_security_level",

@@ -248,6 +248,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_destination_concurrency_limit", "$default_destination_concurrency_limit", int(1, 1000), QM),
     p("smtp_destination_rate_delay", "$default_destination_rate_delay", secs("s"), QM),
     p("smtp_destination_recipient_limit", "$default_destination_recipient_limit", int(1, 1000), QM),
+    p("smtp_generic_maps", "", Kind::List, SM | BR | PX),
     p("smtp_helo_name", "$myhostname", Kind::Str, SM),
     p("smtp_helo_timeout", "300s", Kind::Duration { unit: "s", min_ms: 100 }, SM),
     p("smtp_line_length_limit", "998", int(80, 1 << 20), SM),

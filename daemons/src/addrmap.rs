@@ -398,6 +398,47 @@ impl Domains {
     }
 }
 
+/// Which address is being rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sender,
+    Recipient,
+}
+
+/// The address class of a header (Postfix's header_opts: HDR_OPT_SENDER
+/// and HDR_OPT_RECIP).
+pub fn header_kind(name: &str) -> Option<Kind> {
+    const SENDER: &[&str] = &[
+        "from",
+        "sender",
+        "reply-to",
+        "errors-to",
+        "return-receipt-to",
+        "disposition-notification-to",
+        "mail-followup-to",
+        "resent-from",
+        "resent-sender",
+    ];
+    const RECIPIENT: &[&str] = &[
+        "to",
+        "cc",
+        "bcc",
+        "apparently-to",
+        "resent-to",
+        "resent-cc",
+        "resent-bcc",
+        "resent-reply-to",
+    ];
+    let is = |list: &[&str]| list.iter().any(|h| h.eq_ignore_ascii_case(name));
+    if is(SENDER) {
+        Some(Kind::Sender)
+    } else if is(RECIPIENT) {
+        Some(Kind::Recipient)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,8 @@ enum Table {
   virtualAliasDomain @4;       # virtual_alias_domains: found or not (smtpd)
   virtualMailbox @5;           # virtual_mailbox_maps, as virtualAlias (smtpd)
   virtualMailboxDomain @6;     # virtual_mailbox_domains (smtpd)
+  generic @7;                  # smtp_generic_maps: the query is an address; the
+                               # value is the one it becomes (smtp)
 }
 
 struct Request {

@@ -36,6 +36,8 @@ pub enum Table {
     VirtualMailbox,
     /// virtual_mailbox_domains.
     VirtualMailboxDomain,
+    /// smtp_generic_maps: the address an address becomes (smtp).
+    Generic,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,7 @@ fn wire(t: Table) -> WireTable {
         Table::VirtualAliasDomain => WireTable::VirtualAliasDomain,
         Table::VirtualMailbox => WireTable::VirtualMailbox,
         Table::VirtualMailboxDomain => WireTable::VirtualMailboxDomain,
+        Table::Generic => WireTable::Generic,
     }
 }
 
@@ -115,6 +118,7 @@ impl Message for Request {
                     WireTable::VirtualAliasDomain => Table::VirtualAliasDomain,
                     WireTable::VirtualMailbox => Table::VirtualMailbox,
                     WireTable::VirtualMailboxDomain => Table::VirtualMailboxDomain,
+                    WireTable::Generic => Table::Generic,
                 },
                 text(g.get_query(), "lookup.query", KEY)?,
             ),

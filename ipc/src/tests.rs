@@ -694,6 +694,7 @@ fn lookup_and_effects_messages_round_trip_and_limits_hold() {
         sb::Table::VirtualAliasDomain,
         sb::Table::VirtualMailbox,
         sb::Table::VirtualMailboxDomain,
+        sb::Table::Generic,
     ] {
         let q = sb::Request::Lookup(t, "u+x@virtual.example".into());
         assert_eq!(sb::Request::decode(&q.encode(), vec![]).unwrap(), q);

@@ -483,3 +483,52 @@ fn postern_and_postfix_give_the_same_envelopes() {
         );
     }
 }
+
+#[test]
+fn generic_maps_rewrite_the_envelope_and_headers_as_mail_leaves() {
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0\n");
+    let sink = Sink::start(&inst.ip, 2626, &inst.config_dir().join("sink"));
+    let generic = table(
+        inst.config_dir(),
+        "generic",
+        "root@mx.test.example   alerts@corp.test\n@box.lan   @corp.test\n",
+    );
+    inst.add_main_cf(&format!(
+        "relayhost = [{}]:2626\nsmtp_generic_maps = texthash:{}\nrecipient_delimiter = +\n",
+        inst.ip,
+        generic.display()
+    ));
+    inst.start();
+    // An appliance's cron mail: root's bare address is qualified by
+    // cleanup, then made a real address by the smtp client.
+    sendmail(
+        &inst,
+        &["-f", "root", "ops+cron@box.lan"],
+        b"From: root\nTo: ops+cron@box.lan\nCc: \"Dev\" <dev@box.lan>\nSubject: cron\n\nnightly job done\n",
+    );
+    let m = wait_messages(&sink, 1);
+    assert_eq!(
+        envelope(&m[0].0),
+        (
+            "alerts@corp.test".to_string(),
+            vec!["ops+cron@corp.test".to_string()]
+        )
+    );
+    assert_eq!(header(&m[0].1, "From").as_deref(), Some("alerts@corp.test"));
+    assert_eq!(header(&m[0].1, "To").as_deref(), Some("ops+cron@corp.test"));
+    assert_eq!(
+        header(&m[0].1, "Cc").as_deref(),
+        Some("\"Dev\" <dev@corp.test>")
+    );
+    // The log names the recipient as queued.
+    logged(&inst, "to=<ops+cron@box.lan>, relay=");
+    // A table that cannot be read defers the delivery.
+    std::fs::remove_file(&generic).unwrap();
+    sendmail(
+        &inst,
+        &["-f", "root", "ops@box.lan"],
+        b"Subject: again\n\nx\n",
+    );
+    logged(&inst, "status=deferred (smtp_generic_maps lookup failure)");
+    assert_eq!(sink.messages().len(), 1);
+}

@@ -559,13 +559,15 @@ pub const TABLE_PARAMS: &[&str] = &[
 ];
 
 /// The routing tables (qmgr's; smtpd's recipient checks ask the
-/// virtual mailbox ones too).
+/// virtual mailbox ones too), and smtp_generic_maps (the broker answers
+/// the smtp client from it).
 pub const ROUTING_PARAMS: &[&str] = &[
     "virtual_mailbox_maps",
     "virtual_mailbox_domains",
     "sender_dependent_relayhost_maps",
     "sender_dependent_default_transport_maps",
     "relocated_maps",
+    "smtp_generic_maps",
 ];
 
 /// The address rewriting tables (cleanup's; smtpd's recipient checks and

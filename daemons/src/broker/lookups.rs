@@ -27,6 +27,9 @@ pub struct Lookups {
     /// recipient validation.
     virtual_alias: Vec<TableRef>,
     virtual_domains: crate::addrmap::Domains,
+    /// `smtp_generic_maps`, for smtp, and whether extensions carry over.
+    generic: Vec<TableRef>,
+    propagate_generic: bool,
     /// `virtual_mailbox_maps` and `virtual_mailbox_domains`, likewise.
     virtual_mailbox: Vec<TableRef>,
     mailbox_domains: crate::addrmap::Domains,
@@ -47,6 +50,12 @@ pub fn lookups(params: &Params) -> Result<Lookups, String> {
         virtual_alias: table_list(params, "virtual_alias_maps"),
         virtual_domains: crate::addrmap::Domains::new(params, "virtual_alias_domains"),
         virtual_mailbox: table_list(params, "virtual_mailbox_maps"),
+        generic: table_list(params, "smtp_generic_maps"),
+        propagate_generic: params
+            .list("propagate_unmatched_extensions")
+            .unwrap_or_default()
+            .iter()
+            .any(|v| v == "generic"),
         mailbox_domains: crate::addrmap::Domains::new(params, "virtual_mailbox_domains"),
         site: crate::addrmap::Site::new(params),
         access: names.into_iter().zip(refs).collect(),
@@ -123,6 +132,30 @@ pub(super) async fn lookup_conn(
                     sb::Reply::Tempfail(e)
                 }
             };
+            if ep.send(&reply).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if let (Role::Smtp, sb::Request::Lookup(sb::Table::Generic, addr)) = (role, &req) {
+            let f = crate::addrmap::Maps {
+                cache: &cache,
+                tables: &tables.generic,
+            };
+            let reply =
+                match crate::addrmap::map(&f, &tables.site, addr, tables.propagate_generic).await {
+                    Ok(Some(list)) => {
+                        if list.len() > 1 {
+                            warn!("multi-valued smtp_generic_maps result for {addr}");
+                        }
+                        sb::Reply::Value(list.into_iter().next().unwrap_or_default())
+                    }
+                    Ok(None) => sb::Reply::Found(false),
+                    Err(e) => {
+                        warn!("smtp_generic_maps: {e}");
+                        sb::Reply::Tempfail(e)
+                    }
+                };
             if ep.send(&reply).await.is_err() {
                 return;
             }

@@ -19,7 +19,8 @@ use postern_ipc::smtpd_cleanup::Failure;
 use postern_proto::addrlist;
 use postern_proto::header::Field;
 
-use crate::addrmap::{self, Expansion, Limits, Maps, Site};
+pub use crate::addrmap::Kind;
+use crate::addrmap::{self, Expansion, Limits, Maps, Site, header_kind};
 use crate::tablecache::{TableCache, TableRef, table_list};
 use crate::warn;
 
@@ -48,13 +49,6 @@ impl Classes {
         }
         c
     }
-}
-
-/// Which address is being rewritten.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Sender,
-    Recipient,
 }
 
 pub struct Rewriting {
@@ -291,39 +285,5 @@ impl Rewriting {
                     _ => expansion_failure(),
                 }
             })
-    }
-}
-
-/// The address class of a header (Postfix's header_opts: HDR_OPT_SENDER
-/// and HDR_OPT_RECIP).
-fn header_kind(name: &str) -> Option<Kind> {
-    const SENDER: &[&str] = &[
-        "from",
-        "sender",
-        "reply-to",
-        "errors-to",
-        "return-receipt-to",
-        "disposition-notification-to",
-        "mail-followup-to",
-        "resent-from",
-        "resent-sender",
-    ];
-    const RECIPIENT: &[&str] = &[
-        "to",
-        "cc",
-        "bcc",
-        "apparently-to",
-        "resent-to",
-        "resent-cc",
-        "resent-bcc",
-        "resent-reply-to",
-    ];
-    let is = |list: &[&str]| list.iter().any(|h| h.eq_ignore_ascii_case(name));
-    if is(SENDER) {
-        Some(Kind::Sender)
-    } else if is(RECIPIENT) {
-        Some(Kind::Recipient)
-    } else {
-        None
     }
 }

@@ -3,10 +3,13 @@
 //! pipelines commands, uses BDAT where offered, handles 421 at every step
 //! and never reuses such a session (L876), and keeps a size-capped cache of
 //! idle sessions per destination (L768, L929).
+mod auth;
 mod dest;
+mod generic;
 mod lmtp;
 mod session;
 mod tls;
+mod transaction;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,7 +30,8 @@ use crate::daemon::{self, Context};
 use crate::peerpool::PeerPool;
 use crate::{log, warn};
 use dest::{Dns, RouteError};
-use session::{Envelope, Outcome, Session, Timeouts};
+use session::{Envelope, Session, Timeouts};
+use transaction::Outcome;
 
 pub fn main(ipc_fd: RawFd) -> ! {
     daemon::run(Role::Smtp, ipc_fd, |params: &Params| {
@@ -90,6 +94,8 @@ struct Settings {
     /// inet_protocols and smtp_address_preference.
     protocols: postern_config::inet::Protocols,
     prefer: dest::Prefer,
+    /// smtp_generic_maps is set (the broker has the tables).
+    generic: bool,
 }
 
 impl Settings {
@@ -126,6 +132,7 @@ impl Settings {
                 .iter()
                 .any(|o| o == "noplaintext"),
             protocols: postern_config::inet::of(p),
+            generic: !p.list("smtp_generic_maps").map_err(e)?.is_empty(),
             prefer: match p.str("smtp_address_preference") {
                 "ipv4" => dest::Prefer::Ipv4,
                 "ipv6" => dest::Prefer::Ipv6,
@@ -485,85 +492,6 @@ impl Smtp {
         Ok(())
     }
 
-    /// AUTH with the password smtp_sasl_password_maps has for this next
-    /// hop (`[host]:port`, then the host, then the server's own name).
-    async fn sasl_login(
-        &self,
-        s: &mut Session,
-        nexthop: &str,
-    ) -> Result<(), (Status, String, String)> {
-        let bare = nexthop
-            .trim_start_matches('[')
-            .split(']')
-            .next()
-            .unwrap_or(nexthop)
-            .to_string();
-        let mut found = None;
-        for key in [nexthop.to_string(), bare, s.host.clone()] {
-            match self.broker.lookup(sb::Table::SaslPassword, &key).await {
-                Ok(Some(v)) => {
-                    found = Some(v);
-                    break;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    return Err((
-                        Status::Deferred,
-                        "4.3.0".into(),
-                        format!("smtp_sasl_password_maps lookup error: {e}"),
-                    ));
-                }
-            }
-        }
-        // No password for this destination: deliver without AUTH.
-        let Some(v) = found else { return Ok(()) };
-        let Some((user, password)) = v.split_once(':') else {
-            return Err((
-                Status::Deferred,
-                "4.3.5".into(),
-                format!("smtp_sasl_password_maps: the entry for {nexthop} is not user:password"),
-            ));
-        };
-        let plaintext_ok = if s.tls.is_some() {
-            !self.s.sasl_tls_noplaintext
-        } else {
-            !self.s.sasl_noplaintext
-        };
-        let mech = ["PLAIN", "LOGIN"]
-            .into_iter()
-            .find(|m| plaintext_ok && s.ext.auth.iter().any(|a| a == m));
-        let Some(mech) = mech else {
-            return Err((
-                Status::Deferred,
-                "4.7.0".into(),
-                format!(
-                    "SASL authentication failed; cannot authenticate to server {}[{}]: no mechanism available{}",
-                    s.host,
-                    s.peer,
-                    if plaintext_ok {
-                        ""
-                    } else {
-                        " (plaintext mechanisms need TLS)"
-                    }
-                ),
-            ));
-        };
-        match s.auth(mech, user, password, &self.s.t).await {
-            Ok(()) => Ok(()),
-            Err(session::Failure::Reply(r, _)) => Err((
-                Status::Deferred,
-                r.dsn().replacen('5', "4", 1),
-                format!(
-                    "SASL authentication failed; server {}[{}] said: {}",
-                    s.host,
-                    s.peer,
-                    r.text()
-                ),
-            )),
-            Err(f) => Err((Status::Deferred, "4.4.2".into(), s.failed(&f))),
-        }
-    }
-
     async fn deliver(&self, req: deliver::Request) -> deliver::Reply {
         let start_us = now_us();
         let mut setup = Duration::ZERO;
@@ -582,6 +510,23 @@ impl Smtp {
                     Status::Deferred,
                     "4.3.0",
                     "queue file read error",
+                    "none",
+                    start_us,
+                    setup,
+                );
+            }
+        };
+        // smtp_generic_maps, before any connection: a table that cannot be
+        // read defers the delivery.
+        let (sender, rcpts, content) = match self.generic(&req, content).await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("{}: {e}", req.queue_id);
+                return self.all(
+                    &req,
+                    Status::Deferred,
+                    "4.3.0",
+                    "smtp_generic_maps lookup failure",
                     "none",
                     start_us,
                     setup,
@@ -631,13 +576,14 @@ impl Smtp {
         }
         let t_xfer = Instant::now();
         let env = Envelope {
-            sender: &req.sender,
+            sender: &sender,
             recipients: req
                 .recipients
                 .iter()
-                .map(|r| (r.index, r.address.as_str(), r.orcpt.as_str(), r.notify))
+                .zip(&rcpts)
+                .map(|(r, a)| (r.index, a.as_str(), r.orcpt.as_str(), r.notify))
                 .collect(),
-            size: req.size,
+            size: req.size.max(content.len() as u64),
             body_8bit: req.body_8bit,
             smtputf8: req.smtputf8,
             ret: req.ret,
@@ -679,6 +625,28 @@ impl Smtp {
             });
         }
         deliver::Reply { results }
+    }
+
+    /// The envelope and content as they go out: with smtp_generic_maps
+    /// (never for LMTP), the sender, the recipients and the address
+    /// headers rewritten.
+    async fn generic(
+        &self,
+        req: &deliver::Request,
+        content: Vec<u8>,
+    ) -> Result<(String, Vec<String>, Vec<u8>), String> {
+        let rcpts: Vec<String> = req.recipients.iter().map(|r| r.address.clone()).collect();
+        if !self.s.generic || req.nexthop.starts_with("lmtp:") {
+            return Ok((req.sender.clone(), rcpts, content));
+        }
+        let mut g = generic::Generic::new(&self.broker);
+        let sender = g.address(&req.sender).await?;
+        let mut out = Vec::with_capacity(rcpts.len());
+        for r in &rcpts {
+            out.push(g.address(r).await?);
+        }
+        let content = g.content(&content).await?.unwrap_or(content);
+        Ok((sender, out, content))
     }
 
     /// An address-verification probe of the request's one recipient.

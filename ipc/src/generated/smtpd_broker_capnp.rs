@@ -17,6 +17,7 @@ pub enum Table {
     VirtualAliasDomain = 4,
     VirtualMailbox = 5,
     VirtualMailboxDomain = 6,
+    Generic = 7,
 }
 
 impl ::capnp::introspect::Introspect for Table {
@@ -36,6 +37,7 @@ impl ::core::convert::TryFrom<u16> for Table {
             4 => ::core::result::Result::Ok(Self::VirtualAliasDomain),
             5 => ::core::result::Result::Ok(Self::VirtualMailbox),
             6 => ::core::result::Result::Ok(Self::VirtualMailboxDomain),
+            7 => ::core::result::Result::Ok(Self::Generic),
             n => ::core::result::Result::Err(::capnp::NotInSchema(n)),
         }
     }
@@ -48,7 +50,7 @@ impl ::capnp::traits::HasTypeId for Table {
     const TYPE_ID: u64 = 0x8277_07fa_6af4_33f7u64;
 }
 mod table {
-pub(crate) static ENCODED_NODE: [::capnp::Word; 55] = [
+pub(crate) static ENCODED_NODE: [::capnp::Word; 59] = [
     ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
     ::capnp::word(247, 51, 244, 106, 250, 7, 119, 130),
     ::capnp::word(19, 0, 0, 0, 2, 0, 0, 0),
@@ -58,7 +60,7 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 55] = [
     ::capnp::word(21, 0, 0, 0, 202, 0, 0, 0),
     ::capnp::word(33, 0, 0, 0, 7, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(29, 0, 0, 0, 175, 0, 0, 0),
+    ::capnp::word(29, 0, 0, 0, 199, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(115, 109, 116, 112, 100, 95, 98, 114),
@@ -66,27 +68,30 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 55] = [
     ::capnp::word(110, 112, 58, 84, 97, 98, 108, 101),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 1, 0, 1, 0),
-    ::capnp::word(28, 0, 0, 0, 1, 0, 2, 0),
+    ::capnp::word(32, 0, 0, 0, 1, 0, 2, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(77, 0, 0, 0, 98, 0, 0, 0),
+    ::capnp::word(89, 0, 0, 0, 98, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(73, 0, 0, 0, 106, 0, 0, 0),
+    ::capnp::word(85, 0, 0, 0, 106, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(2, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(69, 0, 0, 0, 122, 0, 0, 0),
+    ::capnp::word(81, 0, 0, 0, 122, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(3, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(65, 0, 0, 0, 106, 0, 0, 0),
+    ::capnp::word(77, 0, 0, 0, 106, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(4, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(61, 0, 0, 0, 154, 0, 0, 0),
+    ::capnp::word(73, 0, 0, 0, 154, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(5, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(61, 0, 0, 0, 122, 0, 0, 0),
+    ::capnp::word(73, 0, 0, 0, 122, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(6, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(57, 0, 0, 0, 170, 0, 0, 0),
+    ::capnp::word(69, 0, 0, 0, 170, 0, 0, 0),
+    ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(7, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(69, 0, 0, 0, 66, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(115, 101, 110, 100, 101, 114, 76, 111),
     ::capnp::word(103, 105, 110, 0, 0, 0, 0, 0),
@@ -104,6 +109,7 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 55] = [
     ::capnp::word(118, 105, 114, 116, 117, 97, 108, 77),
     ::capnp::word(97, 105, 108, 98, 111, 120, 68, 111),
     ::capnp::word(109, 97, 105, 110, 0, 0, 0, 0),
+    ::capnp::word(103, 101, 110, 101, 114, 105, 99, 0),
 ];
 pub(crate) fn get_annotation_types(child_index: Option<u16>, index: u32) -> ::capnp::introspect::Type {
     ::capnp::introspect::panic_invalid_annotation_indices(child_index, index)
