@@ -355,6 +355,22 @@ impl Config {
                 out.push(Diagnostic::error(&file, line, p));
             }
         }
+        // Postfix refuses a mailbox smaller than the largest message.
+        if let (Some(mbox), Some(msg)) = (
+            self.expanded("mailbox_size_limit", overrides)
+                .and_then(|v| v.trim().parse::<u64>().ok()),
+            self.expanded("message_size_limit", overrides)
+                .and_then(|v| v.trim().parse::<u64>().ok()),
+        ) && mbox != 0
+            && mbox < msg
+        {
+            let (file, line) = self.origin("mailbox_size_limit", overrides);
+            out.push(Diagnostic::error(
+                &file,
+                line,
+                format!("mailbox_size_limit ({mbox}) is smaller than message_size_limit ({msg})"),
+            ));
+        }
         if let Some(v) = self.expanded("notify_classes", overrides) {
             let (file, line) = self.origin("notify_classes", overrides);
             for c in value::split_list(&v) {

@@ -176,6 +176,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("mail_name", "Postern", Kind::Str, ALL),
     p("mail_spool_directory", "${data_directory}/mail/", Kind::Path, M | LO),
     ro("mail_version", env!("CARGO_PKG_VERSION"), Kind::Str, ALL),
+    p("mailbox_size_limit", "51200000", SIZE, LO),
     p("maillog_file", "", Kind::Str, M),
     p("maps_rbl_reject_code", "554", int(400, 599), SD | PK),
     p("masquerade_classes", "envelope_sender, header_sender, header_recipient", Kind::List, CL),

@@ -53,6 +53,8 @@ struct Settings {
     mydestination: Vec<String>,
     myhostname: String,
     delimiter: String,
+    /// mailbox_size_limit (0: none), per delivered file.
+    mailbox_size_limit: u64,
 }
 
 impl Settings {
@@ -68,6 +70,7 @@ impl Settings {
                 .collect(),
             myhostname: p.str("myhostname").into(),
             delimiter: p.str("recipient_delimiter").into(),
+            mailbox_size_limit: p.size("mailbox_size_limit").map_err(|e| e.to_string())?,
         })
     }
 }
@@ -255,6 +258,15 @@ impl Local {
                     };
                     match r {
                         Ok(()) => sent.push(u),
+                        Err(Failure::TooBig) => {
+                            return (
+                                Status::Bounced,
+                                "5.2.2".into(),
+                                "maildir delivery failed: error writing message: File too large"
+                                    .into(),
+                                None,
+                            );
+                        }
                         Err(Failure::Unknown) => {
                             return (
                                 Status::Bounced,
@@ -410,6 +422,14 @@ impl Local {
         content: &[u8],
     ) -> Result<(), Failure> {
         self.check_user(user).await?;
+        // mailbox_size_limit: the file as it would be written (two
+        // headers more, LF line ends).
+        let written = format!("Return-Path: <{sender}>\nDelivered-To: {rcpt}\n").len()
+            + content.len()
+            - content.windows(2).filter(|w| *w == b"\r\n").count();
+        if self.s.mailbox_size_limit > 0 && written as u64 > self.s.mailbox_size_limit {
+            return Err(Failure::TooBig);
+        }
         self.write_maildir(sender, user, rcpt, content)
             .map_err(|e| Failure::Temp(format!("maildir {user}/: {e}")))
     }
@@ -549,6 +569,8 @@ impl Local {
 enum Failure {
     Unknown,
     Temp(String),
+    /// Over mailbox_size_limit.
+    TooBig,
 }
 
 fn result(index: u32, status: Status, dsn: &str, text: &str, relay: &str) -> DeliveryResult {

@@ -132,6 +132,34 @@ fn local_mail_goes_to_maildir_following_aliases() {
 }
 
 #[test]
+fn mailbox_size_limit_bounces_a_message_too_big_for_the_mailbox() {
+    let mut inst = Instance::new(
+        "smtpd_error_sleep_time = 0\nmessage_size_limit = 1000\nmailbox_size_limit = 1000\n",
+    );
+    inst.start();
+    send(
+        &inst,
+        "",
+        &["bin@localhost"],
+        "Subject: small\r\n\r\nfits\r\n",
+    );
+    // Under message_size_limit as sent; over mailbox_size_limit once
+    // cleanup and local added their headers.
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(900));
+    send(&inst, "", &["bin@localhost"], &big);
+    inst.wait_log(
+        "dsn=5.2.2, status=bounced (maildir delivery failed: error writing message: File too large)",
+        Duration::from_secs(30),
+    );
+    let got = wait_for("the small message", Duration::from_secs(30), || {
+        let m = inst.maildir("bin");
+        (!m.is_empty()).then_some(m)
+    });
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("Subject: small"));
+}
+
+#[test]
 fn a_tempfailing_next_hop_defers_with_backoff_then_delivers() {
     let (mut inst, sink) = relay_setup(FAST_RETRY);
     sink.set_mode("tempfail");
