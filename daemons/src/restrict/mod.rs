@@ -9,6 +9,7 @@ mod ccert;
 mod dnsxl;
 pub mod eval;
 pub mod keys;
+mod recipients;
 mod server;
 mod unverified;
 
