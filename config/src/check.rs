@@ -151,8 +151,12 @@ impl Config {
     pub(crate) fn unsupported(name: &str, value: &str) -> Option<(bool, String)> {
         let default = postfix_default(name)?;
         let weakening = WEAKENING.iter().find(|(n, _)| *n == name);
+        // Delivery to commands and files is never done, whatever the
+        // value: naming anything there is an error, Postfix's default too.
+        let never = matches!(name, "allow_mail_to_commands" | "allow_mail_to_files")
+            && !value.trim().is_empty();
         match weakening {
-            Some((_, what)) if !same_list(value, default) => Some((
+            Some((_, what)) if never || !same_list(value, default) => Some((
                 true,
                 format!(
                     "{name} is not supported by Postern, and ignoring it would drop {what}; remove the setting to run without it"

@@ -93,7 +93,7 @@ const SIZE: Kind = Kind::Size { min: 0 };
 
 /// Templates expanded by the daemon that uses them, with names of their
 /// own: kept unexpanded in the configuration.
-pub const LATE_EXPANSION: &[&str] = &["default_rbl_reply"];
+pub const LATE_EXPANSION: &[&str] = &["default_rbl_reply", "forward_path"];
 
 /// The registry, sorted by name (checked by a test).
 #[rustfmt::skip]
@@ -146,6 +146,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("double_bounce_sender", "double-bounce", Kind::Str, BO | PK | SD | CL | BR),
     p("empty_address_default_transport_maps_lookup_key", "<>", Kind::Str, QM),
     p("empty_address_relayhost_maps_lookup_key", "<>", Kind::Str, QM),
+    p("forward_path", "$home/.forward${recipient_delimiter}${extension}, $home/.forward", Kind::List, LO),
     p("header_checks", "", Kind::List, CL),
     p("header_size_limit", "102400", Kind::Size { min: 1024 }, CL | SD | PK),
     p("hopcount_limit", "50", int(1, 1000), CL),

@@ -625,3 +625,119 @@ fn notify_success_gets_a_delivery_report() {
         "{r}"
     );
 }
+
+/// A system user made for one test (useradd), with its home in a temporary
+/// directory; removed again when dropped.
+struct TempUser {
+    name: String,
+    home: std::path::PathBuf,
+}
+
+impl TempUser {
+    fn create(dir: &std::path::Path) -> TempUser {
+        let name = format!("pfwd{}", std::process::id() % 100_000);
+        let home = dir.join("home").join(&name);
+        std::fs::create_dir_all(&home).unwrap();
+        let _ = std::process::Command::new("userdel").arg(&name).status();
+        let ok = std::process::Command::new("useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", "-d"])
+            .arg(&home)
+            .arg(&name)
+            .status()
+            .expect("useradd");
+        assert!(ok.success(), "useradd {name}");
+        let ok = std::process::Command::new("chown")
+            .arg(format!("{name}:"))
+            .arg(&home)
+            .status()
+            .expect("chown");
+        assert!(ok.success());
+        TempUser { name, home }
+    }
+
+    /// Writes the user's .forward, owned by the user, with `mode`.
+    fn forward(&self, text: &str, mode: u32) {
+        let f = self.home.join(".forward");
+        std::fs::write(&f, text).unwrap();
+        let ok = std::process::Command::new("chown")
+            .arg(format!("{}:", self.name))
+            .arg(&f)
+            .status()
+            .expect("chown");
+        assert!(ok.success());
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel")
+            .arg(&self.name)
+            .status();
+    }
+}
+
+#[test]
+fn dot_forward_forwards_keeps_a_copy_and_never_runs_a_command() {
+    if !postern_tests::is_root() {
+        panic!("this test needs root (useradd)");
+    }
+    let (mut inst, sink) = relay_setup("");
+    let user = TempUser::create(inst.dir.path());
+    let u = user.name.clone();
+    user.forward(&format!("bob@far.test, \\{u}\n"), 0o644);
+    inst.start();
+    send(
+        &inst,
+        "alice@example.org",
+        &[&format!("{u}@localhost")],
+        "Subject: fwd\r\n\r\nhello\r\n",
+    );
+    wait_for("the forwarded copy", Duration::from_secs(30), || {
+        (sink.messages().len() == 1).then_some(())
+    });
+    assert_eq!(
+        sink.messages()[0].0["to"],
+        serde_json::json!(["bob@far.test"])
+    );
+    wait_for("the kept copy", Duration::from_secs(30), || {
+        (inst.maildir(&u).len() == 1).then_some(())
+    });
+
+    // A command is refused, and nothing runs or is delivered.
+    let marker = inst.dir.path().join("ran");
+    user.forward(&format!("|/usr/bin/touch {}\n", marker.display()), 0o644);
+    send(
+        &inst,
+        "",
+        &[&format!("{u}@localhost")],
+        "Subject: cmd\r\n\r\nhello\r\n",
+    );
+    inst.wait_log(
+        &format!(
+            "dsn=5.3.5, status=bounced (alias or .forward of {u}: command delivery is not supported by Postern)"
+        ),
+        Duration::from_secs(30),
+    );
+    assert!(!marker.exists(), "a .forward command ran");
+    assert_eq!(inst.maildir(&u).len(), 1);
+
+    // A .forward others may write is not followed: the mail waits.
+    user.forward("bob@far.test\n", 0o666);
+    send(
+        &inst,
+        "",
+        &[&format!("{u}@localhost")],
+        "Subject: insecure\r\n\r\nhello\r\n",
+    );
+    inst.wait_log(
+        &format!("dsn=4.3.0, status=deferred (.forward of {u}: "),
+        Duration::from_secs(30),
+    );
+    assert!(
+        inst.log()
+            .contains("/.forward: writable by group or others; not used)")
+    );
+    assert_eq!(sink.messages().len(), 1);
+    assert_eq!(inst.maildir(&u).len(), 1);
+}

@@ -110,6 +110,14 @@ impl Master {
                 // Only roles that answer lookups, and only files the
                 // configuration names: anything else is a violation.
                 let wanted = std::path::PathBuf::from(&path);
+                // local's other files: users' .forward files, checked.
+                if role == Role::Local
+                    && !tables_allowed.contains(&wanted)
+                    && let Some(file) = super::home::forward_file(&wanted)
+                {
+                    let _ = child.out.send(ToDaemon::TableFile { request_id, file });
+                    return;
+                }
                 if !tables_allowed.contains(&wanted) {
                     return self.violation(
                         role,

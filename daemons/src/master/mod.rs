@@ -9,6 +9,7 @@ mod children;
 mod control;
 pub mod dirs;
 mod events;
+mod home;
 mod listen;
 pub mod logsink;
 mod requests;

@@ -6,7 +6,8 @@
 //! addresses (forwarded through cleanup as a new message). Expansion has a
 //! hard limit: when it is exceeded the delivery is deferred whole, never
 //! truncated (L715). Commands (`|cmd`) and `:include:` are not supported and
-//! are refused with a clear reason.
+//! are refused with a clear reason. A user's `.forward` (forward_path) is
+//! followed one level (`forward.rs`).
 use std::collections::HashSet;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -26,6 +27,8 @@ use crate::daemon::{self, Context, Switchboard};
 use crate::tablecache::{TableCache, TableRef, table_list};
 use crate::tables::Table;
 use crate::{info, log, warn};
+
+mod forward;
 
 /// Most targets one recipient may expand to.
 const EXPANSION_LIMIT: usize = 1000;
@@ -55,6 +58,9 @@ struct Settings {
     delimiter: String,
     /// mailbox_size_limit (0: none), per delivered file.
     mailbox_size_limit: u64,
+    /// forward_path: where a user's .forward may be ($home, $user,
+    /// ${recipient_delimiter}, ${extension}); empty: none is read.
+    forward_path: Vec<String>,
 }
 
 impl Settings {
@@ -71,6 +77,7 @@ impl Settings {
             myhostname: p.str("myhostname").into(),
             delimiter: p.str("recipient_delimiter").into(),
             mailbox_size_limit: p.size("mailbox_size_limit").map_err(|e| e.to_string())?,
+            forward_path: p.list("forward_path").map_err(|e| e.to_string())?,
         })
     }
 }
@@ -123,6 +130,8 @@ async fn channel(l: Rc<Local>, fd: OwnedFd, timeout: Duration) {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Target {
     User(String),
+    /// `\user`, or a user a .forward names: the mailbox, no .forward.
+    Mailbox(String),
     Remote(String),
     Unsupported(String),
 }
@@ -245,11 +254,49 @@ impl Local {
                 );
             }
         };
-        let mut remote = Vec::new();
-        let mut sent = Vec::new();
+        // The users' .forward files, one level; nothing is delivered when
+        // one cannot be read.
+        let ext = self.extension(&name);
+        let mut finals = Vec::with_capacity(targets.len());
         for t in targets {
             match t {
-                Target::User(u) => {
+                Target::User(u) if !req.is_probe() && !self.s.forward_path.is_empty() => {
+                    match self.dot_forward(&u, ext.as_deref()).await {
+                        Ok(Some(items)) => finals.extend(items),
+                        Ok(None) => finals.push(Target::Mailbox(u)),
+                        Err(e) => {
+                            return (
+                                Status::Deferred,
+                                "4.3.0".into(),
+                                "temporary .forward lookup failure".into(),
+                                Some(e),
+                            );
+                        }
+                    }
+                }
+                other => finals.push(other),
+            }
+        }
+        // A command, file or include is refused before anything is
+        // delivered: no partial effect.
+        if let Some(what) = finals.iter().find_map(|t| match t {
+            Target::Unsupported(w) => Some(w.clone()),
+            _ => None,
+        }) {
+            return (
+                Status::Bounced,
+                "5.3.5".into(),
+                format!("{what} delivery is not supported by this system"),
+                Some(format!(
+                    "alias or .forward of {name}: {what} delivery is not supported by Postern"
+                )),
+            );
+        }
+        let mut remote = Vec::new();
+        let mut sent = Vec::new();
+        for t in finals {
+            match t {
+                Target::User(u) | Target::Mailbox(u) => {
                     // A probe checks the user; a delivery writes the mailbox.
                     let r = if req.is_probe() {
                         self.check_user(&u).await
@@ -286,16 +333,7 @@ impl Local {
                     }
                 }
                 Target::Remote(a) => remote.push(a),
-                Target::Unsupported(what) => {
-                    return (
-                        Status::Bounced,
-                        "5.3.5".into(),
-                        format!("{what} delivery is not supported by this system"),
-                        Some(format!(
-                            "alias of {name}: {what} delivery is not supported by Postern"
-                        )),
-                    );
-                }
+                Target::Unsupported(_) => {}
             }
         }
         if !remote.is_empty() && req.is_probe() {
@@ -375,7 +413,9 @@ impl Local {
                 .map(|i| i.trim().trim_matches('"'))
                 .filter(|i| !i.is_empty())
             {
-                if item.starts_with('|') {
+                if let Some(user) = item.strip_prefix('\\') {
+                    out.push(Target::Mailbox(user.to_ascii_lowercase()));
+                } else if item.starts_with('|') {
                     out.push(Target::Unsupported("command".into()));
                 } else if item.starts_with(":include:") {
                     out.push(Target::Unsupported(":include:".into()));
