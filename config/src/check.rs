@@ -359,6 +359,27 @@ impl Config {
                 out.push(Diagnostic::error(&file, line, p));
             }
         }
+        // home_mailbox: a Maildir (a name ending in /) inside the home.
+        if let Some(v) = self.expanded("home_mailbox", overrides)
+            && !v.trim().is_empty()
+        {
+            let v = v.trim();
+            let problem = if !v.ends_with('/') {
+                Some("mailbox files are not supported by Postern; name a Maildir (ending in /)")
+            } else if v.starts_with('/') || v.split('/').any(|c| c == "..") {
+                Some("it must be a path inside the home directory")
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                let (file, line) = self.origin("home_mailbox", overrides);
+                out.push(Diagnostic::error(
+                    &file,
+                    line,
+                    format!("home_mailbox = {v}: {p}"),
+                ));
+            }
+        }
         // Postfix refuses a mailbox smaller than the largest message.
         if let (Some(mbox), Some(msg)) = (
             self.expanded("mailbox_size_limit", overrides)

@@ -705,6 +705,24 @@ mod tests {
     }
 
     #[test]
+    fn home_mailbox_must_be_a_maildir_inside_the_home() {
+        for (v, ok) in [
+            ("Maildir/", true),
+            ("mail/inbox/", true),
+            ("Mailbox", false),
+            ("/var/mail/x/", false),
+            ("../x/", false),
+        ] {
+            let c = cfg(&format!("home_mailbox = {v}\n"), EMBEDDED_MASTER_CF);
+            let e: Vec<_> = c.errors().collect();
+            assert_eq!(e.is_empty(), ok, "{v}: {e:?}");
+            if !ok {
+                assert_eq!(e[0].line, Some(1));
+            }
+        }
+    }
+
+    #[test]
     fn a_parameter_read_before_the_jail_is_refused_as_an_override() {
         let c = cfg(
             "",

@@ -149,6 +149,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("forward_path", "$home/.forward${recipient_delimiter}${extension}, $home/.forward", Kind::List, LO),
     p("header_checks", "", Kind::List, CL),
     p("header_size_limit", "102400", Kind::Size { min: 1024 }, CL | SD | PK),
+    p("home_mailbox", "", Kind::Str, LO | M),
     p("hopcount_limit", "50", int(1, 1000), CL),
     p("inet_interfaces", "all", Kind::List, M),
     p("inet_protocols", "all", Kind::List, M | RS | SM),

@@ -634,8 +634,8 @@ struct TempUser {
 }
 
 impl TempUser {
-    fn create(dir: &std::path::Path) -> TempUser {
-        let name = format!("pfwd{}", std::process::id() % 100_000);
+    fn create(dir: &std::path::Path, tag: &str) -> TempUser {
+        let name = format!("p{tag}{}", std::process::id() % 100_000);
         let home = dir.join("home").join(&name);
         std::fs::create_dir_all(&home).unwrap();
         let _ = std::process::Command::new("userdel").arg(&name).status();
@@ -683,7 +683,7 @@ fn dot_forward_forwards_keeps_a_copy_and_never_runs_a_command() {
         panic!("this test needs root (useradd)");
     }
     let (mut inst, sink) = relay_setup("");
-    let user = TempUser::create(inst.dir.path());
+    let user = TempUser::create(inst.dir.path(), "fwd");
     let u = user.name.clone();
     user.forward(&format!("bob@far.test, \\{u}\n"), 0o644);
     inst.start();
@@ -740,4 +740,61 @@ fn dot_forward_forwards_keeps_a_copy_and_never_runs_a_command() {
     );
     assert_eq!(sink.messages().len(), 1);
     assert_eq!(inst.maildir(&u).len(), 1);
+}
+
+#[test]
+fn home_mailbox_delivers_into_the_users_home_as_the_user() {
+    if !postern_tests::is_root() {
+        panic!("this test needs root (useradd)");
+    }
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0\nhome_mailbox = Maildir/\n");
+    let user = TempUser::create(inst.dir.path(), "home");
+    let u = user.name.clone();
+    inst.start();
+    send(
+        &inst,
+        "alice@example.org",
+        &[&format!("{u}@localhost")],
+        "Subject: home\r\n\r\nhello home\r\n",
+    );
+    let new = user.home.join("Maildir/new");
+    let files = wait_for(
+        "the message in the home Maildir",
+        Duration::from_secs(30),
+        || {
+            let v: Vec<_> = std::fs::read_dir(&new)
+                .ok()?
+                .filter_map(|e| e.ok())
+                .collect();
+            (!v.is_empty()).then_some(v)
+        },
+    );
+    assert_eq!(files.len(), 1);
+    let path = files[0].path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "Return-Path: <alice@example.org>\nDelivered-To: {u}@localhost\n"
+        )),
+        "{text}"
+    );
+    assert!(text.ends_with("\nhello home\n"), "{text}");
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(user.home.join("Maildir")).unwrap().uid();
+    let m = std::fs::metadata(&path).unwrap();
+    assert_eq!(m.uid(), owner, "the file belongs to the user");
+    assert_ne!(m.uid(), 0);
+    assert_eq!(m.mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_dir(user.home.join("Maildir/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // Nothing in the spool for this user.
+    assert!(inst.maildir(&u).is_empty());
+    inst.wait_log(
+        &format!("to=<{u}@localhost>, relay=local"),
+        Duration::from_secs(5),
+    );
 }

@@ -31,7 +31,7 @@ impl Local {
 
     /// The home directory of `user`, from the passwd table; None for root
     /// or a user without one.
-    async fn home_of(&self, user: &str) -> Result<Option<String>, String> {
+    pub(super) async fn home_of(&self, user: &str) -> Result<Option<String>, String> {
         let Some(line) = self
             .tables
             .lookup(&crate::tables::Table::Passwd, user)

@@ -58,6 +58,8 @@ struct Settings {
     delimiter: String,
     /// mailbox_size_limit (0: none), per delivered file.
     mailbox_size_limit: u64,
+    /// home_mailbox: a Maildir path in users' homes ("": the spool).
+    home_mailbox: String,
     /// forward_path: where a user's .forward may be ($home, $user,
     /// ${recipient_delimiter}, ${extension}); empty: none is read.
     forward_path: Vec<String>,
@@ -78,6 +80,7 @@ impl Settings {
             delimiter: p.str("recipient_delimiter").into(),
             mailbox_size_limit: p.size("mailbox_size_limit").map_err(|e| e.to_string())?,
             forward_path: p.list("forward_path").map_err(|e| e.to_string())?,
+            home_mailbox: p.str("home_mailbox").trim().to_string(),
         })
     }
 }
@@ -124,6 +127,35 @@ async fn channel(l: Rc<Local>, fd: OwnedFd, timeout: Duration) {
         async move { Answer::Reply(l.deliver(req).await) }
     })
     .await;
+}
+
+/// Writes a delivered message: Return-Path and Delivered-To, then the
+/// content with LF line ends (as Postfix writes Maildir files), synced.
+fn write_message(
+    f: std::fs::File,
+    sender: &str,
+    rcpt: &str,
+    content: &[u8],
+) -> std::io::Result<()> {
+    let mut f = std::io::BufWriter::new(f);
+    writeln!(f, "Return-Path: <{sender}>")?;
+    writeln!(f, "Delivered-To: {rcpt}")?;
+    let mut rest = content;
+    while !rest.is_empty() {
+        match rest.windows(2).position(|w| w == b"\r\n") {
+            Some(i) => {
+                f.write_all(&rest[..i])?;
+                f.write_all(b"\n")?;
+                rest = &rest[i + 2..];
+            }
+            None => {
+                f.write_all(rest)?;
+                rest = &[];
+            }
+        }
+    }
+    let f = f.into_inner().map_err(|e| e.into_error())?;
+    f.sync_all()
 }
 
 /// Where an alias leads.
@@ -470,6 +502,16 @@ impl Local {
         if self.s.mailbox_size_limit > 0 && written as u64 > self.s.mailbox_size_limit {
             return Err(Failure::TooBig);
         }
+        // home_mailbox: in the user's home (never root's: root's mail
+        // stays in the spool).
+        if !self.s.home_mailbox.is_empty()
+            && let Some(home) = self.home_of(user).await.map_err(Failure::Temp)?
+        {
+            return self
+                .write_home_maildir(&home, sender, user, rcpt, content)
+                .await
+                .map_err(Failure::Temp);
+        }
         self.write_maildir(sender, user, rcpt, content)
             .map_err(|e| Failure::Temp(format!("maildir {user}/: {e}")))
     }
@@ -485,6 +527,22 @@ impl Local {
             return Err(Failure::Unknown);
         }
         Ok(())
+    }
+
+    /// A unique Maildir file name (time, pid, a counter, the host).
+    fn maildir_name(&self) -> String {
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let host = self.s.myhostname.replace(['/', ':'], "_");
+        format!(
+            "{}.M{}P{}Q{seq}.{host}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id()
+        )
     }
 
     fn write_maildir(
@@ -503,18 +561,7 @@ impl Local {
         for sub in ["tmp", "new", "cur"] {
             mkdir(&format!("{user}/{sub}"))?;
         }
-        let seq = self.seq.get() + 1;
-        self.seq.set(seq);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let host = self.s.myhostname.replace(['/', ':'], "_");
-        let name = format!(
-            "{}.M{}P{}Q{seq}.{host}",
-            now.as_secs(),
-            now.subsec_micros(),
-            std::process::id()
-        );
+        let name = self.maildir_name();
         let tmp = format!("{user}/tmp/{name}");
         let fd = openat(
             self.dir.as_fd(),
@@ -522,27 +569,7 @@ impl Local {
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
             Mode::from_bits_truncate(0o600),
         )?;
-        let mut f = std::io::BufWriter::new(std::fs::File::from(fd));
-        // Maildir files use LF line endings, as Postfix writes them.
-        writeln!(f, "Return-Path: <{sender}>")?;
-        writeln!(f, "Delivered-To: {rcpt}")?;
-        let mut rest = content;
-        while !rest.is_empty() {
-            match rest.windows(2).position(|w| w == b"\r\n") {
-                Some(i) => {
-                    f.write_all(&rest[..i])?;
-                    f.write_all(b"\n")?;
-                    rest = &rest[i + 2..];
-                }
-                None => {
-                    f.write_all(rest)?;
-                    rest = &[];
-                }
-            }
-        }
-        let f = f.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        drop(f);
+        write_message(std::fs::File::from(fd), sender, rcpt, content)?;
         renameat(
             self.dir.as_fd(),
             tmp.as_str(),
@@ -556,6 +583,33 @@ impl Local {
             Mode::empty(),
         )?;
         std::fs::File::from(newdir).sync_all()
+    }
+
+    /// home_mailbox: the Maildir in the user's home. The master creates
+    /// the file (owned by the user) when asked for `tmp/NAME`, and renames
+    /// it into new/ when asked for `new/NAME`, once it is written and
+    /// synced (master/home.rs): this role cannot open a home.
+    async fn write_home_maildir(
+        &self,
+        home: &str,
+        sender: &str,
+        user: &str,
+        rcpt: &str,
+        content: &[u8],
+    ) -> Result<(), String> {
+        let name = self.maildir_name();
+        let maildir = std::path::Path::new(home).join(&self.s.home_mailbox);
+        let fd = match self.sb.open_table(&maildir.join("tmp").join(&name)).await {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return Err(format!("{user}: no Maildir file was made")),
+            Err(e) => return Err(e),
+        };
+        write_message(std::fs::File::from(fd), sender, rcpt, content)
+            .map_err(|e| format!("{}: {e}", maildir.display()))?;
+        self.sb
+            .open_table(&maildir.join("new").join(&name))
+            .await
+            .map(|_| ())
     }
 
     /// Sends the message on to remote alias targets as a new message.

@@ -16,6 +16,12 @@ impl Master {
             FromDaemon::OpenTable { .. } => crate::tables::allowed_files(role, &self.params),
             _ => Vec::new(),
         };
+        let home_mailbox = match &msg {
+            FromDaemon::OpenTable { .. } if role == Role::Local => {
+                self.params.str("home_mailbox").to_string()
+            }
+            _ => String::new(),
+        };
         let Some(child) = self.child_mut(role, epoch) else {
             return;
         };
@@ -110,13 +116,15 @@ impl Master {
                 // Only roles that answer lookups, and only files the
                 // configuration names: anything else is a violation.
                 let wanted = std::path::PathBuf::from(&path);
-                // local's other files: users' .forward files, checked.
-                if role == Role::Local
-                    && !tables_allowed.contains(&wanted)
-                    && let Some(file) = super::home::forward_file(&wanted)
-                {
-                    let _ = child.out.send(ToDaemon::TableFile { request_id, file });
-                    return;
+                // local's other files: users' .forward files and
+                // home_mailbox Maildir files, checked (master/home.rs).
+                if role == Role::Local && !tables_allowed.contains(&wanted) {
+                    let file = super::home::forward_file(&wanted)
+                        .or_else(|| super::home::maildir_request(&wanted, &home_mailbox));
+                    if let Some(file) = file {
+                        let _ = child.out.send(ToDaemon::TableFile { request_id, file });
+                        return;
+                    }
                 }
                 if !tables_allowed.contains(&wanted) {
                     return self.violation(
