@@ -61,8 +61,15 @@ impl Dovecot {
     }
 
     /// Starts Dovecot with the users `users` (`name@domain`); `full` is a
-    /// user whose 1-byte quota every message exceeds.
-    pub fn start(ip: &str, port: u16, users: &[&str], full: &str) -> Dovecot {
+    /// user whose 1-byte quota every message exceeds. With `tls` (a
+    /// certificate and key file), its LMTP listeners offer STARTTLS.
+    pub fn start(
+        ip: &str,
+        port: u16,
+        users: &[&str],
+        full: &str,
+        tls: Option<(&Path, &Path)>,
+    ) -> Dovecot {
         let dir = tempfile::Builder::new()
             .prefix("dovecot-test-")
             .tempdir()
@@ -86,6 +93,14 @@ impl Dovecot {
             passwd.push_str(&format!("{u}:{{PLAIN}}secret::::::{extra}\n"));
         }
         std::fs::write(d.join("users"), passwd).unwrap();
+        let ssl = match tls {
+            Some((cert, key)) => format!(
+                "ssl = yes\nssl_cert = <{}\nssl_key = <{}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => "ssl = no\n".to_string(),
+        };
         let conf = format!(
             r#"base_dir = {d}/run
 state_dir = {d}/state
@@ -93,8 +108,7 @@ log_path = {d}/dovecot.log
 info_log_path = {d}/dovecot.log
 protocols = lmtp
 listen = {ip}
-ssl = no
-auth_mechanisms = plain
+{ssl}auth_mechanisms = plain
 default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = 1

@@ -34,11 +34,13 @@ fn a_virtual_mailbox_domain_is_delivered_to_dovecot_over_lmtp() {
         panic!("this test needs Debian's dovecot-lmtpd and root (scripts/test.sh installs it)");
     }
     let mut inst = Instance::new("smtpd_error_sleep_time = 0\n");
+    let pki = postern_tests::pki::make(inst.dir.path(), "lmtp", "mailstore.test");
     let dc = Dovecot::start(
         &inst.ip,
         2424,
         &["alice@vmail.test", "bob@vmail.test"],
         "full@vmail.test",
+        Some((&pki.server_cert, &pki.server_key)),
     );
     let users = inst.config_dir().join("vmailbox");
     std::fs::write(
@@ -52,6 +54,7 @@ fn a_virtual_mailbox_domain_is_delivered_to_dovecot_over_lmtp() {
          virtual_transport = lmtp:unix:{sock}\n\
          transport_maps = inline:{{ bob@vmail.test=lmtp:inet:{ip}:2424 }}\n\
          smtp_connection_cache_time_limit = 30s\n\
+         lmtp_tls_security_level = encrypt\n\
          smtpd_recipient_restrictions = reject_unauth_destination\n\
          mynetworks = 192.0.2.0/24\n",
         users = users.display(),
@@ -131,8 +134,9 @@ fn a_virtual_mailbox_domain_is_delivered_to_dovecot_over_lmtp() {
     assert!(added.contains("Received: from client.example"), "{added}");
     assert!(dc.fetch("alice@vmail.test").contains("Body line one."));
 
-    // Over TCP (transport_maps names inet:), and a second message to the
-    // socket reuses the cached LMTP session.
+    // Over TCP (transport_maps names inet:), with STARTTLS
+    // (lmtp_tls_security_level = encrypt; never over the Unix socket), and
+    // a second message to the socket reuses the cached LMTP session.
     let body = MESSAGE.replace("lmtp-test-1", "lmtp-test-2");
     let r = smtplib(
         &inst.ip,
@@ -147,6 +151,16 @@ fn a_virtual_mailbox_domain_is_delivered_to_dovecot_over_lmtp() {
     assert!(
         line.contains(&format!("relay={ip}[{ip}]:2424")) && line.contains("status=sent"),
         "{line}"
+    );
+    logged(
+        &inst,
+        &format!("TLS connection established to {ip}[{ip}]:2424: TLSv1.3"),
+    );
+    assert!(
+        !inst.log().contains(&format!(
+            "TLS connection established to mx.test.example[{sock}]"
+        )),
+        "STARTTLS over a Unix socket"
     );
     wait_for("alice's second message", Duration::from_secs(30), || {
         (dc.maildir("alice", "vmail.test").len() == 2).then_some(())

@@ -69,6 +69,10 @@ pub struct Settings {
     smtp_rate_delay: Duration,
     local_rcpt_limit: usize,
     smtp_rcpt_limit: usize,
+    /// The lmtp_destination_* limits, for next hops marked `lmtp:`.
+    lmtp_concurrency: usize,
+    lmtp_rate_delay: Duration,
+    lmtp_rcpt_limit: usize,
     active_limit: u32,
     recipient_limit: u32,
     process_limit: usize,
@@ -144,6 +148,9 @@ impl Settings {
             smtp_rate_delay: p.duration("smtp_destination_rate_delay").map_err(e)?,
             local_rcpt_limit: p.int("local_destination_recipient_limit").map_err(e)? as usize,
             smtp_rcpt_limit: p.int("smtp_destination_recipient_limit").map_err(e)? as usize,
+            lmtp_concurrency: p.int("lmtp_destination_concurrency_limit").map_err(e)? as usize,
+            lmtp_rate_delay: p.duration("lmtp_destination_rate_delay").map_err(e)?,
+            lmtp_rcpt_limit: p.int("lmtp_destination_recipient_limit").map_err(e)? as usize,
             active_limit: p.int("qmgr_message_active_limit").map_err(e)? as u32,
             recipient_limit: p.int("qmgr_message_recipient_limit").map_err(e)? as u32,
             process_limit: p.int("default_process_limit").map_err(e)? as usize,
@@ -385,11 +392,16 @@ impl Qmgr {
             .min()
     }
 
-    fn concurrency(&self, agent: Role) -> usize {
-        if agent == Role::Local {
-            self.s.local_concurrency
+    /// A destination's concurrency, rate delay and recipient limits: the
+    /// local_, lmtp_ (a next hop marked `lmtp:`) or smtp_destination_ ones.
+    fn limits(&self, dest: &Dest) -> (usize, Duration, usize) {
+        let s = &self.s;
+        if dest.0 == Role::Local {
+            (s.local_concurrency, s.local_rate_delay, s.local_rcpt_limit)
+        } else if dest.1.starts_with("lmtp:") {
+            (s.lmtp_concurrency, s.lmtp_rate_delay, s.lmtp_rcpt_limit)
         } else {
-            self.s.smtp_concurrency
+            (s.smtp_concurrency, s.smtp_rate_delay, s.smtp_rcpt_limit)
         }
     }
 
@@ -610,13 +622,8 @@ impl Qmgr {
             .map(|(k, _)| k.clone())
             .collect();
         for dest in dests {
-            let limit = self.concurrency(dest.0);
+            let (limit, rate, rcpt_limit) = self.limits(&dest);
             let process_limit = self.s.process_limit;
-            let (rate, rcpt_limit) = if dest.0 == Role::Local {
-                (self.s.local_rate_delay, self.s.local_rcpt_limit)
-            } else {
-                (self.s.smtp_rate_delay, self.s.smtp_rcpt_limit)
-            };
             loop {
                 if self.agent_busy.get(&dest.0).copied().unwrap_or(0) >= process_limit {
                     break;

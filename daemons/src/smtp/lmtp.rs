@@ -228,7 +228,17 @@ impl Smtp {
             )
             .await
         {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                crate::log::line(&format!(
+                    "{} TLS connection established to {}[{}]:{}: {}",
+                    policy.trust_word(),
+                    s.host,
+                    s.peer,
+                    s.addr.port(),
+                    s.tls.clone().unwrap_or_default()
+                ));
+                Ok(())
+            }
             Err(f) if policy.level.required() => Err(deferred("4.7.5".into(), s.failed(&f))),
             // Opportunistic: a refused STARTTLS goes on in plaintext; a
             // failed handshake took the connection with it.
