@@ -158,7 +158,26 @@ fn virtual_aliases_expand_validate_recipients_and_defer_whole_at_their_limits() 
         // (With a transaction open, the line starts with its queue id.)
         ": reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <nobody@virt.test>: Recipient address rejected: User unknown in virtual alias table; from=<sender@client.example> to=<nobody@virt.test> proto=ESMTP helo=<client.example>",
     );
-    let m = wait_messages(&sink, 1);
+    // The same through sendmail.
+    sendmail(
+        &inst,
+        &["-f", "cron@mx.test.example", "list@virt.test"],
+        b"Subject: from cron\n\nnightly\n",
+    );
+    let m = wait_messages(&sink, 2);
+    let mut by_sender: Vec<_> = m.iter().map(|(e, _)| envelope(e)).collect();
+    by_sender.sort();
+    assert_eq!(
+        by_sender[0],
+        (
+            "cron@mx.test.example".to_string(),
+            vec!["a@relay.test".to_string(), "b-real@relay.test".into()]
+        )
+    );
+    let m: Vec<_> = m
+        .into_iter()
+        .filter(|(e, _)| e["from"] == "sender@client.example")
+        .collect();
     // Recursive expansion, the extension carried over, the catch-all.
     assert_eq!(
         envelope(&m[0].0),
@@ -211,10 +230,10 @@ fn virtual_aliases_expand_validate_recipients_and_defer_whole_at_their_limits() 
         Some("Subject: self\r\n\r\nhello\r\n"),
     );
     assert!(r[1].starts_with("250"), "{r:?}");
-    let m = wait_messages(&sink, 2);
-    assert_eq!(m.len(), 2, "a message over a limit was delivered");
+    let m = wait_messages(&sink, 3);
+    assert_eq!(m.len(), 3, "a message over a limit was delivered");
     assert_eq!(
-        envelope(&m[1].0).1,
+        envelope(&m[2].0).1,
         vec!["copy@relay.test".to_string(), "keep@relay.test".into()]
     );
 }
@@ -353,6 +372,12 @@ fn canonical_masquerade_and_bcc_rewrite_the_envelope_from_smtp_and_sendmail() {
             "Alice <alice.smith@corp.test>",
             "root@remote.invalid, ops@corp.test",
         ),
+        // The classes: sender_canonical_maps for the envelope only.
+        (
+            "local_header_rewrite_clients = permit_inet_interfaces\nsender_canonical_classes = envelope_sender",
+            "Alice <alice@inside.test>",
+            "root@mx.test.example, ops@corp.test",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -393,7 +418,7 @@ fn canonical_masquerade_and_bcc_rewrite_the_envelope_from_smtp_and_sendmail() {
         &inst,
         "recipient_canonical_maps map lookup problem for old@corp.test -- message not accepted, try again later",
     );
-    assert_eq!(envelopes(&sink).len(), 5);
+    assert_eq!(envelopes(&sink).len(), 6);
 }
 
 /// The same tables and mail through Postern and a real Postfix, both
@@ -522,6 +547,24 @@ fn generic_maps_rewrite_the_envelope_and_headers_as_mail_leaves() {
     );
     // The log names the recipient as queued.
     logged(&inst, "to=<ops+cron@box.lan>, relay=");
+    // The same through smtpd.
+    let r = smtplib(
+        &inst.ip,
+        inst.smtp_port,
+        "root@mx.test.example",
+        &["dev@box.lan"],
+        Some("From: root@mx.test.example\r\nSubject: smtp\r\n\r\nx\r\n"),
+    );
+    assert!(r[1].starts_with("250"), "{r:?}");
+    let m = wait_messages(&sink, 2);
+    assert_eq!(
+        envelope(&m[1].0),
+        (
+            "alerts@corp.test".to_string(),
+            vec!["dev@corp.test".to_string()]
+        )
+    );
+    assert_eq!(header(&m[1].1, "From").as_deref(), Some("alerts@corp.test"));
     // A table that cannot be read defers the delivery.
     std::fs::remove_file(&generic).unwrap();
     sendmail(
@@ -530,5 +573,5 @@ fn generic_maps_rewrite_the_envelope_and_headers_as_mail_leaves() {
         b"Subject: again\n\nx\n",
     );
     logged(&inst, "status=deferred (smtp_generic_maps lookup failure)");
-    assert_eq!(sink.messages().len(), 1);
+    assert_eq!(sink.messages().len(), 2);
 }

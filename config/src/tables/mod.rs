@@ -742,6 +742,8 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
                 "local_login_sender_maps",
                 "smtpd_sender_login_maps",
                 "postern_access_maps",
+                "virtual_alias_domains",
+                "virtual_mailbox_domains",
             ]
             .iter(),
         ),

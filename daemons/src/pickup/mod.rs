@@ -57,6 +57,10 @@ struct Settings {
     policy: crate::restrict::Policy,
     /// The access tables the restrictions name, by their name there.
     access_maps: Vec<(String, TableRef)>,
+    /// virtual_alias_domains and virtual_mailbox_domains: destinations
+    /// for reject_unauth_destination.
+    alias_domains: crate::addrmap::Domains,
+    mailbox_domains: crate::addrmap::Domains,
     maildrop: PathBuf,
     query: Duration,
     transfer: Duration,
@@ -80,6 +84,8 @@ impl Settings {
                 .into_iter()
                 .zip(table_list(p, "postern_access_maps"))
                 .collect(),
+            alias_domains: crate::addrmap::Domains::new(p, "virtual_alias_domains"),
+            mailbox_domains: crate::addrmap::Domains::new(p, "virtual_mailbox_domains"),
             maildrop: crate::paths::maildrop_dir(p),
             query: p
                 .duration("ipc_query_timeout")
