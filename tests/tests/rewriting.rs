@@ -338,12 +338,25 @@ fn canonical_masquerade_and_bcc_rewrite_the_envelope_from_smtp_and_sendmail() {
         &["-f", "ops@host.corp.test", "bob@legacy.test"],
         b"Subject: local\n\nfrom cron\n",
     );
-    let m = wait_messages(&sink, 3);
+    sendmail(
+        &inst,
+        &["-f", "alice@inside.test", "someone@far.test"],
+        b"From: alice@inside.test\nSubject: local\n\nfrom alice\n",
+    );
+    let m = wait_messages(&sink, 4);
     let mut got: Vec<_> = m[1..].iter().map(|(e, _)| envelope(e)).collect();
     got.sort();
     assert_eq!(
         got,
         vec![
+            (
+                "alice.smith@corp.test".to_string(),
+                vec![
+                    "archive-sent@relay.test".to_string(),
+                    "journal@relay.test".into(),
+                    "someone@far.test".into()
+                ]
+            ),
             (
                 "ops@corp.test".to_string(),
                 vec!["bob@corp.test".to_string(), "journal@relay.test".into()]
@@ -357,6 +370,16 @@ fn canonical_masquerade_and_bcc_rewrite_the_envelope_from_smtp_and_sendmail() {
                 ]
             ),
         ]
+    );
+    let alice = m
+        .iter()
+        .map(|(_, c)| c)
+        .find(|c| String::from_utf8_lossy(c).contains("from alice"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        header(&alice, "From").as_deref(),
+        Some("alice.smith@corp.test")
     );
     // A remote client (local_header_rewrite_clients does not name it):
     // the envelope is rewritten, the headers are not; with
@@ -393,14 +416,14 @@ fn canonical_masquerade_and_bcc_rewrite_the_envelope_from_smtp_and_sendmail() {
             Some(ADDRESS_HEADERS),
         );
         assert!(r[1].starts_with("250"), "{r:?}");
-        let m = wait_messages(&sink, 4 + n);
+        let m = wait_messages(&sink, 5 + n);
         assert_eq!(
-            header(&m[3 + n].1, "From").as_deref(),
+            header(&m[4 + n].1, "From").as_deref(),
             Some(from),
             "{setting}"
         );
-        assert_eq!(header(&m[3 + n].1, "Cc").as_deref(), Some(cc), "{setting}");
-        assert_eq!(envelope(&m[3 + n].0).0, "alice.smith@corp.test");
+        assert_eq!(header(&m[4 + n].1, "Cc").as_deref(), Some(cc), "{setting}");
+        assert_eq!(envelope(&m[4 + n].0).0, "alice.smith@corp.test");
     }
 
     // A table that cannot be read refuses the mail for now, never sends
@@ -418,7 +441,7 @@ fn canonical_masquerade_and_bcc_rewrite_the_envelope_from_smtp_and_sendmail() {
         &inst,
         "recipient_canonical_maps map lookup problem for old@corp.test -- message not accepted, try again later",
     );
-    assert_eq!(envelopes(&sink).len(), 6);
+    assert_eq!(envelopes(&sink).len(), 7);
 }
 
 /// The same tables and mail through Postern and a real Postfix, both
