@@ -380,7 +380,10 @@ impl Config {
                 ));
             }
         }
-        // Postfix refuses a mailbox smaller than the largest message.
+        // A mailbox smaller than the largest message: Postfix's local
+        // refuses to run; Postern's bounces local mail over the mailbox
+        // limit, so this is worth a warning, not a refusal (an edge relay
+        // that raised message_size_limit still starts).
         if let (Some(mbox), Some(msg)) = (
             self.expanded("mailbox_size_limit", overrides)
                 .and_then(|v| v.trim().parse::<u64>().ok()),
@@ -389,11 +392,16 @@ impl Config {
         ) && mbox != 0
             && mbox < msg
         {
-            let (file, line) = self.origin("mailbox_size_limit", overrides);
-            out.push(Diagnostic::error(
+            let (mut file, mut line) = self.origin("mailbox_size_limit", overrides);
+            if line.is_none() {
+                (file, line) = self.origin("message_size_limit", overrides);
+            }
+            out.push(Diagnostic::warning(
                 &file,
                 line,
-                format!("mailbox_size_limit ({mbox}) is smaller than message_size_limit ({msg})"),
+                format!(
+                    "mailbox_size_limit ({mbox}) is smaller than message_size_limit ({msg}): local mail larger than {mbox} bytes bounces (Postfix's local(8) refuses to run so)"
+                ),
             ));
         }
         if let Some(v) = self.expanded("notify_classes", overrides) {

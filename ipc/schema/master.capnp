@@ -77,7 +77,11 @@ struct Connect {
 }
 
 # Asks the master to open a table file the configuration names. The master
-# refuses any path the configuration does not name.
+# refuses any path the configuration does not name. The same request
+# brings smtp the connection to an LMTP Unix socket the configuration
+# names, and local a user's .forward or a home_mailbox Maildir file (made
+# in tmp/ for NAME, moved into new/ when asked for new/NAME), each checked
+# by the master (daemons/src/master/home.rs).
 struct OpenTable {
   requestId @0 :UInt32;
   path @1 :Text;

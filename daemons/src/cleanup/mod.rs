@@ -173,11 +173,7 @@ async fn session(from: Role, fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
                                 Reply::Begun(id)
                             }
                             Err(f) => {
-                                let _ = br
-                                    .as_mut()
-                                    .expect("connected")
-                                    .call(&cb::Request::Abort(id))
-                                    .await;
+                                abort(&mut br, &id).await;
                                 Reply::Failed(f)
                             }
                         }
