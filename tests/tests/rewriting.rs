@@ -598,3 +598,72 @@ fn generic_maps_rewrite_the_envelope_and_headers_as_mail_leaves() {
     logged(&inst, "status=deferred (smtp_generic_maps lookup failure)");
     assert_eq!(sink.messages().len(), 2);
 }
+
+#[test]
+fn address_classes_and_extension_propagation_through_smtpd_and_sendmail() {
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0\n");
+    let sink = Sink::start(&inst.ip, 2626, &inst.config_dir().join("sink"));
+    let v = table(inst.config_dir(), "virtual", VIRTUAL);
+    inst.add_main_cf(&format!(
+        "relayhost = [{}]:2626\n{}\
+         recipient_delimiter = +\n\
+         virtual_alias_domains = virt.test\n\
+         virtual_alias_maps = texthash:{}\n\
+         sender_canonical_classes = envelope_sender\n\
+         recipient_canonical_classes = envelope_recipient\n\
+         canonical_classes = envelope_recipient\n\
+         masquerade_classes = envelope_sender\n\
+         propagate_unmatched_extensions = canonical\n",
+        inst.ip,
+        rewriting_main_cf(inst.config_dir()),
+        v.display()
+    ));
+    inst.start();
+    let rcpts = ["old@corp.test", "bob@legacy.test", "info+tag@virt.test"];
+    let r = smtplib(
+        &inst.ip,
+        inst.smtp_port,
+        "alice@inside.test",
+        &rcpts,
+        Some(ADDRESS_HEADERS),
+    );
+    assert!(r[3].starts_with("250"), "{r:?}");
+    let mut args = vec!["-f", "alice@inside.test"];
+    args.extend(rcpts);
+    sendmail(
+        &inst,
+        &args,
+        ADDRESS_HEADERS.replace("\r\n", "\n").as_bytes(),
+    );
+    let m = wait_messages(&sink, 2);
+    for (env, content) in &m {
+        // The envelope only: the headers keep their addresses (qualified).
+        assert_eq!(
+            envelope(env),
+            (
+                "alice.smith@corp.test".to_string(),
+                vec![
+                    "archive-new@relay.test".to_string(),
+                    "archive-sent@relay.test".into(),
+                    "bob@corp.test".into(),
+                    // No extension carried: only canonical propagates.
+                    "info@relay.test".into(),
+                    "journal@relay.test".into(),
+                    "new@corp.test".into(),
+                ]
+            )
+        );
+        assert_eq!(
+            header(content, "From").as_deref(),
+            Some("Alice <alice@inside.test>")
+        );
+        assert_eq!(
+            header(content, "To").as_deref(),
+            Some("old@corp.test, \"Bob B.\" <bob@legacy.test> (team)")
+        );
+        assert_eq!(
+            header(content, "Cc").as_deref(),
+            Some("root@mx.test.example, ops@host.corp.test")
+        );
+    }
+}
