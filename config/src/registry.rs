@@ -143,7 +143,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("delay_warning_time", "0h", secs("h"), QM),
     p("disable_vrfy_command", "yes", Kind::Bool, SD),
     p("dns_nameservers", "", Kind::List, RS),
-    p("double_bounce_sender", "double-bounce", Kind::Str, BO | PK | SD | CL | BR),
+    p("double_bounce_sender", "double-bounce", Kind::Str, BO | PK | SD | CL | BR | QM),
     p("empty_address_default_transport_maps_lookup_key", "<>", Kind::Str, QM),
     p("empty_address_relayhost_maps_lookup_key", "<>", Kind::Str, QM),
     p("forward_path", "$home/.forward${recipient_delimiter}${extension}, $home/.forward", Kind::List, LO),
@@ -198,7 +198,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("mydomain", "", Kind::Str, ALL),
     p("myhostname", "", Kind::Str, ALL),
     p("mynetworks", "127.0.0.0/8 [::1]/128", Kind::List, SD | PK),
-    p("myorigin", "$myhostname", Kind::Str, CL | PK | LO | BO | SD | VE | BR),
+    p("myorigin", "$myhostname", Kind::Str, CL | PK | LO | BO | SD | VE | BR | QM),
     // Postmaster notices Postern sends: bounce, 2bounce and delay (the
     // other classes are accepted and not sent; conf --check says so).
     p("nested_header_checks", "$header_checks", Kind::List, CL),
@@ -221,7 +221,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("recipient_bcc_maps", "", Kind::List, CL | PX | BR),
     p("recipient_canonical_classes", "envelope_recipient, header_recipient", Kind::List, CL),
     p("recipient_canonical_maps", "", Kind::List, CL | PX | BR),
-    p("recipient_delimiter", "", Kind::Str, SD | LO | BR | PK | CL),
+    p("recipient_delimiter", "", Kind::Str, SD | LO | BR | PK | CL | QM),
     p("reject_code", "554", int(400, 599), SD | PK),
     p("relay_clientcerts", "", Kind::List, SD | PK),
     p("relay_domains", "", Kind::List, SD | QM | PK),

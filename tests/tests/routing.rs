@@ -203,6 +203,7 @@ fn sender_dependent_relays_and_transports_and_relocated_users() {
         "sender_dependent_relayhost_maps = texthash:{}\n\
          sender_dependent_default_transport_maps = texthash:{}\n\
          relocated_maps = texthash:{}\n\
+         recipient_delimiter = +\n\
          relayhost = [{ip}]:2626\n",
         relays.display(),
         transports.display(),
@@ -226,7 +227,8 @@ fn sender_dependent_relays_and_transports_and_relocated_users() {
     send("boss@one.test", "r3@far.test");
     send("", "r4@far.test");
     send("z@blocked.test", "r5@far.test");
-    send("x@one.test", "old@far.test");
+    // Found without its extension (qmgr knows recipient_delimiter).
+    send("x@one.test", "old+news@far.test");
     let at = |s: &Sink| -> Vec<String> {
         let mut v: Vec<String> = s
             .messages()
@@ -258,7 +260,7 @@ fn sender_dependent_relays_and_transports_and_relocated_users() {
         line.contains("dsn=5.7.1, status=bounced (this sender may not send out)"),
         "{line}"
     );
-    let line = logged(&inst, "to=<old@far.test>");
+    let line = logged(&inst, "to=<old+news@far.test>");
     assert!(
         line.contains("dsn=5.1.6, status=bounced (User has moved to new@far.test)"),
         "{line}"
