@@ -93,8 +93,11 @@ pub fn bind_all(cfg: &Config, params: &Params) -> Result<Vec<Bound>, String> {
     let interfaces = params.list("inet_interfaces").map_err(|e| e.to_string())?;
     let protocols = postern_config::inet::of(params);
     let mut out = Vec::new();
-    for svc in cfg.services.iter().filter(|s| s.listen.is_some()) {
-        let l = svc.listen.as_ref().expect("filtered");
+    for (svc, l) in cfg
+        .services
+        .iter()
+        .filter_map(|s| s.listen.as_ref().map(|l| (s, l)))
+    {
         let svc_params = if svc.overrides.is_empty() {
             Vec::new()
         } else {

@@ -518,7 +518,7 @@ impl Smtp {
         };
         // smtp_generic_maps, before any connection: a table that cannot be
         // read defers the delivery.
-        let (sender, rcpts, content) = match self.generic(&req, content).await {
+        let (rewritten, content) = match self.generic(&req, content).await {
             Ok(x) => x,
             Err(e) => {
                 warn!("{}: {e}", req.queue_id);
@@ -576,12 +576,15 @@ impl Smtp {
         }
         let t_xfer = Instant::now();
         let env = Envelope {
-            sender: &sender,
+            sender: rewritten.as_ref().map_or(&req.sender, |(s, _)| s),
             recipients: req
                 .recipients
                 .iter()
-                .zip(&rcpts)
-                .map(|(r, a)| (r.index, a.as_str(), r.orcpt.as_str(), r.notify))
+                .enumerate()
+                .map(|(i, r)| {
+                    let a = rewritten.as_ref().map_or(&r.address, |(_, v)| &v[i]);
+                    (r.index, a.as_str(), r.orcpt.as_str(), r.notify)
+                })
                 .collect(),
             size: req.size.max(content.len() as u64),
             body_8bit: req.body_8bit,
@@ -627,26 +630,26 @@ impl Smtp {
         deliver::Reply { results }
     }
 
-    /// The envelope and content as they go out: with smtp_generic_maps
-    /// (never for LMTP), the sender, the recipients and the address
-    /// headers rewritten.
+    /// With smtp_generic_maps (never for LMTP): the sender and the
+    /// recipients (in the request's order) as they go out, and the content
+    /// with its address headers rewritten. Without: None, and the content
+    /// as queued (nothing copied).
     async fn generic(
         &self,
         req: &deliver::Request,
         content: Vec<u8>,
-    ) -> Result<(String, Vec<String>, Vec<u8>), String> {
-        let rcpts: Vec<String> = req.recipients.iter().map(|r| r.address.clone()).collect();
+    ) -> Result<(Option<(String, Vec<String>)>, Vec<u8>), String> {
         if !self.s.generic || req.nexthop.starts_with("lmtp:") {
-            return Ok((req.sender.clone(), rcpts, content));
+            return Ok((None, content));
         }
         let mut g = generic::Generic::new(&self.broker);
         let sender = g.address(&req.sender).await?;
-        let mut out = Vec::with_capacity(rcpts.len());
-        for r in &rcpts {
-            out.push(g.address(r).await?);
+        let mut out = Vec::with_capacity(req.recipients.len());
+        for r in &req.recipients {
+            out.push(g.address(&r.address).await?);
         }
         let content = g.content(&content).await?.unwrap_or(content);
-        Ok((sender, out, content))
+        Ok((Some((sender, out)), content))
     }
 
     /// An address-verification probe of the request's one recipient.
