@@ -23,6 +23,8 @@ PACKAGES=(
     postfix-pcre     # postmap -q on pcre: tables
     postsrsd         # a real tcp_table(5) server for tcp: tables
     dovecot-lmtpd    # a real LMTP server with a Maildir store (tests start their own)
+    prometheus       # a real Prometheus scraping the metrics endpoint; promtool checks its output
+    curl             # Prometheus's HTTP API, from the metrics test
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -466,6 +466,24 @@ impl Config {
                 }
             }
         }
+        if let Some(v) = self.expanded("metrics_listen", overrides)
+            && let Err(e) = crate::inet::metrics_listen(&v)
+        {
+            let (file, line) = self.origin("metrics_listen", overrides);
+            out.push(Diagnostic::error(&file, line, e));
+        }
+        if let Some(v) = self.expanded("metrics_allowed_clients", overrides) {
+            let (file, line) = self.origin("metrics_allowed_clients", overrides);
+            for item in value::split_list(&v) {
+                if let Err(e) = crate::cidr::parse(&item) {
+                    out.push(Diagnostic::error(
+                        &file,
+                        line,
+                        format!("metrics_allowed_clients: {e}"),
+                    ));
+                }
+            }
+        }
     }
 
     /// Every table reference: known type, absolute path, and its files

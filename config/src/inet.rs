@@ -71,3 +71,31 @@ mod tests {
         assert!(parse(&[]).is_err());
     }
 }
+
+/// `metrics_listen`: IP addresses with ports (`127.0.0.1:9187`,
+/// `[::1]:9187`), separated by commas or spaces. Names are refused: the
+/// endpoint must bind where the admin says, not where DNS points.
+pub fn metrics_listen(value: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    crate::value::split_list(value)
+        .iter()
+        .map(|a| {
+            a.parse().map_err(|_| {
+                format!(
+                    "metrics_listen: {a}: not an IP address and port (127.0.0.1:9187, [::1]:9187)"
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    #[test]
+    fn metrics_listen_takes_addresses_and_ports_only() {
+        let v = super::metrics_listen("127.0.0.1:9187, [::1]:9187").unwrap();
+        assert_eq!(v.len(), 2);
+        assert!(super::metrics_listen("").unwrap().is_empty());
+        assert!(super::metrics_listen("localhost:9187").is_err());
+        assert!(super::metrics_listen("127.0.0.1").is_err());
+    }
+}

@@ -10,12 +10,12 @@ pub const EMBEDDED_MASTER_CF: &str = "\
 # ==========================================================================
 127.0.0.1:2525   inet  n       -       n       -       -       smtpd
 127.0.0.1:2587   inet  n       -       n       -       -       smtpd
-  -o syslog_name=postern/submission
+  -o syslog_name=postfix/submission
   -o smtpd_tls_security_level=encrypt
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_client_restrictions=permit_sasl_authenticated,reject
 127.0.0.1:2465   inet  n       -       n       -       -       smtpd
-  -o syslog_name=postern/submissions
+  -o syslog_name=postfix/submissions
   -o smtpd_tls_wrappermode=yes
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_client_restrictions=permit_sasl_authenticated,reject

@@ -62,6 +62,7 @@ const AU: u32 = roles(&[Role::Auth]);
 const CA: u32 = roles(&[Role::Cache]);
 const PX: u32 = roles(&[Role::Proxymap]);
 const VE: u32 = roles(&[Role::Verify]);
+const MX: u32 = roles(&[Role::Metrics]);
 
 const fn p(name: &'static str, default: &'static str, kind: Kind, roles: u32) -> ParamDef {
     ParamDef {
@@ -190,6 +191,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("maximal_backoff_time", "4000s", secs("s"), QM),
     p("maximal_queue_lifetime", "5d", secs("d"), QM),
     p("message_size_limit", "10240000", SIZE, SD | CL | PK),
+    p("metrics_allowed_clients", "", Kind::List, MX),
+    p("metrics_listen", "", Kind::Str, ALL),
     p("mime_header_checks", "$header_checks", Kind::List, CL),
     p("mime_nesting_limit", "100", int(1, 10_000), CL),
     p("minimal_backoff_time", "300s", secs("s"), QM),
@@ -319,7 +322,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_tls_wrappermode", "no", Kind::Bool, SD | M),
     p("soft_bounce", "no", Kind::Bool, SD | QM | PK),
     p("strict_rfc821_envelopes", "no", Kind::Bool, SD),
-    p("syslog_name", "postern", Kind::Str, ALL),
+    p("syslog_name", "postfix", Kind::Str, ALL),
     p("transport_maps", "", Kind::List, QM | SM | PX | BR),
     p("unknown_address_reject_code", "450", int(400, 599), SD | PK),
     p("unknown_client_reject_code", "450", int(400, 599), SD | PK),

@@ -46,6 +46,9 @@ roles! {
     /// Address verification (verify(8)): the cache of probe results, and
     /// the only role that may ask for a probe.
     Verify => "verify",
+    /// Serves the Prometheus endpoint (metrics_listen): the figures the
+    /// other roles report to it, and nothing else.
+    Metrics => "metrics",
 }
 
 impl Role {

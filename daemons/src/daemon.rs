@@ -131,6 +131,11 @@ where
                 Ok(s) => s,
                 Err(e) => fatal!("{role}: control channel: {e}"),
             };
+        crate::metrics::start(
+            role,
+            &params,
+            crate::metrics::Uplink::Switchboard(switchboard.clone()),
+        );
         main(Context {
             params,
             listeners,

@@ -43,7 +43,7 @@ pub async fn accept<E: Edge>(
     match edge::accept::<E>(fd, timeout).await {
         Ok(ep) => Some(ep),
         Err(e) => {
-            dropped(from, &e);
+            dropped(E::NAME, from, &e);
             None
         }
     }
@@ -60,14 +60,15 @@ where
         return;
     };
     if let Err(e) = edge::serve::<E, _, _>(ep, handle).await {
-        dropped(from, &e);
+        dropped(E::NAME, from, &e);
     }
 }
 
-/// Logs a protocol violation that dropped a peer's channel (a peer that
-/// went away or timed out is routine and says nothing).
-pub fn dropped(from: Role, e: &ChannelError) {
+/// Logs and counts a protocol violation that dropped a peer's channel of
+/// `edge` (a peer that went away or timed out is routine and says nothing).
+pub fn dropped(edge: &str, from: Role, e: &ChannelError) {
     if let ChannelError::Violation(v) = e {
         warn!("protocol violation from {from}: {v}; channel dropped");
+        crate::metrics::inc(&crate::metrics::catalog::VIOLATIONS, &[edge]);
     }
 }

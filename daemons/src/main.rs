@@ -17,6 +17,7 @@ mod fsutil;
 mod local;
 mod log;
 mod master;
+mod metrics;
 mod passwd;
 mod paths;
 mod peerpool;

@@ -51,7 +51,7 @@ impl<E: Edge> PeerPool<E> {
                     return Ok(r);
                 }
                 Err(e @ ChannelError::Violation(_)) => {
-                    crate::edges::dropped(self.role, &e);
+                    crate::edges::dropped(E::NAME, self.role, &e);
                     return Err(format!("{}: {e}", self.role));
                 }
                 // A pooled channel may have died with its peer: try a fresh one.

@@ -4,8 +4,8 @@
 //! from a role listed here, and only the edges listed for that pair.
 use postern_config::Role;
 use postern_ipc::{
-    auth, bounce, cache, cleanup_broker, deliver, keys, probe, proxymap, qmgr_broker, qmgr_queue,
-    resolver, smtpd_broker, smtpd_cleanup, verify,
+    auth, bounce, cache, cleanup_broker, deliver, keys, metrics, probe, proxymap, qmgr_broker,
+    qmgr_queue, resolver, smtpd_broker, smtpd_cleanup, verify,
 };
 
 /// (client, server, the edges the client may open).
@@ -41,6 +41,23 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Smtpd, Role::Verify, &[verify::EDGE]),
     (Role::Verify, Role::Qmgr, &[probe::EDGE]),
     (Role::Verify, Role::Cache, &[cache::EDGE]),
+    // Every process reports its figures to the metrics role (the master
+    // over a channel it makes itself); nothing asks the metrics role
+    // anything, and it opens nothing.
+    (Role::Master, Role::Metrics, &[metrics::EDGE]),
+    (Role::Broker, Role::Metrics, &[metrics::EDGE]),
+    (Role::Smtpd, Role::Metrics, &[metrics::EDGE]),
+    (Role::Cleanup, Role::Metrics, &[metrics::EDGE]),
+    (Role::Qmgr, Role::Metrics, &[metrics::EDGE]),
+    (Role::Resolver, Role::Metrics, &[metrics::EDGE]),
+    (Role::Smtp, Role::Metrics, &[metrics::EDGE]),
+    (Role::Local, Role::Metrics, &[metrics::EDGE]),
+    (Role::Bounce, Role::Metrics, &[metrics::EDGE]),
+    (Role::Pickup, Role::Metrics, &[metrics::EDGE]),
+    (Role::Auth, Role::Metrics, &[metrics::EDGE]),
+    (Role::Cache, Role::Metrics, &[metrics::EDGE]),
+    (Role::Proxymap, Role::Metrics, &[metrics::EDGE]),
+    (Role::Verify, Role::Metrics, &[metrics::EDGE]),
 ];
 
 /// May `client` ask for a channel to `server` at all?
@@ -80,6 +97,11 @@ mod tests {
                 !edges.contains(&probe::EDGE) || (*c, *s) == (Role::Verify, Role::Qmgr),
                 "{c} -> {s} carries probe"
             );
+        }
+        // Every role reports figures, and the metrics role talks to no one.
+        for r in Role::ALL.iter().filter(|r| **r != Role::Metrics) {
+            assert!(carries(*r, Role::Metrics, metrics::EDGE), "{r}");
+            assert!(!allowed(Role::Metrics, *r), "{r}");
         }
     }
 }

@@ -168,6 +168,19 @@ pub const SPECS: &[RoleSpec] = &[
         on_demand: true,
         main: crate::verify::main,
     },
+    RoleSpec {
+        role: Role::Metrics,
+        // Accepts on the metrics_listen sockets the master bound; no
+        // files, no network namespace of its own.
+        network: false,
+        syscalls: COMMON.union(SyscallGroups::ACCEPT),
+        // One process holds the figures.
+        exclusive: true,
+        listeners: false,
+        // Started at start-up, but only when metrics_listen is set.
+        on_demand: false,
+        main: crate::metrics::serve::main,
+    },
 ];
 
 pub fn spec(role: Role) -> Option<&'static RoleSpec> {
@@ -180,9 +193,19 @@ pub fn all() -> impl Iterator<Item = Role> {
 }
 
 /// The roles the master starts at start-up, in order (the others start on
-/// first use).
-pub fn started() -> impl Iterator<Item = Role> {
-    SPECS.iter().filter(|s| !s.on_demand).map(|s| s.role)
+/// first use; the metrics role only with metrics_listen set).
+pub fn started(params: &Params) -> impl Iterator<Item = Role> + '_ {
+    SPECS
+        .iter()
+        .filter(|s| !s.on_demand)
+        .filter(|s| s.role != Role::Metrics || configured(Role::Metrics, params))
+        .map(|s| s.role)
+}
+
+/// Does the configuration use `role` at all? (Only the metrics role can be
+/// switched off.)
+pub fn configured(role: Role, params: &Params) -> bool {
+    role != Role::Metrics || !params.str("metrics_listen").trim().is_empty()
 }
 
 /// The role's uid and gid when Postern runs as root.

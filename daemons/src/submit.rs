@@ -100,7 +100,10 @@ pub async fn to_cleanup_with(
     // The end can take as long as the fsync behind it.
     ep.channel().timeout = transfer;
     match ep.call(&sc::Request::End).await.map_err(broken)? {
-        sc::Reply::Committed => Ok(id),
+        sc::Reply::Committed => {
+            crate::metrics::received_locally();
+            Ok(id)
+        }
         other => Err(unexpected(other)),
     }
 }

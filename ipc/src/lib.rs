@@ -25,6 +25,7 @@ pub mod generated;
 pub mod keys;
 pub mod listener;
 pub mod master;
+pub mod metrics;
 pub mod probe;
 pub mod proxymap;
 pub mod qmgr_broker;

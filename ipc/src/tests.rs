@@ -42,7 +42,8 @@ fn schema_snapshots_match_generated_code() {
         "sendmail_pickup",
         "proxymap",
         "verify",
-        "probe"
+        "probe",
+        "metrics"
     );
     for (name, schema, snap) in pairs {
         assert_eq!(
@@ -827,4 +828,46 @@ fn resolver_requests_round_trip_and_names_are_checked() {
     ] {
         assert!(Request::decode(&bad.encode(), vec![]).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn metrics_reports_round_trip_and_limits_hold() {
+    use crate::metrics::{self, Request, Sample};
+    let full = Request {
+        samples: (0..metrics::MAX_SAMPLES)
+            .map(|i| Sample {
+                name: "postern_rejects_total".into(),
+                labels: vec!["rcpt".into(), format!("check_{i}")],
+                value: i as f64,
+            })
+            .collect(),
+    };
+    let f = full.encode();
+    assert!(f.len() <= <Request as Message>::MAX_FRAME, "{}", f.len());
+    assert_eq!(Request::decode(&f, vec![]).unwrap(), full);
+    let one = |name: &str, label: &str, value: f64| Request {
+        samples: vec![Sample {
+            name: name.into(),
+            labels: vec![label.into()],
+            value,
+        }],
+    };
+    // Names are metric names; values are finite; labels have no line breaks.
+    for bad in [
+        one("Postern Rejects", "x", 1.0),
+        one("", "x", 1.0),
+        one("postern_x", "x", f64::NAN),
+        one("postern_x", "x", f64::INFINITY),
+        one("postern_x", "a\nb", 1.0),
+    ] {
+        assert!(
+            matches!(
+                Request::decode(&bad.encode(), vec![]),
+                Err(Violation::Field { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    let r = metrics::Reply { accepted: 7 };
+    assert_eq!(metrics::Reply::decode(&r.encode(), vec![]).unwrap(), r);
 }

@@ -456,3 +456,19 @@ pub fn header_addresses(data: &[u8]) {
     let again = addresses(&replace(data, &edits));
     assert_eq!(again.len(), spans.len());
 }
+
+/// An HTTP request head: never more than the cap is waited for, and bytes
+/// after a complete head change nothing.
+pub fn http_request(data: &[u8]) {
+    use crate::http::{MAX_HEAD, parse};
+    match parse(data) {
+        Ok(None) => assert!(data.len() < MAX_HEAD, "waits past the cap"),
+        Ok(Some(r)) => {
+            assert!(!r.path.contains(['?', '#']));
+            let mut more = data.to_vec();
+            more.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+            assert_eq!(parse(&more), Ok(Some(r)));
+        }
+        Err(_) => {}
+    }
+}

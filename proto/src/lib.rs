@@ -9,6 +9,7 @@ pub mod addrlist;
 pub mod ccert;
 pub mod fuzzing;
 pub mod header;
+pub mod http;
 pub mod mime;
 pub mod queue;
 pub mod smtp;

@@ -81,3 +81,8 @@ fn mime_walk() {
 fn ccert() {
     replay("ccert", fuzzing::ccert);
 }
+
+#[test]
+fn http_request() {
+    replay("http_request", fuzzing::http_request);
+}

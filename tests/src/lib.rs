@@ -127,8 +127,8 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 pub fn three_listeners(ip: &str) -> String {
     format!(
         "{ip}:2525 inet n - n - - smtpd\n\
-         {ip}:2587 inet n - n - - smtpd\n  -o syslog_name=postern/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n\
-         {ip}:2465 inet n - n - - smtpd\n  -o syslog_name=postern/submissions\n  -o smtpd_tls_wrappermode=yes\n  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
+         {ip}:2587 inet n - n - - smtpd\n  -o syslog_name=postfix/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n\
+         {ip}:2465 inet n - n - - smtpd\n  -o syslog_name=postfix/submissions\n  -o smtpd_tls_wrappermode=yes\n  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
     )
 }
 
@@ -182,7 +182,7 @@ impl Instance {
         std::fs::write(inst.config_dir().join("main.cf"), main).unwrap();
         let mcf = master_cf.map(str::to_string).unwrap_or_else(|| {
             format!(
-                "{ip}:{s} inet n - n - - smtpd\n{ip}:{m} inet n - n - - smtpd\n  -o syslog_name=postern/submission\n",
+                "{ip}:{s} inet n - n - - smtpd\n{ip}:{m} inet n - n - - smtpd\n  -o syslog_name=postfix/submission\n",
                 ip = inst.ip,
                 s = inst.smtp_port,
                 m = inst.submission_port
@@ -322,9 +322,9 @@ impl Instance {
             // Roles that start on first use (bounce, auth) are "on demand"
             // until something needs them.
             (ps.len() > 1
-                && ps
-                    .iter()
-                    .all(|p| p["state"] == "running" || p["state"] == "on demand"))
+                && ps.iter().all(|p| {
+                    p["state"] == "running" || p["state"] == "on demand" || p["state"] == "off"
+                }))
             .then_some(())
         });
     }

@@ -77,7 +77,7 @@ fn openssl_completes_starttls_and_implicit_tls_with_the_configured_chain() {
     let (inst, pki) = tls_instance("");
     assert_verified_chain(&s_client(&inst, &pki, 2525, true));
     assert_verified_chain(&s_client(&inst, &pki, WRAPPER_PORT, false));
-    inst.wait_log("postern/submissions/smtpd", Duration::from_secs(5));
+    inst.wait_log("postfix/submissions/smtpd", Duration::from_secs(5));
     inst.wait_log(
         "Anonymous TLS connection established from unknown[127.0.0.1]: TLSv1.3 with cipher",
         Duration::from_secs(5),

@@ -73,7 +73,7 @@ fn probes_decide_rcpt_survive_a_restart_and_cannot_be_poisoned() {
         .lines()
         .find(|l| l.contains("to=<good@relay.example>") && l.contains("deliverable"))
         .unwrap();
-    assert!(probe_line.contains("postern/smtp["), "{probe_line}");
+    assert!(probe_line.contains("postfix/smtp["), "{probe_line}");
 
     // Now the results answer: the good address is accepted, the bad one
     // refused for good with the next hop's reason.

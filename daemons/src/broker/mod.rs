@@ -132,6 +132,9 @@ async fn serve(
     local
         .run_until(async move {
             tokio::task::spawn_local(recover(st.clone()));
+            if crate::metrics::enabled() {
+                tokio::task::spawn_local(queue_figures(st.clone()));
+            }
             loop {
                 tokio::select! {
                     // A reload the master sent before a channel is applied
@@ -701,5 +704,34 @@ async fn key_conn(role: Role, mut current: watch::Receiver<Rc<KeyStore>>, ch: Ch
         if ep.send(&reply).await.is_err() {
             return;
         }
+    }
+}
+
+/// The queue gauges (postern_queue_messages and the oldest message's age,
+/// by place), once a report interval.
+async fn queue_figures(st: Shared) {
+    use crate::metrics::{self, catalog};
+    use postern_ipc::qmgr_queue::Place;
+    let mut tick = tokio::time::interval(metrics::PUSH_EVERY);
+    loop {
+        tick.tick().await;
+        let figures = st.borrow().queue.figures();
+        let name = |p: Place| match p {
+            Place::Incoming => "incoming",
+            Place::Active => "active",
+            Place::Deferred => "deferred",
+            Place::Hold => "hold",
+        };
+        let counts: Vec<(Vec<String>, f64)> = figures
+            .iter()
+            .map(|(p, n, _)| (vec![name(*p).to_string()], *n as f64))
+            .collect();
+        let oldest: Vec<(Vec<String>, f64)> = figures
+            .iter()
+            .filter(|(_, n, _)| *n > 0)
+            .map(|(p, _, at)| (vec![name(*p).to_string()], *at as f64 / 1e6))
+            .collect();
+        metrics::replace(&catalog::QUEUE, &counts);
+        metrics::replace(&catalog::OLDEST, &oldest);
     }
 }

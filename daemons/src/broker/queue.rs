@@ -740,6 +740,30 @@ impl Queue {
         self.release(n)
     }
 
+    /// Messages and the oldest arrival (µs) in each place, for the queue
+    /// gauges: in the order incoming, active, deferred, hold.
+    pub fn figures(&self) -> [(Place, u64, u64); 4] {
+        let mut out = [
+            (Place::Incoming, 0, u64::MAX),
+            (Place::Active, 0, u64::MAX),
+            (Place::Deferred, 0, u64::MAX),
+            (Place::Hold, 0, u64::MAX),
+        ];
+        for s in &self.slots {
+            if let State::Committed(e) = s {
+                let i = match e.place {
+                    Place::Incoming => 0,
+                    Place::Active => 1,
+                    Place::Deferred => 2,
+                    Place::Hold => 3,
+                };
+                out[i].1 += 1;
+                out[i].2 = out[i].2.min(e.arrival_us);
+            }
+        }
+        out
+    }
+
     /// Committed messages.
     #[cfg(test)]
     pub fn committed_count(&self) -> usize {

@@ -115,6 +115,7 @@ fn write_error() -> Failure {
 /// transaction aborted, as when smtpd goes away); cleanup goes on.
 fn dropped(from: Role, e: impl std::fmt::Display) {
     warn!("protocol violation from {from}: {e}; channel dropped");
+    crate::metrics::inc(&crate::metrics::catalog::VIOLATIONS, &[sc::EDGE]);
 }
 
 type BrokerEp = Endpoint<cb::Request, cb::Reply>;

@@ -134,7 +134,7 @@ pub fn start(dir: Option<&Path>, foreground: bool, detached: bool) -> ExitCode {
             && ps.len() > 1
             && ps
                 .iter()
-                .all(|p| p.state == "running" || p.state == "on demand")
+                .all(|p| p.state == "running" || p.state == "on demand" || p.state == "off")
         {
             return ExitCode::SUCCESS;
         }

@@ -232,6 +232,16 @@ impl Master {
                 }
             }
         }
+        if role == Role::Metrics {
+            for sock in &self.metrics_sockets {
+                listeners.push(ListenerInfo {
+                    service: "metrics".into(),
+                    params: Vec::new(),
+                    maxproc: 0,
+                    fd: OwnedFd::from(sock.try_clone().map_err(|e| e.to_string())?),
+                });
+            }
+        }
         if role == Role::Pickup
             && let Some(s) = &self.pickup_socket
         {

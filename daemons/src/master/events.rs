@@ -54,6 +54,9 @@ impl Master {
                     );
                 }
                 self.serve_pending(role);
+                if role == Role::Metrics {
+                    self.report_to_metrics();
+                }
             }
             FromDaemon::Connect {
                 request_id,
@@ -73,11 +76,12 @@ impl Master {
                         &format!("asked for a channel to {peer}, which is not in its peer graph"),
                     );
                 }
+                let configured = crate::roles::configured(peer, &self.params);
                 let slot = self
                     .slots
                     .get_mut(&peer)
                     .expect("every role has a slot from start-up");
-                if slot.pending.len() >= 1024 {
+                if slot.pending.len() >= 1024 || !configured {
                     if let Some(c) = self.child_mut(role, epoch) {
                         let _ = c.out.send(ToDaemon::ConnectFailed {
                             request_id,
@@ -204,6 +208,27 @@ impl Master {
         }
     }
 
+    /// Gives the master's own figures a channel to a (new) metrics process.
+    fn report_to_metrics(&mut self) {
+        let Some(tx) = &self.metrics_uplink else {
+            return;
+        };
+        let Some(srv) = self.slots.get(&Role::Metrics).and_then(Slot::current_ready) else {
+            return;
+        };
+        match postern_sandbox::fdpass::seqpacket_pair() {
+            Ok((mine, theirs)) => {
+                let _ = srv.out.send(ToDaemon::Peer {
+                    request_id: 0,
+                    peer_role: Role::Master.name().into(),
+                    fd: theirs,
+                });
+                let _ = tx.send(mine);
+            }
+            Err(e) => warn!("cannot create a channel master -> metrics: {e}"),
+        }
+    }
+
     /// A daemon broke the protocol with the master: it is buggy or
     /// compromised. Kill it; supervision restarts it.
     pub(super) fn violation(&mut self, role: Role, epoch: u64, why: &str) {
@@ -251,7 +276,9 @@ impl Master {
         } else {
             warn!("{role} pid {} exited unexpectedly", child.pid);
         }
+        crate::metrics::inc(&crate::metrics::catalog::RESTARTS, &[role.name()]);
         if let Some(v) = slot.ledger.crash(Instant::now(), child.open_conns > 0) {
+            crate::metrics::inc(&crate::metrics::catalog::THROTTLES, &[role.name()]);
             let t = self
                 .params
                 .duration("service_throttle_time")

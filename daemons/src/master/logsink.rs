@@ -99,14 +99,18 @@ impl LogSink {
     }
 
     /// Chooses the output from `maillog_file`: a path, or empty for syslog
-    /// (falling back to `$data_directory/maillog` where no syslog runs).
+    /// (falling back to `$data_directory/maillog` where no syslog runs),
+    /// or stderr under --foreground.
     pub fn open(
         foreground: bool,
         maillog_file: &str,
         data_dir: &std::path::Path,
         syslog_name: &str,
     ) -> Result<LogSink, String> {
-        if foreground {
+        // Under --foreground an empty maillog_file means stderr; a set one
+        // is honoured, as Postfix's `postfix start-fg` does (/dev/stdout
+        // for a container).
+        if foreground && maillog_file.is_empty() {
             return LogSink::new(Output::Stderr, syslog_name);
         }
         let file = if maillog_file.is_empty() {
@@ -376,6 +380,22 @@ impl Stamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn foreground_logs_to_stderr_unless_maillog_file_is_set() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("maillog");
+        let fg = LogSink::open(true, file.to_str().unwrap(), d.path(), "postfix").unwrap();
+        assert!(matches!(*fg.out.lock().unwrap(), Output::File(_)));
+        fg.master("hello from start-fg");
+        assert!(
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .contains("postfix/master[")
+        );
+        let fg = LogSink::open(true, "", d.path(), "postfix").unwrap();
+        assert!(matches!(*fg.out.lock().unwrap(), Output::Stderr));
+    }
 
     fn sink_to(path: &std::path::Path) -> Arc<LogSink> {
         let f = std::fs::File::create(path).unwrap();

@@ -140,6 +140,10 @@ struct Master {
     listeners: Vec<listen::Bound>,
     /// The public pickup socket sendmail connects to, handed to pickup.
     pickup_socket: Option<OwnedFd>,
+    /// The metrics_listen sockets, handed to the metrics role.
+    metrics_sockets: Vec<std::net::TcpListener>,
+    /// Where the master's own figures get their channel to the metrics role.
+    metrics_uplink: Option<mpsc::UnboundedSender<OwnedFd>>,
     slots: BTreeMap<Role, Slot>,
     tx: mpsc::UnboundedSender<Event>,
     next_epoch: u64,
@@ -293,6 +297,12 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
     raise_descriptor_limit();
     ensure_server_certificate(&cfg, &params);
     let listeners = listen::bind_all(&cfg, &params)?;
+    let metrics_sockets = postern_config::inet::metrics_listen(params.str("metrics_listen"))?
+        .into_iter()
+        .map(|a| {
+            listen::bind_one(a).map_err(|e| format!("cannot listen on {a} (metrics_listen): {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let pickup_path = crate::paths::pickup_socket(&params);
     let showq_path = crate::paths::showq_socket(&params);
     let pickup_socket = match postern_ipc::listener::bind_raw(&pickup_path, 0o666) {
@@ -337,6 +347,11 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
             ),
         }
         signals(tx.clone())?;
+        let metrics_uplink = (!metrics_sockets.is_empty()).then(|| {
+            let (utx, urx) = mpsc::unbounded_channel();
+            crate::metrics::start(Role::Master, &params, crate::metrics::Uplink::Given(urx));
+            utx
+        });
         let mut m = Master {
             cfg,
             params,
@@ -345,6 +360,8 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
             layout,
             listeners,
             pickup_socket,
+            metrics_sockets,
+            metrics_uplink,
             slots: BTreeMap::new(),
             tx,
             next_epoch: 1,
@@ -363,7 +380,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
             let slot = m.new_slot(role);
             m.slots.insert(role, slot);
         }
-        for role in roles::started() {
+        for role in roles::started(&m.params).collect::<Vec<_>>() {
             m.spawn(role);
         }
         // pickup starts when sendmail connects or the maildrop has mail.

@@ -72,7 +72,10 @@ impl Master {
         )];
         for slot in self.slots.values() {
             if slot.children.is_empty() {
-                let state = if slot.throttled_until.is_some() {
+                let state = if !crate::roles::configured(slot.role, &self.params) {
+                    // Off in this configuration (metrics without metrics_listen).
+                    "off"
+                } else if slot.throttled_until.is_some() {
                     "throttled"
                 } else if !slot.used {
                     // Not started yet: it starts on first use.

@@ -354,9 +354,11 @@ async fn serve(mut ctx: Context) {
                 q.held_files.clone(),
                 tx.clone(),
             ));
+            let mut figures = tokio::time::interval(crate::metrics::PUSH_EVERY);
             loop {
                 let wake = q.next_wake();
                 tokio::select! {
+                    _ = figures.tick(), if crate::metrics::enabled() => q.figures(),
                     ev = rx.recv() => match ev {
                         Some(ev) => q.handle(ev),
                         None => return,
@@ -403,6 +405,38 @@ impl Qmgr {
         } else {
             (s.smtp_concurrency, s.smtp_rate_delay, s.smtp_rcpt_limit)
         }
+    }
+
+    /// The deliveries in flight for the busiest destinations
+    /// (postern_active_deliveries): at most [`TOP_DESTINATIONS`] by name,
+    /// the rest summed as "other", so the series stay few.
+    fn figures(&mut self) {
+        const TOP_DESTINATIONS: usize = 10;
+        let mut busy: Vec<(String, usize)> = self
+            .dests
+            .iter()
+            .filter(|(_, dq)| dq.in_flight > 0)
+            .map(|((role, hop), dq)| {
+                let name = if hop.is_empty() {
+                    role.name().to_string()
+                } else {
+                    hop.clone()
+                };
+                (name, dq.in_flight)
+            })
+            .collect();
+        busy.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let other: usize = busy.iter().skip(TOP_DESTINATIONS).map(|(_, n)| n).sum();
+        let mut series: Vec<(Vec<String>, f64)> = busy
+            .into_iter()
+            .take(TOP_DESTINATIONS)
+            .map(|(d, n)| (vec![d], n as f64))
+            .collect();
+        if other > 0 {
+            series.push((vec!["other".into()], other as f64));
+        }
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        crate::metrics::replace(&crate::metrics::catalog::ACTIVE, &series);
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -724,7 +758,8 @@ impl Qmgr {
                         Ok(file) => agents.deliver(d.0, request(Some(file))).await,
                         Err(e) => Err(format!("cannot open the queue file: {e}")),
                     };
-                    let (fates, removed) = settle(&agents, ctx, &idxs, r, last).await;
+                    let transport = outcome::transport_label(&d);
+                    let (fates, removed) = settle(&agents, ctx, &idxs, r, last, transport).await;
                     let _ = tx.send(Ev::Delivered {
                         id: qid,
                         dest: d,

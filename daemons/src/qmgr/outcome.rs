@@ -12,6 +12,7 @@ impl Qmgr {
             envid: m.envid.clone(),
             ret: m.ret,
             arrival_us: m.arrival_us,
+            active_us: m.active_us,
             trace: m.trace.is_some(),
             rcpts: m
                 .rcpts
@@ -35,7 +36,8 @@ impl Qmgr {
             Err(_) => Vec::new(),
         };
         tokio::task::spawn_local(async move {
-            let (fates, removed) = settle(&agents, ctx, &idxs, r, false).await;
+            let (fates, removed) =
+                settle(&agents, ctx, &idxs, r, false, transport_label(&dest)).await;
             let _ = tx.send(Ev::Delivered {
                 id: qid,
                 dest,
@@ -312,6 +314,8 @@ pub(crate) struct OutcomeCtx {
     envid: String,
     ret: u8,
     arrival_us: u64,
+    /// When the message entered the active queue (µs since the epoch).
+    active_us: u64,
     /// sendmail -v: deliveries carry their details for the report.
     trace: bool,
     /// (address, orcpt, notify) by recipient index.
@@ -334,16 +338,68 @@ async fn open_logged(agents: &Agents, id: &str) -> Option<OwnedFd> {
 /// before the queue manager learns of them. A result is never dropped:
 /// anything unsettled is deferred (L209). Failures are not recorded here:
 /// they become final with their notice (see [`notices`]).
+/// The transport a destination's deliveries count under.
+pub(super) fn transport_label(dest: &Dest) -> &'static str {
+    match dest.0 {
+        Role::Local => "local",
+        Role::Smtp if dest.1.starts_with("lmtp:") => "lmtp",
+        Role::Smtp => "smtp",
+        // Expired messages: bounced by the queue manager itself.
+        _ => "none",
+    }
+}
+
+/// Counts one delivery attempt's results (postern_recipients_total, the
+/// delivery latency of final ones, the time the message was active).
+fn count(ctx: &OutcomeCtx, transport: &str, results: &[deliver::DeliveryResult], idxs: &[u32]) {
+    use crate::metrics::{self, catalog};
+    if !metrics::enabled() {
+        return;
+    }
+    let now = now_us();
+    let since_arrival = now.saturating_sub(ctx.arrival_us) as f64 / 1e6;
+    for x in results {
+        let status = match x.status {
+            Status::Sent => "sent",
+            Status::Deferred => "deferred",
+            Status::Bounced => "bounced",
+        };
+        let class = x.dsn.get(..1).unwrap_or("4");
+        metrics::inc(&catalog::RECIPIENTS, &[status, transport, class]);
+        if x.status != Status::Deferred {
+            metrics::observe(&catalog::LATENCY, &[], since_arrival);
+        }
+    }
+    for _ in idxs
+        .iter()
+        .filter(|i| !results.iter().any(|x| x.index == **i))
+    {
+        metrics::inc(&catalog::RECIPIENTS, &["deferred", transport, "4"]);
+    }
+    if ctx.active_us > 0 {
+        metrics::observe(
+            &catalog::ACTIVE_TIME,
+            &[],
+            now.saturating_sub(ctx.active_us) as f64 / 1e6,
+        );
+    }
+}
+
 pub(super) async fn settle(
     agents: &Agents,
     ctx: OutcomeCtx,
     idxs: &[u32],
     r: Result<deliver::Reply, String>,
     last: bool,
+    transport: &str,
 ) -> (Vec<(u32, Fate)>, bool) {
     let results = match r {
-        Ok(rep) => rep.results,
+        Ok(rep) => {
+            count(&ctx, transport, &rep.results, idxs);
+            rep.results
+        }
         Err(e) => {
+            count(&ctx, transport, &[], idxs);
             warn!("{}: {e}", ctx.id);
             let fates = idxs
                 .iter()

@@ -103,6 +103,8 @@ pub struct Run<'a, L: Lookups> {
     pub(super) virtual_answers: [Option<(bool, bool)>; 2],
     pub notes: Vec<Note>,
     pub effects: Effects,
+    /// The restriction that refused (for the reject counters).
+    pub fired: Option<&'static str>,
 }
 
 pub(super) fn reply(code: u16, enh: &str, text: String) -> Reply {
@@ -160,6 +162,7 @@ impl<'a, L: Lookups> Run<'a, L> {
             virtual_answers: [None; 2],
             notes: Vec::new(),
             effects: Effects::default(),
+            fired: None,
         }
     }
 
@@ -252,6 +255,10 @@ impl<'a, L: Lookups> Run<'a, L> {
                 }
                 warn_next = false;
                 status = self.one(r, class).await;
+                // The innermost restriction that refused names the refusal.
+                if matches!(status, Status::Reject(_)) && self.fired.is_none() {
+                    self.fired = Some(r.check_name());
+                }
                 if set_warn {
                     self.warn_if_reject = false;
                 }

@@ -156,6 +156,101 @@ pub enum R {
     Unknown(String),
 }
 
+impl R {
+    /// The restriction's name as main.cf writes it (the `check` label of
+    /// postern_rejects_total): a bounded set, never a table or zone name.
+    pub fn check_name(&self) -> &'static str {
+        let subject = |c: &Class| match c {
+            Class::Client => "client",
+            Class::ReverseClient => "reverse_client_hostname",
+            Class::Helo => "helo",
+            Class::Sender => "sender",
+            Class::Recipient => "recipient",
+            Class::Data | Class::EndOfData | Class::Ccert => "",
+        };
+        match self {
+            R::Permit => "permit",
+            R::Reject => "reject",
+            R::Defer => "defer",
+            R::DeferIfPermit => "defer_if_permit",
+            R::DeferIfReject => "defer_if_reject",
+            R::WarnIfReject => "warn_if_reject",
+            R::PermitMynetworks => "permit_mynetworks",
+            R::PermitSaslAuthenticated => "permit_sasl_authenticated",
+            R::PermitAuthDestination => "permit_auth_destination",
+            R::RejectUnauthDestination => "reject_unauth_destination",
+            R::DeferUnauthDestination => "defer_unauth_destination",
+            R::SenderLogin(LoginCheck::Any) => "reject_sender_login_mismatch",
+            R::SenderLogin(LoginCheck::Authenticated) => {
+                "reject_authenticated_sender_login_mismatch"
+            }
+            R::SenderLogin(LoginCheck::Unauthenticated) => {
+                "reject_unauthenticated_sender_login_mismatch"
+            }
+            R::Access(c, _) => match subject(c) {
+                "client" => "check_client_access",
+                "reverse_client_hostname" => "check_reverse_client_hostname_access",
+                "helo" => "check_helo_access",
+                "sender" => "check_sender_access",
+                "recipient" => "check_recipient_access",
+                _ => "check_access",
+            },
+            R::RejectInvalidHelo => "reject_invalid_helo_hostname",
+            R::RejectNonFqdnHelo => "reject_non_fqdn_helo_hostname",
+            R::RejectNonFqdnSender => "reject_non_fqdn_sender",
+            R::RejectNonFqdnRecipient => "reject_non_fqdn_recipient",
+            R::RejectUnlistedSender => "reject_unlisted_sender",
+            R::RejectUnlistedRecipient => "reject_unlisted_recipient",
+            R::RejectUnauthPipelining => "reject_unauth_pipelining",
+            R::RejectMultiRecipientBounce => "reject_multi_recipient_bounce",
+            R::RejectPlaintextSession => "reject_plaintext_session",
+            R::Sleep(_) => "sleep",
+            R::RejectUnknownClient => "reject_unknown_client_hostname",
+            R::RejectUnknownReverseClient => "reject_unknown_reverse_client_hostname",
+            R::RejectUnknownHelo => "reject_unknown_helo_hostname",
+            R::RejectUnknownSenderDomain => "reject_unknown_sender_domain",
+            R::RejectUnknownRecipientDomain => "reject_unknown_recipient_domain",
+            R::Dnsxl(k, _) => match k {
+                Dnsxl::RblClient => "reject_rbl_client",
+                Dnsxl::RhsblClient => "reject_rhsbl_client",
+                Dnsxl::RhsblReverseClient => "reject_rhsbl_reverse_client",
+                Dnsxl::RhsblHelo => "reject_rhsbl_helo",
+                Dnsxl::RhsblSender => "reject_rhsbl_sender",
+                Dnsxl::RhsblRecipient => "reject_rhsbl_recipient",
+                Dnsxl::DnswlClient => "permit_dnswl_client",
+                Dnsxl::RhswlClient => "permit_rhswl_client",
+            },
+            R::RejectUnverified(Class::Sender) => "reject_unverified_sender",
+            R::RejectUnverified(_) => "reject_unverified_recipient",
+            R::CcertAccess(_) => "check_ccert_access",
+            R::PermitTlsClientcerts => "permit_tls_clientcerts",
+            R::PermitTlsAllClientcerts => "permit_tls_all_clientcerts",
+            R::ServerAccess(c, k, _) => match (subject(c), k) {
+                ("client", Server::A) => "check_client_a_access",
+                ("client", Server::Mx) => "check_client_mx_access",
+                ("client", Server::Ns) => "check_client_ns_access",
+                ("reverse_client_hostname", Server::A) => "check_reverse_client_hostname_a_access",
+                ("reverse_client_hostname", Server::Mx) => {
+                    "check_reverse_client_hostname_mx_access"
+                }
+                ("reverse_client_hostname", Server::Ns) => {
+                    "check_reverse_client_hostname_ns_access"
+                }
+                ("helo", Server::A) => "check_helo_a_access",
+                ("helo", Server::Mx) => "check_helo_mx_access",
+                ("helo", Server::Ns) => "check_helo_ns_access",
+                ("sender", Server::A) => "check_sender_a_access",
+                ("sender", Server::Mx) => "check_sender_mx_access",
+                ("sender", Server::Ns) => "check_sender_ns_access",
+                (_, Server::A) => "check_recipient_a_access",
+                (_, Server::Mx) => "check_recipient_mx_access",
+                (_, Server::Ns) => "check_recipient_ns_access",
+            },
+            R::Unknown(_) => "unknown",
+        }
+    }
+}
+
 /// Parses one restriction list. `implicit`: the access check an implicit
 /// `type:table` entry stands for (None where Postfix allows none).
 pub fn parse(items: &[String], implicit: Option<Class>) -> Vec<R> {

@@ -321,6 +321,7 @@ impl Session {
         };
         *self.io.get_mut() = Stream::Tls(Box::new(tls));
         self.tls = self.io.get_ref().tls_summary();
+        self.io.get_ref().count_tls("outbound");
         // RFC 3207: forget what the server offered in plaintext.
         self.ehlo(helo_name, t).await
     }

@@ -205,6 +205,8 @@ pub struct Decision {
     /// `(what, text)` log lines (warn, info, reject_warning, hold, ...).
     pub notes: Vec<(&'static str, String)>,
     pub effects: restrict::Effects,
+    /// What refused, when something did (the reject counters' label).
+    pub check: &'static str,
 }
 
 fn r(code: u16, enh: &str, text: &str) -> Reply {
@@ -279,9 +281,15 @@ pub async fn decide(chains: &Chains, env: &Env<'_>, f: Facts<'_>) -> Decision {
     };
     for check in chains.of(stage) {
         let v = match check {
-            Check::AccountRate { limit, unit } => account_rate(env, &f, *limit, *unit),
+            Check::AccountRate { limit, unit } => {
+                d.check = "smtpd_client_message_rate_limit";
+                account_rate(env, &f, *limit, *unit)
+            }
             Check::Restrictions => restrictions(chains, env, &f, stage, &mut d).await,
-            Check::LocalRecipient => local_recipient(chains, env, &f).await,
+            Check::LocalRecipient => {
+                d.check = "local_recipient_maps";
+                local_recipient(chains, env, &f).await
+            }
         };
         if v != Verdict::Accept {
             d.verdict = Some(v);
@@ -357,6 +365,7 @@ async fn restrictions(
     d.notes
         .extend(run.notes.drain(..).map(|n| (n.what, n.text)));
     let effects = std::mem::take(&mut run.effects);
+    d.check = run.fired.unwrap_or("defer_if_permit");
     match outcome {
         Outcome::Reject(reply) => Verdict::reject(reply),
         Outcome::Accept => {

@@ -7,6 +7,7 @@ mod pool;
 mod session;
 pub(crate) use session::merge;
 
+use crate::metrics::catalog::{CONNECTIONS, SESSIONS};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -252,10 +253,14 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
                             let mut conn = Conn::new(stream, set.timeout);
                             conn.per_request = set.per_request_deadline;
                             conn.min_data_rate = set.min_data_rate;
+                            let service = scope.clone();
+                            crate::metrics::inc(&CONNECTIONS, &[&service]);
+                            crate::metrics::shift(&SESSIONS, &[&service], 1.0);
                             let mut session =
                                 Session::new(sh, set, conn, peer.ip(), peer.port(), scope).await;
                             session.own_address |= own;
                             session.run().await;
+                            crate::metrics::shift(&SESSIONS, &[&service], -1.0);
                             active.set(active.get() - 1);
                             sb.connection(false);
                         });

@@ -21,6 +21,7 @@ use super::conn::{Conn, ConnError, Line};
 use super::pool::CleanupEp;
 use crate::access::Access;
 use crate::log;
+use crate::metrics::catalog::{RECEIVED, REJECTS, SASL};
 
 /// A listener's settings (main.cf with the service's -o overrides).
 pub struct Settings {
@@ -313,6 +314,7 @@ impl Session {
                     ccert: self.ccert.as_ref(),
                 };
                 let facts = self.core.facts();
+                let facts_stage = facts.stage;
                 if facts.stage == Some(postern_proto::smtp::server::Stage::Mail) {
                     // A new transaction: nothing carries over.
                     self.effects = sc::Effects::default();
@@ -324,7 +326,11 @@ impl Session {
                 let v = d
                     .verdict
                     .unwrap_or(postern_proto::smtp::server::Verdict::Accept);
-                if !matches!(v, postern_proto::smtp::server::Verdict::Reject { .. }) {
+                if matches!(v, postern_proto::smtp::server::Verdict::Reject { .. }) {
+                    if let Some(stage) = facts_stage {
+                        crate::metrics::inc(&REJECTS, &[stage_label(stage), d.check]);
+                    }
+                } else {
                     merge(&mut self.effects, d.effects);
                 }
                 self.core.answer(Answer::Verdict(v));
@@ -360,7 +366,7 @@ impl Session {
             Action::Authenticate {
                 user,
                 password,
-                method: _,
+                method,
             } => {
                 let req = postern_ipc::auth::Request {
                     username: user,
@@ -375,6 +381,12 @@ impl Session {
                     }
                     Ok(postern_ipc::auth::Reply::Tempfail(e)) | Err(e) => AuthOutcome::Tempfail(e),
                 };
+                let result = match &outcome {
+                    AuthOutcome::Ok(_) => "success",
+                    AuthOutcome::Failed | AuthOutcome::Locked(_) => "failure",
+                    AuthOutcome::Tempfail(_) => "tempfail",
+                };
+                crate::metrics::inc(&SASL, &[result, method]);
                 self.core.answer(Answer::Auth(outcome));
             }
             Action::StartTls => {
@@ -398,6 +410,7 @@ impl Session {
                                     Some(c) if c.trusted => TlsPeer::Trusted,
                                     Some(_) => TlsPeer::Untrusted,
                                 };
+                                self.conn.stream.count_tls("inbound");
                                 Event::TlsEstablished {
                                     summary: self.conn.stream.tls_summary().unwrap_or_default(),
                                     discarded,
@@ -520,6 +533,12 @@ impl Session {
         match ep.call(&sc::Request::End).await {
             Ok(sc::Reply::Committed) => {
                 self.sh.release(ep);
+                let source = if self.core.facts().login.is_some() {
+                    "submission"
+                } else {
+                    "smtp"
+                };
+                crate::metrics::inc(&RECEIVED, &[&self.scope, source]);
                 Answer::Committed
             }
             Ok(sc::Reply::Failed(f)) => {
@@ -562,5 +581,19 @@ pub(crate) fn merge(into: &mut sc::Effects, e: crate::restrict::Effects) {
         if !into.prepend.contains(&h) && into.prepend.len() < sc::MAX_EFFECTS {
             into.prepend.push(h);
         }
+    }
+}
+
+/// A stage as the reject counters label it.
+fn stage_label(s: postern_proto::smtp::server::Stage) -> &'static str {
+    use postern_proto::smtp::server::Stage;
+    match s {
+        Stage::Connect => "connect",
+        Stage::Helo => "helo",
+        Stage::Mail => "mail",
+        Stage::Rcpt => "rcpt",
+        Stage::Data => "data",
+        Stage::EndOfData => "end-of-data",
+        Stage::Vrfy => "vrfy",
     }
 }

@@ -49,11 +49,7 @@ pub fn check_signature(
 /// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`, the way
 /// Postfix logs a session and records it in the Received header.
 pub fn describe(c: &CommonState) -> String {
-    let version = match c.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "TLS",
-    };
+    let version = version(c).unwrap_or("TLS");
     let suite = c
         .negotiated_cipher_suite()
         .map(|s| format!("{:?}", s.suite()))
@@ -64,6 +60,24 @@ pub fn describe(c: &CommonState) -> String {
         .map_or(suite.clone(), |s| format!("TLS_{s}"));
     let bits = if suite.contains("AES_128") { 128 } else { 256 };
     format!("{version} with cipher {suite} ({bits}/{bits} bits)")
+}
+
+fn version(c: &CommonState) -> Option<&'static str> {
+    match c.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
+        Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
+        _ => None,
+    }
+}
+
+/// The protocol version and key exchange group of an established session,
+/// as the TLS counters label them (`TLSv1.3`, `X25519MLKEM768`).
+pub fn labels(c: &CommonState) -> (&'static str, String) {
+    let version = version(c).unwrap_or("other");
+    let group = c
+        .negotiated_key_exchange_group()
+        .map_or("none".to_string(), |g| format!("{:?}", g.name()));
+    (version, group)
 }
 
 /// Path of the certificate generated for a fresh install.

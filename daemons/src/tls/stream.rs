@@ -56,6 +56,14 @@ impl<T: TlsOverTcp> MaybeTls<T> {
         }
     }
 
+    /// Counts an established session (postern_tls_sessions_total).
+    pub fn count_tls(&self, direction: &str) {
+        if let MaybeTls::Tls(t) = self {
+            let (version, group) = super::labels(t.state());
+            crate::metrics::inc(&crate::metrics::catalog::TLS, &[direction, version, &group]);
+        }
+    }
+
     /// The client's certificate chain, end entity first, if it sent one.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         match self {
