@@ -376,11 +376,16 @@ fn without_metrics_listen_nothing_listens_and_the_allowlist_refuses_others() {
         Some(("off".into(), 0.into())),
         "{status}"
     );
-    inst.stop();
-    // On, but for another network only: loopback clients are refused.
+    // On, but for another network only: loopback clients are refused. The
+    // sockets are bound at start, so a reload says it cannot apply it.
     inst.add_main_cf(&format!(
         "metrics_listen = {target}\nmetrics_allowed_clients = 192.0.2.0/24\n"
     ));
+    let out = inst.postern(&["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("metrics_listen changed"), "{err}");
+    inst.stop();
     inst.start();
     let (status, _, body) = get(&target, "/metrics", "*/*");
     assert_eq!(status, 403, "{body}");

@@ -159,6 +159,15 @@ impl Master {
                 );
             }
         };
+        // The endpoint's sockets are bound once, at start (as Postfix's
+        // inet_interfaces needs a restart): a changed address would
+        // otherwise leave the metrics role running with none.
+        if params.str("metrics_listen") != self.params.str("metrics_listen") {
+            return Reply::Error(
+                "metrics_listen changed: stop and start Postern to apply it; nothing reloaded"
+                    .into(),
+            );
+        }
         if targets.contains(&Role::Smtpd) {
             // Listeners may have changed: bind the new set, keeping sockets
             // whose address is unchanged (no refused connections).
