@@ -25,6 +25,8 @@ PACKAGES=(
     dovecot-lmtpd    # a real LMTP server with a Maildir store (tests start their own)
     prometheus       # a real Prometheus scraping the metrics endpoint; promtool checks its output
     curl             # Prometheus's HTTP API, from the metrics test
+    pflogsumm        # reads the mail log a default start writes (log tools test)
+    fail2ban         # fail2ban-regex with Debian's stock postfix filter (its service never starts)
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -139,37 +139,86 @@ enum Cmd {
     Probe { role: String },
 }
 
+/// Which messages a queue command picks, besides queue ids (all AND).
+#[derive(clap::Args)]
+struct Selectors {
+    /// The envelope sender, exactly ("<>" for the null sender).
+    #[arg(long)]
+    sender: Option<String>,
+    /// A recipient in this domain.
+    #[arg(long = "recipient-domain")]
+    recipient_domain: Option<String>,
+    /// Arrived longer ago than this (30m, 2h, 3d).
+    #[arg(long = "older-than")]
+    older_than: Option<String>,
+    /// active, deferred, hold or incoming.
+    #[arg(long)]
+    queue: Option<String>,
+    /// A recipient's delay reason matches this regular expression.
+    #[arg(long)]
+    reason: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum QueueSub {
     /// The queue, as mailq prints it; --json: one object per message.
     List {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        select: Selectors,
     },
     /// A queued message: envelope and content.
     Show { id: String },
     /// Retry every deferred message now.
     Flush,
-    /// Delete messages (IDs, or ALL).
-    Delete {
-        #[arg(required = true)]
-        ids: Vec<String>,
+    /// Delete messages (IDs, ALL, or selectors).
+    Delete(Act),
+    /// Put messages on hold (IDs, ALL, or selectors).
+    Hold(Act),
+    /// Release held messages (IDs, ALL, or selectors).
+    Release(Act),
+    /// Route messages anew and retry them now (IDs, ALL, or selectors).
+    Requeue(Act),
+    /// How mail for a domain (or an address) would be routed now.
+    Explain {
+        target: String,
+        #[arg(long)]
+        json: bool,
     },
-    /// Put messages on hold (IDs, or ALL).
-    Hold {
-        #[arg(required = true)]
-        ids: Vec<String>,
+    /// Recipient domains by age, like Postfix's qshape.
+    Summary {
+        #[arg(long)]
+        json: bool,
+        /// Domains shown (the busiest first).
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        #[command(flatten)]
+        select: Selectors,
     },
-    /// Release held messages (IDs, or ALL).
-    Release {
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
-    /// Route messages anew and retry them now (IDs, or ALL).
-    Requeue {
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
+}
+
+#[derive(clap::Args)]
+struct Act {
+    ids: Vec<String>,
+    #[command(flatten)]
+    select: Selectors,
+    /// Print what would be touched; change nothing.
+    #[arg(long = "dry-run")]
+    dry_run: bool,
+}
+
+impl Selectors {
+    fn with_ids(self, ids: Vec<String>) -> Result<cli::select::Select, String> {
+        cli::select::Select::parse(
+            ids,
+            self.sender,
+            self.recipient_domain,
+            self.older_than,
+            self.queue,
+            self.reason,
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -229,17 +278,33 @@ fn main() -> ExitCode {
         } => cli::start(dir, foreground, detached),
         Cmd::Stop => cli::stop(dir),
         Cmd::Queue { cmd } => {
-            use cli::queue::QueueCmd;
-            let c = match cmd {
-                QueueSub::List { json } => QueueCmd::List { json },
-                QueueSub::Show { id } => QueueCmd::Show(id),
-                QueueSub::Flush => QueueCmd::Flush,
-                QueueSub::Delete { ids } => QueueCmd::Delete(ids),
-                QueueSub::Hold { ids } => QueueCmd::Hold(ids),
-                QueueSub::Release { ids } => QueueCmd::Release(ids),
-                QueueSub::Requeue { ids } => QueueCmd::Requeue(ids),
+            use cli::queue::{Op, QueueCmd};
+            let act = |op: Op, a: Act| {
+                a.select.with_ids(a.ids).map(|select| QueueCmd::Act {
+                    op,
+                    select,
+                    dry_run: a.dry_run,
+                })
             };
-            cli::queue(dir, c)
+            let c = match cmd {
+                QueueSub::List { json, select } => select
+                    .with_ids(vec![])
+                    .map(|select| QueueCmd::List { json, select }),
+                QueueSub::Show { id } => Ok(QueueCmd::Show(id)),
+                QueueSub::Flush => Ok(QueueCmd::Flush),
+                QueueSub::Delete(a) => act(Op::Delete, a),
+                QueueSub::Hold(a) => act(Op::Hold, a),
+                QueueSub::Release(a) => act(Op::Release, a),
+                QueueSub::Requeue(a) => act(Op::Requeue, a),
+                QueueSub::Explain { target, json } => Ok(QueueCmd::Explain { target, json }),
+                QueueSub::Summary { json, top, select } => select
+                    .with_ids(vec![])
+                    .map(|select| QueueCmd::Summary { json, top, select }),
+            };
+            match c {
+                Ok(c) => cli::queue(dir, c),
+                Err(e) => cli::fail(e),
+            }
         }
         Cmd::Map { cmd } => match cmd {
             MapCmd::Build { aliases, tables } => cli::map::run_build(&tables, aliases),

@@ -33,6 +33,8 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     // External tables (tcp:, socketmap:), for every role that looks up.
     (Role::Broker, Role::Proxymap, &[proxymap::EDGE]),
     (Role::Qmgr, Role::Proxymap, &[proxymap::EDGE]),
+    // `postern queue explain`: the MX hosts and addresses of a next hop.
+    (Role::Qmgr, Role::Resolver, &[resolver::EDGE]),
     (Role::Local, Role::Proxymap, &[proxymap::EDGE]),
     (Role::Pickup, Role::Proxymap, &[proxymap::EDGE]),
     (Role::Cleanup, Role::Proxymap, &[proxymap::EDGE]),

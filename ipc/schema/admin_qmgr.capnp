@@ -3,7 +3,7 @@
 # the control socket. Client-reachable: a violation drops only this channel.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 2;
+const version :UInt32 = 3;
 
 struct Request {
   union {
@@ -14,6 +14,7 @@ struct Request {
     hold @4 :List(Text);
     release @5 :List(Text);
     requeue @6 :List(Text);
+    explain @7 :Text;        # an address or a domain: how mail for it is routed now
   }
 }
 
@@ -32,6 +33,32 @@ struct Entry {
   forcedExpire @6 :Bool;
 }
 
+# One host a delivery would try, best first.
+struct Hop {
+  host @0 :Text;
+  preference @1 :UInt16;     # its MX preference; 0 without MX
+  addresses @2 :List(Text);  # at most 16
+}
+
+# `postern queue explain`: the route, the limits and the backoff state.
+struct Explanation {
+  address @0 :Text;          # the address routed (postmaster@DOMAIN for a domain)
+  transport @1 :Text;        # smtp, lmtp, local, error, discard or defer
+  nexthop @2 :Text;          # as routing gave it
+  outcome @3 :Text;          # error, discard, defer: why; otherwise empty
+  hops @4 :List(Hop);        # at most 16
+  dnsError @5 :Text;         # why no host could be found, if none
+  tlsLevel @6 :Text;         # the TLS security level a delivery would use
+  tlsWhy @7 :Text;           # which setting decided it
+  concurrency @8 :UInt32;    # the destination's concurrency limit
+  rateDelayMs @9 :UInt64;
+  recipientLimit @10 :UInt32;
+  inFlight @11 :UInt32;      # deliveries to this destination now
+  waiting @12 :UInt32;       # recipients in the active set waiting for it
+  deferred @13 :UInt32;      # messages outside the active set with a recipient in the domain
+  nextRetry @14 :UInt64;     # the earliest next attempt among them (seconds since the epoch); 0: none
+}
+
 struct Reply {
   union {
     entries @0 :List(Entry);  # a batch; more may follow
@@ -39,5 +66,6 @@ struct Reply {
     end @2 :Void;             # the listing or content is complete
     done @3 :List(Text);      # what an operation did, one line each
     error @4 :Text;
+    explained @5 :Explanation;
   }
 }

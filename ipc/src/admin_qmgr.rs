@@ -28,6 +28,41 @@ pub enum Request {
     Hold(Vec<String>),
     Release(Vec<String>),
     Requeue(Vec<String>),
+    /// An address or a domain (at most [`MAX_TARGET`] bytes).
+    Explain(String),
+}
+
+/// Longest address or domain `explain` takes.
+pub const MAX_TARGET: usize = 512;
+/// Most hosts, and addresses per host, in an explanation.
+pub const MAX_HOPS: usize = 16;
+
+/// One host a delivery would try.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hop {
+    pub host: String,
+    pub preference: u16,
+    pub addresses: Vec<String>,
+}
+
+/// How mail for an address is routed now (`postern queue explain`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Explanation {
+    pub address: String,
+    pub transport: String,
+    pub nexthop: String,
+    pub outcome: String,
+    pub hops: Vec<Hop>,
+    pub dns_error: String,
+    pub tls_level: String,
+    pub tls_why: String,
+    pub concurrency: u32,
+    pub rate_delay_ms: u64,
+    pub recipient_limit: u32,
+    pub in_flight: u32,
+    pub waiting: u32,
+    pub deferred: u32,
+    pub next_retry: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +90,7 @@ pub enum Reply {
     /// What an operation did, one line each.
     Done(Vec<String>),
     Error(String),
+    Explained(Box<Explanation>),
 }
 
 fn ids_of(
@@ -98,6 +134,7 @@ impl Message for Request {
                 Request::Hold(ids) => set(r.init_hold(ids.len().min(MAX_IDS) as u32), ids),
                 Request::Release(ids) => set(r.init_release(ids.len().min(MAX_IDS) as u32), ids),
                 Request::Requeue(ids) => set(r.init_requeue(ids.len().min(MAX_IDS) as u32), ids),
+                Request::Explain(t) => r.set_explain(clip(t, MAX_TARGET)),
             }
         }
         frame::finish(&b)
@@ -115,6 +152,16 @@ impl Message for Request {
             request::Hold(l) => Request::Hold(ids_of(l, "hold")?),
             request::Release(l) => Request::Release(ids_of(l, "release")?),
             request::Requeue(l) => Request::Requeue(ids_of(l, "requeue")?),
+            request::Explain(t) => {
+                let t = text(t, "explain", MAX_TARGET)?;
+                if t.is_empty() || t.contains(char::is_whitespace) {
+                    return Err(Violation::Field {
+                        field: "explain",
+                        why: "not an address or domain".into(),
+                    });
+                }
+                Request::Explain(t)
+            }
         })
     }
 }
@@ -157,6 +204,35 @@ impl Message for Reply {
                     }
                 }
                 Reply::Error(s) => r.set_error(clip(s, 1024)),
+                Reply::Explained(x) => {
+                    let mut e = r.init_explained();
+                    e.set_address(clip(&x.address, MAX_TARGET));
+                    e.set_transport(clip(&x.transport, 32));
+                    e.set_nexthop(clip(&x.nexthop, MAX_TARGET));
+                    e.set_outcome(clip(&x.outcome, 1024));
+                    e.set_dns_error(clip(&x.dns_error, 1024));
+                    e.set_tls_level(clip(&x.tls_level, 32));
+                    e.set_tls_why(clip(&x.tls_why, 256));
+                    e.set_concurrency(x.concurrency);
+                    e.set_rate_delay_ms(x.rate_delay_ms);
+                    e.set_recipient_limit(x.recipient_limit);
+                    e.set_in_flight(x.in_flight);
+                    e.set_waiting(x.waiting);
+                    e.set_deferred(x.deferred);
+                    e.set_next_retry(x.next_retry);
+                    let n = x.hops.len().min(MAX_HOPS);
+                    let mut hl = e.init_hops(n as u32);
+                    for (i, h) in x.hops.iter().take(n).enumerate() {
+                        let mut y = hl.reborrow().get(i as u32);
+                        y.set_host(clip(&h.host, 255));
+                        y.set_preference(h.preference);
+                        let m = h.addresses.len().min(MAX_HOPS);
+                        let mut al = y.init_addresses(m as u32);
+                        for (j, a) in h.addresses.iter().take(m).enumerate() {
+                            al.set(j as u32, clip(a, 64));
+                        }
+                    }
+                }
             }
         }
         frame::finish(&b)
@@ -205,6 +281,42 @@ impl Message for Reply {
                 Reply::Done(lines)
             }
             reply::Error(t) => Reply::Error(text(t, "error", 1024)?),
+            reply::Explained(e) => {
+                let e = e?;
+                let hl = e.get_hops()?;
+                list_len(hl.len(), "hops", MAX_HOPS)?;
+                let mut hops = Vec::with_capacity(hl.len() as usize);
+                for h in hl.iter() {
+                    let al = h.get_addresses()?;
+                    list_len(al.len(), "hop.addresses", MAX_HOPS)?;
+                    let mut addresses = Vec::with_capacity(al.len() as usize);
+                    for a in al.iter() {
+                        addresses.push(text(a, "hop.address", 64)?);
+                    }
+                    hops.push(Hop {
+                        host: text(h.get_host(), "hop.host", 255)?,
+                        preference: h.get_preference(),
+                        addresses,
+                    });
+                }
+                Reply::Explained(Box::new(Explanation {
+                    address: text(e.get_address(), "explained.address", MAX_TARGET)?,
+                    transport: text(e.get_transport(), "explained.transport", 32)?,
+                    nexthop: text(e.get_nexthop(), "explained.nexthop", MAX_TARGET)?,
+                    outcome: text(e.get_outcome(), "explained.outcome", 1024)?,
+                    hops,
+                    dns_error: text(e.get_dns_error(), "explained.dnsError", 1024)?,
+                    tls_level: text(e.get_tls_level(), "explained.tlsLevel", 32)?,
+                    tls_why: text(e.get_tls_why(), "explained.tlsWhy", 256)?,
+                    concurrency: e.get_concurrency(),
+                    rate_delay_ms: e.get_rate_delay_ms(),
+                    recipient_limit: e.get_recipient_limit(),
+                    in_flight: e.get_in_flight(),
+                    waiting: e.get_waiting(),
+                    deferred: e.get_deferred(),
+                    next_retry: e.get_next_retry(),
+                }))
+            }
         })
     }
 }

@@ -871,3 +871,36 @@ fn metrics_reports_round_trip_and_limits_hold() {
     let r = metrics::Reply { accepted: 7 };
     assert_eq!(metrics::Reply::decode(&r.encode(), vec![]).unwrap(), r);
 }
+
+#[test]
+fn queue_explanations_round_trip_and_limits_hold() {
+    use crate::admin_qmgr::{Explanation, Hop, MAX_HOPS, Reply, Request};
+    let q = Request::Explain("user@example.test".into());
+    assert_eq!(Request::decode(&q.encode(), vec![]).unwrap(), q);
+    assert!(Request::decode(&Request::Explain("a b".into()).encode(), vec![]).is_err());
+    let x = Reply::Explained(Box::new(Explanation {
+        address: "postmaster@example.test".into(),
+        transport: "smtp".into(),
+        nexthop: "example.test".into(),
+        hops: (0..MAX_HOPS)
+            .map(|i| Hop {
+                host: format!("mx{i}.example.test"),
+                preference: i as u16,
+                addresses: (0..MAX_HOPS).map(|j| format!("192.0.2.{j}")).collect(),
+            })
+            .collect(),
+        tls_level: "may".into(),
+        tls_why: "smtp_tls_security_level".into(),
+        concurrency: 20,
+        rate_delay_ms: 1000,
+        recipient_limit: 50,
+        in_flight: 2,
+        waiting: 7,
+        deferred: 3,
+        next_retry: 1_800_000_000,
+        ..Explanation::default()
+    }));
+    let f = x.encode();
+    assert!(f.len() <= <Reply as Message>::MAX_FRAME);
+    assert_eq!(Reply::decode(&f, vec![]).unwrap(), x);
+}

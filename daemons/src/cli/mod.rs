@@ -4,6 +4,7 @@ pub mod conf;
 pub mod map;
 pub mod passwd;
 pub mod queue;
+pub mod select;
 pub mod sendmail;
 
 use std::path::{Path, PathBuf};
@@ -72,7 +73,13 @@ pub fn mailq(dir: Option<&Path>) -> ExitCode {
     } else {
         crate::paths::showq_socket(&params)
     };
-    queue::run(&path, queue::QueueCmd::List { json: false })
+    queue::run(
+        &path,
+        queue::QueueCmd::List {
+            json: false,
+            select: select::Select::default(),
+        },
+    )
 }
 
 /// The control socket of the instance in `dir`, even when its configuration

@@ -151,7 +151,7 @@ impl Bulk {
 }
 
 /// Every message outside the active set, from the broker, a page at a time.
-async fn each_listed(
+pub(super) async fn each_listed(
     agents: &Agents,
     mut f: impl AsyncFnMut(qq::Listed) -> bool,
 ) -> Result<(), String> {
@@ -177,7 +177,7 @@ async fn each_listed(
 
 /// A listing entry for a message outside the active set, read from its
 /// file, with its arrival time in microseconds (for the order).
-async fn entry_of(agents: &Agents, l: &qq::Listed) -> Option<(u64, Entry)> {
+pub(super) async fn entry_of(agents: &Agents, l: &qq::Listed) -> Option<(u64, Entry)> {
     let fd = agents.open(&l.queue_id).await.ok()?;
     let buf = crate::fsutil::read_queue_file(&fd).ok()?;
     let (records, _) = rec::decode_all(&buf);
@@ -396,6 +396,7 @@ impl Qmgr {
             Request::Hold(ids) => self.bulk(Bulk::Hold, ids, reply),
             Request::Release(ids) => self.bulk(Bulk::Release, ids, reply),
             Request::Requeue(ids) => self.bulk(Bulk::Requeue, ids, reply),
+            Request::Explain(target) => self.explain(target, reply),
         }
     }
 

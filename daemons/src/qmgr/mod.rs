@@ -10,6 +10,7 @@
 //! while it works on the message, and at most [`MAX_HELD_FILES`] between.
 mod admin;
 mod agents;
+mod explain;
 mod load;
 mod outcome;
 mod probe;
@@ -76,6 +77,9 @@ pub struct Settings {
     active_limit: u32,
     recipient_limit: u32,
     process_limit: usize,
+    /// smtp_tls_security_level and lmtp_tls_security_level, for explain.
+    smtp_tls_level: String,
+    lmtp_tls_level: String,
 }
 
 /// Queue-file descriptors kept between deliveries (from the broker's feed,
@@ -124,6 +128,30 @@ impl Drop for HeldFile {
 }
 
 impl Settings {
+    /// A destination's concurrency, rate delay and recipient limits: the
+    /// local_, lmtp_ (a next hop marked `lmtp:`) or smtp_destination_ ones.
+    fn limits(&self, dest: &Dest) -> (usize, Duration, usize) {
+        if dest.0 == Role::Local {
+            (
+                self.local_concurrency,
+                self.local_rate_delay,
+                self.local_rcpt_limit,
+            )
+        } else if dest.1.starts_with("lmtp:") {
+            (
+                self.lmtp_concurrency,
+                self.lmtp_rate_delay,
+                self.lmtp_rcpt_limit,
+            )
+        } else {
+            (
+                self.smtp_concurrency,
+                self.smtp_rate_delay,
+                self.smtp_rcpt_limit,
+            )
+        }
+    }
+
     fn new(p: &Params) -> Result<Settings, String> {
         let e = |x: postern_config::ParamError| x.to_string();
         Ok(Settings {
@@ -154,6 +182,8 @@ impl Settings {
             active_limit: p.int("qmgr_message_active_limit").map_err(e)? as u32,
             recipient_limit: p.int("qmgr_message_recipient_limit").map_err(e)? as u32,
             process_limit: p.int("default_process_limit").map_err(e)? as usize,
+            smtp_tls_level: p.str("smtp_tls_security_level").to_string(),
+            lmtp_tls_level: p.str("lmtp_tls_security_level").to_string(),
         })
     }
 }
@@ -305,6 +335,8 @@ struct Qmgr {
     /// The subscription generation; loads from an older one are dropped.
     generation: u64,
     tx: mpsc::UnboundedSender<Ev>,
+    /// DNS for `postern queue explain` (deliveries resolve in smtp).
+    resolver: Rc<crate::smtp::ResolverClient>,
 }
 
 async fn serve(mut ctx: Context) {
@@ -340,6 +372,10 @@ async fn serve(mut ctx: Context) {
         loading_slots: Rc::new(tokio::sync::Semaphore::new(MAX_LOADING)),
         generation: 0,
         tx: tx.clone(),
+        resolver: Rc::new(crate::smtp::ResolverClient::new(
+            ctx.switchboard.clone(),
+            ctx.query_timeout(),
+        )),
     };
     let limits = qb::Limits {
         messages: q.s.active_limit,
@@ -394,17 +430,8 @@ impl Qmgr {
             .min()
     }
 
-    /// A destination's concurrency, rate delay and recipient limits: the
-    /// local_, lmtp_ (a next hop marked `lmtp:`) or smtp_destination_ ones.
     fn limits(&self, dest: &Dest) -> (usize, Duration, usize) {
-        let s = &self.s;
-        if dest.0 == Role::Local {
-            (s.local_concurrency, s.local_rate_delay, s.local_rcpt_limit)
-        } else if dest.1.starts_with("lmtp:") {
-            (s.lmtp_concurrency, s.lmtp_rate_delay, s.lmtp_rcpt_limit)
-        } else {
-            (s.smtp_concurrency, s.smtp_rate_delay, s.smtp_rcpt_limit)
-        }
+        self.s.limits(dest)
     }
 
     /// The deliveries in flight for the busiest destinations

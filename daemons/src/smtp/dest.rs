@@ -15,6 +15,8 @@ pub trait Dns {
 pub struct Host {
     pub name: String,
     pub addrs: Vec<SocketAddr>,
+    /// Its MX preference (0 for a next hop looked up without MX).
+    pub preference: u16,
 }
 
 /// Why no host can be tried.
@@ -140,6 +142,7 @@ pub async fn route(
         return Ok(vec![Host {
             name: nexthop.host.clone(),
             addrs,
+            preference: 0,
         }]);
     }
     let domain = &nexthop.host;
@@ -164,7 +167,14 @@ pub async fn route(
     let mut last_err = None;
     for (pref, name) in mx {
         match addresses(dns, &name, nexthop.port).await {
-            Ok(addrs) => hosts.push((pref, Host { name, addrs })),
+            Ok(addrs) => hosts.push((
+                pref,
+                Host {
+                    name,
+                    addrs,
+                    preference: pref,
+                },
+            )),
             Err(e) => last_err = Some(e),
         }
     }

@@ -4,7 +4,7 @@
 //! and never reuses such a session (L876), and keeps a size-capped cache of
 //! idle sessions per destination (L768, L929).
 mod auth;
-mod dest;
+pub(crate) mod dest;
 mod generic;
 mod lmtp;
 mod session;
@@ -142,8 +142,15 @@ impl Settings {
     }
 }
 
-/// The resolver daemon, as the smtp client's DNS.
-struct ResolverClient(PeerPool<rs::Link>);
+/// The resolver daemon, as the smtp client's DNS (and the queue manager's,
+/// for `postern queue explain`).
+pub(crate) struct ResolverClient(PeerPool<rs::Link>);
+
+impl ResolverClient {
+    pub(crate) fn new(sb: crate::daemon::Switchboard, timeout: std::time::Duration) -> Self {
+        ResolverClient(PeerPool::new(sb, Role::Resolver, timeout, 2))
+    }
+}
 
 impl Dns for ResolverClient {
     async fn query(&self, req: Request) -> Reply {
