@@ -202,3 +202,37 @@ fn pflogsumm_and_fail2ban_read_the_default_log() {
     let (auth, text) = matched(&maillog, "postfix[mode=auth]");
     assert_eq!(auth, 2, "{text}\n{log}");
 }
+
+/// `start --foreground` honours a set maillog_file, as Postfix's
+/// `start-fg` does: `/dev/stdout` puts the log on standard output (for a
+/// container), and nothing on standard error.
+#[test]
+fn foreground_honours_maillog_file_dev_stdout() {
+    let inst = Instance::new("maillog_file = /dev/stdout\n");
+    let out_path = inst.dir.path().join("stdout");
+    let err_path = inst.dir.path().join("stderr");
+    let mut master = inst
+        .command()
+        .args(["start", "--foreground"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the master's first lines on stdout",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+            text.contains("postfix/master[").then_some(())
+        },
+    );
+    inst.postern(&["stop"]);
+    let status = master.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    assert!(out.contains("daemon started"), "{out}");
+    assert!(out.contains("terminating on signal or request"), "{out}");
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert!(!err.contains("postfix/"), "log lines on stderr: {err}");
+}
