@@ -13,6 +13,7 @@ pub mod inet;
 mod lines;
 pub mod masterfile;
 mod params;
+pub mod policy;
 pub mod registry;
 pub mod restrictions;
 mod role;

@@ -162,6 +162,15 @@ pub fn check(items: &[String], classes: &[String]) -> Vec<Problem> {
         }
         if WITH_ARGUMENT.contains(&n) {
             match it.next() {
+                Some(arg) if n == "check_policy_service" => {
+                    // Fail closed until the policy client exists; a
+                    // malformed service is named as such either way.
+                    let why = match crate::policy::parse(arg) {
+                        Ok(_) => "is not supported by Postern yet".to_string(),
+                        Err(e) => format!("is malformed: {e}"),
+                    };
+                    out.push(Problem(format!("restriction \"{n} {arg}\" {why}")));
+                }
                 Some(arg) => out.push(Problem(format!(
                     "restriction \"{n} {arg}\" is not supported by Postern"
                 ))),
@@ -275,6 +284,23 @@ mod tests {
         assert_eq!(text.len(), 7, "{text:?}");
         assert!(text[0].contains("not an address pattern"), "{}", text[0]);
         assert!(text[1].contains("check_policy_service {"));
+        assert!(
+            text[1].contains("is not supported by Postern yet"),
+            "{}",
+            text[1]
+        );
+        let bad = check(
+            &v(&[
+                "check_policy_service",
+                "{ inet:127.0.0.1:9998, timeout=soon }",
+            ]),
+            &[],
+        );
+        assert!(
+            bad[0].0.contains("is malformed: timeout=soon"),
+            "{}",
+            bad[0].0
+        );
         assert!(text[2].contains("DNS zone"));
         assert!(text[3].contains("nis:mail.access: "), "{}", text[3]);
         assert!(text[4].contains("permit_naked_ip_address"));

@@ -472,3 +472,33 @@ pub fn http_request(data: &[u8]) {
         Err(_) => {}
     }
 }
+
+/// A policy server's reply: never more than the caps is read, the answer
+/// does not depend on how the bytes are split, and an action, when there
+/// is one, is printable text.
+pub fn policy_reply(data: &[u8]) {
+    use crate::policy::{MAX_LINE, MAX_REPLY, ReplyParser};
+    let (used, whole) = ReplyParser::new().feed(data);
+    assert!(used <= data.len() && used <= MAX_REPLY + 1);
+    if whole.is_none() {
+        assert_eq!(used, data.len());
+        assert!(data.len() <= MAX_REPLY);
+    }
+    if let Some(Ok(a)) = &whole {
+        assert!(!a.is_empty() && a.len() <= MAX_LINE && !a.chars().any(char::is_control));
+    }
+    // The same bytes in two pieces, split at a point the input chooses.
+    let cut = data
+        .first()
+        .map_or(0, |&b| usize::from(b) % (data.len() + 1));
+    let mut p = ReplyParser::new();
+    let (n1, r1) = p.feed(&data[..cut]);
+    let split = match r1 {
+        Some(r) => (n1, Some(r)),
+        None => {
+            let (n2, r2) = p.feed(&data[cut..]);
+            (n1 + n2, r2)
+        }
+    };
+    assert_eq!(split, (used, whole));
+}

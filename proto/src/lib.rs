@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod header;
 pub mod http;
 pub mod mime;
+pub mod policy;
 pub mod queue;
 pub mod smtp;
 pub mod statefile;

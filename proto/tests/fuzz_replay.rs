@@ -86,3 +86,8 @@ fn ccert() {
 fn http_request() {
     replay("http_request", fuzzing::http_request);
 }
+
+#[test]
+fn policy_reply() {
+    replay("policy_reply", fuzzing::policy_reply);
+}

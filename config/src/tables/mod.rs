@@ -116,7 +116,7 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// `host:port` or `[v6]:port`, the host an IP address or localhost.
-fn inet(spec: &str, text: &str) -> Result<std::net::SocketAddr, String> {
+pub(crate) fn inet(spec: &str, text: &str) -> Result<std::net::SocketAddr, String> {
     let (host, port) = match text.strip_prefix('[') {
         Some(rest) => rest
             .split_once("]:")
