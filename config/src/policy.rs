@@ -121,30 +121,11 @@ fn endpoint(text: &str) -> Result<Endpoint, String> {
 
 /// Splits a group's inside on top-level commas (braces group a value).
 fn split_group(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut depth = 0usize;
-    for c in s.chars() {
-        match c {
-            '{' => {
-                depth += 1;
-                cur.push(c);
-            }
-            '}' => {
-                depth = depth
-                    .checked_sub(1)
-                    .ok_or_else(|| format!("\"{s}\": unbalanced braces"))?;
-                cur.push(c);
-            }
-            ',' if depth == 0 => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    if depth != 0 {
+    let (items, balanced) = crate::value::split_braced(s, |c| c == ',');
+    if !balanced {
         return Err(format!("\"{s}\": unbalanced braces"));
     }
-    out.push(cur);
-    Ok(out
+    Ok(items
         .into_iter()
         .map(|x| x.trim().to_string())
         .filter(|x| !x.is_empty())

@@ -94,9 +94,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Splits a list on whitespace and commas, keeping `{...}` groups whole
 /// (inline tables such as `inline:{a=b, c=d}`).
 pub fn split_list(s: &str) -> Vec<String> {
+    split_braced(s, |c| c.is_whitespace() || c == ',').0
+}
+
+/// Splits `s` at the characters `sep` accepts outside `{...}` groups,
+/// dropping empty pieces; the flag says whether the braces balanced.
+pub fn split_braced(s: &str, sep: impl Fn(char) -> bool) -> (Vec<String>, bool) {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut depth = 0usize;
+    let mut balanced = true;
     for c in s.chars() {
         match c {
             '{' => {
@@ -104,10 +111,11 @@ pub fn split_list(s: &str) -> Vec<String> {
                 cur.push(c);
             }
             '}' => {
+                balanced &= depth > 0;
                 depth = depth.saturating_sub(1);
                 cur.push(c);
             }
-            c if depth == 0 && (c.is_whitespace() || c == ',') => {
+            c if depth == 0 && sep(c) => {
                 if !cur.is_empty() {
                     out.push(std::mem::take(&mut cur));
                 }
@@ -118,7 +126,7 @@ pub fn split_list(s: &str) -> Vec<String> {
     if !cur.is_empty() {
         out.push(cur);
     }
-    out
+    (out, balanced && depth == 0)
 }
 
 #[cfg(test)]

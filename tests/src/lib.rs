@@ -273,6 +273,34 @@ impl Instance {
         }
     }
 
+    /// The sendmail command (a `sendmail` link to the binary, with
+    /// MAIL_CONFIG naming this instance) with `args`, `input` on stdin;
+    /// it must succeed.
+    pub fn sendmail(&self, args: &[&str], input: &[u8]) {
+        use std::io::Write;
+        let d = self.dir.path().join("bin");
+        std::fs::create_dir_all(&d).unwrap();
+        let sm = d.join("sendmail");
+        if !sm.exists() {
+            std::os::unix::fs::symlink(bin(), &sm).unwrap();
+        }
+        let mut child = Command::new(&sm)
+            .args(args)
+            .env("MAIL_CONFIG", self.config_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sendmail");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "sendmail: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `postern -c DIR ARGS...`, waited for.
     pub fn postern(&self, args: &[&str]) -> Output {
         self.command().args(args).output().expect("run postern")

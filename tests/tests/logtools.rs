@@ -3,11 +3,10 @@
 //! traffic mix exactly, and fail2ban-regex with Debian's stock `postfix`
 //! filter (its default mode, and `mode=auth`, which the `postfix-sasl`
 //! jail uses) matches every reject and every failed AUTH.
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use postern_tests::{Instance, Sink, bin, smtplib, wait_for};
+use postern_tests::{Instance, Sink, smtplib, wait_for};
 
 /// Stops a detached instance even when the test fails.
 struct Detached<'a>(&'a Instance);
@@ -16,29 +15,6 @@ impl Drop for Detached<'_> {
     fn drop(&mut self) {
         let _ = self.0.postern(&["stop"]);
     }
-}
-
-fn sendmail(inst: &Instance, rcpt: &str, input: &[u8]) {
-    let d = inst.dir.path().join("bin");
-    std::fs::create_dir_all(&d).unwrap();
-    let sm = d.join("sendmail");
-    if !sm.exists() {
-        std::os::unix::fs::symlink(bin(), &sm).unwrap();
-    }
-    let mut child = Command::new(&sm)
-        .args(["-f", "root@plain.test", rcpt])
-        .env("MAIL_CONFIG", inst.config_dir())
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sendmail");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn failed_auth(ip: &str) -> String {
@@ -129,7 +105,10 @@ fn pflogsumm_and_fail2ban_read_the_default_log() {
         );
         assert!(r.last().unwrap().starts_with("250"), "{r:?}");
     }
-    sendmail(&inst, "bob@plain.test", b"Subject: from cron\n\nhello\n");
+    inst.sendmail(
+        &["-f", "root@plain.test", "bob@plain.test"],
+        b"Subject: from cron\n\nhello\n",
+    );
     let r = smtplib(
         &ip,
         2525,

@@ -3,12 +3,10 @@
 //! sendmail, leaves through the smtp client, and the envelope is read at
 //! a real next hop (aiosmtpd). A real Postfix, fed the same mail with the
 //! same tables, gives the same envelopes.
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use postern_tests::{Instance, Sink, bin, postfix, smtplib, unique_loopback, wait_for};
+use postern_tests::{Instance, Sink, postfix, smtplib, unique_loopback, wait_for};
 use serde_json::Value;
 
 fn logged(inst: &Instance, needle: &str) {
@@ -66,30 +64,6 @@ const ADDRESS_HEADERS: &str = "From: Alice <alice@inside.test>\r\n\
 To: old@corp.test, \"Bob B.\" <bob@legacy.test> (team)\r\n\
 Cc: root, ops@host.corp.test\r\n\
 Subject: headers\r\n\r\nhello\r\n";
-
-fn sendmail(inst: &Instance, args: &[&str], input: &[u8]) {
-    let d = inst.dir.path().join("bin");
-    std::fs::create_dir_all(&d).unwrap();
-    let sm = d.join("sendmail");
-    if !sm.exists() {
-        std::os::unix::fs::symlink(bin(), &sm).unwrap();
-    }
-    let mut child = Command::new(&sm)
-        .args(args)
-        .env("MAIL_CONFIG", inst.config_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sendmail");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "sendmail: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn table(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -159,8 +133,7 @@ fn virtual_aliases_expand_validate_recipients_and_defer_whole_at_their_limits() 
         ": reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <nobody@virt.test>: Recipient address rejected: User unknown in virtual alias table; from=<sender@client.example> to=<nobody@virt.test> proto=ESMTP helo=<client.example>",
     );
     // The same through sendmail.
-    sendmail(
-        &inst,
+    inst.sendmail(
         &["-f", "cron@mx.test.example", "list@virt.test"],
         b"Subject: from cron\n\nnightly\n",
     );
@@ -331,18 +304,15 @@ fn canonical_masquerade_and_bcc_rewrite_the_envelope_from_smtp_and_sendmail() {
     );
 
     // sendmail: the same rewriting; root is a masquerade exception.
-    sendmail(
-        &inst,
+    inst.sendmail(
         &["-f", "root@host.corp.test", "old@corp.test"],
         b"Subject: local\n\nfrom cron\n",
     );
-    sendmail(
-        &inst,
+    inst.sendmail(
         &["-f", "ops@host.corp.test", "bob@legacy.test"],
         b"Subject: local\n\nfrom cron\n",
     );
-    sendmail(
-        &inst,
+    inst.sendmail(
         &["-f", "alice@inside.test", "someone@far.test"],
         b"From: alice@inside.test\nSubject: local\n\nfrom alice\n",
     );
@@ -554,8 +524,7 @@ fn generic_maps_rewrite_the_envelope_and_headers_as_mail_leaves() {
     inst.start();
     // An appliance's cron mail: root's bare address is qualified by
     // cleanup, then made a real address by the smtp client.
-    sendmail(
-        &inst,
+    inst.sendmail(
         &["-f", "root", "ops+cron@box.lan"],
         b"From: root\nTo: ops+cron@box.lan\nCc: \"Dev\" <dev@box.lan>\nSubject: cron\n\nnightly job done\n",
     );
@@ -595,11 +564,7 @@ fn generic_maps_rewrite_the_envelope_and_headers_as_mail_leaves() {
     assert_eq!(header(&m[1].1, "From").as_deref(), Some("alerts@corp.test"));
     // A table that cannot be read defers the delivery.
     std::fs::remove_file(&generic).unwrap();
-    sendmail(
-        &inst,
-        &["-f", "root", "ops@box.lan"],
-        b"Subject: again\n\nx\n",
-    );
+    inst.sendmail(&["-f", "root", "ops@box.lan"], b"Subject: again\n\nx\n");
     logged(&inst, "status=deferred (smtp_generic_maps lookup failure)");
     assert_eq!(sink.messages().len(), 2);
 }
@@ -635,11 +600,7 @@ fn address_classes_and_extension_propagation_through_smtpd_and_sendmail() {
     assert!(r[3].starts_with("250"), "{r:?}");
     let mut args = vec!["-f", "alice@inside.test"];
     args.extend(rcpts);
-    sendmail(
-        &inst,
-        &args,
-        ADDRESS_HEADERS.replace("\r\n", "\n").as_bytes(),
-    );
+    inst.sendmail(&args, ADDRESS_HEADERS.replace("\r\n", "\n").as_bytes());
     let m = wait_messages(&sink, 2);
     for (env, content) in &m {
         // The envelope only: the headers keep their addresses (qualified).

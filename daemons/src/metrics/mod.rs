@@ -80,7 +80,7 @@ impl Registry {
         );
         if !self.series.contains_key(&key) {
             self.dirty = true;
-            let weight = f.name.len() + key.1.iter().map(|l| l.len() + 8).sum::<usize>() + 32;
+            let weight = weight(f.name, &key.1);
             if self.bytes + weight > MAX_BYTES || self.series.len() >= wire::MAX_SAMPLES / 4 {
                 self.refused += 1;
                 if self.refused == 1 {
@@ -146,6 +146,12 @@ impl Registry {
     }
 }
 
+/// What a series counts against [`MAX_BYTES`]: its name, its labels, and
+/// the frame's overhead for them.
+fn weight(name: &str, labels: &[String]) -> usize {
+    name.len() + labels.iter().map(|l| l.len() + 8).sum::<usize>() + 32
+}
+
 fn with<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
     if !ON.load(Ordering::Relaxed) {
         return None;
@@ -206,9 +212,7 @@ pub fn replace(f: &'static Family, series: &[(Vec<String>, f64)]) {
             .collect();
         for k in gone {
             r.series.remove(&k);
-            r.bytes = r
-                .bytes
-                .saturating_sub(f.name.len() + k.1.iter().map(|l| l.len() + 8).sum::<usize>() + 32);
+            r.bytes = r.bytes.saturating_sub(weight(f.name, &k.1));
         }
         for (labels, v) in series {
             let ls: Vec<&str> = labels.iter().map(String::as_str).collect();
