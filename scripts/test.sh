@@ -27,6 +27,7 @@ PACKAGES=(
     curl             # Prometheus's HTTP API, from the metrics test
     pflogsumm        # reads the mail log a default start writes (log tools test)
     fail2ban         # fail2ban-regex with Debian's stock postfix filter (its service never starts)
+    postfix-policyd-spf-python  # policyd-spf: a real policy server (check_policy_service)
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

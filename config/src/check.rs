@@ -199,6 +199,40 @@ impl Config {
         expand(&raw, &get).ok()
     }
 
+    /// Every policy service a restriction list or class names, in main.cf
+    /// and in every service's -o overrides, each with the settings of its
+    /// context, as [`crate::policy::Resolved::key`]s: the services the
+    /// policy role may talk to (`postern_policy_services`).
+    pub(crate) fn policy_services(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let contexts =
+            std::iter::once(&[][..]).chain(self.services.iter().map(|s| &s.overrides[..]));
+        for overrides in contexts {
+            let get = |n: &str| self.expanded(n, overrides);
+            let mut lists: Vec<Vec<String>> = restrictions::LISTS
+                .iter()
+                .filter_map(|n| get(n))
+                .map(|v| value::split_list(&v))
+                .collect();
+            lists.extend(
+                self.restriction_classes()
+                    .into_iter()
+                    .map(|(_, items)| items),
+            );
+            for items in lists {
+                for arg in crate::policy::services_in(&items) {
+                    if let Ok(r) = crate::policy::resolve(&arg, &get) {
+                        let key = r.key();
+                        if !out.contains(&key) {
+                            out.push(key);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Every access table a restriction list names, in main.cf and in
     /// every service's -o overrides: the tables the broker may answer
     /// smtpd's access lookups from (`postern_access_maps`).

@@ -206,6 +206,9 @@ impl Config {
         };
         let maps = cfg.access_maps();
         cfg.computed.insert("postern_access_maps", maps.join(", "));
+        let services = cfg.policy_services();
+        cfg.computed
+            .insert("postern_policy_services", services.join(", "));
         // Class definitions travel as "name {items} name {items}".
         let classes: Vec<String> = cfg
             .restriction_classes()

@@ -119,6 +119,144 @@ fn endpoint(text: &str) -> Result<Endpoint, String> {
     Err(format!("\"{text}\": expected inet:host:port or unix:/path"))
 }
 
+/// A policy service with every setting decided: the `{ }` overrides,
+/// else the `smtpd_policy_service_*` parameters of the listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// A Unix socket path is absolute here (queue_directory-relative
+    /// paths resolved).
+    pub endpoint: Endpoint,
+    pub timeout: Duration,
+    pub max_idle: Duration,
+    pub max_ttl: Duration,
+    /// At least 1.
+    pub try_limit: u32,
+    pub retry_delay: Duration,
+    /// 0: no limit.
+    pub request_limit: u32,
+    pub default_action: String,
+    pub policy_context: String,
+}
+
+/// The parameter each `{ }` setting overrides.
+fn param(setting: &str) -> String {
+    format!("smtpd_policy_service_{setting}")
+}
+
+/// Decides every setting of the service written `arg`; `get` gives a
+/// parameter's expanded value in the listener's context (main.cf with its
+/// -o overrides).
+pub fn resolve(arg: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, String> {
+    let s = parse(arg)?;
+    let text = |setting: &str| -> Result<String, String> {
+        get(&param(setting)).ok_or_else(|| format!("{} is not set", param(setting)))
+    };
+    let secs = |over: Option<Duration>, setting: &str| -> Result<Duration, String> {
+        match over {
+            Some(d) => Ok(d),
+            None => crate::value::parse_duration(&text(setting)?, "s")
+                .map(|d| d.value)
+                .map_err(|e| format!("{}: {e}", param(setting))),
+        }
+    };
+    let count = |over: Option<u32>, setting: &str| -> Result<u32, String> {
+        match over {
+            Some(n) => Ok(n),
+            None => text(setting)?
+                .trim()
+                .parse()
+                .map_err(|_| format!("{}: expected a number", param(setting))),
+        }
+    };
+    let endpoint = match s.endpoint {
+        Endpoint::Unix(p) if p.is_relative() => {
+            let queue = get("queue_directory").unwrap_or_default();
+            Endpoint::Unix(std::path::Path::new(&queue).join(p))
+        }
+        e => e,
+    };
+    Ok(Resolved {
+        endpoint,
+        timeout: secs(s.timeout, "timeout")?,
+        max_idle: secs(s.max_idle, "max_idle")?,
+        max_ttl: secs(s.max_ttl, "max_ttl")?,
+        try_limit: count(s.try_limit, "try_limit")?.max(1),
+        retry_delay: secs(s.retry_delay, "retry_delay")?,
+        request_limit: count(s.request_limit, "request_limit")?,
+        default_action: match s.default_action {
+            Some(a) => a,
+            None => text("default_action")?,
+        },
+        policy_context: match s.policy_context {
+            Some(c) => c,
+            None => text("policy_context")?,
+        },
+    })
+}
+
+impl Resolved {
+    /// The connection settings in one canonical `{ }` form: how smtpd
+    /// names the service to the policy role, which knows each configured
+    /// service by it (`postern_policy_services`). The default action and
+    /// the context are smtpd's business and stay out.
+    pub fn key(&self) -> String {
+        format!(
+            "{{ {}, timeout={}ms, max_idle={}ms, max_ttl={}ms, try_limit={}, retry_delay={}ms, request_limit={} }}",
+            self.endpoint,
+            self.timeout.as_millis(),
+            self.max_idle.as_millis(),
+            self.max_ttl.as_millis(),
+            self.try_limit,
+            self.retry_delay.as_millis(),
+            self.request_limit
+        )
+    }
+
+    /// Parses a [`Resolved::key`] back (the policy role's side).
+    pub fn from_key(key: &str) -> Result<Resolved, String> {
+        let s = parse(key)?;
+        let missing = || format!("\"{key}\": not a complete policy service key");
+        Ok(Resolved {
+            endpoint: s.endpoint,
+            timeout: s.timeout.ok_or_else(missing)?,
+            max_idle: s.max_idle.ok_or_else(missing)?,
+            max_ttl: s.max_ttl.ok_or_else(missing)?,
+            try_limit: s.try_limit.ok_or_else(missing)?,
+            retry_delay: s.retry_delay.ok_or_else(missing)?,
+            request_limit: s.request_limit.ok_or_else(missing)?,
+            default_action: String::new(),
+            policy_context: String::new(),
+        })
+    }
+}
+
+/// Every policy service the configuration names
+/// (`postern_policy_services`), by key.
+pub fn configured(params: &crate::Params) -> std::collections::BTreeMap<String, Resolved> {
+    params
+        .list("postern_policy_services")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|k| Resolved::from_key(&k).ok().map(|r| (k, r)))
+        .collect()
+}
+
+/// The policy services a restriction list names (the arguments of
+/// check_policy_service).
+pub fn services_in(items: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = items.iter();
+    while let Some(item) = it.next() {
+        if item.eq_ignore_ascii_case("check_policy_service")
+            && let Some(arg) = it.next()
+            && !out.contains(arg)
+        {
+            out.push(arg.clone());
+        }
+    }
+    out
+}
+
 /// Splits a group's inside on top-level commas (braces group a value).
 fn split_group(s: &str) -> Result<Vec<String>, String> {
     let (items, balanced) = crate::value::split_braced(s, |c| c == ',');
@@ -169,6 +307,62 @@ mod tests {
         assert_eq!(s.max_idle, Some(Duration::from_secs(300)));
         assert_eq!(s.max_ttl, Some(Duration::from_secs(3600)));
         assert_eq!(s.retry_delay, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn resolved_settings_and_keys() {
+        let params = |n: &str| -> Option<String> {
+            Some(
+                match n {
+                    "smtpd_policy_service_timeout" => "100s",
+                    "smtpd_policy_service_max_idle" => "300s",
+                    "smtpd_policy_service_max_ttl" => "1000s",
+                    "smtpd_policy_service_try_limit" => "2",
+                    "smtpd_policy_service_retry_delay" => "1s",
+                    "smtpd_policy_service_request_limit" => "0",
+                    "smtpd_policy_service_default_action" => {
+                        "451 4.3.5 Server configuration problem"
+                    }
+                    "smtpd_policy_service_policy_context" => "",
+                    "queue_directory" => "/var/spool/postern",
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        };
+        let r = resolve("unix:private/policyd-spf", &params).unwrap();
+        assert_eq!(
+            r.endpoint,
+            Endpoint::Unix("/var/spool/postern/private/policyd-spf".into())
+        );
+        assert_eq!(r.timeout, Duration::from_secs(100));
+        assert_eq!(r.default_action, "451 4.3.5 Server configuration problem");
+        let r2 = resolve(
+            "{ inet:127.0.0.1:9998, timeout=5s, try_limit=1, default_action=DUNNO, policy_context=x }",
+            &params,
+        )
+        .unwrap();
+        assert_eq!((r2.timeout, r2.try_limit), (Duration::from_secs(5), 1));
+        assert_eq!(
+            (r2.default_action.as_str(), r2.policy_context.as_str()),
+            ("DUNNO", "x")
+        );
+        for r in [r, r2] {
+            let back = Resolved::from_key(&r.key()).unwrap();
+            assert_eq!(back.key(), r.key());
+            assert_eq!(back.endpoint, r.endpoint);
+        }
+        assert!(Resolved::from_key("inet:127.0.0.1:1").is_err());
+        assert_eq!(
+            services_in(&[
+                "permit_mynetworks".into(),
+                "check_policy_service".into(),
+                "inet:127.0.0.1:1".into(),
+                "check_policy_service".into(),
+                "inet:127.0.0.1:1".into(),
+            ]),
+            vec!["inet:127.0.0.1:1".to_string()]
+        );
     }
 
     #[test]

@@ -63,6 +63,7 @@ const CA: u32 = roles(&[Role::Cache]);
 const PX: u32 = roles(&[Role::Proxymap]);
 const VE: u32 = roles(&[Role::Verify]);
 const MX: u32 = roles(&[Role::Metrics]);
+const PO: u32 = roles(&[Role::Policy]);
 
 const fn p(name: &'static str, default: &'static str, kind: Kind, roles: u32) -> ParamDef {
     ParamDef {
@@ -213,11 +214,12 @@ pub static PARAMS: &[ParamDef] = &[
     p("parent_domain_matches_subdomains", "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,qmqpd_authorized_clients,relay_domains,smtpd_access_maps", Kind::List, SD | PK | QM),
     p("plaintext_reject_code", "450", int(400, 599), SD | PK),
     ro("postern_access_maps", "", Kind::List, BR | PK | PX),
+    ro("postern_policy_services", "", Kind::List, M | PO),
     ro("postern_restriction_classes", "", Kind::List, SD | PK),
     p("propagate_unmatched_extensions", "canonical, virtual", Kind::List, CL | BR),
     p("qmgr_message_active_limit", "20000", int(1, 10_000_000), QM),
     p("qmgr_message_recipient_limit", "20000", int(1, 10_000_000), QM),
-    p("queue_directory", "${data_directory}/queue", Kind::Path, M | BR),
+    p("queue_directory", "${data_directory}/queue", Kind::Path, M | BR | SD),
     p("queue_file_pool_size", "32", int(0, 100_000), BR),
     p("queue_minfree", "0", SIZE, BR),
     p("rbl_reply_maps", "", Kind::List, SD | PK),
@@ -293,6 +295,14 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_peername_lookup", "yes", Kind::Bool, SD),
     p("smtpd_per_request_deadline", "yes", Kind::Bool, SD),
     p("smtpd_pipelining_limit", "1000", int(10, 100_000), SD),
+    p("smtpd_policy_service_default_action", "451 4.3.5 Server configuration problem", Kind::Str, SD),
+    p("smtpd_policy_service_max_idle", "300s", Kind::Duration { unit: "s", min_ms: 1000 }, SD),
+    p("smtpd_policy_service_max_ttl", "1000s", Kind::Duration { unit: "s", min_ms: 1000 }, SD),
+    p("smtpd_policy_service_policy_context", "", Kind::Str, SD),
+    p("smtpd_policy_service_request_limit", "0", int(0, 1_000_000), SD),
+    p("smtpd_policy_service_retry_delay", "1s", Kind::Duration { unit: "s", min_ms: 0 }, SD),
+    p("smtpd_policy_service_timeout", "100s", Kind::Duration { unit: "s", min_ms: 1000 }, SD),
+    p("smtpd_policy_service_try_limit", "2", int(1, 100), SD),
     p("smtpd_recipient_limit", "1000", int(100, 1_000_000), SD),
     p("smtpd_recipient_restrictions", "", Kind::List, SD | PK),
     p("smtpd_reject_unlisted_recipient", "yes", Kind::Bool, SD | PK),

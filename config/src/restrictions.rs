@@ -77,6 +77,7 @@ pub const SUPPORTED_WITH_ARGUMENT: &[&str] = &[
     "reject_rhsbl_recipient",
     "permit_dnswl_client",
     "permit_rhswl_client",
+    "check_policy_service",
 ];
 
 /// Whether a Postfix restriction takes an argument.
@@ -91,11 +92,7 @@ pub fn is_access_check(name: &str) -> bool {
 
 /// Postfix restrictions that take one argument (a table, a DNS zone, a
 /// policy service, a time).
-const WITH_ARGUMENT: &[&str] = &[
-    "check_sasl_access",
-    "check_etrn_access",
-    "check_policy_service",
-];
+const WITH_ARGUMENT: &[&str] = &["check_sasl_access", "check_etrn_access"];
 
 /// Postfix restrictions without an argument that Postern does not have.
 const POSTFIX_ONLY: &[&str] = &[
@@ -147,6 +144,13 @@ pub fn check(items: &[String], classes: &[String]) -> Vec<Problem> {
                         )));
                     }
                 }
+                Some(arg) if n == "check_policy_service" => {
+                    if let Err(e) = crate::policy::parse(arg) {
+                        out.push(Problem(format!(
+                            "restriction \"{n} {arg}\" is malformed: {e}"
+                        )));
+                    }
+                }
                 Some(arg) if is_access_check(n) => {
                     if let Err(e) = crate::tables::parse(arg) {
                         out.push(Problem(format!("{n} {arg}: {e}")));
@@ -162,15 +166,6 @@ pub fn check(items: &[String], classes: &[String]) -> Vec<Problem> {
         }
         if WITH_ARGUMENT.contains(&n) {
             match it.next() {
-                Some(arg) if n == "check_policy_service" => {
-                    // Fail closed until the policy client exists; a
-                    // malformed service is named as such either way.
-                    let why = match crate::policy::parse(arg) {
-                        Ok(_) => "is not supported by Postern yet".to_string(),
-                        Err(e) => format!("is malformed: {e}"),
-                    };
-                    out.push(Problem(format!("restriction \"{n} {arg}\" {why}")));
-                }
                 Some(arg) => out.push(Problem(format!(
                     "restriction \"{n} {arg}\" is not supported by Postern"
                 ))),
@@ -281,14 +276,8 @@ mod tests {
             &v(&["myclass"]),
         );
         let text: Vec<&str> = p.iter().map(|p| p.0.as_str()).collect();
-        assert_eq!(text.len(), 7, "{text:?}");
+        assert_eq!(text.len(), 6, "{text:?}");
         assert!(text[0].contains("not an address pattern"), "{}", text[0]);
-        assert!(text[1].contains("check_policy_service {"));
-        assert!(
-            text[1].contains("is not supported by Postern yet"),
-            "{}",
-            text[1]
-        );
         let bad = check(
             &v(&[
                 "check_policy_service",
@@ -301,11 +290,11 @@ mod tests {
             "{}",
             bad[0].0
         );
-        assert!(text[2].contains("DNS zone"));
-        assert!(text[3].contains("nis:mail.access: "), "{}", text[3]);
-        assert!(text[4].contains("permit_naked_ip_address"));
-        assert!(text[5].contains("unknown restriction \"frobnicate\""));
-        assert!(text[6].contains("requires an argument"));
+        assert!(text[1].contains("DNS zone"));
+        assert!(text[2].contains("nis:mail.access: "), "{}", text[2]);
+        assert!(text[3].contains("permit_naked_ip_address"));
+        assert!(text[4].contains("unknown restriction \"frobnicate\""));
+        assert!(text[5].contains("requires an argument"));
         let items = v(&[
             "check_client_access",
             "cidr:/etc/postfix/clients.cidr",

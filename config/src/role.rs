@@ -49,6 +49,9 @@ roles! {
     /// Serves the Prometheus endpoint (metrics_listen): the figures the
     /// other roles report to it, and nothing else.
     Metrics => "metrics",
+    /// The policy delegation client (check_policy_service): the only role
+    /// that talks to policy servers.
+    Policy => "policy",
 }
 
 impl Role {

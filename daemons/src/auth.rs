@@ -174,23 +174,16 @@ async fn serve(mut ctx: Context) {
     let pool = Rc::new(Semaphore::new(PARALLEL));
     let store = Rc::new(Store::new(ctx.switchboard.clone(), NAMESPACE));
     let timeout = ctx.query_timeout();
-    let local = tokio::task::LocalSet::new();
-    local
-        .run_until(async move {
-            loop {
-                tokio::select! {
-                    c = ctx.inbound.recv() => match c {
-                        Some((Role::Smtpd, fd)) => {
-                            tokio::task::spawn_local(conn(st.clone(), pool.clone(), store.clone(), fd, timeout));
-                        }
-                        Some((other, _)) => warn!("unexpected channel from {other}"),
-                        None => return,
-                    },
-                    _ = ctx.shutdown.changed() => return,
-                }
+    crate::daemon::serve_channels(&mut ctx, |from, fd| {
+        let (st, pool, store) = (st.clone(), pool.clone(), store.clone());
+        async move {
+            match from {
+                Role::Smtpd => conn(st, pool, store, fd, timeout).await,
+                other => warn!("unexpected channel from {other}"),
             }
-        })
-        .await;
+        }
+    })
+    .await;
 }
 
 async fn conn(

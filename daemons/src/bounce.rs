@@ -76,21 +76,16 @@ async fn serve(mut ctx: Context) {
     let s = Rc::new(Settings::new(&ctx.params));
     let sb = ctx.switchboard.clone();
     let (query, transfer) = (ctx.query_timeout(), ctx.transfer_timeout());
-    let local = tokio::task::LocalSet::new();
-    local
-        .run_until(async move {
-            loop {
-                tokio::select! {
-                    p = ctx.inbound.recv() => match p {
-                        Some((Role::Qmgr, fd)) => { tokio::task::spawn_local(channel(fd, s.clone(), sb.clone(), query, transfer)); }
-                        Some((other, _)) => warn!("unexpected channel from {other}"),
-                        None => return,
-                    },
-                    _ = ctx.shutdown.changed() => return,
-                }
+    crate::daemon::serve_channels(&mut ctx, |from, fd| {
+        let (s, sb) = (s.clone(), sb.clone());
+        async move {
+            match from {
+                Role::Qmgr => channel(fd, s, sb, query, transfer).await,
+                other => warn!("unexpected channel from {other}"),
             }
-        })
-        .await;
+        }
+    })
+    .await;
 }
 
 async fn channel(

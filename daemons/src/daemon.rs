@@ -68,6 +68,33 @@ fn recv_blocking(fd: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
 /// Runs `role` with the control channel on `ipc_fd`. Never returns normally.
 /// `prepare` runs before the jail; it returns the role's main function and
 /// any descriptors it opened that must survive into the jail.
+/// Accepts the channels other roles open to us, each served by the task
+/// `serve` makes for it, until the master asks us to finish (or our
+/// inbound queue closes); the tasks end with it. They run on a LocalSet,
+/// so they may share `Rc` state.
+pub async fn serve_channels<F, Fut>(ctx: &mut Context, mut serve: F)
+where
+    F: FnMut(Role, OwnedFd) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            loop {
+                tokio::select! {
+                    p = ctx.inbound.recv() => match p {
+                        Some((from, fd)) => {
+                            tokio::task::spawn_local(serve(from, fd));
+                        }
+                        None => return,
+                    },
+                    _ = ctx.shutdown.changed() => return,
+                }
+            }
+        })
+        .await;
+}
+
 pub fn run<F, Fut>(
     role: Role,
     ipc_fd: RawFd,

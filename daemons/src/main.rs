@@ -23,6 +23,7 @@ mod paths;
 mod peerpool;
 mod peers;
 mod pickup;
+mod policy;
 mod probe;
 mod proxymap;
 mod qmgr;

@@ -4,8 +4,8 @@
 //! from a role listed here, and only the edges listed for that pair.
 use postern_config::Role;
 use postern_ipc::{
-    auth, bounce, cache, cleanup_broker, deliver, keys, metrics, probe, proxymap, qmgr_broker,
-    qmgr_queue, resolver, smtpd_broker, smtpd_cleanup, verify,
+    auth, bounce, cache, cleanup_broker, deliver, keys, metrics, policy, probe, proxymap,
+    qmgr_broker, qmgr_queue, resolver, smtpd_broker, smtpd_cleanup, verify,
 };
 
 /// (client, server, the edges the client may open).
@@ -43,6 +43,9 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Smtpd, Role::Verify, &[verify::EDGE]),
     (Role::Verify, Role::Qmgr, &[probe::EDGE]),
     (Role::Verify, Role::Cache, &[cache::EDGE]),
+    // check_policy_service: only smtpd asks, and only the policy role
+    // talks to policy servers.
+    (Role::Smtpd, Role::Policy, &[policy::EDGE]),
     // Every process reports its figures to the metrics role (the master
     // over a channel it makes itself); nothing asks the metrics role
     // anything, and it opens nothing.
@@ -60,6 +63,7 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Cache, Role::Metrics, &[metrics::EDGE]),
     (Role::Proxymap, Role::Metrics, &[metrics::EDGE]),
     (Role::Verify, Role::Metrics, &[metrics::EDGE]),
+    (Role::Policy, Role::Metrics, &[metrics::EDGE]),
 ];
 
 /// May `client` ask for a channel to `server` at all?

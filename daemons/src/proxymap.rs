@@ -58,22 +58,10 @@ pub fn main(ipc_fd: RawFd) -> ! {
 async fn serve(mut ctx: Context, tables: Rc<BTreeMap<String, Table>>) {
     let query = ctx.query_timeout();
     let sb = ctx.switchboard.clone();
-    let local = tokio::task::LocalSet::new();
-    local
-        .run_until(async move {
-            loop {
-                tokio::select! {
-                    p = ctx.inbound.recv() => match p {
-                        Some((from, fd)) => {
-                            tokio::task::spawn_local(channel(tables.clone(), sb.clone(), from, fd, query));
-                        }
-                        None => return,
-                    },
-                    _ = ctx.shutdown.changed() => return,
-                }
-            }
-        })
-        .await;
+    daemon::serve_channels(&mut ctx, |from, fd| {
+        channel(tables.clone(), sb.clone(), from, fd, query)
+    })
+    .await;
 }
 
 async fn channel(

@@ -142,20 +142,7 @@ async fn serve(
     );
     let dns = Rc::new(Dns { resolver, raw });
     let query = ctx.query_timeout();
-    let local = tokio::task::LocalSet::new();
-    local
-        .run_until(async move {
-            loop {
-                tokio::select! {
-                    p = ctx.inbound.recv() => match p {
-                        Some((from, fd)) => { tokio::task::spawn_local(channel(dns.clone(), from, fd, query)); }
-                        None => return,
-                    },
-                    _ = ctx.shutdown.changed() => return,
-                }
-            }
-        })
-        .await;
+    crate::daemon::serve_channels(&mut ctx, |from, fd| channel(dns.clone(), from, fd, query)).await;
 }
 
 async fn channel(dns: Rc<Dns>, from: Role, fd: OwnedFd, timeout: Duration) {

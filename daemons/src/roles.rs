@@ -181,6 +181,18 @@ pub const SPECS: &[RoleSpec] = &[
         on_demand: false,
         main: crate::metrics::serve::main,
     },
+    RoleSpec {
+        role: Role::Policy,
+        // TCP to the ports of the policy services the configuration names;
+        // the master connects to Unix-socket services for it.
+        network: true,
+        syscalls: COMMON.union(SyscallGroups::CONNECT),
+        exclusive: false,
+        listeners: false,
+        // Only check_policy_service in a restriction list wakes it.
+        on_demand: true,
+        main: crate::policy::main,
+    },
 ];
 
 pub fn spec(role: Role) -> Option<&'static RoleSpec> {
@@ -269,6 +281,10 @@ pub fn jail_spec(role: Role, params: &Params, keep_fds: Vec<RawFd>) -> JailSpec 
             // The table servers' ports only.
             (true, Role::Proxymap) => Network::Outbound {
                 tcp_ports: Some(crate::proxymap::ports(params)),
+            },
+            // The policy services' ports only.
+            (true, Role::Policy) => Network::Outbound {
+                tcp_ports: Some(crate::policy::ports(params)),
             },
             // Next hops may use any port (relayhost, transport_maps).
             (true, _) => Network::Outbound { tcp_ports: None },

@@ -229,22 +229,10 @@ async fn serve(mut ctx: Context, s: Settings) {
         qmgr: PeerPool::new(ctx.switchboard.clone(), Role::Qmgr, PROBE_DEADLINE, 16),
     });
     let timeout = ctx.query_timeout();
-    let local = tokio::task::LocalSet::new();
-    local
-        .run_until(async move {
-            loop {
-                tokio::select! {
-                    c = ctx.inbound.recv() => match c {
-                        Some((from, fd)) => {
-                            tokio::task::spawn_local(channel(shared.clone(), from, fd, timeout));
-                        }
-                        None => return,
-                    },
-                    _ = ctx.shutdown.changed() => return,
-                }
-            }
-        })
-        .await;
+    crate::daemon::serve_channels(&mut ctx, |from, fd| {
+        channel(shared.clone(), from, fd, timeout)
+    })
+    .await;
 }
 
 async fn channel(shared: Rc<Shared>, from: Role, fd: OwnedFd, timeout: Duration) {

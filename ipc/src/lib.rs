@@ -26,6 +26,7 @@ pub mod keys;
 pub mod listener;
 pub mod master;
 pub mod metrics;
+pub mod policy;
 pub mod probe;
 pub mod proxymap;
 pub mod qmgr_broker;
@@ -194,7 +195,9 @@ pub mod fuzzing {
             verify::Request,
             verify::Reply,
             probe::Request,
-            probe::Reply
+            probe::Reply,
+            policy::Request,
+            policy::Reply
         );
         // Messages that carry descriptors cannot round-trip without them.
         let _ = master::ToDaemon::decode(data, Vec::new());

@@ -43,7 +43,8 @@ fn schema_snapshots_match_generated_code() {
         "proxymap",
         "verify",
         "probe",
-        "metrics"
+        "metrics",
+        "policy"
     );
     for (name, schema, snap) in pairs {
         assert_eq!(
@@ -903,4 +904,57 @@ fn queue_explanations_round_trip_and_limits_hold() {
     let f = x.encode();
     assert!(f.len() <= <Reply as Message>::MAX_FRAME);
     assert_eq!(Reply::decode(&f, vec![]).unwrap(), x);
+}
+
+#[test]
+fn policy_messages_round_trip_and_limits_hold() {
+    use crate::policy::{self, Reply, Request};
+    let mut attrs: Vec<(String, String)> = (0..policy::MAX_ATTRS - 1)
+        .map(|i| (format!("a_{i}"), "v".repeat(policy::MAX_VALUE)))
+        .collect();
+    attrs.push(("request".into(), "smtpd_access_policy".into()));
+    let q = Request {
+        service: format!(
+            "{{ inet:127.0.0.1:9998, timeout=100000ms }}{}",
+            "x".repeat(900)
+        ),
+        attrs,
+    };
+    assert_eq!(Request::decode(&q.encode(), vec![]).unwrap(), q);
+    for r in [
+        Reply::Action("x".repeat(policy::MAX_ACTION)),
+        Reply::Action("550 5.7.1 no".into()),
+        Reply::Failed("connect to 127.0.0.1:9998: Connection refused".into()),
+    ] {
+        assert_eq!(Reply::decode(&r.encode(), vec![]).unwrap(), r);
+    }
+    // A name the protocol cannot carry, or a value with a line break,
+    // never reaches a policy server.
+    for (name, value) in [
+        ("bad=name", "v"),
+        ("", "v"),
+        ("Upper", "v"),
+        ("ok", "a\nb=c"),
+    ] {
+        let q = Request {
+            service: "s".into(),
+            attrs: vec![(name.into(), value.into())],
+        };
+        assert!(
+            matches!(
+                Request::decode(&q.encode(), vec![]),
+                Err(Violation::Field { .. })
+            ),
+            "{name:?}={value:?}"
+        );
+    }
+    let q = Request {
+        service: "s".into(),
+        attrs: vec![("a".into(), "b".into()); policy::MAX_ATTRS + 1],
+    };
+    // The encoder clips to the limit; a decoder sees at most MAX_ATTRS.
+    assert_eq!(
+        Request::decode(&q.encode(), vec![]).unwrap().attrs.len(),
+        policy::MAX_ATTRS
+    );
 }

@@ -16,6 +16,8 @@ pub struct Parsed {
     /// The first CommonName of the subject, printable ASCII ('?' for
     /// anything else), or "" when there is none.
     pub cn: String,
+    /// The issuer's, likewise.
+    pub issuer_cn: String,
 }
 
 /// Parses one DER certificate; None when it is not one (or has bytes
@@ -25,15 +27,18 @@ pub fn parse(der: &[u8]) -> Option<Parsed> {
     if !rest.is_empty() {
         return None;
     }
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .unwrap_or("");
+    let cn = |name: &x509_parser::x509::X509Name<'_>| {
+        printable(
+            name.iter_common_name()
+                .next()
+                .and_then(|a| a.as_str().ok())
+                .unwrap_or(""),
+        )
+    };
     Some(Parsed {
         spki: cert.public_key().raw.to_vec(),
-        cn: printable(cn),
+        cn: cn(cert.subject()),
+        issuer_cn: cn(cert.issuer()),
     })
 }
 

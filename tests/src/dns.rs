@@ -59,7 +59,13 @@ pub fn start(ip: &str, origin: &str, zone: &str) -> DnsServer {
 /// outside them are refused, which a resolver takes as a temporary
 /// failure (SERVFAIL-like).
 pub fn start_zones(ip: &str, zones: &[(&str, &str)]) -> DnsServer {
-    let udp = std::net::UdpSocket::bind((ip, 0)).expect("bind DNS UDP");
+    start_zones_at(ip, 0, zones)
+}
+
+/// As [`start_zones`], on `port` (53 for programs that read
+/// /etc/resolv.conf, which has no port).
+pub fn start_zones_at(ip: &str, port: u16, zones: &[(&str, &str)]) -> DnsServer {
+    let udp = std::net::UdpSocket::bind((ip, port)).expect("bind DNS UDP");
     let port = udp.local_addr().unwrap().port();
     let tcp = std::net::TcpListener::bind((ip, port)).expect("bind DNS TCP on the same port");
     udp.set_nonblocking(true).unwrap();

@@ -16,6 +16,7 @@ pub mod countsink;
 pub mod dns;
 pub mod dovecot;
 pub mod pki;
+pub mod policyd;
 pub mod postfix;
 pub mod swaks;
 pub mod tablesrv;
@@ -103,9 +104,12 @@ pub fn unique_loopback() -> String {
 
 /// Polls `f` until it returns Some, or panics after `timeout`.
 /// main.cf lines under which [`Instance::wake_on_demand_roles`] wakes the
-/// verify role too (one recipient is checked with
-/// reject_unverified_recipient).
-pub const WAKE_VERIFY: &str = "smtpd_recipient_restrictions = check_recipient_access inline:{ wake-verify@mx.test.example=reject_unverified_recipient }\n";
+/// verify and policy roles too (one recipient is checked with
+/// reject_unverified_recipient, another asks a policy service that is
+/// down, whose default action lets it through).
+pub const WAKE_VERIFY: &str = "smtpd_restriction_classes = wake_policy\n\
+    wake_policy = check_policy_service { inet:127.0.0.1:9, try_limit=1, timeout=2s, default_action=DUNNO }\n\
+    smtpd_recipient_restrictions = check_recipient_access inline:{ wake-verify@mx.test.example=reject_unverified_recipient, wake-policy@mx.test.example=wake_policy }\n";
 
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + timeout;
@@ -860,6 +864,7 @@ impl Instance {
         // state store); otherwise it is an ordinary local recipient.
         assert!(c.cmd("MAIL FROM:<>").starts_with("250"));
         c.cmd("RCPT TO:<wake-verify@mx.test.example>");
+        c.cmd("RCPT TO:<wake-policy@mx.test.example>");
         c.cmd("QUIT");
         let mut child = self
             .bare_command()

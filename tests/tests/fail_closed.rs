@@ -53,9 +53,9 @@ fn broken_configs_are_refused_with_file_and_line() {
     std::fs::write(&missing, "alice@example.org alice\n").unwrap(); // source, never built
     let cases: Vec<(String, &str, &str)> = vec![
         (
-            "smtpd_recipient_restrictions = permit_mynetworks, check_policy_service unix:private/policyd-spf, reject_unauth_destination".into(),
+            "smtpd_recipient_restrictions = permit_mynetworks, check_policy_service { unix:private/policyd-spf, timeout=soon }, reject_unauth_destination".into(),
             "smtpd_recipient_restrictions",
-            "check_policy_service unix:private/policyd-spf\" is not supported by Postern",
+            "check_policy_service { unix:private/policyd-spf, timeout=soon }\" is malformed: timeout=soon",
         ),
         (
             "smtpd_recipient_restrictions = reject_rbl_client zen.spamhaus.org=127.0.0.[11..2], reject_unauth_destination".into(),
@@ -140,7 +140,6 @@ fn broken_configs_are_refused_with_file_and_line() {
 /// not support yet: (line, what the error says). As later issues land,
 /// entries leave this list.
 const NOT_YET_SUPPORTED: &[(usize, &str)] = &[
-    (52, "check_policy_service unix:private/policyd-spf"),
     (66, "smtpd_client_connection_count_limit is not supported"),
     (67, "smtpd_client_connection_rate_limit is not supported"),
     (68, "smtpd_client_message_rate_limit is not supported"),

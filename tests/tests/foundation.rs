@@ -96,14 +96,21 @@ fn every_daemon_runs_jailed_in_its_own_process() {
     assert_on_demand_idle(&inst);
     inst.wake_on_demand_roles();
     wait_for(
-        "proxymap and verify running",
+        "proxymap, verify and policy running",
         Duration::from_secs(30),
-        || inst.pid_of("proxymap").and(inst.pid_of("verify")),
+        || {
+            inst.pid_of("proxymap")
+                .and(inst.pid_of("verify"))
+                .and(inst.pid_of("policy"))
+        },
     );
     let st = inst.status();
     let ps = st["processes"].as_array().unwrap();
     let roles: BTreeSet<&str> = ps.iter().map(|p| p["role"].as_str().unwrap()).collect();
-    for r in ROLES.iter().chain(&["master", "proxymap", "verify"]) {
+    for r in ROLES
+        .iter()
+        .chain(&["master", "proxymap", "verify", "policy"])
+    {
         assert!(roles.contains(r), "{r} missing from {st}");
     }
     let mut uids = BTreeSet::new();
@@ -123,7 +130,7 @@ fn every_daemon_runs_jailed_in_its_own_process() {
         assert_eq!(p["landlock"], "fully_enforced", "{p}");
         // Only the roles that talk to the network share the host's.
         let networked =
-            ["smtp", "resolver", "proxymap"].contains(&p["role"].as_str().unwrap_or(""));
+            ["smtp", "resolver", "proxymap", "policy"].contains(&p["role"].as_str().unwrap_or(""));
         assert_eq!(
             p["netns"],
             if networked { "shared" } else { "private" },
@@ -591,9 +598,13 @@ fn security_md_role_table_matches_postern_status() {
     inst.start();
     inst.wake_on_demand_roles();
     wait_for(
-        "proxymap and verify running",
+        "proxymap, verify and policy running",
         Duration::from_secs(30),
-        || inst.pid_of("proxymap").and(inst.pid_of("verify")),
+        || {
+            inst.pid_of("proxymap")
+                .and(inst.pid_of("verify"))
+                .and(inst.pid_of("policy"))
+        },
     );
     let st = inst.status();
     let ps = st["processes"].as_array().unwrap();

@@ -760,6 +760,15 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
                 _ => None,
             })
             .collect(),
+        // policy: the sockets of unix: policy services, which the master
+        // connects to for it.
+        Role::Policy => crate::policy::configured(params)
+            .into_values()
+            .filter_map(|s| match s.endpoint {
+                Endpoint::Unix(p) => Some(p),
+                Endpoint::Inet(_) => None,
+            })
+            .collect(),
         _ => Vec::new(),
     };
     if matches!(role, Role::Local | Role::Pickup) {

@@ -104,21 +104,16 @@ async fn serve(mut ctx: Context, dir: OwnedFd, s: Settings) {
         seq: std::cell::Cell::new(0),
     });
     let transfer = ctx.transfer_timeout();
-    let local = tokio::task::LocalSet::new();
-    local
-        .run_until(async move {
-            loop {
-                tokio::select! {
-                    p = ctx.inbound.recv() => match p {
-                        Some((Role::Qmgr, fd)) => { tokio::task::spawn_local(channel(l.clone(), fd, transfer)); }
-                        Some((other, _)) => warn!("unexpected channel from {other}"),
-                        None => return,
-                    },
-                    _ = ctx.shutdown.changed() => return,
-                }
+    crate::daemon::serve_channels(&mut ctx, |from, fd| {
+        let l = l.clone();
+        async move {
+            match from {
+                Role::Qmgr => channel(l, fd, transfer).await,
+                other => warn!("unexpected channel from {other}"),
             }
-        })
-        .await;
+        }
+    })
+    .await;
 }
 
 async fn channel(l: Rc<Local>, fd: OwnedFd, timeout: Duration) {

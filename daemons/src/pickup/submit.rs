@@ -417,6 +417,17 @@ impl crate::restrict::Lookups for PickupTables<'_> {
         })
     }
 
+    /// Local submission asks no policy server (the restrictions skip
+    /// check_policy_service without session facts, so this is never
+    /// called); were it asked, the default action would apply.
+    async fn policy(
+        &self,
+        _: &postern_config::policy::Resolved,
+        _: Vec<(&'static str, String)>,
+    ) -> Result<String, String> {
+        Err("local submission asks no policy server".into())
+    }
+
     /// pickup has no network: local submission skips the DNS checks (a
     /// name is taken to exist, a list to hold nothing).
     async fn dns(&self, q: crate::restrict::DnsQuery) -> crate::restrict::Dns {
@@ -456,6 +467,7 @@ pub(super) async fn check_restrictions(
             pipelined: false,
             rcpt_count: 0,
             ccert: None,
+            session: None,
         };
         let mut run = Run::new(&lk, &sh.set.policy, &sh.set.access, facts);
         let mut memo = crate::restrict::Memo::default();

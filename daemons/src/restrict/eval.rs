@@ -42,6 +42,9 @@ pub struct Facts<'a> {
     pub rcpt_count: usize,
     /// The client's TLS certificate, if it sent one.
     pub ccert: Option<&'a crate::tls::ccert::Ccert>,
+    /// What a policy request tells besides (smtpd's sessions; None for
+    /// local submission, which asks no policy server).
+    pub session: Option<&'a super::SessionInfo>,
 }
 
 /// `defer_if_permit` raised by an earlier stage of the session (kept
@@ -220,7 +223,7 @@ impl<'a, L: Lookups> Run<'a, L> {
         Status::Dunno
     }
 
-    fn name_of(&self, class: Class) -> String {
+    pub(super) fn name_of(&self, class: Class) -> String {
         match class {
             Class::Client => self.f.namaddr.to_string(),
             Class::ReverseClient => format!("{}[{}]", self.f.reverse_name, self.f.ip),
@@ -398,6 +401,7 @@ impl<'a, L: Lookups> Run<'a, L> {
             R::RejectUnknownSenderDomain => self.unknown_domain(Class::Sender).await,
             R::RejectUnknownRecipientDomain => self.unknown_domain(Class::Recipient).await,
             R::Dnsxl(kind, zone) => self.dnsxl(*kind, zone).await,
+            R::Policy(service) => self.delegate(service, class).await,
             R::ServerAccess(of, kind, map) => self.server_access(*of, *kind, map).await,
             R::Sleep(secs) => {
                 self.lk.sleep(Duration::from_secs(u64::from(*secs))).await;

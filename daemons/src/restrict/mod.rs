@@ -6,6 +6,7 @@
 //! reach the tables ([`Lookups`]).
 mod actions;
 mod ccert;
+mod delegate;
 mod dnsxl;
 pub mod eval;
 pub mod keys;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use postern_config::Params;
 
 pub(crate) use actions::split_dsn;
+pub use delegate::SessionInfo;
 pub use eval::{Effects, Facts, Memo, Outcome};
 pub use server::Server;
 
@@ -151,6 +153,8 @@ pub enum R {
     /// the hosts behind the name, by name and address, in an access table
     /// (OK not allowed).
     ServerAccess(Class, Server, String),
+    /// check_policy_service, as the list writes its argument.
+    Policy(String),
     /// A name Postern does not implement (`conf --check` refuses it, so
     /// only a table's answer can bring one here): 451 4.3.5.
     Unknown(String),
@@ -246,6 +250,7 @@ impl R {
                 (_, Server::Mx) => "check_recipient_mx_access",
                 (_, Server::Ns) => "check_recipient_ns_access",
             },
+            R::Policy(_) => "check_policy_service",
             R::Unknown(_) => "unknown",
         }
     }
@@ -347,6 +352,10 @@ pub fn parse(items: &[String], implicit: Option<Class>) -> Vec<R> {
                     None => R::Unknown(n),
                 }
             }
+            "check_policy_service" => match arg(&mut it) {
+                Some(service) => R::Policy(service),
+                None => R::Unknown(n),
+            },
             "sleep" => match arg(&mut it).and_then(|s| s.parse().ok()) {
                 Some(secs) => R::Sleep(secs),
                 None => R::Unknown(n),
@@ -469,6 +478,9 @@ pub struct Policy {
     /// address_verify_poll_count, address_verify_poll_delay.
     pub verify_poll_count: u32,
     pub verify_poll_delay: Duration,
+    /// The policy services the lists and classes name, by their argument
+    /// there, with the listener's settings.
+    pub services: Vec<(String, postern_config::policy::Resolved)>,
 }
 
 impl Policy {
@@ -532,7 +544,20 @@ impl Policy {
             verify_sender: verify_codes(p, "sender")?,
             verify_poll_count: p.int("address_verify_poll_count").map_err(e)?.max(1) as u32,
             verify_poll_delay: p.duration("address_verify_poll_delay").map_err(e)?,
+            services: Vec::new(),
         })
+    }
+
+    /// Resolves the policy services the lists name (smtpd's listeners;
+    /// local submission asks none).
+    pub fn resolve_services(&mut self, p: &Params) -> Result<(), String> {
+        self.services = delegate::services(self, p)?;
+        Ok(())
+    }
+
+    /// Whether any list or class names a policy service.
+    pub fn asks_policy(&self) -> bool {
+        !self.services.is_empty()
     }
 
     /// A restriction class's items.
@@ -633,6 +658,14 @@ pub trait Lookups {
         &self,
         address: &str,
     ) -> impl Future<Output = Result<postern_ipc::verify::Reply, String>>;
+
+    /// One policy delegation request (check_policy_service): the server's
+    /// action, or why none came (the caller applies the default action).
+    fn policy(
+        &self,
+        service: &postern_config::policy::Resolved,
+        attrs: Vec<(&'static str, String)>,
+    ) -> impl Future<Output = Result<String, String>>;
 
     /// Waits (the `sleep` restriction).
     fn sleep(&self, d: Duration) -> impl Future<Output = ()> {

@@ -36,7 +36,8 @@ pub struct Chains {
 impl Chains {
     pub fn new(p: &postern_config::Params) -> Result<Chains, String> {
         let e = |x: postern_config::ParamError| x.to_string();
-        let policy = Policy::new(p)?;
+        let mut policy = Policy::new(p)?;
+        policy.resolve_services(p)?;
         let mut c = Chains {
             chains: Vec::new(),
             policy,
@@ -115,6 +116,21 @@ pub struct Env<'a> {
     pub names: &'a ClientNames,
     /// The client's TLS certificate, if it sent one.
     pub ccert: Option<&'a crate::tls::ccert::Ccert>,
+    /// The session's channel to the policy role.
+    pub policy: &'a super::pool::PolicyLease,
+    /// What a policy request tells of the connection.
+    pub conn: &'a ConnInfo,
+}
+
+/// The connection as policy requests describe it.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// The address and port the client connected to.
+    pub server: Option<std::net::SocketAddr>,
+    pub client_port: u16,
+    /// This process's number for the session.
+    pub serial: u64,
+    pub tls: Option<crate::tls::stream::TlsInfo>,
 }
 
 /// What the connect-time lookup learned of the client.
@@ -213,10 +229,34 @@ fn r(code: u16, enh: &str, text: &str) -> Reply {
     Reply::new(code, enh, text)
 }
 
-/// The tables behind the restrictions, through the broker.
-struct Broker<'a>(&'a Shared);
+/// The tables behind the restrictions, through the broker; policy
+/// services through the policy role.
+struct Broker<'a>(&'a Shared, &'a super::pool::PolicyLease);
 
 impl Lookups for Broker<'_> {
+    async fn policy(
+        &self,
+        svc: &postern_config::policy::Resolved,
+        attrs: Vec<(&'static str, String)>,
+    ) -> Result<String, String> {
+        use postern_ipc::policy::{Reply, Request};
+        let req = Request {
+            service: svc.key(),
+            attrs: attrs.into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
+        };
+        // Every attempt the policy role may make, and a margin.
+        let budget = (svc.timeout * 2 + svc.retry_delay) * svc.try_limit + Duration::from_secs(5);
+        match self.0.policy(self.1, &req, budget).await {
+            Ok(Reply::Action(a)) => Ok(a),
+            // The policy role logged the problem.
+            Ok(Reply::Failed(e)) => Err(e),
+            Err(e) => {
+                crate::warn!("problem talking to server {}: {e}", svc.endpoint);
+                Err(e)
+            }
+        }
+    }
+
     async fn access(
         &self,
         map: &str,
@@ -329,6 +369,10 @@ async fn restrictions(
 ) -> Verdict {
     let sender = f.sender.map(|s| s.address());
     let rcpt = f.recipient.map(|r| r.address());
+    let info = chains
+        .policy
+        .asks_policy()
+        .then(|| session_info(env, f, stage));
     let facts = restrict::Facts {
         ip: f.peer.addr,
         name: &f.peer.name,
@@ -344,8 +388,9 @@ async fn restrictions(
         pipelined: env.pipelined,
         rcpt_count: f.recipient_count,
         ccert: env.ccert,
+        session: info.as_ref(),
     };
-    let lk = Broker(env.sh);
+    let lk = Broker(env.sh, env.policy);
     let mut run = restrict::eval::Run::new(&lk, &chains.policy, env.access, facts);
     let mut memo = env.memo.borrow().clone();
     let outcome = match stage {
@@ -372,6 +417,36 @@ async fn restrictions(
             d.effects = effects;
             Verdict::Accept
         }
+    }
+}
+
+/// What a policy request tells of the session at this decision.
+fn session_info(env: &Env<'_>, f: &Facts<'_>, stage: Stage) -> restrict::SessionInfo {
+    let c = env.conn;
+    let queue_id = f.queue_id.unwrap_or("");
+    restrict::SessionInfo {
+        protocol_state: match stage {
+            Stage::Helo if f.esmtp => "EHLO",
+            s => s.log_name(),
+        },
+        protocol_name: if f.esmtp { "ESMTP" } else { "SMTP" },
+        client_port: c.client_port,
+        server_address: c.server.map_or(String::new(), |a| {
+            crate::access::normalize(a.ip()).to_string()
+        }),
+        server_port: c.server.map_or(0, |a| a.port()),
+        queue_id: queue_id.to_string(),
+        // Postfix's changes with each MAIL; so does the queue id.
+        instance: if queue_id.is_empty() {
+            String::new()
+        } else {
+            format!("{:x}.{:x}.{queue_id}", std::process::id(), c.serial)
+        },
+        size: f.size,
+        sasl_method: f.sasl_method.unwrap_or("").to_string(),
+        tls: c.tls.clone(),
+        recipient_count: f.recipient_count,
+        only_recipient: f.sole_recipient.map(str::to_string),
     }
 }
 

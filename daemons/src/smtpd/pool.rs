@@ -15,6 +15,10 @@ use crate::tls::remote::KeyClient;
 use crate::warn;
 
 pub type CleanupEp = Endpoint<sc::Request, sc::Reply>;
+/// A channel to the policy role: lent to one session for its whole life.
+pub type PolicyEp = ClientEnd<postern_ipc::policy::Link>;
+/// A session's policy channel, once it asked.
+pub type PolicyLease = RefCell<Option<PolicyEp>>;
 /// A TLS acceptor per listener, by service name.
 pub type TlsAcceptors = std::collections::HashMap<String, tokio_rustls::TlsAcceptor>;
 use crate::peerpool::PeerPool;
@@ -43,6 +47,10 @@ pub struct Shared {
     tls: RefCell<Option<(TlsAcceptors, Arc<KeyClient>)>>,
     /// The client certificate request of each listener that asks for one.
     asks: RefCell<std::collections::HashMap<String, Arc<crate::tls::ccert::Ask>>>,
+    /// Policy channels no session holds.
+    policy_idle: RefCell<Vec<PolicyEp>>,
+    /// Numbers the sessions (the policy `instance` attribute).
+    serial: std::cell::Cell<u64>,
 }
 
 fn write_error() -> Failure {
@@ -68,6 +76,64 @@ impl Shared {
             account_msgs: RefCell::default(),
             tls: RefCell::default(),
             asks: RefCell::default(),
+            policy_idle: RefCell::default(),
+            serial: std::cell::Cell::new(0),
+        }
+    }
+
+    /// A number for a new session, unique in this process.
+    pub fn next_serial(&self) -> u64 {
+        let n = self.serial.get() + 1;
+        self.serial.set(n);
+        n
+    }
+
+    /// One policy request over the session's channel (taken from the
+    /// pool, or opened, at its first request), within `timeout`. A
+    /// channel that turns out dead (the policy role restarted) is
+    /// replaced once; one whose peer broke the protocol is dropped.
+    pub async fn policy(
+        &self,
+        lease: &PolicyLease,
+        req: &postern_ipc::policy::Request,
+        timeout: Duration,
+    ) -> Result<postern_ipc::policy::Reply, String> {
+        for _ in 0..2 {
+            let held = lease.borrow_mut().take();
+            let held = held.or_else(|| self.policy_idle.borrow_mut().pop());
+            let was_held = held.is_some();
+            let mut ep = match held {
+                Some(ep) => ep,
+                None => {
+                    self.connect::<postern_ipc::policy::Link>(Role::Policy, timeout)
+                        .await?
+                }
+            };
+            ep.channel().timeout = timeout;
+            match ep.call(req).await {
+                Ok(r) => {
+                    *lease.borrow_mut() = Some(ep);
+                    return Ok(r);
+                }
+                Err(e @ ChannelError::Violation(_)) => {
+                    crate::edges::dropped(postern_ipc::policy::EDGE, Role::Policy, &e);
+                    return Err(format!("policy: {e}"));
+                }
+                Err(_) if was_held => continue,
+                Err(e) => return Err(format!("policy: {e}")),
+            }
+        }
+        Err("policy service unavailable".into())
+    }
+
+    /// A session is over: its policy channel (and the connections the
+    /// policy role keeps for it) serves the next session.
+    pub fn release_policy(&self, lease: &PolicyLease) {
+        if let Some(ep) = lease.borrow_mut().take() {
+            let mut idle = self.policy_idle.borrow_mut();
+            if idle.len() < MAX_IDLE {
+                idle.push(ep);
+            }
         }
     }
 

@@ -163,6 +163,11 @@ pub struct Session {
     pub own_address: bool,
     /// The client's certificate, once TLS is up (smtpd_tls_ask_ccert).
     ccert: Option<crate::tls::ccert::Ccert>,
+    /// The connection as policy requests describe it.
+    info: checks::ConnInfo,
+    /// The channel to the policy role, from the session's first policy
+    /// request to its end.
+    policy: super::pool::PolicyLease,
 }
 
 fn transport(e: ConnError) -> Event {
@@ -198,6 +203,12 @@ impl Session {
             port,
         };
         let core = Server::start(set.core.clone(), peer, bare_lf_ok, sh.tls_ready());
+        let info = checks::ConnInfo {
+            server: conn.stream.tcp().and_then(|t| t.local_addr().ok()),
+            client_port: port,
+            serial: sh.next_serial(),
+            tls: None,
+        };
         Session {
             sh,
             set,
@@ -212,6 +223,8 @@ impl Session {
             names,
             own_address: ip.is_loopback(),
             ccert: None,
+            info,
+            policy: Default::default(),
         }
     }
 
@@ -220,6 +233,13 @@ impl Session {
     }
 
     pub async fn run(mut self) {
+        self.serve().await;
+        // The policy channel (and the policy role's connections for it)
+        // serves the next session.
+        self.sh.release_policy(&self.policy);
+    }
+
+    async fn serve(&mut self) {
         let mut in_content = false;
         loop {
             while let Some(a) = self.core.poll() {
@@ -312,6 +332,8 @@ impl Session {
                     pipelined: self.pipelined,
                     names: &self.names,
                     ccert: self.ccert.as_ref(),
+                    policy: &self.policy,
+                    conn: &self.info,
                 };
                 let facts = self.core.facts();
                 let facts_stage = facts.stage;
@@ -411,6 +433,7 @@ impl Session {
                                     Some(_) => TlsPeer::Untrusted,
                                 };
                                 self.conn.stream.count_tls("inbound");
+                                self.info.tls = self.conn.stream.tls_info();
                                 Event::TlsEstablished {
                                     summary: self.conn.stream.tls_summary().unwrap_or_default(),
                                     discarded,

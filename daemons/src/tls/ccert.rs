@@ -25,6 +25,8 @@ pub struct Ccert {
     pub pkey_fingerprint: String,
     /// The subject CommonName, printable ("" when none).
     pub cn: String,
+    /// The issuer's CommonName, likewise.
+    pub issuer_cn: String,
     /// It chains to a CA in smtpd_tls_CAfile.
     pub trusted: bool,
 }
@@ -121,6 +123,7 @@ impl Ask {
             fingerprint: self.digest.hex(end),
             pkey_fingerprint: self.digest.hex(&parsed.spki),
             cn: parsed.cn,
+            issuer_cn: parsed.issuer_cn,
             trusted,
         })
     }

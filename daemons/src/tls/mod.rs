@@ -49,6 +49,13 @@ pub fn check_signature(
 /// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`, the way
 /// Postfix logs a session and records it in the Received header.
 pub fn describe(c: &CommonState) -> String {
+    let (version, suite, bits) = parts(c);
+    format!("{version} with cipher {suite} ({bits}/{bits} bits)")
+}
+
+/// The protocol version, the cipher suite's IANA name and its key size in
+/// bits (the policy attributes `encryption_*`).
+pub fn parts(c: &CommonState) -> (&'static str, String, u32) {
     let version = version(c).unwrap_or("TLS");
     let suite = c
         .negotiated_cipher_suite()
@@ -59,7 +66,7 @@ pub fn describe(c: &CommonState) -> String {
         .strip_prefix("TLS13_")
         .map_or(suite.clone(), |s| format!("TLS_{s}"));
     let bits = if suite.contains("AES_128") { 128 } else { 256 };
-    format!("{version} with cipher {suite} ({bits}/{bits} bits)")
+    (version, suite, bits)
 }
 
 fn version(c: &CommonState) -> Option<&'static str> {

@@ -10,6 +10,10 @@ use tokio::net::TcpStream;
 pub trait TlsOverTcp: AsyncRead + AsyncWrite + Unpin {
     fn tcp(&self) -> &TcpStream;
     fn state(&self) -> &rustls::CommonState;
+    /// The server name the client asked for (a server's stream only).
+    fn sni(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl TlsOverTcp for tokio_rustls::server::TlsStream<TcpStream> {
@@ -18,6 +22,9 @@ impl TlsOverTcp for tokio_rustls::server::TlsStream<TcpStream> {
     }
     fn state(&self) -> &rustls::CommonState {
         self.get_ref().1
+    }
+    fn sni(&self) -> Option<&str> {
+        self.get_ref().1.server_name()
     }
 }
 
@@ -28,6 +35,15 @@ impl TlsOverTcp for tokio_rustls::client::TlsStream<TcpStream> {
     fn state(&self) -> &rustls::CommonState {
         self.get_ref().1
     }
+}
+
+/// What the policy attributes `encryption_*` and `tls_sni` say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub protocol: &'static str,
+    pub cipher: String,
+    pub bits: u32,
+    pub sni: String,
 }
 
 pub enum MaybeTls<T> {
@@ -52,6 +68,23 @@ impl<T: TlsOverTcp> MaybeTls<T> {
     pub fn tls_summary(&self) -> Option<String> {
         match self {
             MaybeTls::Tls(t) => Some(super::describe(t.state())),
+            _ => None,
+        }
+    }
+
+    /// Protocol, cipher suite, key bits and the client's SNI, once TLS
+    /// is up.
+    pub fn tls_info(&self) -> Option<TlsInfo> {
+        match self {
+            MaybeTls::Tls(t) => {
+                let (protocol, cipher, bits) = super::parts(t.state());
+                Some(TlsInfo {
+                    protocol,
+                    cipher,
+                    bits,
+                    sni: t.sni().unwrap_or("").to_string(),
+                })
+            }
             _ => None,
         }
     }

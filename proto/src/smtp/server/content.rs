@@ -15,11 +15,13 @@ impl Server {
         }
     }
 
-    /// What DATA and BDAT need: MAIL, then at least one RCPT.
+    /// What DATA and BDAT need: MAIL, then at least one accepted RCPT
+    /// (Postfix's words: in a transaction whose recipients were all
+    /// refused, there are "no valid recipients").
     fn need_txn(&self) -> Option<Reply> {
         match &self.txn {
             None => Some(r(503, "5.5.1", "Error: need MAIL command")),
-            Some(t) if t.rcpts.is_empty() => Some(r(503, "5.5.1", "Error: need RCPT command")),
+            Some(t) if t.rcpts.is_empty() => Some(r(554, "5.5.1", "Error: no valid recipients")),
             _ => None,
         }
     }
@@ -233,7 +235,7 @@ impl Server {
             }
             Progress::End => {
                 self.last = "END-OF-MESSAGE";
-                self.content_end("data", too_big);
+                self.content_end("data", too_big, size);
             }
             Progress::BareLf => {
                 self.abort_txn();
@@ -297,11 +299,19 @@ impl Server {
             return self.done("bdat", r(250, "2.0.0", &format!("Ok: {} bytes", c.size)));
         }
         self.last = "END-OF-MESSAGE";
-        self.content_end("bdat", too_big);
+        let size = self
+            .txn
+            .as_ref()
+            .and_then(|t| t.bdat.as_ref())
+            .map_or(0, |b| b.size);
+        self.content_end("bdat", too_big, size);
     }
 
     /// The whole content is in: the end-of-data checks, then the commit.
-    fn content_end(&mut self, verb: &'static str, too_big: bool) {
+    fn content_end(&mut self, verb: &'static str, too_big: bool, size: u64) {
+        if let Some(t) = self.txn.as_mut() {
+            t.size = size;
+        }
         if self.txn.as_ref().is_none_or(|t| t.lost) {
             let reply = self.cleanup_lost_reply();
             return self.done(verb, reply);

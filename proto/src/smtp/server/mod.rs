@@ -71,6 +71,8 @@ struct Txn {
     lost: bool,
     /// A check said DISCARD: acknowledge, then throw away.
     discard: Option<String>,
+    /// MAIL's SIZE, then the content's size once it is all in.
+    size: u64,
 }
 
 /// The command or content being decided on while a peer answers.
@@ -276,6 +278,10 @@ impl Server {
 
     /// What the checks of the stage being decided can see.
     pub fn facts(&self) -> Facts<'_> {
+        let declared = match &self.phase {
+            Phase::Await(Pending::Mail { params, .. }) => params.size,
+            _ => None,
+        };
         let (stage, sender, recipient) = match &self.phase {
             Phase::Await(p) => match p {
                 Pending::Connect => (Some(Stage::Connect), None, None),
@@ -289,22 +295,28 @@ impl Server {
             },
             _ => (None, None, None),
         };
-        let helo = match &self.phase {
-            Phase::Await(Pending::Helo { name, .. }) => Some(name.as_str()),
-            _ => self.helo.as_deref(),
+        let (helo, esmtp) = match &self.phase {
+            Phase::Await(Pending::Helo { name, esmtp }) => (Some(name.as_str()), *esmtp),
+            _ => (self.helo.as_deref(), self.esmtp),
         };
         Facts {
             stage,
             peer: &self.peer,
             client: &self.client,
             helo,
-            esmtp: self.esmtp,
+            esmtp,
             tls: self.tls.as_deref(),
             login: self.sasl.as_ref().map(|(u, _)| u.as_str()),
+            sasl_method: self.sasl.as_ref().map(|(_, m)| *m),
+            size: declared.or(self.txn.as_ref().map(|t| t.size)).unwrap_or(0),
             queue_id: self.txn.as_ref().map(|t| t.queue_id.as_str()),
             sender: sender.or(self.txn.as_ref().map(|t| &t.sender)),
             recipient,
             recipient_count: self.recipient_count(),
+            sole_recipient: match self.txn.as_ref().map(|t| t.rcpts.as_slice()) {
+                Some([only]) => Some(only.address.as_str()),
+                _ => None,
+            },
         }
     }
 

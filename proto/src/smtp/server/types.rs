@@ -295,13 +295,21 @@ pub struct Facts<'a> {
     /// `name[addr]`.
     pub client: &'a str,
     pub helo: Option<&'a str>,
+    /// The client said EHLO (at the HELO stage: the command decided on).
     pub esmtp: bool,
     pub tls: Option<&'a str>,
     pub login: Option<&'a str>,
+    /// The SASL mechanism of the login.
+    pub sasl_method: Option<&'a str>,
+    /// The size MAIL declared (0 when none), or the content's once it is
+    /// all in (end of data).
+    pub size: u64,
     pub queue_id: Option<&'a str>,
     /// The sender being decided on (MAIL), or the transaction's.
     pub sender: Option<&'a Mailbox>,
     /// The recipient being decided on (RCPT, VRFY).
     pub recipient: Option<&'a Mailbox>,
     pub recipient_count: usize,
+    /// The transaction's recipient when it has exactly one.
+    pub sole_recipient: Option<&'a str>,
 }

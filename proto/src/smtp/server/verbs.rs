@@ -404,6 +404,7 @@ impl Server {
                     bdat: None,
                     lost: false,
                     discard: None,
+                    size: params.size.unwrap_or(0),
                 });
                 self.done("mail", r(250, "2.1.0", "Ok"));
             }
