@@ -502,3 +502,74 @@ pub fn policy_reply(data: &[u8]) {
     };
     assert_eq!(split, (used, whole));
 }
+
+/// A Milter's replies, as the Milter client reads them: packet after
+/// packet from one stream until one is incomplete or wrong. Whatever
+/// parses must re-encode to a packet that parses to the same reply, and a
+/// reply never claims more bytes than the stream holds.
+pub fn milter_reply(data: &[u8]) {
+    use crate::milter::{
+        Collect, MAX_PACKET, Negotiated, Reply, Step, action, read_reply, step,
+    };
+    // The replies also answer one step, which the first byte chooses,
+    // for a filter that negotiated every action: edits only at the end
+    // of the message, a body replacement never above its limit.
+    let steps = [
+        Step::Connect,
+        Step::Helo,
+        Step::Mail,
+        Step::Rcpt,
+        Step::Data,
+        Step::Header,
+        Step::EndOfHeaders,
+        Step::Body,
+        Step::EndOfMessage,
+        Step::Unknown,
+    ];
+    let which = steps[usize::from(data.first().copied().unwrap_or(0)) % steps.len()];
+    let n = Negotiated::from_reply(
+        action::ALL,
+        step::ALL,
+        Reply::OptNeg {
+            version: 6,
+            actions: action::ALL,
+            protocol: step::SKIP,
+            macros: vec![],
+        },
+    )
+    .expect("a valid negotiation");
+    let mut collect = Collect::new(which, &n, 4096);
+    let mut decided = false;
+    let mut at = 0;
+    while at < data.len() {
+        match read_reply(&data[at..]) {
+            Ok(Some((reply, used))) => {
+                assert!(used > 4 && used <= 4 + MAX_PACKET && at + used <= data.len());
+                let again = reply.encode();
+                let (back, n) = read_reply(&again)
+                    .expect("a parsed reply re-encodes")
+                    .expect("whole");
+                assert_eq!(n, again.len());
+                assert_eq!(back, reply);
+                if !decided {
+                    match collect.reply(reply) {
+                        Ok(Some(_)) | Err(_) => decided = true,
+                        Ok(None) => {}
+                    }
+                }
+                assert!(which == Step::EndOfMessage || collect.edits.is_empty());
+                let body: usize = collect
+                    .edits
+                    .iter()
+                    .map(|e| match e {
+                        crate::milter::Edit::ReplaceBody(b) => b.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                assert!(body <= 4096);
+                at += used;
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+}

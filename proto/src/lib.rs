@@ -10,6 +10,7 @@ pub mod ccert;
 pub mod fuzzing;
 pub mod header;
 pub mod http;
+pub mod milter;
 pub mod mime;
 pub mod policy;
 pub mod queue;

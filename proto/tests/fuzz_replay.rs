@@ -88,6 +88,11 @@ fn http_request() {
 }
 
 #[test]
+fn milter_reply() {
+    replay("milter_reply", fuzzing::milter_reply);
+}
+
+#[test]
 fn policy_reply() {
     replay("policy_reply", fuzzing::policy_reply);
 }
