@@ -42,30 +42,6 @@ const WEAKENING: &[(&str, &str)] = &[
     ("smtpd_proxy_filter", "before-queue filtering"),
     ("smtpd_etrn_restrictions", "ETRN restrictions"),
     (
-        "smtpd_client_connection_count_limit",
-        "per-client limits (issue #16)",
-    ),
-    (
-        "smtpd_client_connection_rate_limit",
-        "per-client limits (issue #16)",
-    ),
-    (
-        "smtpd_client_message_rate_limit",
-        "per-client limits (issue #16)",
-    ),
-    (
-        "smtpd_client_recipient_rate_limit",
-        "per-client limits (issue #16)",
-    ),
-    (
-        "smtpd_client_new_tls_session_rate_limit",
-        "per-client limits (issue #16)",
-    ),
-    (
-        "smtpd_client_auth_rate_limit",
-        "per-client limits (issue #16)",
-    ),
-    (
         "smtp_tls_policy_maps",
         "per-destination TLS policy (issue #18)",
     ),
@@ -471,32 +447,38 @@ impl Config {
                 out.push(Diagnostic::error(&file, line, format!("{name}: {e}")));
             }
         }
-        if let Some(v) = self.expanded("mynetworks", overrides) {
-            let (file, line) = self.origin("mynetworks", overrides);
+        // Network lists: addresses and CIDR blocks (no host names).
+        for name in [
+            "mynetworks",
+            "smtpd_client_event_limit_exceptions",
+            "smtpd_forbid_bare_newline_exclusions",
+        ] {
+            let Some(v) = self.expanded(name, overrides) else {
+                continue;
+            };
+            let (file, line) = self.origin(name, overrides);
             for item in value::split_list(&v) {
                 if item.contains(':')
                     && !item.starts_with('[')
                     && item.parse::<std::net::IpAddr>().is_err()
                 {
                     let why = match tables::parse(&item) {
-                        Ok(_) => {
-                            "tables in mynetworks are not supported by Postern yet".to_string()
-                        }
+                        Ok(_) => format!("tables in {name} are not supported by Postern yet"),
                         Err(e) => e,
                     };
                     out.push(Diagnostic::error(
                         &file,
                         line,
-                        format!("mynetworks: {item}: {why}"),
+                        format!("{name}: {item}: {why}"),
                     ));
                 } else if item.starts_with('/') {
                     out.push(Diagnostic::error(
                         &file,
                         line,
-                        format!("mynetworks: {item}: reading networks from a file is not supported by Postern"),
+                        format!("{name}: {item}: reading networks from a file is not supported by Postern"),
                     ));
                 } else if let Err(e) = crate::cidr::parse(&item) {
-                    out.push(Diagnostic::error(&file, line, format!("mynetworks: {e}")));
+                    out.push(Diagnostic::error(&file, line, format!("{name}: {e}")));
                 }
             }
         }

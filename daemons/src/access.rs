@@ -34,6 +34,9 @@ pub struct Access {
     /// matches its subdomains too (Postfix's default).
     pub relay_parent: bool,
     pub bare_lf_exclusions: Vec<Cidr>,
+    /// smtpd_client_event_limit_exceptions: clients the anvil limits
+    /// leave alone.
+    pub limit_exceptions: Vec<Cidr>,
 }
 
 fn cidrs(list: Vec<String>) -> Result<Vec<Cidr>, String> {
@@ -58,6 +61,8 @@ impl Access {
                 .any(|s| s == "relay_domains"),
             bare_lf_exclusions: cidrs(list("smtpd_forbid_bare_newline_exclusions")?)
                 .map_err(|e| format!("smtpd_forbid_bare_newline_exclusions: {e}"))?,
+            limit_exceptions: cidrs(list("smtpd_client_event_limit_exceptions")?)
+                .map_err(|e| format!("smtpd_client_event_limit_exceptions: {e}"))?,
         })
     }
 

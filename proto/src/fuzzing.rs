@@ -508,9 +508,7 @@ pub fn policy_reply(data: &[u8]) {
 /// parses must re-encode to a packet that parses to the same reply, and a
 /// reply never claims more bytes than the stream holds.
 pub fn milter_reply(data: &[u8]) {
-    use crate::milter::{
-        Collect, MAX_PACKET, Negotiated, Reply, Step, action, read_reply, step,
-    };
+    use crate::milter::{Collect, MAX_PACKET, Negotiated, Reply, Step, action, read_reply, step};
     // The replies also answer one step, which the first byte chooses,
     // for a filter that negotiated every action: edits only at the end
     // of the message, a body replacement never above its limit.

@@ -304,25 +304,8 @@ pub enum Reply {
     Progress,
     ConnFail,
     Shutdown,
-    AddRcpt(String),
-    AddRcptPar(String, String),
-    DelRcpt(String),
-    ReplaceBody(Vec<u8>),
-    AddHeader {
-        name: String,
-        value: String,
-    },
-    InsertHeader {
-        index: u32,
-        name: String,
-        value: String,
-    },
-    ChangeHeader {
-        index: u32,
-        name: String,
-        value: String,
-    },
-    ChangeFrom(String, String),
+    /// A change to the message (end of message only).
+    Edit(Edit),
 }
 
 /// Why a filter's packet cannot be used.
@@ -499,12 +482,15 @@ fn parse(cmd: u8, data: &[u8]) -> Result<Reply, MilterError> {
             Reply::ReplyCode(smtp_reply(text)?)
         }
         b'q' => Reply::Quarantine(plain(f.string("quarantine reason")?, "quarantine reason")?),
-        b'+' => Reply::AddRcpt(plain(f.string("recipient")?, "recipient")?),
-        b'-' => Reply::DelRcpt(plain(f.string("recipient")?, "recipient")?),
-        b'2' => Reply::AddRcptPar(
+        b'+' => Reply::Edit(Edit::AddRcpt(
+            plain(f.string("recipient")?, "recipient")?,
+            String::new(),
+        )),
+        b'-' => Reply::Edit(Edit::DelRcpt(plain(f.string("recipient")?, "recipient")?)),
+        b'2' => Reply::Edit(Edit::AddRcpt(
             plain(f.string("recipient")?, "recipient")?,
             plain(f.string("recipient parameters")?, "recipient parameters")?,
-        ),
+        )),
         b'e' => {
             let from = plain(f.string("sender")?, "sender")?;
             // The parameters are optional.
@@ -513,25 +499,25 @@ fn parse(cmd: u8, data: &[u8]) -> Result<Reply, MilterError> {
             } else {
                 plain(f.string("sender parameters")?, "sender parameters")?
             };
-            Reply::ChangeFrom(from, args)
+            Reply::Edit(Edit::ChangeFrom(from, args))
         }
         b'b' => {
             // Raw body bytes, the whole packet.
-            return Ok(Reply::ReplaceBody(data.to_vec()));
+            return Ok(Reply::Edit(Edit::ReplaceBody(data.to_vec())));
         }
-        b'h' => Reply::AddHeader {
+        b'h' => Reply::Edit(Edit::AddHeader {
             name: header_name(f.string("header name")?)?,
             value: header_value(f.string("header value")?)?,
-        },
+        }),
         b'i' | b'm' => {
             let index = f.u32("header index")?;
             let name = header_name(f.string("header name")?)?;
             let value = header_value(f.string("header value")?)?;
-            if cmd == b'i' {
-                Reply::InsertHeader { index, name, value }
+            Reply::Edit(if cmd == b'i' {
+                Edit::InsertHeader { index, name, value }
             } else {
-                Reply::ChangeHeader { index, name, value }
-            }
+                Edit::ChangeHeader { index, name, value }
+            })
         }
         other => return Err(MilterError::UnknownReply(other)),
     };
@@ -587,7 +573,9 @@ fn smtp_reply(text: &str) -> Result<SmtpReply, MilterError> {
         }
         lines.push(unescape(rest));
     }
-    let code = code.and_then(|c| c.parse().ok()).ok_or(MilterError::BadSmtpReply)?;
+    let code = code
+        .and_then(|c| c.parse().ok())
+        .ok_or(MilterError::BadSmtpReply)?;
     Ok(SmtpReply {
         code,
         enhanced,
@@ -656,60 +644,63 @@ impl Reply {
                 put_str(&mut d, s);
                 b'q'
             }
-            Reply::AddRcpt(s) => {
-                put_str(&mut d, s);
-                b'+'
-            }
-            Reply::DelRcpt(s) => {
-                put_str(&mut d, s);
-                b'-'
-            }
-            Reply::AddRcptPar(s, p) => {
-                put_str(&mut d, s);
-                put_str(&mut d, p);
-                b'2'
-            }
-            Reply::ChangeFrom(s, p) => {
-                put_str(&mut d, s);
-                put_str(&mut d, p);
-                b'e'
-            }
-            Reply::ReplaceBody(b) => {
-                d.extend_from_slice(b);
-                b'b'
-            }
-            Reply::AddHeader { name, value } => {
-                put_str(&mut d, name);
-                put_str(&mut d, value);
-                b'h'
-            }
-            Reply::InsertHeader { index, name, value }
-            | Reply::ChangeHeader { index, name, value } => {
-                d.extend_from_slice(&index.to_be_bytes());
-                put_str(&mut d, name);
-                put_str(&mut d, value);
-                if matches!(self, Reply::InsertHeader { .. }) {
-                    b'i'
-                } else {
-                    b'm'
+            Reply::Edit(e) => match e {
+                Edit::AddRcpt(a, p) if p.is_empty() => {
+                    put_str(&mut d, a);
+                    b'+'
                 }
-            }
+                Edit::AddRcpt(a, p) => {
+                    put_str(&mut d, a);
+                    put_str(&mut d, p);
+                    b'2'
+                }
+                Edit::DelRcpt(a) => {
+                    put_str(&mut d, a);
+                    b'-'
+                }
+                Edit::ChangeFrom(a, p) => {
+                    put_str(&mut d, a);
+                    put_str(&mut d, p);
+                    b'e'
+                }
+                Edit::ReplaceBody(b) => {
+                    d.extend_from_slice(b);
+                    b'b'
+                }
+                Edit::AddHeader { name, value } => {
+                    put_str(&mut d, name);
+                    put_str(&mut d, value);
+                    b'h'
+                }
+                Edit::InsertHeader { index, name, value }
+                | Edit::ChangeHeader { index, name, value } => {
+                    d.extend_from_slice(&index.to_be_bytes());
+                    put_str(&mut d, name);
+                    put_str(&mut d, value);
+                    if matches!(e, Edit::InsertHeader { .. }) {
+                        b'i'
+                    } else {
+                        b'm'
+                    }
+                }
+            },
         };
         packet(cmd, &d)
     }
 
-    /// Whether this reply changes the message (allowed only at the end of
-    /// the message, and only for the actions negotiated).
+    /// The action a reply needs negotiated: changes to the message, and
+    /// quarantine (allowed at the end of the message only).
     pub fn action_needed(&self) -> Option<u32> {
         Some(match self {
-            Reply::AddRcpt(_) => action::ADDRCPT,
-            Reply::AddRcptPar(..) => action::ADDRCPT_PAR,
-            Reply::DelRcpt(_) => action::DELRCPT,
-            Reply::ReplaceBody(_) => action::CHGBODY,
-            Reply::AddHeader { .. } => action::ADDHDRS,
-            Reply::InsertHeader { .. } => action::ADDHDRS,
-            Reply::ChangeHeader { .. } => action::CHGHDRS,
-            Reply::ChangeFrom(..) => action::CHGFROM,
+            Reply::Edit(e) => match e {
+                Edit::AddRcpt(_, p) if p.is_empty() => action::ADDRCPT,
+                Edit::AddRcpt(..) => action::ADDRCPT_PAR,
+                Edit::DelRcpt(_) => action::DELRCPT,
+                Edit::ReplaceBody(_) => action::CHGBODY,
+                Edit::AddHeader { .. } | Edit::InsertHeader { .. } => action::ADDHDRS,
+                Edit::ChangeHeader { .. } => action::CHGHDRS,
+                Edit::ChangeFrom(..) => action::CHGFROM,
+            },
             Reply::Quarantine(_) => action::QUARANTINE,
             _ => return None,
         })
@@ -758,9 +749,7 @@ impl Step {
             Step::Mail => "MAIL",
             Step::Rcpt => "RCPT",
             Step::Data => "DATA",
-            Step::Header | Step::EndOfHeaders | Step::Body | Step::EndOfMessage => {
-                "END-OF-MESSAGE"
-            }
+            Step::Header | Step::EndOfHeaders | Step::Body | Step::EndOfMessage => "END-OF-MESSAGE",
             Step::Unknown => "UNKNOWN",
         }
     }
@@ -781,7 +770,11 @@ pub struct Negotiated {
 impl Negotiated {
     /// Checks a filter's answer to our offer (Postfix's milter8_connect):
     /// version 2 to 6, and no action or step flag it was not offered.
-    pub fn from_reply(offered_actions: u32, offered_protocol: u32, r: Reply) -> Result<Negotiated, MilterError> {
+    pub fn from_reply(
+        offered_actions: u32,
+        offered_protocol: u32,
+        r: Reply,
+    ) -> Result<Negotiated, MilterError> {
         let Reply::OptNeg {
             version,
             actions,
@@ -856,9 +849,20 @@ pub enum Edit {
     AddRcpt(String, String),
     DelRcpt(String),
     ReplaceBody(Vec<u8>),
-    AddHeader { name: String, value: String },
-    InsertHeader { index: u32, name: String, value: String },
-    ChangeHeader { index: u32, name: String, value: String },
+    AddHeader {
+        name: String,
+        value: String,
+    },
+    InsertHeader {
+        index: u32,
+        name: String,
+        value: String,
+    },
+    ChangeHeader {
+        index: u32,
+        name: String,
+        value: String,
+    },
     ChangeFrom(String, String),
 }
 
@@ -898,7 +902,9 @@ impl Collect {
         let eom = self.step == Step::EndOfMessage;
         if let Some(needed) = r.action_needed() {
             if !eom {
-                return Err(MilterError::Malformed("message change before the end of the message"));
+                return Err(MilterError::Malformed(
+                    "message change before the end of the message",
+                ));
             }
             if self.actions & needed == 0 {
                 return Err(MilterError::Malformed("message change not negotiated"));
@@ -929,13 +935,12 @@ impl Collect {
                 self.quarantine = Some(reason);
                 return Ok(None);
             }
-            Reply::AddRcpt(a) => Edit::AddRcpt(a, String::new()),
-            Reply::AddRcptPar(a, p) => Edit::AddRcpt(a, p),
-            Reply::DelRcpt(a) => Edit::DelRcpt(a),
-            Reply::ReplaceBody(b) => {
+            Reply::Edit(Edit::ReplaceBody(b)) => {
                 self.body_bytes += b.len() as u64;
                 if self.body_bytes > self.body_limit {
-                    return Err(MilterError::Malformed("body replacement larger than message_size_limit"));
+                    return Err(MilterError::Malformed(
+                        "body replacement larger than message_size_limit",
+                    ));
                 }
                 // Consecutive chunks are one replacement.
                 if let Some(Edit::ReplaceBody(prev)) = self.edits.last_mut() {
@@ -944,10 +949,7 @@ impl Collect {
                 }
                 Edit::ReplaceBody(b)
             }
-            Reply::AddHeader { name, value } => Edit::AddHeader { name, value },
-            Reply::InsertHeader { index, name, value } => Edit::InsertHeader { index, name, value },
-            Reply::ChangeHeader { index, name, value } => Edit::ChangeHeader { index, name, value },
-            Reply::ChangeFrom(a, p) => Edit::ChangeFrom(a, p),
+            Reply::Edit(e) => e,
         };
         self.edits.push(edit);
         Ok(None)
@@ -988,11 +990,17 @@ mod tests {
         assert_eq!(&c[4..], b"M<a@b>\x00SIZE=10\x00");
         let c = Command::Macros {
             command: b'C',
-            pairs: vec![("j".into(), "mx".into()), ("{daemon_name}".into(), "post\0fix".into())],
+            pairs: vec![
+                ("j".into(), "mx".into()),
+                ("{daemon_name}".into(), "post\0fix".into()),
+            ],
         }
         .encode();
         assert_eq!(&c[4..], b"DCj\x00mx\x00{daemon_name}\x00postfix\x00");
-        assert_eq!(Command::Body(vec![b'x'; 70000]).encode().len(), 4 + 1 + BODY_CHUNK);
+        assert_eq!(
+            Command::Body(vec![b'x'; 70000]).encode().len(),
+            4 + 1 + BODY_CHUNK
+        );
     }
 
     #[test]
@@ -1019,25 +1027,25 @@ mod tests {
                 lines: vec!["first 100%".into(), "second".into()],
             }),
             Reply::Quarantine("looks bad".into()),
-            Reply::AddRcpt("<x@y>".into()),
-            Reply::AddRcptPar("<x@y>".into(), "NOTIFY=NEVER".into()),
-            Reply::DelRcpt("<x@y>".into()),
-            Reply::ReplaceBody(b"new\r\nbody\0with nul".to_vec()),
-            Reply::AddHeader {
+            Reply::Edit(Edit::AddRcpt("<x@y>".into(), String::new())),
+            Reply::Edit(Edit::AddRcpt("<x@y>".into(), "NOTIFY=NEVER".into())),
+            Reply::Edit(Edit::DelRcpt("<x@y>".into())),
+            Reply::Edit(Edit::ReplaceBody(b"new\r\nbody\0with nul".to_vec())),
+            Reply::Edit(Edit::AddHeader {
                 name: "X-Spam".into(),
                 value: "yes\n\tfolded".into(),
-            },
-            Reply::InsertHeader {
+            }),
+            Reply::Edit(Edit::InsertHeader {
                 index: 0,
                 name: "X-First".into(),
                 value: "1".into(),
-            },
-            Reply::ChangeHeader {
+            }),
+            Reply::Edit(Edit::ChangeHeader {
                 index: 2,
                 name: "Subject".into(),
                 value: String::new(),
-            },
-            Reply::ChangeFrom("<new@x>".into(), String::new()),
+            }),
+            Reply::Edit(Edit::ChangeFrom("<new@x>".into(), String::new())),
         ];
         for r in all {
             assert_eq!(one(&r.encode()), Ok(r.clone()), "{r:?}");
@@ -1079,16 +1087,16 @@ mod tests {
             }))
         );
         for bad in [
-            "250 2.0.0 fine",             // not a refusal
-            "5",                          // the short reply of Postfix's 2026 fix
+            "250 2.0.0 fine", // not a refusal
+            "5",              // the short reply of Postfix's 2026 fix
             "55",
-            "550",                        // no separator
-            "550-only line",              // a last line with '-'
-            "550 first\r\n550 second",    // a non-last line without '-'
-            "550-first\r\n451 second",    // two codes
-            "550 4.7.1 class mismatch",   // enhanced code of another class
-            "550-x\r\n",                  // ends in a line break
-            "550 a\nb",                   // bare LF
+            "550",                      // no separator
+            "550-only line",            // a last line with '-'
+            "550 first\r\n550 second",  // a non-last line without '-'
+            "550-first\r\n451 second",  // two codes
+            "550 4.7.1 class mismatch", // enhanced code of another class
+            "550-x\r\n",                // ends in a line break
+            "550 a\nb",                 // bare LF
             "550 4 of another class",
         ] {
             assert_eq!(y(bad), Err(MilterError::BadSmtpReply), "{bad:?}");
@@ -1145,23 +1153,34 @@ mod tests {
     fn edits_come_only_at_the_end_and_only_as_negotiated() {
         let n = negotiated(action::ADDHDRS | action::CHGBODY, step::SKIP);
         let mut c = Collect::new(Step::EndOfMessage, &n, 10);
-        let add = Reply::AddHeader {
+        let add = Reply::Edit(Edit::AddHeader {
             name: "X-A".into(),
             value: "b".into(),
-        };
+        });
         assert_eq!(c.reply(Reply::Progress), Ok(None));
         assert_eq!(c.reply(add.clone()), Ok(None));
-        assert_eq!(c.reply(Reply::ReplaceBody(b"abc".to_vec())), Ok(None));
-        assert_eq!(c.reply(Reply::ReplaceBody(b"def".to_vec())), Ok(None));
+        assert_eq!(
+            c.reply(Reply::Edit(Edit::ReplaceBody(b"abc".to_vec()))),
+            Ok(None)
+        );
+        assert_eq!(
+            c.reply(Reply::Edit(Edit::ReplaceBody(b"def".to_vec()))),
+            Ok(None)
+        );
         // Beyond the size limit: an error, not a truncated body.
-        assert!(c.reply(Reply::ReplaceBody(b"ghijk".to_vec())).is_err());
+        assert!(
+            c.reply(Reply::Edit(Edit::ReplaceBody(b"ghijk".to_vec())))
+                .is_err()
+        );
         let mut c = Collect::new(Step::EndOfMessage, &n, 10);
-        c.reply(Reply::ReplaceBody(b"abc".to_vec())).unwrap();
-        c.reply(Reply::ReplaceBody(b"def".to_vec())).unwrap();
+        c.reply(Reply::Edit(Edit::ReplaceBody(b"abc".to_vec())))
+            .unwrap();
+        c.reply(Reply::Edit(Edit::ReplaceBody(b"def".to_vec())))
+            .unwrap();
         assert_eq!(c.reply(Reply::Continue), Ok(Some(Outcome::Continue)));
         assert_eq!(c.edits, vec![Edit::ReplaceBody(b"abcdef".to_vec())]);
         // Not negotiated, or not at the end: errors.
-        assert!(c.reply(Reply::DelRcpt("<a@b>".into())).is_err());
+        assert!(c.reply(Reply::Edit(Edit::DelRcpt("<a@b>".into()))).is_err());
         let mut rcpt = Collect::new(Step::Rcpt, &n, 10);
         assert!(rcpt.reply(add).is_err());
         assert!(rcpt.reply(Reply::Skip).is_err());
@@ -1212,19 +1231,24 @@ mod tests {
         for (cmd, data) in [
             (b'Z', &b""[..]),
             (b'a', b"x"),
-            (b'h', b"X-A"),             // no NUL
-            (b'h', b"X A\0v\0"),        // a space in the name
-            (b'h', b"X:A\0v\0"),        // a colon in the name
-            (b'h', b"X-A\0a\nb\0"),     // a line break that does not fold
-            (b'h', b"X-A\0a\rb\0"),     // a bare CR
-            (b'h', b"X-A\0v\0junk"),    // trailing data
-            (b'+', b"<a\x01b>\0"),      // a control character
-            (b'+', b"\xff\0"),          // not UTF-8
-            (b'm', b"\0\0\0"),          // index cut short
-            (b'O', b"\0\0\0\x06\0\0"),  // cut short
+            (b'h', b"X-A"),                                     // no NUL
+            (b'h', b"X A\0v\0"),                                // a space in the name
+            (b'h', b"X:A\0v\0"),                                // a colon in the name
+            (b'h', b"X-A\0a\nb\0"),                             // a line break that does not fold
+            (b'h', b"X-A\0a\rb\0"),                             // a bare CR
+            (b'h', b"X-A\0v\0junk"),                            // trailing data
+            (b'+', b"<a\x01b>\0"),                              // a control character
+            (b'+', b"\xff\0"),                                  // not UTF-8
+            (b'm', b"\0\0\0"),                                  // index cut short
+            (b'O', b"\0\0\0\x06\0\0"),                          // cut short
             (b'O', b"\0\0\0\x06\0\0\0\0\0\0\0\0\0\0\0\x09x\0"), // no such stage
         ] {
-            assert!(one(&packet(cmd, data)).is_err(), "{:?} {:?}", cmd as char, data);
+            assert!(
+                one(&packet(cmd, data)).is_err(),
+                "{:?} {:?}",
+                cmd as char,
+                data
+            );
         }
     }
 }

@@ -140,9 +140,6 @@ fn broken_configs_are_refused_with_file_and_line() {
 /// not support yet: (line, what the error says). As later issues land,
 /// entries leave this list.
 const NOT_YET_SUPPORTED: &[(usize, &str)] = &[
-    (66, "smtpd_client_connection_count_limit is not supported"),
-    (67, "smtpd_client_connection_rate_limit is not supported"),
-    (68, "smtpd_client_message_rate_limit is not supported"),
     (84, "smtpd_milters is not supported"),
     (85, "non_smtpd_milters is not supported"),
 ];

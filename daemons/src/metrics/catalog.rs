@@ -52,7 +52,7 @@ families! {
     RECIPIENTS = "postern_recipients_total", Counter, ["status", "transport", "dsn_class"], [Qmgr],
         "Recipient delivery attempts, by outcome (sent, deferred, bounced), transport and the first digit of the DSN.";
     REJECTS = "postern_rejects_total", Counter, ["stage", "check"], [Smtpd],
-        "SMTP commands refused, by stage (connect, helo, mail, rcpt, data, end-of-data, etrn) and the check that refused.";
+        "SMTP commands refused, by stage (connect, helo, mail, rcpt, data, end-of-data, vrfy, auth, starttls) and the check that refused.";
     CONNECTIONS = "postern_smtp_connections_total", Counter, ["service"], [Smtpd],
         "SMTP connections accepted, by master.cf service.";
     SESSIONS = "postern_smtp_sessions", Gauge, ["service"], [Smtpd],

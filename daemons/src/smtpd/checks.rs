@@ -6,11 +6,13 @@
 //! DATA and end of data. Policy services and Milters plug in here as new
 //! [`Check`]s.
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use postern_proto::smtp::Reply;
 use postern_proto::smtp::server::{Facts, Stage, Stages, Verdict};
 
+use super::anvil::Event;
 use super::pool::Shared;
 use crate::access::Access;
 use crate::restrict::{self, Lookups, Memo, Outcome, Policy};
@@ -18,6 +20,19 @@ use crate::restrict::{self, Lookups, Memo, Outcome, Policy};
 /// One check of a chain.
 #[derive(Debug, Clone)]
 pub enum Check {
+    /// smtpd_client_connection_count_limit and _rate_limit, at connect.
+    Connections {
+        count: u32,
+        rate: u32,
+        myhostname: String,
+    },
+    /// smtpd_client_{message,recipient,auth}_rate_limit: counts the event
+    /// and refuses past the limit.
+    ClientRate { event: Event, limit: u32 },
+    /// smtpd_client_new_tls_session_rate_limit, at STARTTLS: refused when
+    /// the client is already past it (the handshake itself is counted
+    /// after it completes).
+    TlsRate { limit: u32 },
     /// smtpd_account_message_rate_limit: messages per SASL account.
     AccountRate { limit: usize, unit: Duration },
     /// The smtpd_*_restrictions lists of this stage.
@@ -42,6 +57,40 @@ impl Chains {
             chains: Vec::new(),
             policy,
         };
+        // anvil's limits come first at each stage, as in Postfix.
+        let limit = |n: &str| -> Result<u32, String> { Ok(p.int(n).map_err(e)? as u32) };
+        let (count, crate_) = (
+            limit("smtpd_client_connection_count_limit")?,
+            limit("smtpd_client_connection_rate_limit")?,
+        );
+        if count > 0 || crate_ > 0 {
+            c.add(
+                Stage::Connect,
+                Check::Connections {
+                    count,
+                    rate: crate_,
+                    myhostname: p.str("myhostname").into(),
+                },
+            );
+        }
+        for (stage, event, name) in [
+            (Stage::Mail, Event::Mail, "smtpd_client_message_rate_limit"),
+            (
+                Stage::Rcpt,
+                Event::Rcpt,
+                "smtpd_client_recipient_rate_limit",
+            ),
+            (Stage::Auth, Event::Auth, "smtpd_client_auth_rate_limit"),
+        ] {
+            let l = limit(name)?;
+            if l > 0 {
+                c.add(stage, Check::ClientRate { event, limit: l });
+            }
+        }
+        let tls = limit("smtpd_client_new_tls_session_rate_limit")?;
+        if tls > 0 {
+            c.add(Stage::StartTls, Check::TlsRate { limit: tls });
+        }
         let rate = p.int("smtpd_account_message_rate_limit").map_err(e)? as usize;
         if rate > 0 && p.bool("smtpd_sasl_auth_enable").map_err(e)? {
             c.add(
@@ -122,9 +171,17 @@ pub struct Env<'a> {
     pub conn: &'a ConnInfo,
 }
 
-/// The connection as policy requests describe it.
+/// The connection as policy requests and the anvil limits see it.
 #[derive(Debug, Clone, Default)]
 pub struct ConnInfo {
+    /// The listener's service name (`for service smtp`).
+    pub service: Rc<str>,
+    /// The client as anvil counts it; None for the clients of
+    /// smtpd_client_event_limit_exceptions.
+    pub anvil: Option<super::anvil::Key>,
+    /// Open sessions and connection rate at connect, this one included.
+    pub conn_count: u32,
+    pub conn_rate: u32,
     /// The address and port the client connected to.
     pub server: Option<std::net::SocketAddr>,
     pub client_port: u16,
@@ -321,8 +378,15 @@ pub async fn decide(chains: &Chains, env: &Env<'_>, f: Facts<'_>) -> Decision {
     };
     for check in chains.of(stage) {
         let v = match check {
+            Check::Connections {
+                count,
+                rate,
+                myhostname,
+            } => connections(env, &f, *count, *rate, myhostname, &mut d),
+            Check::ClientRate { event, limit } => client_rate(env, &f, *event, *limit, &mut d),
+            Check::TlsRate { limit } => tls_rate(env, &f, *limit, &mut d),
             Check::AccountRate { limit, unit } => {
-                d.check = "smtpd_client_message_rate_limit";
+                d.check = "smtpd_account_message_rate_limit";
                 account_rate(env, &f, *limit, *unit)
             }
             Check::Restrictions => restrictions(chains, env, &f, stage, &mut d).await,
@@ -341,6 +405,112 @@ pub async fn decide(chains: &Chains, env: &Env<'_>, f: Facts<'_>) -> Decision {
         None => Verdict::Accept,
     });
     d
+}
+
+fn refuse(code: u16, enh: &str, text: &str) -> Verdict {
+    Verdict::Reject {
+        reply: r(code, enh, text),
+        log: false,
+    }
+}
+
+/// At connect: Postfix's concurrency, then rate, check.
+fn connections(
+    env: &Env<'_>,
+    f: &Facts<'_>,
+    count: u32,
+    rate: u32,
+    myhostname: &str,
+    d: &mut Decision,
+) -> Verdict {
+    let c = env.conn;
+    if c.anvil.is_none() {
+        return Verdict::Accept;
+    }
+    let (what, n, name) = if count > 0 && c.conn_count > count {
+        (
+            "concurrency",
+            c.conn_count,
+            "smtpd_client_connection_count_limit",
+        )
+    } else if rate > 0 && c.conn_rate > rate {
+        ("rate", c.conn_rate, "smtpd_client_connection_rate_limit")
+    } else {
+        return Verdict::Accept;
+    };
+    d.check = name;
+    (env.log)(&format!(
+        "warning: Connection {what} limit exceeded: {n} from {} for service {}",
+        f.client, c.service
+    ));
+    refuse(
+        421,
+        "4.7.0",
+        &format!(
+            "{myhostname} Error: too many connections from {}",
+            f.peer.addr
+        ),
+    )
+}
+
+/// MAIL, RCPT and AUTH: counts the event, refuses past the limit.
+fn client_rate(
+    env: &Env<'_>,
+    f: &Facts<'_>,
+    event: Event,
+    limit: u32,
+    d: &mut Decision,
+) -> Verdict {
+    let Some(key) = &env.conn.anvil else {
+        return Verdict::Accept;
+    };
+    let n = env.sh.anvil_event(key, event);
+    if n <= limit {
+        return Verdict::Accept;
+    }
+    let (name, what, text) = match event {
+        Event::Mail => (
+            "smtpd_client_message_rate_limit",
+            "Message delivery request",
+            "too much mail from",
+        ),
+        Event::Rcpt => (
+            "smtpd_client_recipient_rate_limit",
+            "Recipient address",
+            "too many recipients from",
+        ),
+        _ => (
+            "smtpd_client_auth_rate_limit",
+            "AUTH command",
+            "too many AUTH commands from",
+        ),
+    };
+    d.check = name;
+    (env.log)(&format!(
+        "warning: {what} rate limit exceeded: {n} from {} for service {}",
+        f.client, env.conn.service
+    ));
+    refuse(450, "4.7.1", &format!("Error: {text} {}", f.peer.addr))
+}
+
+/// STARTTLS from a client already past its new TLS session rate.
+fn tls_rate(env: &Env<'_>, f: &Facts<'_>, limit: u32, d: &mut Decision) -> Verdict {
+    let Some(key) = &env.conn.anvil else {
+        return Verdict::Accept;
+    };
+    if env.sh.anvil_rate(key, Event::NewTls) <= limit {
+        return Verdict::Accept;
+    }
+    d.check = "smtpd_client_new_tls_session_rate_limit";
+    (env.log)(&format!(
+        "warning: Refusing STARTTLS request from {} for service {}",
+        f.client, env.conn.service
+    ));
+    refuse(
+        454,
+        "4.7.0",
+        &format!("Error: too many new TLS sessions from {}", f.client),
+    )
 }
 
 fn account_rate(env: &Env<'_>, f: &Facts<'_>, limit: usize, unit: Duration) -> Verdict {
@@ -400,7 +570,7 @@ async fn restrictions(
         Stage::Rcpt => run.rcpt(&mut memo).await,
         Stage::Data => run.data().await,
         Stage::EndOfData => run.end_of_data().await,
-        Stage::Vrfy => Outcome::Accept,
+        Stage::Vrfy | Stage::Auth | Stage::StartTls => Outcome::Accept,
     };
     // With smtpd_delay_reject, the client, HELO and sender lists run
     // again for each recipient: only the earlier stages keep their memo.

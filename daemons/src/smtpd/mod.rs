@@ -1,6 +1,7 @@
 //! smtpd: the SMTP server. One process serves every inet listener and many
 //! sessions; it has no filesystem, no network namespace of its own, and
 //! cannot create sockets. It hands each transaction to cleanup.
+mod anvil;
 mod checks;
 mod conn;
 mod pool;
@@ -109,6 +110,9 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
         ctx.switchboard.clone(),
         ctx.query_timeout(),
         ctx.transfer_timeout(),
+        ctx.params
+            .duration("anvil_rate_time_unit")
+            .unwrap_or(Duration::from_secs(60)),
     ));
     let active = Rc::new(Cell::new(0usize));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -51,6 +51,8 @@ pub struct Shared {
     policy_idle: RefCell<Vec<PolicyEp>>,
     /// Numbers the sessions (the policy `instance` attribute).
     serial: std::cell::Cell<u64>,
+    /// Per-client counts and rates (the smtpd_client_*_limit settings).
+    anvil: RefCell<super::anvil::Anvil>,
 }
 
 fn write_error() -> Failure {
@@ -62,7 +64,12 @@ fn write_error() -> Failure {
 }
 
 impl Shared {
-    pub fn new(switchboard: Switchboard, query: Duration, transfer: Duration) -> Shared {
+    pub fn new(
+        switchboard: Switchboard,
+        query: Duration,
+        transfer: Duration,
+        anvil_unit: Duration,
+    ) -> Shared {
         let sw = switchboard.clone();
         Shared {
             lookup: PeerPool::new(sw.clone(), Role::Broker, query, 16),
@@ -78,7 +85,33 @@ impl Shared {
             asks: RefCell::default(),
             policy_idle: RefCell::default(),
             serial: std::cell::Cell::new(0),
+            anvil: RefCell::new(super::anvil::Anvil::new(anvil_unit)),
         }
+    }
+
+    /// A session of `k` starts: its open sessions and connection rate.
+    pub fn anvil_connect(&self, k: &super::anvil::Key) -> (u32, u32) {
+        self.anvil
+            .borrow_mut()
+            .connect(k, std::time::Instant::now())
+    }
+
+    pub fn anvil_disconnect(&self, k: &super::anvil::Key) {
+        self.anvil.borrow_mut().disconnect(k);
+    }
+
+    /// Counts one event of `k`: its rate now.
+    pub fn anvil_event(&self, k: &super::anvil::Key, e: super::anvil::Event) -> u32 {
+        self.anvil
+            .borrow_mut()
+            .event(k, e, std::time::Instant::now())
+    }
+
+    /// The rate of `e` for `k`, not counting one.
+    pub fn anvil_rate(&self, k: &super::anvil::Key, e: super::anvil::Event) -> u32 {
+        self.anvil
+            .borrow_mut()
+            .rate(k, e, std::time::Instant::now())
     }
 
     /// A number for a new session, unique in this process.

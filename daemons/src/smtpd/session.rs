@@ -42,6 +42,10 @@ pub struct Settings {
     pub core: Arc<Config>,
     /// local_header_rewrite_clients.
     pub header_clients: HeaderClients,
+    /// smtpd_client_ipv6_prefix_length: how anvil groups IPv6 clients.
+    pub ipv6_prefix: u8,
+    /// smtpd_client_new_tls_session_rate_limit (0: none).
+    pub tls_rate_limit: u32,
 }
 
 /// local_header_rewrite_clients: the clients whose message headers get
@@ -136,6 +140,10 @@ impl Settings {
             chains,
             core: Arc::new(core),
             header_clients: HeaderClients::new(p)?,
+            ipv6_prefix: p.int("smtpd_client_ipv6_prefix_length").map_err(e)? as u8,
+            tls_rate_limit: p
+                .int("smtpd_client_new_tls_session_rate_limit")
+                .map_err(e)? as u32,
         })
     }
 }
@@ -203,7 +211,14 @@ impl Session {
             port,
         };
         let core = Server::start(set.core.clone(), peer, bare_lf_ok, sh.tls_ready());
+        // The clients of smtpd_client_event_limit_exceptions are not
+        // counted at all, as in Postfix.
+        let exempt = set.access.limit_exceptions.iter().any(|c| c.contains(ip));
         let info = checks::ConnInfo {
+            anvil: (!exempt).then(|| super::anvil::Key::new(scope.clone(), ip, set.ipv6_prefix)),
+            service: scope.clone(),
+            conn_count: 0,
+            conn_rate: 0,
             server: conn.stream.tcp().and_then(|t| t.local_addr().ok()),
             client_port: port,
             serial: sh.next_serial(),
@@ -233,7 +248,13 @@ impl Session {
     }
 
     pub async fn run(mut self) {
+        if let Some(k) = &self.info.anvil {
+            (self.info.conn_count, self.info.conn_rate) = self.sh.anvil_connect(k);
+        }
         self.serve().await;
+        if let Some(k) = &self.info.anvil {
+            self.sh.anvil_disconnect(k);
+        }
         // The policy channel (and the policy role's connections for it)
         // serves the next session.
         self.sh.release_policy(&self.policy);
@@ -444,7 +465,11 @@ impl Session {
                         }
                     }
                 };
+                let established = matches!(e, Event::TlsEstablished { .. });
                 self.core.event(e);
+                if established && let Some(refusal) = self.new_tls_session() {
+                    self.core.event(refusal);
+                }
             }
             Action::Close => {
                 let _ = self.conn.flush().await;
@@ -455,6 +480,34 @@ impl Session {
             }
         }
         false
+    }
+
+    /// Counts a new (not resumed) TLS session for anvil; past
+    /// smtpd_client_new_tls_session_rate_limit, the session ends with
+    /// Postfix's 421.
+    fn new_tls_session(&mut self) -> Option<Event> {
+        let limit = self.set.tls_rate_limit;
+        let key = self.info.anvil.as_ref()?;
+        if limit == 0 || self.info.tls.as_ref().is_none_or(|t| t.resumed) {
+            return None;
+        }
+        let n = self.sh.anvil_event(key, super::anvil::Event::NewTls);
+        if n <= limit {
+            return None;
+        }
+        let client = self.core.facts().client.to_string();
+        self.log(&format!(
+            "warning: New TLS session rate limit exceeded: {n} from {client} for service {}",
+            self.info.service
+        ));
+        Some(Event::Refuse(Reply::new(
+            421,
+            "4.7.0",
+            &format!(
+                "{} Error: too many new TLS sessions from {client}",
+                self.set.core.myhostname
+            ),
+        )))
     }
 
     /// Whether local_header_rewrite_clients names this client.
@@ -618,5 +671,7 @@ fn stage_label(s: postern_proto::smtp::server::Stage) -> &'static str {
         Stage::Data => "data",
         Stage::EndOfData => "end-of-data",
         Stage::Vrfy => "vrfy",
+        Stage::Auth => "auth",
+        Stage::StartTls => "starttls",
     }
 }

@@ -44,6 +44,8 @@ pub struct TlsInfo {
     pub cipher: String,
     pub bits: u32,
     pub sni: String,
+    /// The session was resumed (not a new one, for the TLS session rate).
+    pub resumed: bool,
 }
 
 pub enum MaybeTls<T> {
@@ -83,6 +85,7 @@ impl<T: TlsOverTcp> MaybeTls<T> {
                     cipher,
                     bits,
                     sni: t.sni().unwrap_or("").to_string(),
+                    resumed: t.state().handshake_kind() == Some(rustls::HandshakeKind::Resumed),
                 })
             }
             _ => None,

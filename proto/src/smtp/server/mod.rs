@@ -111,6 +111,9 @@ enum Pending {
         user: String,
         method: &'static str,
     },
+    /// AUTH's argument, while its decision point is asked.
+    AuthCommand(String),
+    StartTls,
 }
 
 /// A BDAT chunk being read.
@@ -291,6 +294,8 @@ impl Server {
                 Pending::Vrfy(m) => (Some(Stage::Vrfy), None, Some(m)),
                 Pending::Data => (Some(Stage::Data), None, None),
                 Pending::EndOfData { .. } => (Some(Stage::EndOfData), None, None),
+                Pending::AuthCommand(_) => (Some(Stage::Auth), None, None),
+                Pending::StartTls => (Some(Stage::StartTls), None, None),
                 _ => (None, None, None),
             },
             _ => (None, None, None),
@@ -352,6 +357,10 @@ impl Server {
                 },
                 Phase::Tls { wrapper },
             ) => self.tls_established(summary, discarded, peer, wrapper),
+            (Event::Refuse(reply), Phase::Command) => {
+                self.say(&reply);
+                self.end(End::Quit);
+            }
             (Event::TlsFailed(e), Phase::Tls { .. }) => {
                 self.log(format!("SSL_accept error from {}: {e}", self.client));
                 self.end(End::Closed);
@@ -504,6 +513,8 @@ impl Server {
                 Pending::Vrfy(m) => (Stage::Vrfy, None, Some(m.address())),
                 Pending::Data => (Stage::Data, None, None),
                 Pending::EndOfData { .. } => (Stage::EndOfData, None, None),
+                Pending::AuthCommand(_) => (Stage::Auth, None, None),
+                Pending::StartTls => (Stage::StartTls, None, None),
                 _ => return,
             },
             _ => return,

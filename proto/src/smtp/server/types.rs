@@ -25,10 +25,14 @@ pub enum Stage {
     Data,
     EndOfData,
     Vrfy,
+    /// The AUTH command, before the SASL exchange starts.
+    Auth,
+    /// The STARTTLS command, before the handshake.
+    StartTls,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Connect,
         Stage::Helo,
         Stage::Mail,
@@ -36,6 +40,8 @@ impl Stage {
         Stage::Data,
         Stage::EndOfData,
         Stage::Vrfy,
+        Stage::Auth,
+        Stage::StartTls,
     ];
 
     /// The name in Postfix's reject log lines (`reject: RCPT from ...`).
@@ -48,17 +54,19 @@ impl Stage {
             Stage::Data => "DATA",
             Stage::EndOfData => "END-OF-MESSAGE",
             Stage::Vrfy => "VRFY",
+            Stage::Auth => "AUTH",
+            Stage::StartTls => "STARTTLS",
         }
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
 /// A set of stages: where the shell has checks to ask.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stages(u8);
+pub struct Stages(u16);
 
 impl Stages {
     pub fn with(self, s: Stage) -> Stages {
@@ -160,6 +168,10 @@ pub enum Event {
         peer: TlsPeer,
     },
     TlsFailed(String),
+    /// A limit outside the command flow ends the session (Postfix's new
+    /// TLS session rate after a handshake): this reply, then close.
+    /// Heeded between commands only.
+    Refuse(Reply),
     /// The channel to cleanup broke while content was streaming.
     SinkLost,
     /// End of input: EOF, an I/O error, or a TLS close_notify. Nothing

@@ -210,6 +210,13 @@ impl Server {
         if let Some(reply) = refuse {
             return self.done("starttls", reply);
         }
+        if self.cfg.checks.has(Stage::StartTls) {
+            return self.ask(Pending::StartTls, Action::Decide(Stage::StartTls));
+        }
+        self.start_tls_now();
+    }
+
+    fn start_tls_now(&mut self) {
         self.count("starttls", true);
         self.say(&r(220, "2.0.0", "Ready to start TLS"));
         self.phase = Phase::Tls { wrapper: false };
@@ -244,6 +251,17 @@ impl Server {
         if let Some(reply) = refuse {
             return self.done("auth", reply);
         }
+        if self.cfg.checks.has(Stage::Auth) {
+            return self.ask(
+                Pending::AuthCommand(arg.to_string()),
+                Action::Decide(Stage::Auth),
+            );
+        }
+        self.auth_start(arg);
+    }
+
+    /// The SASL exchange of an accepted AUTH command.
+    fn auth_start(&mut self, arg: &str) {
         let (mech, initial) = match arg.trim().split_once(' ') {
             Some((m, i)) => (m.to_ascii_uppercase(), Some(i.trim().as_bytes())),
             None => (arg.trim().to_ascii_uppercase(), None),
@@ -594,6 +612,24 @@ impl Server {
             Pending::EndOfData { verb } => self.eod_verdict(verb, Self::verdict(a)),
             Pending::Commit { verb } => self.commit_answer(verb, a),
             Pending::Auth { user, method } => self.auth_answer(user, method, a),
+            Pending::AuthCommand(arg) => match Self::verdict(a) {
+                Verdict::Accept | Verdict::Discard(_) => self.auth_start(&arg),
+                Verdict::Reject { reply, log } => {
+                    if log {
+                        self.reject_log(Stage::Auth, &reply, None, None);
+                    }
+                    self.done("auth", reply);
+                }
+            },
+            Pending::StartTls => match Self::verdict(a) {
+                Verdict::Accept | Verdict::Discard(_) => self.start_tls_now(),
+                Verdict::Reject { reply, log } => {
+                    if log {
+                        self.reject_log(Stage::StartTls, &reply, None, None);
+                    }
+                    self.done("starttls", reply);
+                }
+            },
         }
     }
 }
