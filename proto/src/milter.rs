@@ -555,12 +555,16 @@ fn smtp_reply(text: &str) -> Result<SmtpReply, MilterError> {
         }
         let mut rest = &line[4..];
         let (dsn, after) = split_enhanced(rest);
+        // Every line carries the first line's enhanced code, or none does
+        // (libmilter's smfi_setmlreply writes one code on every line).
+        if i == 0 {
+            enhanced = dsn.map(str::to_string);
+        } else if dsn != enhanced.as_deref() {
+            return Err(bad);
+        }
         if let Some(d) = dsn {
             if d.as_bytes()[0] != b[0] {
                 return Err(bad);
-            }
-            if i == 0 {
-                enhanced = Some(d.to_string());
             }
             rest = after;
         } else if rest
@@ -1098,6 +1102,8 @@ mod tests {
             "550-x\r\n",                // ends in a line break
             "550 a\nb",                 // bare LF
             "550 4 of another class",
+            "550-5.7.1 one\r\n550 two",  // enhanced codes that differ by line
+            "550-one\r\n550 5.7.1 two",
         ] {
             assert_eq!(y(bad), Err(MilterError::BadSmtpReply), "{bad:?}");
         }
