@@ -1102,7 +1102,7 @@ mod tests {
             "550-x\r\n",                // ends in a line break
             "550 a\nb",                 // bare LF
             "550 4 of another class",
-            "550-5.7.1 one\r\n550 two",  // enhanced codes that differ by line
+            "550-5.7.1 one\r\n550 two", // enhanced codes that differ by line
             "550-one\r\n550 5.7.1 two",
         ] {
             assert_eq!(y(bad), Err(MilterError::BadSmtpReply), "{bad:?}");
