@@ -28,6 +28,7 @@ PACKAGES=(
     pflogsumm        # reads the mail log a default start writes (log tools test)
     fail2ban         # fail2ban-regex with Debian's stock postfix filter (its service never starts)
     postfix-policyd-spf-python  # policyd-spf: a real policy server (check_policy_service)
+    haproxy          # a real load balancer sending PROXY v1 and v2 headers (its service never starts)
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -338,6 +338,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_tls_key_file", "$smtpd_tls_cert_file", Kind::Str, BR | M),
     p("smtpd_tls_security_level", "may", Kind::Enum(&["none", "may", "encrypt"]), SD | M),
     p("smtpd_tls_wrappermode", "no", Kind::Bool, SD | M),
+    p("smtpd_upstream_proxy_protocol", "", Kind::Enum(&["", "haproxy"]), SD),
+    p("smtpd_upstream_proxy_timeout", "5s", Kind::Duration { unit: "s", min_ms: 1000 }, SD),
     p("soft_bounce", "no", Kind::Bool, SD | QM | PK),
     p("strict_rfc821_envelopes", "no", Kind::Bool, SD),
     p("syslog_name", "postfix", Kind::Str, ALL),

@@ -571,3 +571,29 @@ pub fn milter_reply(data: &[u8]) {
         }
     }
 }
+
+/// A PROXY protocol header, as smtpd reads it before the session: never
+/// more bytes than the header, never a decision on a prefix of a header
+/// that parses whole, and a version 2 header re-encodes to itself.
+pub fn proxy_header(data: &[u8]) {
+    use crate::proxy::{Header, MAX_HEADER, encode_v2, parse};
+    let Ok(Some((h, n))) = parse(data) else {
+        // Undecided input is never longer than a header could be.
+        if let Ok(None) = parse(data) {
+            assert!(data.len() < MAX_HEADER);
+        }
+        return;
+    };
+    assert!(n > 0 && n <= data.len() && n <= MAX_HEADER);
+    for cut in 0..n {
+        assert_eq!(parse(&data[..cut]), Ok(None), "decided on a prefix");
+    }
+    let same_family = match h {
+        Header::Proxied { client, server } => client.is_ipv4() == server.is_ipv4(),
+        Header::Local => true,
+    };
+    if same_family {
+        let e = encode_v2(&h);
+        assert_eq!(parse(&e), Ok(Some((h, e.len()))));
+    }
+}

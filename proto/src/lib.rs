@@ -13,6 +13,7 @@ pub mod http;
 pub mod milter;
 pub mod mime;
 pub mod policy;
+pub mod proxy;
 pub mod queue;
 pub mod smtp;
 pub mod statefile;

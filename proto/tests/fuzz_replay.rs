@@ -93,6 +93,11 @@ fn milter_reply() {
 }
 
 #[test]
+fn proxy_header() {
+    replay("proxy_header", fuzzing::proxy_header);
+}
+
+#[test]
 fn policy_reply() {
     replay("policy_reply", fuzzing::policy_reply);
 }

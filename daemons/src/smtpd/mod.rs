@@ -5,6 +5,7 @@ mod anvil;
 mod checks;
 mod conn;
 mod pool;
+mod proxy;
 mod session;
 pub(crate) use session::merge;
 
@@ -240,9 +241,7 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
                             }
                         };
                         let _ = stream.set_nodelay(true);
-                        let own = stream.local_addr().is_ok_and(|l| {
-                            crate::access::normalize(l.ip()) == crate::access::normalize(peer.ip())
-                        });
+                        let local = stream.local_addr().ok();
                         sb.connection(true);
                         active.set(active.get() + 1);
                         let (sh, set, active, sb, scope) = (
@@ -260,10 +259,22 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
                             let service = scope.clone();
                             crate::metrics::inc(&CONNECTIONS, &[&service]);
                             crate::metrics::shift(&SESSIONS, &[&service], 1.0);
-                            let mut session =
-                                Session::new(sh, set, conn, peer.ip(), peer.port(), scope).await;
-                            session.own_address |= own;
-                            session.run().await;
+                            // Behind a load balancer: the client and server
+                            // addresses its PROXY header names.
+                            let ends = match set.upstream_proxy {
+                                Some(t) => proxy::read(&mut conn, t, peer, local).await,
+                                None => Some((peer, local)),
+                            };
+                            if let Some((client, server)) = ends {
+                                let own = server.is_some_and(|l| {
+                                    crate::access::normalize(l.ip())
+                                        == crate::access::normalize(client.ip())
+                                });
+                                let mut session =
+                                    Session::new(sh, set, conn, client, server, scope).await;
+                                session.own_address |= own;
+                                session.run().await;
+                            }
                             crate::metrics::shift(&SESSIONS, &[&service], -1.0);
                             active.set(active.get() - 1);
                             sb.connection(false);

@@ -46,6 +46,9 @@ pub struct Settings {
     pub ipv6_prefix: u8,
     /// smtpd_client_new_tls_session_rate_limit (0: none).
     pub tls_rate_limit: u32,
+    /// smtpd_upstream_proxy_protocol = haproxy: the PROXY header's
+    /// deadline (smtpd_upstream_proxy_timeout).
+    pub upstream_proxy: Option<Duration>,
 }
 
 /// local_header_rewrite_clients: the clients whose message headers get
@@ -144,6 +147,10 @@ impl Settings {
             tls_rate_limit: p
                 .int("smtpd_client_new_tls_session_rate_limit")
                 .map_err(e)? as u32,
+            upstream_proxy: match p.str("smtpd_upstream_proxy_protocol") {
+                "haproxy" => Some(p.duration("smtpd_upstream_proxy_timeout").map_err(e)?),
+                _ => None,
+            },
         })
     }
 }
@@ -187,15 +194,18 @@ fn transport(e: ConnError) -> Event {
 
 impl Session {
     /// `scope`: the listener's service name (its TLS setup and ticket scope).
+    /// `client`: the client's address and port; `server`: the address
+    /// it connected to (both from a PROXY header behind a load balancer).
     pub async fn new(
         sh: Rc<Shared>,
         set: Rc<Settings>,
         conn: Conn,
-        ip: IpAddr,
-        port: u16,
+        client: std::net::SocketAddr,
+        server: Option<std::net::SocketAddr>,
         scope: Rc<str>,
     ) -> Session {
-        let ip = crate::access::normalize(ip);
+        let port = client.port();
+        let ip = crate::access::normalize(client.ip());
         let names = if set.peername_lookup {
             let log_name = set.log_name.clone();
             let log = move |t: &str| log::line_as(Some(&log_name), t);
@@ -219,7 +229,7 @@ impl Session {
             service: scope.clone(),
             conn_count: 0,
             conn_rate: 0,
-            server: conn.stream.tcp().and_then(|t| t.local_addr().ok()),
+            server,
             client_port: port,
             serial: sh.next_serial(),
             tls: None,
