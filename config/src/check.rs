@@ -482,6 +482,26 @@ impl Config {
                 }
             }
         }
+        // SMTPS to a smarthost has no plaintext to fall back to.
+        if self
+            .expanded("smtp_tls_wrappermode", overrides)
+            .is_some_and(|v| matches!(v.trim(), "yes" | "true"))
+        {
+            let level = self
+                .expanded("smtp_tls_security_level", overrides)
+                .unwrap_or_default();
+            if matches!(level.trim(), "none" | "may" | "") {
+                let (file, line) = self.origin("smtp_tls_wrappermode", overrides);
+                out.push(Diagnostic::error(
+                    &file,
+                    line,
+                    format!(
+                        "smtp_tls_wrappermode = yes requires smtp_tls_security_level = encrypt or stronger (it is \"{}\")",
+                        level.trim()
+                    ),
+                ));
+            }
+        }
         if let Some(v) = self.expanded("metrics_listen", overrides)
             && let Err(e) = crate::inet::metrics_listen(&v)
         {

@@ -277,6 +277,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_tls_security_level", "may", Kind::Enum(&["none", "may", "encrypt", "verify", "secure"]), SM | QM),
     p("smtp_tls_servername", "hostname", Kind::Str, SM),
     p("smtp_tls_verify_cert_match", "hostname", Kind::List, SM),
+    p("smtp_tls_wrappermode", "no", Kind::Bool, SM),
     p("smtpd_account_message_rate_limit", "0", int(0, 1_000_000), SD),
     p("smtpd_banner", "$myhostname ESMTP $mail_name", Kind::Str, SD),
     p("smtpd_client_auth_rate_limit", "0", int(0, 1_000_000_000), SD),

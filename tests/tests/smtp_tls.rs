@@ -239,3 +239,59 @@ fn secure_matches_the_nexthop_and_verify_the_mx_host_name() {
     );
     assert_eq!(sink.messages().len(), 1);
 }
+
+#[test]
+fn smtps_smarthost_with_wrapper_mode_and_a_login() {
+    // A smarthost that speaks TLS from the first byte (port 465 style).
+    let sink_ip = unique_loopback();
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0");
+    let pki = pki::make(inst.config_dir(), "s", &sink_ip);
+    let sink = Sink::start_with(
+        &sink_ip,
+        2465,
+        &inst.dir.path().join("sink"),
+        &[
+            "--implicit-tls",
+            &pki.server_cert.display().to_string(),
+            &pki.server_key.display().to_string(),
+            "--auth",
+            "relayuser:relay pass",
+        ],
+    );
+    let passwords = inst.config_dir().join("relay-passwords");
+    std::fs::write(
+        &passwords,
+        format!("[{sink_ip}]:2465 relayuser:relay pass\n"),
+    )
+    .unwrap();
+    // Plaintext is no option on such a port: conf --check says so.
+    inst.add_main_cf(&format!(
+        "relayhost = [{sink_ip}]:2465\n{FAST_RETRY}smtp_tls_wrappermode = yes\n"
+    ));
+    let check = inst.postern(&["conf", "--check"]);
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("smtp_tls_wrappermode = yes requires smtp_tls_security_level = encrypt or stronger (it is \"may\")"),
+        "{err}"
+    );
+    inst.add_main_cf(&format!(
+        "smtp_tls_security_level = verify\nsmtp_tls_CAfile = {}\n\
+         smtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = texthash:{}\n",
+        pki.ca.display(),
+        passwords.display()
+    ));
+    inst.start();
+    send(&inst, "over smtps");
+    let env = &delivered(&sink, 1)[0];
+    assert!(
+        env["tls"].as_str().is_some_and(|v| v.starts_with("TLSv1")),
+        "{env}"
+    );
+    assert_eq!(env["auth"], true, "{env}");
+    inst.wait_log(
+        &format!("Verified TLS connection established to {sink_ip}[{sink_ip}]:2465"),
+        Duration::from_secs(10),
+    );
+    inst.wait_log("status=sent", Duration::from_secs(10));
+}

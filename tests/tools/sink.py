@@ -19,6 +19,8 @@ Options after DIR:
                         verified ("client_cert" in the envelope)
   --auth USER:PASS      offer AUTH PLAIN/LOGIN (after STARTTLS when --tls)
                         and require it
+  --implicit-tls CHAIN KEY  SMTPS: TLS from the first byte (port 465
+                        style), no STARTTLS
 """
 import asyncio, json, os, ssl, sys
 from aiosmtpd.controller import Controller
@@ -26,7 +28,7 @@ from aiosmtpd.smtp import SMTP as Server, AuthResult, LoginPassword
 
 host, port, outdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 opts = sys.argv[4:]
-tls_context, auth = None, None
+tls_context, auth, implicit = None, None, None
 sni_seen = {}  # id(ssl object) -> the server name the client asked for
 while opts:
     if opts[0] == "--tls":
@@ -40,6 +42,10 @@ while opts:
             tls_context.verify_mode = ssl.CERT_OPTIONAL
             rest = rest[1:]
         opts = rest
+    elif opts[0] == "--implicit-tls":
+        implicit = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        implicit.load_cert_chain(opts[1], opts[2])
+        opts = opts[3:]
     elif opts[0] == "--auth":
         auth = opts[1].encode().split(b":", 1)
         opts = opts[2:]
@@ -108,10 +114,11 @@ class Quiet(Controller):
         if tls_context:
             kw["tls_context"] = tls_context
         if auth:
-            kw.update(authenticator=authenticator, auth_required=True, auth_require_tls=bool(tls_context))
+            kw.update(authenticator=authenticator, auth_required=True,
+                      auth_require_tls=bool(tls_context) and not implicit)
         return Server(self.handler, hostname="sink.test.example", enable_SMTPUTF8=True, decode_data=False, **kw)
 
-c = Quiet(Handler(), hostname=host, port=port)
+c = Quiet(Handler(), hostname=host, port=port, ssl_context=implicit)
 c.start()
 open(os.path.join(outdir, "ready"), "w").close()
 try:

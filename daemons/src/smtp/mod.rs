@@ -86,6 +86,9 @@ struct Settings {
     reuse_time: Duration,
     cache_size: usize,
     starttls_timeout: Duration,
+    /// smtp_tls_wrappermode: TLS from the first byte (port 465), no
+    /// STARTTLS.
+    wrapper: bool,
     sasl: bool,
     /// `smtp_sasl_security_options` contains noplaintext: PLAIN and LOGIN
     /// only inside TLS (`smtp_sasl_tls_security_options` allows them).
@@ -120,6 +123,7 @@ impl Settings {
             reuse_time: d("smtp_connection_reuse_time_limit")?,
             cache_size: p.int("smtp_connection_cache_size").map_err(e)? as usize,
             starttls_timeout: d("smtp_starttls_timeout")?,
+            wrapper: p.bool("smtp_tls_wrappermode").map_err(e)?,
             sasl: p.bool("smtp_sasl_auth_enable").map_err(e)?,
             sasl_noplaintext: p
                 .list("smtp_sasl_security_options")
@@ -400,6 +404,14 @@ impl Smtp {
             let mut s = Session::connect(host, addr, self.s.t.connect.min(left))
                 .await
                 .map_err(|e| deferred("4.4.1", e))?;
+            if self.s.wrapper {
+                // SUBMISSIONS/SMTPS: TLS before the greeting; no plaintext
+                // fallback (the configuration requires encrypt or more).
+                self.wrap_tls(&mut s, nexthop)
+                    .await
+                    .map_err(|f| deferred("4.7.5", s.failed(&f)))?;
+                use_tls = false;
+            }
             match s.handshake(&self.s.helo_name, &self.s.t).await {
                 Ok(()) => {}
                 Err(session::Failure::Reply(r, step)) => {
@@ -460,6 +472,32 @@ impl Smtp {
         }
     }
 
+    /// smtp_tls_wrappermode: the handshake on the new connection.
+    async fn wrap_tls(&self, s: &mut Session, nexthop: &str) -> Result<(), session::Failure> {
+        let Some(name) = self.tls.name(&s.host, nexthop) else {
+            return Err(session::Failure::Tls(format!(
+                "no usable TLS server name for {}",
+                s.host
+            )));
+        };
+        s.tls_handshake(self.tls.connector(), name, self.s.starttls_timeout)
+            .await?;
+        self.log_tls(s);
+        Ok(())
+    }
+
+    fn log_tls(&self, s: &Session) {
+        log::line(&format!(
+            "{} TLS connection established to {}[{}]:{}: {}{}",
+            self.tls.trust_word(),
+            s.host,
+            s.peer,
+            s.addr.port(),
+            s.tls.clone().unwrap_or_default(),
+            if s.tls_resumed() { " (resumed)" } else { "" }
+        ));
+    }
+
     /// STARTTLS per the policy. Err(Reply) for a refused STARTTLS;
     /// Err(Tls) for a failed handshake or an untrusted certificate.
     async fn start_tls(&self, s: &mut Session, nexthop: &str) -> Result<(), session::Failure> {
@@ -487,15 +525,7 @@ impl Smtp {
             self.s.starttls_timeout,
         )
         .await?;
-        log::line(&format!(
-            "{} TLS connection established to {}[{}]:{}: {}{}",
-            self.tls.trust_word(),
-            s.host,
-            s.peer,
-            s.addr.port(),
-            s.tls.clone().unwrap_or_default(),
-            if s.tls_resumed() { " (resumed)" } else { "" }
-        ));
+        self.log_tls(s);
         Ok(())
     }
 

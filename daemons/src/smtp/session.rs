@@ -294,6 +294,19 @@ impl Session {
                 "the server sent data after its 220 to STARTTLS".into(),
             ));
         }
+        self.tls_handshake(connector, name, timeout).await?;
+        // RFC 3207: forget what the server offered in plaintext.
+        self.ehlo(helo_name, t).await
+    }
+
+    /// The TLS handshake on the plain connection: after STARTTLS, or
+    /// first thing on a wrapper-mode port (smtp_tls_wrappermode).
+    pub async fn tls_handshake(
+        &mut self,
+        connector: &tokio_rustls::TlsConnector,
+        name: rustls::pki_types::ServerName<'static>,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
         let Some(tcp) = self.io.get_mut().take_plain() else {
             return Err(Failure::Tls("TLS already active".into()));
         };
@@ -322,8 +335,7 @@ impl Session {
         *self.io.get_mut() = Stream::Tls(Box::new(tls));
         self.tls = self.io.get_ref().tls_summary();
         self.io.get_ref().count_tls("outbound");
-        // RFC 3207: forget what the server offered in plaintext.
-        self.ehlo(helo_name, t).await
+        Ok(())
     }
 
     /// Was the TLS session resumed from an earlier one?
