@@ -42,10 +42,6 @@ const WEAKENING: &[(&str, &str)] = &[
     ("smtpd_proxy_filter", "before-queue filtering"),
     ("smtpd_etrn_restrictions", "ETRN restrictions"),
     (
-        "smtp_tls_policy_maps",
-        "per-destination TLS policy (issue #18)",
-    ),
-    (
         "smtp_tls_per_site",
         "per-destination TLS policy (issue #18)",
     ),

@@ -4,7 +4,7 @@
 # effects. The broker answers each role only from the tables it needs.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 4;
+const version :UInt32 = 5;
 
 enum Table {
   senderLogin @0;              # smtpd_sender_login_maps (smtpd)
@@ -17,6 +17,7 @@ enum Table {
   virtualMailboxDomain @6;     # virtual_mailbox_domains (smtpd)
   generic @7;                  # smtp_generic_maps: the query is an address; the
                                # value is the one it becomes (smtp)
+  tlsPolicy @8;                # smtp_tls_policy_maps: next hop -> TLS policy (smtp)
 }
 
 struct Request {

@@ -38,6 +38,8 @@ pub enum Table {
     VirtualMailboxDomain,
     /// smtp_generic_maps: the address an address becomes (smtp).
     Generic,
+    /// smtp_tls_policy_maps: next hop -> TLS policy.
+    TlsPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +74,7 @@ fn wire(t: Table) -> WireTable {
         Table::VirtualMailbox => WireTable::VirtualMailbox,
         Table::VirtualMailboxDomain => WireTable::VirtualMailboxDomain,
         Table::Generic => WireTable::Generic,
+        Table::TlsPolicy => WireTable::TlsPolicy,
     }
 }
 
@@ -119,6 +122,7 @@ impl Message for Request {
                     WireTable::VirtualMailbox => Table::VirtualMailbox,
                     WireTable::VirtualMailboxDomain => Table::VirtualMailboxDomain,
                     WireTable::Generic => Table::Generic,
+                    WireTable::TlsPolicy => Table::TlsPolicy,
                 },
                 text(g.get_query(), "lookup.query", KEY)?,
             ),

@@ -295,3 +295,62 @@ fn smtps_smarthost_with_wrapper_mode_and_a_login() {
     );
     inst.wait_log("status=sent", Duration::from_secs(10));
 }
+
+#[test]
+fn smtp_tls_policy_maps_set_the_level_per_destination() {
+    // One STARTTLS sink whose certificate names its IP address, and two
+    // instances with the global level may: the table asks the first for
+    // verify, with a match= list whose second name is the certificate's;
+    // the second names a level Postern does not have yet.
+    let sink_ip = unique_loopback();
+    let mut a = Instance::new("smtpd_error_sleep_time = 0");
+    let pki = pki::make(a.config_dir(), "s", &sink_ip);
+    let sink = Sink::start_with(
+        &sink_ip,
+        2626,
+        &a.dir.path().join("sink"),
+        &[
+            "--tls",
+            &pki.server_cert.display().to_string(),
+            &pki.server_key.display().to_string(),
+        ],
+    );
+    let table = |inst: &Instance, value: &str| {
+        let f = inst.config_dir().join("tls_policy");
+        std::fs::write(&f, format!("[{sink_ip}]:2626 {value}\n")).unwrap();
+        inst.add_main_cf(&format!(
+            "relayhost = [{sink_ip}]:2626\n{FAST_RETRY}smtp_tls_CAfile = {}\nsmtp_tls_policy_maps = texthash:{}\n",
+            pki.ca.display(),
+            f.display()
+        ));
+    };
+    table(
+        &a,
+        "verify match=mx.elsewhere.example:hostname protocols=!SSLv2,!SSLv3",
+    );
+    a.start();
+    send(&a, "verified by the table");
+    let env = &delivered(&sink, 1)[0];
+    assert!(env["tls"].as_str().is_some(), "{env}");
+    a.wait_log(
+        &format!("Verified TLS connection established to {sink_ip}[{sink_ip}]:2626"),
+        Duration::from_secs(10),
+    );
+    // A policy Postern cannot honour defers; it is never downgraded.
+    let mut b = Instance::new("smtpd_error_sleep_time = 0");
+    table(&b, "dane");
+    b.start();
+    send(&b, "needs dane");
+    b.wait_log(
+        "status=deferred (smtp_tls_policy_maps: [",
+        Duration::from_secs(20),
+    );
+    assert!(
+        b.log()
+            .contains("TLS security level \"dane\" is not supported by Postern yet"),
+        "{}",
+        b.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(sink.messages().len(), 1, "the dane message went out");
+}

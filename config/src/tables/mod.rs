@@ -556,6 +556,7 @@ pub const TABLE_PARAMS: &[&str] = &[
     "address_verify_transport_maps",
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
+    "smtp_tls_policy_maps",
 ];
 
 /// The routing tables (qmgr's; smtpd's recipient checks ask the
@@ -594,6 +595,7 @@ pub const LOOKUP_PARAMS: &[&str] = &[
     "address_verify_transport_maps",
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
+    "smtp_tls_policy_maps",
     "local_login_sender_maps",
     "authorized_submit_users",
 ];

@@ -21,6 +21,8 @@ pub struct Lookups {
     sender_login: Vec<TableRef>,
     /// `smtp_sasl_password_maps`, for smtp only.
     sasl_password: Vec<TableRef>,
+    /// `smtp_tls_policy_maps`, for smtp.
+    tls_policy: Vec<TableRef>,
     /// `relay_recipient_maps`, for smtpd.
     relay_recipient: Vec<TableRef>,
     /// `virtual_alias_maps` and `virtual_alias_domains`, for smtpd's
@@ -46,6 +48,7 @@ pub fn lookups(params: &Params) -> Result<Lookups, String> {
         local: table_list(params, "local_recipient_maps"),
         sender_login: table_list(params, "smtpd_sender_login_maps"),
         sasl_password: table_list(params, "smtp_sasl_password_maps"),
+        tls_policy: table_list(params, "smtp_tls_policy_maps"),
         relay_recipient: table_list(params, "relay_recipient_maps"),
         virtual_alias: table_list(params, "virtual_alias_maps"),
         virtual_domains: crate::addrmap::Domains::new(params, "virtual_alias_domains"),
@@ -175,6 +178,9 @@ pub(super) async fn lookup_conn(
             }
             (Role::Smtp, sb::Request::Lookup(sb::Table::SaslPassword, k)) => {
                 (&tables.sasl_password, k, "smtp_sasl_password_maps")
+            }
+            (Role::Smtp, sb::Request::Lookup(sb::Table::TlsPolicy, k)) => {
+                (&tables.tls_policy, k, "smtp_tls_policy_maps")
             }
             _ => return dropped(role.name(), format!("lookup outside its tables: {req:?}")),
         };

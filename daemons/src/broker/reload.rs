@@ -32,6 +32,7 @@ pub const LIVE: &[&str] = &[
     "local_recipient_maps",
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
+    "smtp_tls_policy_maps",
     "queue_minfree",
 ];
 

@@ -43,9 +43,19 @@ pub fn main(ipc_fd: RawFd) -> ! {
         let policy = tls::Policy::new(
             level,
             params.str("smtp_tls_servername"),
-            roots,
+            roots.clone(),
             cert.clone(),
         )?;
+        // smtp_tls_policy_maps: what per-destination policies are made of.
+        let maps = (!params
+            .list("smtp_tls_policy_maps")
+            .unwrap_or_default()
+            .is_empty())
+        .then(|| PolicyMaps {
+            roots,
+            servername: params.str("smtp_tls_servername").to_string(),
+            made: RefCell::default(),
+        });
         let lmtp_tls = match lmtp::tls_level(params) {
             Some(l) => Some(tls::Policy::new(
                 l,
@@ -70,7 +80,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
             })
             .unwrap_or_default();
         Ok((
-            move |ctx: Context| serve(ctx, s, lmtp, local, policy, cert),
+            move |ctx: Context| serve(ctx, s, lmtp, local, (policy, maps), cert),
             Vec::new(),
         ))
     })
@@ -193,10 +203,22 @@ struct Smtp {
     sb: daemon::Switchboard,
     dns: ResolverClient,
     local: Vec<IpAddr>,
-    tls: tls::Policy,
+    /// smtp_tls_security_level's policy.
+    tls: Rc<tls::Policy>,
+    /// smtp_tls_policy_maps, when set.
+    maps: Option<PolicyMaps>,
+    cert: Arc<tls::ClientCert>,
     broker: BrokerLookup,
     /// Idle sessions by next hop, with the time they went idle.
     cache: RefCell<HashMap<String, Vec<(Session, Instant)>>>,
+}
+
+/// smtp_tls_policy_maps: the CAs and SNI setting of the policies it
+/// names, and the policies made so far, one per distinct table value.
+struct PolicyMaps {
+    roots: rustls::RootCertStore,
+    servername: String,
+    made: RefCell<HashMap<tls::Entry, Rc<tls::Policy>>>,
 }
 
 async fn serve(
@@ -204,7 +226,7 @@ async fn serve(
     s: Settings,
     lmtp: lmtp::LmtpSettings,
     local: Vec<IpAddr>,
-    policy: tls::Policy,
+    (policy, maps): (tls::Policy, Option<PolicyMaps>),
     cert: Arc<tls::ClientCert>,
 ) {
     let smtp = Rc::new(Smtp {
@@ -218,7 +240,9 @@ async fn serve(
         lmtp,
         sb: ctx.switchboard.clone(),
         local,
-        tls: policy,
+        tls: Rc::new(policy),
+        maps,
+        cert: cert.clone(),
         broker: BrokerLookup(PeerPool::new(
             ctx.switchboard.clone(),
             Role::Broker,
@@ -232,7 +256,7 @@ async fn serve(
     let sbd = ctx.switchboard.clone();
     let ls = tokio::task::LocalSet::new();
     ls.run_until(async move {
-        if smtp.tls.level != tls::Level::None {
+        if smtp.tls.level != tls::Level::None || smtp.maps.is_some() {
             // The client certificate, if the broker holds one; signing
             // with its key is a request to the broker.
             tokio::task::spawn_local(async move {
@@ -357,6 +381,7 @@ impl Smtp {
                 RouteError::Permanent(d, t) => (Status::Bounced, d, t),
                 RouteError::Temporary(d, t) => (Status::Deferred, d, t),
             })?;
+        let pol = self.tls_policy(nexthop).await?;
         let mut last = (
             Status::Deferred,
             "4.4.1".to_string(),
@@ -369,7 +394,10 @@ impl Smtp {
                     *setup = t0.elapsed();
                     return Err(last);
                 }
-                match self.connect_one(&nh, nexthop, &h.name, *addr, left).await {
+                match self
+                    .connect_one(&pol, &nh, nexthop, &h.name, *addr, left)
+                    .await
+                {
                     Ok(s) => {
                         *setup = t0.elapsed();
                         return Ok(s);
@@ -392,6 +420,7 @@ impl Smtp {
     /// once in plaintext on a new connection.
     async fn connect_one(
         &self,
+        pol: &tls::Policy,
         nh: &dest::Nexthop,
         nexthop: &str,
         host: &str,
@@ -399,7 +428,7 @@ impl Smtp {
         left: Duration,
     ) -> Result<Session, (Status, String, String)> {
         let deferred = |dsn: &str, text: String| (Status::Deferred, dsn.to_string(), text);
-        let mut use_tls = self.tls.level != tls::Level::None;
+        let mut use_tls = pol.level != tls::Level::None;
         loop {
             let mut s = Session::connect(host, addr, self.s.t.connect.min(left))
                 .await
@@ -407,7 +436,7 @@ impl Smtp {
             if self.s.wrapper {
                 // SUBMISSIONS/SMTPS: TLS before the greeting; no plaintext
                 // fallback (the configuration requires encrypt or more).
-                self.wrap_tls(&mut s, nexthop)
+                self.wrap_tls(pol, &mut s, nexthop)
                     .await
                     .map_err(|f| deferred("4.7.5", s.failed(&f)))?;
                 use_tls = false;
@@ -442,10 +471,10 @@ impl Smtp {
                 ));
             }
             if use_tls {
-                match self.start_tls(&mut s, nexthop).await {
+                match self.start_tls(pol, &mut s, nexthop).await {
                     Ok(()) => {}
                     // Opportunistic: the handshake failed, go plain.
-                    Err(session::Failure::Tls(e)) if !self.tls.level.required() => {
+                    Err(session::Failure::Tls(e)) if !pol.level.required() => {
                         log::line(&format!(
                             "warning: TLS handshake with {host}[{}]:{} failed ({e}); retrying in plaintext",
                             addr.ip(),
@@ -454,7 +483,7 @@ impl Smtp {
                         use_tls = false;
                         continue;
                     }
-                    Err(session::Failure::Reply(r, _)) if !self.tls.level.required() => {
+                    Err(session::Failure::Reply(r, _)) if !pol.level.required() => {
                         log::line(&format!(
                             "{host}[{}]:{} refused STARTTLS ({}); continuing in plaintext",
                             addr.ip(),
@@ -473,23 +502,29 @@ impl Smtp {
     }
 
     /// smtp_tls_wrappermode: the handshake on the new connection.
-    async fn wrap_tls(&self, s: &mut Session, nexthop: &str) -> Result<(), session::Failure> {
-        let Some(name) = self.tls.name(&s.host, nexthop) else {
+    async fn wrap_tls(
+        &self,
+        pol: &tls::Policy,
+        s: &mut Session,
+        nexthop: &str,
+    ) -> Result<(), session::Failure> {
+        let Some(name) = pol.name(&s.host, nexthop) else {
             return Err(session::Failure::Tls(format!(
                 "no usable TLS server name for {}",
                 s.host
             )));
         };
-        s.tls_handshake(self.tls.connector(), name, self.s.starttls_timeout)
+        let connector = pol.connector_for(&s.host, nexthop);
+        s.tls_handshake(&connector, name, self.s.starttls_timeout)
             .await?;
-        self.log_tls(s);
+        self.log_tls(pol, s);
         Ok(())
     }
 
-    fn log_tls(&self, s: &Session) {
+    fn log_tls(&self, pol: &tls::Policy, s: &Session) {
         log::line(&format!(
             "{} TLS connection established to {}[{}]:{}: {}{}",
-            self.tls.trust_word(),
+            pol.trust_word(),
             s.host,
             s.peer,
             s.addr.port(),
@@ -500,8 +535,13 @@ impl Smtp {
 
     /// STARTTLS per the policy. Err(Reply) for a refused STARTTLS;
     /// Err(Tls) for a failed handshake or an untrusted certificate.
-    async fn start_tls(&self, s: &mut Session, nexthop: &str) -> Result<(), session::Failure> {
-        let level = self.tls.level;
+    async fn start_tls(
+        &self,
+        pol: &tls::Policy,
+        s: &mut Session,
+        nexthop: &str,
+    ) -> Result<(), session::Failure> {
+        let level = pol.level;
         if !s.ext.starttls {
             if level.required() {
                 return Err(session::Failure::Tls(format!(
@@ -511,22 +551,69 @@ impl Smtp {
             }
             return Ok(());
         }
-        let Some(name) = self.tls.name(&s.host, nexthop) else {
+        let Some(name) = pol.name(&s.host, nexthop) else {
             return Err(session::Failure::Tls(format!(
                 "no usable TLS server name for {}",
                 s.host
             )));
         };
+        let connector = pol.connector_for(&s.host, nexthop);
         s.starttls(
-            self.tls.connector(),
+            &connector,
             name,
             &self.s.helo_name,
             &self.s.t,
             self.s.starttls_timeout,
         )
         .await?;
-        self.log_tls(s);
+        self.log_tls(pol, s);
         Ok(())
+    }
+
+    /// The TLS policy for `nexthop`: smtp_tls_policy_maps by the next hop
+    /// as written (`[host]:port`, `domain`), then a domain's parents as
+    /// `.parent`; else smtp_tls_security_level's. A table that cannot be
+    /// read, or a policy Postern cannot honour, defers the delivery.
+    async fn tls_policy(&self, nexthop: &str) -> Result<Rc<tls::Policy>, (Status, String, String)> {
+        let Some(maps) = &self.maps else {
+            return Ok(self.tls.clone());
+        };
+        let deferred = |dsn: &str, text: String| (Status::Deferred, dsn.to_string(), text);
+        let mut value = None;
+        for k in tls::policy_keys(nexthop) {
+            match self.broker.lookup(sb::Table::TlsPolicy, &k).await {
+                Ok(Some(v)) => {
+                    value = Some(v);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(deferred(
+                        "4.3.0",
+                        format!("smtp_tls_policy_maps lookup error: {e}"),
+                    ));
+                }
+            }
+        }
+        let Some(v) = value else {
+            return Ok(self.tls.clone());
+        };
+        let entry = tls::parse_entry(&v)
+            .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
+        if let Some(p) = maps.made.borrow().get(&entry) {
+            return Ok(p.clone());
+        }
+        let p = tls::Policy::with_matches(
+            entry.level,
+            &maps.servername,
+            maps.roots.clone(),
+            self.cert.clone(),
+            entry.matches.clone(),
+        )
+        .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
+        let p = Rc::new(p);
+        maps.made.borrow_mut().insert(entry, p.clone());
+        Ok(p)
     }
 
     async fn deliver(&self, req: deliver::Request) -> deliver::Reply {

@@ -5,7 +5,7 @@
 // capnp binary version: 0.9.2
 // capnpc crate version: 0.27.0
 
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 #[repr(u16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +18,7 @@ pub enum Table {
     VirtualMailbox = 5,
     VirtualMailboxDomain = 6,
     Generic = 7,
+    TlsPolicy = 8,
 }
 
 impl ::capnp::introspect::Introspect for Table {
@@ -38,6 +39,7 @@ impl ::core::convert::TryFrom<u16> for Table {
             5 => ::core::result::Result::Ok(Self::VirtualMailbox),
             6 => ::core::result::Result::Ok(Self::VirtualMailboxDomain),
             7 => ::core::result::Result::Ok(Self::Generic),
+            8 => ::core::result::Result::Ok(Self::TlsPolicy),
             n => ::core::result::Result::Err(::capnp::NotInSchema(n)),
         }
     }
@@ -50,7 +52,7 @@ impl ::capnp::traits::HasTypeId for Table {
     const TYPE_ID: u64 = 0x8277_07fa_6af4_33f7u64;
 }
 mod table {
-pub(crate) static ENCODED_NODE: [::capnp::Word; 59] = [
+pub(crate) static ENCODED_NODE: [::capnp::Word; 64] = [
     ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
     ::capnp::word(247, 51, 244, 106, 250, 7, 119, 130),
     ::capnp::word(19, 0, 0, 0, 2, 0, 0, 0),
@@ -60,7 +62,7 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 59] = [
     ::capnp::word(21, 0, 0, 0, 202, 0, 0, 0),
     ::capnp::word(33, 0, 0, 0, 7, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(29, 0, 0, 0, 199, 0, 0, 0),
+    ::capnp::word(29, 0, 0, 0, 223, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(115, 109, 116, 112, 100, 95, 98, 114),
@@ -68,30 +70,33 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 59] = [
     ::capnp::word(110, 112, 58, 84, 97, 98, 108, 101),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 1, 0, 1, 0),
-    ::capnp::word(32, 0, 0, 0, 1, 0, 2, 0),
+    ::capnp::word(36, 0, 0, 0, 1, 0, 2, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(89, 0, 0, 0, 98, 0, 0, 0),
+    ::capnp::word(101, 0, 0, 0, 98, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(85, 0, 0, 0, 106, 0, 0, 0),
+    ::capnp::word(97, 0, 0, 0, 106, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(2, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(81, 0, 0, 0, 122, 0, 0, 0),
+    ::capnp::word(93, 0, 0, 0, 122, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(3, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(77, 0, 0, 0, 106, 0, 0, 0),
+    ::capnp::word(89, 0, 0, 0, 106, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(4, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(73, 0, 0, 0, 154, 0, 0, 0),
+    ::capnp::word(85, 0, 0, 0, 154, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(5, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(73, 0, 0, 0, 122, 0, 0, 0),
+    ::capnp::word(85, 0, 0, 0, 122, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(6, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(69, 0, 0, 0, 170, 0, 0, 0),
+    ::capnp::word(81, 0, 0, 0, 170, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(7, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(69, 0, 0, 0, 66, 0, 0, 0),
+    ::capnp::word(81, 0, 0, 0, 66, 0, 0, 0),
+    ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(73, 0, 0, 0, 82, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(115, 101, 110, 100, 101, 114, 76, 111),
     ::capnp::word(103, 105, 110, 0, 0, 0, 0, 0),
@@ -110,6 +115,8 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 59] = [
     ::capnp::word(97, 105, 108, 98, 111, 120, 68, 111),
     ::capnp::word(109, 97, 105, 110, 0, 0, 0, 0),
     ::capnp::word(103, 101, 110, 101, 114, 105, 99, 0),
+    ::capnp::word(116, 108, 115, 80, 111, 108, 105, 99),
+    ::capnp::word(121, 0, 0, 0, 0, 0, 0, 0),
 ];
 pub(crate) fn get_annotation_types(child_index: Option<u16>, index: u32) -> ::capnp::introspect::Type {
     ::capnp::introspect::panic_invalid_annotation_indices(child_index, index)
