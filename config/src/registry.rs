@@ -283,8 +283,10 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_banner", "$myhostname ESMTP $mail_name", Kind::Str, SD),
     p("smtpd_client_auth_rate_limit", "0", int(0, 1_000_000_000), SD),
     p("smtpd_client_connection_count_limit", "50", int(0, 1_000_000_000), SD),
+    // Postfix's older name for the exceptions, still its default's source.
+    p("smtpd_client_connection_limit_exceptions", "", Kind::List, SD | PK),
     p("smtpd_client_connection_rate_limit", "0", int(0, 1_000_000_000), SD),
-    p("smtpd_client_event_limit_exceptions", "$mynetworks", Kind::List, SD | PK),
+    p("smtpd_client_event_limit_exceptions", "${smtpd_client_connection_limit_exceptions:$mynetworks}", Kind::List, SD | PK),
     p("smtpd_client_ipv6_prefix_length", "84", int(0, 128), SD),
     p("smtpd_client_message_rate_limit", "0", int(0, 1_000_000_000), SD),
     p("smtpd_client_new_tls_session_rate_limit", "0", int(0, 1_000_000_000), SD),

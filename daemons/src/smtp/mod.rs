@@ -7,6 +7,7 @@ mod auth;
 pub(crate) mod dest;
 mod generic;
 mod lmtp;
+mod secure;
 mod session;
 mod tls;
 mod transaction;
@@ -30,6 +31,7 @@ use crate::daemon::{self, Context};
 use crate::peerpool::PeerPool;
 use crate::{log, warn};
 use dest::{Dns, RouteError};
+use secure::PolicyMaps;
 use session::{Envelope, Session, Timeouts};
 use transaction::Outcome;
 
@@ -211,14 +213,6 @@ struct Smtp {
     broker: BrokerLookup,
     /// Idle sessions by next hop, with the time they went idle.
     cache: RefCell<HashMap<String, Vec<(Session, Instant)>>>,
-}
-
-/// smtp_tls_policy_maps: the CAs and SNI setting of the policies it
-/// names, and the policies made so far, one per distinct table value.
-struct PolicyMaps {
-    roots: rustls::RootCertStore,
-    servername: String,
-    made: RefCell<HashMap<tls::Entry, Rc<tls::Policy>>>,
 }
 
 async fn serve(
@@ -499,121 +493,6 @@ impl Smtp {
             }
             return Ok(s);
         }
-    }
-
-    /// smtp_tls_wrappermode: the handshake on the new connection.
-    async fn wrap_tls(
-        &self,
-        pol: &tls::Policy,
-        s: &mut Session,
-        nexthop: &str,
-    ) -> Result<(), session::Failure> {
-        let Some(name) = pol.name(&s.host, nexthop) else {
-            return Err(session::Failure::Tls(format!(
-                "no usable TLS server name for {}",
-                s.host
-            )));
-        };
-        let connector = pol.connector_for(&s.host, nexthop);
-        s.tls_handshake(&connector, name, self.s.starttls_timeout)
-            .await?;
-        self.log_tls(pol, s);
-        Ok(())
-    }
-
-    fn log_tls(&self, pol: &tls::Policy, s: &Session) {
-        log::line(&format!(
-            "{} TLS connection established to {}[{}]:{}: {}{}",
-            pol.trust_word(),
-            s.host,
-            s.peer,
-            s.addr.port(),
-            s.tls.clone().unwrap_or_default(),
-            if s.tls_resumed() { " (resumed)" } else { "" }
-        ));
-    }
-
-    /// STARTTLS per the policy. Err(Reply) for a refused STARTTLS;
-    /// Err(Tls) for a failed handshake or an untrusted certificate.
-    async fn start_tls(
-        &self,
-        pol: &tls::Policy,
-        s: &mut Session,
-        nexthop: &str,
-    ) -> Result<(), session::Failure> {
-        let level = pol.level;
-        if !s.ext.starttls {
-            if level.required() {
-                return Err(session::Failure::Tls(format!(
-                    "TLS is required, but was not offered by host {}[{}]",
-                    s.host, s.peer
-                )));
-            }
-            return Ok(());
-        }
-        let Some(name) = pol.name(&s.host, nexthop) else {
-            return Err(session::Failure::Tls(format!(
-                "no usable TLS server name for {}",
-                s.host
-            )));
-        };
-        let connector = pol.connector_for(&s.host, nexthop);
-        s.starttls(
-            &connector,
-            name,
-            &self.s.helo_name,
-            &self.s.t,
-            self.s.starttls_timeout,
-        )
-        .await?;
-        self.log_tls(pol, s);
-        Ok(())
-    }
-
-    /// The TLS policy for `nexthop`: smtp_tls_policy_maps by the next hop
-    /// as written (`[host]:port`, `domain`), then a domain's parents as
-    /// `.parent`; else smtp_tls_security_level's. A table that cannot be
-    /// read, or a policy Postern cannot honour, defers the delivery.
-    async fn tls_policy(&self, nexthop: &str) -> Result<Rc<tls::Policy>, (Status, String, String)> {
-        let Some(maps) = &self.maps else {
-            return Ok(self.tls.clone());
-        };
-        let deferred = |dsn: &str, text: String| (Status::Deferred, dsn.to_string(), text);
-        let mut value = None;
-        for k in tls::policy_keys(nexthop) {
-            match self.broker.lookup(sb::Table::TlsPolicy, &k).await {
-                Ok(Some(v)) => {
-                    value = Some(v);
-                    break;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(deferred(
-                        "4.3.0",
-                        format!("smtp_tls_policy_maps lookup error: {e}"),
-                    ));
-                }
-            }
-        }
-        let Some(v) = value else {
-            return Ok(self.tls.clone());
-        };
-        let entry = tls::parse_entry(&v)
-            .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
-        if let Some(p) = maps.made.borrow().get(&entry) {
-            return Ok(p.clone());
-        }
-        let p = tls::Policy::with_matches(
-            entry.level,
-            &maps.servername,
-            maps.roots.clone(),
-            self.cert.clone(),
-            entry.matches.clone(),
-        )
-        .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
-        let p = Rc::new(p);
-        maps.made.borrow_mut().insert(entry, p.clone());
-        Ok(p)
     }
 
     async fn deliver(&self, req: deliver::Request) -> deliver::Reply {

@@ -118,25 +118,21 @@ impl Anvil {
     fn touch(&mut self, k: &Key, now: Instant) -> &mut Entry {
         self.seq += 1;
         let seq = self.seq;
-        if let Some(e) = self.map.get_mut(k) {
+        if !self.map.contains_key(k) {
+            self.make_room();
+        }
+        let e = self.map.entry(k.clone()).or_insert(Entry {
+            seq,
+            count: 0,
+            start: now,
+            rates: [0; 5],
+        });
+        if e.seq != seq {
             self.lru.remove(&e.seq);
             e.seq = seq;
-        } else {
-            self.make_room();
-            self.map.insert(
-                k.clone(),
-                Entry {
-                    seq,
-                    count: 0,
-                    start: now,
-                    rates: [0; 5],
-                },
-            );
         }
         self.lru.insert(seq, k.clone());
-        let unit = self.unit;
-        let e = self.map.get_mut(k).expect("just inserted");
-        if now.duration_since(e.start) >= unit {
+        if now.duration_since(e.start) >= self.unit {
             e.start = now;
             e.rates = [0; 5];
         }
@@ -149,10 +145,9 @@ impl Anvil {
     fn make_room(&mut self) {
         let mut passes = 0;
         while self.map.len() >= self.cap {
-            let Some((&seq, _)) = self.lru.iter().next() else {
+            let Some((_, key)) = self.lru.pop_first() else {
                 return;
             };
-            let key = self.lru.remove(&seq).expect("present");
             let busy = self.map.get(&key).is_some_and(|e| e.count > 0);
             if busy && passes < 16 {
                 passes += 1;

@@ -1,0 +1,141 @@
+//! The smtp client's TLS per connection: the policy for a next hop
+//! (smtp_tls_security_level, or smtp_tls_policy_maps), STARTTLS or a
+//! wrapper-mode handshake under it, and the log line Postfix writes.
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use postern_ipc::deliver::Status;
+use postern_ipc::smtpd_broker as sb;
+
+use super::session::{self, Session};
+use super::{Smtp, tls};
+use crate::log;
+
+/// smtp_tls_policy_maps: the CAs and SNI setting of the policies it
+/// names, and the policies made so far, one per distinct table value.
+pub(super) struct PolicyMaps {
+    pub(super) roots: rustls::RootCertStore,
+    pub(super) servername: String,
+    pub(super) made: RefCell<HashMap<tls::Entry, Rc<tls::Policy>>>,
+}
+
+impl Smtp {
+    /// smtp_tls_wrappermode: the handshake on the new connection.
+    pub(super) async fn wrap_tls(
+        &self,
+        pol: &tls::Policy,
+        s: &mut Session,
+        nexthop: &str,
+    ) -> Result<(), session::Failure> {
+        let Some(name) = pol.name(&s.host, nexthop) else {
+            return Err(session::Failure::Tls(format!(
+                "no usable TLS server name for {}",
+                s.host
+            )));
+        };
+        let connector = pol.connector_for(&s.host, nexthop);
+        s.tls_handshake(&connector, name, self.s.starttls_timeout)
+            .await?;
+        self.log_tls(pol, s);
+        Ok(())
+    }
+
+    fn log_tls(&self, pol: &tls::Policy, s: &Session) {
+        log::line(&format!(
+            "{} TLS connection established to {}[{}]:{}: {}{}",
+            pol.trust_word(),
+            s.host,
+            s.peer,
+            s.addr.port(),
+            s.tls.clone().unwrap_or_default(),
+            if s.tls_resumed() { " (resumed)" } else { "" }
+        ));
+    }
+
+    /// STARTTLS per the policy. Err(Reply) for a refused STARTTLS;
+    /// Err(Tls) for a failed handshake or an untrusted certificate.
+    pub(super) async fn start_tls(
+        &self,
+        pol: &tls::Policy,
+        s: &mut Session,
+        nexthop: &str,
+    ) -> Result<(), session::Failure> {
+        let level = pol.level;
+        if !s.ext.starttls {
+            if level.required() {
+                return Err(session::Failure::Tls(format!(
+                    "TLS is required, but was not offered by host {}[{}]",
+                    s.host, s.peer
+                )));
+            }
+            return Ok(());
+        }
+        let Some(name) = pol.name(&s.host, nexthop) else {
+            return Err(session::Failure::Tls(format!(
+                "no usable TLS server name for {}",
+                s.host
+            )));
+        };
+        let connector = pol.connector_for(&s.host, nexthop);
+        s.starttls(
+            &connector,
+            name,
+            &self.s.helo_name,
+            &self.s.t,
+            self.s.starttls_timeout,
+        )
+        .await?;
+        self.log_tls(pol, s);
+        Ok(())
+    }
+
+    /// The TLS policy for `nexthop`: smtp_tls_policy_maps by the next hop
+    /// as written (`[host]:port`, `domain`), then a domain's parents as
+    /// `.parent`; else smtp_tls_security_level's. A table that cannot be
+    /// read, or a policy Postern cannot honour, defers the delivery.
+    pub(super) async fn tls_policy(
+        &self,
+        nexthop: &str,
+    ) -> Result<Rc<tls::Policy>, (Status, String, String)> {
+        let Some(maps) = &self.maps else {
+            return Ok(self.tls.clone());
+        };
+        let deferred = |dsn: &str, text: String| (Status::Deferred, dsn.to_string(), text);
+        let mut value = None;
+        for k in tls::policy_keys(nexthop) {
+            match self.broker.lookup(sb::Table::TlsPolicy, &k).await {
+                Ok(Some(v)) => {
+                    value = Some(v);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(deferred(
+                        "4.3.0",
+                        format!("smtp_tls_policy_maps lookup error: {e}"),
+                    ));
+                }
+            }
+        }
+        let Some(v) = value else {
+            return Ok(self.tls.clone());
+        };
+        let entry = tls::parse_entry(&v)
+            .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
+        if let Some(p) = maps.made.borrow().get(&entry) {
+            return Ok(p.clone());
+        }
+        let p = tls::Policy::with_matches(
+            entry.level,
+            &maps.servername,
+            maps.roots.clone(),
+            self.cert.clone(),
+            entry.matches.clone(),
+        )
+        .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
+        let p = Rc::new(p);
+        maps.made.borrow_mut().insert(entry, p.clone());
+        Ok(p)
+    }
+}
