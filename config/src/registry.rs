@@ -273,7 +273,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_tls_CAfile", "", Kind::Str, SM),
     p("smtp_tls_cert_file", "", Kind::Str, BR | M),
     p("smtp_tls_key_file", "$smtp_tls_cert_file", Kind::Str, BR | M),
-    p("smtp_tls_policy_maps", "", Kind::List, SM | BR | PX),
+    p("smtp_tls_policy_maps", "", Kind::List, SM | BR | PX | QM),
     p("smtp_tls_secure_cert_match", "nexthop, dot-nexthop", Kind::List, SM),
     p("smtp_tls_security_level", "may", Kind::Enum(&["none", "may", "encrypt", "verify", "secure"]), SM | QM),
     p("smtp_tls_servername", "hostname", Kind::Str, SM),

@@ -48,8 +48,9 @@ struct Explanation {
   outcome @3 :Text;          # error, discard, defer: why; otherwise empty
   hops @4 :List(Hop);        # at most 16
   dnsError @5 :Text;         # why no host could be found, if none
-  tlsLevel @6 :Text;         # the TLS security level a delivery would use
-  tlsWhy @7 :Text;           # which setting decided it
+  tlsLevel @6 :Text;         # the TLS security level a delivery would use (a policy table
+                             # value with its attributes), at most 512 bytes
+  tlsWhy @7 :Text;           # which setting decided it, at most 512 bytes
   concurrency @8 :UInt32;    # the destination's concurrency limit
   rateDelayMs @9 :UInt64;
   recipientLimit @10 :UInt32;

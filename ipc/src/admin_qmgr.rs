@@ -36,6 +36,8 @@ pub enum Request {
 pub const MAX_TARGET: usize = 512;
 /// Most hosts, and addresses per host, in an explanation.
 pub const MAX_HOPS: usize = 16;
+/// Longest TLS policy (a policy table value) and its reason.
+pub const MAX_TLS_TEXT: usize = 512;
 
 /// One host a delivery would try.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -211,8 +213,8 @@ impl Message for Reply {
                     e.set_nexthop(clip(&x.nexthop, MAX_TARGET));
                     e.set_outcome(clip(&x.outcome, 1024));
                     e.set_dns_error(clip(&x.dns_error, 1024));
-                    e.set_tls_level(clip(&x.tls_level, 32));
-                    e.set_tls_why(clip(&x.tls_why, 256));
+                    e.set_tls_level(clip(&x.tls_level, MAX_TLS_TEXT));
+                    e.set_tls_why(clip(&x.tls_why, MAX_TLS_TEXT));
                     e.set_concurrency(x.concurrency);
                     e.set_rate_delay_ms(x.rate_delay_ms);
                     e.set_recipient_limit(x.recipient_limit);
@@ -306,8 +308,8 @@ impl Message for Reply {
                     outcome: text(e.get_outcome(), "explained.outcome", 1024)?,
                     hops,
                     dns_error: text(e.get_dns_error(), "explained.dnsError", 1024)?,
-                    tls_level: text(e.get_tls_level(), "explained.tlsLevel", 32)?,
-                    tls_why: text(e.get_tls_why(), "explained.tlsWhy", 256)?,
+                    tls_level: text(e.get_tls_level(), "explained.tlsLevel", MAX_TLS_TEXT)?,
+                    tls_why: text(e.get_tls_why(), "explained.tlsWhy", MAX_TLS_TEXT)?,
                     concurrency: e.get_concurrency(),
                     rate_delay_ms: e.get_rate_delay_ms(),
                     recipient_limit: e.get_recipient_limit(),

@@ -336,6 +336,18 @@ fn smtp_tls_policy_maps_set_the_level_per_destination() {
         &format!("Verified TLS connection established to {sink_ip}[{sink_ip}]:2626"),
         Duration::from_secs(10),
     );
+    // queue explain names the policy and the table entry that chose it.
+    let out = a.postern(&["queue", "explain", "b@remote.example", "--json"]);
+    let x: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        x["tls_level"], "verify match=mx.elsewhere.example:hostname protocols=!SSLv2,!SSLv3",
+        "{x}"
+    );
+    assert_eq!(
+        x["tls_reason"],
+        format!("smtp_tls_policy_maps, key [{sink_ip}]:2626"),
+        "{x}"
+    );
     // A policy Postern cannot honour defers; it is never downgraded.
     let mut b = Instance::new("smtpd_error_sleep_time = 0");
     table(&b, "dane");

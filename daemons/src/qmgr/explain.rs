@@ -69,9 +69,7 @@ impl Qmgr {
                         }
                     } else {
                         x.transport = "smtp".into();
-                        x.tls_level = s.smtp_tls_level.clone();
-                        x.tls_why =
-                            "smtp_tls_security_level (no per-destination TLS policy)".into();
+                        (x.tls_level, x.tls_why) = tls_policy(&s, &tables, &h).await;
                         hops(&resolver, &h, &mut x).await;
                     }
                     Some((Role::Smtp, h))
@@ -155,4 +153,38 @@ async fn hops(resolver: &crate::smtp::ResolverClient, nexthop: &str, x: &mut Exp
             x.dns_error = format!("{dsn} {why}");
         }
     }
+}
+
+/// The TLS policy a delivery to `nexthop` would use, and what chose it:
+/// smtp_tls_policy_maps (by the keys the smtp client asks), else
+/// smtp_tls_security_level.
+async fn tls_policy(s: &Settings, tables: &TableCache, nexthop: &str) -> (String, String) {
+    if s.tls_policy_maps.is_empty() {
+        return (
+            s.smtp_tls_level.clone(),
+            "smtp_tls_security_level (no per-destination TLS policy)".into(),
+        );
+    }
+    for key in crate::smtp::policy_keys(nexthop) {
+        match tables.lookup_any(&s.tls_policy_maps, &key).await {
+            Ok(Some(v)) => {
+                let usable = match crate::smtp::parse_tls_entry(&v) {
+                    Ok(_) => String::new(),
+                    Err(e) => format!("; not usable, deliveries defer: {e}"),
+                };
+                return (v, format!("smtp_tls_policy_maps, key {key}{usable}"));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return (
+                    "unknown".into(),
+                    format!("smtp_tls_policy_maps lookup error (deliveries defer): {e}"),
+                );
+            }
+        }
+    }
+    (
+        s.smtp_tls_level.clone(),
+        "smtp_tls_security_level (no smtp_tls_policy_maps entry)".into(),
+    )
 }

@@ -80,6 +80,8 @@ pub struct Settings {
     /// smtp_tls_security_level and lmtp_tls_security_level, for explain.
     smtp_tls_level: String,
     lmtp_tls_level: String,
+    /// smtp_tls_policy_maps, for `queue explain`.
+    tls_policy_maps: Vec<TableRef>,
 }
 
 /// Queue-file descriptors kept between deliveries (from the broker's feed,
@@ -184,6 +186,7 @@ impl Settings {
             process_limit: p.int("default_process_limit").map_err(e)? as usize,
             smtp_tls_level: p.str("smtp_tls_security_level").to_string(),
             lmtp_tls_level: p.str("lmtp_tls_security_level").to_string(),
+            tls_policy_maps: table_list(p, "smtp_tls_policy_maps"),
         })
     }
 }

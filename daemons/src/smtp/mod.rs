@@ -33,6 +33,7 @@ use crate::{log, warn};
 use dest::{Dns, RouteError};
 use secure::PolicyMaps;
 use session::{Envelope, Session, Timeouts};
+pub(crate) use tls::{parse_entry as parse_tls_entry, policy_keys};
 use transaction::Outcome;
 
 pub fn main(ipc_fd: RawFd) -> ! {
