@@ -251,3 +251,41 @@ fn thousands_of_client_addresses_cost_bounded_memory() {
     // Every client was counted on its own: none was refused.
     assert!(!inst.log().contains("limit exceeded"));
 }
+
+#[test]
+fn no_single_client_holds_every_session_slot() {
+    // Four sessions for the service (master.cf maxproc), two per client.
+    let ip = postern_tests::unique_loopback();
+    let master = format!("{ip}:2525 inet n - n - 4 smtpd\n");
+    let mut inst = Instance::with_master_cf(
+        "mynetworks = 10.0.0.0/8\nsmtpd_client_connection_count_limit = 2\n",
+        Some(&master),
+    );
+    inst.ip = ip;
+    inst.start();
+    let greedy = "127.0.2.1";
+    let held: Vec<Smtp> = (0..2).map(|_| session(&inst, greedy)).collect();
+    // Its third is refused at once, and gives its slot back.
+    let mut c = from(&inst, greedy);
+    assert!(c.reply().starts_with("421 "));
+    assert!(c.closed());
+    // The other half of the slots are there for someone else.
+    let mut other: Vec<Smtp> = (0..2).map(|_| session(&inst, "127.0.2.2")).collect();
+    assert_eq!(held.len() + other.len(), 4);
+    // The service is full: a fifth client waits for a slot (no greeting
+    // yet), and gets one when a session ends.
+    let mut fifth = from(&inst, "127.0.2.3");
+    fifth
+        .w
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    assert!(fifth.r.read_line(&mut line).is_err(), "greeted: {line}");
+    drop(other.pop());
+    fifth
+        .w
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(fifth.reply().starts_with("220 "));
+}
