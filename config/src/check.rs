@@ -127,6 +127,14 @@ impl Config {
         // value: naming anything there is an error, Postfix's default too.
         let never = matches!(name, "allow_mail_to_commands" | "allow_mail_to_files")
             && !value.trim().is_empty();
+        // A Milter list is read for what is wrong with it first.
+        if matches!(name, "smtpd_milters" | "non_smtpd_milters") {
+            for item in value::split_list(value) {
+                if let Err(e) = crate::milter::parse(&item) {
+                    return Some((true, format!("{name}: \"{item}\" is malformed: {e}")));
+                }
+            }
+        }
         match weakening {
             Some((_, what)) if never || !same_list(value, default) => Some((
                 true,
@@ -729,6 +737,12 @@ mod tests {
         assert!(err, "{m}");
         let (err, _) = Config::unsupported("smtpd_milters", "").unwrap();
         assert!(!err);
+        let (err, m) = Config::unsupported(
+            "smtpd_milters",
+            "inet:127.0.0.1:8891, { inet:127.0.0.1:11332, protocol=9 }",
+        )
+        .unwrap();
+        assert!(err && m.contains("is malformed: protocol=9"), "{m}");
         // Implemented now: a registry parameter, not an unsupported one.
         assert!(crate::registry::lookup("header_checks").is_some());
         let (err, m) = Config::unsupported("biff", "no").unwrap();

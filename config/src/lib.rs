@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod inet;
 mod lines;
 pub mod masterfile;
+pub mod milter;
 mod params;
 pub mod policy;
 pub mod registry;

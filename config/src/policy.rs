@@ -103,7 +103,7 @@ impl PolicyService {
     }
 }
 
-fn endpoint(text: &str) -> Result<Endpoint, String> {
+pub(crate) fn endpoint(text: &str) -> Result<Endpoint, String> {
     let text = text.trim();
     if let Some(addr) = text.strip_prefix("inet:") {
         return Ok(Endpoint::Inet(crate::tables::inet(text, addr)?));
@@ -258,7 +258,7 @@ pub fn services_in(items: &[String]) -> Vec<String> {
 }
 
 /// Splits a group's inside on top-level commas (braces group a value).
-fn split_group(s: &str) -> Result<Vec<String>, String> {
+pub(crate) fn split_group(s: &str) -> Result<Vec<String>, String> {
     let (items, balanced) = crate::value::split_braced(s, |c| c == ',');
     if !balanced {
         return Err(format!("\"{s}\": unbalanced braces"));
@@ -270,7 +270,7 @@ fn split_group(s: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn unbrace(v: &str) -> &str {
+pub(crate) fn unbrace(v: &str) -> &str {
     v.strip_prefix('{')
         .and_then(|x| x.strip_suffix('}'))
         .map_or(v, str::trim)
