@@ -29,6 +29,7 @@ PACKAGES=(
     fail2ban         # fail2ban-regex with Debian's stock postfix filter (its service never starts)
     postfix-policyd-spf-python  # policyd-spf: a real policy server (check_policy_service)
     haproxy          # a real load balancer sending PROXY v1 and v2 headers (its service never starts)
+    python3-milter   # pymilter (libmilter): a real Milter making every change (tests/tools/test_milter.py)
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -32,12 +32,10 @@ fn postfix_default(name: &str) -> Option<&'static str> {
 /// mail: ignoring one would let through what the admin meant to stop.
 /// Each names what it does and the issue that will implement it.
 const WEAKENING: &[(&str, &str)] = &[
-    ("smtpd_milters", "Milter filtering (issue #17)"),
     (
         "mailbox_transport",
         "delivery of local mailboxes through another transport",
     ),
-    ("non_smtpd_milters", "Milter filtering (issue #17)"),
     ("content_filter", "content filtering"),
     ("smtpd_proxy_filter", "before-queue filtering"),
     ("smtpd_etrn_restrictions", "ETRN restrictions"),
@@ -127,14 +125,6 @@ impl Config {
         // value: naming anything there is an error, Postfix's default too.
         let never = matches!(name, "allow_mail_to_commands" | "allow_mail_to_files")
             && !value.trim().is_empty();
-        // A Milter list is read for what is wrong with it first.
-        if matches!(name, "smtpd_milters" | "non_smtpd_milters") {
-            for item in value::split_list(value) {
-                if let Err(e) = crate::milter::parse(&item) {
-                    return Some((true, format!("{name}: \"{item}\" is malformed: {e}")));
-                }
-            }
-        }
         match weakening {
             Some((_, what)) if never || !same_list(value, default) => Some((
                 true,
@@ -297,6 +287,32 @@ impl Config {
             for p in restrictions::check(&value::split_list(&v), &classes) {
                 out.push(Diagnostic::error(&file, line, format!("{class}: {}", p.0)));
             }
+        }
+        // Milters: each entry an endpoint or a { } group Postern can use.
+        for name in ["smtpd_milters", "non_smtpd_milters"] {
+            let Some(v) = self.expanded(name, overrides) else {
+                continue;
+            };
+            for item in value::split_list(&v) {
+                if let Err(e) = crate::milter::parse(&item) {
+                    let (file, line) = self.origin(name, overrides);
+                    out.push(Diagnostic::error(
+                        &file,
+                        line,
+                        format!("{name}: \"{item}\" is malformed: {e}"),
+                    ));
+                }
+            }
+        }
+        if let Some(v) = self.expanded("milter_default_action", overrides)
+            && let Err(e) = crate::milter::DefaultAction::parse(&v)
+        {
+            let (file, line) = self.origin("milter_default_action", overrides);
+            out.push(Diagnostic::error(
+                &file,
+                line,
+                format!("milter_default_action: {e}"),
+            ));
         }
         if let Some(v) = self.expanded("inet_protocols", overrides)
             && let Err(e) = crate::inet::parse(&value::split_list(&v))
@@ -733,16 +749,10 @@ mod tests {
         assert_eq!(postfix_default("smtpd_helo_required"), Some("no"));
         assert_eq!(postfix_default("smtpd_restriction_classes"), Some(""));
         assert_eq!(postfix_default("no_such_parameter"), None);
-        let (err, m) = Config::unsupported("smtpd_milters", "inet:127.0.0.1:8891").unwrap();
+        let (err, m) = Config::unsupported("content_filter", "smtp:[127.0.0.1]:10025").unwrap();
         assert!(err, "{m}");
-        let (err, _) = Config::unsupported("smtpd_milters", "").unwrap();
+        let (err, _) = Config::unsupported("content_filter", "").unwrap();
         assert!(!err);
-        let (err, m) = Config::unsupported(
-            "smtpd_milters",
-            "inet:127.0.0.1:8891, { inet:127.0.0.1:11332, protocol=9 }",
-        )
-        .unwrap();
-        assert!(err && m.contains("is malformed: protocol=9"), "{m}");
         // Implemented now: a registry parameter, not an unsupported one.
         assert!(crate::registry::lookup("header_checks").is_some());
         let (err, m) = Config::unsupported("biff", "no").unwrap();

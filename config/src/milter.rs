@@ -2,10 +2,7 @@
 //! (`inet:host:port`, `unix:/path`, `local:/path`; a relative path is
 //! under queue_directory, as in Postfix), or Postfix 3.0's
 //! `{ endpoint, connect_timeout=..., command_timeout=...,
-//! content_timeout=..., default_action=..., protocol=... }` form. The
-//! Milter client does not exist yet (issue 17): `conf --check` uses this
-//! to say what is wrong with an entry before it says the setting is not
-//! supported.
+//! content_timeout=..., default_action=..., protocol=... }` form.
 use std::time::Duration;
 
 use crate::tables::Endpoint;
@@ -46,6 +43,42 @@ pub struct MilterSpec {
     pub content_timeout: Option<Duration>,
     pub default_action: Option<DefaultAction>,
     pub protocol: Option<u32>,
+}
+
+/// Which list a Milter comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// smtpd_milters: mail from SMTP clients.
+    Smtpd,
+    /// non_smtpd_milters: mail from sendmail.
+    NonSmtpd,
+}
+
+impl Class {
+    pub fn param(self) -> &'static str {
+        match self {
+            Class::Smtpd => "smtpd_milters",
+            Class::NonSmtpd => "non_smtpd_milters",
+        }
+    }
+}
+
+/// The Milters of one list, in order; malformed entries (which `conf
+/// --check` refuses) are left out.
+pub fn list(params: &crate::Params, class: Class) -> Vec<MilterSpec> {
+    params
+        .list(class.param())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i| parse(i).ok())
+        .collect()
+}
+
+/// Every Milter of both lists.
+pub fn configured(params: &crate::Params) -> Vec<MilterSpec> {
+    let mut v = list(params, Class::Smtpd);
+    v.extend(list(params, Class::NonSmtpd));
+    v
 }
 
 /// Parses one entry of a Milter list.

@@ -64,6 +64,7 @@ const PX: u32 = roles(&[Role::Proxymap]);
 const VE: u32 = roles(&[Role::Verify]);
 const MX: u32 = roles(&[Role::Metrics]);
 const PO: u32 = roles(&[Role::Policy]);
+const MI: u32 = roles(&[Role::Milter]);
 
 const fn p(name: &'static str, default: &'static str, kind: Kind, roles: u32) -> ParamDef {
     ParamDef {
@@ -194,6 +195,20 @@ pub static PARAMS: &[ParamDef] = &[
     p("message_size_limit", "10240000", SIZE, SD | CL | PK),
     p("metrics_allowed_clients", "", Kind::List, MX),
     p("metrics_listen", "", Kind::Str, ALL),
+    p("milter_command_timeout", "30s", Kind::Duration { unit: "s", min_ms: 1000 }, MI),
+    p("milter_connect_macros", "j {daemon_name} {daemon_addr} v _", Kind::List, MI),
+    p("milter_connect_timeout", "30s", Kind::Duration { unit: "s", min_ms: 1000 }, MI),
+    p("milter_content_timeout", "300s", Kind::Duration { unit: "s", min_ms: 1000 }, MI),
+    p("milter_data_macros", "i", Kind::List, MI),
+    p("milter_default_action", "shutdown", Kind::Enum(&["accept", "reject", "tempfail", "quarantine", "shutdown"]), MI),
+    p("milter_end_of_data_macros", "i", Kind::List, MI),
+    p("milter_end_of_header_macros", "i", Kind::List, MI),
+    p("milter_helo_macros", "{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}", Kind::List, MI),
+    p("milter_macro_daemon_name", "$myhostname", Kind::Str, MI),
+    p("milter_macro_v", "$mail_name $mail_version", Kind::Str, MI),
+    p("milter_mail_macros", "i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer}", Kind::List, MI),
+    p("milter_protocol", "6", int(2, 6), MI),
+    p("milter_rcpt_macros", "i {rcpt_addr} {rcpt_host} {rcpt_mailer}", Kind::List, MI),
     p("mime_header_checks", "$header_checks", Kind::List, CL),
     p("mime_nesting_limit", "100", int(1, 10_000), CL),
     p("minimal_backoff_time", "300s", secs("s"), QM),
@@ -207,6 +222,7 @@ pub static PARAMS: &[ParamDef] = &[
     // other classes are accepted and not sent; conf --check says so).
     p("nested_header_checks", "$header_checks", Kind::List, CL),
     p("non_fqdn_reject_code", "504", int(400, 599), SD | PK),
+    p("non_smtpd_milters", "", Kind::List, CL | MI),
     p("notify_classes", "resource, software", Kind::List, BO),
     // The active set (qmgr(8)): how many messages, and recipients, the
     // queue manager holds in memory; the rest wait on disk in the broker's
@@ -302,6 +318,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_helo_required", "no", Kind::Bool, SD),
     p("smtpd_helo_restrictions", "", Kind::List, SD | PK),
     p("smtpd_junk_command_limit", "100", int(1, 100_000), SD),
+    p("smtpd_milters", "", Kind::List, CL | MI),
     p("smtpd_min_data_rate", "500", int(0, 1_000_000_000), SD),
     p("smtpd_null_access_lookup_key", "<>", Kind::Str, SD | PK),
     p("smtpd_peername_lookup", "yes", Kind::Bool, SD),

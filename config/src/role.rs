@@ -52,6 +52,9 @@ roles! {
     /// The policy delegation client (check_policy_service): the only role
     /// that talks to policy servers.
     Policy => "policy",
+    /// The Milter client (smtpd_milters, non_smtpd_milters): the only role
+    /// that talks to Milters.
+    Milter => "milter",
 }
 
 impl Role {

@@ -18,6 +18,7 @@ mod local;
 mod log;
 mod master;
 mod metrics;
+mod milter;
 mod passwd;
 mod paths;
 mod peerpool;

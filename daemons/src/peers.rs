@@ -4,7 +4,7 @@
 //! from a role listed here, and only the edges listed for that pair.
 use postern_config::Role;
 use postern_ipc::{
-    auth, bounce, cache, cleanup_broker, deliver, keys, metrics, policy, probe, proxymap,
+    auth, bounce, cache, cleanup_broker, deliver, keys, metrics, milter, policy, probe, proxymap,
     qmgr_broker, qmgr_queue, resolver, smtpd_broker, smtpd_cleanup, verify,
 };
 
@@ -46,6 +46,9 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     // check_policy_service: only smtpd asks, and only the policy role
     // talks to policy servers.
     (Role::Smtpd, Role::Policy, &[policy::EDGE]),
+    // Milters: cleanup holds the message and applies the changes; only
+    // the milter role talks to Milters.
+    (Role::Cleanup, Role::Milter, &[milter::EDGE]),
     // Every process reports its figures to the metrics role (the master
     // over a channel it makes itself); nothing asks the metrics role
     // anything, and it opens nothing.
@@ -64,6 +67,7 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Proxymap, Role::Metrics, &[metrics::EDGE]),
     (Role::Verify, Role::Metrics, &[metrics::EDGE]),
     (Role::Policy, Role::Metrics, &[metrics::EDGE]),
+    (Role::Milter, Role::Metrics, &[metrics::EDGE]),
 ];
 
 /// May `client` ask for a channel to `server` at all?

@@ -276,7 +276,7 @@ const TIMED_OUT: &str = "Connection timed out";
 
 /// An I/O error as `%m` words it ("Connection refused"), without Rust's
 /// "(os error 111)".
-fn io_text(e: &std::io::Error) -> String {
+pub(crate) fn io_text(e: &std::io::Error) -> String {
     let s = e.to_string();
     match s.find(" (os error") {
         Some(i) => s[..i].to_string(),

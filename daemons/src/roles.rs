@@ -55,7 +55,8 @@ pub const SPECS: &[RoleSpec] = &[
     RoleSpec {
         role: Role::Cleanup,
         network: false,
-        syscalls: COMMON,
+        // Milters' changes: the queue file is read back and written again.
+        syscalls: COMMON.union(SyscallGroups::HELD_FILE),
         exclusive: false,
         listeners: false,
         on_demand: false,
@@ -193,6 +194,18 @@ pub const SPECS: &[RoleSpec] = &[
         on_demand: true,
         main: crate::policy::main,
     },
+    RoleSpec {
+        role: Role::Milter,
+        // TCP to the ports of the configured Milters; the master connects
+        // to Unix-socket Milters for it.
+        network: true,
+        syscalls: COMMON.union(SyscallGroups::CONNECT),
+        exclusive: false,
+        listeners: false,
+        // Only smtpd_milters or non_smtpd_milters wakes it (cleanup asks).
+        on_demand: true,
+        main: crate::milter::main,
+    },
 ];
 
 pub fn spec(role: Role) -> Option<&'static RoleSpec> {
@@ -285,6 +298,10 @@ pub fn jail_spec(role: Role, params: &Params, keep_fds: Vec<RawFd>) -> JailSpec 
             // The policy services' ports only.
             (true, Role::Policy) => Network::Outbound {
                 tcp_ports: Some(crate::policy::ports(params)),
+            },
+            // The Milters' ports only.
+            (true, Role::Milter) => Network::Outbound {
+                tcp_ports: Some(crate::milter::ports(params)),
             },
             // Next hops may use any port (relayhost, transport_maps).
             (true, _) => Network::Outbound { tcp_ports: None },

@@ -26,6 +26,7 @@ pub mod keys;
 pub mod listener;
 pub mod master;
 pub mod metrics;
+pub mod milter;
 pub mod policy;
 pub mod probe;
 pub mod proxymap;
@@ -197,7 +198,9 @@ pub mod fuzzing {
             probe::Request,
             probe::Reply,
             policy::Request,
-            policy::Reply
+            policy::Reply,
+            milter::Request,
+            milter::Reply
         );
         // Messages that carry descriptors cannot round-trip without them.
         let _ = master::ToDaemon::decode(data, Vec::new());

@@ -44,7 +44,8 @@ fn schema_snapshots_match_generated_code() {
         "verify",
         "probe",
         "metrics",
-        "policy"
+        "policy",
+        "milter"
     );
     for (name, schema, snap) in pairs {
         assert_eq!(
@@ -957,4 +958,55 @@ fn policy_messages_round_trip_and_limits_hold() {
         Request::decode(&q.encode(), vec![]).unwrap().attrs.len(),
         policy::MAX_ATTRS
     );
+}
+
+#[test]
+fn milter_messages_round_trip_and_limits_hold() {
+    use crate::milter::{self, Open, Outcome, Reply, Request, Verdict};
+    let open = Request::Open(Open {
+        milter: "{ inet:127.0.0.1:8891, default_action=accept }".into(),
+        macros: (0..milter::MAX_MACROS)
+            .map(|i| (format!("{{m{i}}}"), "v".repeat(milter::MAX_MACRO_VALUE)))
+            .collect(),
+        host: "client.example".into(),
+        addr: "192.0.2.1".into(),
+        port: 25,
+        helo: "client.example".into(),
+        mail: vec!["<a@example.com>".into(), "SIZE=10".into()],
+    });
+    for m in [
+        open,
+        Request::Rcpt("<b@example.net>".into()),
+        Request::Content(vec![b'x'; milter::MAX_CHUNK]),
+        Request::End,
+    ] {
+        assert_eq!(Request::decode(&m.encode(), Vec::new()).unwrap(), m);
+    }
+    for m in [
+        Reply::Verdict(Verdict {
+            outcome: Outcome::Reject,
+            reply: vec!["550-5.7.1 one".into(), "550 5.7.1 two".into()],
+            quarantine: String::new(),
+            failure: String::new(),
+        }),
+        Reply::Verdict(Verdict::of(Outcome::Shutdown)),
+        Reply::Edit(vec![0; milter::MAX_EDIT]),
+    ] {
+        assert_eq!(Reply::decode(&m.encode(), Vec::new()).unwrap(), m);
+    }
+    // A reply line with a line break in it is refused.
+    let bad = Reply::Verdict(Verdict {
+        outcome: Outcome::Reject,
+        reply: vec!["550 5.7.1 a\r\n250 b".into()],
+        quarantine: String::new(),
+        failure: String::new(),
+    });
+    assert!(Reply::decode(&bad.encode(), Vec::new()).is_err());
+    let mut b = crate::frame::builder();
+    {
+        let r = b.init_root::<crate::generated::milter_capnp::reply::Builder>();
+        let mut v = r.init_verdict();
+        v.set_outcome(9);
+    }
+    assert!(Reply::decode(&crate::frame::finish(&b), Vec::new()).is_err());
 }

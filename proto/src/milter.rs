@@ -252,6 +252,27 @@ fn packet(cmd: u8, data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A raw header field (`Name: value\r\n`, continuation lines included)
+/// as its value goes to a Milter in SMFIC_HEADER: what follows the colon,
+/// without the leading white space unless the filter negotiated
+/// SMFIP_HDR_LEADSPC, folded lines joined by a bare `\n` (as Postfix sends
+/// them), and no final line break.
+pub fn sent_header_value(raw: &[u8], leadspc: bool) -> String {
+    let after = raw
+        .iter()
+        .position(|&b| b == b':')
+        .map_or(&raw[raw.len()..], |i| &raw[i + 1..]);
+    let s = String::from_utf8_lossy(after);
+    let s = s.strip_suffix('\n').unwrap_or(&s);
+    let s = s.strip_suffix('\r').unwrap_or(s);
+    let s = s.replace("\r\n", "\n");
+    if leadspc {
+        s
+    } else {
+        s.trim_start_matches([' ', '\t']).to_string()
+    }
+}
+
 /// An SMTP reply a filter gave (SMFIR_REPLYCODE), checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmtpReply {
@@ -972,6 +993,13 @@ mod tests {
             }
             None => panic!("incomplete"),
         }
+    }
+
+    #[test]
+    fn header_values_as_milters_get_them() {
+        assert_eq!(sent_header_value(b"Subject: a\r\n\tb\r\n", false), "a\n\tb");
+        assert_eq!(sent_header_value(b"Subject:  x\r\n", true), "  x");
+        assert_eq!(sent_header_value(b"X-Empty:\r\n", false), "");
     }
 
     #[test]

@@ -32,6 +32,10 @@ impl SyscallGroups {
     pub const FS_READ: Self = Self(1 << 5);
     /// Creating, writing, syncing, linking and removing files.
     pub const FS_WRITE: Self = Self(1 << 6);
+    /// Reading back, and cutting short, a file whose descriptor was handed
+    /// over (cleanup rewriting a queue file after a Milter's changes); no
+    /// opening of files.
+    pub const HELD_FILE: Self = Self(1 << 7);
 
     pub const fn union(self, other: Self) -> Self {
         Self(self.0 | other.0)
@@ -48,6 +52,7 @@ impl SyscallGroups {
             (Self::CONNECT, "connect"),
             (Self::FS_READ, "fs_read"),
             (Self::FS_WRITE, "fs_write"),
+            (Self::HELD_FILE, "held_file"),
         ]
         .into_iter()
         .filter(|(g, _)| self.contains(*g))
@@ -260,6 +265,11 @@ pub fn allowlist(groups: SyscallGroups, own_pid: u32) -> Rules {
             SYS_sendmmsg,
             SYS_recvmmsg,
         ] {
+            allow(&mut r, nr);
+        }
+    }
+    if groups.contains(SyscallGroups::HELD_FILE) {
+        for nr in [SYS_pread64, SYS_lseek, SYS_ftruncate] {
             allow(&mut r, nr);
         }
     }

@@ -109,7 +109,8 @@ pub fn unique_loopback() -> String {
 /// down, whose default action lets it through).
 pub const WAKE_VERIFY: &str = "smtpd_restriction_classes = wake_policy\n\
     wake_policy = check_policy_service { inet:127.0.0.1:9, try_limit=1, timeout=2s, default_action=DUNNO }\n\
-    smtpd_recipient_restrictions = check_recipient_access inline:{ wake-verify@mx.test.example=reject_unverified_recipient, wake-policy@mx.test.example=wake_policy }\n";
+    smtpd_recipient_restrictions = check_recipient_access inline:{ wake-verify@mx.test.example=reject_unverified_recipient, wake-policy@mx.test.example=wake_policy }\n\
+    non_smtpd_milters = { inet:127.0.0.1:9, default_action=accept }\n";
 
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + timeout;

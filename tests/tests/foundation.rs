@@ -96,12 +96,13 @@ fn every_daemon_runs_jailed_in_its_own_process() {
     assert_on_demand_idle(&inst);
     inst.wake_on_demand_roles();
     wait_for(
-        "proxymap, verify and policy running",
+        "proxymap, verify, policy and milter running",
         Duration::from_secs(30),
         || {
             inst.pid_of("proxymap")
                 .and(inst.pid_of("verify"))
                 .and(inst.pid_of("policy"))
+                .and(inst.pid_of("milter"))
         },
     );
     let st = inst.status();
@@ -109,7 +110,7 @@ fn every_daemon_runs_jailed_in_its_own_process() {
     let roles: BTreeSet<&str> = ps.iter().map(|p| p["role"].as_str().unwrap()).collect();
     for r in ROLES
         .iter()
-        .chain(&["master", "proxymap", "verify", "policy"])
+        .chain(&["master", "proxymap", "verify", "policy", "milter"])
     {
         assert!(roles.contains(r), "{r} missing from {st}");
     }
@@ -129,8 +130,8 @@ fn every_daemon_runs_jailed_in_its_own_process() {
         assert_eq!(p["cap_eff"], "0000000000000000", "{p}");
         assert_eq!(p["landlock"], "fully_enforced", "{p}");
         // Only the roles that talk to the network share the host's.
-        let networked =
-            ["smtp", "resolver", "proxymap", "policy"].contains(&p["role"].as_str().unwrap_or(""));
+        let networked = ["smtp", "resolver", "proxymap", "policy", "milter"]
+            .contains(&p["role"].as_str().unwrap_or(""));
         assert_eq!(
             p["netns"],
             if networked { "shared" } else { "private" },
@@ -598,12 +599,13 @@ fn security_md_role_table_matches_postern_status() {
     inst.start();
     inst.wake_on_demand_roles();
     wait_for(
-        "proxymap, verify and policy running",
+        "proxymap, verify, policy and milter running",
         Duration::from_secs(30),
         || {
             inst.pid_of("proxymap")
                 .and(inst.pid_of("verify"))
                 .and(inst.pid_of("policy"))
+                .and(inst.pid_of("milter"))
         },
     );
     let st = inst.status();

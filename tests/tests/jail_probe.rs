@@ -151,12 +151,13 @@ fn non_root_mode_keeps_every_other_protection() {
     // bounce and auth start on first use: use them, then check every role.
     inst.wake_on_demand_roles();
     postern_tests::wait_for(
-        "proxymap, verify and policy running",
+        "proxymap, verify, policy and milter running",
         Duration::from_secs(30),
         || {
             inst.pid_of("proxymap")
                 .and(inst.pid_of("verify"))
                 .and(inst.pid_of("policy"))
+                .and(inst.pid_of("milter"))
         },
     );
     let st = inst.status();
@@ -169,8 +170,8 @@ fn non_root_mode_keeps_every_other_protection() {
         assert_eq!(p["seccomp"], 2, "{p}");
         assert_eq!(p["cap_eff"], "0000000000000000", "{p}");
         assert_eq!(p["landlock"], "fully_enforced", "{p}");
-        let networked =
-            ["smtp", "resolver", "proxymap", "policy"].contains(&p["role"].as_str().unwrap_or(""));
+        let networked = ["smtp", "resolver", "proxymap", "policy", "milter"]
+            .contains(&p["role"].as_str().unwrap_or(""));
         assert_eq!(
             p["netns"],
             if userns && !networked {

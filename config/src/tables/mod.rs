@@ -762,6 +762,15 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
                 _ => None,
             })
             .collect(),
+        // milter: the sockets of unix: Milters, which the master connects
+        // to for it.
+        Role::Milter => crate::milter::configured(params)
+            .into_iter()
+            .filter_map(|m| match m.endpoint {
+                Endpoint::Unix(p) => Some(p),
+                Endpoint::Inet(_) => None,
+            })
+            .collect(),
         // policy: the sockets of unix: policy services, which the master
         // connects to for it.
         Role::Policy => crate::policy::configured(params)

@@ -26,6 +26,7 @@ use crate::{clock, log, warn};
 
 mod checks;
 mod inspect;
+mod milter;
 mod rewrite;
 
 pub fn main(ipc_fd: RawFd) -> ! {
@@ -45,6 +46,8 @@ struct Settings {
     /// canonical, masquerade, automatic BCC, virtual aliases.
     rewrite: rewrite::Rewriting,
     tables: crate::tablecache::TableCache,
+    /// The entries of smtpd_milters and non_smtpd_milters.
+    milters: [Vec<String>; 2],
 }
 
 impl Settings {
@@ -53,6 +56,17 @@ impl Settings {
             checks: checks::ContentChecks::new(p),
             rewrite: rewrite::Rewriting::new(p),
             tables: crate::tablecache::TableCache::new(sb),
+            milters: [
+                postern_config::milter::Class::Smtpd,
+                postern_config::milter::Class::NonSmtpd,
+            ]
+            .map(|c| {
+                p.list(c.param())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|e| e.trim().to_string())
+                    .collect()
+            }),
             myhostname: p.str("myhostname").into(),
             mail_name: p.str("mail_name").into(),
             header_size_limit: p.size("header_size_limit").unwrap_or(102_400) as usize,
@@ -130,6 +144,7 @@ async fn session(from: Role, fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
         return;
     };
     let mut br: Option<BrokerEp> = None;
+    let mut mil: Option<milter::MilterEp> = None;
     let mut txn: Option<Txn> = None;
     loop {
         let req = match ep.recv().await {
@@ -216,7 +231,7 @@ async fn session(from: Role, fd: OwnedFd, s: Rc<Settings>, sb: Switchboard) {
                 t.content(&chunk, &s).await;
                 continue;
             }
-            (Request::End, Some(t)) => match t.finish(&s).await {
+            (Request::End, Some(t)) => match t.finish(&s, &sb, &mut mil, from).await {
                 // header_checks or body_checks said DISCARD: the client is
                 // told the message is queued, and nothing is.
                 Ok(()) if t.inspect.discard => {
@@ -350,6 +365,8 @@ struct Txn {
     headers_done: bool,
     /// Bytes of message content written (after cleanup's edits).
     size: u64,
+    /// Bytes of records written to the file.
+    written: u64,
     message_id: String,
     failure: Option<Failure>,
     arrival: jiff::Zoned,
@@ -377,38 +394,48 @@ impl Txn {
             header_buf: Vec::new(),
             headers_done: false,
             size: 0,
+            written: 0,
             message_id: String::new(),
             failure: None,
             arrival: clock::now(),
             auto_bcc: Vec::new(),
             bcc_ok: false,
         };
-        let arrival_us = t.arrival.timestamp().as_microsecond() as u64;
-        t.record(&Record::Header(rec::Header {
+        t.write_head()?;
+        Ok(t)
+    }
+
+    /// The records before the content: the queue file's header, the
+    /// sender, and the client.
+    fn write_head(&mut self) -> std::io::Result<()> {
+        let arrival_us = self.arrival.timestamp().as_microsecond() as u64;
+        self.record(&Record::Header(rec::Header {
             version: rec::VERSION,
-            queue_id: t.id.clone(),
+            queue_id: self.id.clone(),
             arrival_us,
         }))?;
-        t.record(&Record::Sender(rec::Sender {
-            address: t.begin.sender.clone(),
-            ret: t.begin.ret,
-            envid: t.begin.envid.clone(),
-            smtputf8: t.begin.smtputf8,
-            body_8bit: t.begin.body_8bit,
+        self.record(&Record::Sender(rec::Sender {
+            address: self.begin.sender.clone(),
+            ret: self.begin.ret,
+            envid: self.begin.envid.clone(),
+            smtputf8: self.begin.smtputf8,
+            body_8bit: self.begin.body_8bit,
         }))?;
         // sendmail -v, from a local submitter with a sender to report to.
-        if t.begin.trace && t.begin.client.local_uid.is_some() && !t.begin.sender.is_empty() {
-            t.record(&Record::TraceRequested)?;
+        if self.begin.trace
+            && self.begin.client.local_uid.is_some()
+            && !self.begin.sender.is_empty()
+        {
+            self.record(&Record::TraceRequested)?;
         }
-        let c = &t.begin.client;
+        let c = &self.begin.client;
         let client = Record::Client(rec::Client {
             name: c.name.clone(),
             addr: c.addr.clone(),
             helo: c.helo.clone(),
             proto: c.proto.clone(),
         });
-        t.record(&client)?;
-        Ok(t)
+        self.record(&client)
     }
 
     /// Ends the transaction's use of the queue file without writing another
@@ -420,7 +447,9 @@ impl Txn {
     }
 
     fn record(&mut self, r: &Record) -> std::io::Result<()> {
-        self.out.write_all(&rec::encode(r))
+        let b = rec::encode(r);
+        self.written += b.len() as u64;
+        self.out.write_all(&b)
     }
 
     fn io_failure(&mut self, e: std::io::Error) {
@@ -734,7 +763,13 @@ impl Txn {
 
     /// Ends the content: the header section if it never ended, then the
     /// end-of-content record, then everything flushed to the file.
-    async fn finish(&mut self, s: &Settings) -> Result<(), Failure> {
+    async fn finish(
+        &mut self,
+        s: &Settings,
+        sb: &Switchboard,
+        mil: &mut Option<milter::MilterEp>,
+        from: Role,
+    ) -> Result<(), Failure> {
         if self.failure.is_none() && self.nrcpt == 0 {
             self.failure = Some(fail(550, "5.1.0", "Error: no recipients specified"));
         }
@@ -747,6 +782,15 @@ impl Txn {
         self.log_inspection();
         if let Some(f) = self.failure.take().or_else(|| self.inspect.failure.take()) {
             return Err(f);
+        }
+        // Milters see the message as queued, after the content checks.
+        if let Some(class) = milter::class(from)
+            && !self.inspect.discard
+        {
+            self.milters(s, sb, mil, class).await?;
+            if self.inspect.discard {
+                return Ok(());
+            }
         }
         // HOLD, REDIRECT and BCC from the content checks join smtpd's.
         self.effects.hold |= self.inspect.hold;

@@ -139,7 +139,10 @@ impl Master {
                 }
                 // proxymap's "tables" are the sockets of socketmap:unix:
                 // servers: the master connects, the jail needs no socket.
-                let file = if matches!(role, Role::Proxymap | Role::Smtp | Role::Policy) {
+                let file = if matches!(
+                    role,
+                    Role::Proxymap | Role::Smtp | Role::Policy | Role::Milter
+                ) {
                     connect_socket(&wanted)
                 } else {
                     open_table(&wanted)

@@ -13,6 +13,7 @@ pub mod deliver_capnp;
 pub mod keys_capnp;
 pub mod master_capnp;
 pub mod metrics_capnp;
+pub mod milter_capnp;
 pub mod policy_capnp;
 pub mod probe_capnp;
 pub mod proxymap_capnp;

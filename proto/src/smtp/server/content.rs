@@ -382,6 +382,12 @@ impl Server {
             );
             self.log(line);
         }
+        // 421 (a Milter's shutdown default action): the session ends.
+        if reply.code == 421 {
+            self.count(verb, false);
+            self.say(&reply);
+            return self.end(End::Quit);
+        }
         self.done(verb, reply);
     }
 }

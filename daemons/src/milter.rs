@@ -1,0 +1,766 @@
+//! milter: the client side of the Milter protocol (libmilter's, version
+//! 6) for `smtpd_milters` and `non_smtpd_milters`. It is the only process
+//! that talks to Milters: its jail allows TCP connections to the ports of
+//! the configured Milters and nothing else, and the master connects to
+//! Unix-socket Milters for it.
+//!
+//! cleanup drives one conversation per Milter and message over IPC: the
+//! SMTP events (CONNECT, HELO, MAIL, each RCPT), then the message as
+//! queued (headers one by one, end of headers, body chunks) and the end
+//! of the message. The changes a Milter asks for at the end come back to
+//! cleanup as the Milter's own packets, checked here and again there;
+//! cleanup applies them to the queue file only once the Milter's verdict
+//! has come, so a Milter that dies half-way through its changes leaves
+//! nothing of them.
+//!
+//! A Milter is an untrusted peer: every packet is read by the bounded
+//! parser of `proto::milter` (fuzzed as `milter_reply`), each step has
+//! its deadline (milter_connect_timeout for the connection and option
+//! negotiation, milter_command_timeout for SMTP events,
+//! milter_content_timeout for the message), and any failure ends the
+//! conversation with the Milter's default action, as Postfix's milter8.
+use std::collections::HashMap;
+use std::os::fd::{OwnedFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use postern_config::milter::{DefaultAction, MilterSpec};
+use postern_config::tables::Endpoint;
+use postern_config::{Params, Role};
+use postern_ipc::ChannelError;
+use postern_ipc::milter::{self as ml, Outcome, Request, Verdict};
+use postern_proto::header::{self, Split};
+use postern_proto::milter::{
+    self as pm, Collect, Command, Family, Negotiated, Stage, Step, action, step,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::daemon::{self, Context, Switchboard};
+use crate::policy::io_text;
+use crate::warn;
+
+/// The TCP ports the milter role may connect to.
+pub fn ports(params: &Params) -> Vec<u16> {
+    let mut v: Vec<u16> = postern_config::milter::configured(params)
+        .iter()
+        .filter_map(|m| match m.endpoint {
+            Endpoint::Inet(a) => Some(a.port()),
+            Endpoint::Unix(_) => None,
+        })
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+struct Settings {
+    /// Every configured Milter, by its entry.
+    milters: HashMap<String, MilterSpec>,
+    protocol: u32,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    content_timeout: Duration,
+    default_action: DefaultAction,
+    /// milter_*_macros, by stage.
+    macros: Vec<(Stage, Vec<String>)>,
+    daemon_name: String,
+    v: String,
+    body_limit: u64,
+}
+
+impl Settings {
+    fn new(p: &Params) -> Settings {
+        let mut milters = HashMap::new();
+        for class in [
+            postern_config::milter::Class::Smtpd,
+            postern_config::milter::Class::NonSmtpd,
+        ] {
+            for item in p.list(class.param()).unwrap_or_default() {
+                if let Ok(m) = postern_config::milter::parse(&item) {
+                    milters.insert(item.trim().to_string(), m);
+                }
+            }
+        }
+        let d = |n: &str, dflt: u64| p.duration(n).unwrap_or(Duration::from_secs(dflt));
+        let words = |n: &str| -> Vec<String> {
+            p.str(n)
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        Settings {
+            milters,
+            protocol: p.int("milter_protocol").unwrap_or(6).clamp(2, 6) as u32,
+            connect_timeout: d("milter_connect_timeout", 30),
+            command_timeout: d("milter_command_timeout", 30),
+            content_timeout: d("milter_content_timeout", 300),
+            default_action: DefaultAction::parse(p.str("milter_default_action"))
+                .unwrap_or(DefaultAction::Shutdown),
+            macros: vec![
+                (Stage::Connect, words("milter_connect_macros")),
+                (Stage::Helo, words("milter_helo_macros")),
+                (Stage::Mail, words("milter_mail_macros")),
+                (Stage::Rcpt, words("milter_rcpt_macros")),
+                (Stage::Data, words("milter_data_macros")),
+                (Stage::EndOfHeaders, words("milter_end_of_header_macros")),
+                (Stage::EndOfMessage, words("milter_end_of_data_macros")),
+            ],
+            daemon_name: p.str("milter_macro_daemon_name").to_string(),
+            v: p.str("milter_macro_v").to_string(),
+            body_limit: p.size("message_size_limit").unwrap_or(10_240_000),
+        }
+    }
+}
+
+pub fn main(ipc_fd: RawFd) -> ! {
+    daemon::run(Role::Milter, ipc_fd, |params: &Params| {
+        let s = Rc::new(Settings::new(params));
+        Ok((move |ctx: Context| serve(ctx, s), Vec::new()))
+    })
+}
+
+async fn serve(mut ctx: Context, s: Rc<Settings>) {
+    let query = ctx.query_timeout();
+    let sb = ctx.switchboard.clone();
+    daemon::serve_channels(&mut ctx, |from, fd| {
+        channel(s.clone(), sb.clone(), from, fd, query)
+    })
+    .await;
+}
+
+type Ep = postern_ipc::Endpoint<ml::Reply, ml::Request>;
+
+async fn channel(s: Rc<Settings>, sb: Switchboard, from: Role, fd: OwnedFd, query: Duration) {
+    // A conversation waits for cleanup as long as a message transfer may.
+    let _ = query;
+    let Some(mut ep) =
+        crate::edges::accept::<ml::Link>(Role::Milter, from, fd, s.content_timeout).await
+    else {
+        return;
+    };
+    let mut conv: Option<Conv> = None;
+    loop {
+        let req = match ep.recv().await {
+            Ok(r) => r,
+            Err(ChannelError::Closed) => break,
+            Err(e) => {
+                crate::edges::dropped(ml::EDGE, from, &e);
+                break;
+            }
+        };
+        let reply = match req {
+            Request::Open(o) => {
+                if let Some(c) = conv.take() {
+                    c.quit().await;
+                }
+                let Some(spec) = s.milters.get(o.milter.trim()) else {
+                    warn!(
+                        "protocol violation from {from}: a conversation with {}, which is not a configured Milter; channel dropped",
+                        o.milter
+                    );
+                    break;
+                };
+                let (c, v) = Conv::open(&s, &sb, spec, o).await;
+                conv = c;
+                Some(v)
+            }
+            Request::Rcpt(a) => Some(match conv.as_mut() {
+                Some(c) => c.rcpt(&a).await,
+                None => Verdict::of(Outcome::Accept),
+            }),
+            Request::Content(d) => {
+                if let Some(c) = conv.as_mut() {
+                    c.content(&d).await;
+                }
+                None
+            }
+            Request::End => {
+                let v = match conv.take() {
+                    Some(c) => c.end(&mut ep).await,
+                    None => Verdict::of(Outcome::Accept),
+                };
+                Some(v)
+            }
+        };
+        if let Some(v) = reply
+            && ep.send(&ml::Reply::Verdict(v)).await.is_err()
+        {
+            break;
+        }
+    }
+    if let Some(c) = conv {
+        c.quit().await;
+    }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// One conversation with one Milter about one message.
+struct Conv {
+    s: Rc<Settings>,
+    name: String,
+    default_action: DefaultAction,
+    command_timeout: Duration,
+    content_timeout: Duration,
+    stream: Stream,
+    neg: Negotiated,
+    /// Bytes read and not yet used.
+    buf: Vec<u8>,
+    macros: HashMap<String, String>,
+    /// The Milter decided the message before its end (or failed).
+    decided: Option<Verdict>,
+    /// The header section while it is incomplete.
+    headers: Vec<u8>,
+    headers_done: bool,
+    data_sent: bool,
+    /// The Milter asked for no more body (SMFIR_SKIP).
+    skip_body: bool,
+}
+
+impl Conv {
+    /// Connects, negotiates, and sends CONNECT, HELO and MAIL.
+    async fn open(
+        s: &Rc<Settings>,
+        sb: &Switchboard,
+        spec: &MilterSpec,
+        o: ml::Open,
+    ) -> (Option<Conv>, Verdict) {
+        let name = spec.endpoint.to_string();
+        let name = name.strip_prefix("unix:").map_or(name.clone(), |p| {
+            if o.milter.trim_start().starts_with("local:") {
+                format!("local:{p}")
+            } else {
+                name.clone()
+            }
+        });
+        let default_action = spec.default_action.unwrap_or(s.default_action);
+        let connect_timeout = spec.connect_timeout.unwrap_or(s.connect_timeout);
+        let stream = match connect(sb, &spec.endpoint, connect_timeout).await {
+            Ok(st) => st,
+            Err(e) => {
+                return (
+                    None,
+                    failed(&name, default_action, &format!("can't connect: {e}")),
+                );
+            }
+        };
+        let mut c = Conv {
+            s: s.clone(),
+            name,
+            default_action,
+            command_timeout: spec.command_timeout.unwrap_or(s.command_timeout),
+            content_timeout: spec.content_timeout.unwrap_or(s.content_timeout),
+            stream,
+            neg: Negotiated {
+                version: pm::VERSION,
+                actions: 0,
+                protocol: 0,
+                macros: Vec::new(),
+            },
+            buf: Vec::new(),
+            macros: o.macros.iter().cloned().collect(),
+            decided: None,
+            headers: Vec::new(),
+            headers_done: false,
+            data_sent: false,
+            skip_body: false,
+        };
+        c.macros.insert("j".into(), s.daemon_name.clone());
+        c.macros
+            .insert("{daemon_name}".into(), s.daemon_name.clone());
+        c.macros.insert("v".into(), s.v.clone());
+        let version = spec.protocol.unwrap_or(s.protocol);
+        match c.negotiate(version, connect_timeout).await {
+            Ok(n) => c.neg = n,
+            Err(e) => return c.fail(&e).await,
+        }
+        let family = match o.addr.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => Family::Inet4(a),
+            Ok(std::net::IpAddr::V6(a)) => Family::Inet6(a),
+            Err(_) => Family::Unknown,
+        };
+        let steps = [
+            (
+                Step::Connect,
+                Some(Stage::Connect),
+                Command::Connect {
+                    host: o.host.clone(),
+                    family,
+                    port: o.port,
+                },
+            ),
+            (Step::Helo, Some(Stage::Helo), Command::Helo(o.helo.clone())),
+            (Step::Mail, Some(Stage::Mail), Command::Mail(o.mail.clone())),
+        ];
+        for (st, stage, cmd) in steps {
+            match c.event(st, stage, cmd).await {
+                Ok(pm::Outcome::Continue) => {}
+                Ok(out) => {
+                    let v = verdict(out, st);
+                    c.quit_ref().await;
+                    return (None, v);
+                }
+                Err(e) => return c.fail(&e).await,
+            }
+        }
+        (Some(c), Verdict::of(Outcome::Continue))
+    }
+
+    /// Option negotiation: what Postern offers, what the Milter takes.
+    async fn negotiate(&mut self, version: u32, t: Duration) -> Result<Negotiated, String> {
+        let offer_protocol = if version >= 6 { step::ALL } else { 0x7f };
+        self.send(
+            &Command::OptNeg {
+                version,
+                actions: action::ALL,
+                protocol: offer_protocol,
+            },
+            t,
+        )
+        .await?;
+        let r = self.read(t, "SMFIC_OPTNEG").await?;
+        Negotiated::from_reply(action::ALL, offer_protocol, r).map_err(|e| e.to_string())
+    }
+
+    async fn rcpt(&mut self, addr: &str) -> Verdict {
+        if let Some(v) = &self.decided {
+            return v.clone();
+        }
+        let domain = addr
+            .trim_matches(|c| c == '<' || c == '>')
+            .rsplit_once('@')
+            .map_or(String::new(), |(_, d)| d.to_string());
+        let bare = addr.trim_matches(|c| c == '<' || c == '>').to_string();
+        self.macros.insert("{rcpt_addr}".into(), bare);
+        self.macros.insert("{rcpt_host}".into(), domain);
+        self.macros.insert("{rcpt_mailer}".into(), "smtp".into());
+        match self
+            .event(
+                Step::Rcpt,
+                Some(Stage::Rcpt),
+                Command::Rcpt(vec![addr.to_string()]),
+            )
+            .await
+        {
+            Ok(pm::Outcome::Continue) => Verdict::of(Outcome::Continue),
+            Ok(out) => self.decide(verdict(out, Step::Rcpt)).await,
+            Err(e) => {
+                let v = failed(&self.name, self.default_action, &e);
+                self.decided = Some(v.clone());
+                v
+            }
+        }
+    }
+
+    /// The message as queued: DATA first, then each header, the end of
+    /// the headers, and the body in chunks.
+    async fn content(&mut self, mut d: &[u8]) {
+        if self.decided.is_some() {
+            return;
+        }
+        if let Err(e) = self.content_inner(&mut d).await {
+            self.decided = Some(failed(&self.name, self.default_action, &e));
+        }
+    }
+
+    async fn content_inner(&mut self, d: &mut &[u8]) -> Result<(), String> {
+        if !self.data_sent {
+            self.data_sent = true;
+            if !self
+                .step_ok(Step::Data, Some(Stage::Data), Command::Data)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        if self.headers_done {
+            return self.body(d).await;
+        }
+        self.headers.extend_from_slice(d);
+        self.try_headers(false).await
+    }
+
+    async fn try_headers(&mut self, eof: bool) -> Result<(), String> {
+        let Split::Done { headers, body } = header::split(&self.headers, eof) else {
+            return Ok(());
+        };
+        self.headers_done = true;
+        let buf = std::mem::take(&mut self.headers);
+        let leadspc = self.neg.protocol & step::HDR_LEADSPC != 0;
+        for f in header::fields(&buf[..headers]) {
+            let value = pm::sent_header_value(&f.raw, leadspc);
+            let cmd = Command::Header {
+                name: f.name.clone(),
+                value,
+            };
+            if !self.step_ok(Step::Header, None, cmd).await? {
+                return Ok(());
+            }
+        }
+        if !self
+            .step_ok(
+                Step::EndOfHeaders,
+                Some(Stage::EndOfHeaders),
+                Command::EndOfHeaders,
+            )
+            .await?
+        {
+            return Ok(());
+        }
+        let mut rest = &buf[body.max(headers)..];
+        self.body(&mut rest).await
+    }
+
+    async fn body(&mut self, d: &mut &[u8]) -> Result<(), String> {
+        if self.skip_body || !self.neg.sends(Step::Body) {
+            return Ok(());
+        }
+        for chunk in d.chunks(pm::BODY_CHUNK) {
+            let t = self.content_timeout;
+            match self
+                .event_within(Step::Body, None, Command::Body(chunk.to_vec()), t)
+                .await?
+            {
+                pm::Outcome::Continue => {}
+                pm::Outcome::Skip => {
+                    self.skip_body = true;
+                    return Ok(());
+                }
+                out => {
+                    let v = verdict(out, Step::Body);
+                    self.decide(v).await;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One step of the content: false when the Milter decided the message.
+    async fn step_ok(
+        &mut self,
+        st: Step,
+        stage: Option<Stage>,
+        cmd: Command,
+    ) -> Result<bool, String> {
+        let t = self.content_timeout;
+        match self.event_within(st, stage, cmd, t).await? {
+            pm::Outcome::Continue => Ok(true),
+            out => {
+                let v = verdict(out, st);
+                self.decide(v).await;
+                Ok(false)
+            }
+        }
+    }
+
+    /// The end of the message: the changes as they come (sent on to
+    /// cleanup only once the verdict is in), then the verdict.
+    async fn end(mut self, ep: &mut Ep) -> Verdict {
+        if self.decided.is_none() {
+            if !self.data_sent {
+                self.content(&[]).await;
+            }
+            if self.decided.is_none()
+                && !self.headers_done
+                && let Err(e) = self.try_headers(true).await
+            {
+                self.decided = Some(failed(&self.name, self.default_action, &e));
+            }
+        }
+        if let Some(v) = self.decided.take() {
+            self.quit().await;
+            return v;
+        }
+        match self.eom().await {
+            Ok((out, collect)) => {
+                let mut v = verdict(out, Step::EndOfMessage);
+                if let Some(q) = collect.quarantine {
+                    v.quarantine = if q.is_empty() { "milter".into() } else { q };
+                }
+                // Changes count only with a verdict that keeps the message.
+                if matches!(v.outcome, Outcome::Continue | Outcome::Accept) {
+                    for e in collect.edits {
+                        for p in edit_packets(e) {
+                            if ep.send(&ml::Reply::Edit(p)).await.is_err() {
+                                return Verdict::of(Outcome::Tempfail);
+                            }
+                        }
+                    }
+                }
+                self.quit().await;
+                v
+            }
+            Err(e) => {
+                let v = failed(&self.name, self.default_action, &e);
+                self.quit().await;
+                v
+            }
+        }
+    }
+
+    async fn eom(&mut self) -> Result<(pm::Outcome, Collect), String> {
+        let t = self.content_timeout;
+        self.send_macros(Stage::EndOfMessage, t).await?;
+        self.send(&Command::EndOfMessage, t).await?;
+        let mut c = Collect::new(Step::EndOfMessage, &self.neg, self.s.body_limit);
+        loop {
+            let r = self.read(t, "SMFIC_BODYEOB").await?;
+            if let Some(out) = c.reply(r).map_err(|e| e.to_string())? {
+                return Ok((out, c));
+            }
+        }
+    }
+
+    /// The Milter decided the message before its end: the conversation
+    /// is over (ABORT tells it so).
+    async fn decide(&mut self, v: Verdict) -> Verdict {
+        let t = self.command_timeout;
+        let _ = self.send(&Command::Abort, t).await;
+        self.decided = Some(v.clone());
+        v
+    }
+
+    async fn event(
+        &mut self,
+        st: Step,
+        stage: Option<Stage>,
+        cmd: Command,
+    ) -> Result<pm::Outcome, String> {
+        let t = self.command_timeout;
+        self.event_within(st, stage, cmd, t).await
+    }
+
+    /// Sends one event (with its macros) and reads the answer, if the
+    /// Milter takes and answers that step.
+    async fn event_within(
+        &mut self,
+        st: Step,
+        stage: Option<Stage>,
+        cmd: Command,
+        t: Duration,
+    ) -> Result<pm::Outcome, String> {
+        if !self.neg.sends(st) {
+            return Ok(pm::Outcome::Continue);
+        }
+        if let Some(stage) = stage {
+            self.send_macros(stage, t).await?;
+        }
+        self.send(&cmd, t).await?;
+        if !self.neg.answers(st) {
+            return Ok(pm::Outcome::Continue);
+        }
+        let mut c = Collect::new(st, &self.neg, self.s.body_limit);
+        loop {
+            let r = self.read(t, command_name(st)).await?;
+            if let Some(out) = c.reply(r).map_err(|e| e.to_string())? {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn send_macros(&mut self, stage: Stage, t: Duration) -> Result<(), String> {
+        let names: Vec<String> = match self.neg.macros_for(stage) {
+            Some(l) => l.into_iter().map(str::to_string).collect(),
+            None => self
+                .s
+                .macros
+                .iter()
+                .find(|(s, _)| *s == stage)
+                .map(|(_, l)| l.clone())
+                .unwrap_or_default(),
+        };
+        let pairs: Vec<(String, String)> = names
+            .into_iter()
+            .filter_map(|n| {
+                let v = self.macros.get(&n)?.clone();
+                Some((n, v))
+            })
+            .collect();
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let cmd = Command::Macros {
+            command: stage.command(),
+            pairs,
+        };
+        self.send(&cmd, t).await
+    }
+
+    async fn send(&mut self, cmd: &Command, t: Duration) -> Result<(), String> {
+        let p = cmd.encode();
+        let w = async {
+            match &mut self.stream {
+                Stream::Tcp(s) => s.write_all(&p).await,
+                Stream::Unix(s) => s.write_all(&p).await,
+            }
+        };
+        match tokio::time::timeout(t, w).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("error writing command: {}", io_text(&e))),
+            Err(_) => Err("error writing command: Connection timed out".into()),
+        }
+    }
+
+    /// Reads one packet within `t`.
+    async fn read(&mut self, t: Duration, what: &str) -> Result<pm::Reply, String> {
+        let deadline = tokio::time::Instant::now() + t;
+        loop {
+            match pm::read_reply(&self.buf) {
+                Ok(Some((r, n))) => {
+                    self.buf.drain(..n);
+                    return Ok(r);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("bad {what} reply packet: {e}")),
+            }
+            let mut chunk = [0u8; 8192];
+            let rd = async {
+                match &mut self.stream {
+                    Stream::Tcp(s) => s.read(&mut chunk).await,
+                    Stream::Unix(s) => s.read(&mut chunk).await,
+                }
+            };
+            match tokio::time::timeout_at(deadline, rd).await {
+                Ok(Ok(0)) => {
+                    return Err(format!(
+                        "can't read {what} reply packet header: Connection closed"
+                    ));
+                }
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => {
+                    return Err(format!("can't read {what} reply packet: {}", io_text(&e)));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "can't read {what} reply packet header: Connection timed out"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A failure before the end: the default action.
+    async fn fail(self, e: &str) -> (Option<Conv>, Verdict) {
+        let v = failed(&self.name, self.default_action, e);
+        drop(self);
+        (None, v)
+    }
+
+    async fn quit_ref(&mut self) {
+        let t = self.command_timeout.min(Duration::from_secs(5));
+        let _ = self.send(&Command::Quit, t).await;
+    }
+
+    async fn quit(mut self) {
+        self.quit_ref().await;
+    }
+}
+
+/// Postfix's names for the command whose reply failed.
+fn command_name(s: Step) -> &'static str {
+    match s {
+        Step::Connect => "SMFIC_CONNECT",
+        Step::Helo => "SMFIC_HELO",
+        Step::Mail => "SMFIC_MAIL",
+        Step::Rcpt => "SMFIC_RCPT",
+        Step::Data => "SMFIC_DATA",
+        Step::Header => "SMFIC_HEADER",
+        Step::EndOfHeaders => "SMFIC_EOH",
+        Step::Body => "SMFIC_BODY",
+        Step::EndOfMessage => "SMFIC_BODYEOB",
+        Step::Unknown => "SMFIC_UNKNOWN",
+    }
+}
+
+/// A Milter's decision as cleanup applies it.
+fn verdict(out: pm::Outcome, _st: Step) -> Verdict {
+    let (outcome, reply) = match out {
+        pm::Outcome::Continue | pm::Outcome::Skip => (Outcome::Continue, None),
+        pm::Outcome::Accept => (Outcome::Accept, None),
+        pm::Outcome::Discard => (Outcome::Discard, None),
+        pm::Outcome::Reject(r) => (Outcome::Reject, r),
+        pm::Outcome::Tempfail(r) => (Outcome::Tempfail, r),
+        pm::Outcome::Shutdown => (Outcome::Shutdown, None),
+    };
+    let mut v = Verdict::of(outcome);
+    if let Some(r) = reply {
+        v.reply = reply_lines(&r);
+    }
+    v
+}
+
+/// A checked reply as the lines cleanup hands to smtpd.
+fn reply_lines(r: &pm::SmtpReply) -> Vec<String> {
+    r.lines
+        .iter()
+        .map(|l| match &r.enhanced {
+            Some(e) => format!("{} {e} {l}", r.code),
+            None => format!("{} {l}", r.code),
+        })
+        .collect()
+}
+
+/// A failed Milter's default action (Postfix's milter8_comm_error).
+fn failed(name: &str, a: DefaultAction, why: &str) -> Verdict {
+    warn!("milter {name}: {why}");
+    let (outcome, text) = match a {
+        DefaultAction::Accept => (Outcome::Accept, None),
+        DefaultAction::Quarantine => (Outcome::Accept, None),
+        DefaultAction::Reject => (Outcome::Reject, Some("550 5.5.0 Service unavailable")),
+        DefaultAction::Tempfail => (
+            Outcome::Tempfail,
+            Some("451 4.7.1 Service unavailable - try again later"),
+        ),
+        DefaultAction::Shutdown => (
+            Outcome::Shutdown,
+            Some("421 4.7.1 Service unavailable - try again later"),
+        ),
+    };
+    let mut v = Verdict::of(outcome);
+    v.reply = text.map(|t| vec![t.to_string()]).unwrap_or_default();
+    if a == DefaultAction::Quarantine {
+        v.quarantine = "default_action".into();
+    }
+    v.failure = why.to_string();
+    v
+}
+
+/// One change as the Milter's packets (a body replacement in chunks).
+fn edit_packets(e: pm::Edit) -> Vec<Vec<u8>> {
+    match e {
+        pm::Edit::ReplaceBody(b) if b.len() > pm::BODY_CHUNK => b
+            .chunks(pm::BODY_CHUNK)
+            .map(|c| pm::Reply::Edit(pm::Edit::ReplaceBody(c.to_vec())).encode())
+            .collect(),
+        e => vec![pm::Reply::Edit(e).encode()],
+    }
+}
+
+async fn connect(sb: &Switchboard, ep: &Endpoint, t: Duration) -> Result<Stream, String> {
+    match ep {
+        Endpoint::Inet(a) => match tokio::time::timeout(t, tokio::net::TcpStream::connect(a)).await
+        {
+            Ok(Ok(s)) => Ok(Stream::Tcp(s)),
+            Ok(Err(e)) => Err(io_text(&e)),
+            Err(_) => Err("Connection timed out".into()),
+        },
+        Endpoint::Unix(p) => {
+            let fd = match tokio::time::timeout(t, sb.open_table(p)).await {
+                Ok(Ok(Some(fd))) => fd,
+                Ok(Ok(None)) => return Err("No such file or directory".into()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err("Connection timed out".into()),
+            };
+            let s = std::os::unix::net::UnixStream::from(fd);
+            s.set_nonblocking(true).map_err(|e| io_text(&e))?;
+            tokio::net::UnixStream::from_std(s)
+                .map(Stream::Unix)
+                .map_err(|e| io_text(&e))
+        }
+    }
+}

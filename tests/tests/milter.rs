@@ -1,0 +1,321 @@
+//! Milters through a running system, against a real Milter: Debian's
+//! pymilter (libmilter underneath, tests/tools/test_milter.py), which records
+//! what it is told and makes every change the Milter protocol has, on the
+//! message's own command. Also: a Milter that is down (each default
+//! action), one killed in the middle of its body replacement (the message
+//! is neither half-edited nor lost), non_smtpd_milters for mail from
+//! sendmail, and the transaction-reset invariant after a Milter's reject.
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use postern_tests::{Instance, Sink, unique_loopback, wait_for};
+use serde_json::Value;
+
+struct Filter {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Filter {
+    fn start(ip: &str, port: u16, dir: &Path) -> Filter {
+        std::fs::create_dir_all(dir).unwrap();
+        let ready = dir.join("ready");
+        let _ = std::fs::remove_file(&ready);
+        let child = Command::new("/usr/bin/python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/test_milter.py"))
+            .args(["--listen", &format!("inet:{port}@{ip}")])
+            .arg("--log")
+            .arg(dir.join("milter.jsonl"))
+            .arg("--ready")
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tests/tools/test_milter.py (apt-get install python3-milter)");
+        wait_for("the Milter listening", Duration::from_secs(20), || {
+            TcpStream::connect((ip, port)).ok().map(|_| ())
+        });
+        Filter {
+            dir: dir.into(),
+            child,
+        }
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("milter.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits for the process to end (die-in-body).
+    fn wait_exit(&mut self) {
+        wait_for("the Milter to exit", Duration::from_secs(20), || {
+            self.child.try_wait().ok().flatten().map(|_| ())
+        });
+    }
+}
+
+impl Drop for Filter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn logged(inst: &Instance, needle: &str) {
+    wait_for(needle, Duration::from_secs(15), || {
+        inst.log().contains(needle).then_some(())
+    });
+}
+
+/// One message with X-Test-Do: `todo`; the final reply.
+fn send(inst: &Instance, subject: &str, todo: &str, rcpts: &[&str], extra: &str) -> String {
+    let mut c = inst.smtp();
+    c.reply();
+    c.cmd("EHLO client.example");
+    let r = c.send_mail(
+        "s@example.org",
+        rcpts,
+        &format!(
+            "Subject: {subject}\r\nX-Test-Do: {todo}\r\nX-Delete-Me: gone\r\n{extra}\r\noriginal body\r\n"
+        ),
+    );
+    c.cmd("QUIT");
+    r
+}
+
+fn delivered(sink: &Sink, subject: &str) -> (Value, String) {
+    wait_for(
+        &format!("delivery of {subject}"),
+        Duration::from_secs(30),
+        || {
+            sink.messages().into_iter().find_map(|(e, c)| {
+                let c = String::from_utf8_lossy(&c).into_owned();
+                c.contains(&format!("X-Test-Subject: {subject}"))
+                    .then_some((e, c))
+            })
+        },
+    )
+}
+
+#[test]
+fn a_real_milter_sees_the_session_and_every_change_lands_in_the_queue_file() {
+    let ip = unique_loopback();
+    let mdir = tempfile::tempdir().unwrap();
+    let filter = Filter::start(&ip, 8891, mdir.path());
+    let mut inst = Instance::new(&format!(
+        "smtpd_milters = inet:{ip}:8891\n\
+         milter_default_action = tempfail\n\
+         relayhost = [{ip}]:2626\n"
+    ));
+    let sink = Sink::start(&ip, 2626, &inst.config_dir().join("sink"));
+    inst.start();
+
+    // Every change, in one message.
+    let r = send(
+        &inst,
+        "changed",
+        "add insert change delete body from addrcpt addrcptpar delrcpt",
+        &["b@example.net", "c@example.net"],
+        "X-Test-Subject: changed\r\nX-Test-Del: c@example.net\r\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    let (env, content) = delivered(&sink, "changed");
+    // The Milter saw the session and the message as queued.
+    let rec = filter.records();
+    let rec = rec
+        .iter()
+        .find(|r| r["todo"].as_array().is_some_and(|t| t.len() > 3))
+        .expect("a record");
+    assert_eq!(rec["helo"], "client.example", "{rec}");
+    assert_eq!(rec["mail"][0], "<s@example.org>", "{rec}");
+    assert_eq!(rec["rcpt"].as_array().unwrap().len(), 2, "{rec}");
+    let headers: Vec<&str> = rec["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap())
+        .collect();
+    assert!(headers.contains(&"Received"), "{headers:?}");
+    assert!(headers.contains(&"Message-Id"), "{headers:?}");
+    let macros = &rec["macros"];
+    assert_eq!(macros["connect"]["j"], "mx.test.example", "{macros}");
+    assert_eq!(
+        macros["connect"]["{daemon_name}"], "mx.test.example",
+        "{macros}"
+    );
+    assert_eq!(macros["connect"]["_"], "unknown [127.0.0.1]", "{macros}");
+    assert_eq!(macros["mail"]["{mail_addr}"], "s@example.org", "{macros}");
+    assert_eq!(macros["rcpt"]["{rcpt_addr}"], "c@example.net", "{macros}");
+    let qid = macros["mail"]["i"].as_str().unwrap();
+    assert!(!qid.is_empty(), "{macros}");
+    // Each change is in the delivered message.
+    let top = content
+        .find("X-Milter-Top: first")
+        .expect("inserted at the top");
+    let received = content.find("Received:").expect("Received");
+    assert!(top < received, "{content}");
+    assert!(content.contains("X-Milter-Added: yes\r\n"), "{content}");
+    assert!(
+        content.contains("Subject: changed by milter\r\n"),
+        "{content}"
+    );
+    assert!(!content.contains("X-Delete-Me"), "{content}");
+    assert!(
+        content.contains("\r\n\r\nreplaced by the milter\r\nsecond line\r\n"),
+        "{content}"
+    );
+    assert!(!content.contains("original body"), "{content}");
+    assert_eq!(env["from"], "changed@example.org", "{env}");
+    let mut to: Vec<&str> = env["to"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    to.sort_unstable();
+    assert_eq!(
+        to,
+        [
+            "added-par@example.net",
+            "added@example.net",
+            "b@example.net"
+        ],
+        "{env}"
+    );
+
+    // Reject, tempfail and discard; quarantine holds.
+    let r = send(
+        &inst,
+        "rejected",
+        "reject",
+        &["b@example.net"],
+        "X-Test-Subject: rejected\r\n",
+    );
+    assert!(r.starts_with("554 5.7.1 milter says no"), "{r}");
+    logged(&inst, "milter-reject: END-OF-MESSAGE from");
+    let r = send(
+        &inst,
+        "later",
+        "tempfail",
+        &["b@example.net"],
+        "X-Test-Subject: later\r\n",
+    );
+    assert!(r.starts_with("451 4.7.1 milter says later"), "{r}");
+    let r = send(
+        &inst,
+        "dropped",
+        "discard",
+        &["b@example.net"],
+        "X-Test-Subject: dropped\r\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    logged(&inst, "milter-discard: END-OF-MESSAGE from");
+    let r = send(
+        &inst,
+        "held",
+        "quarantine",
+        &["b@example.net"],
+        "X-Test-Subject: held\r\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    logged(&inst, "milter-hold: END-OF-MESSAGE from");
+    let held = wait_for("the held message", Duration::from_secs(15), || {
+        let q = inst.queue_json();
+        (q.len() == 1).then(|| q[0].clone())
+    });
+    assert_eq!(held["queue_name"], "hold", "{held}");
+
+    // The transaction-reset invariant: after a Milter's reject at the end
+    // of data, the next transaction on the same session goes through the
+    // Milter again (and is accepted unchanged).
+    let mut c = inst.smtp();
+    c.reply();
+    c.cmd("EHLO client.example");
+    let r = c.send_mail(
+        "s@example.org",
+        &["b@example.net"],
+        "Subject: r1\r\nX-Test-Do: reject\r\nX-Test-Subject: r1\r\n\r\nx\r\n",
+    );
+    assert!(r.starts_with("554"), "{r}");
+    let r = c.send_mail(
+        "s@example.org",
+        &["b@example.net"],
+        "Subject: r2\r\nX-Test-Do: add\r\nX-Test-Subject: r2\r\n\r\nx\r\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    c.cmd("QUIT");
+    let (_, content) = delivered(&sink, "r2");
+    assert!(content.contains("X-Milter-Added: yes"), "{content}");
+    for s in ["rejected", "later", "dropped", "r1"] {
+        assert!(
+            !sink
+                .messages()
+                .iter()
+                .any(|(_, c)| String::from_utf8_lossy(c)
+                    .contains(&format!("X-Test-Subject: {s}\r\n"))),
+            "{s} was delivered"
+        );
+    }
+    inst.stop();
+}
+
+#[test]
+fn a_milter_that_dies_or_is_down_gets_its_default_action_and_sendmail_mail_is_filtered() {
+    let ip = unique_loopback();
+    let mdir = tempfile::tempdir().unwrap();
+    let mut filter = Filter::start(&ip, 8892, mdir.path());
+    let mut inst = Instance::new(&format!(
+        "smtpd_milters = {{ inet:{ip}:8892, default_action=tempfail }}\n\
+         non_smtpd_milters = {{ inet:{ip}:8892, default_action=tempfail }}\n\
+         relayhost = [{ip}]:2626\n"
+    ));
+    let sink = Sink::start(&ip, 2626, &inst.config_dir().join("sink"));
+    inst.start();
+
+    // Mail from sendmail goes through non_smtpd_milters.
+    inst.sendmail(
+        &["-f", "root@localhost", "b@example.net"],
+        b"Subject: local\nX-Test-Do: add\nX-Test-Subject: local\n\nfrom cron\n",
+    );
+    let (_, content) = delivered(&sink, "local");
+    assert!(content.contains("X-Milter-Added: yes"), "{content}");
+    let rec = filter.records();
+    assert_eq!(rec[0]["mail"][0], "<root@localhost>", "{rec:?}");
+
+    // Killed in the middle of its body replacement: the client is told
+    // 451 (the default action) and nothing half-edited is queued.
+    let r = send(
+        &inst,
+        "dying",
+        "die-in-body",
+        &["b@example.net"],
+        "X-Test-Subject: dying\r\n",
+    );
+    assert!(r.starts_with("451 4.7.1"), "{r}");
+    filter.wait_exit();
+    logged(&inst, "milter-reject: END-OF-MESSAGE from");
+    // Down: the same default action, at once.
+    let r = send(
+        &inst,
+        "down",
+        "add",
+        &["b@example.net"],
+        "X-Test-Subject: down\r\n",
+    );
+    assert!(r.starts_with("451 4.7.1"), "{r}");
+    logged(&inst, &format!("milter inet:{ip}:8892: can't connect"));
+    std::thread::sleep(Duration::from_secs(2));
+    for (_, c) in sink.messages() {
+        let c = String::from_utf8_lossy(&c);
+        assert!(!c.contains("X-Before-Death"), "{c}");
+        assert!(!c.contains("half of a new body"), "{c}");
+        assert!(!c.contains("X-Test-Subject: down"), "{c}");
+    }
+    assert!(inst.queue_json().is_empty(), "{:?}", inst.queue_json());
+    inst.stop();
+}
