@@ -30,6 +30,9 @@ PACKAGES=(
     postfix-policyd-spf-python  # policyd-spf: a real policy server (check_policy_service)
     haproxy          # a real load balancer sending PROXY v1 and v2 headers (its service never starts)
     python3-milter   # pymilter (libmilter): a real Milter making every change (tests/tools/test_milter.py)
+    opendkim         # a real Milter signing and verifying DKIM (its service never starts)
+    opendkim-tools   # opendkim-genkey
+    python3-dkim     # dkimpy: checks opendkim's signatures
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -167,30 +167,18 @@ impl Spawned {
         conf: &str,
         dir: &Path,
     ) -> Spawned {
-        std::fs::create_dir_all(dir).unwrap();
-        let resolv = dir.join("resolv.conf");
-        std::fs::write(
-            &resolv,
-            format!("nameserver {dns}\noptions timeout:2 attempts:1\n"),
-        )
-        .unwrap();
         let conf_path = dir.join("policyd-spf.conf");
+        std::fs::create_dir_all(dir).unwrap();
         std::fs::write(&conf_path, conf).unwrap();
         let ready = dir.join("ready");
         let _ = std::fs::remove_file(&ready);
-        let script = format!(
-            "mount --bind {resolv} /etc/resolv.conf && exec /usr/bin/python3 {spawn} --listen {ip}:{port} --ready {ready} -- /usr/bin/policyd-spf {conf}",
-            resolv = resolv.display(),
+        let command = format!(
+            "/usr/bin/python3 {spawn} --listen {ip}:{port} --ready {ready} -- /usr/bin/policyd-spf {conf}",
             spawn = tool("spawn.py").display(),
             ready = ready.display(),
             conf = conf_path.display(),
         );
-        let child = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("unshare -m (util-linux) for policyd-spf");
+        let child = Self::in_namespace(dns, dir, &command);
         wait_for("policyd-spf spawner ready", Duration::from_secs(20), || {
             ready.exists().then_some(())
         });
@@ -198,6 +186,50 @@ impl Spawned {
             endpoint: format!("inet:{ip}:{port}"),
             child,
         }
+    }
+}
+
+impl Spawned {
+    /// Debian's opendkim as a Milter on `ip:port`, with `conf` (its
+    /// opendkim.conf, without Socket), resolving through `dns`.
+    pub fn opendkim(ip: &str, port: u16, dns: std::net::IpAddr, conf: &str, dir: &Path) -> Spawned {
+        std::fs::create_dir_all(dir).unwrap();
+        let conf_path = dir.join("opendkim.conf");
+        std::fs::write(
+            &conf_path,
+            format!("{conf}\nSocket inet:{port}@{ip}\nSyslog no\nRequireSafeKeys false\n"),
+        )
+        .unwrap();
+        let command = format!("/usr/sbin/opendkim -f -x {}", conf_path.display());
+        let child = Self::in_namespace(dns, dir, &command);
+        wait_for("opendkim listening", Duration::from_secs(20), || {
+            std::net::TcpStream::connect((ip, port)).ok().map(|_| ())
+        });
+        Spawned {
+            endpoint: format!("inet:{ip}:{port}"),
+            child,
+        }
+    }
+
+    /// Runs `command` in a private mount namespace whose /etc/resolv.conf
+    /// names `dns` (port 53).
+    fn in_namespace(dns: std::net::IpAddr, dir: &Path, command: &str) -> Child {
+        let resolv = dir.join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            format!("nameserver {dns}\noptions timeout:2 attempts:1\n"),
+        )
+        .unwrap();
+        let script = format!(
+            "mount --bind {} /etc/resolv.conf && exec {command}",
+            resolv.display()
+        );
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("unshare -m (util-linux)")
     }
 }
 

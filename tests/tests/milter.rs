@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use postern_tests::policyd::Spawned;
 use postern_tests::{Instance, Sink, unique_loopback, wait_for};
 use serde_json::Value;
 
@@ -317,5 +318,133 @@ fn a_milter_that_dies_or_is_down_gets_its_default_action_and_sendmail_mail_is_fi
         assert!(!c.contains("X-Test-Subject: down"), "{c}");
     }
     assert!(inst.queue_json().is_empty(), "{:?}", inst.queue_json());
+    inst.stop();
+}
+
+/// The TXT record data of opendkim-genkey's `SELECTOR.txt`: its quoted
+/// strings, as one line of strings of at most 255 bytes.
+fn txt_record(genkey_txt: &str) -> String {
+    genkey_txt
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Checks a DKIM signature with dkimpy, the public key given directly.
+fn dkimpy_verifies(message: &[u8], txt: &str) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.eml");
+    std::fs::write(&m, message).unwrap();
+    let key: String = txt.split('"').skip(1).step_by(2).collect();
+    let script = "import sys, dkim\n\
+                  key = sys.argv[2].encode()\n\
+                  msg = open(sys.argv[1], 'rb').read()\n\
+                  ok = dkim.verify(msg, dnsfunc=lambda name, timeout=5: key)\n\
+                  sys.exit(0 if ok else 1)\n";
+    Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(&m)
+        .arg(&key)
+        .status()
+        .expect("python3-dkim")
+        .success()
+}
+
+#[test]
+fn opendkim_signs_mail_from_mynetworks_and_verifies_inbound() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let st = Command::new("/usr/sbin/opendkim-genkey")
+        .args(["-b", "2048", "-d", "example.org", "-s", "sel", "-D"])
+        .arg(&keys)
+        .status()
+        .expect("opendkim-genkey (apt-get install opendkim-tools)");
+    assert!(st.success());
+    let txt = txt_record(&std::fs::read_to_string(keys.join("sel.txt")).unwrap());
+    let dns_ip = unique_loopback();
+    let zone = format!(
+        "@ 3600 IN SOA ns.example.org. admin.example.org. 1 3600 600 86400 60\n\
+         @ 3600 IN NS ns.example.org.\n\
+         ns 3600 IN A 127.0.0.1\n\
+         sel._domainkey 3600 IN TXT {txt}\n"
+    );
+    let _dns = postern_tests::dns::start_zones_at(&dns_ip, 53, &[("example.org.", &zone)]);
+    // opendkim resolves with libunbound: forward everything to the
+    // loopback server (unbound will not query loopback addresses unless
+    // told it may).
+    let unbound = dir.path().join("unbound.conf");
+    std::fs::write(
+        &unbound,
+        format!(
+            "server:\n  do-not-query-localhost: no\n  module-config: \"iterator\"\n\
+             forward-zone:\n  name: \".\"\n  forward-addr: {dns_ip}@53\n"
+        ),
+    )
+    .unwrap();
+    let ip = unique_loopback();
+    let dkim = Spawned::opendkim(
+        &ip,
+        8891,
+        dns_ip.parse().unwrap(),
+        &format!(
+            "Mode sv\nDomain example.org\nSelector sel\nKeyFile {}\n\
+             InternalHosts 127.0.0.1\nAuthservID mx.test.example\nPidFile {}\n\
+             ResolverConfiguration {}\n",
+            keys.join("sel.private").display(),
+            dir.path().join("opendkim.pid").display(),
+            unbound.display()
+        ),
+        &dir.path().join("opendkim"),
+    );
+    let mut inst = Instance::new(&format!(
+        "smtpd_milters = {}\nmilter_default_action = tempfail\nrelayhost = [{ip}]:2626\n",
+        dkim.endpoint
+    ));
+    let sink = Sink::start(&ip, 2626, &inst.config_dir().join("sink"));
+    inst.start();
+
+    // From 127.0.0.1 (opendkim's InternalHosts): signed.
+    let mut c = inst.smtp();
+    c.reply();
+    c.cmd("EHLO client.example");
+    let r = c.send_mail(
+        "alerts@example.org",
+        &["ops@example.net"],
+        "From: Appliance <alerts@example.org>\r\nTo: ops@example.net\r\n\
+         Subject: disk nearly full\r\nX-Test-Subject: signed\r\n\r\n/var is 91% full\r\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    c.cmd("QUIT");
+    let (_, signed) = delivered(&sink, "signed");
+    assert!(signed.starts_with("DKIM-Signature: "), "{signed}");
+    assert!(signed.contains("d=example.org"), "{signed}");
+    assert!(dkimpy_verifies(signed.as_bytes(), &txt), "dkimpy: {signed}");
+
+    // The signed message again, from an outside client: opendkim verifies
+    // it (the key from the loopback DNS server) and says so.
+    let mut c = postern_tests::Smtp::connect_from(&unique_loopback(), &inst.ip, 2525);
+    c.reply();
+    c.cmd("EHLO outside.example");
+    let resent = signed.replace("X-Test-Subject: signed", "X-Test-Subject: resent");
+    // X-Test-Subject is not among the headers opendkim signs.
+    let r = c.send_mail("alerts@example.org", &["ops@example.net"], &resent);
+    assert!(r.starts_with("250"), "{r}");
+    c.cmd("QUIT");
+    let (_, verified) = delivered(&sink, "resent");
+    let ar = verified
+        .lines()
+        .find(|l| l.starts_with("Authentication-Results: "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no Authentication-Results: {verified}\n{:?}",
+                _dns.queries()
+            )
+        });
+    assert!(ar.contains("mx.test.example"), "{ar}");
+    assert!(verified.contains("dkim=pass"), "{verified}");
     inst.stop();
 }
