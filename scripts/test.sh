@@ -33,6 +33,7 @@ PACKAGES=(
     opendkim         # a real Milter signing and verifying DKIM (its service never starts)
     opendkim-tools   # opendkim-genkey
     python3-dkim     # dkimpy: checks opendkim's signatures
+    rspamd           # a real Milter (its proxy worker), no Redis (its service never starts)
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -448,3 +448,143 @@ fn opendkim_signs_mail_from_mynetworks_and_verifies_inbound() {
     assert!(verified.contains("dkim=pass"), "{verified}");
     inst.stop();
 }
+
+/// Debian's rspamd, its proxy worker in Milter mode scanning by itself,
+/// with the GTUBE test patterns on and DNS pointed at a loopback server.
+struct Rspamd {
+    child: Child,
+}
+
+impl Rspamd {
+    fn start(ip: &str, port: u16, dns: &str, dir: &Path) -> Rspamd {
+        let local = dir.join("local.d");
+        for d in ["local.d", "db", "run", "log"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let files = [
+            (
+                "options.inc",
+                format!(
+                    "enable_test_patterns = true;\n\
+                     dns {{ nameserver = [\"{dns}:53\"]; timeout = 1s; retransmits = 1; }}\n"
+                ),
+            ),
+            (
+                "worker-proxy.inc",
+                format!(
+                    "bind_socket = \"{ip}:{port}\";\nmilter = yes;\n\
+                     upstream \"local\" {{ default = yes; self_scan = yes; }}\n"
+                ),
+            ),
+            ("worker-normal.inc", "enabled = false;\n".into()),
+            ("worker-controller.inc", "enabled = false;\n".into()),
+            ("worker-fuzzy.inc", "enabled = false;\n".into()),
+            (
+                "logging.inc",
+                format!(
+                    "type = \"file\";\nfilename = \"{}\";\nlevel = \"notice\";\n",
+                    dir.join("log/rspamd.log").display()
+                ),
+            ),
+        ];
+        for (name, text) in files {
+            std::fs::write(local.join(name), text).unwrap();
+        }
+        let var = |n: &str, p: &Path| format!("{n}={}", p.display());
+        let child = Command::new("rspamd")
+            .args([
+                "-f",
+                "-i",
+                "-u",
+                "root",
+                "-g",
+                "root",
+                "-c",
+                "/etc/rspamd/rspamd.conf",
+            ])
+            .arg("--var")
+            .arg(var("LOCAL_CONFDIR", dir))
+            .arg("--var")
+            .arg(var("DBDIR", &dir.join("db")))
+            .arg("--var")
+            .arg(var("RUNDIR", &dir.join("run")))
+            .arg("--var")
+            .arg(var("LOGDIR", &dir.join("log")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rspamd (apt-get install rspamd)");
+        // Its start compiles the TLD list and the regular expressions.
+        wait_for("rspamd's Milter listening", Duration::from_secs(90), || {
+            TcpStream::connect((ip, port)).ok().map(|_| ())
+        });
+        Rspamd { child }
+    }
+}
+
+impl Drop for Rspamd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn rspamd_rejects_adds_a_header_and_rewrites_the_subject_for_its_gtube_variants() {
+    const GTUBE: &str = "JS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+    let dir = tempfile::tempdir().unwrap();
+    let dns_ip = unique_loopback();
+    let zone = "@ 3600 IN SOA ns.example.org. admin.example.org. 1 3600 600 86400 60\n\
+                @ 3600 IN NS ns.example.org.\n\
+                ns 3600 IN A 127.0.0.1\n";
+    let _dns = postern_tests::dns::start_zones_at(&dns_ip, 53, &[("example.org.", zone)]);
+    let ip = unique_loopback();
+    let _rspamd = Rspamd::start(&ip, 11332, &dns_ip, &dir.path().join("rspamd"));
+    let mut inst = Instance::new(&format!(
+        "smtpd_milters = inet:{ip}:11332\nmilter_default_action = tempfail\n\
+         relayhost = [{ip}]:2626\n"
+    ));
+    let sink = Sink::start(&ip, 2626, &inst.config_dir().join("sink"));
+    inst.start();
+    let send = |variant: char, subject: &str| -> String {
+        let mut c = postern_tests::Smtp::connect_from(&unique_loopback(), &inst.ip, 2525);
+        c.reply();
+        c.cmd("EHLO client.example");
+        let r = c.send_mail(
+            "s@example.org",
+            &["b@example.net"],
+            &format!(
+                "From: s@example.org\r\nTo: b@example.net\r\nSubject: {subject}\r\n\
+                 X-Test-Subject: {subject}\r\n\r\n{variant}{GTUBE}\r\n"
+            ),
+        );
+        c.cmd("QUIT");
+        r
+    };
+    let r = send('X', "reject");
+    assert!(r.starts_with("554 5.7.1"), "{r}");
+    logged(&inst, "milter-reject: END-OF-MESSAGE from");
+    let r = send('Y', "add-header");
+    assert!(r.starts_with("250"), "{r}");
+    let (_, added) = delivered(&sink, "add-header");
+    assert!(added.contains("X-Spam: Yes"), "{added}");
+    let r = send('Z', "rewrite");
+    assert!(r.starts_with("250"), "{r}");
+    let (_, rewritten) = delivered(&sink, "rewrite");
+    let subject = rewritten
+        .lines()
+        .find(|l| l.starts_with("Subject: "))
+        .unwrap_or_default();
+    assert!(
+        subject.contains("SPAM") && subject.contains("rewrite"),
+        "{rewritten}"
+    );
+    assert!(
+        !sink
+            .messages()
+            .iter()
+            .any(|(_, c)| String::from_utf8_lossy(c).contains("X-Test-Subject: reject")),
+        "the rejected message was delivered"
+    );
+    inst.stop();
+}
