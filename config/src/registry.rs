@@ -318,7 +318,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_helo_required", "no", Kind::Bool, SD),
     p("smtpd_helo_restrictions", "", Kind::List, SD | PK),
     p("smtpd_junk_command_limit", "100", int(1, 100_000), SD),
-    p("smtpd_milters", "", Kind::List, CL | MI),
+    p("smtpd_milters", "", Kind::List, CL | MI | SD),
     p("smtpd_min_data_rate", "500", int(0, 1_000_000_000), SD),
     p("smtpd_null_access_lookup_key", "<>", Kind::Str, SD | PK),
     p("smtpd_peername_lookup", "yes", Kind::Bool, SD),

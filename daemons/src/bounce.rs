@@ -319,6 +319,7 @@ async fn submit(
         body_8bit: true,
         trace: false,
         remote_headers: false,
+        milter_ticket: 0,
     };
     let rcpt = [sc::Recipient {
         address: to.to_string(),

@@ -46,9 +46,10 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     // check_policy_service: only smtpd asks, and only the policy role
     // talks to policy servers.
     (Role::Smtpd, Role::Policy, &[policy::EDGE]),
-    // Milters: cleanup holds the message and applies the changes; only
-    // the milter role talks to Milters.
+    // Milters: smtpd sends the SMTP events, cleanup the message (and it
+    // applies the changes); only the milter role talks to Milters.
     (Role::Cleanup, Role::Milter, &[milter::EDGE]),
+    (Role::Smtpd, Role::Milter, &[milter::EDGE]),
     // Every process reports its figures to the metrics role (the master
     // over a channel it makes itself); nothing asks the metrics role
     // anything, and it opens nothing.

@@ -200,7 +200,9 @@ pub const SPECS: &[RoleSpec] = &[
         // to Unix-socket Milters for it.
         network: true,
         syscalls: COMMON.union(SyscallGroups::CONNECT),
-        exclusive: false,
+        // One process holds every smtpd session's Milter connections, so
+        // cleanup finds the session it attaches to.
+        exclusive: true,
         listeners: false,
         // Only smtpd_milters or non_smtpd_milters wakes it (cleanup asks).
         on_demand: true,

@@ -1,13 +1,18 @@
 @0xe67c5f1c868849f8;
 
-# cleanup -> milter: one conversation with one configured Milter about one
-# message (smtpd_milters for mail from SMTP clients, non_smtpd_milters for
-# mail from sendmail). Only the milter role talks to Milters; cleanup
-# drives the conversation and applies the Milter's changes to the queue
-# file itself. A channel stands for one cleanup session; a new open ends
-# the conversation before it.
+# smtpd, cleanup -> milter. Only the milter role talks to Milters.
+#
+# smtpd opens a session (its smtpd_milters, one connection each) at the
+# client's connect and sends the SMTP events as they happen; the verdict
+# of the session's opening carries a ticket. cleanup attaches to one
+# Milter of that session by the ticket at the end of the message, sends
+# it the message as queued, and gets its changes and verdict; it applies
+# the changes to the queue file itself. For mail from sendmail
+# (non_smtpd_milters) cleanup opens a conversation of its own with one
+# Milter, which replays CONNECT, HELO and MAIL (and each RCPT).
+# A channel stands for one smtpd session, or one cleanup session.
 
-const version :UInt32 = 1;
+const version :UInt32 = 2;
 
 struct Macro {
   name @0 :Text;            # at most 64 bytes
@@ -24,12 +29,22 @@ struct Open {
   mail @6 :List(Text);      # "<sender>", then ESMTP parameters; at most 16
 }
 
+struct Attach {
+  ticket @0 :UInt64;        # from the session's opening
+  milter @1 :Text;          # which of its Milters, as configured
+}
+
 struct Request {
   union {
-    open @0 :Open;          # connect, negotiate, CONNECT, HELO, MAIL: answered with a verdict
+    open @0 :Open;          # cleanup: connect, negotiate, CONNECT, HELO, MAIL: answered with a verdict
     rcpt @1 :Text;          # "<recipient>": answered with a verdict
     content @2 :Data;       # the queued message, in order; at most 64 KiB; no answer
     end @3 :Void;           # answered with edits, then a verdict
+    session @4 :Open;       # smtpd: every smtpd Milter, CONNECT (milter and mail empty): a verdict with the ticket
+    helo @5 :Text;          # smtpd: HELO or EHLO: answered with a verdict
+    mail @6 :List(Text);    # smtpd: "<sender>", then ESMTP parameters (at most 16): answered with a verdict
+    macros @7 :List(Macro); # smtpd: macro values for the events that follow (at most 64); no answer
+    attach @8 :Attach;      # cleanup: answered with a verdict (continue: send the message)
   }
 }
 
@@ -39,6 +54,7 @@ struct Verdict {
                             # none for the default text; at most 16 lines of 512 bytes
   quarantine @2 :Text;      # "" or why the Milter asked for hold, at most 1024 bytes
   failure @3 :Text;         # "" or why the Milter failed (the outcome is its default action)
+  ticket @4 :UInt64;        # a session's opening: what cleanup attaches with (0 otherwise)
 }
 
 struct Reply {

@@ -3,7 +3,7 @@
 # sees a queue file: cleanup gets the file from the broker.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 7;
+const version :UInt32 = 8;
 
 struct Client {
   name @0 :Text;          # reverse name, or "unknown"
@@ -33,6 +33,8 @@ struct Begin {
   remoteHeaders @7 :Bool; # a client local_header_rewrite_clients does not
                           # name: header addresses are not rewritten (only
                           # qualified with remote_header_rewrite_domain)
+  milterTicket @8 :UInt64;  # smtpd's Milter session (0: none): cleanup attaches
+                          # to it for the content of the message
 }
 
 # What smtpd's access tables asked for besides accepting (Postfix's HOLD,

@@ -1,4 +1,4 @@
-//! cleanup -> milter (schema: milter.capnp).
+//! smtpd, cleanup -> milter (schema: milter.capnp).
 use std::os::fd::OwnedFd;
 
 use crate::channel::{Message, no_fds};
@@ -49,6 +49,11 @@ pub enum Request {
     Rcpt(String),
     Content(Vec<u8>),
     End,
+    Session(Open),
+    Helo(String),
+    Mail(Vec<String>),
+    Macros(Vec<(String, String)>),
+    Attach { ticket: u64, milter: String },
 }
 
 /// How the Milter decided (or, after a failure, its default action).
@@ -69,6 +74,8 @@ pub struct Verdict {
     pub reply: Vec<String>,
     pub quarantine: String,
     pub failure: String,
+    /// A session's opening: what cleanup attaches with.
+    pub ticket: u64,
 }
 
 impl Verdict {
@@ -78,8 +85,77 @@ impl Verdict {
             reply: Vec::new(),
             quarantine: String::new(),
             failure: String::new(),
+            ticket: 0,
         }
     }
+}
+
+fn set_macros(
+    mut l: capnp::struct_list::Builder<'_, crate::generated::milter_capnp::macro_::Owned>,
+    m: &[(String, String)],
+) {
+    for (i, (name, value)) in m.iter().take(MAX_MACROS).enumerate() {
+        let mut b = l.reborrow().get(i as u32);
+        b.set_name(clip(name, MAX_MACRO_NAME));
+        b.set_value(clip(value, MAX_MACRO_VALUE));
+    }
+}
+
+fn get_macros(
+    l: capnp::struct_list::Reader<'_, crate::generated::milter_capnp::macro_::Owned>,
+) -> Result<Vec<(String, String)>, Violation> {
+    list_len(l.len(), "macros", MAX_MACROS)?;
+    let mut macros = Vec::with_capacity(l.len() as usize);
+    for m in l.iter() {
+        macros.push((
+            text(m.get_name(), "macro.name", MAX_MACRO_NAME)?,
+            text(m.get_value(), "macro.value", MAX_MACRO_VALUE)?,
+        ));
+    }
+    Ok(macros)
+}
+
+fn set_args(mut l: capnp::text_list::Builder<'_>, a: &[String]) {
+    for (i, t) in a.iter().take(MAX_MAIL_ARGS).enumerate() {
+        l.set(i as u32, clip(t, MAX_ARG));
+    }
+}
+
+fn get_args(
+    l: capnp::text_list::Reader<'_>,
+    field: &'static str,
+) -> Result<Vec<String>, Violation> {
+    list_len(l.len(), field, MAX_MAIL_ARGS)?;
+    l.iter().map(|t| text(t, field, MAX_ARG)).collect()
+}
+
+fn set_open(mut ob: crate::generated::milter_capnp::open::Builder<'_>, o: &Open) {
+    ob.set_milter(clip(&o.milter, MAX_MILTER));
+    ob.set_host(clip(&o.host, MAX_ARG));
+    ob.set_addr(clip(&o.addr, MAX_ARG));
+    ob.set_port(o.port);
+    ob.set_helo(clip(&o.helo, MAX_ARG));
+    set_macros(
+        ob.reborrow()
+            .init_macros(o.macros.len().min(MAX_MACROS) as u32),
+        &o.macros,
+    );
+    set_args(
+        ob.init_mail(o.mail.len().min(MAX_MAIL_ARGS) as u32),
+        &o.mail,
+    );
+}
+
+fn get_open(o: crate::generated::milter_capnp::open::Reader<'_>) -> Result<Open, Violation> {
+    Ok(Open {
+        milter: text(o.get_milter(), "milter", MAX_MILTER)?,
+        macros: get_macros(o.get_macros()?)?,
+        host: text(o.get_host(), "host", MAX_ARG)?,
+        addr: text(o.get_addr(), "addr", MAX_ARG)?,
+        port: o.get_port(),
+        helo: text(o.get_helo(), "helo", MAX_ARG)?,
+        mail: get_args(o.get_mail()?, "mail")?,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,25 +182,15 @@ impl Message for Request {
         {
             let mut r = b.init_root::<request::Builder>();
             match self {
-                Request::Open(o) => {
-                    let mut ob = r.init_open();
-                    ob.set_milter(clip(&o.milter, MAX_MILTER));
-                    ob.set_host(clip(&o.host, MAX_ARG));
-                    ob.set_addr(clip(&o.addr, MAX_ARG));
-                    ob.set_port(o.port);
-                    ob.set_helo(clip(&o.helo, MAX_ARG));
-                    let n = o.macros.len().min(MAX_MACROS);
-                    let mut l = ob.reborrow().init_macros(n as u32);
-                    for (i, (name, value)) in o.macros.iter().take(n).enumerate() {
-                        let mut m = l.reborrow().get(i as u32);
-                        m.set_name(clip(name, MAX_MACRO_NAME));
-                        m.set_value(clip(value, MAX_MACRO_VALUE));
-                    }
-                    let n = o.mail.len().min(MAX_MAIL_ARGS);
-                    let mut l = ob.init_mail(n as u32);
-                    for (i, a) in o.mail.iter().take(n).enumerate() {
-                        l.set(i as u32, clip(a, MAX_ARG));
-                    }
+                Request::Open(o) => set_open(r.init_open(), o),
+                Request::Session(o) => set_open(r.init_session(), o),
+                Request::Helo(h) => r.set_helo(clip(h, MAX_ARG)),
+                Request::Mail(a) => set_args(r.init_mail(a.len().min(MAX_MAIL_ARGS) as u32), a),
+                Request::Macros(m) => set_macros(r.init_macros(m.len().min(MAX_MACROS) as u32), m),
+                Request::Attach { ticket, milter } => {
+                    let mut ab = r.init_attach();
+                    ab.set_ticket(*ticket);
+                    ab.set_milter(clip(milter, MAX_MILTER));
                 }
                 Request::Rcpt(a) => r.set_rcpt(clip(a, MAX_ARG)),
                 Request::Content(d) => r.set_content(&d[..d.len().min(MAX_CHUNK)]),
@@ -139,32 +205,17 @@ impl Message for Request {
         let msg = frame::open(f, Self::MAX_FRAME)?;
         let r = msg.get_root::<request::Reader>()?;
         Ok(match r.which()? {
-            request::Open(o) => {
-                let o = o?;
-                let l = o.get_macros()?;
-                list_len(l.len(), "macros", MAX_MACROS)?;
-                let mut macros = Vec::with_capacity(l.len() as usize);
-                for m in l.iter() {
-                    macros.push((
-                        text(m.get_name(), "macro.name", MAX_MACRO_NAME)?,
-                        text(m.get_value(), "macro.value", MAX_MACRO_VALUE)?,
-                    ));
+            request::Open(o) => Request::Open(get_open(o?)?),
+            request::Session(o) => Request::Session(get_open(o?)?),
+            request::Helo(t) => Request::Helo(text(t, "helo", MAX_ARG)?),
+            request::Mail(l) => Request::Mail(get_args(l?, "mail")?),
+            request::Macros(l) => Request::Macros(get_macros(l?)?),
+            request::Attach(a) => {
+                let a = a?;
+                Request::Attach {
+                    ticket: a.get_ticket(),
+                    milter: text(a.get_milter(), "attach.milter", MAX_MILTER)?,
                 }
-                let l = o.get_mail()?;
-                list_len(l.len(), "mail", MAX_MAIL_ARGS)?;
-                let mail = l
-                    .iter()
-                    .map(|t| text(t, "mail", MAX_ARG))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Request::Open(Open {
-                    milter: text(o.get_milter(), "milter", MAX_MILTER)?,
-                    macros,
-                    host: text(o.get_host(), "host", MAX_ARG)?,
-                    addr: text(o.get_addr(), "addr", MAX_ARG)?,
-                    port: o.get_port(),
-                    helo: text(o.get_helo(), "helo", MAX_ARG)?,
-                    mail,
-                })
             }
             request::Rcpt(t) => Request::Rcpt(text(t, "rcpt", MAX_ARG)?),
             request::Content(d) => Request::Content(frame::data(d, "content", MAX_CHUNK)?),
@@ -186,6 +237,7 @@ impl Message for Reply {
                     vb.set_outcome(v.outcome as u8);
                     vb.set_quarantine(clip(&v.quarantine, MAX_REASON));
                     vb.set_failure(clip(&v.failure, MAX_REASON));
+                    vb.set_ticket(v.ticket);
                     let n = v.reply.len().min(MAX_REPLY_LINES);
                     let mut l = vb.init_reply(n as u32);
                     for (i, t) in v.reply.iter().take(n).enumerate() {
@@ -224,6 +276,7 @@ impl Message for Reply {
                     reply,
                     quarantine: text(v.get_quarantine(), "verdict.quarantine", MAX_REASON)?,
                     failure: text(v.get_failure(), "verdict.failure", MAX_REASON)?,
+                    ticket: v.get_ticket(),
                 })
             }
             reply::Edit(d) => Reply::Edit(frame::data(d, "edit", MAX_EDIT)?),

@@ -54,6 +54,8 @@ pub struct Begin {
     /// leaves header addresses alone unless remote_header_rewrite_domain
     /// is set.
     pub remote_headers: bool,
+    /// smtpd's Milter session (smtpd_milters), 0 for none.
+    pub milter_ticket: u64,
 }
 
 /// Access-table actions that accept and change the message.
@@ -129,6 +131,7 @@ impl Message for Request {
                     bb.set_body8bit(x.body_8bit);
                     bb.set_trace(x.trace);
                     bb.set_remote_headers(x.remote_headers);
+                    bb.set_milter_ticket(x.milter_ticket);
                 }
                 Request::Recipients(list) => {
                     let n = list.len().min(MAX_BATCH);
@@ -194,6 +197,7 @@ impl Message for Request {
                     body_8bit: b.get_body8bit(),
                     trace: b.get_trace(),
                     remote_headers: b.get_remote_headers(),
+                    milter_ticket: b.get_milter_ticket(),
                 })
             }
             request::Recipients(l) => {

@@ -979,6 +979,13 @@ fn milter_messages_round_trip_and_limits_hold() {
         Request::Rcpt("<b@example.net>".into()),
         Request::Content(vec![b'x'; milter::MAX_CHUNK]),
         Request::End,
+        Request::Helo("client.example".into()),
+        Request::Mail(vec!["<a@example.com>".into(), "BODY=8BITMIME".into()]),
+        Request::Macros(vec![("{auth_authen}".into(), "u".into())]),
+        Request::Attach {
+            ticket: u64::MAX,
+            milter: "inet:127.0.0.1:8891".into(),
+        },
     ] {
         assert_eq!(Request::decode(&m.encode(), Vec::new()).unwrap(), m);
     }
@@ -988,6 +995,7 @@ fn milter_messages_round_trip_and_limits_hold() {
             reply: vec!["550-5.7.1 one".into(), "550 5.7.1 two".into()],
             quarantine: String::new(),
             failure: String::new(),
+            ticket: 7,
         }),
         Reply::Verdict(Verdict::of(Outcome::Shutdown)),
         Reply::Edit(vec![0; milter::MAX_EDIT]),
@@ -1000,6 +1008,7 @@ fn milter_messages_round_trip_and_limits_hold() {
         reply: vec!["550 5.7.1 a\r\n250 b".into()],
         quarantine: String::new(),
         failure: String::new(),
+        ticket: 0,
     });
     assert!(Reply::decode(&bad.encode(), Vec::new()).is_err());
     let mut b = crate::frame::builder();

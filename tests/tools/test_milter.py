@@ -20,6 +20,9 @@ what to do at the end of the message, in order:
   discard      discard
   die-in-body  send half a body replacement, then exit the process
 
+A recipient whose address starts with reject-rcpt is refused at RCPT
+(550 5.1.1 no such user here).
+
 Each message's record is one JSON line in --log: the connect, HELO, MAIL
 and RCPT arguments, the headers as they came, the body's length, and the
 macros it could see at each stage.
@@ -76,6 +79,9 @@ class Recorder(Milter.Base):
     def envrcpt(self, to, *params):
         self.rec["rcpt"].append([to] + list(params))
         self.syms("rcpt")
+        if to.startswith("<reject-rcpt"):
+            self.setreply("550", "5.1.1", "no such user here")
+            return Milter.REJECT
         return Milter.CONTINUE
 
     def header(self, name, value):

@@ -240,6 +240,19 @@ impl Txn {
         m: &Message,
         class: Class,
     ) -> Result<(Verdict, Vec<Edit>), String> {
+        // smtpd's session: its Milters heard the SMTP events as they
+        // happened; attach to this one for the message.
+        if class == Class::Smtpd && self.begin.milter_ticket != 0 {
+            let attach = ml::Request::Attach {
+                ticket: self.begin.milter_ticket,
+                milter: entry.to_string(),
+            };
+            let v = call(ep, attach).await?;
+            if v.outcome != Outcome::Continue {
+                return Ok((v, Vec::new()));
+            }
+            return self.content_and_end(ep, m).await;
+        }
         let c = &self.begin.client;
         let local = class == Class::NonSmtpd || c.addr.is_empty();
         let host = if local {
@@ -278,6 +291,15 @@ impl Txn {
                 _ => return Ok((v, Vec::new())),
             }
         }
+        self.content_and_end(ep, m).await
+    }
+
+    /// The message, the end of it, the changes and the verdict.
+    async fn content_and_end(
+        &self,
+        ep: &mut MilterEp,
+        m: &Message,
+    ) -> Result<(Verdict, Vec<Edit>), String> {
         let bytes = m.bytes();
         for chunk in bytes.chunks(ml::MAX_CHUNK) {
             ep.send(&ml::Request::Content(chunk.to_vec()))

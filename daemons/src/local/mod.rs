@@ -628,6 +628,7 @@ impl Local {
             body_8bit: req.body_8bit,
             trace: false,
             remote_headers: false,
+            milter_ticket: 0,
         };
         let rcpts: Vec<sc::Recipient> = targets
             .iter()

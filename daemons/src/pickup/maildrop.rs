@@ -173,6 +173,7 @@ pub(super) async fn return_refused(sh: &Shared, uid: u32, sub: &Submission, why:
         body_8bit: text.iter().any(|&c| c >= 0x80),
         trace: false,
         remote_headers: false,
+        milter_ticket: 0,
     };
     let rcpt = [sc::Recipient {
         address: to.clone(),

@@ -304,6 +304,7 @@ pub(super) async fn submit(sh: &Shared, uid: u32, sub: &Submission) -> Result<St
         body_8bit: b.body_8bit || content.iter().any(|&c| c >= 0x80),
         trace: b.trace,
         remote_headers: false,
+        milter_ticket: 0,
     };
     let list: Vec<sc::Recipient> = rcpts
         .iter()

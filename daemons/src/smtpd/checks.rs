@@ -39,6 +39,8 @@ pub enum Check {
     Restrictions,
     /// VRFY: unknown local users are refused.
     LocalRecipient,
+    /// smtpd_milters: the event goes to the session's Milters.
+    Milter,
 }
 
 /// The chains of one listener.
@@ -127,6 +129,12 @@ impl Chains {
             c.add(s, Check::Restrictions);
         }
         c.add(Stage::Vrfy, Check::LocalRecipient);
+        // Milters hear each event once the restrictions let it pass.
+        if !p.list("smtpd_milters").map_err(e)?.is_empty() {
+            for s in [Stage::Connect, Stage::Helo, Stage::Mail, Stage::Rcpt] {
+                c.add(s, Check::Milter);
+            }
+        }
         Ok(c)
     }
 
@@ -167,6 +175,8 @@ pub struct Env<'a> {
     pub ccert: Option<&'a crate::tls::ccert::Ccert>,
     /// The session's channel to the policy role.
     pub policy: &'a super::pool::PolicyLease,
+    /// The session's channel to the milter role.
+    pub milter: &'a super::pool::MilterLease,
     /// What a policy request tells of the connection.
     pub conn: &'a ConnInfo,
 }
@@ -393,6 +403,10 @@ pub async fn decide(chains: &Chains, env: &Env<'_>, f: Facts<'_>) -> Decision {
             Check::LocalRecipient => {
                 d.check = "local_recipient_maps";
                 local_recipient(chains, env, &f).await
+            }
+            Check::Milter => {
+                d.check = "milter";
+                super::milter::event(env, &f, stage).await
             }
         };
         if v != Verdict::Accept {

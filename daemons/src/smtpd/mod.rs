@@ -4,6 +4,7 @@
 mod anvil;
 mod checks;
 mod conn;
+mod milter;
 mod pool;
 mod proxy;
 mod session;

@@ -19,6 +19,17 @@ pub type CleanupEp = Endpoint<sc::Request, sc::Reply>;
 pub type PolicyEp = ClientEnd<postern_ipc::policy::Link>;
 /// A session's policy channel, once it asked.
 pub type PolicyLease = RefCell<Option<PolicyEp>>;
+/// A session's channel to the milter role (smtpd_milters), opened at
+/// connect and held for the session's life: the milter role keeps the
+/// session's Milter connections while it is open.
+#[derive(Default)]
+pub struct MilterLease {
+    ep: RefCell<Option<ClientEnd<postern_ipc::milter::Link>>>,
+    /// The session's ticket, which cleanup attaches with.
+    pub ticket: std::cell::Cell<u64>,
+    /// The channel failed: every later event is refused for a while.
+    pub broken: std::cell::Cell<bool>,
+}
 /// A TLS acceptor per listener, by service name.
 pub type TlsAcceptors = std::collections::HashMap<String, tokio_rustls::TlsAcceptor>;
 use crate::peerpool::PeerPool;
@@ -157,6 +168,68 @@ impl Shared {
             }
         }
         Err("policy service unavailable".into())
+    }
+
+    /// Milter events of the session: `reqs` sent in order, the last one
+    /// answered. The session's opening opens the channel; a channel that
+    /// fails is not replaced (the session's Milters are gone with it).
+    pub async fn milter(
+        &self,
+        lease: &MilterLease,
+        reqs: Vec<postern_ipc::milter::Request>,
+        timeout: Duration,
+    ) -> Result<postern_ipc::milter::Verdict, String> {
+        use postern_ipc::milter::{Reply, Request};
+        if lease.broken.get() {
+            return Err("the milter service failed earlier in this session".into());
+        }
+        let held = lease.ep.borrow_mut().take();
+        let mut ep = match held {
+            Some(ep) => ep,
+            None if matches!(reqs.first(), Some(Request::Session(_))) => {
+                match self
+                    .connect::<postern_ipc::milter::Link>(Role::Milter, timeout)
+                    .await
+                {
+                    Ok(ep) => ep,
+                    Err(e) => {
+                        lease.broken.set(true);
+                        return Err(e);
+                    }
+                }
+            }
+            None => {
+                lease.broken.set(true);
+                return Err("no milter session".into());
+            }
+        };
+        ep.channel().timeout = timeout;
+        let n = reqs.len();
+        for (i, r) in reqs.into_iter().enumerate() {
+            let res = if i + 1 < n {
+                ep.send(&r).await.map(|()| None)
+            } else {
+                ep.call(&r).await.map(Some)
+            };
+            match res {
+                Ok(None) => {}
+                Ok(Some(Reply::Verdict(v))) => {
+                    *lease.ep.borrow_mut() = Some(ep);
+                    return Ok(v);
+                }
+                Ok(Some(Reply::Edit(_))) => {
+                    lease.broken.set(true);
+                    return Err("milter: a change before the end of the message".into());
+                }
+                Err(e) => {
+                    crate::edges::dropped(postern_ipc::milter::EDGE, Role::Milter, &e);
+                    lease.broken.set(true);
+                    return Err(format!("milter: {e}"));
+                }
+            }
+        }
+        lease.broken.set(true);
+        Err("milter: nothing asked".into())
     }
 
     /// A session is over: its policy channel (and the connections the

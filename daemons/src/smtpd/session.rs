@@ -183,6 +183,8 @@ pub struct Session {
     /// The channel to the policy role, from the session's first policy
     /// request to its end.
     policy: super::pool::PolicyLease,
+    /// The channel to the milter role (smtpd_milters), from connect.
+    milter: super::pool::MilterLease,
 }
 
 fn transport(e: ConnError) -> Event {
@@ -250,6 +252,7 @@ impl Session {
             ccert: None,
             info,
             policy: Default::default(),
+            milter: Default::default(),
         }
     }
 
@@ -364,6 +367,7 @@ impl Session {
                     names: &self.names,
                     ccert: self.ccert.as_ref(),
                     policy: &self.policy,
+                    milter: &self.milter,
                     conn: &self.info,
                 };
                 let facts = self.core.facts();
@@ -549,6 +553,7 @@ impl Session {
             body_8bit: env.params.body_8bit,
             trace: false,
             remote_headers: !self.local_headers(f.peer.addr, f.login.is_some()),
+            milter_ticket: self.milter.ticket.get(),
         };
         match self.sh.begin(begin).await {
             Ok((queue_id, ep)) => {

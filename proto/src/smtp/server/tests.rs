@@ -547,6 +547,33 @@ fn every_error_point_empties_the_transaction() {
 }
 
 #[test]
+fn a_421_refusal_of_the_commit_ends_the_session_with_nothing_committed() {
+    // A Milter's shutdown default action: cleanup answers 421 at the end
+    // of data, and the session ends there.
+    let mut sim = Sim::new(config());
+    sim.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+    assert_eq!(sim.codes(), vec![220, 250, 250, 250]);
+    for a in [
+        Answer::Verdict(Verdict::Accept),
+        Answer::Sent,
+        Answer::Verdict(Verdict::Accept),
+        Answer::Failed(Reply::new(
+            421,
+            "4.7.1",
+            "Service unavailable - try again later",
+        )),
+    ] {
+        sim.peers.next.push_back(Some(a));
+    }
+    sim.send(b"DATA\r\nx\r\n.\r\nMAIL FROM:<e@f>\r\n");
+    let codes = sim.codes();
+    assert_eq!(codes.last(), Some(&421), "{codes:?} {:?}", sim.logs);
+    assert!(sim.server.is_done(), "{codes:?}");
+    assert!(!sim.server.in_transaction());
+    assert!(sim.committed.is_empty());
+}
+
+#[test]
 fn a_discard_verdict_belongs_to_its_transaction_only() {
     let mut sim = Sim::new(config());
     sim.peers

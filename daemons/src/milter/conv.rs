@@ -1,211 +1,39 @@
-//! milter: the client side of the Milter protocol (libmilter's, version
-//! 6) for `smtpd_milters` and `non_smtpd_milters`. It is the only process
-//! that talks to Milters: its jail allows TCP connections to the ports of
-//! the configured Milters and nothing else, and the master connects to
-//! Unix-socket Milters for it.
-//!
-//! cleanup drives one conversation per Milter and message over IPC: the
-//! SMTP events (CONNECT, HELO, MAIL, each RCPT), then the message as
-//! queued (headers one by one, end of headers, body chunks) and the end
-//! of the message. The changes a Milter asks for at the end come back to
-//! cleanup as the Milter's own packets, checked here and again there;
-//! cleanup applies them to the queue file only once the Milter's verdict
-//! has come, so a Milter that dies half-way through its changes leaves
-//! nothing of them.
-//!
-//! A Milter is an untrusted peer: every packet is read by the bounded
-//! parser of `proto::milter` (fuzzed as `milter_reply`), each step has
-//! its deadline (milter_connect_timeout for the connection and option
-//! negotiation, milter_command_timeout for SMTP events,
-//! milter_content_timeout for the message), and any failure ends the
-//! conversation with the Milter's default action, as Postfix's milter8.
+//! One connection to one Milter, and the conversation over it: option
+//! negotiation, the SMTP events, the message, the end of the message.
 use std::collections::HashMap;
-use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
 use postern_config::milter::{DefaultAction, MilterSpec};
 use postern_config::tables::Endpoint;
-use postern_config::{Params, Role};
-use postern_ipc::ChannelError;
-use postern_ipc::milter::{self as ml, Outcome, Request, Verdict};
+use postern_ipc::milter::{self as ml, Outcome, Verdict};
 use postern_proto::header::{self, Split};
 use postern_proto::milter::{
     self as pm, Collect, Command, Family, Negotiated, Stage, Step, action, step,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::daemon::{self, Context, Switchboard};
+use super::{Ep, Settings};
+use crate::daemon::Switchboard;
 use crate::policy::io_text;
 use crate::warn;
 
-/// The TCP ports the milter role may connect to.
-pub fn ports(params: &Params) -> Vec<u16> {
-    let mut v: Vec<u16> = postern_config::milter::configured(params)
-        .iter()
-        .filter_map(|m| match m.endpoint {
-            Endpoint::Inet(a) => Some(a.port()),
-            Endpoint::Unix(_) => None,
-        })
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
-struct Settings {
-    /// Every configured Milter, by its entry.
-    milters: HashMap<String, MilterSpec>,
-    protocol: u32,
-    connect_timeout: Duration,
-    command_timeout: Duration,
-    content_timeout: Duration,
-    default_action: DefaultAction,
-    /// milter_*_macros, by stage.
-    macros: Vec<(Stage, Vec<String>)>,
-    daemon_name: String,
-    v: String,
-    body_limit: u64,
-}
-
-impl Settings {
-    fn new(p: &Params) -> Settings {
-        let mut milters = HashMap::new();
-        for class in [
-            postern_config::milter::Class::Smtpd,
-            postern_config::milter::Class::NonSmtpd,
-        ] {
-            for item in p.list(class.param()).unwrap_or_default() {
-                if let Ok(m) = postern_config::milter::parse(&item) {
-                    milters.insert(item.trim().to_string(), m);
-                }
-            }
-        }
-        let d = |n: &str, dflt: u64| p.duration(n).unwrap_or(Duration::from_secs(dflt));
-        let words = |n: &str| -> Vec<String> {
-            p.str(n)
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .filter(|w| !w.is_empty())
-                .map(str::to_string)
-                .collect()
-        };
-        Settings {
-            milters,
-            protocol: p.int("milter_protocol").unwrap_or(6).clamp(2, 6) as u32,
-            connect_timeout: d("milter_connect_timeout", 30),
-            command_timeout: d("milter_command_timeout", 30),
-            content_timeout: d("milter_content_timeout", 300),
-            default_action: DefaultAction::parse(p.str("milter_default_action"))
-                .unwrap_or(DefaultAction::Shutdown),
-            macros: vec![
-                (Stage::Connect, words("milter_connect_macros")),
-                (Stage::Helo, words("milter_helo_macros")),
-                (Stage::Mail, words("milter_mail_macros")),
-                (Stage::Rcpt, words("milter_rcpt_macros")),
-                (Stage::Data, words("milter_data_macros")),
-                (Stage::EndOfHeaders, words("milter_end_of_header_macros")),
-                (Stage::EndOfMessage, words("milter_end_of_data_macros")),
-            ],
-            daemon_name: p.str("milter_macro_daemon_name").to_string(),
-            v: p.str("milter_macro_v").to_string(),
-            body_limit: p.size("message_size_limit").unwrap_or(10_240_000),
-        }
-    }
-}
-
-pub fn main(ipc_fd: RawFd) -> ! {
-    daemon::run(Role::Milter, ipc_fd, |params: &Params| {
-        let s = Rc::new(Settings::new(params));
-        Ok((move |ctx: Context| serve(ctx, s), Vec::new()))
-    })
-}
-
-async fn serve(mut ctx: Context, s: Rc<Settings>) {
-    let query = ctx.query_timeout();
-    let sb = ctx.switchboard.clone();
-    daemon::serve_channels(&mut ctx, |from, fd| {
-        channel(s.clone(), sb.clone(), from, fd, query)
-    })
-    .await;
-}
-
-type Ep = postern_ipc::Endpoint<ml::Reply, ml::Request>;
-
-async fn channel(s: Rc<Settings>, sb: Switchboard, from: Role, fd: OwnedFd, query: Duration) {
-    // A conversation waits for cleanup as long as a message transfer may.
-    let _ = query;
-    let Some(mut ep) =
-        crate::edges::accept::<ml::Link>(Role::Milter, from, fd, s.content_timeout).await
-    else {
-        return;
-    };
-    let mut conv: Option<Conv> = None;
-    loop {
-        let req = match ep.recv().await {
-            Ok(r) => r,
-            Err(ChannelError::Closed) => break,
-            Err(e) => {
-                crate::edges::dropped(ml::EDGE, from, &e);
-                break;
-            }
-        };
-        let reply = match req {
-            Request::Open(o) => {
-                if let Some(c) = conv.take() {
-                    c.quit().await;
-                }
-                let Some(spec) = s.milters.get(o.milter.trim()) else {
-                    warn!(
-                        "protocol violation from {from}: a conversation with {}, which is not a configured Milter; channel dropped",
-                        o.milter
-                    );
-                    break;
-                };
-                let (c, v) = Conv::open(&s, &sb, spec, o).await;
-                conv = c;
-                Some(v)
-            }
-            Request::Rcpt(a) => Some(match conv.as_mut() {
-                Some(c) => c.rcpt(&a).await,
-                None => Verdict::of(Outcome::Accept),
-            }),
-            Request::Content(d) => {
-                if let Some(c) = conv.as_mut() {
-                    c.content(&d).await;
-                }
-                None
-            }
-            Request::End => {
-                let v = match conv.take() {
-                    Some(c) => c.end(&mut ep).await,
-                    None => Verdict::of(Outcome::Accept),
-                };
-                Some(v)
-            }
-        };
-        if let Some(v) = reply
-            && ep.send(&ml::Reply::Verdict(v)).await.is_err()
-        {
-            break;
-        }
-    }
-    if let Some(c) = conv {
-        c.quit().await;
-    }
-}
-
-enum Stream {
+pub(super) enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
 }
 
-/// One conversation with one Milter about one message.
-struct Conv {
+/// One conversation with one Milter.
+pub(super) struct Conv {
     s: Rc<Settings>,
     name: String,
     default_action: DefaultAction,
     command_timeout: Duration,
     content_timeout: Duration,
+    /// The entry of the Milter list this is.
+    pub(super) entry: String,
+    /// A transaction is open (MAIL sent, no end of message yet).
+    in_txn: bool,
     stream: Stream,
     neg: Negotiated,
     /// Bytes read and not yet used.
@@ -222,35 +50,43 @@ struct Conv {
 }
 
 impl Conv {
-    /// Connects, negotiates, and sends CONNECT, HELO and MAIL.
-    async fn open(
+    /// Connects and negotiates; the default action's verdict if that
+    /// fails.
+    pub(super) async fn connect(
         s: &Rc<Settings>,
         sb: &Switchboard,
         spec: &MilterSpec,
-        o: ml::Open,
-    ) -> (Option<Conv>, Verdict) {
+        entry: &str,
+        macros: &[(String, String)],
+    ) -> Result<Conv, Verdict> {
         let name = spec.endpoint.to_string();
-        let name = name.strip_prefix("unix:").map_or(name.clone(), |p| {
-            if o.milter.trim_start().starts_with("local:") {
+        let name = match name.strip_prefix("unix:") {
+            Some(p)
+                if entry
+                    .trim_start()
+                    .trim_start_matches(['{', ' '])
+                    .starts_with("local:") =>
+            {
                 format!("local:{p}")
-            } else {
-                name.clone()
             }
-        });
+            _ => name,
+        };
         let default_action = spec.default_action.unwrap_or(s.default_action);
         let connect_timeout = spec.connect_timeout.unwrap_or(s.connect_timeout);
         let stream = match connect(sb, &spec.endpoint, connect_timeout).await {
             Ok(st) => st,
             Err(e) => {
-                return (
-                    None,
-                    failed(&name, default_action, &format!("can't connect: {e}")),
-                );
+                return Err(failed(
+                    &name,
+                    default_action,
+                    &format!("can't connect: {e}"),
+                ));
             }
         };
         let mut c = Conv {
             s: s.clone(),
             name,
+            entry: entry.trim().to_string(),
             default_action,
             command_timeout: spec.command_timeout.unwrap_or(s.command_timeout),
             content_timeout: spec.content_timeout.unwrap_or(s.content_timeout),
@@ -262,12 +98,13 @@ impl Conv {
                 macros: Vec::new(),
             },
             buf: Vec::new(),
-            macros: o.macros.iter().cloned().collect(),
+            macros: macros.iter().cloned().collect(),
             decided: None,
             headers: Vec::new(),
             headers_done: false,
             data_sent: false,
             skip_body: false,
+            in_txn: false,
         };
         c.macros.insert("j".into(), s.daemon_name.clone());
         c.macros
@@ -275,39 +112,85 @@ impl Conv {
         c.macros.insert("v".into(), s.v.clone());
         let version = spec.protocol.unwrap_or(s.protocol);
         match c.negotiate(version, connect_timeout).await {
-            Ok(n) => c.neg = n,
-            Err(e) => return c.fail(&e).await,
+            Ok(n) => {
+                c.neg = n;
+                Ok(c)
+            }
+            Err(e) => Err(failed(&c.name, c.default_action, &e)),
         }
-        let family = match o.addr.parse::<std::net::IpAddr>() {
+    }
+
+    /// CONNECT, with the client as smtpd saw it.
+    pub(super) async fn connect_event(&mut self, host: &str, addr: &str, port: u16) -> Verdict {
+        let family = match addr.parse::<std::net::IpAddr>() {
             Ok(std::net::IpAddr::V4(a)) => Family::Inet4(a),
             Ok(std::net::IpAddr::V6(a)) => Family::Inet6(a),
             Err(_) => Family::Unknown,
         };
-        let steps = [
-            (
-                Step::Connect,
-                Some(Stage::Connect),
-                Command::Connect {
-                    host: o.host.clone(),
-                    family,
-                    port: o.port,
-                },
-            ),
-            (Step::Helo, Some(Stage::Helo), Command::Helo(o.helo.clone())),
-            (Step::Mail, Some(Stage::Mail), Command::Mail(o.mail.clone())),
-        ];
-        for (st, stage, cmd) in steps {
-            match c.event(st, stage, cmd).await {
-                Ok(pm::Outcome::Continue) => {}
-                Ok(out) => {
-                    let v = verdict(out, st);
-                    c.quit_ref().await;
-                    return (None, v);
-                }
-                Err(e) => return c.fail(&e).await,
+        let cmd = Command::Connect {
+            host: host.to_string(),
+            family,
+            port,
+        };
+        self.step(Step::Connect, Some(Stage::Connect), cmd).await
+    }
+
+    pub(super) async fn helo(&mut self, helo: &str) -> Verdict {
+        self.step(
+            Step::Helo,
+            Some(Stage::Helo),
+            Command::Helo(helo.to_string()),
+        )
+        .await
+    }
+
+    /// MAIL: a new transaction (the one before it, if any, aborted).
+    pub(super) async fn mail(&mut self, args: &[String]) -> Verdict {
+        if self.in_txn {
+            let t = self.command_timeout;
+            if let Err(e) = self.send(&Command::Abort, t).await {
+                return self.broken(&e);
             }
         }
-        (Some(c), Verdict::of(Outcome::Continue))
+        self.reset_message();
+        self.in_txn = true;
+        self.step(Step::Mail, Some(Stage::Mail), Command::Mail(args.to_vec()))
+            .await
+    }
+
+    pub(super) fn set_macros(&mut self, m: &[(String, String)]) {
+        for (n, v) in m {
+            self.macros.insert(n.clone(), v.clone());
+        }
+    }
+
+    /// One SMTP event: its verdict (the default action's after a failure,
+    /// which ends the conversation).
+    async fn step(&mut self, st: Step, stage: Option<Stage>, cmd: Command) -> Verdict {
+        match self.event(st, stage, cmd).await {
+            Ok(out) => verdict(out, st),
+            Err(e) => self.broken(&e),
+        }
+    }
+
+    /// The conversation failed: the default action from here on.
+    fn broken(&mut self, e: &str) -> Verdict {
+        let v = failed(&self.name, self.default_action, e);
+        self.decided = Some(v.clone());
+        v
+    }
+
+    /// Whether the conversation failed (it is not used again).
+    pub(super) fn is_broken(&self) -> bool {
+        self.decided.as_ref().is_some_and(|v| !v.failure.is_empty())
+    }
+
+    fn reset_message(&mut self) {
+        self.decided = None;
+        self.headers.clear();
+        self.headers_done = false;
+        self.data_sent = false;
+        self.skip_body = false;
     }
 
     /// Option negotiation: what Postern offers, what the Milter takes.
@@ -326,7 +209,7 @@ impl Conv {
         Negotiated::from_reply(action::ALL, offer_protocol, r).map_err(|e| e.to_string())
     }
 
-    async fn rcpt(&mut self, addr: &str) -> Verdict {
+    pub(super) async fn rcpt(&mut self, addr: &str) -> Verdict {
         if let Some(v) = &self.decided {
             return v.clone();
         }
@@ -347,23 +230,28 @@ impl Conv {
             .await
         {
             Ok(pm::Outcome::Continue) => Verdict::of(Outcome::Continue),
-            Ok(out) => self.decide(verdict(out, Step::Rcpt)).await,
-            Err(e) => {
-                let v = failed(&self.name, self.default_action, &e);
+            // A refusal is this recipient's; the transaction goes on.
+            Ok(out @ (pm::Outcome::Reject(_) | pm::Outcome::Tempfail(_))) => {
+                verdict(out, Step::Rcpt)
+            }
+            // Accept, discard, shutdown: the whole message.
+            Ok(out) => {
+                let v = verdict(out, Step::Rcpt);
                 self.decided = Some(v.clone());
                 v
             }
+            Err(e) => self.broken(&e),
         }
     }
 
     /// The message as queued: DATA first, then each header, the end of
     /// the headers, and the body in chunks.
-    async fn content(&mut self, mut d: &[u8]) {
+    pub(super) async fn content(&mut self, mut d: &[u8]) {
         if self.decided.is_some() {
             return;
         }
         if let Err(e) = self.content_inner(&mut d).await {
-            self.decided = Some(failed(&self.name, self.default_action, &e));
+            self.broken(&e);
         }
     }
 
@@ -460,7 +348,20 @@ impl Conv {
 
     /// The end of the message: the changes as they come (sent on to
     /// cleanup only once the verdict is in), then the verdict.
-    async fn end(mut self, ep: &mut Ep) -> Verdict {
+    /// The end of the message: the changes (sent on to cleanup only
+    /// once the verdict keeps the message), then the verdict. The
+    /// transaction is over; a conversation that did not fail can carry
+    /// the session's next one.
+    pub(super) async fn end(&mut self, ep: &mut Ep) -> Verdict {
+        let v = self.end_inner(ep).await;
+        self.in_txn = false;
+        if !self.is_broken() {
+            self.reset_message();
+        }
+        v
+    }
+
+    async fn end_inner(&mut self, ep: &mut Ep) -> Verdict {
         if self.decided.is_none() {
             if !self.data_sent {
                 self.content(&[]).await;
@@ -469,12 +370,11 @@ impl Conv {
                 && !self.headers_done
                 && let Err(e) = self.try_headers(true).await
             {
-                self.decided = Some(failed(&self.name, self.default_action, &e));
+                return self.broken(&e);
             }
         }
-        if let Some(v) = self.decided.take() {
-            self.quit().await;
-            return v;
+        if let Some(v) = &self.decided {
+            return v.clone();
         }
         match self.eom().await {
             Ok((out, collect)) => {
@@ -487,19 +387,14 @@ impl Conv {
                     for e in collect.edits {
                         for p in edit_packets(e) {
                             if ep.send(&ml::Reply::Edit(p)).await.is_err() {
-                                return Verdict::of(Outcome::Tempfail);
+                                return self.broken("cleanup went away");
                             }
                         }
                     }
                 }
-                self.quit().await;
                 v
             }
-            Err(e) => {
-                let v = failed(&self.name, self.default_action, &e);
-                self.quit().await;
-                v
-            }
+            Err(e) => self.broken(&e),
         }
     }
 
@@ -521,6 +416,7 @@ impl Conv {
     async fn decide(&mut self, v: Verdict) -> Verdict {
         let t = self.command_timeout;
         let _ = self.send(&Command::Abort, t).await;
+        self.in_txn = false;
         self.decided = Some(v.clone());
         v
     }
@@ -644,20 +540,10 @@ impl Conv {
         }
     }
 
-    /// A failure before the end: the default action.
-    async fn fail(self, e: &str) -> (Option<Conv>, Verdict) {
-        let v = failed(&self.name, self.default_action, e);
-        drop(self);
-        (None, v)
-    }
-
-    async fn quit_ref(&mut self) {
+    /// Ends the conversation (SMFIC_QUIT).
+    pub(super) async fn quit(mut self: Box<Self>) {
         let t = self.command_timeout.min(Duration::from_secs(5));
         let _ = self.send(&Command::Quit, t).await;
-    }
-
-    async fn quit(mut self) {
-        self.quit_ref().await;
     }
 }
 
