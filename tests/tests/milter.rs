@@ -252,6 +252,17 @@ fn a_real_milter_sees_the_session_and_every_change_lands_in_the_queue_file() {
         "Subject: r2\r\nX-Test-Do: add\r\nX-Test-Subject: r2\r\n\r\nx\r\n",
     );
     assert!(r.starts_with("250"), "{r}");
+    // A body of many chunks: the Milter skips the rest of it after 4 KiB
+    // (SMFIR_SKIP); the message goes through whole.
+    let big: String = (0..3000)
+        .map(|i| format!("line {i:05} of a long body\r\n"))
+        .collect();
+    let r = c.send_mail(
+        "s@example.org",
+        &["b@example.net"],
+        &format!("Subject: big\r\nX-Test-Do: add\r\nX-Test-Subject: big\r\n\r\n{big}"),
+    );
+    assert!(r.starts_with("250"), "{r}");
     // A recipient the Milter refuses at RCPT is refused there; the others
     // go on.
     assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
@@ -264,6 +275,12 @@ fn a_real_milter_sees_the_session_and_every_change_lands_in_the_queue_file() {
     c.cmd("QUIT");
     logged(&inst, "milter-reject: RCPT from");
     let (env, _) = delivered(&sink, "r3");
+    let (_, content) = delivered(&sink, "big");
+    assert!(
+        content.contains("X-Milter-Added: yes"),
+        "big: the Milter's header"
+    );
+    assert!(content.ends_with(&big), "big: the body is whole");
     assert_eq!(env["to"], serde_json::json!(["b@example.net"]), "{env}");
     let (_, content) = delivered(&sink, "r2");
     assert!(content.contains("X-Milter-Added: yes"), "{content}");

@@ -84,6 +84,11 @@ class Recorder(Milter.Base):
             return Milter.REJECT
         return Milter.CONTINUE
 
+    # No reply to each header and to the end of the headers (SMFIP_NR_HDR,
+    # SMFIP_NR_EOH), and no DATA or unknown-command events at all
+    # (SMFIP_NODATA, SMFIP_NOUNKNOWN): the MTA must not wait for answers
+    # that never come.
+    @Milter.noreply
     def header(self, name, value):
         self.rec["headers"].append([name, value])
         if name.lower() == "x-test-do":
@@ -92,12 +97,24 @@ class Recorder(Milter.Base):
             self.delete = value.strip()
         return Milter.CONTINUE
 
+    @Milter.noreply
     def eoh(self):
         self.syms("eoh")
         return Milter.CONTINUE
 
     def body(self, chunk):
         self.body_len += len(chunk)
+        # Enough of the body: SMFIR_SKIP (negotiated, SMFIP_SKIP).
+        if self.body_len > 4096:
+            return Milter.SKIP
+        return Milter.CONTINUE
+
+    @Milter.nocallback
+    def data(self):
+        return Milter.CONTINUE
+
+    @Milter.nocallback
+    def unknown(self, cmd):
         return Milter.CONTINUE
 
     def eom(self):

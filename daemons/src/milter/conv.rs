@@ -400,8 +400,9 @@ impl Conv {
 
     async fn eom(&mut self) -> Result<(pm::Outcome, Collect), String> {
         let t = self.content_timeout;
-        self.send_macros(Stage::EndOfMessage, t).await?;
-        self.send(&Command::EndOfMessage, t).await?;
+        let mut p = self.macros_packet(Stage::EndOfMessage);
+        p.extend(Command::EndOfMessage.encode());
+        self.send_bytes(&p, t).await?;
         let mut c = Collect::new(Step::EndOfMessage, &self.neg, self.s.body_limit);
         loop {
             let r = self.read(t, "SMFIC_BODYEOB").await?;
@@ -443,10 +444,10 @@ impl Conv {
         if !self.neg.sends(st) {
             return Ok(pm::Outcome::Continue);
         }
-        if let Some(stage) = stage {
-            self.send_macros(stage, t).await?;
-        }
-        self.send(&cmd, t).await?;
+        // The macros and the command in one write.
+        let mut p = stage.map(|s| self.macros_packet(s)).unwrap_or_default();
+        p.extend(cmd.encode());
+        self.send_bytes(&p, t).await?;
         if !self.neg.answers(st) {
             return Ok(pm::Outcome::Continue);
         }
@@ -459,7 +460,9 @@ impl Conv {
         }
     }
 
-    async fn send_macros(&mut self, stage: Stage, t: Duration) -> Result<(), String> {
+    /// The SMFIC_MACRO packet for `stage` (empty when there is nothing to
+    /// send).
+    fn macros_packet(&self, stage: Stage) -> Vec<u8> {
         let names: Vec<String> = match self.neg.macros_for(stage) {
             Some(l) => l.into_iter().map(str::to_string).collect(),
             None => self
@@ -478,21 +481,24 @@ impl Conv {
             })
             .collect();
         if pairs.is_empty() {
-            return Ok(());
+            return Vec::new();
         }
-        let cmd = Command::Macros {
+        Command::Macros {
             command: stage.command(),
             pairs,
-        };
-        self.send(&cmd, t).await
+        }
+        .encode()
     }
 
     async fn send(&mut self, cmd: &Command, t: Duration) -> Result<(), String> {
-        let p = cmd.encode();
+        self.send_bytes(&cmd.encode(), t).await
+    }
+
+    async fn send_bytes(&mut self, p: &[u8], t: Duration) -> Result<(), String> {
         let w = async {
             match &mut self.stream {
-                Stream::Tcp(s) => s.write_all(&p).await,
-                Stream::Unix(s) => s.write_all(&p).await,
+                Stream::Tcp(s) => s.write_all(p).await,
+                Stream::Unix(s) => s.write_all(p).await,
             }
         };
         match tokio::time::timeout(t, w).await {
@@ -631,7 +637,11 @@ async fn connect(sb: &Switchboard, ep: &Endpoint, t: Duration) -> Result<Stream,
     match ep {
         Endpoint::Inet(a) => match tokio::time::timeout(t, tokio::net::TcpStream::connect(a)).await
         {
-            Ok(Ok(s)) => Ok(Stream::Tcp(s)),
+            Ok(Ok(s)) => {
+                // Small packets, each waiting for its answer: no Nagle.
+                s.set_nodelay(true).map_err(|e| io_text(&e))?;
+                Ok(Stream::Tcp(s))
+            }
             Ok(Err(e)) => Err(io_text(&e)),
             Err(_) => Err("Connection timed out".into()),
         },
