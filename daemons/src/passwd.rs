@@ -43,7 +43,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Table, String> {
 /// An Argon2id hash of `password` with a fresh random salt.
 pub fn hash(password: &[u8]) -> Result<String, String> {
     let mut salt = [0u8; 16];
-    rustls::crypto::ring::default_provider()
+    rustls::crypto::aws_lc_rs::default_provider()
         .secure_random
         .fill(&mut salt)
         .map_err(|_| "no randomness for the salt".to_string())?;

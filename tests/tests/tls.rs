@@ -696,3 +696,37 @@ for name, r in (("good", good), ("none", none), ("rogue", rogue)):
         Duration::from_secs(10),
     );
 }
+
+/// Postern relaying to Postern over STARTTLS: both ends offer
+/// X25519MLKEM768 first (the aws-lc-rs provider), so it is what they
+/// agree on, and each side's TLS log line names it.
+#[test]
+fn postern_to_postern_negotiates_post_quantum_key_exchange() {
+    // Another name: A takes its own name in a greeting for a loop.
+    let (mut b, _pki) = tls_instance("myhostname = peer.test.example\n");
+    b.start();
+    let mut a = Instance::new(&format!(
+        "relayhost = [{}]:2525\nsmtp_tls_security_level = encrypt\n",
+        b.ip
+    ));
+    a.start();
+    let r = a.greeted().send_mail(
+        "s@example.org",
+        &["r@elsewhere.example"],
+        "Subject: pq\r\n\r\nhybrid\r\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    let out = wait_for("A's TLS log line", Duration::from_secs(20), || {
+        a.log_lines("TLS connection established to").pop()
+    });
+    assert!(
+        out.contains("TLSv1.3") && out.contains("key-exchange X25519MLKEM768"),
+        "{out}"
+    );
+    let inb = wait_for("B's TLS log line", Duration::from_secs(20), || {
+        b.log_lines("TLS connection established from").pop()
+    });
+    assert!(inb.contains("key-exchange X25519MLKEM768"), "{inb}");
+    a.stop();
+    b.stop();
+}

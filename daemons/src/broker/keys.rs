@@ -1,7 +1,7 @@
 //! The broker's key store: the only place a TLS private key lives.
 //!
 //! Keys are read before the broker's jail. The PEM bytes are dropped as
-//! soon as ring has parsed them; what remains is an opaque
+//! soon as aws-lc-rs has parsed them; what remains is an opaque
 //! `Arc<dyn SigningKey>` that can sign and has no way to export itself.
 //! Requests come from smtpd (server key, session tickets) and smtp (client
 //! key); each is checked against what that role may ask for and rate
@@ -56,7 +56,7 @@ impl Loaded {
     /// The leaf certificate's size and a short fingerprint, for the log.
     fn describe(&self) -> String {
         let leaf = self.chain.first().map_or(&[][..], |c| c.as_ref());
-        let digest = ring::digest::digest(&ring::digest::SHA256, leaf);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf);
         let hex: String = digest.as_ref()[..8]
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -139,7 +139,7 @@ fn load_pair_with(read: Reader<'_>, certs: &[String], keys: &[String]) -> Result
     let Some((kf, der)) = key else {
         return Err(format!("{}: no private key found", keys.join(", ")));
     };
-    let key = rustls::crypto::ring::sign::any_supported_type(&der)
+    let key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der)
         .map_err(|e| format!("{kf}: unsupported private key: {e}"))?;
     drop(der);
     let ck = CertifiedKey::new(chain.clone(), key.clone());
@@ -210,7 +210,7 @@ impl KeyStore {
             warn!("no client certificate for smtp: {e}");
             None
         });
-        let ticketer = match rustls::crypto::ring::Ticketer::new() {
+        let ticketer = match rustls::crypto::aws_lc_rs::Ticketer::new() {
             Ok(t) => t,
             Err(e) => crate::fatal!("cannot create session-ticket keys: {e}"),
         };
@@ -403,7 +403,7 @@ mod tests {
             client: Some(Arc::new(
                 load_pair(std::slice::from_ref(&c), std::slice::from_ref(&c)).unwrap(),
             )),
-            ticketer: rustls::crypto::ring::Ticketer::new().unwrap(),
+            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new().unwrap(),
         };
         (store, vec![s_secret, c_secret])
     }

@@ -49,10 +49,10 @@ impl Digest {
 
     fn hex(self, data: &[u8]) -> String {
         let alg = match self {
-            Digest::Sha256 => &ring::digest::SHA256,
-            Digest::Sha1 => &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            Digest::Sha256 => &aws_lc_rs::digest::SHA256,
+            Digest::Sha1 => &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
         };
-        postern_proto::ccert::fingerprint(ring::digest::digest(alg, data).as_ref())
+        postern_proto::ccert::fingerprint(aws_lc_rs::digest::digest(alg, data).as_ref())
     }
 }
 

@@ -23,9 +23,9 @@ use rustls::{CommonState, SupportedProtocolVersion};
 pub static VERSIONS: &[&SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-/// The one crypto provider (ring).
+/// The one crypto provider (aws-lc-rs: X25519MLKEM768 first).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Checks a handshake signature with the provider's algorithms. A
@@ -46,11 +46,24 @@ pub fn check_signature(
     }
 }
 
-/// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`, the way
-/// Postfix logs a session and records it in the Received header.
+/// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)
+/// key-exchange X25519MLKEM768`, the way Postfix 3.11 logs a session and
+/// records it in the Received header.
 pub fn describe(c: &CommonState) -> String {
     let (version, suite, bits) = parts(c);
-    format!("{version} with cipher {suite} ({bits}/{bits} bits)")
+    let mut d = format!("{version} with cipher {suite} ({bits}/{bits} bits)");
+    if let Some(g) = c.negotiated_key_exchange_group() {
+        d.push_str(&format!(" key-exchange {}", group_name(g.name())));
+    }
+    d
+}
+
+/// A key exchange group as Postfix (OpenSSL) names it.
+fn group_name(g: rustls::NamedGroup) -> String {
+    match g {
+        rustls::NamedGroup::secp256r1 => "prime256v1".into(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// The protocol version, the cipher suite's IANA name and its key size in
