@@ -17,7 +17,8 @@ Results are printed as Markdown tables and saved under bench/results/.
 import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-POSTERN = os.path.join(ROOT, "target/release/postern")
+# POSTERN_BIN: another Postern binary to measure (bench/README: ring against aws-lc-rs).
+POSTERN = os.environ.get("POSTERN_BIN", os.path.join(ROOT, "target/release/postern"))
 RUN = os.path.join(ROOT, "bench/run")
 RESULTS = os.path.join(ROOT, "bench/results")
 SINK_PORT, POSTERN_PORT, POSTFIX_PORT = 2626, 2725, 2625

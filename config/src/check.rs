@@ -304,16 +304,6 @@ impl Config {
                 }
             }
         }
-        if let Some(v) = self.expanded("milter_default_action", overrides)
-            && let Err(e) = crate::milter::DefaultAction::parse(&v)
-        {
-            let (file, line) = self.origin("milter_default_action", overrides);
-            out.push(Diagnostic::error(
-                &file,
-                line,
-                format!("milter_default_action: {e}"),
-            ));
-        }
         if let Some(v) = self.expanded("inet_protocols", overrides)
             && let Err(e) = crate::inet::parse(&value::split_list(&v))
         {

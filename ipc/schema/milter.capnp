@@ -12,7 +12,7 @@
 # Milter, which replays CONNECT, HELO and MAIL (and each RCPT).
 # A channel stands for one smtpd session, or one cleanup session.
 
-const version :UInt32 = 2;
+const version :UInt32 = 3;
 
 struct Macro {
   name @0 :Text;            # at most 64 bytes
@@ -45,6 +45,8 @@ struct Request {
     mail @6 :List(Text);    # smtpd: "<sender>", then ESMTP parameters (at most 16): answered with a verdict
     macros @7 :List(Macro); # smtpd: macro values for the events that follow (at most 64); no answer
     attach @8 :Attach;      # cleanup: answered with a verdict (continue: send the message)
+    close @9 :Void;         # smtpd: the session is over (its Milter connections end); no
+                            # answer; the channel may carry another session
   }
 }
 

@@ -53,7 +53,12 @@ pub enum Request {
     Helo(String),
     Mail(Vec<String>),
     Macros(Vec<(String, String)>),
-    Attach { ticket: u64, milter: String },
+    Attach {
+        ticket: u64,
+        milter: String,
+    },
+    /// smtpd's session is over; the channel may serve another.
+    Close,
 }
 
 /// How the Milter decided (or, after a failure, its default action).
@@ -192,6 +197,7 @@ impl Message for Request {
                     ab.set_ticket(*ticket);
                     ab.set_milter(clip(milter, MAX_MILTER));
                 }
+                Request::Close => r.set_close(()),
                 Request::Rcpt(a) => r.set_rcpt(clip(a, MAX_ARG)),
                 Request::Content(d) => r.set_content(&d[..d.len().min(MAX_CHUNK)]),
                 Request::End => r.set_end(()),
@@ -217,6 +223,7 @@ impl Message for Request {
                     milter: text(a.get_milter(), "attach.milter", MAX_MILTER)?,
                 }
             }
+            request::Close(()) => Request::Close,
             request::Rcpt(t) => Request::Rcpt(text(t, "rcpt", MAX_ARG)?),
             request::Content(d) => Request::Content(frame::data(d, "content", MAX_CHUNK)?),
             request::End(()) => Request::End,

@@ -986,6 +986,7 @@ fn milter_messages_round_trip_and_limits_hold() {
             ticket: u64::MAX,
             milter: "inet:127.0.0.1:8891".into(),
         },
+        Request::Close,
     ] {
         assert_eq!(Request::decode(&m.encode(), Vec::new()).unwrap(), m);
     }

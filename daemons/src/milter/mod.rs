@@ -228,6 +228,11 @@ async fn channel(s: Rc<Settings>, sb: Switchboard, sessions: Sessions, from: Rol
             }
             (Request::Rcpt(a), Mode::Session(t)) => Some(each(&sessions, *t, Event::Rcpt(a)).await),
             (Request::Rcpt(a), Mode::Single(c)) => Some(c.rcpt(&a).await),
+            // smtpd's session is over; the channel waits for another.
+            (Request::Close, Mode::Session(_)) => {
+                end_mode(std::mem::replace(&mut mode, Mode::Idle), &sessions).await;
+                None
+            }
             (Request::Attach { ticket, milter }, _) if from == Role::Cleanup => {
                 end_mode(std::mem::replace(&mut mode, Mode::Idle), &sessions).await;
                 let (m, v) = attach(&sessions, ticket, &milter);
@@ -284,6 +289,7 @@ fn name(r: &Request) -> &'static str {
         Request::Mail(_) => "mail",
         Request::Macros(_) => "macros",
         Request::Attach { .. } => "attach",
+        Request::Close => "close",
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Shared {
     asks: RefCell<std::collections::HashMap<String, Arc<crate::tls::ccert::Ask>>>,
     /// Policy channels no session holds.
     policy_idle: RefCell<Vec<PolicyEp>>,
+    /// Milter channels no session holds (each closed its Milter session).
+    milter_idle: RefCell<Vec<ClientEnd<postern_ipc::milter::Link>>>,
     /// Numbers the sessions (the policy `instance` attribute).
     serial: std::cell::Cell<u64>,
     /// Per-client counts and rates (the smtpd_client_*_limit settings).
@@ -95,6 +97,7 @@ impl Shared {
             tls: RefCell::default(),
             asks: RefCell::default(),
             policy_idle: RefCell::default(),
+            milter_idle: RefCell::default(),
             serial: std::cell::Cell::new(0),
             anvil: RefCell::new(super::anvil::Anvil::new(anvil_unit)),
         }
@@ -179,48 +182,47 @@ impl Shared {
         reqs: Vec<postern_ipc::milter::Request>,
         timeout: Duration,
     ) -> Result<postern_ipc::milter::Verdict, String> {
-        use postern_ipc::milter::{Reply, Request};
+        use postern_ipc::milter::Request;
         if lease.broken.get() {
             return Err("the milter service failed earlier in this session".into());
         }
-        let held = lease.ep.borrow_mut().take();
-        let mut ep = match held {
-            Some(ep) => ep,
-            None if matches!(reqs.first(), Some(Request::Session(_))) => {
-                match self
-                    .connect::<postern_ipc::milter::Link>(Role::Milter, timeout)
-                    .await
-                {
-                    Ok(ep) => ep,
-                    Err(e) => {
-                        lease.broken.set(true);
-                        return Err(e);
+        let opening = matches!(reqs.first(), Some(Request::Session(_)));
+        // A pooled channel may have died with a restarted milter role:
+        // the opening is tried once more on a fresh one.
+        for _ in 0..2 {
+            let held = lease.ep.borrow_mut().take();
+            let pooled = if held.is_none() && opening {
+                self.milter_idle.borrow_mut().pop()
+            } else {
+                None
+            };
+            let was_pooled = pooled.is_some();
+            let mut ep = match held.or(pooled) {
+                Some(ep) => ep,
+                None if opening => {
+                    match self
+                        .connect::<postern_ipc::milter::Link>(Role::Milter, timeout)
+                        .await
+                    {
+                        Ok(ep) => ep,
+                        Err(e) => {
+                            lease.broken.set(true);
+                            return Err(e);
+                        }
                     }
                 }
-            }
-            None => {
-                lease.broken.set(true);
-                return Err("no milter session".into());
-            }
-        };
-        ep.channel().timeout = timeout;
-        let n = reqs.len();
-        for (i, r) in reqs.into_iter().enumerate() {
-            let res = if i + 1 < n {
-                ep.send(&r).await.map(|()| None)
-            } else {
-                ep.call(&r).await.map(Some)
+                None => {
+                    lease.broken.set(true);
+                    return Err("no milter session".into());
+                }
             };
-            match res {
-                Ok(None) => {}
-                Ok(Some(Reply::Verdict(v))) => {
+            ep.channel().timeout = timeout;
+            match Self::milter_calls(&mut ep, &reqs).await {
+                Ok(v) => {
                     *lease.ep.borrow_mut() = Some(ep);
                     return Ok(v);
                 }
-                Ok(Some(Reply::Edit(_))) => {
-                    lease.broken.set(true);
-                    return Err("milter: a change before the end of the message".into());
-                }
+                Err(e) if was_pooled && !e.is_violation() => continue,
                 Err(e) => {
                     crate::edges::dropped(postern_ipc::milter::EDGE, Role::Milter, &e);
                     lease.broken.set(true);
@@ -229,7 +231,43 @@ impl Shared {
             }
         }
         lease.broken.set(true);
-        Err("milter: nothing asked".into())
+        Err("milter service unavailable".into())
+    }
+
+    /// `reqs` in order over one channel; the last one's verdict.
+    async fn milter_calls(
+        ep: &mut ClientEnd<postern_ipc::milter::Link>,
+        reqs: &[postern_ipc::milter::Request],
+    ) -> Result<postern_ipc::milter::Verdict, ChannelError> {
+        use postern_ipc::milter::Reply;
+        let Some((last, first)) = reqs.split_last() else {
+            return Err(ChannelError::Closed);
+        };
+        for r in first {
+            ep.send(r).await?;
+        }
+        match ep.call(last).await? {
+            Reply::Verdict(v) => Ok(v),
+            Reply::Edit(_) => Err(ChannelError::Violation(postern_ipc::Violation::Field {
+                field: "edit",
+                why: "a change before the end of the message".into(),
+            })),
+        }
+    }
+
+    /// A session is over: its Milter session ends, and its channel serves
+    /// the next session.
+    pub async fn release_milter(&self, lease: &MilterLease) {
+        let Some(ep) = lease.ep.borrow_mut().take() else {
+            return;
+        };
+        if lease.broken.get() || ep.send(&postern_ipc::milter::Request::Close).await.is_err() {
+            return;
+        }
+        let mut idle = self.milter_idle.borrow_mut();
+        if idle.len() < MAX_IDLE {
+            idle.push(ep);
+        }
     }
 
     /// A session is over: its policy channel (and the connections the

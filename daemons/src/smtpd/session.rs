@@ -271,6 +271,7 @@ impl Session {
         // The policy channel (and the policy role's connections for it)
         // serves the next session.
         self.sh.release_policy(&self.policy);
+        self.sh.release_milter(&self.milter).await;
     }
 
     async fn serve(&mut self) {
