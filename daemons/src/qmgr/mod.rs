@@ -7,15 +7,18 @@
 //! mail back to the broker with its jittered exponential backoff, bounces
 //! what expires, and is the only process that changes a message's state
 //! (the broker makes it durable). It holds a queue file's descriptor only
-//! while it works on the message, and at most [`MAX_HELD_FILES`] between.
+//! while it works on the message, and at most [`held::MAX_HELD_FILES`] between.
 mod admin;
 mod agents;
 mod explain;
+mod held;
 mod load;
 mod outcome;
 mod probe;
 mod route;
 mod sched;
+
+pub use held::HeldFile;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::{OwnedFd, RawFd};
@@ -84,50 +87,8 @@ pub struct Settings {
     tls_policy_maps: Vec<TableRef>,
 }
 
-/// Queue-file descriptors kept between deliveries (from the broker's feed,
-/// in transit, loading or held); beyond this, a delivery asks the broker for
-/// its file when it starts.
-pub const MAX_HELD_FILES: usize = 128;
-
 /// Messages read and routed at once (each may hold a descriptor).
 const MAX_LOADING: usize = 64;
-
-/// A queue file's descriptor kept between deliveries, counted against
-/// [`MAX_HELD_FILES`] from the moment it arrives until it is dropped or
-/// handed to a delivery.
-pub struct HeldFile {
-    fd: Option<OwnedFd>,
-    count: Rc<std::cell::Cell<usize>>,
-}
-
-impl HeldFile {
-    /// Keeps `fd` if the budget allows; else closes it.
-    pub fn keep(count: &Rc<std::cell::Cell<usize>>, fd: OwnedFd) -> Option<HeldFile> {
-        if count.get() >= MAX_HELD_FILES {
-            return None;
-        }
-        count.set(count.get() + 1);
-        Some(HeldFile {
-            fd: Some(fd),
-            count: count.clone(),
-        })
-    }
-
-    /// The descriptor, out of the budget (a delivery takes it along).
-    pub fn into_fd(mut self) -> OwnedFd {
-        self.fd.take().expect("held")
-    }
-
-    pub fn try_clone(&self) -> std::io::Result<OwnedFd> {
-        self.fd.as_ref().expect("held").try_clone()
-    }
-}
-
-impl Drop for HeldFile {
-    fn drop(&mut self) {
-        self.count.set(self.count.get() - 1);
-    }
-}
 
 impl Settings {
     /// A destination's concurrency, rate delay and recipient limits: the
