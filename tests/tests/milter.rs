@@ -263,6 +263,18 @@ fn a_real_milter_sees_the_session_and_every_change_lands_in_the_queue_file() {
         &format!("Subject: big\r\nX-Test-Do: add\r\nX-Test-Subject: big\r\n\r\n{big}"),
     );
     assert!(r.starts_with("250"), "{r}");
+    // A client the Milter refuses at CONNECT: Postfix's words, and
+    // nothing after it.
+    let src = format!("{}.250", ip.rsplit_once('.').unwrap().0);
+    let mut refused = postern_tests::Smtp::connect_from(&src, &inst.ip, 2525);
+    let g = refused.reply();
+    assert!(
+        g.starts_with("554 mx.test.example ESMTP not accepting connections"),
+        "{g}"
+    );
+    assert!(refused.cmd("MAIL FROM:<s@example.org>").starts_with("503"));
+    refused.cmd("QUIT");
+    logged(&inst, "NOQUEUE: milter-reject: CONNECT from");
     // A recipient the Milter refuses at RCPT is refused there; the others
     // go on.
     assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
@@ -332,16 +344,20 @@ fn a_milter_that_dies_or_is_down_gets_its_default_action_and_sendmail_mail_is_fi
     assert!(r.starts_with("451 4.7.1"), "{r}");
     filter.wait_exit();
     logged(&inst, "milter-reject: END-OF-MESSAGE from");
-    // Down: the same default action, at the client's connect (smtpd's
-    // session cannot reach its Milter), and nothing is accepted.
+    // Down: the client is greeted (a 4xx default action does not refuse
+    // the connection, as in Postfix), and every event after it gets the
+    // default action; nothing is accepted.
     let mut c = inst.smtp();
     let r = c.reply();
-    assert!(r.starts_with("451 4.7.1 Service unavailable"), "{r}");
+    assert!(r.starts_with("220"), "{r}");
+    // (No enhanced status code before EHLO has succeeded.)
+    let r = c.cmd("EHLO client.example");
+    assert!(r.starts_with("451 Service unavailable"), "{r}");
     let r = c.cmd("MAIL FROM:<s@example.org>");
-    assert!(r.starts_with("503"), "{r}");
+    assert!(r.starts_with("451 Service unavailable"), "{r}");
     c.cmd("QUIT");
     logged(&inst, &format!("milter inet:{ip}:8892: can't connect"));
-    logged(&inst, "NOQUEUE: milter-reject: CONNECT from");
+    logged(&inst, "NOQUEUE: milter-reject: MAIL from");
     std::thread::sleep(Duration::from_secs(2));
     for (_, c) in sink.messages() {
         let c = String::from_utf8_lossy(&c);

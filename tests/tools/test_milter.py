@@ -20,7 +20,8 @@ what to do at the end of the message, in order:
   discard      discard
   die-in-body  send half a body replacement, then exit the process
 
-A recipient whose address starts with reject-rcpt is refused at RCPT
+A client whose address ends in .250 is refused at CONNECT. A recipient
+whose address starts with reject-rcpt is refused at RCPT
 (550 5.1.1 no such user here).
 
 Each message's record is one JSON line in --log: the connect, HELO, MAIL
@@ -60,6 +61,9 @@ class Recorder(Milter.Base):
         self.syms_conn = None
         self.rec = {"connect": self.conn}
         self.syms("connect")
+        if isinstance(hostaddr, tuple) and hostaddr[0].endswith(".250"):
+            self.setreply("550", "5.7.1", "go away")
+            return Milter.REJECT
         return Milter.CONTINUE
 
     def hello(self, heloname):

@@ -328,7 +328,14 @@ async fn open_session(
             Ok(c) => {
                 let mut c = Box::new(c);
                 let v = c.connect_event(&o.host, &o.addr, o.port).await;
-                settle(c, v).await
+                if matches!(v.outcome, Outcome::Reject | Outcome::Tempfail) {
+                    // It refused the connection: every later event gets
+                    // that answer, as Postfix's milter8 does.
+                    c.quit().await;
+                    (Slot::Failed(v.clone()), v)
+                } else {
+                    settle(c, v).await
+                }
             }
             Err(v) => (failed_slot(&v), v),
         };

@@ -40,7 +40,7 @@ pub enum Check {
     /// VRFY: unknown local users are refused.
     LocalRecipient,
     /// smtpd_milters: the event goes to the session's Milters.
-    Milter,
+    Milter { myhostname: String },
 }
 
 /// The chains of one listener.
@@ -132,7 +132,12 @@ impl Chains {
         // Milters hear each event once the restrictions let it pass.
         if !p.list("smtpd_milters").map_err(e)?.is_empty() {
             for s in [Stage::Connect, Stage::Helo, Stage::Mail, Stage::Rcpt] {
-                c.add(s, Check::Milter);
+                c.add(
+                    s,
+                    Check::Milter {
+                        myhostname: p.str("myhostname").into(),
+                    },
+                );
             }
         }
         Ok(c)
@@ -404,9 +409,9 @@ pub async fn decide(chains: &Chains, env: &Env<'_>, f: Facts<'_>) -> Decision {
                 d.check = "local_recipient_maps";
                 local_recipient(chains, env, &f).await
             }
-            Check::Milter => {
+            Check::Milter { myhostname } => {
                 d.check = "milter";
-                super::milter::event(env, &f, stage).await
+                super::milter::event(env, &f, stage, myhostname).await
             }
         };
         if v != Verdict::Accept {

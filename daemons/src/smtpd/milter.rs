@@ -59,7 +59,7 @@ fn macros(env: &Env<'_>, f: &Facts<'_>) -> Vec<(String, String)> {
 }
 
 /// One event to the session's Milters; their verdict as smtpd's.
-pub async fn event(env: &Env<'_>, f: &Facts<'_>, stage: Stage) -> Verdict {
+pub async fn event(env: &Env<'_>, f: &Facts<'_>, stage: Stage, myhostname: &str) -> Verdict {
     let m = macros(env, f);
     let reqs = match stage {
         Stage::Connect => vec![Request::Session(Open {
@@ -95,7 +95,42 @@ pub async fn event(env: &Env<'_>, f: &Facts<'_>, stage: Stage) -> Verdict {
     if v.ticket != 0 {
         env.milter.ticket.set(v.ticket);
     }
+    if stage == Stage::Connect {
+        return at_connect(env, f, &v, myhostname);
+    }
     verdict(env, f, stage, &v)
+}
+
+/// A refusal at connect, as Postfix's smtpd words it: 5xx is `554 HOST
+/// ESMTP not accepting connections` (and every later command is refused),
+/// 421 ends the session; a 4xx greets as usual (the Milter's later events
+/// carry its refusal).
+fn at_connect(env: &Env<'_>, f: &Facts<'_>, v: &MilterVerdict, myhostname: &str) -> Verdict {
+    let line = |code: u16, text: &str| {
+        (env.log)(&format!(
+            "NOQUEUE: milter-reject: CONNECT from {}: {code} {text}; proto=SMTP",
+            f.client
+        ));
+    };
+    match v.outcome {
+        Outcome::Reject => {
+            let text = format!("{myhostname} ESMTP not accepting connections");
+            line(554, &text);
+            Verdict::Reject {
+                reply: Reply::bare(554, &text),
+                log: false,
+            }
+        }
+        Outcome::Shutdown => {
+            let text = format!("{myhostname} Service unavailable - try again later");
+            line(421, &text);
+            Verdict::Reject {
+                reply: Reply::bare(421, &text),
+                log: false,
+            }
+        }
+        _ => Verdict::Accept,
+    }
 }
 
 fn verdict(env: &Env<'_>, f: &Facts<'_>, stage: Stage, v: &MilterVerdict) -> Verdict {
