@@ -306,6 +306,62 @@ fn a_real_milter_sees_the_session_and_every_change_lands_in_the_queue_file() {
             "{s} was delivered"
         );
     }
+
+    // The milter role killed (kill -9): smtpd's pooled channels to it are
+    // dead. Sessions are refused with 4xx, never accepted unfiltered, until
+    // the master has started it again; then mail goes through the Milter.
+    let old = inst.pid_of("milter").expect("the milter role runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let subject = format!("after-kill-{n}");
+        let mut c = inst.smtp();
+        let g = c.reply();
+        let ok = if g.starts_with("220") {
+            c.cmd("EHLO client.example");
+            let r = c.cmd("MAIL FROM:<s@example.org>");
+            if r.starts_with("250") {
+                let r = c.cmd("RCPT TO:<b@example.net>");
+                assert!(r.starts_with("250") || r.starts_with('4'), "{r}");
+                if r.starts_with("250") {
+                    assert!(c.cmd("DATA").starts_with("354"));
+                    c.send(
+                        format!("Subject: k\r\nX-Test-Do: add\r\nX-Test-Subject: {subject}\r\n\r\nx\r\n.\r\n")
+                            .as_bytes(),
+                    );
+                    let r = c.reply();
+                    assert!(r.starts_with("250") || r.starts_with('4'), "{r}");
+                    r.starts_with("250")
+                } else {
+                    false
+                }
+            } else {
+                assert!(r.starts_with('4'), "{r}");
+                false
+            }
+        } else {
+            assert!(g.starts_with('4'), "{g}");
+            false
+        };
+        c.cmd("QUIT");
+        if ok {
+            let (_, content) = delivered(&sink, &subject);
+            assert!(content.contains("X-Milter-Added: yes"), "{content}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery after the milter role was killed"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_ne!(inst.pid_of("milter"), Some(old));
     inst.stop();
 }
 
