@@ -140,6 +140,25 @@ pub mod fuzzing {
                 nofile: 1024,
             }])
             .encode(),
+            crate::milter::Request::Session(crate::milter::Open {
+                milter: String::new(),
+                macros: vec![("{client_addr}".into(), "192.0.2.1".into())],
+                host: "client.example".into(),
+                addr: "192.0.2.1".into(),
+                port: 25,
+                helo: String::new(),
+                mail: Vec::new(),
+            })
+            .encode(),
+            crate::milter::Request::Attach {
+                ticket: 7,
+                milter: "inet:127.0.0.1:8891".into(),
+            }
+            .encode(),
+            crate::milter::Reply::Verdict(crate::milter::Verdict::of(
+                crate::milter::Outcome::Reject,
+            ))
+            .encode(),
         ]
     }
 
