@@ -136,7 +136,19 @@ impl Anvil {
             e.start = now;
             e.rates = [0; 5];
         }
-        e
+        // Evictions leave tombstones, and a table full of them grows to
+        // twice its size on the next insert although it holds no more
+        // clients: rebuilt at the cap's size instead, so the room stays
+        // within twice the cap whatever the churn.
+        if self.map.capacity() > 2 * self.cap {
+            self.map.shrink_to(self.cap);
+        }
+        self.map.entry(k.clone()).or_insert(Entry {
+            seq,
+            count: 0,
+            start: now,
+            rates: [0; 5],
+        })
     }
 
     /// Evicts until there is room for one more: the least recently seen
@@ -259,6 +271,8 @@ mod tests {
             a.connect(&k, t);
             a.disconnect(&k);
             assert!(a.map.len() <= cap);
+            // Never more room than twice the cap, at any moment.
+            assert!(a.map.capacity() <= 2 * cap + 16, "{}", a.map.capacity());
         }
         assert_eq!(a.map.len(), cap);
         assert_eq!(a.lru.len(), cap);
