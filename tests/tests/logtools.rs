@@ -206,8 +206,20 @@ fn foreground_honours_maillog_file_dev_stdout() {
             text.contains("postfix/master[").then_some(())
         },
     );
-    inst.postern(&["stop"]);
-    let status = master.wait().unwrap();
+    // The first log line comes before the control socket: stop once
+    // `status` answers (a stop sent earlier finds nothing to stop).
+    wait_for("the control socket", Duration::from_secs(30), || {
+        inst.postern(&["status"]).status.success().then_some(())
+    });
+    let stop = inst.postern(&["stop"]);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let status = wait_for("the master to exit", Duration::from_secs(30), || {
+        master.try_wait().ok().flatten()
+    });
     assert!(status.success(), "{status}");
     let out = std::fs::read_to_string(&out_path).unwrap();
     assert!(out.contains("daemon started"), "{out}");

@@ -595,7 +595,10 @@ impl Rspamd {
             std::fs::write(local.join(name), text).unwrap();
         }
         let var = |n: &str, p: &Path| format!("{n}={}", p.display());
+        // Its own process group: rspamd forks workers, which must go with it.
+        use std::os::unix::process::CommandExt;
         let child = Command::new("rspamd")
+            .process_group(0)
             .args([
                 "-f",
                 "-i",
@@ -628,7 +631,11 @@ impl Rspamd {
 
 impl Drop for Rspamd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The main process and every worker it forked.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = self.child.wait();
     }
 }
