@@ -537,6 +537,18 @@ pub const CONFIG_FILE_CAP: u64 = 16 << 20;
 /// The largest table source file read into memory.
 pub const TABLE_FILE_CAP: u64 = 512 << 20;
 
+/// Where an installed system keeps its configuration, as /etc/postfix is
+/// Postfix's: the instance used when neither `-c` nor MAIL_CONFIG names one
+/// and `/etc/postern/main.cf` exists (a package or the appliance image put
+/// it there). Without it, the embedded default configuration applies.
+pub const SYSTEM_CONFIG_DIR: &str = "/etc/postern";
+
+/// [`SYSTEM_CONFIG_DIR`] when it holds a main.cf.
+pub fn system_config_dir() -> Option<PathBuf> {
+    let dir = Path::new(SYSTEM_CONFIG_DIR);
+    dir.join("main.cf").is_file().then(|| dir.to_path_buf())
+}
+
 /// Reads a text file of at most `cap` bytes: a larger one is an error of
 /// kind `FileTooLarge`, never an allocation without bound.
 pub fn read_capped(path: &std::path::Path, cap: u64) -> std::io::Result<String> {

@@ -54,7 +54,8 @@ use postern_config::Role;
 )]
 struct Cli {
     /// Configuration directory holding main.cf (and optionally master.cf).
-    /// Without it, the embedded default configuration is used.
+    /// Without it: /etc/postern when it holds a main.cf, else the embedded
+    /// default configuration.
     #[arg(
         short = 'c',
         long = "config-dir",
@@ -259,7 +260,12 @@ fn main() -> ExitCode {
         return cli::sendmail::main("sendmail", &args[2..]);
     }
     let cli = Cli::parse();
-    let dir = cli.config.as_deref();
+    let system = cli
+        .config
+        .is_none()
+        .then(postern_config::system_config_dir)
+        .flatten();
+    let dir = cli.config.as_deref().or(system.as_deref());
     match cli.cmd {
         Cmd::Daemon { role, ipc_fd } => match Role::from_name(&role).and_then(roles::spec) {
             Some(spec) => (spec.main)(ipc_fd),

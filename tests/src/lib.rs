@@ -20,6 +20,7 @@ pub mod policyd;
 pub mod postfix;
 pub mod swaks;
 pub mod tablesrv;
+pub mod vm;
 
 /// The postern binary under test: $POSTERN_BIN, or target/debug/postern.
 /// Tests run it as other users too (nobody, through setpriv), so when the

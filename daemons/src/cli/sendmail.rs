@@ -174,13 +174,15 @@ fn parse(mode0: Mode, args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// The instance: -C, then MAIL_CONFIG, then the embedded default. A file
-/// name means its directory, as in Postfix.
+/// The instance: -C, then MAIL_CONFIG, then /etc/postern when it holds a
+/// main.cf, then the embedded default. A file name means its directory, as
+/// in Postfix.
 fn config_dir(o: &Opts) -> Option<PathBuf> {
     let d = o
         .config
         .clone()
-        .or_else(|| std::env::var_os("MAIL_CONFIG").map(PathBuf::from))?;
+        .or_else(|| std::env::var_os("MAIL_CONFIG").map(PathBuf::from))
+        .or_else(postern_config::system_config_dir)?;
     if d.is_file() {
         return d.parent().map(Path::to_path_buf);
     }
