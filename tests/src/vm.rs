@@ -110,7 +110,8 @@ fn kvm_boots_a_kernel() -> bool {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // Debian's kernel prints its banner well within a second under KVM.
+    let deadline = Instant::now() + Duration::from_secs(8);
     let mut booted = false;
     while Instant::now() < deadline {
         let text = std::fs::read(&log).unwrap_or_default();
@@ -264,42 +265,28 @@ impl Guest {
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let tag = format!("{:x}", fastrand::u64(..));
-        // No echo, so that only the command's output comes back; the end
-        // marker is printed by printf, so its text never appears in the
-        // command line itself.
-        let line =
-            format!("stty -echo 2>/dev/null; ( {cmd} ) 2>&1; printf '@@%s@@%d@@\\n' {tag} $?\n");
-        s.write_all(line.as_bytes()).unwrap();
         let deadline = Instant::now() + timeout;
-        let mut got = Vec::new();
+        // Echo and prompt off first, and everything the console held until
+        // then (a prompt, the echo of this very line, wrapped by the
+        // shell's line editor) read and dropped. The markers come from
+        // printf, so their text differs from the command lines that ask
+        // for them.
+        s.write_all(format!("stty -echo; PS1=''; printf '@@%s@@\\n' ready-{tag}\n").as_bytes())
+            .unwrap();
+        let ready = format!("@@ready-{tag}@@\n");
+        read_until(&mut s, deadline, cmd, |t| t.contains(&ready));
+        s.write_all(format!("( {cmd} ) 2>&1; printf '@@%s@@%d@@\\n' {tag} $?\n").as_bytes())
+            .unwrap();
+        // The output, then @@TAG@@STATUS@@.
         let needle = format!("@@{tag}@@");
-        loop {
-            let mut buf = [0u8; 4096];
-            match s.read(&mut buf) {
-                Ok(0) => panic!("service console closed"),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-            let text = String::from_utf8_lossy(&got).replace('\r', "");
-            if let Some(at) = text.rfind(&needle) {
-                let rest = &text[at + needle.len()..];
-                if let Some(end) = rest.find("@@") {
-                    let rc: i32 = rest[..end].parse().unwrap_or(-1);
-                    let out = text[..at].to_string();
-                    // Anything before our command (a prompt, an old echo).
-                    let out = out
-                        .rsplit_once("stty -echo")
-                        .map(|(_, o)| o.split_once('\n').map_or("", |(_, o)| o))
-                        .unwrap_or(&out)
-                        .to_string();
-                    return (out, rc);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "`{cmd}` did not finish on the service console within {timeout:?}; got {text:?}"
-            );
-        }
+        let text = read_until(&mut s, deadline, cmd, |t| {
+            t.rfind(&needle)
+                .is_some_and(|at| t[at + needle.len()..].contains("@@"))
+        });
+        let at = text.rfind(&needle).unwrap();
+        let rest = &text[at + needle.len()..];
+        let rc = rest[..rest.find("@@").unwrap()].parse().unwrap_or(-1);
+        (text[..at].to_string(), rc)
     }
 
     /// [`Guest::sh`], asserting exit status 0.
@@ -335,6 +322,33 @@ impl Guest {
             std::thread::sleep(Duration::from_millis(200));
         }
         self.pull_plug();
+    }
+}
+
+/// Reads from the console until what arrived (\r dropped) satisfies
+/// `done`; returns all of it.
+fn read_until(
+    s: &mut UnixStream,
+    deadline: Instant,
+    cmd: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let mut got = Vec::new();
+    loop {
+        let mut buf = [0u8; 4096];
+        match s.read(&mut buf) {
+            Ok(0) => panic!("service console closed"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        let text = String::from_utf8_lossy(&got).replace('\r', "");
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{cmd}` did not finish on the service console in time; got {text:?}"
+        );
     }
 }
 

@@ -213,34 +213,31 @@ async fn recover(st: Shared) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let r = st.borrow_mut().queue.recover_some(256);
-        match r {
-            Ok(r) => {
-                total.committed += r.committed;
-                total.freed += r.freed;
-                total.set_aside += r.set_aside;
-                st.borrow().wake.notify_one();
-                if r.left == 0 {
-                    info!(
-                        "queue: recovered {} message(s) in {} ms ({} freed, {} set aside)",
-                        total.committed,
-                        t0.elapsed().as_millis(),
-                        total.freed,
-                        total.set_aside
-                    );
-                    return;
-                }
-                backoff = Duration::from_millis(100);
-                tokio::task::yield_now().await;
-            }
-            Err(e) => {
-                warn!(
-                    "queue recovery: {e}; retrying in {} ms",
-                    backoff.as_millis()
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
+        total.committed += r.committed;
+        total.freed += r.freed;
+        total.set_aside += r.set_aside;
+        st.borrow().wake.notify_one();
+        if let Some(e) = r.shortage {
+            warn!(
+                "queue recovery: {e}; retrying in {} ms",
+                backoff.as_millis()
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+            continue;
         }
+        if r.left == 0 {
+            info!(
+                "queue: recovered {} message(s) in {} ms ({} freed, {} set aside)",
+                total.committed,
+                t0.elapsed().as_millis(),
+                total.freed,
+                total.set_aside
+            );
+            return;
+        }
+        backoff = Duration::from_millis(100);
+        tokio::task::yield_now().await;
     }
 }
 

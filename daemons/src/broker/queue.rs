@@ -75,6 +75,28 @@ enum State {
         owner: Owner,
     },
     Committed(Entry),
+    /// Left in place, unread and never reused: written by a newer Postern
+    /// (a queue-file version above ours), for that version to deliver
+    /// after an upgrade (an image rollback boots an older binary on the
+    /// newer one's queue); or one this broker cannot read at all.
+    Left,
+}
+
+/// An error that passes (no descriptor or memory to spare right now), as
+/// opposed to one about the file itself.
+fn is_shortage(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(
+            Errno::EMFILE
+                | Errno::ENFILE
+                | Errno::ENOMEM
+                | Errno::ENOBUFS
+                | Errno::EINTR
+                | Errno::EAGAIN
+        )
+    ) || e.kind() == std::io::ErrorKind::OutOfMemory
 }
 
 /// What the reaper does with a released slot.
@@ -188,13 +210,16 @@ pub enum QueueError {
 }
 
 /// What recovery did with a batch of files.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Recovered {
     pub committed: usize,
     pub freed: usize,
     pub set_aside: usize,
     /// Files still to read.
     pub left: usize,
+    /// A shortage (descriptors, memory) stopped this batch; the file it
+    /// hit is read again on the next call.
+    pub shortage: Option<std::io::Error>,
 }
 
 impl Queue {
@@ -322,28 +347,46 @@ impl Queue {
     /// Reads up to `max` listed files: committed messages join the order,
     /// uncommitted ones return to the pool, corrupt ones move aside. The
     /// broker never dies over one file, so it cannot crash-loop over it.
-    pub fn recover_some(&mut self, max: usize) -> std::io::Result<Recovered> {
+    pub fn recover_some(&mut self, max: usize) -> Recovered {
         let mut out = Recovered::default();
         for _ in 0..max {
             let Some(n) = self.unscanned.pop() else { break };
-            match self.recover_one(n)? {
-                Some(true) => out.committed += 1,
-                Some(false) => out.freed += 1,
-                None => out.set_aside += 1,
+            match self.recover_one(n) {
+                Ok(Some(true)) => out.committed += 1,
+                Ok(Some(false)) => out.freed += 1,
+                Ok(None) => out.set_aside += 1,
+                Err(e) if is_shortage(&e) => {
+                    self.unscanned.push(n);
+                    out.shortage = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    // Not ours to judge (its owner or mode changed by
+                    // hand, a disk error): named, left where it is, its
+                    // slot never reused.
+                    warn!(
+                        "{}: cannot recover queue file ({e}); left in place",
+                        slot_name(n)
+                    );
+                    self.set(n, State::Left);
+                    out.set_aside += 1;
+                }
             }
         }
         out.left = self.unscanned.len();
         if out.left == 0 {
             self.flush_in_recovery = false;
         }
-        Ok(out)
+        out
     }
 
     /// Reads every listed file (tests, and small queues).
     #[cfg(test)]
     pub fn recover(&mut self) -> std::io::Result<Vec<Entry>> {
         self.begin_recovery()?;
-        self.recover_some(usize::MAX)?;
+        if let Some(e) = self.recover_some(usize::MAX).shortage {
+            return Err(e);
+        }
         let mut v: Vec<Entry> = self
             .slots
             .iter()
@@ -356,7 +399,8 @@ impl Queue {
         Ok(v)
     }
 
-    /// Some(true): committed; Some(false): freed; None: set aside.
+    /// Some(true): committed; Some(false): freed; None: set aside (or left
+    /// in place for a newer version).
     fn recover_one(&mut self, n: u32) -> std::io::Result<Option<bool>> {
         let file = match self.open_slot(n, OFlag::O_RDWR) {
             Ok(f) => f,
@@ -394,6 +438,17 @@ impl Queue {
         };
         let version_ok = s.header.as_ref().is_some_and(|h| h.version <= rec::VERSION);
         let qid = s.header.as_ref().and_then(|h| Qid::new(&h.queue_id));
+        if let Some(h) = s.header.as_ref().filter(|h| h.version > rec::VERSION) {
+            warn!(
+                "{}: queue file version {} is newer than this Postern's ({}); left in place as slots/{} for the newer version to deliver",
+                h.queue_id,
+                h.version,
+                rec::VERSION,
+                slot_name(n)
+            );
+            self.set(n, State::Left);
+            return Ok(None);
+        }
         if s.committed && s.content_complete && version_ok && s.all_done() {
             // Delivered before the crash; only the removal was lost.
             let id = s.header.map(|h| h.queue_id).unwrap_or_default();
