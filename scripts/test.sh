@@ -68,9 +68,13 @@ echo "== clippy"
 cargo clippy -q --locked --workspace --all-targets -- -D warnings
 echo "== tests"
 report=target/tmp/fault-injection.txt
-rm -f "$report"
+image_report=target/tmp/image-report.txt
+rm -f "$report" "$image_report"
 status=0
 cargo test --locked --workspace || status=$?
 # The kill -9 run's seed and counts (tests/tests/faults.rs), pass or fail.
 if [ -f "$report" ]; then echo "== $(cat "$report")"; fi
+# The appliance image's boot time, idle memory and pulled-plug summary
+# (tests/tests/image.rs).
+if [ -f "$image_report" ]; then sed 's/^/== /' "$image_report"; fi
 exit $status
