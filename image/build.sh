@@ -14,20 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 
-version=""
 out="$top/target/image"
-bin=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-    --version) version="$2"; shift 2 ;;
-    --out) out="$2"; shift 2 ;;
-    --bin) bin="$2"; shift 2 ;;
-    *) echo "usage: image/build.sh [--version V] [--out DIR] [--bin PATH]" >&2; exit 2 ;;
-    esac
-done
-if [ -z "$version" ]; then
-    version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
-fi
+. image/args.sh
 case "$version" in
 *[!A-Za-z0-9.+~-]* | "") echo "bad version string: $version" >&2; exit 2 ;;
 esac
@@ -46,17 +34,8 @@ PACKAGES=(
     binutils          # strip
     kmod              # modprobe --show-depends: the modules' load order
 )
-SUDO=""
-if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "== installing: ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. scripts/packages.sh
+ensure_packages "${PACKAGES[@]}"
 
 if [ -z "$bin" ]; then
     echo "== cargo build --release"

@@ -10,20 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 
-version=""
 out="$top/target/debian"
-bin=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-    --version) version="$2"; shift 2 ;;
-    --out) out="$2"; shift 2 ;;
-    --bin) bin="$2"; shift 2 ;;
-    *) echo "usage: image/deb.sh [--version V] [--out DIR] [--bin PATH]" >&2; exit 2 ;;
-    esac
-done
-if [ -z "$version" ]; then
-    version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
-fi
+. image/args.sh
 case "$version" in
 [0-9]*) ;;
 *) echo "a Debian version starts with a digit: $version" >&2; exit 2 ;;

@@ -35,28 +35,8 @@ PACKAGES=(
     python3-dkim     # dkimpy: checks opendkim's signatures
     rspamd           # a real Milter (its proxy worker), no Redis (its service never starts)
 )
-SUDO=""
-if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "== installing: ${missing[*]}"
-    # Postfix and Dovecot come without a system configuration, and no
-    # package's service may start (policy-rc.d): the tests start their own
-    # instances, on loopback addresses only.
-    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
-    $SUDO apt-get update -qq
-    guard=""
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-        $SUDO chmod 755 /usr/sbin/policy-rc.d
-        guard=1
-    fi
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-    if [ -n "$guard" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
-fi
+. scripts/packages.sh
+ensure_packages "${PACKAGES[@]}"
 
 echo "== format"
 cargo fmt --all -- --check

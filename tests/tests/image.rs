@@ -699,3 +699,35 @@ fn debian_package_replaces_postfix_queues_mail_and_purges_cleanly() {
     }
     assert!(!ch.sh("dpkg -s postern").1, "postern still known to dpkg");
 }
+
+/// A blank data disk (no file system, no configuration): the first boot
+/// makes the file system, and Postern's first start its directories and a
+/// self-signed certificate, with no manual step: the box greets on port 25
+/// and offers STARTTLS.
+#[test]
+fn first_boot_on_a_blank_data_disk_sets_itself_up() {
+    let _one = one_guest_at_a_time();
+    let image = vm::image("1.0.0-test");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("blank.img");
+    std::fs::File::create(&data)
+        .unwrap()
+        .set_len(128 << 20)
+        .unwrap();
+    let mut g = Guest::boot(&image, &data, dir.path(), "blank");
+    g.wait_greeting(boot_timeout());
+    let mut s = postern_tests::Smtp::connect("127.0.0.1", g.smtp_port);
+    let greeting = s.reply();
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    let ehlo = s.cmd("EHLO host.example");
+    assert!(
+        ehlo.contains("250-STARTTLS") || ehlo.contains("250 STARTTLS"),
+        "{ehlo}"
+    );
+    let console = g.console_text();
+    assert!(
+        console.contains("first boot: making an ext4 file system on /dev/vdb"),
+        "{console}"
+    );
+    g.pull_plug();
+}
