@@ -34,6 +34,7 @@ PACKAGES=(
     opendkim-tools   # opendkim-genkey
     python3-dkim     # dkimpy: checks opendkim's signatures
     rspamd           # a real Milter (its proxy worker), no Redis (its service never starts)
+    testssl.sh       # testssl 3.0.8: protocols, ciphers and vulnerabilities of every TLS port
 )
 . scripts/packages.sh
 ensure_packages "${PACKAGES[@]}"

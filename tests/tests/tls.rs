@@ -730,3 +730,107 @@ fn postern_to_postern_negotiates_post_quantum_key_exchange() {
     a.stop();
     b.stop();
 }
+
+/// Debian's testssl.sh (3.0.8) against the three listeners: `-p -E -f -U`
+/// (protocols, every cipher, forward secrecy, vulnerabilities) on port 25's
+/// STARTTLS and `-p` on 587 (STARTTLS) and 465 (implicit TLS). No SSLv2,
+/// SSLv3, TLS 1.0 or 1.1, forward secrecy offered, and no protocol, cipher
+/// or vulnerability finding of severity MEDIUM or above. Certificate
+/// findings (`cert_*`) are exempt: the test's own CA and 127.0.0.x.
+///
+/// Cipher-order policy: rustls follows the client's order among the
+/// server's suites (`ignore_client_order` off). Every suite offered is an
+/// AEAD with an ephemeral key exchange, so no client preference can choose
+/// a weak one. testssl 3.0.8 does not know the post-quantum groups, so it
+/// lists only the classic curves; tls::postern_to_postern_negotiates_post_quantum_key_exchange
+/// covers X25519MLKEM768.
+#[test]
+fn testssl_finds_no_weak_protocol_cipher_or_vulnerability() {
+    let (inst, _pki) = tls_instance("");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |port: u16, starttls: bool, checks: &[&str]| -> Vec<serde_json::Value> {
+        let json = dir.path().join(format!("testssl-{port}.json"));
+        let mut cmd = Command::new("timeout");
+        cmd.args([
+            "300",
+            "testssl",
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "off",
+        ])
+        .args(["--connect-timeout", "10", "--openssl-timeout", "10"])
+        .args(checks)
+        .arg("--jsonfile")
+        .arg(&json);
+        if starttls {
+            cmd.args(["--starttls", "smtp"]);
+        }
+        let out = cmd
+            .arg(format!("{}:{port}", inst.ip))
+            .output()
+            .expect("testssl (apt-get install testssl.sh)");
+        let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+            panic!(
+                "testssl wrote no JSON for port {port} ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let findings: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        assert!(
+            findings
+                .iter()
+                .any(|f| f["id"] == "TLS1_2" || f["id"] == "TLS1_3"),
+            "port {port}: testssl saw no protocol at all: {text}"
+        );
+        findings
+    };
+    let full = run(inst.smtp_port, true, &["-p", "-E", "-f", "-U"]);
+    let sub = run(inst.submission_port, true, &["-p"]);
+    let wrapper = run(WRAPPER_PORT, false, &["-p"]);
+    let finding = |fs: &[serde_json::Value], id: &str| -> String {
+        fs.iter()
+            .find(|f| f["id"] == id)
+            .and_then(|f| f["finding"].as_str())
+            .unwrap_or_else(|| panic!("no {id} finding"))
+            .to_string()
+    };
+    for (port, fs) in [
+        (inst.smtp_port, &full),
+        (inst.submission_port, &sub),
+        (WRAPPER_PORT, &wrapper),
+    ] {
+        for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+            assert_eq!(finding(fs, old), "not offered", "port {port}: {old}");
+        }
+        assert!(finding(fs, "TLS1_3").starts_with("offered"), "port {port}");
+        for f in fs.iter() {
+            let id = f["id"].as_str().unwrap_or("");
+            let sev = f["severity"].as_str().unwrap_or("");
+            if id.starts_with("cert") {
+                continue;
+            }
+            assert!(
+                !matches!(sev, "MEDIUM" | "HIGH" | "CRITICAL"),
+                "port {port}: {f}"
+            );
+        }
+    }
+    // Forward secrecy, and every cipher offered is an AEAD of 128 bits or
+    // more with an ephemeral key exchange.
+    assert!(finding(&full, "PFS").starts_with("offered"), "{full:?}");
+    let ciphers: Vec<&serde_json::Value> = full
+        .iter()
+        .filter(|f| f["id"].as_str().is_some_and(|i| i.starts_with("cipher-")))
+        .collect();
+    assert!(!ciphers.is_empty(), "no cipher findings: {full:?}");
+    for c in ciphers {
+        let text = c["finding"].as_str().unwrap();
+        assert!(
+            (text.contains("AESGCM") || text.contains("ChaCha20")) && text.contains("ECDH"),
+            "{text}"
+        );
+    }
+}
