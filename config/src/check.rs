@@ -55,10 +55,9 @@ const WEAKENING: &[(&str, &str)] = &[
 
 /// Registry parameters whose code is not written yet: set to anything but
 /// their default, they are refused, never silently ignored.
-const NOT_YET: &[(&str, &str)] = &[
-    ("smtp_tls_secure_cert_match", "issue #18"),
-    ("smtp_tls_verify_cert_match", "issue #18"),
-];
+/// (None at present: the last two, the cert-match parameters, came with
+/// issue #18.)
+const NOT_YET: &[(&str, &str)] = &[];
 
 /// Parameters whose values list tables (besides the restriction lists).
 const TABLE_LISTS: &[&str] = &[
@@ -443,6 +442,34 @@ impl Config {
                         line,
                         format!("notify_classes: unknown class \"{other}\" (bounce, 2bounce, delay, policy, protocol, resource, software, data)"),
                     )),
+                }
+            }
+        }
+        // The names a verified server certificate may carry.
+        for name in ["smtp_tls_verify_cert_match", "smtp_tls_secure_cert_match"] {
+            let Some(v) = self.expanded(name, overrides) else {
+                continue;
+            };
+            let (file, line) = self.origin(name, overrides);
+            for m in value::split_list(&v) {
+                let m = m.to_ascii_lowercase();
+                let name_ok = |n: &str| {
+                    !n.is_empty()
+                        && n.split('.').all(|l| {
+                            !l.is_empty()
+                                && l.len() <= 63
+                                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        })
+                };
+                let ok = matches!(m.as_str(), "hostname" | "nexthop" | "dot-nexthop")
+                    || m.strip_prefix('.').is_some_and(name_ok)
+                    || name_ok(&m);
+                if !ok {
+                    out.push(Diagnostic::error(
+                        &file,
+                        line,
+                        format!("{name}: \"{m}\" is neither hostname, nexthop, dot-nexthop, a DNS name nor .domain"),
+                    ));
                 }
             }
         }

@@ -183,7 +183,8 @@ fn tls_sessions_are_resumed_across_connections() {
 
 /// Through real DNS: `secure` checks the certificate against the next-hop
 /// domain (which an MX lookup cannot spoof) and sends it as SNI; `verify`
-/// checks the MX host name, so the same certificate fails there.
+/// checks the MX host name, so the same certificate fails there, until
+/// smtp_tls_verify_cert_match names the next hop too.
 #[test]
 fn secure_matches_the_nexthop_and_verify_the_mx_host_name() {
     let sink_ip = unique_loopback();
@@ -238,6 +239,23 @@ fn secure_matches_the_nexthop_and_verify_the_mx_host_name() {
         Duration::from_secs(20),
     );
     assert_eq!(sink.messages().len(), 1);
+
+    // smtp_tls_verify_cert_match: with the next hop among the names, the
+    // same certificate verifies at the verify level (the host name fails,
+    // the next hop matches).
+    let mut c = Instance::new("smtpd_error_sleep_time = 0");
+    c.add_main_cf(&format!(
+        "{common}smtp_tls_security_level = verify
+smtp_tls_verify_cert_match = hostname, nexthop
+"
+    ));
+    c.start();
+    send_to(&c);
+    delivered(&sink, 2);
+    c.wait_log(
+        &format!("Verified TLS connection established to mx.secure.test[{sink_ip}]:25"),
+        Duration::from_secs(5),
+    );
 }
 
 #[test]

@@ -43,11 +43,13 @@ pub fn main(ipc_fd: RawFd) -> ! {
         let level = tls::Level::parse(params.str("smtp_tls_security_level"));
         let roots = tls::load_roots(params.str("smtp_tls_CAfile"), level)?;
         let cert = Arc::new(tls::ClientCert::default());
-        let policy = tls::Policy::new(
+        let cert_match = tls::CertMatch::from_params(params);
+        let policy = tls::Policy::with_matches(
             level,
             params.str("smtp_tls_servername"),
             roots.clone(),
             cert.clone(),
+            cert_match.for_level(level, &[]),
         )?;
         // smtp_tls_policy_maps: what per-destination policies are made of.
         let maps = (!params
@@ -57,6 +59,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
         .then(|| PolicyMaps {
             roots,
             servername: params.str("smtp_tls_servername").to_string(),
+            cert_match: cert_match.clone(),
             made: RefCell::default(),
         });
         let lmtp_tls = match lmtp::tls_level(params) {

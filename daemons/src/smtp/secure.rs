@@ -17,6 +17,7 @@ use crate::log;
 pub(super) struct PolicyMaps {
     pub(super) roots: rustls::RootCertStore,
     pub(super) servername: String,
+    pub(super) cert_match: tls::CertMatch,
     pub(super) made: RefCell<HashMap<tls::Entry, Rc<tls::Policy>>>,
 }
 
@@ -131,7 +132,7 @@ impl Smtp {
             &maps.servername,
             maps.roots.clone(),
             self.cert.clone(),
-            entry.matches.clone(),
+            maps.cert_match.for_level(entry.level, &entry.matches),
         )
         .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
         let p = Rc::new(p);

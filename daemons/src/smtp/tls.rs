@@ -5,10 +5,17 @@
 //!   handshake falls back to plaintext on a new connection;
 //! - `encrypt`: TLS required, certificate not checked;
 //! - `verify`: TLS required, the certificate chains to a trusted CA and
-//!   names the server host (`smtp_tls_verify_cert_match = hostname`);
-//! - `secure`: as verify, but the name must be the next-hop domain
-//!   (`smtp_tls_secure_cert_match = nexthop`), which an MX lookup cannot
-//!   spoof.
+//!   carries a name of `smtp_tls_verify_cert_match` (default `hostname`:
+//!   the server host);
+//! - `secure`: as verify, with `smtp_tls_secure_cert_match` (default
+//!   `nexthop, dot-nexthop`: the next-hop domain or a name below it, which
+//!   an MX lookup cannot spoof).
+//!
+//! A match list (those parameters, or a policy entry's `match=`) holds
+//! `hostname`, `nexthop`, `dot-nexthop`, literal names and `.domain` (any
+//! name below it). webpki decides whether a certificate is valid for a
+//! name; for the patterns below a domain, the certificate's own DNS names
+//! only choose which names to ask it about.
 //!
 //! Trusted CAs come from `smtp_tls_CAfile`, else the system bundle, read
 //! before the jail. A client certificate (`smtp_tls_cert_file`) is used
@@ -130,11 +137,45 @@ fn bare(n: &str) -> &str {
     n.trim_end_matches('.')
 }
 
-/// `match=`: the chain must verify, and name any one of `names`.
+/// A name a verified certificate may carry: exactly this one, or (for
+/// `dot-nexthop` and `.domain`) any name below a domain.
+#[derive(Debug, Clone)]
+enum Wanted {
+    Exact(ServerName<'static>),
+    Below(String),
+}
+
+/// `match=` and the `*_cert_match` parameters: the chain must verify, and
+/// name any one of `names`.
 #[derive(Debug)]
 struct AnyName {
     inner: Arc<WebPkiServerVerifier>,
-    names: Vec<ServerName<'static>>,
+    names: Vec<Wanted>,
+}
+
+/// The certificate's own DNS names below `domain`, as names webpki can
+/// check it against: `mx1.example.com`, and for a wildcard `*.example.com`
+/// one name it covers. They only choose what to ask webpki; webpki alone
+/// decides whether the certificate is valid for that name.
+fn names_below(end_entity: &CertificateDer<'_>, domain: &str) -> Vec<ServerName<'static>> {
+    let Ok(ee) = webpki::EndEntityCert::try_from(end_entity) else {
+        return Vec::new();
+    };
+    let suffix = format!(".{domain}");
+    ee.valid_dns_names()
+        .filter_map(|n| {
+            let n = n.trim_end_matches('.').to_ascii_lowercase();
+            let probe = match n.strip_prefix("*.") {
+                Some(rest) if rest == domain || rest.ends_with(&suffix) => {
+                    format!("wildcard-match.{rest}")
+                }
+                Some(_) => return None,
+                None if n.ends_with(&suffix) => n,
+                None => return None,
+            };
+            ServerName::try_from(probe).ok()
+        })
+        .collect()
 }
 
 impl ServerCertVerifier for AnyName {
@@ -147,13 +188,19 @@ impl ServerCertVerifier for AnyName {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let mut last = rustls::Error::General("no name to match".into());
-        for n in &self.names {
-            match self
-                .inner
-                .verify_server_cert(end_entity, intermediates, n, ocsp, now)
-            {
-                Ok(v) => return Ok(v),
-                Err(e) => last = e,
+        for w in &self.names {
+            let candidates = match w {
+                Wanted::Exact(n) => vec![n.clone()],
+                Wanted::Below(d) => names_below(end_entity, d),
+            };
+            for n in &candidates {
+                match self
+                    .inner
+                    .verify_server_cert(end_entity, intermediates, n, ocsp, now)
+                {
+                    Ok(v) => return Ok(v),
+                    Err(e) => last = e,
+                }
             }
         }
         Err(last)
@@ -195,6 +242,44 @@ impl ResolvesClientCert for ClientCert {
 
     fn has_certs(&self) -> bool {
         self.0.read().is_ok_and(|c| c.is_some())
+    }
+}
+
+/// The names a verified certificate may carry at `level` when no `match=`
+/// says otherwise: `smtp_tls_verify_cert_match` (default `hostname`) for
+/// verify, `smtp_tls_secure_cert_match` (default `nexthop, dot-nexthop`)
+/// for secure.
+#[derive(Debug, Clone, Default)]
+pub struct CertMatch {
+    pub verify: Vec<String>,
+    pub secure: Vec<String>,
+}
+
+impl CertMatch {
+    pub fn from_params(p: &postern_config::Params) -> CertMatch {
+        let list = |n: &str| {
+            p.list(n)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| m.to_ascii_lowercase())
+                .collect()
+        };
+        CertMatch {
+            verify: list("smtp_tls_verify_cert_match"),
+            secure: list("smtp_tls_secure_cert_match"),
+        }
+    }
+
+    /// The level's names, or `matches` when a policy entry gave some.
+    pub fn for_level(&self, level: Level, matches: &[String]) -> Vec<String> {
+        if !matches.is_empty() {
+            return matches.to_vec();
+        }
+        match level {
+            Level::Verify => self.verify.clone(),
+            Level::Secure => self.secure.clone(),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -240,14 +325,6 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
                     .filter(|m| !m.is_empty())
                     .map(|m| m.to_ascii_lowercase())
                     .collect();
-                if matches
-                    .iter()
-                    .any(|m| m == "dot-nexthop" || m.starts_with('.'))
-                {
-                    return Err(format!(
-                        "match={value}: subdomain patterns are not supported by Postern yet"
-                    ));
-                }
             }
             "protocols" | "ciphers" | "exclude" => {}
             other => {
@@ -335,7 +412,15 @@ impl Policy {
             level,
             servername: servername.to_string(),
             connector: tokio_rustls::TlsConnector::from(c.clone()),
-            base: webpki.filter(|_| !matches.is_empty()).map(|w| (w, c)),
+            // One exact name is what the shared connector checks already.
+            base: webpki
+                .filter(|_| {
+                    matches.len() > 1
+                        || matches
+                            .first()
+                            .is_some_and(|m| m == "dot-nexthop" || m.starts_with('.'))
+                })
+                .map(|w| (w, c)),
             matches,
         })
     }
@@ -347,16 +432,7 @@ impl Policy {
         let Some((webpki, base)) = &self.base else {
             return self.connector.clone();
         };
-        let names: Vec<ServerName<'static>> = self
-            .matches
-            .iter()
-            .map(|m| match m.as_str() {
-                "hostname" => host,
-                "nexthop" => nexthop,
-                literal => literal,
-            })
-            .filter_map(|n| ServerName::try_from(bare(n).to_string()).ok())
-            .collect();
+        let names = self.wanted(host, nexthop);
         let mut c = (**base).clone();
         c.dangerous().set_certificate_verifier(Arc::new(AnyName {
             inner: webpki.clone(),
@@ -365,14 +441,43 @@ impl Policy {
         tokio_rustls::TlsConnector::from(Arc::new(c))
     }
 
+    /// The match list for one connection: `hostname` and `nexthop` become
+    /// those names, `dot-nexthop` and `.domain` any name below a domain.
+    fn wanted(&self, host: &str, nexthop: &str) -> Vec<Wanted> {
+        self.matches
+            .iter()
+            .filter_map(|m| match m.as_str() {
+                "hostname" => ServerName::try_from(bare(host).to_string())
+                    .ok()
+                    .map(Wanted::Exact),
+                "nexthop" => ServerName::try_from(bare(nexthop).to_string())
+                    .ok()
+                    .map(Wanted::Exact),
+                "dot-nexthop" => Some(Wanted::Below(bare(nexthop).to_ascii_lowercase())),
+                below if below.starts_with('.') => {
+                    Some(Wanted::Below(bare(&below[1..]).to_string()))
+                }
+                literal => ServerName::try_from(bare(literal).to_string())
+                    .ok()
+                    .map(Wanted::Exact),
+            })
+            .collect()
+    }
+
     pub fn connector(&self) -> &tokio_rustls::TlsConnector {
         &self.connector
     }
 
-    /// The name to verify (and send as SNI): the server's host name, or
-    /// for `secure` (and `smtp_tls_servername = nexthop`) the next hop.
+    /// The name to verify (and send as SNI): the first exact name of the
+    /// match list, else the server's host name, or for `secure` (and
+    /// `smtp_tls_servername = nexthop`) the next hop.
     pub fn name(&self, host: &str, nexthop: &str) -> Option<ServerName<'static>> {
-        let n = match self.matches.first().map(String::as_str) {
+        let exact = self
+            .matches
+            .iter()
+            .map(String::as_str)
+            .find(|m| *m != "dot-nexthop" && !m.starts_with('.'));
+        let n = match exact {
             Some("hostname") => host,
             Some("nexthop") => nexthop,
             Some(literal) => literal,
@@ -396,6 +501,105 @@ impl Policy {
 mod tests {
     use super::*;
 
+    /// A CA and leaf certificates it signed for `names`, as DER.
+    fn chain(names: &[&[&str]]) -> (RootCertStore, Vec<CertificateDer<'static>>) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let leaves = names
+            .iter()
+            .map(|n| {
+                let p = CertificateParams::new(n.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                    .unwrap();
+                p.signed_by(&KeyPair::generate().unwrap(), &ca)
+                    .unwrap()
+                    .der()
+                    .clone()
+            })
+            .collect();
+        (roots, leaves)
+    }
+
+    /// `smtp_tls_secure_cert_match = nexthop, dot-nexthop` (the default) and
+    /// `smtp_tls_verify_cert_match = hostname`: which certificates pass for
+    /// next hop example.com reached at MX host mx1.example.com.
+    #[test]
+    fn cert_match_lists_decide_which_names_verify() {
+        let (roots, leaves) = chain(&[
+            &["example.com"],
+            &["mx1.example.com"],
+            &["*.mail.example.com"],
+            &["mx.other.net"],
+            &["example.com.evil.net"],
+            &["notexample.com"],
+        ]);
+        let provider = crate::tls::provider();
+        let verdicts = |matches: &[&str]| -> Vec<bool> {
+            let pol = Policy::with_matches(
+                Level::Secure,
+                "",
+                roots.clone(),
+                Arc::new(ClientCert::default()),
+                matches.iter().map(|m| m.to_string()).collect(),
+            )
+            .unwrap();
+            let v = AnyName {
+                inner: WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots.clone()),
+                    provider.clone(),
+                )
+                .build()
+                .unwrap(),
+                names: pol.wanted("mx1.example.com", "example.com"),
+            };
+            let any = ServerName::try_from("ignored.invalid").unwrap();
+            leaves
+                .iter()
+                .map(|l| {
+                    v.verify_server_cert(l, &[], &any, &[], UnixTime::now())
+                        .is_ok()
+                })
+                .collect()
+        };
+        assert_eq!(
+            verdicts(&["nexthop", "dot-nexthop"]),
+            [true, true, true, false, false, false]
+        );
+        assert_eq!(
+            verdicts(&["nexthop"]),
+            [true, false, false, false, false, false]
+        );
+        assert_eq!(
+            verdicts(&["hostname"]),
+            [false, true, false, false, false, false]
+        );
+        assert_eq!(
+            verdicts(&[".mail.example.com"]),
+            [false, false, true, false, false, false]
+        );
+        assert_eq!(
+            verdicts(&["mx.other.net"]),
+            [false, false, false, true, false, false]
+        );
+        // The SNI and first name: the first exact entry, else the level's.
+        let pol = |m: &[&str]| {
+            Policy::with_matches(
+                Level::Secure,
+                "",
+                roots.clone(),
+                Arc::new(ClientCert::default()),
+                m.iter().map(|s| s.to_string()).collect(),
+            )
+            .unwrap()
+        };
+        let name = |p: &Policy| format!("{:?}", p.name("mx1.example.com", "example.com"));
+        assert!(name(&pol(&["dot-nexthop", "hostname"])).contains("mx1.example.com"));
+        assert!(name(&pol(&["dot-nexthop"])).contains("\"example.com\""));
+    }
+
     #[test]
     fn policy_table_values_and_keys() {
         assert_eq!(
@@ -411,7 +615,6 @@ mod tests {
             ("dane", "not supported by Postern yet"),
             ("dane-only", "not supported by Postern yet"),
             ("fingerprint match=AB:CD", "not supported by Postern yet"),
-            ("secure match=nexthop:dot-nexthop", "subdomain patterns"),
             ("verify tafile=/etc/ta.pem", "\"tafile\" is not supported"),
             ("verify match", "expected name=value"),
             ("strict", "unknown TLS security level"),
