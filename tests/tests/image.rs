@@ -433,22 +433,27 @@ fn upgrade_and_rollback_on_one_data_partition() {
     std::fs::remove_file(seed_dir.join("etc/crontabs/root")).unwrap();
     let data = dir.path().join("data.img");
     vm::data_disk(&data, 256, Some(&seed_dir));
-    let release = |g: &Guest| g.sh_ok("cat /etc/postern-image-release").trim().to_string();
+    // Boots `image` on the data disk and checks which version runs.
+    let boot = |image: &Path, tag: &str, version: &str| {
+        let mut g = Guest::boot(image, &data, dir.path(), tag);
+        g.wait_greeting(boot_timeout());
+        assert_eq!(
+            g.sh_ok("cat /etc/postern-image-release").trim(),
+            format!("POSTERN_IMAGE_VERSION={version}")
+        );
+        g
+    };
 
     // 1.0.0 queues three messages its relayhost refuses for now.
     relay.sink.set_mode("tempfail");
-    let mut g = Guest::boot(&old, &data, dir.path(), "old1");
-    g.wait_greeting(boot_timeout());
-    assert_eq!(release(&g), "POSTERN_IMAGE_VERSION=1.0.0-test");
+    let mut g = boot(&old, "old1", "1.0.0-test");
     send_tagged(&g, "upgrade", 3);
     wait_deferred(&g, 3);
     g.poweroff();
 
     // 1.0.1 on the same data partition delivers them.
     relay.sink.set_mode("accept");
-    let mut g = Guest::boot(&new, &data, dir.path(), "new1");
-    g.wait_greeting(boot_timeout());
-    assert_eq!(release(&g), "POSTERN_IMAGE_VERSION=1.0.1-test");
+    let mut g = boot(&new, "new1", "1.0.1-test");
     g.sh_ok("postern queue flush");
     wait_delivered(&relay, "upgrade", 3);
 
@@ -481,9 +486,7 @@ fn upgrade_and_rollback_on_one_data_partition() {
 
     // Back to 1.0.0: the two are delivered, the newer file stays as it was.
     relay.sink.set_mode("accept");
-    let mut g = Guest::boot(&old, &data, dir.path(), "old2");
-    g.wait_greeting(boot_timeout());
-    assert_eq!(release(&g), "POSTERN_IMAGE_VERSION=1.0.0-test");
+    let mut g = boot(&old, "old2", "1.0.0-test");
     g.sh_ok("postern queue flush");
     wait_delivered(&relay, "rollback", 2);
     wait_delivered(&relay, "upgrade", 3);
