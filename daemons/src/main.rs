@@ -125,6 +125,11 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// DKIM keys: `keygen` makes a key pair and the DNS record to publish.
+    Dkim {
+        #[command(subcommand)]
+        cmd: DkimCmd,
+    },
     /// Set a SASL password (asks twice, or reads two lines from stdin).
     Passwd {
         /// Remove the user instead.
@@ -222,6 +227,30 @@ impl Selectors {
             self.reason,
         )
     }
+}
+
+#[derive(Subcommand)]
+enum DkimCmd {
+    /// A new key pair: DIR/SELECTOR.private (PEM PKCS#8, mode 0600) and
+    /// DIR/SELECTOR.txt (the DNS TXT record, also printed), as
+    /// opendkim-genkey writes them.
+    Keygen {
+        /// The signing domain (d=).
+        #[arg(short = 'd', long)]
+        domain: String,
+        /// The selector (s=); a new one for each rotation.
+        #[arg(short = 's', long, default_value = "default")]
+        selector: String,
+        /// rsa (RSA-SHA256) or ed25519 (Ed25519-SHA256, RFC 8463).
+        #[arg(short = 't', long = "type", value_enum, default_value = "rsa")]
+        kind: cli::dkim::KeyType,
+        /// RSA key size: 2048, 3072 or 4096.
+        #[arg(short = 'b', long, default_value_t = 2048)]
+        bits: u32,
+        /// Where the two files go.
+        #[arg(short = 'D', long = "directory", default_value = ".")]
+        directory: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -326,6 +355,16 @@ fn main() -> ExitCode {
         }
         Cmd::Install { root, force } => cli::install(dir, &root, force),
         Cmd::Passwd { delete, user } => cli::passwd::run(dir, &user, delete),
+        Cmd::Dkim {
+            cmd:
+                DkimCmd::Keygen {
+                    domain,
+                    selector,
+                    kind,
+                    bits,
+                    directory,
+                },
+        } => cli::dkim::keygen(&domain, &selector, kind, bits, &directory),
         Cmd::Reload { service } => cli::reload(dir, service),
         Cmd::Status { json } => cli::status(dir, json),
         Cmd::Conf {

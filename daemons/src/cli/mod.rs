@@ -1,6 +1,7 @@
 //! The `postern` commands an admin types.
 pub mod client;
 pub mod conf;
+pub mod dkim;
 pub mod map;
 pub mod passwd;
 pub mod queue;
