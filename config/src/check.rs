@@ -44,6 +44,18 @@ const WEAKENING: &[(&str, &str)] = &[
         "per-destination TLS policy (issue #18)",
     ),
     (
+        "lmtp_tls_policy_maps",
+        "per-destination TLS policy for LMTP (issue #18)",
+    ),
+    (
+        "lmtp_tls_verify_cert_match",
+        "the names a verified LMTP server certificate may carry (issue #18)",
+    ),
+    (
+        "lmtp_tls_secure_cert_match",
+        "the names a verified LMTP server certificate may carry (issue #18)",
+    ),
+    (
         "allow_mail_to_commands",
         "delivery to commands, which Postern never does",
     ),

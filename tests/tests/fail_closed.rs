@@ -95,6 +95,7 @@ fn broken_configs_are_refused_with_file_and_line() {
         ("smtpd_helo_restrictions = check_helo_access hash:/nonexistent/helo_access".into(), "smtpd_helo_restrictions", "/nonexistent/helo_access.cdb: No such file or directory"),
         ("smtpd_data_restrictions = check_client_access nis:mail.access".into(), "smtpd_data_restrictions", "check_client_access nis:mail.access: "),
         ("smtpd_sasl_security_options = noanonymous, nosuchthing".into(), "smtpd_sasl_security_options", "unknown SASL security option \"nosuchthing\""),
+        ("lmtp_tls_policy_maps = texthash:/etc/postfix/lmtp_tls_policy".into(), "lmtp_tls_policy_maps", "ignoring it would drop per-destination TLS policy for LMTP"),
         ("smtp_tls_secure_cert_match = nexthop, *.example.com".into(), "smtp_tls_secure_cert_match", "\"*.example.com\" is neither hostname, nexthop, dot-nexthop"),
         ("smtp_tls_verify_cert_match = hostname, mx_1.example.com".into(), "smtp_tls_verify_cert_match", "\"mx_1.example.com\" is neither hostname"),
         ("notify_classes = bounce, frobs".into(), "notify_classes", "unknown class \"frobs\""),
