@@ -671,6 +671,11 @@ fn debian_package_replaces_postfix_queues_mail_and_purges_cleanly() {
     }
     ch.sh_ok("postern conf --check");
 
+    // Enabled for the next boot (deb-systemd-helper; nothing runs here).
+    assert!(
+        ch.path("/etc/systemd/system/multi-user.target.wants/postern.service")
+            .is_symlink()
+    );
     // The unit file, checked by systemd itself (no systemd needs to run).
     ch.sh_ok("systemd-analyze verify /lib/systemd/system/postern.service");
 
@@ -701,6 +706,10 @@ fn debian_package_replaces_postfix_queues_mail_and_purges_cleanly() {
         );
     }
     assert!(!ch.sh("dpkg -s postern").1, "postern still known to dpkg");
+    // Nor anything else: the unit's enablement links, dpkg's records.
+    let left = ch
+        .sh_ok("find / -xdev \\( -path /proc -o -path /tmp \\) -prune -o -name '*postern*' -print");
+    assert_eq!(left.trim(), "", "left after purge");
 }
 
 /// A blank data disk (no file system, no configuration): the first boot
