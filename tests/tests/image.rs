@@ -226,6 +226,35 @@ fn boots_read_only_jailed_and_relays_mail_and_cron_reports() {
     });
     assert_eq!(cron.0["to"], serde_json::json!([ADMIN]), "{}", cron.0);
 
+    // Log rotation (the image's daily cron job): the log so far becomes
+    // maillog.0, and Postern writes the next lines to a new maillog.
+    g.sh_ok("/usr/libexec/postern/rotate-logs && sleep 1.5");
+    let r = try_send(
+        "127.0.0.1",
+        g.smtp_port,
+        "sender@outside.example",
+        &["root@box.example.net"],
+        &numbered_message("image-in", 2),
+    )
+    .expect("SMTP from the host");
+    assert!(r.starts_with("250"), "{r}");
+    wait_for(
+        "the second message at the relayhost",
+        Duration::from_secs(90),
+        || relay.with("image-in-2").into_iter().next(),
+    );
+    wait_for("the new maillog", Duration::from_secs(10), || {
+        let out = g
+            .sh(
+                "grep -c 'status=sent' /data/log/maillog",
+                Duration::from_secs(30),
+            )
+            .0;
+        (out.trim().parse::<u32>().unwrap_or(0) >= 1).then_some(())
+    });
+    let old_log = g.sh_ok("cat /data/log/maillog.0");
+    assert!(old_log.contains("status=sent"), "{old_log}");
+
     // Now that mail has flowed, the roles started on demand run too.
     let st = g.sh_ok("postern status --json");
     let status: Value = serde_json::from_str(st[st.find('{').unwrap()..].trim()).unwrap();

@@ -32,8 +32,53 @@ const HOLD_US: u64 = 2_000;
 
 pub enum Output {
     Stderr,
-    File(std::fs::File),
+    File(LogFile),
     Syslog(UnixDatagram),
+}
+
+/// `maillog_file`, reopened when it has been renamed or removed (checked
+/// at most once a second, before a write): a log rotation is a rename by
+/// any tool (the appliance image's cron job, logrotate without
+/// copytruncate), with no signal to the master.
+pub struct LogFile {
+    f: std::fs::File,
+    path: std::path::PathBuf,
+    checked: std::time::Instant,
+}
+
+impl LogFile {
+    pub fn open(path: &std::path::Path) -> std::io::Result<LogFile> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(LogFile {
+            f,
+            path: path.to_path_buf(),
+            checked: std::time::Instant::now(),
+        })
+    }
+
+    /// Reopens the path when it no longer names the open file.
+    fn follow(&mut self) {
+        if self.checked.elapsed() < std::time::Duration::from_secs(1) {
+            return;
+        }
+        self.checked = std::time::Instant::now();
+        use std::os::unix::fs::MetadataExt;
+        let same = match (std::fs::metadata(&self.path), self.f.metadata()) {
+            (Ok(p), Ok(f)) => p.dev() == f.dev() && p.ino() == f.ino(),
+            _ => false,
+        };
+        if !same && let Ok(n) = LogFile::open(&self.path) {
+            self.f = n.f;
+        }
+    }
+
+    fn write_all(&mut self, batch: &[u8]) -> std::io::Result<()> {
+        self.follow();
+        self.f.write_all(batch)
+    }
 }
 
 pub struct LogSink {
@@ -123,10 +168,7 @@ impl LogSink {
         } else {
             std::path::PathBuf::from(maillog_file)
         };
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&file)
+        let f = LogFile::open(&file)
             .map_err(|e| format!("cannot open log file {}: {e}", file.display()))?;
         LogSink::new(Output::File(f), syslog_name)
     }
@@ -398,8 +440,31 @@ mod tests {
     }
 
     fn sink_to(path: &std::path::Path) -> Arc<LogSink> {
-        let f = std::fs::File::create(path).unwrap();
+        let f = LogFile::open(path).unwrap();
         Arc::new(LogSink::new(Output::File(f), "postern").unwrap())
+    }
+
+    /// Rotation by rename: the lines before it stay in the renamed file,
+    /// the lines after it (once the check has run) go to a new file at
+    /// the configured path; removing the file works the same way.
+    #[test]
+    fn a_renamed_or_removed_log_file_is_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("maillog");
+        let sink = sink_to(&path);
+        sink.master("before the rotation");
+        std::fs::rename(&path, dir.path().join("maillog.0")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        sink.master("after the rotation");
+        assert_eq!(
+            texts(&dir.path().join("maillog.0")),
+            ["before the rotation"]
+        );
+        assert_eq!(texts(&path), ["after the rotation"]);
+        std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        sink.master("after the removal");
+        assert_eq!(texts(&path), ["after the removal"]);
     }
 
     fn texts(path: &std::path::Path) -> Vec<String> {
