@@ -85,10 +85,11 @@ impl Relay {
     }
 }
 
-/// The data partition's files: main.cf (the image's defaults, as an admin
-/// copies them, plus the relayhost), the aliases, the SASL password, a
-/// crontab that reports every minute, and the service console switch.
-fn seed(dir: &Path, relay_port: u16) -> PathBuf {
+/// A data disk (DIR/data.img) seeded with the data partition's files:
+/// main.cf (the image's defaults, as an admin copies them, plus the
+/// relayhost), the aliases, the SASL password, the service console switch
+/// and, with `cron`, a crontab that reports every minute.
+fn data_disk(dir: &Path, relay_port: u16, cron: bool) -> PathBuf {
     let seed = dir.join("seed");
     let etc = seed.join("etc/postern");
     std::fs::create_dir_all(&etc).unwrap();
@@ -115,14 +116,18 @@ fn seed(dir: &Path, relay_port: u16) -> PathBuf {
     )
     .unwrap();
     std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    std::fs::create_dir_all(seed.join("etc/crontabs")).unwrap();
-    std::fs::write(
-        seed.join("etc/crontabs/root"),
-        "* * * * * /usr/libexec/postern/report \"scheduled report\" | /usr/sbin/sendmail -t\n",
-    )
-    .unwrap();
+    if cron {
+        std::fs::create_dir_all(seed.join("etc/crontabs")).unwrap();
+        std::fs::write(
+            seed.join("etc/crontabs/root"),
+            "* * * * * /usr/libexec/postern/report \"scheduled report\" | /usr/sbin/sendmail -t\n",
+        )
+        .unwrap();
+    }
     std::fs::write(seed.join("etc/service-console"), "").unwrap();
-    seed
+    let data = dir.join("data.img");
+    vm::data_disk(&data, 256, Some(&seed));
+    data
 }
 
 /// Every process `postern status --json` lists in the guest, jailed as on
@@ -155,9 +160,7 @@ fn boots_read_only_jailed_and_relays_mail_and_cron_reports() {
     let image = vm::image("1.0.0-test");
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start();
-    let seed = seed(dir.path(), relay.sink.port);
-    let data = dir.path().join("data.img");
-    vm::data_disk(&data, 256, Some(&seed));
+    let data = data_disk(dir.path(), relay.sink.port, true);
 
     let mut g = Guest::boot(&image, &data, dir.path(), "boot");
     let to_220 = g.wait_greeting(boot_timeout());
@@ -307,10 +310,7 @@ fn pulled_plug_loses_no_accepted_message() {
     let image = vm::image("1.0.0-test");
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start();
-    let seed_dir = seed(dir.path(), relay.sink.port);
-    std::fs::remove_file(seed_dir.join("etc/crontabs/root")).unwrap();
-    let data = dir.path().join("data.img");
-    vm::data_disk(&data, 256, Some(&seed_dir));
+    let data = data_disk(dir.path(), relay.sink.port, false);
 
     let seed = postern_tests::seed("plug");
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -458,10 +458,7 @@ fn upgrade_and_rollback_on_one_data_partition() {
     let (old, new) = (vm::image("1.0.0-test"), vm::image("1.0.1-test"));
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start();
-    let seed_dir = seed(dir.path(), relay.sink.port);
-    std::fs::remove_file(seed_dir.join("etc/crontabs/root")).unwrap();
-    let data = dir.path().join("data.img");
-    vm::data_disk(&data, 256, Some(&seed_dir));
+    let data = data_disk(dir.path(), relay.sink.port, false);
     // Boots `image` on the data disk and checks which version runs.
     let boot = |image: &Path, tag: &str, version: &str| {
         let mut g = Guest::boot(image, &data, dir.path(), tag);
