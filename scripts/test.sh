@@ -31,8 +31,9 @@ PACKAGES=(
     haproxy          # a real load balancer sending PROXY v1 and v2 headers (its service never starts)
     python3-milter   # pymilter (libmilter): a real Milter making every change (tests/tools/test_milter.py)
     opendkim         # a real Milter signing and verifying DKIM (its service never starts)
-    opendkim-tools   # opendkim-genkey
-    python3-dkim     # dkimpy: checks opendkim's signatures
+    opendkim-tools   # opendkim-genkey, opendkim-testmsg
+    python3-dkim     # dkimpy: checks opendkim's and Postern's signatures
+    python3-dnspython # dkimpy's key lookups in the loopback DNS server
     rspamd           # a real Milter (its proxy worker), no Redis (its service never starts)
     testssl.sh       # testssl 3.0.8: protocols, ciphers and vulnerabilities of every TLS port
 )

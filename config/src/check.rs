@@ -716,6 +716,99 @@ impl Config {
         }
     }
 
+    /// The DKIM tables: every key table entry well formed, every key file
+    /// a usable private key, and (for tables that can be listed) every key
+    /// name the signing table uses in the key table. A signing table
+    /// without a key table is an error: mail would go out unsigned.
+    fn check_dkim(&self, out: &mut Vec<Diagnostic>) {
+        let list = |n: &str| {
+            self.expanded(n, &[])
+                .map(|v| value::split_list(&v))
+                .unwrap_or_default()
+        };
+        let (specs, signing) = (list("dkim_key_table"), list("dkim_signing_table"));
+        let (kfile, kline) = self.origin("dkim_key_table", &[]);
+        let (sfile, sline) = self.origin("dkim_signing_table", &[]);
+        if specs.is_empty() {
+            if !signing.is_empty() {
+                out.push(Diagnostic::error(
+                    &sfile,
+                    sline,
+                    "dkim_signing_table is set but dkim_key_table is empty: no mail could be signed"
+                        .into(),
+                ));
+            }
+            return;
+        }
+        let entries = match crate::dkim::key_entries(&specs) {
+            Ok(e) => e,
+            Err(errs) => {
+                for e in errs {
+                    out.push(table_error(&e, "dkim_key_table", &kfile, kline));
+                }
+                return;
+            }
+        };
+        for e in &entries {
+            let (file, line) = match e.at.rsplit_once(':').map(|(f, l)| (f, l.parse().ok())) {
+                Some((f, Some(l))) => (f.to_string(), Some(l)),
+                _ => (kfile.clone(), kline),
+            };
+            let path = e.path.display();
+            match std::fs::read(&e.path) {
+                Err(err) => out.push(Diagnostic::error(
+                    &file,
+                    line,
+                    format!("dkim_key_table: {}: {path}: {}", e.name, tables::io_text(&err)),
+                )),
+                Ok(pem) => match crate::dkim::PrivateKey::from_pem(&pem) {
+                    Err(err) => out.push(Diagnostic::error(
+                        &file,
+                        line,
+                        format!("dkim_key_table: {}: {path}: {err}", e.name),
+                    )),
+                    Ok(k) if k.is_rsa() && k.rsa_bits() < crate::dkim::GOOD_RSA_BITS => {
+                        out.push(Diagnostic::warning(
+                            &file,
+                            line,
+                            format!(
+                                "dkim_key_table: {}: {path}: a {}-bit RSA key; RFC 8301 asks for {} bits or more",
+                                e.name,
+                                k.rsa_bits(),
+                                crate::dkim::GOOD_RSA_BITS
+                            ),
+                        ))
+                    }
+                    Ok(_) => {}
+                },
+            }
+        }
+        // Key names the signing table uses, where its entries can be read.
+        for spec in &signing {
+            let values: Vec<String> = match tables::parse(spec) {
+                Ok(tables::Table::TextHash(p)) => {
+                    match tables::read_and_load(&p, tables::Format::TextHash) {
+                        Ok(tables::Loaded::TextHash(m)) => m.into_values().collect(),
+                        _ => continue,
+                    }
+                }
+                Ok(tables::Table::Inline(m)) => m.into_values().collect(),
+                _ => continue,
+            };
+            for v in values {
+                for n in crate::dkim::names(&v) {
+                    if !entries.iter().any(|e| e.name == n) {
+                        out.push(Diagnostic::error(
+                            &sfile,
+                            sline,
+                            format!("dkim_signing_table: {spec}: the key name \"{n}\" is not in dkim_key_table"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs the checks that read files (tables, certificates and keys),
     /// adding what they find to the diagnostics: for the global settings,
     /// then for each master.cf service's -o overrides. For `conf --check`
@@ -736,6 +829,7 @@ impl Config {
         self.check_table_refs(&[], None, &mut out);
         if keys {
             self.check_key_files(&[], None, &mut out);
+            self.check_dkim(&mut out);
         }
         for svc in &self.services {
             let names: BTreeSet<&str> = svc.overrides.iter().map(|o| o.name.as_str()).collect();

@@ -7,6 +7,7 @@
 
 mod check;
 pub mod cidr;
+pub mod dkim;
 mod expand;
 pub mod fuzzing;
 pub mod inet;

@@ -26,6 +26,9 @@ pub fn main(ipc_fd: RawFd) -> ! {
 
 struct Settings {
     myhostname: String,
+    /// The From: domain of notices (Postfix qualifies its unqualified
+    /// MAILER-DAEMON with $myorigin), which DKIM signs them with.
+    myorigin: String,
     mail_name: String,
     /// notify_classes: which postmaster notices are sent.
     classes: Vec<String>,
@@ -41,6 +44,7 @@ impl Settings {
     fn new(p: &Params) -> Settings {
         Settings {
             myhostname: p.str("myhostname").into(),
+            myorigin: p.str("myorigin").into(),
             mail_name: p.str("mail_name").into(),
             classes: p
                 .list("notify_classes")
@@ -208,7 +212,7 @@ fn notice(s: &Settings, req: &Request, to: To<'_>, rcpt: &str) -> Result<Vec<u8>
     let mut m = String::new();
     m.push_str(&format!(
         "From: MAILER-DAEMON@{} (Mail Delivery System)\r\n",
-        s.myhostname
+        s.myorigin
     ));
     m.push_str(&format!("To: {rcpt}\r\n"));
     match (to, req.kind) {
@@ -320,6 +324,7 @@ async fn submit(
         trace: false,
         remote_headers: false,
         milter_ticket: 0,
+        signable: true,
     };
     let rcpt = [sc::Recipient {
         address: to.to_string(),

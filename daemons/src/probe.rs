@@ -38,6 +38,13 @@ pub fn run(role: Role, params: &Params) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The DKIM key files, named in the key table: read it before the jail.
+    let dkim_keys: Vec<std::path::PathBuf> =
+        postern_config::dkim::key_entries(&params.list("dkim_key_table").unwrap_or_default())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
     let report = match postern_sandbox::jail::enter(&roles::jail_spec(role, params, vec![])) {
         Ok(r) => r,
         Err(e) => {
@@ -79,6 +86,27 @@ pub fn run(role: Role, params: &Params) -> ExitCode {
                     .map(drop)
                     .map_err(|e| std::io::Error::other(format!("{f}: {e}")))
             })
+        }),
+    );
+    // The DKIM private keys likewise: ok when any one of them opens.
+    check(
+        "open_dkim_keys",
+        outcome(if dkim_keys.is_empty() {
+            Err(std::io::Error::other("no DKIM keys configured"))
+        } else {
+            let opened: Vec<String> = dkim_keys
+                .iter()
+                .filter(|f| std::fs::File::open(f).is_ok())
+                .map(|f| f.display().to_string())
+                .collect();
+            if opened.is_empty() {
+                Err(std::io::Error::other(format!(
+                    "none of {} key file(s) opens",
+                    dkim_keys.len()
+                )))
+            } else {
+                Ok(opened)
+            }
         }),
     );
     check(

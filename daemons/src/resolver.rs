@@ -110,8 +110,25 @@ fn build(
         TokioRuntimeProvider::default(),
     )
     .with_options(opts)
+    .with_tls_config(no_tls()?)
     .build()
     .map_err(|e| e.to_string())
+}
+
+/// hickory's DNS-over-TLS code is compiled in (mail-auth's aws-lc-rs
+/// feature turns it on), and without a configuration of its own it reads
+/// the system's CA store, which the jail does not have. Postern asks
+/// plain DNS only: this configuration trusts no certificate at all.
+fn no_tls() -> Result<rustls::ClientConfig, String> {
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth(),
+    )
 }
 
 /// The resolver, and the name servers asked directly for what the
@@ -131,8 +148,8 @@ async fn serve(
         Ok(r) => r,
         Err(e) => fatal!("cannot start the resolver: {e}"),
     };
-    let tls = match TlsConfig::new() {
-        Ok(t) => t,
+    let tls = match no_tls() {
+        Ok(config) => TlsConfig { config },
         Err(e) => fatal!("cannot start the resolver: {e}"),
     };
     let raw = NameServerPool::from_config(

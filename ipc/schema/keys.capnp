@@ -10,7 +10,7 @@
 # the scheme's size), or a session ticket (encrypted by the broker). The
 # test `keys_schema_carries_no_key_material` pins this schema's fields.
 
-const version :UInt32 = 1;
+const version :UInt32 = 2;
 
 enum KeyRole {
   server @0;     # smtpd's certificate (smtpd_tls_cert_file, _chain_files)
@@ -27,7 +27,25 @@ struct Request {
     }
     ticketEncrypt @4 :Data;           # session state, at most 4096 bytes (smtpd only)
     ticketDecrypt @5 :Data;           # a ticket, at most 4352 bytes (smtpd only)
+    dkimKeys @6 :Text;                # a From: address: which DKIM keys sign its mail? (smtp only)
+    dkimSign :group {                 # smtp only
+      name @7 :Text;                  # a key named in the dkimKeys reply
+      input @8 :Data;                 # the canonicalized signed headers and the
+                                      # DKIM-Signature header without b=, at most 256 KiB
+    }
   }
+}
+
+enum DkimAlgorithm {
+  rsaSha256 @0;
+  ed25519Sha256 @1;
+}
+
+struct DkimKey {
+  name @0 :Text;                      # the key table's name, at most 255 bytes
+  domain @1 :Text;                    # d=, at most 255 bytes
+  selector @2 :Text;                  # s=, at most 255 bytes
+  algorithm @3 :DkimAlgorithm;
 }
 
 struct Identity {
@@ -43,5 +61,7 @@ struct Reply {
     signature @2 :Data;               # at most 1024 bytes
     ticket @3 :Data;                  # encrypted or decrypted ticket
     refused @4 :Text;                 # unsupported scheme, rate limit, bad ticket
+    dkimKeys @5 :List(DkimKey);       # at most 8; empty: the address is not in the signing table
+    tempfail @6 :Text;                # the signing table or a key cannot be used now
   }
 }

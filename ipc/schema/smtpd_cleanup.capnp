@@ -3,7 +3,7 @@
 # sees a queue file: cleanup gets the file from the broker.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 8;
+const version :UInt32 = 9;
 
 struct Client {
   name @0 :Text;          # reverse name, or "unknown"
@@ -35,6 +35,8 @@ struct Begin {
                           # qualified with remote_header_rewrite_domain)
   milterTicket @8 :UInt64;  # smtpd's Milter session (0: none): cleanup attaches
                           # to it for the content of the message
+  signable @9 :Bool;      # a source whose mail may be DKIM-signed: mynetworks,
+                          # a SASL login, sendmail, Postern's own notices
 }
 
 # What smtpd's access tables asked for besides accepting (Postfix's HOLD,

@@ -10,7 +10,9 @@ use std::os::fd::OwnedFd;
 
 use crate::channel::{Message, no_fds};
 use crate::frame::{self, Violation, clip, data, list_len, text};
-use crate::generated::keys_capnp::{KeyRole as WireRole, identity, reply, request};
+use crate::generated::keys_capnp::{
+    DkimAlgorithm as WireAlg, KeyRole as WireRole, dkim_key, identity, reply, request,
+};
 
 pub const EDGE: &str = "keys";
 pub const VERSION: u32 = crate::generated::keys_capnp::VERSION;
@@ -31,6 +33,16 @@ pub const MAX_TICKET_PLAIN: usize = 4096;
 /// The encrypted form: state plus nonce, tag and key name.
 pub const MAX_TICKET: usize = MAX_TICKET_PLAIN + 256;
 pub const MAX_CHAIN: usize = 10;
+/// What a DKIM signature covers: the signed header fields (cleanup caps a
+/// message's headers at header_size_limit, 100 KiB by default) and the
+/// DKIM-Signature field itself.
+pub const MAX_DKIM_INPUT: usize = 256 * 1024;
+/// Signatures made for one message (RFC 8463: RSA and Ed25519 side by side).
+pub const MAX_DKIM_KEYS: usize = 8;
+/// A key name, domain or selector.
+pub const MAX_DKIM_NAME: usize = 255;
+/// An address asked about.
+pub const MAX_DKIM_ADDRESS: usize = 1024;
 pub const MAX_CERT: usize = 16 * 1024;
 const MAX_SCHEMES: usize = 16;
 
@@ -52,6 +64,28 @@ pub enum Request {
     },
     TicketEncrypt(Vec<u8>),
     TicketDecrypt(Vec<u8>),
+    /// Which DKIM keys sign mail from this From: address.
+    DkimKeys(String),
+    /// A DKIM signature by the named key over `input`.
+    DkimSign {
+        name: String,
+        input: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DkimAlgorithm {
+    RsaSha256,
+    Ed25519Sha256,
+}
+
+/// A DKIM key as the signer sees it: everything but the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DkimKey {
+    pub name: String,
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: DkimAlgorithm,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +105,10 @@ pub enum Reply {
     Signature(Vec<u8>),
     Ticket(Vec<u8>),
     Refused(String),
+    /// The keys that sign an address's mail (none: not in the table).
+    DkimKeys(Vec<DkimKey>),
+    /// The signing table or a key cannot be used now: try later.
+    Tempfail(String),
 }
 
 fn to_wire(k: KeyRole) -> WireRole {
@@ -88,7 +126,8 @@ fn from_wire(k: Result<WireRole, capnp::NotInSchema>) -> Result<KeyRole, Violati
 }
 
 impl Message for Request {
-    const MAX_FRAME: usize = 8192;
+    /// A DKIM signing input with room for framing.
+    const MAX_FRAME: usize = MAX_DKIM_INPUT + 4096;
 
     fn encode(&self) -> Vec<u8> {
         let mut b = frame::builder();
@@ -109,6 +148,12 @@ impl Message for Request {
                 }
                 Request::TicketEncrypt(d) => r.set_ticket_encrypt(&cap(d, MAX_TICKET_PLAIN)),
                 Request::TicketDecrypt(d) => r.set_ticket_decrypt(&cap(d, MAX_TICKET)),
+                Request::DkimKeys(a) => r.set_dkim_keys(clip(a, MAX_DKIM_ADDRESS)),
+                Request::DkimSign { name, input } => {
+                    let mut s = r.init_dkim_sign();
+                    s.set_name(clip(name, MAX_DKIM_NAME));
+                    s.set_input(&cap(input, MAX_DKIM_INPUT));
+                }
             }
         }
         frame::finish(&b)
@@ -131,6 +176,11 @@ impl Message for Request {
             request::TicketDecrypt(d) => {
                 Request::TicketDecrypt(data(d, "ticketDecrypt", MAX_TICKET)?)
             }
+            request::DkimKeys(a) => Request::DkimKeys(text(a, "dkimKeys", MAX_DKIM_ADDRESS)?),
+            request::DkimSign(s) => Request::DkimSign {
+                name: text(s.get_name(), "dkimSign.name", MAX_DKIM_NAME)?,
+                input: data(s.get_input(), "dkimSign.input", MAX_DKIM_INPUT)?,
+            },
         })
     }
 }
@@ -167,6 +217,21 @@ impl Message for Reply {
                 Reply::Signature(s) => r.set_signature(&s[..s.len().min(MAX_SIGNATURE)]),
                 Reply::Ticket(t) => r.set_ticket(&t[..t.len().min(MAX_TICKET)]),
                 Reply::Refused(t) => r.set_refused(clip(t, 256)),
+                Reply::Tempfail(t) => r.set_tempfail(clip(t, 512)),
+                Reply::DkimKeys(keys) => {
+                    let keys = &keys[..keys.len().min(MAX_DKIM_KEYS)];
+                    let mut l = r.init_dkim_keys(keys.len() as u32);
+                    for (n, k) in keys.iter().enumerate() {
+                        let mut e = l.reborrow().get(n as u32);
+                        e.set_name(clip(&k.name, MAX_DKIM_NAME));
+                        e.set_domain(clip(&k.domain, MAX_DKIM_NAME));
+                        e.set_selector(clip(&k.selector, MAX_DKIM_NAME));
+                        e.set_algorithm(match k.algorithm {
+                            DkimAlgorithm::RsaSha256 => WireAlg::RsaSha256,
+                            DkimAlgorithm::Ed25519Sha256 => WireAlg::Ed25519Sha256,
+                        });
+                    }
+                }
             }
         }
         frame::finish(&b)
@@ -182,8 +247,30 @@ impl Message for Reply {
             reply::Signature(s) => Reply::Signature(data(s, "signature", MAX_SIGNATURE)?),
             reply::Ticket(t) => Reply::Ticket(data(t, "ticket", MAX_TICKET)?),
             reply::Refused(t) => Reply::Refused(text(t, "refused", 256)?),
+            reply::Tempfail(t) => Reply::Tempfail(text(t, "tempfail", 512)?),
+            reply::DkimKeys(l) => {
+                let l = l?;
+                list_len(l.len(), "dkimKeys", MAX_DKIM_KEYS)?;
+                let mut keys = Vec::with_capacity(l.len() as usize);
+                for k in l.iter() {
+                    keys.push(dkim_key_from(k)?);
+                }
+                Reply::DkimKeys(keys)
+            }
         })
     }
+}
+
+fn dkim_key_from(k: dkim_key::Reader<'_>) -> Result<DkimKey, Violation> {
+    Ok(DkimKey {
+        name: text(k.get_name(), "dkimKeys[].name", MAX_DKIM_NAME)?,
+        domain: text(k.get_domain(), "dkimKeys[].domain", MAX_DKIM_NAME)?,
+        selector: text(k.get_selector(), "dkimKeys[].selector", MAX_DKIM_NAME)?,
+        algorithm: match k.get_algorithm()? {
+            WireAlg::RsaSha256 => DkimAlgorithm::RsaSha256,
+            WireAlg::Ed25519Sha256 => DkimAlgorithm::Ed25519Sha256,
+        },
+    })
 }
 
 fn identity_from(i: identity::Reader<'_>) -> Result<Identity, Violation> {

@@ -56,6 +56,9 @@ pub struct Begin {
     pub remote_headers: bool,
     /// smtpd's Milter session (smtpd_milters), 0 for none.
     pub milter_ticket: u64,
+    /// The source's mail may be DKIM-signed: mynetworks, a SASL login,
+    /// sendmail, Postern's own notices (and forwards of such mail).
+    pub signable: bool,
 }
 
 /// Access-table actions that accept and change the message.
@@ -132,6 +135,7 @@ impl Message for Request {
                     bb.set_trace(x.trace);
                     bb.set_remote_headers(x.remote_headers);
                     bb.set_milter_ticket(x.milter_ticket);
+                    bb.set_signable(x.signable);
                 }
                 Request::Recipients(list) => {
                     let n = list.len().min(MAX_BATCH);
@@ -198,6 +202,7 @@ impl Message for Request {
                     trace: b.get_trace(),
                     remote_headers: b.get_remote_headers(),
                     milter_ticket: b.get_milter_ticket(),
+                    signable: b.get_signable(),
                 })
             }
             request::Recipients(l) => {

@@ -497,6 +497,14 @@ fn keys_schema_carries_no_key_material() {
         "message @3 :Data",       // the handshake bytes to sign
         "ticketEncrypt @4 :Data", // session state to seal
         "ticketDecrypt @5 :Data", // a ticket to open
+        "dkimKeys @6 :Text",      // a From: address
+        "name @7 :Text",          // a key's name
+        "input @8 :Data",         // the DKIM signing input (headers) to sign
+        // DkimKey (from the broker): what a DKIM-Signature field names.
+        "name @0 :Text",               // the key table's name
+        "domain @1 :Text",             // d=, published in DNS
+        "selector @2 :Text",           // s=, published in DNS
+        "algorithm @3 :DkimAlgorithm", // an enum
         // Identity (from the broker): public data only.
         "chain @0 :List(Data)", // certificates, parsed as X.509 by the receiver
         "schemes @1 :List(UInt16)", // numbers
@@ -507,6 +515,8 @@ fn keys_schema_carries_no_key_material() {
         "signature @2 :Data", // <= MAX_SIGNATURE, a signature over `message`
         "ticket @3 :Data",    // sealed by the broker's ticket key, or opened state
         "refused @4 :Text",   // a reason
+        "dkimKeys @5 :List(DkimKey)", // names, domains, selectors
+        "tempfail @6 :Text",  // a reason
     ];
     assert_eq!(fields, pinned.map(String::from).to_vec());
     // The enum has exactly the two roles.
@@ -548,6 +558,11 @@ fn keys_messages_round_trip_and_limits_hold() {
         },
         KRequest::TicketEncrypt(vec![1; 200]),
         KRequest::TicketDecrypt(vec![2; 300]),
+        KRequest::DkimKeys("alerts@example.org".into()),
+        KRequest::DkimSign {
+            name: "rsa".into(),
+            input: vec![b'h'; crate::keys::MAX_DKIM_INPUT],
+        },
     ];
     for r in reqs {
         assert_eq!(KRequest::decode(&r.encode(), vec![]).unwrap(), r);
@@ -558,6 +573,26 @@ fn keys_messages_round_trip_and_limits_hold() {
         algorithm: 3,
     });
     assert_eq!(KReply::decode(&id.encode(), vec![]).unwrap(), id);
+    let dk = KReply::DkimKeys(vec![crate::keys::DkimKey {
+        name: "ed".into(),
+        domain: "example.org".into(),
+        selector: "ed2026".into(),
+        algorithm: crate::keys::DkimAlgorithm::Ed25519Sha256,
+    }]);
+    assert_eq!(KReply::decode(&dk.encode(), vec![]).unwrap(), dk);
+    let t = KReply::Tempfail("dkim_signing_table lookup failure".into());
+    assert_eq!(KReply::decode(&t.encode(), vec![]).unwrap(), t);
+    // More keys than a message may be signed with, built by hand: refused.
+    let mut b = frame::builder();
+    b.init_root::<crate::generated::keys_capnp::reply::Builder>()
+        .init_dkim_keys(crate::keys::MAX_DKIM_KEYS as u32 + 1);
+    assert!(KReply::decode(&frame::finish(&b), vec![]).is_err());
+    // A signing input over the cap, built by hand: refused.
+    let mut b = frame::builder();
+    b.init_root::<crate::generated::keys_capnp::request::Builder>()
+        .init_dkim_sign()
+        .set_input(&vec![0u8; crate::keys::MAX_DKIM_INPUT + 1]);
+    assert!(KRequest::decode(&frame::finish(&b), vec![]).is_err());
     // A signature over the cap, or an empty chain, built by hand: refused.
     let mut b = frame::builder();
     b.init_root::<crate::generated::keys_capnp::reply::Builder>()

@@ -9,8 +9,13 @@
 //! means the message was never committed.
 use serde::{Deserialize, Serialize};
 
-/// Bump when a record's shape changes; readers refuse newer files.
-pub const VERSION: u16 = 1;
+/// Bump when a record's shape changes or a record is added; readers
+/// refuse newer files (and leave them in the queue untouched).
+pub const VERSION: u16 = 2;
+/// What a file that holds no record newer than version 1 says it is, so
+/// that a rollback to a version-1 reader still delivers it: cleanup writes
+/// [`VERSION`] only into files with a `Signable` record.
+pub const VERSION_1: u16 = 1;
 /// Largest record payload (a content chunk plus slack).
 pub const MAX_RECORD: usize = 128 * 1024;
 pub const FRAME: usize = 8;
@@ -117,6 +122,11 @@ pub enum Record {
         dsn: String,
         reason: String,
     },
+    /// Written by cleanup after the envelope (version 2): the message came
+    /// from a source whose mail may be DKIM-signed (mynetworks, a SASL
+    /// login, a local submission, Postern's own notices, or a forward of
+    /// such a message).
+    Signable,
 }
 
 /// Frames one record.
@@ -216,6 +226,8 @@ pub struct Summary {
     pub delay_warned: bool,
     /// A first-attempt report was asked for and not yet sent.
     pub trace: bool,
+    /// The message may be DKIM-signed (a `Signable` record).
+    pub signable: bool,
     pub removed: bool,
     /// Byte length of the valid record prefix.
     pub valid_len: u64,
@@ -232,6 +244,7 @@ pub fn summarize(records: &[(u64, Record)], end: u64) -> Summary {
             Record::Header(h) => s.header = Some(h.clone()),
             Record::Sender(x) => s.sender = Some(x.clone()),
             Record::Client(c) => s.client = Some(c.clone()),
+            Record::Signable => s.signable = true,
             Record::Recipient(r) => s.recipients.push(r.clone()),
             Record::Content(_) => {}
             Record::EndOfContent {

@@ -86,3 +86,498 @@ fn keygen_makes_keys_that_dkimpy_signs_and_verifies_with() {
     let out = keygen(dir.path(), &["-s", "rsa1024", "-b", "1024"]);
     assert!(!out.status.success(), "a 1024-bit key was made");
 }
+
+// ---------------------------------------------------------------------
+// Signing as mail leaves (issue 19): keys in the broker, the signature
+// made by the smtp client after smtp_generic_maps, checked by dkimpy and
+// by opendkim-testmsg against records in a real DNS server on loopback.
+
+use std::time::Duration;
+
+use postern_tests::dns::DnsServer;
+use postern_tests::{Instance, Sink, Smtp, unique_loopback, wait_for};
+
+/// The message at the sink whose X-Test-Subject is `subject`.
+fn delivered(sink: &Sink, subject: &str) -> Vec<u8> {
+    wait_for(
+        &format!("delivery of {subject}"),
+        Duration::from_secs(30),
+        || {
+            sink.messages().into_iter().find_map(|(_, c)| {
+                String::from_utf8_lossy(&c)
+                    .contains(&format!("X-Test-Subject: {subject}\r\n"))
+                    .then_some(c)
+            })
+        },
+    )
+}
+
+/// (d=, s=) of each DKIM-Signature field, top first.
+fn signatures(msg: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(msg);
+    let head = &text[..text.find("\r\n\r\n").unwrap_or(text.len())];
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded
+        .split("\r\n")
+        .filter(|l| l.to_ascii_lowercase().starts_with("dkim-signature:"))
+        .map(|l| {
+            let tag = |t: &str| {
+                l.split(';')
+                    .map(|p| p.trim())
+                    .find_map(|p| p.strip_prefix(&format!("{t}=")))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            };
+            // The first tag follows the field name.
+            let l = l.split_once(':').map_or(l, |(_, v)| v);
+            let _ = l;
+            (tag("d"), tag("s"))
+        })
+        .collect()
+}
+
+/// dkimpy's verdict on each signature (by index), the keys asked of the
+/// loopback DNS server through dnspython.
+fn dkimpy(msg: &[u8], dns: &DnsServer) -> Vec<bool> {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.eml");
+    std::fs::write(&m, msg).unwrap();
+    let script = format!(
+        "import sys, dkim, dns.resolver\n\
+         r = dns.resolver.Resolver(configure=False)\n\
+         r.nameservers = ['{ip}']\n\
+         r.port = {port}\n\
+         def txt(name, timeout=5):\n\
+         \x20   a = r.resolve(name.decode().rstrip('.'), 'TXT', lifetime=timeout)\n\
+         \x20   return b''.join(b''.join(x.strings) for x in a)\n\
+         msg = open(sys.argv[1], 'rb').read()\n\
+         d = dkim.DKIM(msg)\n\
+         n = len([l for l in msg.split(b'\\r\\n\\r\\n')[0].split(b'\\r\\n') if l.lower().startswith(b'dkim-signature:')])\n\
+         def ok(i):\n\
+         \x20   try:\n\
+         \x20       return d.verify(idx=i, dnsfunc=txt)\n\
+         \x20   except dkim.ValidationError as e:\n\
+         \x20       print(e, file=sys.stderr)\n\
+         \x20       return False\n\
+         print(' '.join(str(ok(i)) for i in range(n)))\n",
+        ip = dns.addr.ip(),
+        port = dns.addr.port()
+    );
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .arg(&m)
+        .output()
+        .expect("python3-dkim");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|w| w == "True")
+        .collect()
+}
+
+/// opendkim-testmsg's verdict (it verifies the first signature), with
+/// /etc/resolv.conf naming the loopback DNS server in a mount namespace
+/// of its own. Ok, or its complaint.
+fn opendkim_testmsg(msg: &[u8], dns: &DnsServer, dir: &Path) -> Result<(), String> {
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {}\n", dns.addr.ip())).unwrap();
+    let m = dir.join("testmsg.eml");
+    // opendkim-testmsg reads the message with LF line ends.
+    std::fs::write(&m, String::from_utf8_lossy(msg).replace("\r\n", "\n")).unwrap();
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {} /etc/resolv.conf && exec /usr/sbin/opendkim-testmsg < {}",
+            resolv.display(),
+            m.display()
+        ))
+        .output()
+        .expect("unshare, opendkim-testmsg");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}: {said}", out.status))
+    }
+}
+
+/// A key pair of each kind for example.org, the DNS zone publishing them,
+/// and the key and signing tables.
+struct Keys {
+    dir: tempfile::TempDir,
+    zone: String,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        // RSA from opendkim-genkey, turned into PKCS#1 as older
+        // opendkim-genkey wrote it (Debian 12's writes PKCS#8); Ed25519 from
+        // ours (PKCS#8).
+        let st = Command::new("/usr/sbin/opendkim-genkey")
+            .args(["-b", "2048", "-d", "example.org", "-s", "rsa2026", "-D"])
+            .arg(dir.path())
+            .status()
+            .expect("opendkim-genkey");
+        assert!(st.success());
+        let k = dir.path().join("rsa2026.private");
+        let st = Command::new("openssl")
+            .args(["rsa", "-traditional", "-in"])
+            .arg(&k)
+            .arg("-out")
+            .arg(&k)
+            .output()
+            .expect("openssl");
+        assert!(st.status.success(), "{st:?}");
+        let out = Command::new(bin())
+            .args([
+                "dkim",
+                "keygen",
+                "-d",
+                "example.org",
+                "-s",
+                "ed2026",
+                "-t",
+                "ed25519",
+                "-D",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let pem = std::fs::read_to_string(dir.path().join("rsa2026.private")).unwrap();
+        assert!(
+            pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+            "PKCS#1 expected"
+        );
+        let mut k = Keys {
+            dir,
+            zone: "@ 3600 IN SOA ns.example.org. admin.example.org. 1 3600 600 86400 60\n\
+                   @ 3600 IN NS ns.example.org.\n\
+                   ns 3600 IN A 127.0.0.1\n"
+                .into(),
+        };
+        // The next RSA selector, for the rotation: published ahead of use.
+        let out = Command::new(bin())
+            .args(["dkim", "keygen", "-d", "example.org", "-s", "rsa2027", "-D"])
+            .arg(k.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        k.publish("rsa2026");
+        k.publish("ed2026");
+        k.publish("rsa2027");
+        k.write_tables("rsa2026");
+        k
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// Adds SEL's record to the zone (TXT strings as the .txt file has them).
+    fn publish(&mut self, sel: &str) {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("{sel}.txt"))).unwrap();
+        let inner = &text[text.find('(').unwrap() + 1..text.rfind(')').unwrap()];
+        let strings: Vec<&str> = inner.split('"').skip(1).step_by(2).collect();
+        let quoted: Vec<String> = strings.iter().map(|s| format!("\"{s}\"")).collect();
+        self.zone.push_str(&format!(
+            "{sel}._domainkey 3600 IN TXT {}\n",
+            quoted.join(" ")
+        ));
+    }
+
+    /// The key table (the RSA key of selector RSA named "rsa") and the
+    /// signing table: alerts@ signs with RSA, ed@ with Ed25519, the rest of
+    /// example.org with both.
+    fn write_tables(&self, rsa: &str) {
+        std::fs::write(
+            self.dir.path().join("KeyTable"),
+            format!(
+                "rsa  example.org:{rsa}:{}\ned   example.org:ed2026:{}\n",
+                self.path(&format!("{rsa}.private")),
+                self.path("ed2026.private")
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            self.dir.path().join("SigningTable"),
+            "alerts@example.org  rsa\ned@example.org  ed\n*@example.org  rsa, ed\n",
+        )
+        .unwrap();
+    }
+
+    fn main_cf(&self) -> String {
+        format!(
+            "dkim_key_table = texthash:{}\ndkim_signing_table = texthash:{}\n",
+            self.path("KeyTable"),
+            self.path("SigningTable")
+        )
+    }
+}
+
+fn message(from: &str, subject: &str) -> String {
+    format!(
+        "From: Appliance <{from}>\r\nTo: ops@example.net\r\nSubject: disk nearly full\r\n\
+         Date: Mon, 7 Dec 2026 08:00:00 +0000\r\nMessage-ID: <{subject}@example.org>\r\n\
+         X-Test-Subject: {subject}\r\n\r\n/var is 91% full\r\n.leading dot\r\n"
+    )
+}
+
+fn smtp_send(c: &mut Smtp, from: &str, subject: &str) {
+    let r = c.send_mail(from, &["ops@example.net"], &message(from, subject));
+    assert!(r.starts_with("250"), "{subject}: {r}");
+}
+
+#[test]
+fn trusted_mail_leaves_signed_and_independent_verifiers_accept_it() {
+    let keys = Keys::new();
+    let dns_ip = unique_loopback();
+    let dns = postern_tests::dns::start_zones_at(&dns_ip, 53, &[("example.org.", &keys.zone)]);
+    let ip = unique_loopback();
+    let mut inst = Instance::new(&format!(
+        "{}relayhost = [{ip}]:2626\nmynetworks = 127.0.0.1/32\nrelay_domains = example.net\n\
+         myorigin = example.org\n\
+         transport_maps = inline:{{ nowhere.example=error:nowhere }}\n\
+         smtp_generic_maps = inline:{{ root@mx.test.example=alerts@example.org }}\n",
+        keys.main_cf()
+    ));
+    let sink = Sink::start(&ip, 2626, &inst.config_dir().join("sink"));
+    inst.start();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // From mynetworks: RSA (alerts@), both (ops@); an outside client with
+    // the same From: is not signed.
+    let mut c = inst.smtp();
+    c.reply();
+    c.cmd("EHLO appliance.example.org");
+    smtp_send(&mut c, "alerts@example.org", "rsa");
+    smtp_send(&mut c, "ops@example.org", "both");
+    c.cmd("QUIT");
+    let mut o = Smtp::connect_from(&unique_loopback(), &inst.ip, 2525);
+    o.reply();
+    o.cmd("EHLO outside.example");
+    smtp_send(&mut o, "alerts@example.org", "outside");
+    o.cmd("QUIT");
+    // From sendmail: Ed25519 (ed@); a message whose From: smtp_generic_maps
+    // rewrites to alerts@ (RSA) as it leaves.
+    inst.sendmail(
+        &["-f", "ed@example.org", "ops@example.net"],
+        message("ed@example.org", "ed").as_bytes(),
+    );
+    inst.sendmail(
+        &["-f", "root@mx.test.example", "ops@example.net"],
+        message("root@mx.test.example", "generic").as_bytes(),
+    );
+    // A bounce (From: MAILER-DAEMON@example.org), signed with both keys.
+    inst.sendmail(
+        &["-f", "alerts@example.org", "someone@nowhere.example"],
+        message("alerts@example.org", "bounced").as_bytes(),
+    );
+
+    let rsa = delivered(&sink, "rsa");
+    assert_eq!(signatures(&rsa), [("example.org".into(), "rsa2026".into())]);
+    assert_eq!(
+        dkimpy(&rsa, &dns),
+        [true],
+        "{}",
+        String::from_utf8_lossy(&rsa)
+    );
+    opendkim_testmsg(&rsa, &dns, tmp.path()).expect("opendkim-testmsg: RSA from mynetworks");
+
+    let both = delivered(&sink, "both");
+    let sigs = signatures(&both);
+    assert_eq!(sigs.len(), 2, "{}", String::from_utf8_lossy(&both));
+    assert!(
+        sigs.contains(&("example.org".into(), "ed2026".into())),
+        "{sigs:?}"
+    );
+    assert_eq!(dkimpy(&both, &dns), [true, true]);
+
+    let ed = delivered(&sink, "ed");
+    assert_eq!(signatures(&ed), [("example.org".into(), "ed2026".into())]);
+    assert_eq!(
+        dkimpy(&ed, &dns),
+        [true],
+        "{}",
+        String::from_utf8_lossy(&ed)
+    );
+    opendkim_testmsg(&ed, &dns, tmp.path()).expect("opendkim-testmsg: Ed25519 from sendmail");
+
+    let generic = delivered(&sink, "generic");
+    let text = String::from_utf8_lossy(&generic);
+    assert!(
+        text.contains("From: Appliance <alerts@example.org>"),
+        "{text}"
+    );
+    assert_eq!(
+        signatures(&generic),
+        [("example.org".into(), "rsa2026".into())]
+    );
+    assert_eq!(dkimpy(&generic, &dns), [true], "{text}");
+    opendkim_testmsg(&generic, &dns, tmp.path()).expect("opendkim-testmsg: generic-mapped");
+
+    let bounce = wait_for("the bounce", Duration::from_secs(30), || {
+        sink.messages().into_iter().map(|(_, c)| c).find(|c| {
+            let t = String::from_utf8_lossy(c);
+            t.contains("From: MAILER-DAEMON@example.org") && t.contains("X-Test-Subject: bounced")
+        })
+    });
+    assert_eq!(
+        signatures(&bounce).len(),
+        2,
+        "{}",
+        String::from_utf8_lossy(&bounce)
+    );
+    assert_eq!(dkimpy(&bounce, &dns), [true, true]);
+
+    let outside = delivered(&sink, "outside");
+    assert!(
+        signatures(&outside).is_empty(),
+        "{}",
+        String::from_utf8_lossy(&outside)
+    );
+
+    // The verifiers can say no: a changed body fails both.
+    let tampered = String::from_utf8_lossy(&rsa).replace("91%", "19%");
+    assert_eq!(dkimpy(tampered.as_bytes(), &dns), [false]);
+    assert!(opendkim_testmsg(tampered.as_bytes(), &dns, tmp.path()).is_err());
+
+    // Rotation: the next selector (made by `postern dkim keygen` and
+    // published beside the current one at the start), then a reload.
+    keys.write_tables("rsa2027");
+    let out = inst.postern(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    inst.wait_log(
+        "DKIM key rsa for d=example.org s=rsa2027",
+        Duration::from_secs(10),
+    );
+    let mut c = inst.smtp();
+    c.reply();
+    c.cmd("EHLO appliance.example.org");
+    smtp_send(&mut c, "alerts@example.org", "rotated");
+    c.cmd("QUIT");
+    let rotated = delivered(&sink, "rotated");
+    assert_eq!(
+        signatures(&rotated),
+        [("example.org".into(), "rsa2027".into())]
+    );
+    assert_eq!(dkimpy(&rotated, &dns), [true]);
+    opendkim_testmsg(&rotated, &dns, tmp.path()).expect("opendkim-testmsg: the new selector");
+    // Mail signed before still verifies: its selector is still published.
+    assert_eq!(dkimpy(&rsa, &dns), [true]);
+    let log = inst.log();
+    assert!(
+        log.contains("DKIM-Signature field added (s=rsa2027, d=example.org)"),
+        "{log}"
+    );
+    inst.stop();
+}
+
+/// No jailed role can open a DKIM key file: the broker read them before
+/// its jail. (The test, as root, can: the check is not vacuous.)
+#[test]
+fn no_jailed_role_can_open_a_dkim_key() {
+    let keys = Keys::new();
+    let inst = Instance::new(&keys.main_cf());
+    for k in ["rsa2026.private", "ed2026.private"] {
+        assert!(std::fs::File::open(keys.dir.path().join(k)).is_ok());
+    }
+    for role in [
+        "broker", "smtpd", "cleanup", "qmgr", "local", "bounce", "resolver", "smtp", "auth",
+        "pickup",
+    ] {
+        let out = inst.postern(&["probe", role]);
+        assert!(out.status.success(), "probe {role}: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let check = &v["checks"]["open_dkim_keys"];
+        assert_eq!(check["ok"], false, "{role} opened a DKIM key: {v}");
+        assert!(
+            check["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("2 key file(s)"),
+            "{role}: {check}"
+        );
+    }
+}
+
+/// `postern conf --check` reads the key table and every key, and names the
+/// file and line of what is wrong; a signing table without keys is an error.
+#[test]
+fn conf_check_names_the_key_table_line_of_a_bad_key() {
+    let keys = Keys::new();
+    let table = keys.dir.path().join("KeyTable");
+    let weak = keys.dir.path().join("weak.private");
+    let st = Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&weak)
+        .arg("512")
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    std::fs::write(
+        &table,
+        format!(
+            "rsa   example.org:rsa2026:{}\nweak  example.org:weak:{}\nlost  example.org:lost:{}\nbad   example.org-no-selector\n",
+            keys.path("rsa2026.private"),
+            weak.display(),
+            keys.path("missing.private")
+        ),
+    )
+    .unwrap();
+    let inst = Instance::new(&keys.main_cf());
+    let out = inst.postern(&["conf", "--check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let t = table.display().to_string();
+    assert!(err.contains(&format!("{t}:4")), "{err}");
+    std::fs::write(
+        &table,
+        format!(
+            "rsa   example.org:rsa2026:{}\nweak  example.org:weak:{}\nlost  example.org:lost:{}\n",
+            keys.path("rsa2026.private"),
+            weak.display(),
+            keys.path("missing.private")
+        ),
+    )
+    .unwrap();
+    let out = inst.postern(&["conf", "--check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{t}:2: error: dkim_key_table: weak")),
+        "{err}"
+    );
+    assert!(err.contains("RFC 8301"), "{err}");
+    assert!(
+        err.contains(&format!("{t}:3: error: dkim_key_table: lost")),
+        "{err}"
+    );
+    // The signing table names "ed", which the key table no longer has.
+    assert!(
+        err.contains("the key name \"ed\" is not in dkim_key_table"),
+        "{err}"
+    );
+    // A signing table without a key table.
+    let inst = Instance::new(&format!(
+        "dkim_signing_table = texthash:{}\n",
+        keys.path("SigningTable")
+    ));
+    let out = inst.postern(&["conf", "--check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("dkim_key_table is empty"),
+        "{err}"
+    );
+}

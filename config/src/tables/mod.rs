@@ -16,7 +16,7 @@
 //! A table that cannot be read is a lookup error, never an empty table.
 pub mod cdb;
 mod cidr;
-mod lines;
+pub(crate) mod lines;
 mod regex;
 mod source;
 
@@ -557,6 +557,8 @@ pub const TABLE_PARAMS: &[&str] = &[
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
     "smtp_tls_policy_maps",
+    "dkim_signing_table",
+    "dkim_key_table",
 ];
 
 /// The routing tables (qmgr's; smtpd's recipient checks ask the
@@ -642,7 +644,13 @@ pub const CONTENT_PARAMS: &[&str] = &[
 ];
 
 /// Tables holding secrets: opened for the broker only.
-const SECRET_PARAMS: &[&str] = &["smtp_sasl_password_maps"];
+/// The DKIM tables too: only the broker signs, and no other role needs to
+/// know which keys exist.
+const SECRET_PARAMS: &[&str] = &[
+    "smtp_sasl_password_maps",
+    "dkim_signing_table",
+    "dkim_key_table",
+];
 
 /// Every table file the configuration names: the only files the master
 /// opens for a jailed daemon.

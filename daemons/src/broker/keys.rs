@@ -175,7 +175,7 @@ fn client_key_files(p: &Params) -> Option<(Vec<String>, Vec<String>)> {
 /// Every key and certificate file the configuration names, for the master
 /// to open on reload.
 pub fn files(p: &Params) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+    let mut out: Vec<String> = super::dkim::files(p);
     let sides = [crate::tls::server_key_files(p), client_key_files(p)];
     for (certs, keys) in sides.into_iter().flatten() {
         for f in certs.into_iter().chain(keys) {
@@ -280,7 +280,7 @@ impl Default for Budget {
 }
 
 impl Budget {
-    fn take(&mut self) -> bool {
+    pub(super) fn take(&mut self) -> bool {
         if self.window.elapsed() >= Duration::from_secs(1) {
             self.window = Instant::now();
             self.used = 0;
@@ -369,6 +369,10 @@ pub async fn answer(
             Some(p) if p.len() <= keys::MAX_TICKET_PLAIN => Reply::Ticket(p),
             _ => Reply::Refused("bad or expired ticket".into()),
         },
+        // Answered from the DKIM store (broker/dkim.rs), smtp's only.
+        Request::DkimKeys(_) | Request::DkimSign { .. } => {
+            return Err("a DKIM request from a role that does not sign");
+        }
     })
 }
 

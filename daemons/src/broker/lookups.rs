@@ -36,6 +36,8 @@ pub struct Lookups {
     virtual_mailbox: Vec<TableRef>,
     mailbox_domains: crate::addrmap::Domains,
     site: crate::addrmap::Site,
+    /// `dkim_signing_table`, for the DKIM requests of smtp's key channel.
+    pub(super) dkim_signing: Vec<TableRef>,
     /// The access tables smtpd's restriction lists name, by their name
     /// there (`postern_access_maps`): smtpd may ask only these.
     access: Vec<(String, TableRef)>,
@@ -54,6 +56,7 @@ pub fn lookups(params: &Params) -> Result<Lookups, String> {
         virtual_domains: crate::addrmap::Domains::new(params, "virtual_alias_domains"),
         virtual_mailbox: table_list(params, "virtual_mailbox_maps"),
         generic: table_list(params, "smtp_generic_maps"),
+        dkim_signing: table_list(params, "dkim_signing_table"),
         propagate_generic: params
             .list("propagate_unmatched_extensions")
             .unwrap_or_default()

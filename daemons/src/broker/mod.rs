@@ -2,6 +2,7 @@
 //! TLS, the private keys). It hands out queue files from a spare pool,
 //! makes them durable and visible, tells the queue manager, and answers the
 //! table lookups jailed daemons cannot do themselves.
+mod dkim;
 mod keys;
 mod lookups;
 mod qid;
@@ -67,10 +68,11 @@ pub fn main(ipc_fd: std::os::fd::RawFd) -> ! {
         let lookup = lookups(params)?;
         // The private keys are read here, before the jail, and never again.
         let keys = Rc::new(KeyStore::load(params));
+        let dkim = Rc::new(dkim::DkimStore::load(params, &keys::read_path, None));
         let keep = vec![qdir.as_raw_fd(), queue.dir_fd().as_raw_fd()];
         let keep_all: Vec<_> = keep.into_iter().chain(queue_extra_fds(&queue)).collect();
         Ok((
-            move |ctx: Context| serve(ctx, qdir, queue, minfree, lookup, keys),
+            move |ctx: Context| serve(ctx, qdir, queue, minfree, lookup, (keys, dkim)),
             keep_all,
         ))
     })
@@ -86,7 +88,7 @@ async fn serve(
     mut queue: Queue,
     minfree: u64,
     lookup: Lookups,
-    keys: Rc<KeyStore>,
+    (keys, dkim): (Rc<KeyStore>, Rc<dkim::DkimStore>),
 ) {
     let listed = match queue.begin_recovery() {
         Ok(n) => n,
@@ -119,6 +121,7 @@ async fn serve(
     }));
     let current = reload::Current {
         keys: watch::Sender::new(keys),
+        dkim: watch::Sender::new(dkim),
         lookups: watch::Sender::new(Rc::new(lookup)),
     };
     let cache = Rc::new(crate::tablecache::TableCache::new(ctx.switchboard.clone()));
@@ -152,7 +155,14 @@ async fn serve(
                             Role::Cleanup => { tokio::task::spawn_local(cleanup_conn(st, syncer.clone(), fd, query)); }
                             Role::Qmgr => { tokio::task::spawn_local(qmgr_conn(st, syncer.clone(), fd, query)); }
                             Role::Smtpd | Role::Smtp => {
-                                tokio::task::spawn_local(peer_conn(role, current.lookups.subscribe(), cache.clone(), current.keys.subscribe(), fd, query));
+                                let keys = KeyChannel {
+                                    role,
+                                    keys: current.keys.subscribe(),
+                                    dkim: current.dkim.subscribe(),
+                                    tables: current.lookups.subscribe(),
+                                    cache: cache.clone(),
+                                };
+                                tokio::task::spawn_local(peer_conn(keys, fd, query));
                             }
                             other => warn!("unexpected channel from {other}"),
                         }
@@ -651,16 +661,20 @@ async fn queue_requests(st: Shared, syncer: Syncer, ch: Channel) {
     }
 }
 
-/// A channel from smtpd (lookups or key operations) or smtp (key
-/// operations): the hello says which.
-async fn peer_conn(
+/// What a channel from smtpd or smtp may reach: the keys (TLS and DKIM)
+/// and the tables, each as the latest reload left them.
+struct KeyChannel {
     role: Role,
+    keys: watch::Receiver<Rc<KeyStore>>,
+    dkim: watch::Receiver<Rc<dkim::DkimStore>>,
     tables: watch::Receiver<Rc<Lookups>>,
     cache: Rc<crate::tablecache::TableCache>,
-    keys: watch::Receiver<Rc<KeyStore>>,
-    fd: OwnedFd,
-    timeout: Duration,
-) {
+}
+
+/// A channel from smtpd (lookups or key operations) or smtp (key
+/// operations): the hello says which.
+async fn peer_conn(k: KeyChannel, fd: OwnedFd, timeout: Duration) {
+    let role = k.role;
     use postern_ipc::Message;
     let max = <sb::Request as Message>::MAX_FRAME.max(<pk::Request as Message>::MAX_FRAME);
     let Ok(mut ch) = Channel::new(fd, max, timeout) else {
@@ -671,17 +685,26 @@ async fn peer_conn(
         Ok(e) if !crate::peers::carries(role, Role::Broker, e) => {
             warn!("refused a {e} channel from {role}: not in the peer graph");
         }
-        Ok(e) if e == pk::EDGE => key_conn(role, keys, ch).await,
-        Ok(_) => lookup_conn(role, tables, cache, ch).await,
+        Ok(e) if e == pk::EDGE => key_conn(k, ch).await,
+        Ok(_) => lookup_conn(role, k.tables, k.cache, ch).await,
         Err(ChannelError::Violation(v)) => dropped(role.name(), v),
         Err(_) => {}
     }
 }
 
 /// Private-key operations for smtpd and smtp: the keys never leave. The
-/// channel serves the keys it started with and closes when a reload
-/// changes them (the peer reconnects and learns the new identity).
-async fn key_conn(role: Role, mut current: watch::Receiver<Rc<KeyStore>>, ch: Channel) {
+/// channel serves the TLS keys it started with and closes when a reload
+/// changes them (the peer reconnects and learns the new identity). DKIM
+/// requests (smtp only) use the latest keys and signing table: a
+/// signature names its own selector, so nothing needs to reconnect.
+async fn key_conn(k: KeyChannel, ch: Channel) {
+    let KeyChannel {
+        role,
+        keys: mut current,
+        dkim: dkim_keys,
+        tables,
+        cache,
+    } = k;
     let keys = current.borrow_and_update().clone();
     let mut ep = Endpoint::<pk::Reply, pk::Request>::from_channel(ch);
     let mut budget = Budget::default();
@@ -694,9 +717,24 @@ async fn key_conn(role: Role, mut current: watch::Receiver<Rc<KeyStore>>, ch: Ch
             },
             _ = current.changed() => return,
         };
-        let reply = match keys::answer(&keys, role, &mut budget, req).await {
-            Ok(r) => r,
-            Err(why) => return dropped(role.name(), why),
+        let reply = match (role, req) {
+            (Role::Smtp, pk::Request::DkimKeys(address)) => {
+                let store = dkim_keys.borrow().clone();
+                let table = tables.borrow().clone();
+                dkim::keys_for(&store, &table.dkim_signing, &cache, &address).await
+            }
+            (Role::Smtp, pk::Request::DkimSign { name, input }) => {
+                if budget.take() {
+                    let store = dkim_keys.borrow().clone();
+                    dkim::sign(&store, &name, input).await
+                } else {
+                    pk::Reply::Refused("signing rate limit exceeded".into())
+                }
+            }
+            (_, req) => match keys::answer(&keys, role, &mut budget, req).await {
+                Ok(r) => r,
+                Err(why) => return dropped(role.name(), why),
+            },
         };
         if ep.send(&reply).await.is_err() {
             return;

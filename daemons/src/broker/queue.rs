@@ -393,7 +393,7 @@ impl Queue {
             return bad(&format!("{tail:?}"));
         }
         match &s.header {
-            Some(h) if h.queue_id == id && h.version == rec::VERSION => {}
+            Some(h) if h.queue_id == id && h.version <= rec::VERSION => {}
             _ => return bad("missing or foreign header record"),
         }
         if !s.content_complete || s.recipients.is_empty() || s.committed || s.sender.is_none() {

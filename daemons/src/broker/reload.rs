@@ -34,11 +34,14 @@ pub const LIVE: &[&str] = &[
     "smtp_sasl_password_maps",
     "smtp_tls_policy_maps",
     "queue_minfree",
+    "dkim_key_table",
+    "dkim_signing_table",
 ];
 
 /// The current keys and tables, swapped whole by a reload.
 pub struct Current {
     pub keys: watch::Sender<Rc<KeyStore>>,
+    pub dkim: watch::Sender<Rc<super::dkim::DkimStore>>,
     pub lookups: watch::Sender<Rc<Lookups>>,
 }
 
@@ -68,6 +71,8 @@ pub fn apply(st: &Shared, current: &Current, r: Reload) {
     if !keys.same_identities(&current.keys.borrow()) {
         current.keys.send_replace(Rc::new(keys));
     }
+    let dkim = super::dkim::DkimStore::load(&params, &read, Some(&current.dkim.borrow()));
+    current.dkim.send_replace(Rc::new(dkim));
     match lookups(&params) {
         Ok(l) => {
             current.lookups.send_replace(Rc::new(l));

@@ -49,6 +49,9 @@ struct Settings {
     tables: crate::tablecache::TableCache,
     /// The entries of smtpd_milters and non_smtpd_milters.
     milters: [Vec<String>; 2],
+    /// dkim_signing_table is set: a message from a trusted source gets a
+    /// `Signable` record (without it, files stay version 1).
+    dkim: bool,
 }
 
 impl Settings {
@@ -57,6 +60,7 @@ impl Settings {
             checks: checks::ContentChecks::new(p),
             rewrite: rewrite::Rewriting::new(p),
             tables: crate::tablecache::TableCache::new(sb),
+            dkim: !p.list("dkim_signing_table").unwrap_or_default().is_empty(),
             milters: [
                 postern_config::milter::Class::Smtpd,
                 postern_config::milter::Class::NonSmtpd,
@@ -375,13 +379,17 @@ struct Txn {
     auto_bcc: Vec<String>,
     /// recipient_bcc_maps applies (mail from smtpd or sendmail).
     bcc_ok: bool,
+    /// A trusted source and dkim_signing_table set: the file gets a
+    /// `Signable` record.
+    signable: bool,
 }
 
 const MAX_RECIPIENTS: usize = 100_000;
 const CHUNK: usize = 64 * 1024;
 
 impl Txn {
-    fn start(id: String, fd: OwnedFd, begin: Begin, _s: &Settings) -> std::io::Result<Txn> {
+    fn start(id: String, fd: OwnedFd, begin: Begin, s: &Settings) -> std::io::Result<Txn> {
+        let signable = s.dkim && begin.signable;
         let mut t = Txn {
             id,
             out: BufWriter::with_capacity(CHUNK, File::from(fd)),
@@ -401,17 +409,24 @@ impl Txn {
             arrival: clock::now(),
             auto_bcc: Vec::new(),
             bcc_ok: false,
+            signable,
         };
         t.write_head()?;
         Ok(t)
     }
 
     /// The records before the content: the queue file's header, the
-    /// sender, and the client.
+    /// sender, the client, and whether the message may be DKIM-signed.
     fn write_head(&mut self) -> std::io::Result<()> {
         let arrival_us = self.arrival.timestamp().as_microsecond() as u64;
         self.record(&Record::Header(rec::Header {
-            version: rec::VERSION,
+            // A version-1 reader (a rollback) delivers files without the
+            // newer record.
+            version: if self.signable {
+                rec::VERSION
+            } else {
+                rec::VERSION_1
+            },
             queue_id: self.id.clone(),
             arrival_us,
         }))?;
@@ -436,7 +451,11 @@ impl Txn {
             helo: c.helo.clone(),
             proto: c.proto.clone(),
         });
-        self.record(&client)
+        self.record(&client)?;
+        if self.signable {
+            self.record(&Record::Signable)?;
+        }
+        Ok(())
     }
 
     /// Ends the transaction's use of the queue file without writing another

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::signature::KeyPair;
 use base64::Engine;
+use postern_config::dkim::is_dns_name;
 
 use super::fail;
 
@@ -106,17 +107,6 @@ fn pem(der: &[u8]) -> String {
     }
     out.push_str("-----END PRIVATE KEY-----\n");
     out
-}
-
-/// A DNS label or name: letters, digits, hyphens, dots between labels.
-fn is_dns_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
 }
 
 /// Writes `DIR/SELECTOR.private` (mode 0600, never over an existing file)

@@ -629,6 +629,8 @@ impl Local {
             trace: false,
             remote_headers: false,
             milter_ticket: 0,
+            // A forward is signed only when the original could be.
+            signable: req.file.as_ref().is_some_and(signable),
         };
         let rcpts: Vec<sc::Recipient> = targets
             .iter()
@@ -679,6 +681,17 @@ pub fn read_content(fd: &OwnedFd) -> std::io::Result<Vec<u8>> {
     let buf = crate::fsutil::read_queue_file(fd)?;
     let (records, _) = rec::decode_all(&buf);
     Ok(rec::content(&records))
+}
+
+/// Whether the queue file's message may be DKIM-signed (cleanup wrote a
+/// `Signable` record for it).
+fn signable(fd: &OwnedFd) -> bool {
+    crate::fsutil::read_queue_file(fd).is_ok_and(|b| {
+        rec::decode_all(&b)
+            .0
+            .iter()
+            .any(|(_, r)| *r == rec::Record::Signable)
+    })
 }
 
 /// The Delivered-To headers of a message (loop detection).

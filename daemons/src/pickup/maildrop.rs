@@ -133,9 +133,9 @@ pub(super) async fn return_refused(sh: &Shared, uid: u32, sub: &Submission, why:
     let Ok(to) = qualify(sh, &user.name, false) else {
         return;
     };
-    let host = &sh.set.myhostname;
+    let (host, origin) = (&sh.set.myhostname, &sh.set.myorigin);
     let mut text = format!(
-        "From: MAILER-DAEMON@{host} (Mail Delivery System)\r\n\
+        "From: MAILER-DAEMON@{origin} (Mail Delivery System)\r\n\
          To: <{to}>\r\n\
          Subject: Undelivered Mail Returned to Sender\r\n\
          Auto-Submitted: auto-replied\r\n\
@@ -174,6 +174,7 @@ pub(super) async fn return_refused(sh: &Shared, uid: u32, sub: &Submission, why:
         trace: false,
         remote_headers: false,
         milter_ticket: 0,
+        signable: true,
     };
     let rcpt = [sc::Recipient {
         address: to.clone(),

@@ -305,6 +305,7 @@ pub(super) async fn submit(sh: &Shared, uid: u32, sub: &Submission) -> Result<St
         trace: b.trace,
         remote_headers: false,
         milter_ticket: 0,
+        signable: true,
     };
     let list: Vec<sc::Recipient> = rcpts
         .iter()

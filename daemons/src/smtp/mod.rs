@@ -5,6 +5,7 @@
 //! idle sessions per destination (L768, L929).
 mod auth;
 pub(crate) mod dest;
+mod dkim;
 mod generic;
 mod lmtp;
 mod secure;
@@ -215,6 +216,8 @@ struct Smtp {
     maps: Option<PolicyMaps>,
     cert: Arc<tls::ClientCert>,
     broker: BrokerLookup,
+    /// DKIM signing, when dkim_signing_table is set.
+    dkim: Option<dkim::Signer>,
     /// Idle sessions by next hop, with the time they went idle.
     cache: RefCell<HashMap<String, Vec<(Session, Instant)>>>,
 }
@@ -227,6 +230,7 @@ async fn serve(
     (policy, maps): (tls::Policy, Option<PolicyMaps>),
     cert: Arc<tls::ClientCert>,
 ) {
+    let dkim_settings = dkim::Settings::new(&ctx.params);
     let smtp = Rc::new(Smtp {
         dns: ResolverClient(PeerPool::new(
             ctx.switchboard.clone(),
@@ -248,6 +252,17 @@ async fn serve(
             4,
         )),
         cache: RefCell::default(),
+        dkim: dkim_settings.map(|d| {
+            dkim::Signer::new(
+                d,
+                PeerPool::new(
+                    ctx.switchboard.clone(),
+                    Role::Broker,
+                    ctx.query_timeout(),
+                    2,
+                ),
+            )
+        }),
     });
     let transfer = ctx.transfer_timeout();
     let query = ctx.query_timeout();
@@ -505,10 +520,13 @@ impl Smtp {
         let Some(file) = &req.file else {
             return self.probe(&req, start_us).await;
         };
-        let content = match crate::fsutil::read_queue_file(file) {
+        let (content, signable) = match crate::fsutil::read_queue_file(file) {
             Ok(buf) => {
                 let (records, _) = postern_proto::queue::decode_all(&buf);
-                postern_proto::queue::content(&records)
+                let signable = records
+                    .iter()
+                    .any(|(_, r)| *r == postern_proto::queue::Record::Signable);
+                (postern_proto::queue::content(&records), signable)
             }
             Err(e) => {
                 warn!("{}: cannot read the queue file: {e}", req.queue_id);
@@ -539,6 +557,30 @@ impl Smtp {
                     setup,
                 );
             }
+        };
+        // DKIM, over the content as it goes out: a signature that is due
+        // and cannot be made defers the delivery.
+        let content = match (&self.dkim, signable) {
+            (Some(d), true) => match d.fields(&req.queue_id, &content).await {
+                Ok(f) if f.is_empty() => content,
+                Ok(mut f) => {
+                    f.extend_from_slice(&content);
+                    f
+                }
+                Err(e) => {
+                    warn!("{}: DKIM signing failed: {e}", req.queue_id);
+                    return self.all(
+                        &req,
+                        Status::Deferred,
+                        "4.7.0",
+                        "DKIM signing failure",
+                        "none",
+                        start_us,
+                        setup,
+                    );
+                }
+            },
+            _ => content,
         };
         let mut s = match self.session(&req.nexthop, &mut setup).await {
             Ok(s) => s,

@@ -555,6 +555,7 @@ impl Session {
             trace: false,
             remote_headers: !self.local_headers(f.peer.addr, f.login.is_some()),
             milter_ticket: self.milter.ticket.get(),
+            signable: f.login.is_some() || self.set.access.in_mynetworks(f.peer.addr),
         };
         match self.sh.begin(begin).await {
             Ok((queue_id, ep)) => {
