@@ -5,6 +5,7 @@
 #   bench/run.sh tables
 #   bench/run.sh screening     (the restriction set of an edge relay)
 #   bench/run.sh milter        (one opendkim Milter signing every message)
+#   bench/run.sh dkim          (built-in DKIM signing against Postfix + opendkim)
 # Installs postfix (Postfix itself, smtp-source, smtp-sink) when missing,
 # builds Postern in release mode, and prints Markdown tables.
 set -euo pipefail
@@ -13,7 +14,7 @@ if ! command -v smtp-source >/dev/null; then
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix python3 >/dev/null
 fi
-if [ "${1:-}" = milter ] && ! command -v opendkim >/dev/null; then
+if { [ "${1:-}" = milter ] || [ "${1:-}" = dkim ]; } && ! command -v opendkim >/dev/null; then
     # No service may start (policy-rc.d): the benchmark runs its own.
     guard=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then

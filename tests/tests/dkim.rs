@@ -345,7 +345,7 @@ fn trusted_mail_leaves_signed_and_independent_verifiers_accept_it() {
     let dns_ip = unique_loopback();
     let dns = postern_tests::dns::start_zones_at(&dns_ip, 53, &[("example.org.", &keys.zone)]);
     let ip = unique_loopback();
-    let mut inst = Instance::new(&format!(
+    let mut inst = Instance::with_three_listeners(&format!(
         "{}relayhost = [{ip}]:2626\nmynetworks = 127.0.0.1/32\nrelay_domains = example.net\n\
          myorigin = example.org\n\
          transport_maps = inline:{{ nowhere.example=error:nowhere }}\n\
@@ -353,8 +353,27 @@ fn trusted_mail_leaves_signed_and_independent_verifiers_accept_it() {
         keys.main_cf()
     ));
     let sink = Sink::start(&ip, 2626, &inst.config_dir().join("sink"));
+    assert!(inst.passwd("alice", "correct horse").status.success());
     inst.start();
     let tmp = tempfile::tempdir().unwrap();
+
+    // A SASL login from outside mynetworks, on the submission port: signed.
+    python_ok(&format!(
+        "import smtplib, ssl\n\
+         c = ssl.create_default_context()\n\
+         c.check_hostname = False\n\
+         c.verify_mode = ssl.CERT_NONE\n\
+         s = smtplib.SMTP('{ip}', 2587, local_hostname='laptop.example', timeout=30,\n\
+         \x20   source_address=('{src}', 0))\n\
+         s.starttls(context=c)\n\
+         s.login('alice', 'correct horse')\n\
+         s.sendmail('alerts@example.org', ['ops@example.net'], {msg:?}.encode())\n\
+         s.quit()\n\
+         print('ok')\n",
+        ip = inst.ip,
+        src = unique_loopback(),
+        msg = message("alerts@example.org", "sasl"),
+    ));
 
     // From mynetworks: RSA (alerts@), both (ops@); an outside client with
     // the same From: is not signed.
@@ -440,6 +459,18 @@ fn trusted_mail_leaves_signed_and_independent_verifiers_accept_it() {
         String::from_utf8_lossy(&bounce)
     );
     assert_eq!(dkimpy(&bounce, &dns), [true, true]);
+
+    let sasl = delivered(&sink, "sasl");
+    assert_eq!(
+        signatures(&sasl),
+        [("example.org".into(), "rsa2026".into())]
+    );
+    assert_eq!(
+        dkimpy(&sasl, &dns),
+        [true],
+        "{}",
+        String::from_utf8_lossy(&sasl)
+    );
 
     let outside = delivered(&sink, "outside");
     assert!(

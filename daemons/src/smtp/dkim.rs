@@ -129,11 +129,17 @@ fn header_list(s: &Settings, content: &[u8]) -> Vec<String> {
     out
 }
 
+/// The content a message's DKIM-Signature fields covered (its length and
+/// CRC-32), and the fields.
+type Kept = ((usize, u32), Vec<u8>);
+
 pub struct Signer {
     s: Settings,
     broker: PeerPool<pk::Link>,
-    /// queue id -> (the content's length, the DKIM-Signature fields).
-    cache: RefCell<HashMap<String, (usize, Vec<u8>)>>,
+    /// queue id -> (the content's length and CRC-32, the DKIM-Signature
+    /// fields): a delivery whose content differs (LMTP, which
+    /// smtp_generic_maps does not rewrite) is signed afresh.
+    cache: RefCell<HashMap<String, Kept>>,
 }
 
 impl Signer {
@@ -158,8 +164,9 @@ impl Signer {
     /// signing table has no key for its From: address). Err: signing was
     /// due and failed; the delivery is deferred, never sent unsigned.
     pub async fn fields(&self, queue_id: &str, content: &[u8]) -> Result<Vec<u8>, String> {
-        if let Some((len, fields)) = self.cache.borrow().get(queue_id)
-            && *len == content.len()
+        let id = (content.len(), crc32fast::hash(content));
+        if let Some((seen, fields)) = self.cache.borrow().get(queue_id)
+            && *seen == id
         {
             return Ok(fields.clone());
         }
@@ -217,7 +224,7 @@ impl Signer {
         if cache.len() >= CACHE {
             cache.clear();
         }
-        cache.insert(queue_id.to_string(), (content.len(), out.clone()));
+        cache.insert(queue_id.to_string(), (id, out.clone()));
         Ok(out)
     }
 }
