@@ -457,6 +457,22 @@ impl Config {
                 }
             }
         }
+        // The message authentication checks: an unknown name is an error,
+        // never a check silently not made.
+        if let Some(v) = self.expanded("authentication_checks", overrides) {
+            let (file, line) = self.origin("authentication_checks", overrides);
+            for c in value::split_list(&v) {
+                if !["spf", "dkim", "dmarc", "arc"].contains(&c.to_ascii_lowercase().as_str()) {
+                    out.push(Diagnostic::error(
+                        &file,
+                        line,
+                        format!(
+                            "authentication_checks: unknown check \"{c}\" (spf, dkim, dmarc, arc)"
+                        ),
+                    ));
+                }
+            }
+        }
         // The names a verified server certificate may carry.
         for name in ["smtp_tls_verify_cert_match", "smtp_tls_secure_cert_match"] {
             let Some(v) = self.expanded(name, overrides) else {

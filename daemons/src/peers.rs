@@ -24,6 +24,9 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Bounce, Role::Cleanup, &[smtpd_cleanup::EDGE]),
     (Role::Qmgr, Role::Smtp, &[deliver::EDGE]),
     (Role::Smtp, Role::Resolver, &[resolver::EDGE]),
+    // DKIM keys (and later SPF, DMARC, ARC records) for the message
+    // authentication checks.
+    (Role::Cleanup, Role::Resolver, &[resolver::EDGE]),
     (Role::Smtp, Role::Broker, &[keys::EDGE, smtpd_broker::EDGE]),
     (Role::Smtpd, Role::Auth, &[auth::EDGE]),
     // Client names, DNS lists, and the domain checks of the restrictions.

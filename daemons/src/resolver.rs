@@ -119,7 +119,7 @@ fn build(
 /// feature turns it on), and without a configuration of its own it reads
 /// the system's CA store, which the jail does not have. Postern asks
 /// plain DNS only: this configuration trusts no certificate at all.
-fn no_tls() -> Result<rustls::ClientConfig, String> {
+pub(crate) fn no_tls() -> Result<rustls::ClientConfig, String> {
     Ok(
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),

@@ -29,6 +29,6 @@ struct Reply {
     notFound @3 :Void;    # NXDOMAIN, or no records of the type
     tempfail @4 :Text;    # SERVFAIL, timeout, unreachable
     nullMx @5 :Void;      # RFC 7505: the domain accepts no mail
-    texts @6 :List(Text); # txt: at most 64 strings of at most 512 printable bytes
+    texts @6 :List(Text); # txt: at most 64 records (strings joined) of at most 2048 printable bytes
   }
 }

@@ -40,8 +40,9 @@ pub enum Reply {
     Texts(Vec<String>),
 }
 
-/// Longest TXT string passed on.
-pub const MAX_TXT: usize = 512;
+/// Longest TXT record passed on (its strings joined): an RSA-4096 DKIM
+/// key record is about 750 bytes, an RSA-8192 one about 1,450.
+pub const MAX_TXT: usize = 2048;
 
 fn name(
     t: capnp::Result<capnp::text::Reader<'_>>,
@@ -100,7 +101,8 @@ impl Message for Request {
 }
 
 impl Message for Reply {
-    const MAX_FRAME: usize = 32 * 1024;
+    /// 64 TXT records of the longest kind, with room for framing.
+    const MAX_FRAME: usize = MAX_ANSWERS * (MAX_TXT + 16) + 4096;
 
     fn encode(&self) -> Vec<u8> {
         let mut b = frame::builder();

@@ -505,7 +505,9 @@ fn opendkim_signs_mail_from_mynetworks_and_verifies_inbound() {
         &dir.path().join("opendkim"),
     );
     let mut inst = Instance::new(&format!(
-        "smtpd_milters = {}\nmilter_default_action = tempfail\nrelayhost = [{ip}]:2626\n",
+        "smtpd_milters = {}\nmilter_default_action = tempfail\nrelayhost = [{ip}]:2626\n\
+         authentication_checks = dkim\ndns_nameservers = {dns_ip}\n\
+         mynetworks = 127.0.0.1/32\nrelay_domains = example.net\n",
         dkim.endpoint
     ));
     let sink = Sink::start(&ip, 2626, &inst.config_dir().join("sink"));
@@ -550,6 +552,13 @@ fn opendkim_signs_mail_from_mynetworks_and_verifies_inbound() {
         });
     assert!(ar.contains("mx.test.example"), "{ar}");
     assert!(verified.contains("dkim=pass"), "{verified}");
+    // Postern's own verdict (authentication_checks, before the Milters) and
+    // opendkim's, both under the authserv-id mx.test.example: both stay.
+    let ars: Vec<&str> = verified
+        .split("\r\n")
+        .filter(|l| l.starts_with("Authentication-Results: mx.test.example;"))
+        .collect();
+    assert_eq!(ars.len(), 2, "{verified}");
     inst.stop();
 }
 

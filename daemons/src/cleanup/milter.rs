@@ -37,17 +37,17 @@ pub(super) fn class(from: Role) -> Option<Class> {
     }
 }
 
-/// The message while Milters look at it.
-struct Message {
+/// The message while Milters (and the authentication checks) look at it.
+pub(super) struct Message {
     /// Each header field, raw (`Name: value\r\n` with its folding).
-    fields: Vec<header::Field>,
+    pub(super) fields: Vec<header::Field>,
     body: Vec<u8>,
     sender: String,
     changed: bool,
 }
 
 impl Message {
-    fn bytes(&self) -> Vec<u8> {
+    pub(super) fn bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.body.len() + 4096);
         for f in &self.fields {
             out.extend_from_slice(&f.raw);
@@ -360,7 +360,7 @@ impl Txn {
     }
 
     /// The message as written so far, read back from the queue file.
-    fn read_back(&mut self) -> std::io::Result<Message> {
+    pub(super) fn read_back(&mut self) -> std::io::Result<Message> {
         use std::io::Write;
         use std::os::unix::fs::FileExt;
         self.out.flush()?;
@@ -382,7 +382,7 @@ impl Txn {
 
     /// Writes the queue file again from its start with the changed
     /// message (the recipients and the end record follow as always).
-    fn rewrite(&mut self, m: &Message) -> std::io::Result<()> {
+    pub(super) fn rewrite(&mut self, m: &Message) -> std::io::Result<()> {
         use std::io::{Seek, SeekFrom, Write};
         self.out.flush()?;
         self.out.get_mut().set_len(0)?;

@@ -22,8 +22,9 @@ use postern_proto::header::{self, Split};
 use postern_proto::queue::{self as rec, Record};
 
 use crate::daemon::{self, Context, Switchboard};
-use crate::{clock, log, warn};
+use crate::{clock, info, log, warn};
 
+mod authres;
 mod checks;
 mod inspect;
 mod milter;
@@ -49,6 +50,8 @@ struct Settings {
     tables: crate::tablecache::TableCache,
     /// The entries of smtpd_milters and non_smtpd_milters.
     milters: [Vec<String>; 2],
+    /// authentication_checks, and the resolver they ask.
+    authres: Option<(authres::Settings, crate::smtp::ResolverClient)>,
     /// dkim_signing_table is set: a message from a trusted source gets a
     /// `Signable` record (without it, files stay version 1).
     dkim: bool,
@@ -59,6 +62,12 @@ impl Settings {
         Settings {
             checks: checks::ContentChecks::new(p),
             rewrite: rewrite::Rewriting::new(p),
+            authres: authres::Settings::new(p).map(|a| {
+                let timeout = p
+                    .duration("ipc_query_timeout")
+                    .unwrap_or(Duration::from_secs(10));
+                (a, crate::smtp::ResolverClient::new(sb.clone(), timeout))
+            }),
             tables: crate::tablecache::TableCache::new(sb),
             dkim: !p.list("dkim_signing_table").unwrap_or_default().is_empty(),
             milters: [
@@ -708,6 +717,95 @@ impl Txn {
         r
     }
 
+    /// Checks the message (authres.rs), before the Milters: every
+    /// `Authentication-Results:` field that claims our authserv-id is
+    /// removed (RFC 8601 5: a forgery from outside), and DMARC's reject or
+    /// quarantine applied. The verdict's fields are returned, to be put on
+    /// top after the Milters ([`Txn::put_on_top`]), so that a Milter such as
+    /// opendkim, which removes fields claiming its own authserv-id, leaves
+    /// ours, and its own stays beside it.
+    async fn authenticate(
+        &mut self,
+        a: &authres::Settings,
+        dns: &crate::smtp::ResolverClient,
+    ) -> Result<Vec<String>, Failure> {
+        let mut m = self.read_back().map_err(|e| {
+            self.io_failure(e);
+            self.failure.take().unwrap_or_else(write_error)
+        })?;
+        let c = &self.begin.client;
+        let Ok(ip) = c.addr.parse() else {
+            return Ok(Vec::new());
+        };
+        let env = authres::Envelope {
+            ip,
+            helo: &c.helo,
+            sender: &self.begin.sender,
+        };
+        let verdict = authres::verify(a, dns, &env, &m.bytes()).await;
+        if let Some(domain) = &verdict.reject {
+            info!("{}: DMARC policy of {domain}: reject", self.id);
+            return Err(fail(
+                550,
+                "5.7.1",
+                &format!("rejected by DMARC policy for {domain}"),
+            ));
+        }
+        if verdict.hold {
+            info!("{}: DMARC policy: quarantine (held)", self.id);
+            self.effects.hold = true;
+        }
+        let ours = |f: &postern_proto::header::Field| {
+            f.is("Authentication-Results")
+                && f.value()
+                    .split(';')
+                    .next()
+                    .map(|id| id.split_whitespace().next().unwrap_or(""))
+                    .is_some_and(|id| id.eq_ignore_ascii_case(&a.authserv_id))
+        };
+        let before = m.fields.len();
+        m.fields.retain(|f| !ours(f));
+        if m.fields.len() != before {
+            info!(
+                "{}: removed {} Authentication-Results header(s) claiming {}",
+                self.id,
+                before - m.fields.len(),
+                a.authserv_id
+            );
+            self.rewrite(&m).map_err(|e| {
+                self.io_failure(e);
+                self.failure.take().unwrap_or_else(write_error)
+            })?;
+        }
+        Ok(verdict.fields)
+    }
+
+    /// Puts header fields on top of the message (the authentication
+    /// verdict), writing the queue file again.
+    fn put_on_top(&mut self, fields: Vec<String>) -> Result<(), Failure> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let mut m = self.read_back().map_err(|e| {
+            self.io_failure(e);
+            self.failure.take().unwrap_or_else(write_error)
+        })?;
+        for (i, f) in fields.into_iter().enumerate() {
+            let name = f.split(':').next().unwrap_or_default().to_string();
+            m.fields.insert(
+                i,
+                postern_proto::header::Field {
+                    name,
+                    raw: f.into_bytes(),
+                },
+            );
+        }
+        self.rewrite(&m).map_err(|e| {
+            self.io_failure(e);
+            self.failure.take().unwrap_or_else(write_error)
+        })
+    }
+
     /// Ends the content: the header section if it never ended, then the
     /// end-of-content record, then everything flushed to the file.
     async fn finish(
@@ -730,6 +828,17 @@ impl Txn {
         if let Some(f) = self.failure.take().or_else(|| self.inspect.failure.take()) {
             return Err(f);
         }
+        // The authentication checks, on mail from outside (an SMTP client
+        // neither in mynetworks nor logged in): forgeries removed before
+        // anything reads them, the verdict put on top after the Milters.
+        let mut verdict = Vec::new();
+        if let Some((a, dns)) = &s.authres
+            && from == Role::Smtpd
+            && !self.begin.signable
+            && !self.inspect.discard
+        {
+            verdict = self.authenticate(a, dns).await?;
+        }
         // Milters see the message as queued, after the content checks.
         if let Some(class) = milter::class(from)
             && !self.inspect.discard
@@ -739,6 +848,7 @@ impl Txn {
                 return Ok(());
             }
         }
+        self.put_on_top(verdict)?;
         // HOLD, REDIRECT and BCC from the content checks join smtpd's.
         self.effects.hold |= self.inspect.hold;
         if let Some(r) = self.inspect.redirect.take() {
