@@ -46,6 +46,13 @@ echo "== generated IPC code is current"
 cargo run -q --locked -p postern-ipc-codegen -- --check
 echo "== build"
 cargo build --locked --workspace --bins
+echo "== one crypto provider"
+# aws-lc-rs alone: no ring, no RustCrypto RSA or Ed25519 (mail-auth's
+# other backends) in the binary.
+if cargo tree --locked -e normal -p postern | grep -E " (ring|rsa|ed25519-dalek) v"; then
+    echo "a second crypto implementation is in the dependency tree" >&2
+    exit 1
+fi
 echo "== clippy"
 cargo clippy -q --locked --workspace --all-targets -- -D warnings
 echo "== tests"

@@ -289,6 +289,22 @@ fn spf_dkim_dmarc_and_arc_verdicts_reach_the_sink() {
     let res = results(&delivered(&sink, "dmarc-spf"));
     assert!(get(&res, "dmarc").starts_with("pass "), "{res:?}");
 
+    // DMARC pass under p=none and p=quarantine: the subdomains' own
+    // records, the signature's d=example.org aligned (relaxed).
+    for (sub, tag) in [
+        ("pnone", "dmarc-none-pass"),
+        ("pquarantine", "dmarc-quarantine-pass"),
+    ] {
+        let from = format!("a@{sub}.example.org");
+        let r = send("u@fail.spf.test", &sign(&message(&from, tag), &key));
+        assert!(r.starts_with("250"), "{r}");
+        let res = results(&delivered(&sink, tag));
+        assert!(get(&res, "dmarc").starts_with("pass "), "{tag}: {res:?}");
+        assert!(
+            get(&res, "dmarc").contains(&format!("header.from={sub}.example.org")),
+            "{res:?}"
+        );
+    }
     // DMARC fail under p=none: delivered, the failure noted.
     let r = send(
         "u@fail.spf.test",
