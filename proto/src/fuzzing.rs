@@ -597,3 +597,35 @@ pub fn proxy_header(data: &[u8]) {
         assert_eq!(parse(&e), Ok(Some((h, e.len()))));
     }
 }
+
+/// A message as the authentication checks read it (mail-auth's parse of
+/// its header fields, DKIM signatures and ARC sets), and the key records
+/// the checks would ask for: each a lower-case name with its final dot.
+pub fn auth_message(data: &[u8]) {
+    let Some(m) = mail_auth::AuthenticatedMessage::parse(data) else {
+        return;
+    };
+    let names = crate::auth::key_names(&m, 10, true, true);
+    assert!(names.len() <= 30, "{} names", names.len());
+    for n in names {
+        assert!(n.ends_with("."), "{n}");
+        assert!(n.contains("._domainkey."), "{n}");
+    }
+}
+
+/// A TXT record as the checks parse it (an SPF record, a DKIM key, a DMARC
+/// policy), and the questions an SPF record leads to: at most one per
+/// directive, plus the redirect.
+pub fn auth_record(data: &[u8]) {
+    use mail_auth::common::parse::TxtRecordParser;
+    let _ = mail_auth::common::verify::DomainKey::parse(data);
+    let _ = mail_auth::dmarc::Dmarc::parse(data);
+    if let Ok(spf) = mail_auth::spf::Spf::parse(data) {
+        let ip = std::net::IpAddr::from([192, 0, 2, 7]);
+        for (sender, domain) in [("u@example.org", "example.org"), ("", "helo.example")] {
+            let vars = crate::auth::spf_variables(ip, sender, domain, "helo.example");
+            let q = crate::auth::spf_questions(&spf, &vars, domain);
+            assert!(q.len() <= spf.directives.len() + 1);
+        }
+    }
+}

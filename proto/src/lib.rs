@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod addrlist;
+pub mod auth;
 pub mod ccert;
 pub mod fuzzing;
 pub mod header;

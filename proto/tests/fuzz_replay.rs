@@ -101,3 +101,13 @@ fn proxy_header() {
 fn policy_reply() {
     replay("policy_reply", fuzzing::policy_reply);
 }
+
+#[test]
+fn auth_message() {
+    replay("auth_message", fuzzing::auth_message);
+}
+
+#[test]
+fn auth_record() {
+    replay("auth_record", fuzzing::auth_record);
+}

@@ -38,7 +38,12 @@ use mail_auth::{
 };
 use postern_config::Params;
 use postern_ipc::resolver::{Reply, Request};
+use postern_proto::auth::{self, SpfQuestion, fqdn};
 
+use postern_ipc::smtpd_cleanup::Failure;
+
+use super::{Txn, fail, write_error};
+use crate::info;
 use crate::smtp::ResolverClient;
 use crate::smtp::dest::Dns;
 
@@ -249,15 +254,6 @@ pub async fn verify(
     }
 }
 
-/// A name as mail-auth keys its caches: lower case, with the final dot.
-fn fqdn(name: &str) -> String {
-    let mut n = name.to_ascii_lowercase();
-    if !n.ends_with('.') {
-        n.push('.');
-    }
-    n
-}
-
 /// At most this many DNS questions for one message's SPF walk (RFC 7208
 /// allows 10 mechanisms that ask, each MX one with up to 10 names).
 const SPF_QUESTIONS: usize = 40;
@@ -363,22 +359,11 @@ impl Prefetched {
     }
 
     /// Walks the SPF records DOMAIN's check will read, as mail-auth's
-    /// evaluation reads them, and asks each name they lead to: includes
-    /// and redirects (their TXT), a, mx and exists targets (addresses),
-    /// ptr (the client's names). Macros are expanded as mail-auth expands
-    /// them. Bounded by [`SPF_QUESTIONS`].
+    /// evaluation reads them (`proto::auth::spf_questions`), and asks each
+    /// name they lead to. Bounded by [`SPF_QUESTIONS`].
     async fn spf(&self, dns: &ResolverClient, env: &Envelope<'_>, domain: &str, mail_from: bool) {
-        use mail_auth::spf::{Mechanism, Variables};
-        let sender = if !mail_from || env.sender.is_empty() {
-            format!("postmaster@{domain}")
-        } else {
-            env.sender.to_string()
-        };
-        let mut vars = Variables::new();
-        vars.set_ip(&env.ip);
-        vars.set_sender(sender.into_bytes());
-        vars.set_domain(domain.as_bytes().to_vec());
-        vars.set_helo_domain(env.helo.as_bytes().to_vec());
+        let sender = if mail_from { env.sender } else { "" };
+        let mut vars = auth::spf_variables(env.ip, sender, domain, env.helo);
         let v6 = env.ip.is_ipv6();
         let mut budget = SPF_QUESTIONS;
         let mut todo = vec![domain.to_string()];
@@ -393,27 +378,17 @@ impl Prefetched {
                 continue;
             };
             vars.set_domain(d.as_bytes().to_vec());
-            for dir in spf.directives.iter() {
+            let mut next = Vec::new();
+            for q in auth::spf_questions(&spf, &vars, &d) {
                 if budget == 0 {
                     break;
                 }
-                match &dir.mechanism {
-                    Mechanism::Include { macro_string } => {
-                        todo.push(macro_string.eval(&vars, &d, false).to_string());
-                    }
-                    Mechanism::A { macro_string, .. } => {
-                        budget -= 1;
-                        let n = macro_string.eval(&vars, &d, true).to_string();
-                        self.addresses(dns, &n, v6).await;
-                    }
-                    Mechanism::Exists { macro_string } => {
-                        budget -= 1;
-                        let n = macro_string.eval(&vars, &d, true).to_string();
-                        self.addresses(dns, &n, false).await;
-                    }
-                    Mechanism::Mx { macro_string, .. } => {
-                        budget -= 1;
-                        let n = macro_string.eval(&vars, &d, true).to_string();
+                budget -= 1;
+                match q {
+                    SpfQuestion::Record(n) => next.push(n),
+                    SpfQuestion::Addresses(n) => self.addresses(dns, &n, v6).await,
+                    SpfQuestion::A(n) => self.addresses(dns, &n, false).await,
+                    SpfQuestion::Mx(n) => {
                         for host in self.mx(dns, &n).await.into_iter().take(10) {
                             if budget == 0 {
                                 break;
@@ -422,16 +397,11 @@ impl Prefetched {
                             self.addresses(dns, &host, v6).await;
                         }
                     }
-                    Mechanism::Ptr { .. } => {
-                        budget -= 1;
-                        self.ptr(dns, env.ip, v6).await;
-                    }
-                    _ => {}
+                    SpfQuestion::Ptr => self.ptr(dns, env.ip, v6).await,
                 }
             }
-            if let Some(r) = &spf.redirect {
-                todo.push(r.eval(&vars, &d, false).to_string());
-            }
+            // Depth first, in the record's order, as the evaluation goes.
+            todo.extend(next.into_iter().rev());
         }
     }
 
@@ -468,25 +438,6 @@ fn set<T>(l: Vec<T>) -> RecordSet<T> {
     }
 }
 
-/// The `_dmarc` names DMARCbis's tree walk asks for DOMAIN.
-fn dmarc_names(domain: &str) -> Vec<String> {
-    let labels: Vec<&str> = domain.split('.').filter(|l| !l.is_empty()).collect();
-    let total = labels.len();
-    let mut out = Vec::new();
-    if total < 2 {
-        return out;
-    }
-    let mut count = total;
-    loop {
-        out.push(format!("_dmarc.{}.", labels[total - count..].join(".")));
-        if count == 1 {
-            break;
-        }
-        count = if count >= 8 { 7 } else { count - 1 };
-    }
-    out
-}
-
 async fn check(
     s: &Settings,
     dns: &ResolverClient,
@@ -519,28 +470,7 @@ async fn check(
     }
     let answers = Prefetched::default();
     // The keys of every signature and seal.
-    let mut keys: Vec<String> = Vec::new();
-    if c.dkim || c.dmarc {
-        keys.extend(
-            msg.dkim_headers
-                .iter()
-                .map(|h| fqdn(&format!("{}._domainkey.{}", h.header.s, h.header.d))),
-        );
-    }
-    if c.arc {
-        keys.extend(
-            msg.ams_headers
-                .iter()
-                .map(|h| fqdn(&format!("{}._domainkey.{}", h.header.s, h.header.d))),
-        );
-        keys.extend(
-            msg.as_headers
-                .iter()
-                .map(|h| fqdn(&format!("{}._domainkey.{}", h.header.s, h.header.d))),
-        );
-    }
-    keys.sort();
-    keys.dedup();
+    let keys = auth::key_names(&msg, s.signature_limit, c.dkim || c.dmarc, c.arc);
     for k in &keys {
         answers.txt::<DomainKey>(dns, k).await;
     }
@@ -563,7 +493,7 @@ async fn check(
         .map_or("", |(_, d)| d)
         .to_ascii_lowercase();
     if c.dmarc {
-        for n in dmarc_names(&from_domain) {
+        for n in auth::dmarc_names(&from_domain) {
             answers.txt::<Dmarc>(dns, &n).await;
         }
         // RFC 8020: whether the author domain exists (np=).
@@ -658,27 +588,95 @@ async fn check(
     Ok(verdict)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The checks in the transaction: before the Milters the verdict is
+/// made and forgeries removed, after them the verdict goes on top.
+impl Txn {
+    /// Checks the message (authres.rs), before the Milters: every
+    /// `Authentication-Results:` field that claims our authserv-id is
+    /// removed (RFC 8601 5: a forgery from outside), and DMARC's reject or
+    /// quarantine applied. The verdict's fields are returned, to be put on
+    /// top after the Milters ([`Txn::put_on_top`]), so that a Milter such as
+    /// opendkim, which removes fields claiming its own authserv-id, leaves
+    /// ours, and its own stays beside it.
+    pub(super) async fn authenticate(
+        &mut self,
+        a: &Settings,
+        dns: &ResolverClient,
+    ) -> Result<Vec<String>, Failure> {
+        let mut m = self.read_back().map_err(|e| {
+            self.io_failure(e);
+            self.failure.take().unwrap_or_else(write_error)
+        })?;
+        let c = &self.begin.client;
+        let Ok(ip) = c.addr.parse() else {
+            return Ok(Vec::new());
+        };
+        let env = Envelope {
+            ip,
+            helo: &c.helo,
+            sender: &self.begin.sender,
+        };
+        let verdict = verify(a, dns, &env, &m.bytes()).await;
+        if let Some(domain) = &verdict.reject {
+            info!("{}: DMARC policy of {domain}: reject", self.id);
+            return Err(fail(
+                550,
+                "5.7.1",
+                &format!("rejected by DMARC policy for {domain}"),
+            ));
+        }
+        if verdict.hold {
+            info!("{}: DMARC policy: quarantine (held)", self.id);
+            self.effects.hold = true;
+        }
+        let ours = |f: &postern_proto::header::Field| {
+            f.is("Authentication-Results")
+                && f.value()
+                    .split(';')
+                    .next()
+                    .map(|id| id.split_whitespace().next().unwrap_or(""))
+                    .is_some_and(|id| id.eq_ignore_ascii_case(&a.authserv_id))
+        };
+        let before = m.fields.len();
+        m.fields.retain(|f| !ours(f));
+        if m.fields.len() != before {
+            info!(
+                "{}: removed {} Authentication-Results header(s) claiming {}",
+                self.id,
+                before - m.fields.len(),
+                a.authserv_id
+            );
+            self.rewrite(&m).map_err(|e| {
+                self.io_failure(e);
+                self.failure.take().unwrap_or_else(write_error)
+            })?;
+        }
+        Ok(verdict.fields)
+    }
 
-    #[test]
-    fn dmarc_names_follow_the_tree_walk() {
-        assert_eq!(
-            dmarc_names("a.b.example.org"),
-            [
-                "_dmarc.a.b.example.org.",
-                "_dmarc.b.example.org.",
-                "_dmarc.example.org.",
-                "_dmarc.org."
-            ]
-        );
-        // Nine labels: the name itself, then seven labels, then down.
-        let n = dmarc_names("1.2.3.4.5.6.7.example.org");
-        assert_eq!(n.len(), 8);
-        assert_eq!(n[0], "_dmarc.1.2.3.4.5.6.7.example.org.");
-        assert_eq!(n[1], "_dmarc.3.4.5.6.7.example.org.");
-        assert!(dmarc_names("localhost").is_empty());
-        assert_eq!(fqdn("Example.ORG"), "example.org.");
+    /// Puts header fields on top of the message (the authentication
+    /// verdict), writing the queue file again.
+    pub(super) fn put_on_top(&mut self, fields: Vec<String>) -> Result<(), Failure> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let mut m = self.read_back().map_err(|e| {
+            self.io_failure(e);
+            self.failure.take().unwrap_or_else(write_error)
+        })?;
+        for (i, f) in fields.into_iter().enumerate() {
+            let name = f.split(':').next().unwrap_or_default().to_string();
+            m.fields.insert(
+                i,
+                postern_proto::header::Field {
+                    name,
+                    raw: f.into_bytes(),
+                },
+            );
+        }
+        self.rewrite(&m).map_err(|e| {
+            self.io_failure(e);
+            self.failure.take().unwrap_or_else(write_error)
+        })
     }
 }

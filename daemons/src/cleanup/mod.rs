@@ -22,7 +22,7 @@ use postern_proto::header::{self, Split};
 use postern_proto::queue::{self as rec, Record};
 
 use crate::daemon::{self, Context, Switchboard};
-use crate::{clock, info, log, warn};
+use crate::{clock, log, warn};
 
 mod authres;
 mod checks;
@@ -715,95 +715,6 @@ impl Txn {
             r.push_str(&format!(";\r\n\t{date}\r\n"));
         }
         r
-    }
-
-    /// Checks the message (authres.rs), before the Milters: every
-    /// `Authentication-Results:` field that claims our authserv-id is
-    /// removed (RFC 8601 5: a forgery from outside), and DMARC's reject or
-    /// quarantine applied. The verdict's fields are returned, to be put on
-    /// top after the Milters ([`Txn::put_on_top`]), so that a Milter such as
-    /// opendkim, which removes fields claiming its own authserv-id, leaves
-    /// ours, and its own stays beside it.
-    async fn authenticate(
-        &mut self,
-        a: &authres::Settings,
-        dns: &crate::smtp::ResolverClient,
-    ) -> Result<Vec<String>, Failure> {
-        let mut m = self.read_back().map_err(|e| {
-            self.io_failure(e);
-            self.failure.take().unwrap_or_else(write_error)
-        })?;
-        let c = &self.begin.client;
-        let Ok(ip) = c.addr.parse() else {
-            return Ok(Vec::new());
-        };
-        let env = authres::Envelope {
-            ip,
-            helo: &c.helo,
-            sender: &self.begin.sender,
-        };
-        let verdict = authres::verify(a, dns, &env, &m.bytes()).await;
-        if let Some(domain) = &verdict.reject {
-            info!("{}: DMARC policy of {domain}: reject", self.id);
-            return Err(fail(
-                550,
-                "5.7.1",
-                &format!("rejected by DMARC policy for {domain}"),
-            ));
-        }
-        if verdict.hold {
-            info!("{}: DMARC policy: quarantine (held)", self.id);
-            self.effects.hold = true;
-        }
-        let ours = |f: &postern_proto::header::Field| {
-            f.is("Authentication-Results")
-                && f.value()
-                    .split(';')
-                    .next()
-                    .map(|id| id.split_whitespace().next().unwrap_or(""))
-                    .is_some_and(|id| id.eq_ignore_ascii_case(&a.authserv_id))
-        };
-        let before = m.fields.len();
-        m.fields.retain(|f| !ours(f));
-        if m.fields.len() != before {
-            info!(
-                "{}: removed {} Authentication-Results header(s) claiming {}",
-                self.id,
-                before - m.fields.len(),
-                a.authserv_id
-            );
-            self.rewrite(&m).map_err(|e| {
-                self.io_failure(e);
-                self.failure.take().unwrap_or_else(write_error)
-            })?;
-        }
-        Ok(verdict.fields)
-    }
-
-    /// Puts header fields on top of the message (the authentication
-    /// verdict), writing the queue file again.
-    fn put_on_top(&mut self, fields: Vec<String>) -> Result<(), Failure> {
-        if fields.is_empty() {
-            return Ok(());
-        }
-        let mut m = self.read_back().map_err(|e| {
-            self.io_failure(e);
-            self.failure.take().unwrap_or_else(write_error)
-        })?;
-        for (i, f) in fields.into_iter().enumerate() {
-            let name = f.split(':').next().unwrap_or_default().to_string();
-            m.fields.insert(
-                i,
-                postern_proto::header::Field {
-                    name,
-                    raw: f.into_bytes(),
-                },
-            );
-        }
-        self.rewrite(&m).map_err(|e| {
-            self.io_failure(e);
-            self.failure.take().unwrap_or_else(write_error)
-        })
     }
 
     /// Ends the content: the header section if it never ended, then the

@@ -10,6 +10,31 @@ pub trait Dns {
     async fn query(&self, req: Request) -> Reply;
 }
 
+/// The resolver daemon, as the smtp client's DNS (and the queue manager's,
+/// for `postern queue explain`, and cleanup's, for the authentication
+/// checks).
+pub(crate) struct ResolverClient(pub(crate) crate::peerpool::PeerPool<postern_ipc::resolver::Link>);
+
+impl ResolverClient {
+    pub(crate) fn new(sb: crate::daemon::Switchboard, timeout: std::time::Duration) -> Self {
+        ResolverClient(crate::peerpool::PeerPool::new(
+            sb,
+            postern_config::Role::Resolver,
+            timeout,
+            2,
+        ))
+    }
+}
+
+impl Dns for ResolverClient {
+    async fn query(&self, req: Request) -> Reply {
+        self.0
+            .call(&req)
+            .await
+            .unwrap_or_else(|e| Reply::Tempfail(format!("resolver unavailable: {e}")))
+    }
+}
+
 /// One host to try, with its addresses, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {

@@ -24,14 +24,14 @@ use std::time::{Duration, Instant};
 use postern_config::{Params, Role};
 use postern_ipc::deliver::{self, DeliveryResult, Status};
 use postern_ipc::edge::Answer;
-use postern_ipc::resolver::{self as rs, Reply, Request};
 use postern_ipc::smtpd_broker as sb;
 
 use crate::clock::now_us;
 use crate::daemon::{self, Context};
 use crate::peerpool::PeerPool;
 use crate::{log, warn};
-use dest::{Dns, RouteError};
+pub(crate) use dest::ResolverClient;
+use dest::RouteError;
 use secure::PolicyMaps;
 use session::{Envelope, Session, Timeouts};
 pub(crate) use tls::{parse_entry as parse_tls_entry, policy_keys};
@@ -160,25 +160,6 @@ impl Settings {
                 _ => dest::Prefer::Any,
             },
         })
-    }
-}
-
-/// The resolver daemon, as the smtp client's DNS (and the queue manager's,
-/// for `postern queue explain`).
-pub(crate) struct ResolverClient(PeerPool<rs::Link>);
-
-impl ResolverClient {
-    pub(crate) fn new(sb: crate::daemon::Switchboard, timeout: std::time::Duration) -> Self {
-        ResolverClient(PeerPool::new(sb, Role::Resolver, timeout, 2))
-    }
-}
-
-impl Dns for ResolverClient {
-    async fn query(&self, req: Request) -> Reply {
-        self.0
-            .call(&req)
-            .await
-            .unwrap_or_else(|e| Reply::Tempfail(format!("resolver unavailable: {e}")))
     }
 }
 
