@@ -391,3 +391,68 @@ fn checks_stop_at_the_time_limit() {
     );
     inst.stop();
 }
+
+/// Crafted messages against the caps: forty signatures (ten are checked,
+/// and only their ten keys are asked of DNS), and a header section over
+/// header_size_limit (refused before any check runs).
+#[test]
+fn hostile_messages_hit_the_caps() {
+    let dns_ip = unique_loopback();
+    let dns = postern_tests::dns::start_zones_at(
+        &dns_ip,
+        53,
+        &[(
+            "example.org.",
+            "@ 3600 IN SOA ns.example.org. admin.example.org. 1 3600 600 86400 60\n\
+             @ 3600 IN NS ns.example.org.\n",
+        )],
+    );
+    let ip = unique_loopback();
+    let mut inst = Instance::new(&format!(
+        "relayhost = [{ip}]:2626\nmynetworks = 127.0.0.1/32\nrelay_domains = example.net\n\
+         dns_nameservers = {dns_ip}\nauthentication_checks = dkim\n\
+         header_size_limit = 16384\n"
+    ));
+    let sink = Sink::start(&ip, 2626, &inst.config_dir().join("sink"));
+    inst.start();
+    let mut sigs = String::new();
+    for i in 0..40 {
+        sigs.push_str(&format!(
+            "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.org; s=s{i}; h=from; bh=frcCV1k9oG9oKj3dpUqdJg1PxRT2RSN/XKdLCPjaYaY=; b=dGVzdA==\r\n"
+        ));
+    }
+    let mut o = Smtp::connect_from(&unique_loopback(), &inst.ip, 2525);
+    o.reply();
+    o.cmd("EHLO client.example.com");
+    let r = o.send_mail(
+        "u@example.org",
+        &["ops@example.net"],
+        &format!("{sigs}{}", message("a@example.org", "forty")),
+    );
+    assert!(r.starts_with("250"), "{r}");
+    let padding = format!("X-Padding: {}\r\n", "p".repeat(900)).repeat(20);
+    let r = o.send_mail(
+        "u@example.org",
+        &["ops@example.net"],
+        &format!("{padding}{}", message("a@example.org", "huge")),
+    );
+    assert!(r.starts_with("552 5.3.4"), "{r}");
+    o.cmd("QUIT");
+    let res = results(&delivered(&sink, "forty"));
+    assert_eq!(
+        res.iter().filter(|(m, _)| m == "dkim").count(),
+        10,
+        "{res:?}"
+    );
+    let asked: Vec<_> = dns
+        .queries()
+        .into_iter()
+        .filter(|(n, _)| n.contains("._domainkey."))
+        .collect();
+    assert!(!asked.is_empty() && asked.len() <= 10, "{asked:?}");
+    assert!(
+        inst.log()
+            .contains("40 DKIM signatures, the first 10 checked")
+    );
+    inst.stop();
+}
