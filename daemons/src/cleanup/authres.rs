@@ -64,6 +64,9 @@ pub struct Settings {
     /// dmarc_reject_enforce, dmarc_quarantine_enforce.
     reject: bool,
     quarantine: bool,
+    /// mail-auth's verifier (its resolver with no name server), made at
+    /// the first message and kept.
+    auth: std::cell::OnceCell<MessageAuthenticator>,
 }
 
 impl Settings {
@@ -89,6 +92,7 @@ impl Settings {
                 .unwrap_or(Duration::from_secs(10)),
             reject: p.bool("dmarc_reject_enforce").unwrap_or(false),
             quarantine: p.bool("dmarc_quarantine_enforce").unwrap_or(false),
+            auth: std::cell::OnceCell::new(),
         })
     }
 }
@@ -499,7 +503,13 @@ async fn check(
         // RFC 8020: whether the author domain exists (np=).
         answers.addresses(dns, &from_domain, false).await;
     }
-    let auth = no_dns()?;
+    let auth = match s.auth.get() {
+        Some(a) => a,
+        None => {
+            let _ = s.auth.set(no_dns()?);
+            s.auth.get().ok_or("no verifier")?
+        }
+    };
     macro_rules! params {
         ($p:expr) => {
             Parameters::new($p)
