@@ -174,7 +174,7 @@ impl Config {
         }
     }
 
-    fn expanded(&self, name: &str, overrides: &[Override]) -> Option<String> {
+    pub(crate) fn expanded(&self, name: &str, overrides: &[Override]) -> Option<String> {
         let get = self.lookup_with(overrides);
         let raw = get(name)?;
         expand(&raw, &get).ok()

@@ -16,6 +16,7 @@ pub mod masterfile;
 pub mod milter;
 mod params;
 pub mod policy;
+pub mod postscreen;
 pub mod registry;
 pub mod restrictions;
 mod role;
@@ -211,6 +212,16 @@ impl Config {
         let services = cfg.policy_services();
         cfg.computed
             .insert("postern_policy_services", services.join(", "));
+        // The postscreen services of master.cf: the postscreen role runs
+        // only when there is one.
+        let screens: Vec<String> = cfg
+            .services
+            .iter()
+            .filter(|s| s.role == Some(Role::Postscreen))
+            .map(|s| s.name.clone())
+            .collect();
+        cfg.computed
+            .insert("postern_postscreen_services", screens.join(", "));
         // Class definitions travel as "name {items} name {items}".
         let classes: Vec<String> = cfg
             .restriction_classes()
@@ -468,11 +479,68 @@ impl Config {
                 push(e, &mut diags);
             }
         }
+        self.check_postscreen(&mut diags);
         let mut unique = BTreeSet::new();
         diags.retain(|d| unique.insert((d.file.clone(), d.line, d.message.clone())));
         self.diagnostics.extend(diags);
         self.diagnostics
             .sort_by(|a, b| (a.file.as_str(), a.line).cmp(&(b.file.as_str(), b.line)));
+    }
+}
+
+impl Config {
+    /// postscreen hands the clients it passes to the smtpd pass service
+    /// `smtpd_service_name` names; a pass service with no postscreen in
+    /// front of it is never used.
+    fn check_postscreen(&self, diags: &mut Vec<Diagnostic>) {
+        let name = self
+            .expanded("smtpd_service_name", &[])
+            .unwrap_or_else(|| "smtpd".into());
+        let pass = |n: &str| {
+            self.services
+                .iter()
+                .any(|s| s.kind == ServiceType::Pass && s.role == Some(Role::Smtpd) && s.name == n)
+        };
+        let mut screens = false;
+        for s in self
+            .services
+            .iter()
+            .filter(|s| s.role == Some(Role::Postscreen))
+        {
+            screens = true;
+            let own = s
+                .overrides
+                .iter()
+                .rev()
+                .find(|o| o.name == "smtpd_service_name")
+                .map_or(name.as_str(), |o| o.value.as_str());
+            if !pass(own) {
+                diags.push(Diagnostic::error(
+                    &self.master_name,
+                    Some(s.line),
+                    format!(
+                        "postscreen service \"{}\" hands clients to the smtpd pass service \"{own}\" (smtpd_service_name), and master.cf has none: add \"{own} pass - - n - - smtpd\"",
+                        s.name
+                    ),
+                ));
+            }
+        }
+        if !screens {
+            for s in self
+                .services
+                .iter()
+                .filter(|s| s.kind == ServiceType::Pass && s.role == Some(Role::Smtpd))
+            {
+                diags.push(Diagnostic::warning(
+                    &self.master_name,
+                    Some(s.line),
+                    format!(
+                        "pass service \"{}\" has no postscreen service in front of it; it receives no clients",
+                        s.name
+                    ),
+                ));
+            }
+        }
     }
 }
 

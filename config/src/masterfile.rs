@@ -71,7 +71,6 @@ const POSTFIX_ONLY: &[&str] = &[
     "oqmgr",
     "pipe",
     "postlogd",
-    "postscreen",
     "proxymap",
     "scache",
     "showq",
@@ -94,6 +93,7 @@ fn role_for_command(command: &str) -> Option<Role> {
         "local" => Some(Role::Local),
         "broker" => Some(Role::Broker),
         "resolver" => Some(Role::Resolver),
+        "postscreen" => Some(Role::Postscreen),
         _ => None,
     }
 }
@@ -262,15 +262,34 @@ pub fn parse(text: &str, file: &str, diags: &mut Vec<Diagnostic>) -> Vec<Service
         let role = role_for_command(&command);
         let mut listen = None;
         match (kind, role) {
-            (ServiceType::Inet, Some(Role::Smtpd)) => match parse_listen(fields[0]) {
-                Ok(l) => listen = Some(l),
-                Err(m) => {
-                    diags.push(err(m));
+            (ServiceType::Inet, Some(Role::Smtpd | Role::Postscreen)) => {
+                match parse_listen(fields[0]) {
+                    Ok(l) => listen = Some(l),
+                    Err(m) => {
+                        diags.push(err(m));
+                        continue;
+                    }
+                }
+            }
+            (ServiceType::Inet, _) => {
+                diags.push(err(format!("inet service \"{}\" runs \"{command}\": Postern serves only smtpd and postscreen on inet services", fields[0])));
+                continue;
+            }
+            // The smtpd that postscreen hands passed clients to.
+            (ServiceType::Pass, Some(Role::Smtpd)) => {
+                if let Some(prev) = services
+                    .iter()
+                    .find(|s| s.kind == ServiceType::Pass && s.name == fields[0])
+                {
+                    diags.push(err(format!(
+                        "duplicate pass service \"{}\" (also at line {})",
+                        fields[0], prev.line
+                    )));
                     continue;
                 }
-            },
-            (ServiceType::Inet, _) => {
-                diags.push(err(format!("inet service \"{}\" runs \"{command}\": Postern serves only smtpd on inet services", fields[0])));
+            }
+            (_, Some(Role::Postscreen)) => {
+                diags.push(warn(format!("ignoring {} service \"{}\" for postscreen: postscreen listens on inet services only", fields[1], fields[0])));
                 continue;
             }
             (_, Some(Role::Smtpd)) => {
@@ -295,6 +314,12 @@ pub fn parse(text: &str, file: &str, diags: &mut Vec<Diagnostic>) -> Vec<Service
                 )));
                 continue;
             }
+        }
+        if role == Some(Role::Postscreen) && maxproc != Some(1) {
+            diags.push(warn(format!(
+                "postscreen runs as one process, as in Postfix: maxproc \"{}\" is taken as 1",
+                fields[6]
+            )));
         }
         if let Some(l) = &listen
             && let Some(prev) = services.iter().find(|s| s.listen.as_ref() == Some(l))

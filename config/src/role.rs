@@ -55,6 +55,10 @@ roles! {
     /// The Milter client (smtpd_milters, non_smtpd_milters): the only role
     /// that talks to Milters.
     Milter => "milter",
+    /// Screens port-25 clients before smtpd sees them (postscreen(8)):
+    /// accepts on the postscreen service's listeners, hands passed
+    /// clients' sockets to smtpd.
+    Postscreen => "postscreen",
 }
 
 impl Role {

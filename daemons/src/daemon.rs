@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postern_config::{Params, Role};
-use postern_ipc::master::{FromDaemon, ListenerInfo, Reload, Setup, ToDaemon};
+use postern_ipc::master::{FromDaemon, ListenerInfo, PassInfo, Reload, Setup, ToDaemon};
 use postern_ipc::{Channel, ChannelError, Message};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -19,6 +19,8 @@ use crate::{fatal, roles};
 pub struct Context {
     pub params: Params,
     pub listeners: Vec<ListenerInfo>,
+    /// smtpd: the pass services postscreen hands clients to.
+    pub passes: Vec<PassInfo>,
     pub switchboard: Switchboard,
     /// Channels other roles opened to us.
     pub inbound: mpsc::UnboundedReceiver<(Role, OwnedFd)>,
@@ -119,6 +121,7 @@ where
         role: role_name,
         params,
         listeners,
+        passes,
     } = setup;
     if role_name != role.name() {
         fatal!("{role}: master sent setup for role {role_name}");
@@ -166,6 +169,7 @@ where
         main(Context {
             params,
             listeners,
+            passes,
             switchboard,
             inbound,
             admin,

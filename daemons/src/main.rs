@@ -25,6 +25,7 @@ mod peerpool;
 mod peers;
 mod pickup;
 mod policy;
+mod postscreen;
 mod probe;
 mod proxymap;
 mod qmgr;

@@ -4,8 +4,8 @@
 //! from a role listed here, and only the edges listed for that pair.
 use postern_config::Role;
 use postern_ipc::{
-    auth, bounce, cache, cleanup_broker, deliver, keys, metrics, milter, policy, probe, proxymap,
-    qmgr_broker, qmgr_queue, resolver, smtpd_broker, smtpd_cleanup, verify,
+    auth, bounce, cache, cleanup_broker, deliver, keys, metrics, milter, policy, postscreen_smtpd,
+    probe, proxymap, qmgr_broker, qmgr_queue, resolver, smtpd_broker, smtpd_cleanup, verify,
 };
 
 /// (client, server, the edges the client may open).
@@ -53,6 +53,11 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     // applies the changes); only the milter role talks to Milters.
     (Role::Cleanup, Role::Milter, &[milter::EDGE]),
     (Role::Smtpd, Role::Milter, &[milter::EDGE]),
+    // postscreen: passed clients' sockets to smtpd, DNS lists through the
+    // resolver, and its results in the state store.
+    (Role::Postscreen, Role::Smtpd, &[postscreen_smtpd::EDGE]),
+    (Role::Postscreen, Role::Resolver, &[resolver::EDGE]),
+    (Role::Postscreen, Role::Cache, &[cache::EDGE]),
     // Every process reports its figures to the metrics role (the master
     // over a channel it makes itself); nothing asks the metrics role
     // anything, and it opens nothing.
@@ -72,6 +77,7 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Verify, Role::Metrics, &[metrics::EDGE]),
     (Role::Policy, Role::Metrics, &[metrics::EDGE]),
     (Role::Milter, Role::Metrics, &[metrics::EDGE]),
+    (Role::Postscreen, Role::Metrics, &[metrics::EDGE]),
 ];
 
 /// May `client` ask for a channel to `server` at all?

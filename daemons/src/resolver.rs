@@ -300,6 +300,32 @@ async fn answer(dns: &Dns, req: Request) -> Reply {
             }
             Err(e) => failure(&e),
         },
+        Request::Dnsbl(name) => match dns.ipv4_lookup(fqdn(&name)).await {
+            Ok(l) => {
+                let mut ttl = u32::MAX;
+                let addrs: Vec<Ipv4Addr> = l
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::A(a) => {
+                            ttl = ttl.min(r.ttl);
+                            Some(a.0)
+                        }
+                        _ => None,
+                    })
+                    .take(rs::MAX_ANSWERS)
+                    .collect();
+                let ttl = if addrs.is_empty() { 0 } else { ttl };
+                Reply::Listed { addrs, ttl }
+            }
+            Err(hickory_resolver::net::NetError::Dns(
+                hickory_resolver::net::DnsError::NoRecordsFound(nr),
+            )) => Reply::Listed {
+                addrs: Vec::new(),
+                ttl: nr.negative_ttl.unwrap_or(0),
+            },
+            Err(e) => failure(&e),
+        },
         Request::Ns(domain) => match dns.ns_lookup(fqdn(&domain)).await {
             Ok(l) => names(l.answers()),
             Err(e) => failure(&e),

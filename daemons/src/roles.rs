@@ -208,6 +208,22 @@ pub const SPECS: &[RoleSpec] = &[
         on_demand: true,
         main: crate::milter::main,
     },
+    RoleSpec {
+        role: Role::Postscreen,
+        // Accepts on the postscreen services' listeners the master bound,
+        // and hands passed clients' sockets to smtpd; no files, no
+        // network namespace of its own (DNS lists through the resolver).
+        network: false,
+        syscalls: COMMON.union(SyscallGroups::ACCEPT),
+        // One process, as in Postfix (maxproc 1): it alone counts the
+        // clients being screened and holds the results in memory.
+        exclusive: true,
+        listeners: true,
+        // Started at start-up, but only when master.cf has a postscreen
+        // service.
+        on_demand: false,
+        main: crate::postscreen::main,
+    },
 ];
 
 pub fn spec(role: Role) -> Option<&'static RoleSpec> {
@@ -225,14 +241,18 @@ pub fn started(params: &Params) -> impl Iterator<Item = Role> + '_ {
     SPECS
         .iter()
         .filter(|s| !s.on_demand)
-        .filter(|s| s.role != Role::Metrics || configured(Role::Metrics, params))
+        .filter(|s| configured(s.role, params))
         .map(|s| s.role)
 }
 
-/// Does the configuration use `role` at all? (Only the metrics role can be
-/// switched off.)
+/// Does the configuration use `role` at all? (Only the metrics role, without
+/// metrics_listen, and postscreen, without a postscreen service, are off.)
 pub fn configured(role: Role, params: &Params) -> bool {
-    role != Role::Metrics || !params.str("metrics_listen").trim().is_empty()
+    match role {
+        Role::Metrics => !params.str("metrics_listen").trim().is_empty(),
+        Role::Postscreen => !params.str("postern_postscreen_services").trim().is_empty(),
+        _ => true,
+    }
 }
 
 /// The role's uid and gid when Postern runs as root.

@@ -5,7 +5,7 @@
 using Common = import "common.capnp";
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 6;
+const version :UInt32 = 7;
 
 struct Listener {
   service @0 :Text;             # the master.cf service name, e.g. "127.0.0.1:2525"
@@ -18,6 +18,7 @@ struct Setup {
   role @1 :Text;
   params @2 :List(Common.Param);  # this role's slice of the configuration
   listeners @3 :List(Listener);   # one descriptor each, in order, beside the frame
+  passes @4 :List(Listener);      # smtpd: the pass services postscreen hands clients to (no descriptors)
 }
 
 struct Peer {

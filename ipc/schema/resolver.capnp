@@ -3,7 +3,7 @@
 # daemon, the only one besides smtp with network access.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 3;
+const version :UInt32 = 4;
 
 struct Request {
   union {
@@ -13,12 +13,18 @@ struct Request {
     a @3 :Text;           # name: A records only (DNS lists)
     txt @4 :Text;         # name: TXT records (DNS list reasons)
     ns @5 :Text;          # domain: its name servers (check_*_ns_access)
+    dnsbl @6 :Text;       # name: A records with their TTL (postscreen's DNS lists)
   }
 }
 
 struct Mx {
   preference @0 :UInt16;
   exchange @1 :Text;
+}
+
+struct Listed {
+  addresses @0 :List(Text); # the A records; empty: not listed
+  ttl @1 :UInt32;           # seconds: the answer's TTL (the negative answer's when not listed); 0 unknown
 }
 
 struct Reply {
@@ -30,5 +36,6 @@ struct Reply {
     tempfail @4 :Text;    # SERVFAIL, timeout, unreachable
     nullMx @5 :Void;      # RFC 7505: the domain accepts no mail
     texts @6 :List(Text); # txt: at most 64 records (strings joined) of at most 2048 printable bytes
+    listed @7 :Listed;    # dnsbl
   }
 }

@@ -28,6 +28,7 @@ pub mod master;
 pub mod metrics;
 pub mod milter;
 pub mod policy;
+pub mod postscreen_smtpd;
 pub mod probe;
 pub mod proxymap;
 pub mod qmgr_broker;
@@ -219,7 +220,8 @@ pub mod fuzzing {
             policy::Request,
             policy::Reply,
             milter::Request,
-            milter::Reply
+            milter::Reply,
+            postscreen_smtpd::Reply
         );
         // Messages that carry descriptors cannot round-trip without them.
         let _ = master::ToDaemon::decode(data, Vec::new());
@@ -229,5 +231,6 @@ pub mod fuzzing {
         let _ = qmgr_queue::Reply::decode(data, Vec::new());
         let _ = deliver::Request::decode(data, Vec::new());
         let _ = bounce::Request::decode(data, Vec::new());
+        let _ = postscreen_smtpd::Request::decode(data, Vec::new());
     }
 }

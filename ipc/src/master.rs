@@ -27,11 +27,21 @@ pub struct ListenerInfo {
     pub fd: OwnedFd,
 }
 
+/// A master.cf pass service (smtpd behind postscreen): like a listener,
+/// without a socket of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassInfo {
+    pub service: String,
+    pub params: Params,
+    pub maxproc: u32,
+}
+
 #[derive(Debug)]
 pub struct Setup {
     pub role: String,
     pub params: Params,
     pub listeners: Vec<ListenerInfo>,
+    pub passes: Vec<PassInfo>,
 }
 
 /// A file the master opened for a daemon: its path (for messages) and the
@@ -146,12 +156,19 @@ impl Message for ToDaemon {
                     sb.set_version(VERSION);
                     sb.set_role(frame::clip(&s.role, MAX_ROLE));
                     set_params(sb.reborrow().init_params(s.params.len() as u32), &s.params);
-                    let mut ls = sb.init_listeners(s.listeners.len() as u32);
+                    let mut ls = sb.reborrow().init_listeners(s.listeners.len() as u32);
                     for (i, l) in s.listeners.iter().enumerate() {
                         let mut lb = ls.reborrow().get(i as u32);
                         lb.set_service(frame::clip(&l.service, MAX_VALUE));
                         lb.set_maxproc(l.maxproc);
                         set_params(lb.init_params(l.params.len() as u32), &l.params);
+                    }
+                    let mut ps = sb.init_passes(s.passes.len() as u32);
+                    for (i, p) in s.passes.iter().enumerate() {
+                        let mut pb = ps.reborrow().get(i as u32);
+                        pb.set_service(frame::clip(&p.service, MAX_VALUE));
+                        pb.set_maxproc(p.maxproc);
+                        set_params(pb.init_params(p.params.len() as u32), &p.params);
                     }
                 }
                 ToDaemon::Peer {
@@ -242,10 +259,21 @@ impl Message for ToDaemon {
                         fd,
                     });
                 }
+                let ps = s.get_passes()?;
+                let n = list_len(ps.len(), "setup.passes", MAX_LISTENERS)?;
+                let mut passes = Vec::with_capacity(n);
+                for p in ps.iter() {
+                    passes.push(PassInfo {
+                        service: text(p.get_service(), "pass.service", MAX_VALUE)?,
+                        params: get_params(p.get_params(), "pass.params")?,
+                        maxproc: p.get_maxproc(),
+                    });
+                }
                 ToDaemon::Setup(Setup {
                     role: text(s.get_role(), "setup.role", MAX_ROLE)?,
                     params: get_params(s.get_params(), "setup.params")?,
                     listeners,
+                    passes,
                 })
             }
             to_daemon::Peer(p) => {

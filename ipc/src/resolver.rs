@@ -26,6 +26,9 @@ pub enum Request {
     Txt(String),
     /// Name servers (answered as `Names`).
     Ns(String),
+    /// A records with their TTL (answered as `Listed`): postscreen's DNS
+    /// lists, whose results it keeps as long as DNS says.
+    Dnsbl(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +41,12 @@ pub enum Reply {
     NullMx,
     /// TXT strings, printable ASCII.
     Texts(Vec<String>),
+    /// A DNS list's answer: its addresses (none: not listed) and the
+    /// TTL of the answer, or of the negative answer (0: unknown).
+    Listed {
+        addrs: Vec<std::net::Ipv4Addr>,
+        ttl: u32,
+    },
 }
 
 /// Longest TXT record passed on (its strings joined): an RSA-4096 DKIM
@@ -72,6 +81,7 @@ impl Message for Request {
                 Request::A(n) => r.set_a(clip(n, NAME)),
                 Request::Txt(n) => r.set_txt(clip(n, NAME)),
                 Request::Ns(n) => r.set_ns(clip(n, NAME)),
+                Request::Dnsbl(n) => r.set_dnsbl(clip(n, NAME)),
             }
         }
         frame::finish(&b)
@@ -96,6 +106,7 @@ impl Message for Request {
             request::A(t) => Request::A(name(t, "a")?),
             request::Txt(t) => Request::Txt(name(t, "txt")?),
             request::Ns(t) => Request::Ns(name(t, "ns")?),
+            request::Dnsbl(t) => Request::Dnsbl(name(t, "dnsbl")?),
         })
     }
 }
@@ -140,6 +151,15 @@ impl Message for Reply {
                     let mut l = r.init_texts(n as u32);
                     for (i, a) in list.iter().take(n).enumerate() {
                         l.set(i as u32, clip(a, MAX_TXT));
+                    }
+                }
+                Reply::Listed { addrs, ttl } => {
+                    let mut b = r.init_listed();
+                    b.set_ttl(*ttl);
+                    let n = addrs.len().min(MAX_ANSWERS);
+                    let mut l = b.init_addresses(n as u32);
+                    for (i, a) in addrs.iter().take(n).enumerate() {
+                        l.set(i as u32, a.to_string().as_str());
                     }
                 }
             }
@@ -194,6 +214,23 @@ impl Message for Reply {
                     out.push(text(t, "texts", MAX_TXT)?);
                 }
                 Reply::Texts(out)
+            }
+            reply::Listed(b) => {
+                let b = b?;
+                let l = b.get_addresses()?;
+                list_len(l.len(), "listed", MAX_ANSWERS)?;
+                let mut addrs = Vec::new();
+                for t in l.iter() {
+                    let s = text(t, "listed.address", 64)?;
+                    addrs.push(s.parse().map_err(|_| Violation::Field {
+                        field: "listed.address",
+                        why: "not an IPv4 address".into(),
+                    })?);
+                }
+                Reply::Listed {
+                    addrs,
+                    ttl: b.get_ttl(),
+                }
             }
         })
     }

@@ -45,7 +45,8 @@ fn schema_snapshots_match_generated_code() {
         "probe",
         "metrics",
         "policy",
-        "milter"
+        "milter",
+        "postscreen_smtpd"
     );
     for (name, schema, snap) in pairs {
         assert_eq!(
@@ -1054,4 +1055,37 @@ fn milter_messages_round_trip_and_limits_hold() {
         v.set_outcome(9);
     }
     assert!(Reply::decode(&crate::frame::finish(&b), Vec::new()).is_err());
+}
+
+#[test]
+fn postscreen_handoff_carries_one_socket_and_checks_addresses() {
+    use crate::postscreen_smtpd::{Reply, Request};
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let q = Request {
+        service: "smtpd".into(),
+        client: "192.0.2.7:40000".parse().unwrap(),
+        server: Some("[2001:db8::1]:25".parse().unwrap()),
+        socket: a.into(),
+    };
+    let f = q.encode();
+    assert_eq!(q.fds().len(), 1);
+    // Without its descriptor (or with two) the frame is a violation.
+    assert!(matches!(
+        Request::decode(&f, vec![]),
+        Err(Violation::FdCount { got: 0, want: 1 })
+    ));
+    let (c, d) = std::os::unix::net::UnixStream::pair().unwrap();
+    assert!(Request::decode(&f, vec![c.into(), d.into()]).is_err());
+    let (c, _d) = std::os::unix::net::UnixStream::pair().unwrap();
+    let got = Request::decode(&f, vec![c.into()]).unwrap();
+    assert_eq!(
+        (got.service.as_str(), got.client, got.server),
+        ("smtpd", q.client, q.server)
+    );
+    for r in [
+        Reply::Taken(3),
+        Reply::Refused("no such pass service".into()),
+    ] {
+        assert_eq!(Reply::decode(&r.encode(), vec![]).unwrap(), r);
+    }
 }

@@ -629,3 +629,63 @@ pub fn auth_record(data: &[u8]) {
         }
     }
 }
+
+/// postscreen's engine after the greeting, fed the input in the pieces
+/// the first byte chooses: held bytes stay within the line limit, nothing
+/// comes out after a close, and each test is decided at most once.
+pub fn screen_session(data: &[u8]) {
+    use crate::screen::{Action, Config, Engine, Outcome, Output, TESTS, TRY_AGAIN};
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let action = |b: u8| match b % 3 {
+        0 => Action::Ignore,
+        1 => Action::Enforce,
+        _ => Action::Drop,
+    };
+    let cfg = Config {
+        hostname: "mx.example".into(),
+        pipelining: action(first),
+        non_smtp: action(first >> 2),
+        bare_newline: action(first >> 4),
+        line_limit: 512,
+        command_count_limit: 20,
+        helo_required: first & 0x40 != 0,
+        disable_vrfy: first & 0x80 != 0,
+        forbidden: vec!["CONNECT".into(), "GET".into(), "POST".into()],
+        size_limit: 10240000,
+        soft_bounce: first & 1 != 0,
+    };
+    let mut e = Engine::new("[192.0.2.1]:4000".into(), TRY_AGAIN.into());
+    let piece = usize::from(first % 17) + 1;
+    let mut decided = [Outcome::Pending; 3];
+    for chunk in rest.chunks(piece) {
+        let was_closed = e.is_closed();
+        let out = e.feed(&cfg, chunk);
+        if was_closed {
+            assert!(out.is_empty(), "output after close");
+        }
+        assert!(e.held() <= cfg.line_limit);
+        let closes = out.iter().filter(|o| **o == Output::Close).count();
+        assert!(closes <= 1);
+        if closes == 1 {
+            assert_eq!(out.last(), Some(&Output::Close));
+        }
+        for o in &out {
+            if let Output::Send(s) = o {
+                assert!(s.ends_with("\r\n") && s.len() >= 5, "{s:?}");
+                assert!(s.is_ascii());
+            }
+            if let Output::Log(l) = o {
+                assert!(!l.contains(['\r', '\n']), "{l:?}");
+            }
+        }
+        for (i, t) in TESTS.iter().enumerate() {
+            let now = e.outcome(*t);
+            if decided[i] != Outcome::Pending {
+                assert_eq!(now, decided[i], "a decided test changed");
+            }
+            decided[i] = now;
+        }
+    }
+}

@@ -16,6 +16,7 @@ pub mod mime;
 pub mod policy;
 pub mod proxy;
 pub mod queue;
+pub mod screen;
 pub mod smtp;
 pub mod statefile;
 pub mod tablemap;

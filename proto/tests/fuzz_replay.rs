@@ -111,3 +111,8 @@ fn auth_message() {
 fn auth_record() {
     replay("auth_record", fuzzing::auth_record);
 }
+
+#[test]
+fn screen_session() {
+    replay("screen_session", fuzzing::screen_session);
+}

@@ -207,6 +207,21 @@ impl Instance {
         inst
     }
 
+    /// Adds a postscreen service on port 2526 in front of an smtpd pass
+    /// service (before start), so that the postscreen role runs too.
+    pub fn add_postscreen(&self) {
+        let mcf = self.config_dir().join("master.cf");
+        let text = std::fs::read_to_string(&mcf).unwrap();
+        std::fs::write(
+            &mcf,
+            format!(
+                "{text}{}:2526 inet n - n - 1 postscreen\nsmtpd pass - - n - - smtpd\n",
+                self.ip
+            ),
+        )
+        .unwrap();
+    }
+
     /// Appends lines to main.cf (before start, or before a reload).
     pub fn add_main_cf(&self, lines: &str) {
         let main = self.config_dir().join("main.cf");

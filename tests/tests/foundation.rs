@@ -91,6 +91,7 @@ fn every_daemon_runs_jailed_in_its_own_process() {
         inst.ip, tables.port
     ));
     inst.add_main_cf(postern_tests::WAKE_VERIFY);
+    inst.add_postscreen();
     let mut inst = inst;
     inst.start();
     assert_on_demand_idle(&inst);
@@ -595,6 +596,7 @@ fn security_md_role_table_matches_postern_status() {
     ));
     inst.add_main_cf(postern_tests::WAKE_VERIFY);
     inst.add_main_cf(&format!("metrics_listen = {}:9187\n", inst.ip));
+    inst.add_postscreen();
     let mut inst = inst;
     inst.start();
     inst.wake_on_demand_roles();

@@ -131,6 +131,7 @@ fn non_root_mode_keeps_every_other_protection() {
     inst.add_main_cf(postern_tests::WAKE_VERIFY);
     // The metrics role, so that it is checked as the instance's user too.
     inst.add_main_cf(&format!("metrics_listen = {}:9187\n", inst.ip));
+    inst.add_postscreen();
     assert!(inst.postern(&["newaliases"]).status.success());
     inst.run_as = Some(NOBODY);
     // What the kernel allows an unprivileged user: a network namespace needs

@@ -758,6 +758,8 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
             .iter(),
         ),
         Role::Cleanup => files_of(params, CONTENT_PARAMS.iter().chain(REWRITE_PARAMS)),
+        // postscreen: the cidr (or other) tables of its access list.
+        Role::Postscreen => files_of(params, ["postscreen_access_list"].iter()),
         // smtp: the Unix sockets of LMTP servers, which the master
         // connects to for it.
         Role::Smtp => lmtp_sockets(params),

@@ -48,6 +48,16 @@ pub const NAMESPACES: &[Namespace] = &[
         max_entries: 100_000,
         max_value: 1024,
     },
+    Namespace {
+        // postscreen(8)'s results per client address: when each test
+        // passed last and until when that holds.
+        name: "postscreen",
+        owner: Role::Postscreen,
+        readers: &[],
+        version: 1,
+        max_entries: 100_000,
+        max_value: 128,
+    },
 ];
 
 pub fn namespace(name: &str) -> Option<&'static Namespace> {

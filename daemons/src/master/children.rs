@@ -216,7 +216,11 @@ impl Master {
         let mut listeners = Vec::new();
         if roles::spec(role).is_some_and(|s| s.listeners) {
             let default = self.params.int("default_process_limit").unwrap_or(100);
-            for b in &self.listeners {
+            for b in self
+                .listeners
+                .iter()
+                .filter(|b| b.service.role.unwrap_or(Role::Smtpd) == role)
+            {
                 // master.cf maxproc; "-" is default_process_limit, as in Postfix.
                 let maxproc = b
                     .service
@@ -252,10 +256,37 @@ impl Master {
                 fd: s.try_clone().map_err(|e| e.to_string())?,
             });
         }
+        // smtpd serves the pass services too: the clients postscreen hands
+        // it, each with its service's settings and session limit.
+        let mut passes = Vec::new();
+        if role == Role::Smtpd {
+            let default = self.params.int("default_process_limit").unwrap_or(100);
+            for svc in self
+                .cfg
+                .services
+                .iter()
+                .filter(|s| s.kind == postern_config::ServiceType::Pass)
+            {
+                let params = if svc.overrides.is_empty() {
+                    Vec::new()
+                } else {
+                    self.cfg
+                        .params_with(&svc.overrides)
+                        .map(|p| p.slice(Role::Smtpd))
+                        .unwrap_or_default()
+                };
+                passes.push(PassInfo {
+                    service: svc.name.clone(),
+                    params,
+                    maxproc: svc.maxproc.unwrap_or(u32::try_from(default).unwrap_or(100)),
+                });
+            }
+        }
         Ok(Setup {
             role: role.name().into(),
             params: self.params.slice(role),
             listeners,
+            passes,
         })
     }
 

@@ -107,7 +107,7 @@ pub fn bind_all(cfg: &Config, params: &Params) -> Result<Vec<Bound>, String> {
                     .collect::<Vec<_>>()
                     .join("; ")
             })?;
-            p.slice(postern_config::Role::Smtpd)
+            p.slice(svc.role.unwrap_or(postern_config::Role::Smtpd))
         };
         let mut sockets = Vec::new();
         for ip in addresses(l.host.as_deref(), &interfaces, protocols) {

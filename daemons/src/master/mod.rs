@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use postern_config::{Config, Params, Role};
 use postern_ipc::control::{ProcessInfo, Reply, Request};
-use postern_ipc::master::{FromDaemon, ListenerInfo, Setup, ToDaemon};
+use postern_ipc::master::{FromDaemon, ListenerInfo, PassInfo, Setup, ToDaemon};
 use postern_ipc::{Channel, Message};
 use tokio::sync::{mpsc, oneshot};
 

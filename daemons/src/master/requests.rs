@@ -168,7 +168,7 @@ impl Master {
                     .into(),
             );
         }
-        if targets.contains(&Role::Smtpd) {
+        if targets.contains(&Role::Smtpd) || targets.contains(&Role::Postscreen) {
             // Listeners may have changed: bind the new set, keeping sockets
             // whose address is unchanged (no refused connections).
             let mut old: Vec<(std::net::SocketAddr, std::net::TcpListener)> =
@@ -191,7 +191,7 @@ impl Master {
                     Vec::new()
                 } else {
                     cfg.params_with(&svc.overrides)
-                        .map(|p| p.slice(Role::Smtpd))
+                        .map(|p| p.slice(svc.role.unwrap_or(Role::Smtpd)))
                         .unwrap_or_default()
                 };
                 fresh.push(listen::Bound {
@@ -267,7 +267,18 @@ impl Master {
 
     pub(super) fn restart_role(&mut self, role: Role) {
         let exclusive = roles::spec(role).is_some_and(|s| s.exclusive);
+        let on_demand = roles::spec(role).is_some_and(|s| s.on_demand);
+        let configured = roles::configured(role, &self.params);
         let slot = self.slots.get_mut(&role).expect("slot");
+        // A role the new configuration turns off (postscreen without a
+        // postscreen service) stops; one it turns on starts.
+        if !configured {
+            for c in slot.children.iter_mut().filter(|c| !c.draining) {
+                c.draining = true;
+                let _ = c.out.send(ToDaemon::Shutdown);
+            }
+            return;
+        }
         slot.ledger.reset();
         slot.backoff = Duration::ZERO;
         let current = slot.children.iter().position(|c| !c.draining);
@@ -286,7 +297,7 @@ impl Master {
             // Start the new one; the old one drains once the new one is ready.
             Some(_) => self.spawn(role),
             // An on-demand role that never ran stays that way.
-            None if !slot.used => {}
+            None if !slot.used && on_demand => {}
             None => {
                 if !slot.restart_scheduled {
                     self.spawn(role);

@@ -7,7 +7,7 @@
 mod actions;
 mod ccert;
 mod delegate;
-mod dnsxl;
+pub(crate) mod dnsxl;
 pub mod eval;
 pub mod keys;
 mod recipients;

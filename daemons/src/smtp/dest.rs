@@ -280,6 +280,7 @@ mod tests {
                 Request::A(h) => format!("A4 {h}"),
                 Request::Ns(d) => format!("NS {d}"),
                 Request::Txt(h) => format!("TXT {h}"),
+                Request::Dnsbl(h) => format!("DNSBL {h}"),
             };
             self.0.get(&key).cloned().unwrap_or(Reply::NotFound)
         }

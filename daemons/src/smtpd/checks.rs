@@ -353,6 +353,9 @@ impl Lookups for Broker<'_> {
         };
         match self.0.dns(req).await {
             Ok(R::Addresses(ips)) => Dns::Found(ips.iter().map(|i| i.to_string()).collect()),
+            Ok(R::Listed { addrs, .. }) => {
+                Dns::Found(addrs.iter().map(|i| i.to_string()).collect())
+            }
             Ok(R::Mx(list)) => Dns::Found(list.into_iter().map(|(_, h)| h).collect()),
             Ok(R::Texts(t) | R::Names(t)) => Dns::Found(t),
             Ok(R::NotFound) => Dns::NotFound,

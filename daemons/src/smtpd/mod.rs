@@ -4,9 +4,10 @@
 mod anvil;
 mod checks;
 mod conn;
+mod handoffs;
 mod milter;
 mod pool;
-mod proxy;
+pub(crate) mod proxy;
 mod session;
 pub(crate) use session::merge;
 
@@ -97,14 +98,44 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
         };
         listeners.push((l, settings));
     }
+    let mut pass_infos = Vec::new();
+    for p in std::mem::take(&mut ctx.passes) {
+        let settings = if p.params.is_empty() {
+            global.clone()
+        } else {
+            match Params::from_pairs(p.params.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|p| Settings::new(&p))
+            {
+                Ok(s) => Rc::new(s),
+                Err(e) => fatal!("service {}: {e}", p.service),
+            }
+        };
+        pass_infos.push(handoffs::Pass {
+            service: p.service,
+            settings,
+            maxproc: p.maxproc,
+        });
+    }
+    let inbound = std::mem::replace(&mut ctx.inbound, tokio::sync::mpsc::unbounded_channel().1);
     let mut asks: HashMap<String, Arc<Ask>> = HashMap::new();
-    for (l, set) in &listeners {
-        if set.ask_ccert {
+    // Every service, listener or pass service, has its own TLS scope.
+    let services: Vec<(String, Rc<Settings>)> = listeners
+        .iter()
+        .map(|(l, set)| (l.service.clone(), set.clone()))
+        .chain(
+            pass_infos
+                .iter()
+                .map(|p| (p.service.clone(), p.settings.clone())),
+        )
+        .collect();
+    for (service, set) in &services {
+        if set.ask_ccert && !asks.contains_key(service) {
             match Ask::new(crate::tls::provider(), cas.as_ref(), set.fingerprint_digest) {
                 Ok(a) => {
-                    asks.insert(l.service.clone(), Arc::new(a));
+                    asks.insert(service.clone(), Arc::new(a));
                 }
-                Err(e) => fatal!("service {}: {e}", l.service),
+                Err(e) => fatal!("service {service}: {e}"),
             }
         }
     }
@@ -121,7 +152,7 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
     let local = tokio::task::LocalSet::new();
     let sb = ctx.switchboard.clone();
     let wants_tls = crate::tls::wants_server_tls(&ctx.params)
-        || listeners.iter().any(|(_, set)| set.core.wrapper);
+        || services.iter().any(|(_, set)| set.core.wrapper);
     sh.set_asks(asks.clone());
     let query = ctx.query_timeout();
     local
@@ -131,8 +162,8 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
                 let first = Rc::new(tokio::sync::Notify::new());
                 let got = first.clone();
                 // One ticket scope per listener (see RemoteTicketer).
-                let scopes: Vec<String> =
-                    listeners.iter().map(|(l, _)| l.service.clone()).collect();
+                let mut scopes: Vec<String> = services.iter().map(|(s, _)| s.clone()).collect();
+                scopes.dedup();
                 tokio::task::spawn_local(async move {
                     let keys = Arc::new(crate::tls::remote::KeyClient::default());
                     let ticketers: Vec<(String, Arc<crate::tls::remote::RemoteTicketer>)> = scopes
@@ -176,6 +207,25 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
             // in the listen queue, as with Postfix's process limit.
             let mut limits: std::collections::HashMap<String, Rc<Limit>> =
                 std::collections::HashMap::new();
+            let runner = Runner {
+                sh: sh.clone(),
+                active: active.clone(),
+                sb: sb.clone(),
+            };
+            // The pass services: clients postscreen screened and handed
+            // over, each with its service's settings and session limit.
+            let mut passes: HashMap<String, (Rc<Settings>, Option<Rc<Limit>>)> = HashMap::new();
+            for p in pass_infos {
+                let limit = (p.maxproc > 0).then(|| Rc::new(Limit::new(p.maxproc)));
+                passes.insert(p.service, (p.settings, limit));
+            }
+            tokio::task::spawn_local(handoffs::serve(
+                inbound,
+                Rc::new(passes),
+                runner.clone(),
+                query,
+                stop_rx.clone(),
+            ));
             for (l, settings) in listeners {
                 let limit = (l.maxproc > 0).then(|| {
                     limits
@@ -191,8 +241,7 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
                     Ok(x) => x,
                     Err(e) => fatal!("service {}: {e}", l.service),
                 };
-                let (sh, active, mut stop, sb) =
-                    (sh.clone(), active.clone(), stop_rx.clone(), sb.clone());
+                let (runner, mut stop) = (runner.clone(), stop_rx.clone());
                 let service: Rc<str> = Rc::from(l.service.as_str());
                 tokio::task::spawn_local(async move {
                     // Two descriptors held back for the moment the process
@@ -241,45 +290,9 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
                                 continue;
                             }
                         };
-                        let _ = stream.set_nodelay(true);
                         let local = stream.local_addr().ok();
-                        sb.connection(true);
-                        active.set(active.get() + 1);
-                        let (sh, set, active, sb, scope) = (
-                            sh.clone(),
-                            settings.clone(),
-                            active.clone(),
-                            sb.clone(),
-                            service.clone(),
-                        );
-                        tokio::task::spawn_local(async move {
-                            let _permit = permit;
-                            let mut conn = Conn::new(stream, set.timeout);
-                            conn.per_request = set.per_request_deadline;
-                            conn.min_data_rate = set.min_data_rate;
-                            let service = scope.clone();
-                            crate::metrics::inc(&CONNECTIONS, &[&service]);
-                            crate::metrics::shift(&SESSIONS, &[&service], 1.0);
-                            // Behind a load balancer: the client and server
-                            // addresses its PROXY header names.
-                            let ends = match set.upstream_proxy {
-                                Some(t) => proxy::read(&mut conn, t, peer, local).await,
-                                None => Some((peer, local)),
-                            };
-                            if let Some((client, server)) = ends {
-                                let own = server.is_some_and(|l| {
-                                    crate::access::normalize(l.ip())
-                                        == crate::access::normalize(client.ip())
-                                });
-                                let mut session =
-                                    Session::new(sh, set, conn, client, server, scope).await;
-                                session.own_address |= own;
-                                session.run().await;
-                            }
-                            crate::metrics::shift(&SESSIONS, &[&service], -1.0);
-                            active.set(active.get() - 1);
-                            sb.connection(false);
-                        });
+                        let how = Admission::Listener(permit);
+                        runner.spawn(stream, peer, local, settings.clone(), &service, how);
                     }
                 });
             }
@@ -306,6 +319,8 @@ struct Limit {
     sem: std::sync::Arc<tokio::sync::Semaphore>,
     max: u32,
     warned: std::cell::Cell<Option<std::time::Instant>>,
+    /// Sessions waiting for a slot (clients postscreen handed over).
+    waiting: Cell<u32>,
 }
 
 impl Limit {
@@ -314,6 +329,7 @@ impl Limit {
             sem: std::sync::Arc::new(tokio::sync::Semaphore::new(max as usize)),
             max,
             warned: std::cell::Cell::new(None),
+            waiting: Cell::new(0),
         }
     }
 
@@ -333,5 +349,81 @@ impl Limit {
             );
         }
         self.sem.clone().acquire_owned().await.ok()
+    }
+}
+
+/// How a session got its slot under its service's limit.
+enum Admission {
+    /// Accepted on a listener: the slot was taken before accept.
+    Listener(Option<tokio::sync::OwnedSemaphorePermit>),
+    /// Handed over by postscreen: the session waits for a slot itself.
+    Handed(Option<Rc<Limit>>),
+}
+
+/// What starting a session needs.
+#[derive(Clone)]
+struct Runner {
+    sh: Rc<Shared>,
+    active: Rc<Cell<usize>>,
+    sb: daemon::Switchboard,
+}
+
+impl Runner {
+    /// Runs one client's session. A listener's client may first send a
+    /// PROXY header (smtpd_upstream_proxy_protocol); a handed-over one
+    /// comes with the addresses postscreen established.
+    fn spawn(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        local: Option<std::net::SocketAddr>,
+        set: Rc<Settings>,
+        service: &Rc<str>,
+        how: Admission,
+    ) {
+        let _ = stream.set_nodelay(true);
+        self.sb.connection(true);
+        self.active.set(self.active.get() + 1);
+        let (sh, active, sb, scope) = (
+            self.sh.clone(),
+            self.active.clone(),
+            self.sb.clone(),
+            service.clone(),
+        );
+        tokio::task::spawn_local(async move {
+            let (_permit, proxied) = match how {
+                Admission::Listener(p) => (p, set.upstream_proxy),
+                Admission::Handed(Some(limit)) => {
+                    limit.waiting.set(limit.waiting.get() + 1);
+                    let p = limit.acquire(&scope).await;
+                    limit.waiting.set(limit.waiting.get().saturating_sub(1));
+                    (p, None)
+                }
+                Admission::Handed(None) => (None, None),
+            };
+            let mut conn = Conn::new(stream, set.timeout);
+            conn.per_request = set.per_request_deadline;
+            conn.min_data_rate = set.min_data_rate;
+            let service = scope.clone();
+            crate::metrics::inc(&CONNECTIONS, &[&service]);
+            crate::metrics::shift(&SESSIONS, &[&service], 1.0);
+            // Behind a load balancer: the client and server addresses its
+            // PROXY header names.
+            let ends = match proxied {
+                Some(t) => proxy::read(&mut conn, t, peer, local).await,
+                None => Some((peer, local)),
+            };
+            if let Some((client, server)) = ends {
+                let own = server.is_some_and(|l| {
+                    crate::access::normalize(l.ip()) == crate::access::normalize(client.ip())
+                });
+                let mut session = Session::new(sh, set, conn, client, server, scope).await;
+                session.own_address |= own;
+                session.run().await;
+            }
+            crate::metrics::shift(&SESSIONS, &[&service], -1.0);
+            active.set(active.get() - 1);
+            sb.connection(false);
+        });
     }
 }

@@ -40,6 +40,17 @@ pub async fn read(
         }
     })
     .await;
+    conclude(got, peer, local)
+}
+
+/// The addresses a header read ended with (`got`: the header, or why
+/// there is none, or a timeout), with Postfix's warning when the
+/// connection is to be dropped. Shared with postscreen.
+pub(crate) fn conclude(
+    got: Result<Result<Header, String>, tokio::time::error::Elapsed>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Option<(SocketAddr, Option<SocketAddr>)> {
     match got {
         Ok(Ok(Header::Proxied { client, server })) => Some((client, Some(server))),
         Ok(Ok(Header::Local)) => Some((peer, local)),

@@ -15,6 +15,7 @@ pub mod master_capnp;
 pub mod metrics_capnp;
 pub mod milter_capnp;
 pub mod policy_capnp;
+pub mod postscreen_smtpd_capnp;
 pub mod probe_capnp;
 pub mod proxymap_capnp;
 pub mod qmgr_broker_capnp;

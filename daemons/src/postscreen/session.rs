@@ -1,0 +1,522 @@
+//! One client through postscreen, in Postfix's order: the PROXY header
+//! (behind a load balancer), the access list, the cache, the tests before
+//! the greeting (pregreet and DNS lists, at once), then either the hand-off
+//! to smtpd or the engine after the greeting (the deep protocol tests).
+//! Log lines have Postfix's shapes, so log tools and fail2ban read them.
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use postern_proto::screen::{self, Action, Engine, Outcome, Output, TESTS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Shared;
+use super::memory::{self, Record};
+use super::settings::{Acl, Settings};
+use crate::{info, warn};
+
+/// How long one reply may take to leave: a client that does not read is
+/// not waited for.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A session's result so far, for the log and the cache.
+struct Screen {
+    id: String,
+    ip: IpAddr,
+    started: Instant,
+    /// A test failed with action enforce: RCPT gets this reply.
+    enforced: Option<String>,
+    /// A test was failed with action ignore: no PASS NEW this time.
+    excused: bool,
+    record: Record,
+}
+
+fn elapsed(since: Instant) -> String {
+    let e = since.elapsed();
+    format!("{}.{:02}", e.as_secs(), e.subsec_millis() / 10)
+}
+
+async fn send(stream: &mut TcpStream, text: &str) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_DEADLINE, stream.write_all(text.as_bytes())).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Screens one client, from accept to hand-off or hang-up.
+pub async fn run(
+    sh: Rc<Shared>,
+    set: Rc<Settings>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) {
+    let started = Instant::now();
+    let (client, server) = match set.proxy {
+        Some(t) => match super::proxy::read(&mut stream, t, peer, local).await {
+            Some(ends) => ends,
+            None => return,
+        },
+        None => (peer, local),
+    };
+    let id = format!("[{}]:{}", client.ip(), client.port());
+    match server {
+        Some(s) => info!("CONNECT from {id} to [{}]:{}", s.ip(), s.port()),
+        None => info!("CONNECT from {id}"),
+    }
+    let mut s = Screen {
+        id,
+        ip: client.ip(),
+        started,
+        enforced: None,
+        excused: false,
+        record: Record::default(),
+    };
+    match access(&sh, &set, client.ip()).await {
+        Err(e) => {
+            warn!("postscreen_access_list: {e}; refusing {} for now", s.id);
+            send(&mut stream, "421 4.3.0 Server configuration error\r\n").await;
+            return;
+        }
+        Ok(Some(true)) => {
+            info!("ALLOWLISTED {}", s.id);
+            return hand_off(&sh, &set, stream, client, server, &s.id).await;
+        }
+        Ok(Some(false)) => {
+            info!("DENYLISTED {}", s.id);
+            match set.denylist_action {
+                Action::Drop => {
+                    send(&mut stream, "521 5.3.2 Service currently unavailable\r\n").await;
+                    return;
+                }
+                Action::Enforce => {
+                    s.enforced = Some("550 5.3.2 Service currently unavailable\r\n".into());
+                }
+                Action::Ignore => {}
+            }
+        }
+        Ok(None) => {}
+    }
+    // One client may hold only so many connections (allowlisted ones are
+    // not counted).
+    let _held = match sh
+        .clients
+        .hold(client.ip(), set.ipv6_prefix, set.connection_limit)
+    {
+        Some(h) => h,
+        None => {
+            info!(
+                "NOQUEUE: reject: CONNECT from {}: too many connections",
+                s.id
+            );
+            let r = format!(
+                "421 4.7.0 Error: too many connections from {}\r\n",
+                client.ip()
+            );
+            send(&mut stream, &r).await;
+            return;
+        }
+    };
+    let now = memory::now();
+    s.record = memory::get(&sh.memory, client.ip()).await;
+    let todo_pregreet = s.record.pregreet <= now;
+    let todo_dnsbl = !set.sites.is_empty() && s.record.dnsbl <= now;
+    let todo_deep = TESTS
+        .iter()
+        .any(|t| set.deep_enabled(*t) && s.record.deep(*t) <= now);
+    if s.enforced.is_none() && !todo_pregreet && !todo_dnsbl && !todo_deep {
+        info!("PASS OLD {}", s.id);
+        return hand_off(&sh, &set, stream, client, server, &s.id).await;
+    }
+    // Only so many clients in the tests at once.
+    if sh.screening.get() >= set.pre_queue_limit {
+        info!(
+            "NOQUEUE: reject: CONNECT from {}: all screening ports busy",
+            s.id
+        );
+        send(&mut stream, "421 4.3.2 All screening ports are busy\r\n").await;
+        return;
+    }
+    sh.screening.set(sh.screening.get() + 1);
+    let _screening = Leave(&sh.screening);
+    let Some(pregreeted) = early(&sh, &set, &mut stream, &mut s, todo_pregreet, todo_dnsbl).await
+    else {
+        return;
+    };
+    let deep_todo = TESTS
+        .iter()
+        .any(|t| set.deep_enabled(*t) && s.record.deep(*t) <= memory::now());
+    if s.enforced.is_none() && !deep_todo {
+        if !s.excused {
+            info!("PASS NEW {}", s.id);
+        }
+        memory::put(&sh.memory, s.ip, s.record, set.retention);
+        return hand_off(&sh, &set, stream, client, server, &s.id).await;
+    }
+    memory::put(&sh.memory, s.ip, s.record, set.retention);
+    after_greeting(&sh, &set, stream, s, pregreeted).await;
+}
+
+/// Decrements a count when dropped.
+struct Leave<'a>(&'a std::cell::Cell<usize>);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// postscreen_access_list: Some(true) permit, Some(false) reject, None
+/// neither (the first item that decides wins), Err: a table failed.
+async fn access(sh: &Shared, set: &Settings, ip: IpAddr) -> Result<Option<bool>, String> {
+    let ip = crate::access::normalize(ip);
+    for item in &set.access {
+        match item {
+            Acl::PermitMynetworks => {
+                if set.mynetworks.iter().any(|c| c.contains(ip)) {
+                    return Ok(Some(true));
+                }
+            }
+            Acl::Table(t) => {
+                let t = t.as_ref().map_err(Clone::clone)?;
+                let found = sh.tables.lookup(t, &ip.to_string()).await?;
+                match found.as_deref().map(|v| {
+                    v.split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_lowercase()
+                }) {
+                    None => {}
+                    Some(v) if v == "permit" => return Ok(Some(true)),
+                    Some(v) if v == "reject" => return Ok(Some(false)),
+                    Some(v) if v == "dunno" => {}
+                    Some(v) => {
+                        return Err(format!(
+                            "{}: unknown action \"{v}\" for {ip} (permit, reject or dunno)",
+                            t.spec().unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The DNS list score of `ip`, the list to name in a refusal, and the
+/// TTL of the answers. Lists that do not answer in time count 0.
+async fn dnsbl(sh: Rc<Shared>, set: Rc<Settings>, ip: IpAddr) -> (i32, Option<String>, Duration) {
+    let reversed = crate::restrict::dnsxl::reversed(&crate::access::normalize(ip));
+    let mut domains: Vec<&str> = set.sites.iter().map(|s| s.domain.as_str()).collect();
+    domains.dedup();
+    domains.sort_unstable();
+    domains.dedup();
+    // Every list at once.
+    let queries: Vec<_> = domains
+        .iter()
+        .map(|d| {
+            let q = postern_ipc::resolver::Request::Dnsbl(format!("{reversed}.{d}"));
+            let (sh, timeout) = (sh.clone(), set.dnsbl_timeout);
+            tokio::task::spawn_local(async move {
+                tokio::time::timeout(timeout, sh.resolver.call(&q)).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(queries.len());
+    for (d, q) in domains.iter().zip(queries) {
+        match q.await {
+            Ok(r) => answers.push((*d, r)),
+            Err(e) => warn!("dnsbl lookup at {d}: {e}"),
+        }
+    }
+    let mut listed: Vec<(&str, Vec<std::net::Ipv4Addr>)> = Vec::new();
+    let mut ttl: Option<u32> = None;
+    for (domain, r) in answers {
+        match r {
+            Ok(Ok(postern_ipc::resolver::Reply::Listed { addrs, ttl: t })) => {
+                if t > 0 {
+                    ttl = Some(ttl.map_or(t, |x| x.min(t)));
+                }
+                listed.push((domain, addrs));
+            }
+            Ok(Ok(postern_ipc::resolver::Reply::Tempfail(e))) | Ok(Err(e)) => {
+                warn!("dnsbl lookup error for {ip} at {domain}: {e}");
+            }
+            Ok(Ok(_)) => {}
+            Err(_) => warn!("dnsbl lookup for {ip} at {domain}: timeout"),
+        }
+    }
+    // The sites in the order the admin wrote them: the first that counted
+    // with a positive weight is the one a refusal names.
+    let mut score = 0i32;
+    let mut name = None;
+    for site in &set.sites {
+        let Some((_, addrs)) = listed.iter().find(|(d, _)| *d == site.domain) else {
+            continue;
+        };
+        let counts = !addrs.is_empty()
+            && site
+                .filter
+                .as_ref()
+                .is_none_or(|f| addrs.iter().any(|a| f.matches(*a)));
+        if counts {
+            score += site.weight;
+            if name.is_none() && site.weight > 0 {
+                name = Some(site.domain.clone());
+            }
+        }
+    }
+    let ttl = Duration::from_secs(u64::from(ttl.unwrap_or(0)))
+        .clamp(set.dnsbl_min_ttl, set.dnsbl_max_ttl);
+    (score, name, ttl)
+}
+
+/// The tests before the greeting: the "220-" teaser, then a wait of
+/// postscreen_greet_wait for a client that talks first, while the DNS
+/// lists are asked. None: the session is over (dropped, or the client
+/// hung up). Some(true): the client talked first.
+async fn early(
+    sh: &Rc<Shared>,
+    set: &Rc<Settings>,
+    stream: &mut TcpStream,
+    s: &mut Screen,
+    todo_pregreet: bool,
+    todo_dnsbl: bool,
+) -> Option<bool> {
+    if todo_pregreet
+        && !set.greet_banner.is_empty()
+        && !send(stream, &format!("220-{}\r\n", set.greet_banner)).await
+    {
+        return None;
+    }
+    let deadline = tokio::time::Instant::from_std(s.started + set.greet_wait);
+    let (dsh, dset, ip) = (sh.clone(), set.clone(), s.ip);
+    let dns = async move {
+        if todo_dnsbl {
+            Some(dnsbl(dsh, dset, ip).await)
+        } else {
+            None
+        }
+    };
+    tokio::pin!(dns);
+    let mut dns_result: Option<(i32, Option<String>, Duration)> = None;
+    let mut dns_done = !todo_dnsbl;
+    let mut pregreet: Option<bool> = if todo_pregreet { None } else { Some(false) };
+    let mut peek = [0u8; 512];
+    let mut allowlisted = false;
+    loop {
+        // Done early: DNS answered, and either the client already talked
+        // or its score allowlists it.
+        if dns_done && (pregreet.is_some_and(|p| p) || allowlisted || !todo_pregreet) {
+            break;
+        }
+        tokio::select! {
+            r = stream.peek(&mut peek), if pregreet.is_none() => match r {
+                Ok(0) | Err(_) => {
+                    info!("HANGUP after {} from {} in tests before SMTP handshake", elapsed(s.started), s.id);
+                    return None;
+                }
+                Ok(n) => {
+                    info!(
+                        "PREGREET {n} after {} from {}: {}",
+                        elapsed(s.started),
+                        s.id,
+                        screen::escape(&peek[..n], 100)
+                    );
+                    pregreet = Some(true);
+                    match set.greet_action {
+                        Action::Drop => {
+                            send(stream, "521 5.5.1 Protocol error\r\n").await;
+                            return None;
+                        }
+                        Action::Enforce => s.enforced = Some(screen::PROTOCOL_ERROR.into()),
+                        Action::Ignore => s.excused = true,
+                    }
+                }
+            },
+            r = &mut dns, if !dns_done => {
+                dns_done = true;
+                dns_result = r;
+                if let Some((score, _, _)) = &dns_result {
+                    allowlisted = s.enforced.is_none()
+                        && pregreet != Some(true)
+                        && *score < set.dnsbl_threshold
+                        && set.dnsbl_allowlist_threshold < 0
+                        && *score <= set.dnsbl_allowlist_threshold;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let now = memory::now();
+    let talked = pregreet == Some(true);
+    if todo_pregreet && !talked {
+        s.record.pregreet = memory::until(now, set.greet_ttl);
+    }
+    if let Some((score, name, ttl)) = dns_result {
+        if score < set.dnsbl_threshold {
+            s.record.dnsbl = memory::until(now, ttl);
+        } else {
+            info!("DNSBL rank {score} for {}", s.id);
+            let name = name.unwrap_or_else(|| "a DNS list".into());
+            let reply = |code: &str| {
+                format!(
+                    "{code} 5.7.1 Service unavailable; client [{}] blocked using {name}\r\n",
+                    s.ip
+                )
+            };
+            match set.dnsbl_action {
+                Action::Drop => {
+                    send(stream, &reply("521")).await;
+                    return None;
+                }
+                Action::Enforce => s.enforced = Some(reply("550")),
+                Action::Ignore => s.excused = true,
+            }
+        }
+        // A low enough score lets the client skip the other tests, for
+        // as long as the DNS answer holds.
+        if allowlisted {
+            let until = memory::until(now, ttl);
+            s.record.pregreet = s.record.pregreet.max(until);
+            for t in TESTS {
+                s.record.set_deep(t, s.record.deep(t).max(until));
+            }
+        }
+    } else if todo_dnsbl {
+        // The lists did not answer before the greeting was due: the
+        // client is tested again next time.
+        s.excused = true;
+    }
+    Some(talked)
+}
+
+/// The engine after the greeting. A client that passes is told 450 at
+/// RCPT and comes back; it is never handed to smtpd in this session.
+async fn after_greeting(
+    sh: &Shared,
+    set: &Settings,
+    mut stream: TcpStream,
+    mut s: Screen,
+    pregreeted: bool,
+) {
+    // A client that talked first gets no greeting (Postfix: fewer
+    // "NON-SMTP COMMAND" lines from it).
+    if !pregreeted && !send(&mut stream, &format!("220 {}\r\n", set.smtpd_banner)).await {
+        return;
+    }
+    let rcpt = s
+        .enforced
+        .clone()
+        .unwrap_or_else(|| screen::TRY_AGAIN.into());
+    let mut engine = Engine::new(s.id.clone(), rcpt);
+    let mut buf = [0u8; 512];
+    let mut deadline = tokio::time::Instant::now() + set.command_time_limit;
+    let mut saved = false;
+    'session: loop {
+        let n = tokio::select! {
+            r = stream.read(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    info!("HANGUP after {} from {} in tests after SMTP handshake", elapsed(s.started), s.id);
+                    break 'session;
+                }
+                Ok(n) => n,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                info!("COMMAND TIME LIMIT from {} after {}", s.id, engine.last_command());
+                let r = format!("421 4.4.2 {} Error: timeout exceeded\r\n", set.engine.hostname);
+                send(&mut stream, &r).await;
+                break 'session;
+            }
+        };
+        for o in engine.feed(&set.engine, &buf[..n]) {
+            match o {
+                Output::Send(text) => {
+                    deadline = tokio::time::Instant::now() + set.command_time_limit;
+                    if !send(&mut stream, &text).await {
+                        break 'session;
+                    }
+                }
+                Output::Log(line) => info!("{line}"),
+                Output::Passed => {
+                    let failed = TESTS.iter().any(|t| engine.outcome(*t) == Outcome::Failed);
+                    if s.enforced.is_none() && !failed {
+                        record_deep(set, &engine, &mut s.record);
+                        if !s.excused
+                            && !TESTS.iter().any(|t| engine.outcome(*t) == Outcome::Excused)
+                        {
+                            info!("PASS NEW {}", s.id);
+                        }
+                        memory::put(&sh.memory, s.ip, s.record, set.retention);
+                        saved = true;
+                    }
+                }
+                Output::Close => break 'session,
+            }
+        }
+    }
+    if !saved {
+        record_deep(set, &engine, &mut s.record);
+        memory::put(&sh.memory, s.ip, s.record, set.retention);
+    }
+    info!("DISCONNECT {}", s.id);
+}
+
+/// The deep tests' results into the record: a pass holds for the test's
+/// TTL, an excused failure for the shortest TTL, a failure clears it.
+fn record_deep(set: &Settings, engine: &Engine, r: &mut Record) {
+    let now = memory::now();
+    for t in TESTS {
+        match engine.outcome(t) {
+            Outcome::Passed => r.set_deep(t, memory::until(now, set.deep_ttl(t))),
+            Outcome::Excused => r.set_deep(t, memory::until(now, set.min_ttl())),
+            Outcome::Failed => r.set_deep(t, 0),
+            Outcome::Pending => {}
+        }
+    }
+}
+
+/// Hands the client's socket to smtpd, which greets it; on failure the
+/// client is told to come back later.
+async fn hand_off(
+    sh: &Shared,
+    set: &Settings,
+    stream: TcpStream,
+    client: SocketAddr,
+    server: Option<SocketAddr>,
+    id: &str,
+) {
+    let mut stream = stream;
+    if sh.smtpd_waiting.get() >= set.post_queue_limit {
+        info!("NOQUEUE: reject: CONNECT from {id}: all server ports busy");
+        send(&mut stream, "421 4.3.2 All server ports are busy\r\n").await;
+        return;
+    }
+    let socket = match stream.into_std() {
+        Ok(s) => std::os::fd::OwnedFd::from(s),
+        Err(e) => {
+            warn!("cannot hand {id} to smtpd: {e}");
+            return;
+        }
+    };
+    let req = postern_ipc::postscreen_smtpd::Request {
+        service: set.pass_service.clone(),
+        client,
+        server,
+        socket,
+    };
+    use postern_ipc::postscreen_smtpd::Reply;
+    let why = match sh.smtpd.call(&req).await {
+        Ok(Reply::Taken(waiting)) => {
+            sh.smtpd_waiting.set(waiting);
+            return;
+        }
+        Ok(Reply::Refused(why)) => why,
+        Err(e) => e,
+    };
+    warn!("cannot hand {id} to smtpd: {why}");
+    info!("NOQUEUE: reject: CONNECT from {id}: all server ports busy");
+    let mut s = std::net::TcpStream::from(req.socket);
+    let _ = std::io::Write::write(&mut s, b"421 4.3.2 All server ports are busy\r\n");
+}
