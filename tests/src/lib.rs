@@ -15,6 +15,7 @@ use serde_json::Value;
 pub mod countsink;
 pub mod dns;
 pub mod dovecot;
+pub mod haproxy;
 pub mod pki;
 pub mod policyd;
 pub mod postfix;

@@ -311,3 +311,333 @@ fn deep_protocol_tests_then_a_pass() {
     c.cmd("QUIT");
     logged(&inst, "PASS OLD [127.0.1.4]:");
 }
+
+/// fail2ban-regex's count of matched lines with Debian's `postfix` filter
+/// in `mode`.
+fn fail2ban(log: &std::path::Path, mode: &str) -> (u64, String) {
+    let out = std::process::Command::new("fail2ban-regex")
+        .arg(log)
+        .arg(format!("postfix[mode={mode}]"))
+        .output()
+        .expect("fail2ban-regex (apt-get install fail2ban)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let n = text
+        .lines()
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("Lines:")?;
+            rest.split(',')
+                .find_map(|p| p.trim().strip_suffix(" matched")?.parse().ok())
+        })
+        .unwrap_or(u64::MAX);
+    (n, text)
+}
+
+#[test]
+fn behind_haproxy_with_connection_limits_and_fail2ban() {
+    let probe = unique_loopback();
+    let server = dns::start_zones(&probe, &[("test.", ZONE)]);
+    let mut inst = instance(
+        &server.addr.to_string(),
+        "postscreen_greet_wait = 1s\n\
+         postscreen_greet_action = drop\n\
+         postscreen_dnsbl_sites = zen.test*3\n\
+         postscreen_dnsbl_action = enforce\n\
+         postscreen_client_connection_count_limit = 2\n\
+         postscreen_command_count_limit = 5\n",
+        "  -o postscreen_upstream_proxy_protocol=haproxy\n  -o postscreen_upstream_proxy_timeout=2s\n",
+    );
+    inst.start();
+    let ip = inst.ip.clone();
+    let lb_ip = unique_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let _lb = postern_tests::haproxy::start(&lb_ip, &format!("{ip}:2525"), dir.path());
+    // PROXY v1 and v2: postscreen screens the real client, and smtpd,
+    // given the socket, logs and greets it as that client.
+    for (port, client) in [(2526, "127.0.5.5"), (2527, "127.0.5.6")] {
+        let mut c = Smtp::connect_from(client, &lb_ip, port);
+        let g = c.reply();
+        assert!(g.contains("\r\n220 mx.test.example ESMTP"), "{g:?}");
+        assert!(c.cmd("EHLO client.example").starts_with("250"));
+        let r = c.send_mail(
+            "someone@example.org",
+            &["root@localhost"],
+            &format!("Subject: via {port}\r\n\r\nhello\r\n"),
+        );
+        assert!(r.starts_with("250"), "{r}");
+        c.cmd("QUIT");
+        logged(&inst, &format!("PASS NEW [{client}]:"));
+        logged(&inst, &format!("connect from unknown[{client}]"));
+    }
+    let mail = wait_for("both messages delivered", Duration::from_secs(30), || {
+        let m = inst.maildir("root");
+        (m.len() >= 2).then_some(m)
+    });
+    for client in ["127.0.5.5", "127.0.5.6"] {
+        assert!(
+            mail.iter()
+                .any(|m| m.contains(&format!("(unknown [{client}])"))),
+            "{mail:?}"
+        );
+    }
+    // Through the balancer, a listed client gets the list's refusal.
+    let mut c = Smtp::connect_from("127.0.0.7", &lb_ip, 2527);
+    c.reply();
+    c.cmd("EHLO bot.example");
+    c.cmd("MAIL FROM:<bot@example.org>");
+    assert_eq!(
+        c.cmd("RCPT TO:<root@localhost>"),
+        "550 5.7.1 Service unavailable; client [127.0.0.7] blocked using zen.test\r\n"
+    );
+    // Too many commands: 421, and the session ends.
+    for _ in 0..2 {
+        c.cmd("NOOP");
+    }
+    assert!(c.cmd("NOOP").starts_with("421 mx.test.example"));
+    assert!(c.closed());
+    logged(&inst, "COMMAND COUNT LIMIT from [127.0.0.7]:");
+    // A malformed header drops that connection alone.
+    let mut raw = std::net::TcpStream::connect((ip.as_str(), 2525)).unwrap();
+    use std::io::{Read, Write};
+    raw.write_all(b"PROXY TCP4 not-an-address 127.0.0.1 1 25\r\n")
+        .unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        raw.read(&mut buf).unwrap_or(0),
+        0,
+        "a reply to a bad header"
+    );
+    logged(
+        &inst,
+        "warning: haproxy read: bad or missing client address: PROXY TCP4 not-an-address",
+    );
+    // A client that talks first through the balancer is dropped (521).
+    let mut c = Smtp::connect_from("127.0.5.8", &lb_ip, 2526);
+    c.send(b"EHLO hasty.example\r\n");
+    let mut saw = String::new();
+    while !saw.contains("521 ") {
+        saw.push_str(&c.reply());
+    }
+    assert!(saw.ends_with("521 5.5.1 Protocol error\r\n"), "{saw:?}");
+    logged(&inst, "PREGREET 20 after ");
+    // postscreen_client_connection_count_limit = 2: a third connection
+    // from one client while two wait in the tests is turned away.
+    let held: Vec<Smtp> = (0..2)
+        .map(|_| Smtp::connect_from("127.0.5.9", &lb_ip, 2527))
+        .collect();
+    logged(&inst, "CONNECT from [127.0.5.9]:");
+    wait_for("two held", Duration::from_secs(10), || {
+        (inst.log().matches("CONNECT from [127.0.5.9]:").count() == 2).then_some(())
+    });
+    let mut third = Smtp::connect_from("127.0.5.9", &lb_ip, 2527);
+    assert_eq!(
+        third.reply(),
+        "421 4.7.0 Error: too many connections from 127.0.5.9\r\n"
+    );
+    logged(&inst, "NOQUEUE: reject: CONNECT from [127.0.5.9]:");
+    drop(held);
+    wait_for("the held ones hung up", Duration::from_secs(10), || {
+        (inst.log().matches("from [127.0.5.9]:").count() >= 2
+            && inst
+                .log()
+                .lines()
+                .filter(|l| l.contains("HANGUP after") && l.contains("[127.0.5.9]"))
+                .count()
+                == 2)
+            .then_some(())
+    });
+    // Debian's fail2ban reads these lines: the talker and the command
+    // limit in its ddos mode, the listed client's refusal in the normal
+    // (and aggressive) mode.
+    logged(&inst, "DISCONNECT [127.0.0.7]:");
+    // (Each client that hung up during the tests counts too: HAProxy's
+    // own probes, the two held connections.)
+    let log = inst.log();
+    let want = log
+        .lines()
+        .filter(|l| {
+            l.contains("postfix/postscreen[")
+                && (l.contains(": PREGREET ")
+                    || l.contains(": HANGUP after ")
+                    || l.contains(": COMMAND COUNT LIMIT "))
+        })
+        .count() as u64;
+    assert!(want >= 4, "{log}");
+    let (ddos, text) = fail2ban(&inst.log_path(), "ddos");
+    assert_eq!(ddos, want, "{text}");
+    let (aggressive, text) = fail2ban(&inst.log_path(), "aggressive");
+    assert_eq!(aggressive, want + 1, "{text}");
+}
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A legitimate client: it waits out the greeting, is told 450 at RCPT by
+/// the deep tests on its first visit, and comes back (after a 421 when
+/// the screening slots are full, too), until its message is taken.
+fn deliver_like_an_mta(ip: &str, src: &str, n: usize, deadline: Instant) {
+    loop {
+        assert!(Instant::now() < deadline, "{src}: not through in time");
+        let mut c = Smtp::connect_from(src, ip, 2525);
+        let g = c.reply();
+        if g.starts_with("421") {
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        }
+        assert!(g.contains("220 "), "{g:?}");
+        assert!(c.cmd("EHLO legit.example").starts_with("250"));
+        assert!(c.cmd("MAIL FROM:<legit@example.org>").starts_with("250"));
+        let r = c.cmd("RCPT TO:<root@localhost>");
+        if r.starts_with("450") {
+            c.cmd("QUIT");
+            continue;
+        }
+        assert!(r.starts_with("250"), "{src}: {r}");
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(format!("Subject: legit {n}\r\n\r\nfrom {src}\r\n.\r\n").as_bytes());
+        let r = c.reply();
+        assert!(r.starts_with("250"), "{src}: {r}");
+        c.cmd("QUIT");
+        return;
+    }
+}
+
+/// 2,200 connections from 500 loopback addresses (idle ones held in the
+/// tests, ones that talk first, ones that hang up at once, and more idle
+/// ones than postscreen_pre_queue_limit allows), while 20 legitimate
+/// clients deliver: postscreen and smtpd stay up, postscreen's memory
+/// stays within 16 KiB per waiting connection, the excess is told 421,
+/// and every legitimate message arrives.
+#[test]
+fn a_flood_from_500_addresses() {
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        hard.min(8192),
+        hard,
+    )
+    .unwrap();
+    let mut inst = instance(
+        "127.0.0.1:9",
+        "postscreen_greet_wait = 1s\n\
+         postscreen_greet_action = drop\n\
+         postscreen_non_smtp_command_enable = yes\n\
+         postscreen_bare_newline_enable = yes\n\
+         postscreen_pre_queue_limit = 600\n\
+         postscreen_command_time_limit = 60s\n",
+        "",
+    );
+    inst.start();
+    let ip = inst.ip.clone();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(150);
+    let postscreen = inst.pid_of("postscreen").unwrap();
+    let smtpd = inst.pid_of("smtpd").unwrap();
+    let addr = |i: usize| format!("127.2.{}.{}", i / 250, 1 + i % 250);
+    // Warm up: a few clients through the whole screen.
+    for i in 0..5 {
+        let mut c = Smtp::connect_from(&format!("127.4.0.{}", i + 1), &ip, 2525);
+        c.reply();
+        c.cmd("QUIT");
+    }
+    let before = rss_kib(postscreen);
+    // Every address: one client that will sit in the tests, one that
+    // talks first, two that hang up at once.
+    let mut idle = Vec::new();
+    let mut talkers = Vec::new();
+    for i in 0..500 {
+        idle.push(Smtp::connect_from(&addr(i), &ip, 2525));
+        let mut t = Smtp::connect_from(&addr(i), &ip, 2525);
+        t.send(b"EHLO bot.example\r\n");
+        talkers.push(t);
+        for _ in 0..2 {
+            drop(Smtp::connect_from(&addr(i), &ip, 2525).w);
+        }
+        assert!(Instant::now() < deadline);
+    }
+    // Legitimate clients meanwhile.
+    let legit: Vec<_> = (0..20)
+        .map(|n| {
+            let ip = ip.clone();
+            std::thread::spawn(move || {
+                deliver_like_an_mta(&ip, &format!("127.3.0.{}", n + 1), n, deadline)
+            })
+        })
+        .collect();
+    // The talkers are dropped with 521.
+    for t in &mut talkers {
+        let mut saw = String::new();
+        while !saw.contains("521 ") {
+            saw.push_str(&t.reply());
+        }
+        assert!(saw.ends_with("521 5.5.1 Protocol error\r\n"), "{saw:?}");
+    }
+    drop(talkers);
+    // The idle ones wait in the engine after the greeting.
+    for c in &mut idle {
+        let g = c.reply();
+        assert!(g.contains("220 ") || g.starts_with("421 4.3.2"), "{g:?}");
+    }
+    let held = rss_kib(postscreen);
+    eprintln!(
+        "postscreen: {before} KiB before, {held} KiB with 500 idle clients in the tests ({} bytes each)",
+        held.saturating_sub(before) * 1024 / 500
+    );
+    assert!(
+        held.saturating_sub(before) < 500 * 16,
+        "postscreen grew from {before} KiB to {held} KiB"
+    );
+    // More idle clients than the screening slots: the excess is told 421.
+    let mut excess = Vec::new();
+    let mut busy = 0;
+    for i in 0..200 {
+        let mut c = Smtp::connect_from(&addr(i), &ip, 2525);
+        c.w.set_read_timeout(Some(Duration::from_millis(2000)))
+            .unwrap();
+        let mut line = String::new();
+        use std::io::BufRead;
+        if c.r.read_line(&mut line).is_ok() && line == "421 4.3.2 All screening ports are busy\r\n"
+        {
+            busy += 1;
+        }
+        excess.push(c);
+    }
+    assert!(busy >= 50, "{busy} of 200 over the limit were told 421");
+    logged(&inst, "all screening ports busy");
+    for l in legit {
+        l.join().unwrap();
+    }
+    drop(idle);
+    drop(excess);
+    let mail = wait_for("20 messages delivered", Duration::from_secs(60), || {
+        let m = inst.maildir("root");
+        (m.iter().filter(|m| m.contains("Subject: legit ")).count() >= 20).then_some(m)
+    });
+    for n in 0..20 {
+        assert!(
+            mail.iter()
+                .any(|m| m.contains(&format!("Subject: legit {n}\n"))),
+            "legit {n} lost"
+        );
+    }
+    assert_eq!(
+        inst.pid_of("postscreen"),
+        Some(postscreen),
+        "postscreen restarted"
+    );
+    assert_eq!(inst.pid_of("smtpd"), Some(smtpd), "smtpd restarted");
+    let log = inst.log();
+    assert!(
+        !log.contains("panicked") && !log.contains("fatal:"),
+        "{log}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(150));
+}

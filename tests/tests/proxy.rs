@@ -2,50 +2,9 @@
 //! started by the test): PROXY version 1 and version 2 headers give smtpd
 //! the real client address, as its log and the Received header show; a
 //! malformed header drops only that connection, with Postfix's warning.
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use postern_tests::{Instance, Smtp, unique_loopback, wait_for};
-
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// HAProxy on `ip`: port 2526 sends version 1 headers to `backend`,
-/// port 2527 version 2.
-fn haproxy(ip: &str, backend: &str, dir: &std::path::Path) -> Haproxy {
-    let cfg = dir.join("haproxy.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend v1\n  bind {ip}:2526\n  default_backend b1\n\
-             backend b1\n  server s1 {backend} send-proxy\n\
-             frontend v2\n  bind {ip}:2527\n  default_backend b2\n\
-             backend b2\n  server s2 {backend} send-proxy-v2\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new("/usr/sbin/haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("haproxy (apt-get install haproxy)");
-    for port in [2526, 2527] {
-        wait_for("haproxy listening", Duration::from_secs(20), || {
-            std::net::TcpStream::connect((ip, port)).ok()
-        });
-    }
-    Haproxy(child)
-}
 
 fn logged(inst: &Instance, needle: &str) {
     wait_for(needle, Duration::from_secs(10), || {
@@ -64,7 +23,7 @@ fn proxy_headers_from_haproxy_give_the_real_client() {
     inst.start();
     let lb_ip = unique_loopback();
     let dir = tempfile::tempdir().unwrap();
-    let _lb = haproxy(&lb_ip, &format!("{ip}:2525"), dir.path());
+    let _lb = postern_tests::haproxy::start(&lb_ip, &format!("{ip}:2525"), dir.path());
     for (port, client) in [(2526, "127.0.5.5"), (2527, "127.0.5.6")] {
         let mut c = Smtp::connect_from(client, &lb_ip, port);
         let greeting = c.reply();
