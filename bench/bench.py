@@ -5,6 +5,8 @@
     bench/bench.py memory       proportional memory (PSS) per idle SMTP session
     bench/bench.py accept       Postern's acceptance rate by size and concurrency
     bench/bench.py tls          TLS handshakes/s on port 465: keys in the broker vs in smtpd
+    bench/bench.py postscreen   memory per client in postscreen's greeting wait, and
+                                connections screened per second (bots, known clients)
     bench/bench.py backlog      a backlog built with the next hop down (--count messages of
                                 --size bytes, both MTAs under a 1024-descriptor limit):
                                 memory while it sits, time to first delivery and to drain
@@ -179,7 +181,7 @@ class Postern:
     name = "Postern"
     port = POSTERN_PORT
 
-    def __init__(self, extra="", master_extra="", maxproc="-"):
+    def __init__(self, extra="", master_extra="", maxproc="-", command="smtpd"):
         self.dir = os.path.join(RUN, "postern")
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
@@ -189,7 +191,7 @@ class Postern:
             f"relayhost = [127.0.0.1]:{SINK_PORT}\nmynetworks = 127.0.0.0/8\nsmtpd_peername_lookup = no\n"
             f"maillog_file = {self.dir}/maillog\n{extra}")
         open(os.path.join(self.dir, "master.cf"), "w").write(
-            f"127.0.0.1:{POSTERN_PORT} inet n - n - {maxproc} smtpd\n{master_extra}")
+            f"127.0.0.1:{POSTERN_PORT} inet n - n - {maxproc} {command}\n{master_extra}")
 
     def start(self, nofile=None):
         pre = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
@@ -227,7 +229,7 @@ class Postfix:
     name = "Postfix"
     port = POSTFIX_PORT
 
-    def __init__(self, process_limit=100, main_extra="", master_extra=""):
+    def __init__(self, process_limit=100, main_extra="", master_extra="", command="smtpd", maxproc="-"):
         self.dir = os.path.join(RUN, "postfix")
         shutil.rmtree(self.dir, ignore_errors=True)
         self.etc = os.path.join(self.dir, "etc")
@@ -261,7 +263,7 @@ maillog_file_prefixes = {self.dir}
         lines = []
         for line in master.splitlines():
             if line.startswith("smtp      inet"):
-                line = f"127.0.0.1:{POSTFIX_PORT} inet n - n - - smtpd"
+                line = f"127.0.0.1:{POSTFIX_PORT} inet n - n - {maxproc} {command}"
             lines.append(line)
         lines.append("postlog   unix-dgram n  -       n       -       1       postlogd")
         lines.append(master_extra)
@@ -899,10 +901,141 @@ def dkim_verify(args, d, key):
     return text, {"verify " + k: v for k, v in runs.items()}
 
 
+
+# ---- postscreen ---------------------------------------------------------------
+
+PASS_SERVICE = "smtpd pass - - n - - smtpd\n"
+
+
+def screened(mta_kind, greet):
+    """Postern or Postfix with postscreen on the benchmark port, in front of
+    an smtpd pass service; clients from 127.0.0.0/8 are not in mynetworks."""
+    main = (f"mynetworks = 10.0.0.0/8\npostscreen_greet_wait = {greet}\n"
+            "postscreen_greet_action = drop\npostscreen_client_connection_count_limit = 1000\n"
+            "postscreen_pre_queue_limit = 2000\npostscreen_post_queue_limit = 2000\n")
+    if mta_kind == "Postern":
+        return Postern(extra=main, master_extra=PASS_SERVICE, maxproc="1", command="postscreen")
+    return Postfix(main_extra=main, master_extra=PASS_SERVICE, maxproc="1", command="postscreen")
+
+
+def source(i):
+    return f"127.6.{(i // 250) % 250}.{1 + i % 250}"
+
+
+def hold_waiting(port, n):
+    """n clients from n addresses, each in postscreen's greeting wait
+    (the teaser read, nothing sent)."""
+    socks = []
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source(i), 0))
+        s.recv(4096)
+        socks.append(s)
+    return socks
+
+
+def postscreen_load(port, clients, seconds, talk, addrs):
+    """`clients` concurrent loops for `seconds`: each connects from one of
+    `addrs` addresses; a bot (talk) sends EHLO at once and reads until
+    postscreen hangs up (521); a known client reads smtpd's greeting and
+    says QUIT. Returns completed connections."""
+    import asyncio
+
+    async def one(k, stop, done):
+        i = k
+        while time.monotonic() < stop:
+            src = source(i % addrs)
+            i += clients
+            try:
+                r, w = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0)), 10)
+                if talk:
+                    w.write(b"EHLO bot.example\r\n")
+                    while await asyncio.wait_for(r.read(4096), 10):
+                        pass
+                else:
+                    while True:
+                        line = await asyncio.wait_for(r.readline(), 10)
+                        if not line or line.startswith(b"220 "):
+                            break
+                    w.write(b"QUIT\r\n")
+                    await asyncio.wait_for(r.readline(), 10)
+                w.close()
+                done[0] += 1
+            except (OSError, asyncio.TimeoutError):
+                pass
+
+    async def run():
+        done = [0]
+        stop = time.monotonic() + seconds
+        await asyncio.gather(*(one(k, stop, done) for k in range(clients)))
+        return done[0]
+
+    return asyncio.run(run())
+
+
+def postscreen(args):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    rows_mem, rows_rate, raw = [], [], {}
+    n = 500
+    for kind in ("Postern", "Postfix"):
+        # Memory: n clients waiting out a long greeting wait.
+        mta = screened(kind, "60s")
+        mta.start(nofile=8192)
+        try:
+            time.sleep(1)
+            base = pss_kb(mta.pids())
+            socks = hold_waiting(mta.port, n)
+            time.sleep(2)
+            held = pss_kb(mta.pids())
+            per = (held - base) / n
+            rows_mem.append([kind, n, f"{per:.1f}", f"{held / 1024:.1f}"])
+            raw[f"{kind} memory"] = {"base_kb": base, "held_kb": held, "per_client_kb": per}
+            for s in socks:
+                s.close()
+        finally:
+            mta.stop()
+        time.sleep(1)
+        # Rate: bots that talk first (dropped at once), and known clients
+        # (PASS OLD, handed to smtpd) after one screened visit each.
+        mta = screened(kind, "1s")
+        mta.start(nofile=8192)
+        try:
+            time.sleep(1)
+            known = 200
+            postscreen_load(mta.port, known, 3, False, known)
+            for talk, label in ((True, "bots dropped (PREGREET)"), (False, "known clients (PASS OLD)")):
+                for clients in (10, 50):
+                    rates, cpus = [], []
+                    for _ in range(3):
+                        cpu0 = cpu_seconds(mta.pids())
+                        t = time.monotonic()
+                        done = postscreen_load(mta.port, clients, 5, talk, 2000 if talk else known)
+                        el = time.monotonic() - t
+                        cpu = cpu_seconds(mta.pids()) - cpu0
+                        rates.append(done / el)
+                        cpus.append(cpu * 1000 / max(done, 1))
+                    rates.sort()
+                    cpus.sort()
+                    raw[f"{kind} {label} {clients}"] = {"rates": rates, "cpu_ms": cpus}
+                    rows_rate.append([kind, label, clients, f"{rates[1]:.0f}", f"{cpus[1]:.3f}"])
+        finally:
+            mta.stop()
+        time.sleep(1)
+    pe, pf = raw["Postern memory"]["per_client_kb"], raw["Postfix memory"]["per_client_kb"]
+    text = ("Memory (PSS, all processes) per client waiting in postscreen's greeting wait:\n\n" +
+            table(["MTA", "clients waiting", "PSS per client (KiB)", "total PSS (MiB)"], rows_mem) +
+            f"\n\nPostern: {pe:.1f} KiB per waiting client, Postfix {pf:.1f} KiB.\n\n"
+            "Connections screened per second (median of 3 runs of 5 s) and the MTA's CPU per "
+            "connection (all processes):\n\n" +
+            table(["MTA", "clients", "concurrent", "connections/s", "CPU ms/connection"], rows_rate))
+    return text, raw
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["throughput", "memory", "accept", "tls", "backlog", "screening", "milter",
-                                     "dkim"])
+                                     "dkim", "postscreen"])
     ap.add_argument("--count", type=int, default=3000)
     ap.add_argument("--size", type=int, default=5120)
     ap.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[10, 50])
@@ -912,7 +1045,8 @@ def main():
     os.makedirs(RUN, exist_ok=True)
     os.makedirs(RESULTS, exist_ok=True)
     text, raw = {"throughput": throughput, "memory": memory, "accept": accept, "tls": tls,
-                 "backlog": backlog, "screening": screening, "milter": milter, "dkim": dkim}[args.what](args)
+                 "backlog": backlog, "screening": screening, "milter": milter, "dkim": dkim,
+                 "postscreen": postscreen}[args.what](args)
     stamp = time.strftime("%Y-%m-%dT%H%M%S")
     header = f"## {args.what} ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, kernel {os.uname().release})\n\n"
     print(header + text)

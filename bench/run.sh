@@ -6,6 +6,7 @@
 #   bench/run.sh screening     (the restriction set of an edge relay)
 #   bench/run.sh milter        (one opendkim Milter signing every message)
 #   bench/run.sh dkim          (built-in DKIM signing against Postfix + opendkim)
+#   bench/run.sh postscreen    (memory per waiting client, connections screened per second)
 # Installs postfix (Postfix itself, smtp-source, smtp-sink) when missing,
 # builds Postern in release mode, and prints Markdown tables.
 set -euo pipefail

@@ -508,6 +508,33 @@ impl Config {
             .filter(|s| s.role == Some(Role::Postscreen))
         {
             screens = true;
+            // Its DNS lists and access list, as they apply to this service.
+            let (file, line) = self.origin("postscreen_dnsbl_sites", &s.overrides);
+            let sites = self
+                .expanded("postscreen_dnsbl_sites", &s.overrides)
+                .unwrap_or_default();
+            if let Err(e) = postscreen::sites(&value::split_list(&sites)) {
+                diags.push(Diagnostic::error(
+                    &file,
+                    line,
+                    format!("postscreen_dnsbl_sites: {e}"),
+                ));
+            }
+            let (file, line) = self.origin("postscreen_access_list", &s.overrides);
+            let acl = self
+                .expanded("postscreen_access_list", &s.overrides)
+                .unwrap_or_default();
+            for item in value::split_list(&acl) {
+                if item != "permit_mynetworks" && tables::parse(&item).is_err() {
+                    diags.push(Diagnostic::error(
+                        &file,
+                        line,
+                        format!(
+                            "postscreen_access_list: \"{item}\" is neither permit_mynetworks nor a table"
+                        ),
+                    ));
+                }
+            }
             let own = s
                 .overrides
                 .iter()
@@ -649,6 +676,43 @@ mod tests {
             PathBuf::from("/work"),
             vec![],
         )
+    }
+
+    #[test]
+    fn postscreen_needs_its_pass_service_and_sound_lists() {
+        let ps = "127.0.0.1:25 inet n - n - 1 postscreen\n";
+        // No pass service: an error on the postscreen line.
+        let c = cfg("myhostname = mx.example.com\n", ps);
+        let errs: Vec<_> = c.errors().map(|d| (d.line, d.message.clone())).collect();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, Some(1));
+        assert!(errs[0].1.contains("smtpd pass - - n - - smtpd"), "{errs:?}");
+        // With one, and a Postfix dnsblog line carried over (a warning).
+        let master = format!("{ps}smtpd pass - - n - - smtpd\ndnsblog unix - - n - 0 dnsblog\n");
+        let c = cfg("myhostname = mx.example.com\n", &master);
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        let p = c.params().unwrap();
+        assert_eq!(p.str("postern_postscreen_services"), "127.0.0.1:25");
+        // A bad DNS list or access list item, named with its line.
+        let c = cfg(
+            "myhostname = mx.example.com\npostscreen_dnsbl_sites = zen.example*x\npostscreen_access_list = permit_mynetworks, bogus\n",
+            &master,
+        );
+        let errs: Vec<_> = c.errors().map(|d| (d.line, d.message.clone())).collect();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].0, Some(2));
+        assert!(errs[0].1.contains("bad DNSBL weight factor"), "{errs:?}");
+        assert_eq!(errs[1].0, Some(3));
+        // A pass service without postscreen in front: a warning.
+        let c = cfg(
+            "myhostname = mx.example.com\n",
+            "127.0.0.1:25 inet n - n - - smtpd\nsmtpd pass - - n - - smtpd\n",
+        );
+        assert!(!c.has_errors());
+        assert!(c.diagnostics.iter().any(|d| {
+            d.message
+                .contains("has no postscreen service in front of it")
+        }));
     }
 
     #[test]

@@ -13,11 +13,13 @@ struct Request {
   clientPort @2 :UInt16;
   serverAddress @3 :Text;    # the address the client connected to; "" when unknown
   serverPort @4 :UInt16;
+  maxWaiting @5 :UInt32;     # postscreen_post_queue_limit: refuse with busy when this many already wait for a slot; 0 = no limit
 }
 
 struct Reply {
   union {
     taken @0 :UInt32;        # smtpd owns the connection; the value: handed-off clients waiting for a session slot
-    refused @1 :Text;        # no such pass service; postscreen tells the client 421
+    refused @1 :Text;        # no such pass service, or not a TCP socket; postscreen tells the client 421
+    busy @2 :Void;           # maxWaiting clients already wait for a session slot; postscreen tells the client 421
   }
 }

@@ -25,6 +25,9 @@ pub struct Request {
     pub service: String,
     pub client: SocketAddr,
     pub server: Option<SocketAddr>,
+    /// Refuse when this many handed-over clients already wait for a
+    /// session slot (postscreen_post_queue_limit); 0: no limit.
+    pub max_waiting: u32,
     /// The client's connection.
     pub socket: OwnedFd,
 }
@@ -35,6 +38,9 @@ pub enum Reply {
     /// session slot of their service (postscreen_post_queue_limit).
     Taken(u32),
     Refused(String),
+    /// The service's session slots are taken and `max_waiting` clients
+    /// wait already.
+    Busy,
 }
 
 fn addr(
@@ -63,6 +69,7 @@ impl Message for Request {
             r.set_service(clip(&self.service, MAX_SERVICE));
             r.set_client_address(self.client.ip().to_string().as_str());
             r.set_client_port(self.client.port());
+            r.set_max_waiting(self.max_waiting);
             if let Some(s) = self.server {
                 r.set_server_address(s.ip().to_string().as_str());
                 r.set_server_port(s.port());
@@ -96,6 +103,7 @@ impl Message for Request {
             service,
             client,
             server,
+            max_waiting: r.get_max_waiting(),
             socket: fds.remove(0),
         })
     }
@@ -111,6 +119,7 @@ impl Message for Reply {
             match self {
                 Reply::Taken(n) => r.set_taken(*n),
                 Reply::Refused(t) => r.set_refused(clip(t, MAX_TEXT)),
+                Reply::Busy => r.set_busy(()),
             }
         }
         frame::finish(&b)
@@ -123,6 +132,7 @@ impl Message for Reply {
         Ok(match r.which()? {
             reply::Taken(n) => Reply::Taken(n),
             reply::Refused(t) => Reply::Refused(text(t, "refused", MAX_TEXT)?),
+            reply::Busy(()) => Reply::Busy,
         })
     }
 }

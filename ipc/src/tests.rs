@@ -1065,6 +1065,7 @@ fn postscreen_handoff_carries_one_socket_and_checks_addresses() {
         service: "smtpd".into(),
         client: "192.0.2.7:40000".parse().unwrap(),
         server: Some("[2001:db8::1]:25".parse().unwrap()),
+        max_waiting: 100,
         socket: a.into(),
     };
     let f = q.encode();

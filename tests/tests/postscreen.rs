@@ -28,10 +28,13 @@ fn logged(inst: &Instance, needle: &str) -> String {
     })
 }
 
-fn master_cf(ip: &str, extra: &str) -> String {
+/// postscreen on port 2525 (`extra`: its -o lines) in front of the smtpd
+/// pass service (at most `pass_maxproc` sessions), and a plain smtpd on
+/// 2587.
+fn master_cf(ip: &str, extra: &str, pass_maxproc: &str) -> String {
     format!(
         "{ip}:2525 inet n - n - 1 postscreen\n{extra}\
-         smtpd pass - - n - - smtpd\n\
+         smtpd pass - - n - {pass_maxproc} smtpd\n\
          {ip}:2587 inet n - n - - smtpd\n"
     )
 }
@@ -46,7 +49,7 @@ fn instance(dns: &str, extra_main: &str, extra_master: &str) -> Instance {
              postscreen_greet_wait = 2s\n\
              {extra_main}"
         ),
-        Some(&master_cf(&ip, extra_master)),
+        Some(&master_cf(&ip, extra_master, "-")),
     );
     inst.ip = ip;
     inst
@@ -640,4 +643,37 @@ fn a_flood_from_500_addresses() {
         "{log}"
     );
     assert!(started.elapsed() < Duration::from_secs(150));
+}
+
+/// The pass service's session slots are taken and postscreen_post_queue_limit
+/// clients wait for one: the next client is told 421 by postscreen; once a
+/// slot frees, clients get through again.
+#[test]
+fn busy_smtpd_means_421_from_postscreen() {
+    let ip = unique_loopback();
+    let mut inst = Instance::with_master_cf(
+        "smtpd_error_sleep_time = 0\n\
+         postscreen_post_queue_limit = 1\n",
+        Some(&master_cf(&ip, "", "1")),
+    );
+    inst.ip = ip.clone();
+    inst.start();
+    // mynetworks (127.0.0.0/8) is allowlisted: straight to smtpd.
+    let mut first = Smtp::connect_from("127.0.7.1", &ip, 2525);
+    assert!(first.reply().starts_with("220 mx.test.example"));
+    logged(&inst, "ALLOWLISTED [127.0.7.1]:");
+    // The second waits for the one slot (no greeting yet).
+    let mut second = Smtp::connect_from("127.0.7.2", &ip, 2525);
+    logged(&inst, "ALLOWLISTED [127.0.7.2]:");
+    // The third finds one client waiting already.
+    let mut third = Smtp::connect_from("127.0.7.3", &ip, 2525);
+    assert_eq!(third.reply(), "421 4.3.2 All server ports are busy\r\n");
+    logged(&inst, "NOQUEUE: reject: CONNECT from [127.0.7.3]:");
+    logged(&inst, "has reached its process limit \"1\"");
+    first.cmd("QUIT");
+    assert!(second.reply().starts_with("220 mx.test.example"));
+    second.cmd("QUIT");
+    let mut again = Smtp::connect_from("127.0.7.3", &ip, 2525);
+    assert!(again.reply().starts_with("220 mx.test.example"));
+    again.cmd("QUIT");
 }

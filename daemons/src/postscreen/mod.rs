@@ -39,9 +39,6 @@ pub struct Shared {
     tables: crate::tablecache::TableCache,
     /// Clients in the tests now (postscreen_pre_queue_limit).
     screening: Cell<usize>,
-    /// Handed-off clients waiting for an smtpd session slot, as smtpd
-    /// last said (postscreen_post_queue_limit).
-    smtpd_waiting: Cell<u32>,
     clients: Clients,
 }
 
@@ -112,7 +109,6 @@ async fn serve(mut ctx: Context) {
         memory: RefCell::new(memory::Memory::new(ctx.switchboard.clone())),
         tables: crate::tablecache::TableCache::new(ctx.switchboard.clone()),
         screening: Cell::new(0),
-        smtpd_waiting: Cell::new(0),
         clients: Clients::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

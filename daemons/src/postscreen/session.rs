@@ -487,12 +487,6 @@ async fn hand_off(
     server: Option<SocketAddr>,
     id: &str,
 ) {
-    let mut stream = stream;
-    if sh.smtpd_waiting.get() >= set.post_queue_limit {
-        info!("NOQUEUE: reject: CONNECT from {id}: all server ports busy");
-        send(&mut stream, "421 4.3.2 All server ports are busy\r\n").await;
-        return;
-    }
     let socket = match stream.into_std() {
         Ok(s) => std::os::fd::OwnedFd::from(s),
         Err(e) => {
@@ -504,18 +498,15 @@ async fn hand_off(
         service: set.pass_service.clone(),
         client,
         server,
+        max_waiting: set.post_queue_limit,
         socket,
     };
     use postern_ipc::postscreen_smtpd::Reply;
-    let why = match sh.smtpd.call(&req).await {
-        Ok(Reply::Taken(waiting)) => {
-            sh.smtpd_waiting.set(waiting);
-            return;
-        }
-        Ok(Reply::Refused(why)) => why,
-        Err(e) => e,
-    };
-    warn!("cannot hand {id} to smtpd: {why}");
+    match sh.smtpd.call(&req).await {
+        Ok(Reply::Taken(_)) => return,
+        Ok(Reply::Busy) => {}
+        Ok(Reply::Refused(why)) | Err(why) => warn!("cannot hand {id} to smtpd: {why}"),
+    }
     info!("NOQUEUE: reject: CONNECT from {id}: all server ports busy");
     let mut s = std::net::TcpStream::from(req.socket);
     let _ = std::io::Write::write(&mut s, b"421 4.3.2 All server ports are busy\r\n");

@@ -83,6 +83,15 @@ fn take(passes: &Passes, runner: &Runner, req: Request) -> Answer<Reply> {
             req.service
         )));
     };
+    // postscreen_post_queue_limit: past it, postscreen tells the client
+    // that every server port is busy.
+    if let Some(l) = limit
+        && req.max_waiting > 0
+        && l.sem.available_permits() == 0
+        && l.waiting.get() >= req.max_waiting
+    {
+        return Answer::Reply(Reply::Busy);
+    }
     let stream = match tcp_stream(req.socket) {
         Ok(s) => s,
         Err(e) => {

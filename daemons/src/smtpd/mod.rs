@@ -390,11 +390,15 @@ impl Runner {
             self.sb.clone(),
             service.clone(),
         );
+        // A handed-over client counts as waiting from now on, so that the
+        // hand-off's answer includes it.
+        if let Admission::Handed(Some(limit)) = &how {
+            limit.waiting.set(limit.waiting.get() + 1);
+        }
         tokio::task::spawn_local(async move {
             let (_permit, proxied) = match how {
                 Admission::Listener(p) => (p, set.upstream_proxy),
                 Admission::Handed(Some(limit)) => {
-                    limit.waiting.set(limit.waiting.get() + 1);
                     let p = limit.acquire(&scope).await;
                     limit.waiting.set(limit.waiting.get().saturating_sub(1));
                     (p, None)
