@@ -918,8 +918,8 @@ def screened(mta_kind, greet):
     return Postfix(main_extra=main, master_extra=PASS_SERVICE, maxproc="1", command="postscreen")
 
 
-def source(i):
-    return f"127.6.{(i // 250) % 250}.{1 + i % 250}"
+def source(i, net=6):
+    return f"127.{net}.{(i // 250) % 250}.{1 + i % 250}"
 
 
 def hold_waiting(port, n):
@@ -943,14 +943,20 @@ def postscreen_load(port, clients, seconds, talk, addrs):
     async def one(k, stop, done):
         i = k
         while time.monotonic() < stop:
-            src = source(i % addrs)
+            # Bots and known clients come from networks of their own.
+            src = source(i % addrs, 7 if talk else 6)
             i += clients
             try:
                 r, w = await asyncio.wait_for(
                     asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0)), 10)
                 if talk:
                     w.write(b"EHLO bot.example\r\n")
-                    while await asyncio.wait_for(r.read(4096), 10):
+                    try:
+                        while await asyncio.wait_for(r.read(4096), 10):
+                            pass
+                    except ConnectionResetError:
+                        # postscreen closes with the bot's EHLO unread
+                        # (it only peeked at it): a reset, after the 521.
                         pass
                 else:
                     while True:
@@ -1015,7 +1021,7 @@ def postscreen(args):
                         el = time.monotonic() - t
                         cpu = cpu_seconds(mta.pids()) - cpu0
                         rates.append(done / el)
-                        cpus.append(cpu * 1000 / max(done, 1))
+                        cpus.append(cpu * 1000 / done if done else float("nan"))
                     rates.sort()
                     cpus.sort()
                     raw[f"{kind} {label} {clients}"] = {"rates": rates, "cpu_ms": cpus}

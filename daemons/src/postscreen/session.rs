@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use postern_proto::screen::{self, Action, Engine, Outcome, Output, TESTS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::Shared;
@@ -37,11 +37,18 @@ fn elapsed(since: Instant) -> String {
     format!("{}.{:02}", e.as_secs(), e.subsec_millis() / 10)
 }
 
-async fn send(stream: &mut TcpStream, text: &str) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_DEADLINE, stream.write_all(text.as_bytes())).await,
-        Ok(Ok(()))
-    )
+/// Writes a reply. Boxed: a write's state (its deadline timer) is on the
+/// heap only while it runs, so a session waiting elsewhere carries none.
+fn send<'a>(
+    stream: &'a mut TcpStream,
+    text: &'a str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + 'a>> {
+    Box::pin(async move {
+        matches!(
+            tokio::time::timeout(WRITE_DEADLINE, stream.write_all(text.as_bytes())).await,
+            Ok(Ok(()))
+        )
+    })
 }
 
 /// Screens one client, from accept to hand-off or hang-up.
@@ -54,7 +61,7 @@ pub async fn run(
 ) {
     let started = Instant::now();
     let (client, server) = match set.proxy {
-        Some(t) => match super::proxy::read(&mut stream, t, peer, local).await {
+        Some(t) => match Box::pin(super::proxy::read(&mut stream, t, peer, local)).await {
             Some(ends) => ends,
             None => return,
         },
@@ -73,7 +80,10 @@ pub async fn run(
         excused: false,
         record: Record::default(),
     };
-    match access(&sh, &set, client.ip()).await {
+    // The stages a client passes through once are boxed: their state is
+    // on the heap only while they run, and a client waiting in the tests
+    // does not carry room for it (the session's own future stays small).
+    match Box::pin(access(&sh, &set, client.ip())).await {
         Err(e) => {
             warn!("postscreen_access_list: {e}; refusing {} for now", s.id);
             send(&mut stream, "421 4.3.0 Server configuration error\r\n").await;
@@ -81,7 +91,7 @@ pub async fn run(
         }
         Ok(Some(true)) => {
             info!("ALLOWLISTED {}", s.id);
-            return hand_off(&sh, &set, stream, client, server, &s.id).await;
+            return Box::pin(hand_off(&sh, &set, stream, client, server, &s.id)).await;
         }
         Ok(Some(false)) => {
             info!("DENYLISTED {}", s.id);
@@ -119,7 +129,7 @@ pub async fn run(
         }
     };
     let now = memory::now();
-    s.record = memory::get(&sh.memory, client.ip()).await;
+    s.record = Box::pin(memory::get(&sh.memory, client.ip())).await;
     let todo_pregreet = s.record.pregreet <= now;
     let todo_dnsbl = !set.sites.is_empty() && s.record.dnsbl <= now;
     let todo_deep = TESTS
@@ -127,7 +137,7 @@ pub async fn run(
         .any(|t| set.deep_enabled(*t) && s.record.deep(*t) <= now);
     if s.enforced.is_none() && !todo_pregreet && !todo_dnsbl && !todo_deep {
         info!("PASS OLD {}", s.id);
-        return hand_off(&sh, &set, stream, client, server, &s.id).await;
+        return Box::pin(hand_off(&sh, &set, stream, client, server, &s.id)).await;
     }
     // Only so many clients in the tests at once.
     if sh.screening.get() >= set.pre_queue_limit {
@@ -152,10 +162,12 @@ pub async fn run(
             info!("PASS NEW {}", s.id);
         }
         memory::put(&sh.memory, s.ip, s.record, set.retention);
-        return hand_off(&sh, &set, stream, client, server, &s.id).await;
+        return Box::pin(hand_off(&sh, &set, stream, client, server, &s.id)).await;
     }
     memory::put(&sh.memory, s.ip, s.record, set.retention);
-    after_greeting(&sh, &set, stream, s, pregreeted).await;
+    // Boxed: a client waiting out the greeting carries no room for the
+    // engine's state.
+    Box::pin(after_greeting(&sh, &set, stream, s, pregreeted)).await;
 }
 
 /// Decrements a count when dropped.
@@ -292,19 +304,19 @@ async fn early(
     }
     let deadline = tokio::time::Instant::from_std(s.started + set.greet_wait);
     let (dsh, dset, ip) = (sh.clone(), set.clone(), s.ip);
-    let dns = async move {
-        if todo_dnsbl {
-            Some(dnsbl(dsh, dset, ip).await)
-        } else {
-            None
-        }
+    // Boxed, and only when asked: the lists' state is on the heap while
+    // they answer.
+    let mut dns: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = if todo_dnsbl {
+        Box::pin(async move { Some(dnsbl(dsh, dset, ip).await) })
+    } else {
+        Box::pin(std::future::ready(None))
     };
-    tokio::pin!(dns);
     let mut dns_result: Option<(i32, Option<String>, Duration)> = None;
     let mut dns_done = !todo_dnsbl;
     let mut pregreet: Option<bool> = if todo_pregreet { None } else { Some(false) };
-    let mut peek = [0u8; 512];
     let mut allowlisted = false;
+    let wait = tokio::time::sleep_until(deadline);
+    tokio::pin!(wait);
     loop {
         // Done early: DNS answered, and either the client already talked
         // or its score allowlists it.
@@ -312,17 +324,17 @@ async fn early(
             break;
         }
         tokio::select! {
-            r = stream.peek(&mut peek), if pregreet.is_none() => match r {
-                Ok(0) | Err(_) => {
+            r = stream.readable(), if pregreet.is_none() => match r.and_then(|()| peek(stream)) {
+                Ok(None) => continue,
+                Ok(Some((0, _))) | Err(_) => {
                     info!("HANGUP after {} from {} in tests before SMTP handshake", elapsed(s.started), s.id);
                     return None;
                 }
-                Ok(n) => {
+                Ok(Some((n, shown))) => {
                     info!(
-                        "PREGREET {n} after {} from {}: {}",
+                        "PREGREET {n} after {} from {}: {shown}",
                         elapsed(s.started),
                         s.id,
-                        screen::escape(&peek[..n], 100)
                     );
                     pregreet = Some(true);
                     match set.greet_action {
@@ -346,7 +358,7 @@ async fn early(
                         && *score <= set.dnsbl_allowlist_threshold;
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => break,
+            _ = &mut wait => break,
         }
     }
     let now = memory::now();
@@ -411,17 +423,22 @@ async fn after_greeting(
         .clone()
         .unwrap_or_else(|| screen::TRY_AGAIN.into());
     let mut engine = Engine::new(s.id.clone(), rcpt);
-    let mut buf = [0u8; 512];
     let mut deadline = tokio::time::Instant::now() + set.command_time_limit;
     let mut saved = false;
     'session: loop {
-        let n = tokio::select! {
-            r = stream.read(&mut buf) => match r {
-                Ok(0) | Err(_) => {
-                    info!("HANGUP after {} from {} in tests after SMTP handshake", elapsed(s.started), s.id);
-                    break 'session;
+        let outputs = tokio::select! {
+            r = stream.readable() => {
+                // The buffer lives only here, not across a wait: a client
+                // waiting in the tests costs no read buffer.
+                let mut buf = [0u8; 512];
+                match r.and_then(|()| stream.try_read(&mut buf)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Ok(0) | Err(_) => {
+                        info!("HANGUP after {} from {} in tests after SMTP handshake", elapsed(s.started), s.id);
+                        break 'session;
+                    }
+                    Ok(n) => engine.feed(&set.engine, &buf[..n]),
                 }
-                Ok(n) => n,
             },
             _ = tokio::time::sleep_until(deadline) => {
                 info!("COMMAND TIME LIMIT from {} after {}", s.id, engine.last_command());
@@ -430,7 +447,7 @@ async fn after_greeting(
                 break 'session;
             }
         };
-        for o in engine.feed(&set.engine, &buf[..n]) {
+        for o in outputs {
             match o {
                 Output::Send(text) => {
                     deadline = tokio::time::Instant::now() + set.command_time_limit;
@@ -474,6 +491,29 @@ fn record_deep(set: &Settings, engine: &Engine, r: &mut Record) {
             Outcome::Failed => r.set_deep(t, 0),
             Outcome::Pending => {}
         }
+    }
+}
+
+/// What a client sent before its turn, left in the socket (a peek, for
+/// the log and, after a hand-off, for smtpd): its length and its first
+/// bytes made printable. None: nothing after all (a spurious wake-up).
+fn peek(stream: &TcpStream) -> std::io::Result<Option<(usize, String)>> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let r = stream.try_io(tokio::io::Interest::READABLE, || {
+        let mut buf = [0u8; 1024];
+        nix::sys::socket::recv(
+            fd,
+            &mut buf,
+            nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )
+        .map(|n| (n, screen::escape(&buf[..n], 100)))
+        .map_err(std::io::Error::from)
+    });
+    match r {
+        Ok(x) => Ok(Some(x)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
