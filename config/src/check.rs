@@ -567,6 +567,22 @@ impl Config {
                 ));
             }
         }
+        // The fingerprint level with nothing to match would refuse every
+        // server.
+        if self
+            .expanded("smtp_tls_security_level", overrides)
+            .is_some_and(|v| v.trim() == "fingerprint")
+            && self
+                .expanded("smtp_tls_fingerprint_cert_match", overrides)
+                .is_none_or(|v| v.trim().is_empty())
+        {
+            let (file, line) = self.origin("smtp_tls_security_level", overrides);
+            out.push(Diagnostic::error(
+                &file,
+                line,
+                "smtp_tls_security_level = fingerprint needs smtp_tls_fingerprint_cert_match (the server certificates' fingerprints)".into(),
+            ));
+        }
         if let Some(v) = self.expanded("metrics_listen", overrides)
             && let Err(e) = crate::inet::metrics_listen(&v)
         {

@@ -384,3 +384,96 @@ fn smtp_tls_policy_maps_set_the_level_per_destination() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(sink.messages().len(), 1, "the dane message went out");
 }
+
+/// The sink certificate's SHA-256 fingerprint, as openssl prints it.
+fn fingerprint(cert: &std::path::Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert)
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .split_once('=')
+        .map(|(_, f)| f.to_string())
+        .unwrap_or_else(|| panic!("openssl said {text}"))
+}
+
+#[test]
+fn fingerprint_level_pins_the_server_certificate() {
+    // The sink's certificate is issued by a CA neither instance trusts:
+    // only its fingerprint makes it acceptable.
+    let sink_ip = unique_loopback();
+    let mut a = Instance::new("smtpd_error_sleep_time = 0");
+    let pki = pki::make(a.config_dir(), "s", &sink_ip);
+    let sink = Sink::start_with(
+        &sink_ip,
+        2626,
+        &a.dir.path().join("sink"),
+        &[
+            "--tls",
+            &pki.server_cert.display().to_string(),
+            &pki.server_key.display().to_string(),
+        ],
+    );
+    let fp = fingerprint(&pki.server_cert);
+    // From the policy table: one of two fingerprints, written in lower
+    // case, matches.
+    let f = a.config_dir().join("tls_policy");
+    std::fs::write(
+        &f,
+        format!(
+            "[{sink_ip}]:2626 fingerprint match=00:11:22|{}\n",
+            fp.to_ascii_lowercase()
+        ),
+    )
+    .unwrap();
+    a.add_main_cf(&format!(
+        "relayhost = [{sink_ip}]:2626\n{FAST_RETRY}smtp_tls_policy_maps = texthash:{}\n",
+        f.display()
+    ));
+    a.start();
+    send(&a, "pinned");
+    let env = &delivered(&sink, 1)[0];
+    assert!(env["tls"].as_str().is_some(), "{env}");
+    a.wait_log(
+        &format!("Verified TLS connection established to {sink_ip}[{sink_ip}]:2626"),
+        Duration::from_secs(10),
+    );
+    // smtp_tls_security_level = fingerprint with another certificate's
+    // fingerprint: deferred, never sent in clear or unchecked.
+    let mut b = Instance::new(&format!(
+        "smtpd_error_sleep_time = 0\nrelayhost = [{sink_ip}]:2626\n{FAST_RETRY}\
+         smtp_tls_security_level = fingerprint\n\
+         smtp_tls_fingerprint_cert_match = {}\n",
+        "AB:".repeat(31) + "CD"
+    ));
+    b.start();
+    send(&b, "wrong pin");
+    b.wait_log("status=deferred", Duration::from_secs(20));
+    let line = b
+        .log()
+        .lines()
+        .find(|l| l.contains("status=deferred"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("dsn=4.7.5") && line.contains("Server certificate not verified"),
+        "{line}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        sink.messages().len(),
+        1,
+        "the wrongly pinned message went out"
+    );
+    // conf --check names the level without fingerprints.
+    let c = Instance::new("smtp_tls_security_level = fingerprint\n");
+    let out = c.postern(&["conf", "--check"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("main.cf:") && err.contains("needs smtp_tls_fingerprint_cert_match"),
+        "{err}"
+    );
+}

@@ -51,6 +51,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
             roots.clone(),
             cert.clone(),
             cert_match.for_level(level, &[]),
+            cert_match.digest,
         )?;
         // smtp_tls_policy_maps: what per-destination policies are made of.
         let maps = (!params

@@ -133,6 +133,7 @@ impl Smtp {
             maps.roots.clone(),
             self.cert.clone(),
             maps.cert_match.for_level(entry.level, &entry.matches),
+            maps.cert_match.digest,
         )
         .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
         let p = Rc::new(p);

@@ -9,7 +9,11 @@
 //!   the server host);
 //! - `secure`: as verify, with `smtp_tls_secure_cert_match` (default
 //!   `nexthop, dot-nexthop`: the next-hop domain or a name below it, which
-//!   an MX lookup cannot spoof).
+//!   an MX lookup cannot spoof);
+//! - `fingerprint`: TLS required, and the server's certificate (or its
+//!   public key) has one of the fingerprints `smtp_tls_fingerprint_cert_match`
+//!   or a policy entry's `match=` lists, by `smtp_tls_fingerprint_digest`;
+//!   no CA is involved, and names are not checked.
 //!
 //! A match list (those parameters, or a policy entry's `match=`) holds
 //! `hostname`, `nexthop`, `dot-nexthop`, literal names and `.domain` (any
@@ -30,6 +34,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::tls::ccert::Digest;
+
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,6 +45,7 @@ pub enum Level {
     Encrypt,
     Verify,
     Secure,
+    Fingerprint,
 }
 
 impl Level {
@@ -48,6 +55,7 @@ impl Level {
             "encrypt" => Level::Encrypt,
             "verify" => Level::Verify,
             "secure" => Level::Secure,
+            "fingerprint" => Level::Fingerprint,
             _ => Level::May,
         }
     }
@@ -56,8 +64,9 @@ impl Level {
         self >= Level::Encrypt
     }
 
+    /// The certificate must chain to a trusted CA (verify, secure).
     pub fn verifies(self) -> bool {
-        self >= Level::Verify
+        matches!(self, Level::Verify | Level::Secure)
     }
 }
 
@@ -126,6 +135,74 @@ impl ServerCertVerifier for Unverified {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `fingerprint`: the end-entity certificate, or its public key, must have
+/// one of the listed digests (upper-case hex without colons). The
+/// handshake signatures are still checked against its key.
+#[derive(Debug)]
+struct Fingerprints {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    digest: crate::tls::ccert::Digest,
+    wanted: Vec<String>,
+}
+
+/// A fingerprint as written (`AB:CD:...`, any case), for comparing.
+fn normalize_fingerprint(f: &str) -> String {
+    f.chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+impl ServerCertVerifier for Fingerprints {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = normalize_fingerprint(&self.digest.hex(end_entity));
+        let pkey = postern_proto::ccert::parse(end_entity)
+            .map(|p| normalize_fingerprint(&self.digest.hex(&p.spki)));
+        let hit = self
+            .wanted
+            .iter()
+            .any(|w| *w == cert || pkey.as_ref() == Some(w));
+        if hit {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        crate::tls::check_signature(&self.provider, false, message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        crate::tls::check_signature(&self.provider, true, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -249,10 +326,25 @@ impl ResolvesClientCert for ClientCert {
 /// says otherwise: `smtp_tls_verify_cert_match` (default `hostname`) for
 /// verify, `smtp_tls_secure_cert_match` (default `nexthop, dot-nexthop`)
 /// for secure.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CertMatch {
     pub verify: Vec<String>,
     pub secure: Vec<String>,
+    /// smtp_tls_fingerprint_cert_match, for the fingerprint level.
+    pub fingerprints: Vec<String>,
+    /// smtp_tls_fingerprint_digest.
+    pub digest: crate::tls::ccert::Digest,
+}
+
+impl Default for CertMatch {
+    fn default() -> CertMatch {
+        CertMatch {
+            verify: Vec::new(),
+            secure: Vec::new(),
+            fingerprints: Vec::new(),
+            digest: crate::tls::ccert::Digest::Sha256,
+        }
+    }
 }
 
 impl CertMatch {
@@ -267,6 +359,14 @@ impl CertMatch {
         CertMatch {
             verify: list("smtp_tls_verify_cert_match"),
             secure: list("smtp_tls_secure_cert_match"),
+            fingerprints: p
+                .list("smtp_tls_fingerprint_cert_match")
+                .unwrap_or_default()
+                .iter()
+                .map(|f| normalize_fingerprint(f))
+                .collect(),
+            digest: crate::tls::ccert::Digest::from_name(p.str("smtp_tls_fingerprint_digest"))
+                .unwrap_or(crate::tls::ccert::Digest::Sha256),
         }
     }
 
@@ -278,13 +378,16 @@ impl CertMatch {
         match level {
             Level::Verify => self.verify.clone(),
             Level::Secure => self.secure.clone(),
+            Level::Fingerprint => self.fingerprints.clone(),
             _ => Vec::new(),
         }
     }
 }
 
 /// One destination's policy as `smtp_tls_policy_maps` writes it:
-/// `level [match=name:name...] [protocols=...] [ciphers=...] [exclude=...]`.
+/// `level [match=name:name...] [protocols=...] [ciphers=...] [exclude=...]`;
+/// for `fingerprint`, `match=fp|fp` (each fingerprint's colons are its
+/// own), and several match= attributes add up.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
     pub level: Level,
@@ -305,7 +408,8 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
         Some("encrypt") => Level::Encrypt,
         Some("verify") => Level::Verify,
         Some("secure") => Level::Secure,
-        Some(l @ ("dane" | "dane-only" | "fingerprint")) => {
+        Some("fingerprint") => Level::Fingerprint,
+        Some(l @ ("dane" | "dane-only")) => {
             return Err(format!(
                 "TLS security level \"{l}\" is not supported by Postern yet (issue 18)"
             ));
@@ -319,6 +423,15 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
             .split_once('=')
             .ok_or_else(|| format!("\"{w}\": expected name=value"))?;
         match name {
+            "match" if level == Level::Fingerprint => {
+                for f in value.split('|').filter(|f| !f.is_empty()) {
+                    let n = normalize_fingerprint(f);
+                    if n.is_empty() || !n.bytes().all(|c| c.is_ascii_hexdigit()) {
+                        return Err(format!("bad fingerprint \"{f}\" in match="));
+                    }
+                    matches.push(n);
+                }
+            }
             "match" => {
                 matches = value
                     .split(':')
@@ -333,6 +446,9 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
                 ));
             }
         }
+    }
+    if level == Level::Fingerprint && matches.is_empty() {
+        return Err("fingerprint without a match= fingerprint".into());
     }
     Ok(Entry { level, matches })
 }
@@ -370,16 +486,18 @@ impl Policy {
         roots: RootCertStore,
         cert: Arc<ClientCert>,
     ) -> Result<Policy, String> {
-        Policy::with_matches(level, servername, roots, cert, Vec::new())
+        Policy::with_matches(level, servername, roots, cert, Vec::new(), Digest::Sha256)
     }
 
     /// A policy whose verified certificate may name any of `matches`.
+    /// For `fingerprint`, `matches` are the fingerprints, by `digest`.
     pub fn with_matches(
         level: Level,
         servername: &str,
         roots: RootCertStore,
         cert: Arc<ClientCert>,
         matches: Vec<String>,
+        digest: Digest,
     ) -> Result<Policy, String> {
         let provider = crate::tls::provider();
         let webpki = if level.verifies() {
@@ -393,6 +511,18 @@ impl Policy {
         };
         let verifier: Arc<dyn ServerCertVerifier> = match &webpki {
             Some(w) => w.clone(),
+            None if level == Level::Fingerprint => {
+                if matches.is_empty() {
+                    return Err(
+                        "smtp TLS: the fingerprint level needs smtp_tls_fingerprint_cert_match (or match= in smtp_tls_policy_maps)".into(),
+                    );
+                }
+                Arc::new(Fingerprints {
+                    provider: provider.clone(),
+                    digest,
+                    wanted: matches.clone(),
+                })
+            }
             None => Arc::new(Unverified(provider.clone())),
         };
         let mut c = ClientConfig::builder_with_provider(provider)
@@ -489,7 +619,7 @@ impl Policy {
 
     /// How Postfix words the established line.
     pub fn trust_word(&self) -> &'static str {
-        if self.level.verifies() {
+        if self.level.verifies() || self.level == Level::Fingerprint {
             "Verified"
         } else {
             "Untrusted"
@@ -523,6 +653,40 @@ mod tests {
         (roots, leaves)
     }
 
+    /// fingerprint: the certificate's or its public key's digest, as the
+    /// entry lists them (case and colons do not matter); any other
+    /// certificate is refused.
+    #[test]
+    fn fingerprints_match_the_certificate_or_its_key() {
+        let (_, leaves) = chain(&[&["mx.example.com"], &["other.example.com"]]);
+        let d = Digest::Sha256;
+        let cert_fp = d.hex(&leaves[0]);
+        let pkey_fp = d.hex(&postern_proto::ccert::parse(&leaves[0]).unwrap().spki);
+        let v = |wanted: &str| {
+            let e = parse_entry(&format!("fingerprint match={wanted}")).unwrap();
+            Fingerprints {
+                provider: crate::tls::provider(),
+                digest: d,
+                wanted: e.matches,
+            }
+        };
+        let any = ServerName::try_from("ignored.invalid").unwrap();
+        let ok = |v: &Fingerprints, leaf: &CertificateDer<'_>| {
+            v.verify_server_cert(leaf, &[], &any, &[], UnixTime::now())
+                .is_ok()
+        };
+        let lower = cert_fp.to_ascii_lowercase();
+        let both = format!("00:11|{lower}");
+        assert!(ok(&v(&both), &leaves[0]));
+        assert!(ok(&v(&pkey_fp), &leaves[0]));
+        assert!(!ok(&v(&cert_fp), &leaves[1]));
+        assert!(parse_entry("fingerprint").is_err());
+        assert!(parse_entry("fingerprint match=zz:yy").is_err());
+        // Two match= attributes add up.
+        let e = parse_entry(&format!("fingerprint match=AA match={cert_fp}")).unwrap();
+        assert_eq!(e.matches.len(), 2);
+    }
+
     /// `smtp_tls_secure_cert_match = nexthop, dot-nexthop` (the default) and
     /// `smtp_tls_verify_cert_match = hostname`: which certificates pass for
     /// next hop example.com reached at MX host mx1.example.com.
@@ -544,6 +708,7 @@ mod tests {
                 roots.clone(),
                 Arc::new(ClientCert::default()),
                 matches.iter().map(|m| m.to_string()).collect(),
+                Digest::Sha256,
             )
             .unwrap();
             let v = AnyName {
@@ -592,6 +757,7 @@ mod tests {
                 roots.clone(),
                 Arc::new(ClientCert::default()),
                 m.iter().map(|s| s.to_string()).collect(),
+                Digest::Sha256,
             )
             .unwrap()
         };
@@ -614,7 +780,6 @@ mod tests {
         for (bad, why) in [
             ("dane", "not supported by Postern yet"),
             ("dane-only", "not supported by Postern yet"),
-            ("fingerprint match=AB:CD", "not supported by Postern yet"),
             ("verify tafile=/etc/ta.pem", "\"tafile\" is not supported"),
             ("verify match", "expected name=value"),
             ("strict", "unknown TLS security level"),

@@ -47,7 +47,7 @@ impl Digest {
         }
     }
 
-    fn hex(self, data: &[u8]) -> String {
+    pub fn hex(self, data: &[u8]) -> String {
         let alg = match self {
             Digest::Sha256 => &aws_lc_rs::digest::SHA256,
             Digest::Sha1 => &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
