@@ -42,7 +42,7 @@ use postern_proto::auth::{self, SpfQuestion, fqdn};
 
 use postern_ipc::smtpd_cleanup::Failure;
 
-use super::{Txn, fail, write_error};
+use super::{Txn, fail};
 use crate::info;
 use crate::smtp::ResolverClient;
 use crate::smtp::dest::Dns;
@@ -613,10 +613,7 @@ impl Txn {
         a: &Settings,
         dns: &ResolverClient,
     ) -> Result<Vec<String>, Failure> {
-        let mut m = self.read_back().map_err(|e| {
-            self.io_failure(e);
-            self.failure.take().unwrap_or_else(write_error)
-        })?;
+        let mut m = self.read_back().map_err(|e| self.io_error(e))?;
         let c = &self.begin.client;
         let Ok(ip) = c.addr.parse() else {
             return Ok(Vec::new());
@@ -656,10 +653,7 @@ impl Txn {
                 before - m.fields.len(),
                 a.authserv_id
             );
-            self.rewrite(&m).map_err(|e| {
-                self.io_failure(e);
-                self.failure.take().unwrap_or_else(write_error)
-            })?;
+            self.rewrite(&m).map_err(|e| self.io_error(e))?;
         }
         Ok(verdict.fields)
     }
@@ -670,10 +664,7 @@ impl Txn {
         if fields.is_empty() {
             return Ok(());
         }
-        let mut m = self.read_back().map_err(|e| {
-            self.io_failure(e);
-            self.failure.take().unwrap_or_else(write_error)
-        })?;
+        let mut m = self.read_back().map_err(|e| self.io_error(e))?;
         for (i, f) in fields.into_iter().enumerate() {
             let name = f.split(':').next().unwrap_or_default().to_string();
             m.fields.insert(
@@ -684,9 +675,6 @@ impl Txn {
                 },
             );
         }
-        self.rewrite(&m).map_err(|e| {
-            self.io_failure(e);
-            self.failure.take().unwrap_or_else(write_error)
-        })
+        self.rewrite(&m).map_err(|e| self.io_error(e))
     }
 }

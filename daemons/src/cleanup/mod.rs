@@ -488,6 +488,13 @@ impl Txn {
         }
     }
 
+    /// A queue-file error that ends the transaction now: logged once, and
+    /// the reply the client gets (the first failure recorded, if any).
+    fn io_error(&mut self, e: std::io::Error) -> Failure {
+        self.io_failure(e);
+        self.failure.take().unwrap_or_else(write_error)
+    }
+
     fn recipients(&mut self, list: Vec<Recipient>) {
         for r in list {
             if self.nrcpt >= MAX_RECIPIENTS {
@@ -772,8 +779,7 @@ impl Txn {
         }
         let list = self.final_recipients(s).await?;
         if let Err(e) = self.write_recipients(list) {
-            self.io_failure(e);
-            return Err(self.failure.take().unwrap_or_else(write_error));
+            return Err(self.io_error(e));
         }
         let end = Record::EndOfContent {
             size: self.size,
@@ -781,8 +787,7 @@ impl Txn {
             message_id: self.message_id.clone(),
         };
         if let Err(e) = self.record(&end).and_then(|()| self.out.flush()) {
-            self.io_failure(e);
-            return Err(self.failure.take().unwrap_or_else(write_error));
+            return Err(self.io_error(e));
         }
         Ok(())
     }
