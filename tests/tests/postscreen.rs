@@ -219,6 +219,18 @@ print("%.3f" % took)
     }
 }
 
+/// One series' value from the metrics endpoint at `addr`, if present.
+fn metric(addr: &str, series: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).ok()?;
+    c.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut body = String::new();
+    c.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
 #[test]
 fn deep_protocol_tests_then_a_pass() {
     let mut inst = instance(
@@ -230,6 +242,7 @@ fn deep_protocol_tests_then_a_pass() {
          postscreen_bare_newline_action = enforce\n",
         "",
     );
+    inst.add_main_cf(&format!("metrics_listen = {}:9188\n", inst.ip));
     inst.start();
     let ip = inst.ip.clone();
     // Pipelining without having been offered it.
@@ -298,6 +311,21 @@ fn deep_protocol_tests_then_a_pass() {
     assert!(r.starts_with("250"), "{r}");
     c.cmd("QUIT");
     logged(&inst, "PASS OLD [127.0.1.4]:");
+    // The verdicts, as Prometheus sees them.
+    let addr = format!("{ip}:9188");
+    for (verdict, n) in [
+        ("pipelining", 1.0),
+        ("non_smtp", 1.0),
+        ("bare_newline", 1.0),
+        ("pass_new", 1.0),
+        ("pass_old", 1.0),
+        ("handed", 1.0),
+    ] {
+        let series = format!("postern_postscreen_verdicts_total{{verdict=\"{verdict}\"}}");
+        wait_for(&series, Duration::from_secs(10), || {
+            (metric(&addr, &series) == Some(n)).then_some(())
+        });
+    }
     // The failing clients are remembered too: they are tested again.
     let mut c = Smtp::connect_from("127.0.1.2", &ip, 2525);
     let g = c.reply();

@@ -67,7 +67,7 @@ families! {
         "Times the master throttled a role that kept failing, by role.";
     VIOLATIONS = "postern_ipc_violations_total", Counter, ["edge"], [
         Master, Broker, Smtpd, Cleanup, Qmgr, Resolver, Smtp, Local, Bounce, Pickup, Auth, Cache,
-        Proxymap, Verify, Metrics
+        Proxymap, Verify, Metrics, Policy, Milter, Postscreen
     ],
         "IPC channels dropped for a protocol violation, by edge.";
     QUEUE = "postern_queue_messages", Gauge, ["queue"], [Broker],
@@ -80,6 +80,8 @@ families! {
         "Time from arrival to a recipient's final status (sent or bounced).";
     ACTIVE_TIME = "postern_active_queue_seconds", Histogram, [], [Qmgr],
         "Time a message spends in the active queue on one delivery attempt.";
+    SCREENED = "postern_postscreen_verdicts_total", Counter, ["verdict"], [Postscreen],
+        "Clients postscreen decided on, by verdict (pass_new, pass_old, allowlisted, denylisted, pregreet, dnsbl, pipelining, non_smtp, bare_newline, hangup, busy).";
 }
 
 /// The family a series name belongs to, and for a histogram which part

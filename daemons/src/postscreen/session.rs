@@ -32,6 +32,11 @@ struct Screen {
     record: Record,
 }
 
+/// Counts one verdict (postern_postscreen_verdicts_total).
+fn verdict(v: &str) {
+    crate::metrics::inc(&crate::metrics::catalog::SCREENED, &[v]);
+}
+
 fn elapsed(since: Instant) -> String {
     let e = since.elapsed();
     format!("{}.{:02}", e.as_secs(), e.subsec_millis() / 10)
@@ -91,10 +96,12 @@ pub async fn run(
         }
         Ok(Some(true)) => {
             info!("ALLOWLISTED {}", s.id);
+            verdict("allowlisted");
             return Box::pin(hand_off(&sh, &set, stream, client, server, &s.id)).await;
         }
         Ok(Some(false)) => {
             info!("DENYLISTED {}", s.id);
+            verdict("denylisted");
             match set.denylist_action {
                 Action::Drop => {
                     send(&mut stream, "521 5.3.2 Service currently unavailable\r\n").await;
@@ -120,6 +127,7 @@ pub async fn run(
                 "NOQUEUE: reject: CONNECT from {}: too many connections",
                 s.id
             );
+            verdict("busy");
             let r = format!(
                 "421 4.7.0 Error: too many connections from {}\r\n",
                 client.ip()
@@ -137,6 +145,7 @@ pub async fn run(
         .any(|t| set.deep_enabled(*t) && s.record.deep(*t) <= now);
     if s.enforced.is_none() && !todo_pregreet && !todo_dnsbl && !todo_deep {
         info!("PASS OLD {}", s.id);
+        verdict("pass_old");
         return Box::pin(hand_off(&sh, &set, stream, client, server, &s.id)).await;
     }
     // Only so many clients in the tests at once.
@@ -145,6 +154,7 @@ pub async fn run(
             "NOQUEUE: reject: CONNECT from {}: all screening ports busy",
             s.id
         );
+        verdict("busy");
         send(&mut stream, "421 4.3.2 All screening ports are busy\r\n").await;
         return;
     }
@@ -160,6 +170,7 @@ pub async fn run(
     if s.enforced.is_none() && !deep_todo {
         if !s.excused {
             info!("PASS NEW {}", s.id);
+            verdict("pass_new");
         }
         memory::put(&sh.memory, s.ip, s.record, set.retention);
         return Box::pin(hand_off(&sh, &set, stream, client, server, &s.id)).await;
@@ -328,6 +339,7 @@ async fn early(
                 Ok(None) => continue,
                 Ok(Some((0, _))) | Err(_) => {
                     info!("HANGUP after {} from {} in tests before SMTP handshake", elapsed(s.started), s.id);
+                    verdict("hangup");
                     return None;
                 }
                 Ok(Some((n, shown))) => {
@@ -336,6 +348,7 @@ async fn early(
                         elapsed(s.started),
                         s.id,
                     );
+                    verdict("pregreet");
                     pregreet = Some(true);
                     match set.greet_action {
                         Action::Drop => {
@@ -371,6 +384,7 @@ async fn early(
             s.record.dnsbl = memory::until(now, ttl);
         } else {
             info!("DNSBL rank {score} for {}", s.id);
+            verdict("dnsbl");
             let name = name.unwrap_or_else(|| "a DNS list".into());
             let reply = |code: &str| {
                 format!(
@@ -435,6 +449,7 @@ async fn after_greeting(
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Ok(0) | Err(_) => {
                         info!("HANGUP after {} from {} in tests after SMTP handshake", elapsed(s.started), s.id);
+                        verdict("hangup");
                         break 'session;
                     }
                     Ok(n) => engine.feed(&set.engine, &buf[..n]),
@@ -455,7 +470,18 @@ async fn after_greeting(
                         break 'session;
                     }
                 }
-                Output::Log(line) => info!("{line}"),
+                Output::Log(line) => {
+                    for (prefix, v) in [
+                        ("COMMAND PIPELINING ", "pipelining"),
+                        ("NON-SMTP COMMAND ", "non_smtp"),
+                        ("BARE NEWLINE ", "bare_newline"),
+                    ] {
+                        if line.starts_with(prefix) {
+                            verdict(v);
+                        }
+                    }
+                    info!("{line}");
+                }
                 Output::Passed => {
                     let failed = TESTS.iter().any(|t| engine.outcome(*t) == Outcome::Failed);
                     if s.enforced.is_none() && !failed {
@@ -464,6 +490,7 @@ async fn after_greeting(
                             && !TESTS.iter().any(|t| engine.outcome(*t) == Outcome::Excused)
                         {
                             info!("PASS NEW {}", s.id);
+                            verdict("pass_new");
                         }
                         memory::put(&sh.memory, s.ip, s.record, set.retention);
                         saved = true;
@@ -543,11 +570,15 @@ async fn hand_off(
     };
     use postern_ipc::postscreen_smtpd::Reply;
     match sh.smtpd.call(&req).await {
-        Ok(Reply::Taken(_)) => return,
+        Ok(Reply::Taken(_)) => {
+            verdict("handed");
+            return;
+        }
         Ok(Reply::Busy) => {}
         Ok(Reply::Refused(why)) | Err(why) => warn!("cannot hand {id} to smtpd: {why}"),
     }
     info!("NOQUEUE: reject: CONNECT from {id}: all server ports busy");
+    verdict("busy");
     let mut s = std::net::TcpStream::from(req.socket);
     let _ = std::io::Write::write(&mut s, b"421 4.3.2 All server ports are busy\r\n");
 }
