@@ -705,3 +705,60 @@ fn busy_smtpd_means_421_from_postscreen() {
     assert!(again.reply().starts_with("220 mx.test.example"));
     again.cmd("QUIT");
 }
+
+/// `postern reload` turns postscreen on when master.cf gains a postscreen
+/// service, and off (its port closed) when it loses it.
+#[test]
+fn reload_adds_and_removes_postscreen() {
+    let ip = unique_loopback();
+    let plain = format!("{ip}:2587 inet n - n - - smtpd\n");
+    let mut inst = Instance::with_master_cf(
+        "mynetworks = 10.0.0.0/8\npostscreen_greet_wait = 1s\n",
+        Some(&plain),
+    );
+    inst.ip = ip.clone();
+    inst.start();
+    let st = inst.status();
+    let ps = st["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "postscreen")
+        .cloned()
+        .unwrap();
+    assert_eq!(ps["state"], "off", "{st}");
+    assert!(std::net::TcpStream::connect((ip.as_str(), 2525)).is_err());
+    // On.
+    std::fs::write(inst.config_dir().join("master.cf"), master_cf(&ip, "", "-")).unwrap();
+    let out = inst.postern(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = wait_for("postscreen running", Duration::from_secs(20), || {
+        inst.pid_of("postscreen")
+    });
+    let mut c = Smtp::connect_from("127.0.8.1", &ip, 2525);
+    let g = c.reply();
+    assert!(g.contains("\r\n220 mx.test.example"), "{g:?}");
+    c.cmd("QUIT");
+    logged(&inst, "PASS NEW [127.0.8.1]:");
+    // Off again: the process goes, and so does the port.
+    std::fs::write(inst.config_dir().join("master.cf"), &plain).unwrap();
+    let out = inst.postern(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("postscreen stopped", Duration::from_secs(20), || {
+        (inst.pid_of("postscreen").is_none()
+            && std::net::TcpStream::connect((ip.as_str(), 2525)).is_err())
+        .then_some(())
+    });
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // smtpd on 2587 went on serving throughout.
+    let mut c = Smtp::connect(&ip, 2587);
+    assert!(c.reply().starts_with("220 mx.test.example"));
+}
