@@ -143,7 +143,8 @@ impl ServerCertVerifier for Unverified {
 /// handshake signatures are still checked against its key.
 #[derive(Debug)]
 struct Fingerprints {
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// Checks the handshake signatures, as for `encrypt`.
+    signatures: Unverified,
     digest: crate::tls::ccert::Digest,
     wanted: Vec<String>,
 }
@@ -187,7 +188,7 @@ impl ServerCertVerifier for Fingerprints {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crate::tls::check_signature(&self.provider, false, message, cert, dss)
+        self.signatures.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -196,13 +197,11 @@ impl ServerCertVerifier for Fingerprints {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crate::tls::check_signature(&self.provider, true, message, cert, dss)
+        self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }
 
@@ -518,7 +517,7 @@ impl Policy {
                     );
                 }
                 Arc::new(Fingerprints {
-                    provider: provider.clone(),
+                    signatures: Unverified(provider.clone()),
                     digest,
                     wanted: matches.clone(),
                 })
@@ -665,7 +664,7 @@ mod tests {
         let v = |wanted: &str| {
             let e = parse_entry(&format!("fingerprint match={wanted}")).unwrap();
             Fingerprints {
-                provider: crate::tls::provider(),
+                signatures: Unverified(crate::tls::provider()),
                 digest: d,
                 wanted: e.matches,
             }
