@@ -689,3 +689,29 @@ pub fn screen_session(data: &[u8]) {
         }
     }
 }
+
+/// MTA-STS and TLS-RPT input from DNS and HTTPS: the TXT records and the
+/// policy file never panic the parsers; a policy that parses renders to
+/// text that parses to the same policy, and its mx patterns match
+/// themselves (a wildcard: one label more).
+pub fn mta_sts(data: &[u8]) {
+    use crate::mtasts::{MAX_AGE, policy, sts_record, tlsrpt_record};
+    let text = String::from_utf8_lossy(data);
+    if let Ok(r) = sts_record(&text) {
+        assert!(!r.id.is_empty() && r.id.len() <= 32);
+    }
+    if let Ok(list) = tlsrpt_record(&text) {
+        assert!(!list.is_empty());
+    }
+    if let Ok(p) = policy(data) {
+        assert!(p.max_age <= MAX_AGE);
+        assert_eq!(policy(p.render().as_bytes()), Ok(p.clone()));
+        for m in &p.mx {
+            let host = match m.strip_prefix("*.") {
+                Some(parent) => format!("x.{parent}"),
+                None => m.clone(),
+            };
+            assert!(p.matches(&host), "{m} does not match {host}");
+        }
+    }
+}

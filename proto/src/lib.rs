@@ -13,6 +13,7 @@ pub mod header;
 pub mod http;
 pub mod milter;
 pub mod mime;
+pub mod mtasts;
 pub mod policy;
 pub mod proxy;
 pub mod queue;

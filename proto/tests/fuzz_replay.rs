@@ -116,3 +116,8 @@ fn auth_record() {
 fn screen_session() {
     replay("screen_session", fuzzing::screen_session);
 }
+
+#[test]
+fn mta_sts() {
+    replay("mta_sts", fuzzing::mta_sts);
+}
