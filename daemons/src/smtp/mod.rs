@@ -8,6 +8,7 @@ pub(crate) mod dest;
 mod dkim;
 mod generic;
 mod lmtp;
+mod pin;
 mod secure;
 mod session;
 mod tls;

@@ -34,6 +34,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::pin::{Fingerprints, normalize_fingerprint};
 use crate::tls::ccert::Digest;
 
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -101,7 +102,7 @@ pub fn load_roots(ca_file: &str, level: Level) -> Result<RootCertStore, String> 
 /// authentication, as Postfix does), but still checks that the server holds
 /// the key of the certificate it sent.
 #[derive(Debug)]
-struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+pub(super) struct Unverified(pub(super) Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for Unverified {
     fn verify_server_cert(
@@ -135,73 +136,6 @@ impl ServerCertVerifier for Unverified {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `fingerprint`: the end-entity certificate, or its public key, must have
-/// one of the listed digests (upper-case hex without colons). The
-/// handshake signatures are still checked against its key.
-#[derive(Debug)]
-struct Fingerprints {
-    /// Checks the handshake signatures, as for `encrypt`.
-    signatures: Unverified,
-    digest: crate::tls::ccert::Digest,
-    wanted: Vec<String>,
-}
-
-/// A fingerprint as written (`AB:CD:...`, any case), for comparing.
-fn normalize_fingerprint(f: &str) -> String {
-    f.chars()
-        .filter(|c| *c != ':')
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
-}
-
-impl ServerCertVerifier for Fingerprints {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = normalize_fingerprint(&self.digest.hex(end_entity));
-        let pkey = postern_proto::ccert::parse(end_entity)
-            .map(|p| normalize_fingerprint(&self.digest.hex(&p.spki)));
-        let hit = self
-            .wanted
-            .iter()
-            .any(|w| *w == cert || pkey.as_ref() == Some(w));
-        if hit {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.signatures.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.signatures.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.signatures.supported_verify_schemes()
     }
 }
 
@@ -627,11 +561,13 @@ impl Policy {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A CA and leaf certificates it signed for `names`, as DER.
-    fn chain(names: &[&[&str]]) -> (RootCertStore, Vec<CertificateDer<'static>>) {
+    pub(in crate::smtp) fn chain(
+        names: &[&[&str]],
+    ) -> (RootCertStore, Vec<CertificateDer<'static>>) {
         use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -650,40 +586,6 @@ mod tests {
             })
             .collect();
         (roots, leaves)
-    }
-
-    /// fingerprint: the certificate's or its public key's digest, as the
-    /// entry lists them (case and colons do not matter); any other
-    /// certificate is refused.
-    #[test]
-    fn fingerprints_match_the_certificate_or_its_key() {
-        let (_, leaves) = chain(&[&["mx.example.com"], &["other.example.com"]]);
-        let d = Digest::Sha256;
-        let cert_fp = d.hex(&leaves[0]);
-        let pkey_fp = d.hex(&postern_proto::ccert::parse(&leaves[0]).unwrap().spki);
-        let v = |wanted: &str| {
-            let e = parse_entry(&format!("fingerprint match={wanted}")).unwrap();
-            Fingerprints {
-                signatures: Unverified(crate::tls::provider()),
-                digest: d,
-                wanted: e.matches,
-            }
-        };
-        let any = ServerName::try_from("ignored.invalid").unwrap();
-        let ok = |v: &Fingerprints, leaf: &CertificateDer<'_>| {
-            v.verify_server_cert(leaf, &[], &any, &[], UnixTime::now())
-                .is_ok()
-        };
-        let lower = cert_fp.to_ascii_lowercase();
-        let both = format!("00:11|{lower}");
-        assert!(ok(&v(&both), &leaves[0]));
-        assert!(ok(&v(&pkey_fp), &leaves[0]));
-        assert!(!ok(&v(&cert_fp), &leaves[1]));
-        assert!(parse_entry("fingerprint").is_err());
-        assert!(parse_entry("fingerprint match=zz:yy").is_err());
-        // Two match= attributes add up.
-        let e = parse_entry(&format!("fingerprint match=AA match={cert_fp}")).unwrap();
-        assert_eq!(e.matches.len(), 2);
     }
 
     /// `smtp_tls_secure_cert_match = nexthop, dot-nexthop` (the default) and
