@@ -971,3 +971,33 @@ s.quit()
         .map(String::from)
         .collect()
 }
+
+/// fail2ban-regex's count of matched lines of `log` under `filter` (a
+/// filter file, or `postfix[mode=...]`), and its whole report.
+pub fn fail2ban_matched(log: &Path, filter: &str) -> (u64, String) {
+    let out = Command::new("fail2ban-regex")
+        .arg(log)
+        .arg(filter)
+        .output()
+        .expect("fail2ban-regex (apt-get install fail2ban)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let n = text
+        .lines()
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("Lines:")?;
+            rest.split(',')
+                .find_map(|p| p.trim().strip_suffix(" matched")?.parse().ok())
+        })
+        .unwrap_or(u64::MAX);
+    (n, text)
+}
+
+/// VmRSS of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}

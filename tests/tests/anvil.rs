@@ -201,16 +201,6 @@ else:
     );
 }
 
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn thousands_of_client_addresses_cost_bounded_memory() {
     let mut inst = Instance::new(
@@ -234,13 +224,13 @@ fn thousands_of_client_addresses_cost_bounded_memory() {
     for a in &addrs[..200] {
         visit(a);
     }
-    let before = rss_kib(smtpd);
+    let before = postern_tests::rss_kib(smtpd);
     let started = std::time::Instant::now();
     for a in &addrs[200..] {
         visit(a);
         assert!(started.elapsed() < Duration::from_secs(120), "too slow");
     }
-    let after = rss_kib(smtpd);
+    let after = postern_tests::rss_kib(smtpd);
     // 2,800 new entries of well under 256 bytes each, with room for the
     // allocator: far from the 65,536-client cap, and nothing per session
     // kept after it ends.

@@ -37,25 +37,6 @@ fn total(report: &str, what: &str) -> Option<u64> {
     })
 }
 
-/// fail2ban-regex's count of matched lines.
-fn matched(log: &std::path::Path, filter: &str) -> (u64, String) {
-    let out = Command::new("fail2ban-regex")
-        .arg(log)
-        .arg(filter)
-        .output()
-        .expect("fail2ban-regex (apt-get install fail2ban)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let n = text
-        .lines()
-        .find_map(|l| {
-            let rest = l.trim().strip_prefix("Lines:")?;
-            rest.split(',')
-                .find_map(|p| p.trim().strip_suffix(" matched")?.parse().ok())
-        })
-        .unwrap_or(u64::MAX);
-    (n, text)
-}
-
 #[test]
 fn pflogsumm_and_fail2ban_read_the_default_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,9 +157,10 @@ fn pflogsumm_and_fail2ban_read_the_default_log() {
     ] {
         assert_eq!(total(&report, what), Some(n), "{what}:\n{report}\n{log}");
     }
-    let (rejects, text) = matched(&maillog, "/etc/fail2ban/filter.d/postfix.conf");
+    let (rejects, text) =
+        postern_tests::fail2ban_matched(&maillog, "/etc/fail2ban/filter.d/postfix.conf");
     assert_eq!(rejects, 3, "{text}\n{log}");
-    let (auth, text) = matched(&maillog, "postfix[mode=auth]");
+    let (auth, text) = postern_tests::fail2ban_matched(&maillog, "postfix[mode=auth]");
     assert_eq!(auth, 2, "{text}\n{log}");
 }
 

@@ -343,26 +343,6 @@ fn deep_protocol_tests_then_a_pass() {
     logged(&inst, "PASS OLD [127.0.1.4]:");
 }
 
-/// fail2ban-regex's count of matched lines with Debian's `postfix` filter
-/// in `mode`.
-fn fail2ban(log: &std::path::Path, mode: &str) -> (u64, String) {
-    let out = std::process::Command::new("fail2ban-regex")
-        .arg(log)
-        .arg(format!("postfix[mode={mode}]"))
-        .output()
-        .expect("fail2ban-regex (apt-get install fail2ban)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let n = text
-        .lines()
-        .find_map(|l| {
-            let rest = l.trim().strip_prefix("Lines:")?;
-            rest.split(',')
-                .find_map(|p| p.trim().strip_suffix(" matched")?.parse().ok())
-        })
-        .unwrap_or(u64::MAX);
-    (n, text)
-}
-
 #[test]
 fn behind_haproxy_with_connection_limits_and_fail2ban() {
     let probe = unique_loopback();
@@ -494,20 +474,11 @@ fn behind_haproxy_with_connection_limits_and_fail2ban() {
         })
         .count() as u64;
     assert!(want >= 4, "{log}");
-    let (ddos, text) = fail2ban(&inst.log_path(), "ddos");
+    let (ddos, text) = postern_tests::fail2ban_matched(&inst.log_path(), "postfix[mode=ddos]");
     assert_eq!(ddos, want, "{text}");
-    let (aggressive, text) = fail2ban(&inst.log_path(), "aggressive");
+    let (aggressive, text) =
+        postern_tests::fail2ban_matched(&inst.log_path(), "postfix[mode=aggressive]");
     assert_eq!(aggressive, want + 1, "{text}");
-}
-
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
 }
 
 /// A legitimate client: it waits out the greeting, is told 450 at RCPT by
@@ -579,7 +550,7 @@ fn a_flood_from_500_addresses() {
         c.reply();
         c.cmd("QUIT");
     }
-    let before = rss_kib(postscreen);
+    let before = postern_tests::rss_kib(postscreen);
     // Every address: one client that will sit in the tests, one that
     // talks first, two that hang up at once.
     let mut idle = Vec::new();
@@ -617,7 +588,7 @@ fn a_flood_from_500_addresses() {
         let g = c.reply();
         assert!(g.contains("220 ") || g.starts_with("421 4.3.2"), "{g:?}");
     }
-    let held = rss_kib(postscreen);
+    let held = postern_tests::rss_kib(postscreen);
     eprintln!(
         "postscreen: {before} KiB before, {held} KiB with 500 idle clients in the tests ({} bytes each)",
         held.saturating_sub(before) * 1024 / 500
