@@ -583,6 +583,27 @@ impl Config {
                 "smtp_tls_security_level = fingerprint needs smtp_tls_fingerprint_cert_match (the server certificates' fingerprints)".into(),
             ));
         }
+        // DANE trusts DNSSEC-validated answers only: without them `dane`
+        // is `may` (as in Postfix, with a warning) and `dane-only` defers
+        // every delivery.
+        if let Some(level) = self
+            .expanded("smtp_tls_security_level", overrides)
+            .map(|v| v.trim().to_string())
+            .filter(|v| v == "dane" || v == "dane-only")
+            && self
+                .expanded("smtp_dns_support_level", overrides)
+                .is_none_or(|v| v.trim() != "dnssec")
+        {
+            let (file, line) = self.origin("smtp_tls_security_level", overrides);
+            let text = format!(
+                "smtp_tls_security_level = {level} needs smtp_dns_support_level = dnssec (and a validating name server in dns_nameservers or /etc/resolv.conf)"
+            );
+            out.push(if level == "dane" {
+                Diagnostic::warning(&file, line, format!("{text}; until then it is \"may\""))
+            } else {
+                Diagnostic::error(&file, line, text)
+            });
+        }
         if let Some(v) = self.expanded("metrics_listen", overrides)
             && let Err(e) = crate::inet::metrics_listen(&v)
         {

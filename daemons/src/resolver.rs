@@ -136,6 +136,7 @@ pub(crate) fn no_tls() -> Result<rustls::ClientConfig, String> {
 struct Dns {
     resolver: TokioResolver,
     raw: NameServerPool<TokioRuntimeProvider>,
+    protocols: postern_config::inet::Protocols,
 }
 
 async fn serve(
@@ -157,7 +158,11 @@ async fn serve(
         Arc::new(PoolContext::new(options(timeout, protocols), tls)),
         TokioRuntimeProvider::default(),
     );
-    let dns = Rc::new(Dns { resolver, raw });
+    let dns = Rc::new(Dns {
+        resolver,
+        raw,
+        protocols,
+    });
     let query = ctx.query_timeout();
     crate::daemon::serve_channels(&mut ctx, |from, fd| channel(dns.clone(), from, fd, query)).await;
 }
@@ -234,35 +239,179 @@ async fn loopback_ptr(raw: &NameServerPool<TokioRuntimeProvider>, addr: IpAddr) 
     }
 }
 
-async fn answer(dns: &Dns, req: Request) -> Reply {
+/// The MX hosts of an answer, best first; Err: a null MX (RFC 7505: a
+/// single MX with the root as exchange) or none at all.
+fn mx_hosts(records: &[hickory_resolver::proto::rr::Record]) -> Result<Vec<(u16, String)>, Reply> {
+    let mut mx: Vec<(u16, String)> = records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::MX(m) => Some((
+                m.preference,
+                m.exchange.to_ascii().trim_end_matches('.').to_string(),
+            )),
+            _ => None,
+        })
+        .take(rs::MAX_ANSWERS)
+        .collect();
+    if mx.len() == 1 && mx[0].1.is_empty() {
+        return Err(Reply::NullMx);
+    }
+    mx.retain(|(_, h)| !h.is_empty());
+    mx.sort();
+    if mx.is_empty() {
+        Err(Reply::NotFound)
+    } else {
+        Ok(mx)
+    }
+}
+
+/// One question asked straight of the name servers with the DO bit (the
+/// caching resolver keeps no AD bit): whether the validating server
+/// marked the answer authentic, and its answer records. NXDOMAIN is
+/// `NotFound`; SERVFAIL (what a validating server answers for a bogus
+/// answer), a timeout or any other failure is `Tempfail`.
+async fn ask_dnssec(
+    raw: &NameServerPool<TokioRuntimeProvider>,
+    name: &str,
+    rtype: hickory_resolver::proto::rr::RecordType,
+) -> Result<(bool, Vec<hickory_resolver::proto::rr::Record>), Reply> {
+    use hickory_resolver::net::xfer::DnsHandle;
+    use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
+    use hickory_resolver::proto::rr::Name;
+    let Ok(qname) = Name::from_ascii(fqdn(name)) else {
+        return Err(Reply::NotFound);
+    };
+    let mut opts = DnsRequestOptions::default();
+    opts.use_edns = true;
+    opts.edns_set_dnssec_ok = true;
+    let mut stream = raw.lookup(Query::query(qname, rtype), opts);
+    let next = std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+    });
+    match next.await {
+        Some(Ok(resp)) => match resp.metadata.response_code {
+            ResponseCode::NoError => Ok((resp.metadata.authentic_data, resp.answers.clone())),
+            ResponseCode::NXDomain => Err(Reply::NotFound),
+            other => Err(Reply::Tempfail(format!("{other}"))),
+        },
+        Some(Err(e)) if e.is_nx_domain() => Err(Reply::NotFound),
+        Some(Err(e)) if e.is_no_records_found() => Ok((false, Vec::new())),
+        Some(Err(e)) => Err(Reply::Tempfail(e.to_string())),
+        None => Err(Reply::Tempfail("no answer".into())),
+    }
+}
+
+/// The DNSSEC-aware questions (smtp_dns_support_level = dnssec).
+async fn answer_dnssec(dns: &Dns, req: Request) -> Reply {
+    use hickory_resolver::proto::rr::RecordType;
     let raw = &dns.raw;
-    let dns = &dns.resolver;
     match req {
-        Request::Mx(domain) => match dns.mx_lookup(fqdn(&domain)).await {
-            Ok(l) => {
-                let mut mx: Vec<(u16, String)> = l
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::MX(m) => Some((
-                            m.preference,
-                            m.exchange.to_ascii().trim_end_matches('.').to_string(),
-                        )),
-                        _ => None,
-                    })
-                    .collect();
-                // RFC 7505: a single MX with the root as exchange.
-                if mx.len() == 1 && mx[0].1.is_empty() {
-                    return Reply::NullMx;
+        Request::MxSec(domain) => {
+            let (secure, records) = match ask_dnssec(raw, &domain, RecordType::MX).await {
+                Ok(x) => x,
+                Err(r) => return r,
+            };
+            match mx_hosts(&records) {
+                Ok(mx) => Reply::MxSec { secure, mx },
+                Err(r) => r,
+            }
+        }
+        Request::HostSec(host) => {
+            let mut types = Vec::new();
+            if dns.protocols.ipv4 {
+                types.push(RecordType::A);
+            }
+            if dns.protocols.ipv6 {
+                types.push(RecordType::AAAA);
+            }
+            let mut secure = true;
+            let mut name = host.trim_end_matches('.').to_string();
+            let mut addrs = Vec::new();
+            for t in types {
+                let (ad, records) = match ask_dnssec(raw, &host, t).await {
+                    Ok(x) => x,
+                    Err(Reply::NotFound) => continue,
+                    Err(r) => return r,
+                };
+                let mut found = false;
+                for r in &records {
+                    let ip = match &r.data {
+                        RData::A(a) => IpAddr::V4(a.0),
+                        RData::AAAA(a) => IpAddr::V6(a.0).to_canonical(),
+                        _ => continue,
+                    };
+                    found = true;
+                    // The owner of the addresses: the name after CNAMEs.
+                    name = r.name.to_ascii().trim_end_matches('.').to_string();
+                    if addrs.len() < rs::MAX_ANSWERS {
+                        addrs.push(ip);
+                    }
                 }
-                mx.retain(|(_, h)| !h.is_empty());
-                mx.sort();
-                if mx.is_empty() {
-                    Reply::NotFound
-                } else {
-                    Reply::Mx(mx)
+                if found {
+                    secure &= ad;
                 }
             }
+            if addrs.is_empty() {
+                Reply::NotFound
+            } else {
+                Reply::HostSec {
+                    secure,
+                    name,
+                    addrs,
+                }
+            }
+        }
+        Request::Tlsa(name) => {
+            let (secure, records) = match ask_dnssec(raw, &name, RecordType::TLSA).await {
+                Ok(x) => x,
+                Err(r) => return r,
+            };
+            let records: Vec<rs::Tlsa> = records
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TLSA(t) => Some(rs::Tlsa {
+                        usage: u8::from(t.cert_usage),
+                        selector: u8::from(t.selector),
+                        matching: u8::from(t.matching),
+                        data: t.cert_data.clone(),
+                    }),
+                    _ => None,
+                })
+                .take(rs::MAX_TLSA)
+                .collect();
+            if records.is_empty() {
+                Reply::NotFound
+            } else {
+                Reply::Tlsa { secure, records }
+            }
+        }
+        Request::CnameSec(name) => match ask_dnssec(raw, &name, RecordType::CNAME).await {
+            Ok((secure, records)) => {
+                if records.iter().any(|r| matches!(r.data, RData::CNAME(_))) {
+                    Reply::SecureCname(secure)
+                } else {
+                    Reply::NotFound
+                }
+            }
+            Err(r) => r,
+        },
+        // answer() sends only the four questions above here.
+        _ => Reply::Tempfail("not a DNSSEC question".into()),
+    }
+}
+
+async fn answer(all: &Dns, req: Request) -> Reply {
+    let raw = &all.raw;
+    let dns = &all.resolver;
+    match req {
+        r @ (Request::MxSec(_) | Request::HostSec(_) | Request::Tlsa(_) | Request::CnameSec(_)) => {
+            answer_dnssec(all, r).await
+        }
+        Request::Mx(domain) => match dns.mx_lookup(fqdn(&domain)).await {
+            Ok(l) => match mx_hosts(l.answers()) {
+                Ok(mx) => Reply::Mx(mx),
+                Err(r) => r,
+            },
             Err(e) => failure(&e),
         },
         Request::Addresses(host) => match dns.lookup_ip(fqdn(&host)).await {

@@ -82,6 +82,22 @@ pub mod fuzzing {
             })
             .encode(),
             crate::master::ToDaemon::Shutdown.encode(),
+            crate::resolver::Reply::Tlsa {
+                secure: true,
+                records: vec![crate::resolver::Tlsa {
+                    usage: 3,
+                    selector: 1,
+                    matching: 1,
+                    data: vec![0xab; 32],
+                }],
+            }
+            .encode(),
+            crate::resolver::Reply::HostSec {
+                secure: false,
+                name: "host.example".into(),
+                addrs: vec![std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 25))],
+            }
+            .encode(),
             crate::qmgr_broker::Event {
                 message: crate::qmgr_broker::QueuedMessage {
                     queue_id: "4cK2xQ7m9nTzB1".into(),

@@ -29,7 +29,33 @@ pub enum Request {
     /// A records with their TTL (answered as `Listed`): postscreen's DNS
     /// lists, whose results it keeps as long as DNS says.
     Dnsbl(String),
+    /// DNSSEC-aware lookups (smtp_dns_support_level = dnssec), asked with
+    /// the DO bit; "secure" is the validating name server's AD bit.
+    /// MX records (answered as `MxSec`, `NullMx`, `NotFound`).
+    MxSec(String),
+    /// A and AAAA records (answered as `HostSec`).
+    HostSec(String),
+    /// TLSA records at `_port._tcp.host` (answered as `Tlsa`).
+    Tlsa(String),
+    /// Whether the name's own CNAME record is secure (answered as
+    /// `SecureCname`; `NotFound` when it is no alias).
+    CnameSec(String),
 }
+
+/// One TLSA record (RFC 6698). Usage 255 stands for a record too large
+/// to pass on: it is never usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tlsa {
+    pub usage: u8,
+    pub selector: u8,
+    pub matching: u8,
+    pub data: Vec<u8>,
+}
+
+/// Most TLSA records passed on, and the longest data of one (a full
+/// certificate, matching type 0).
+pub const MAX_TLSA: usize = 32;
+pub const MAX_TLSA_DATA: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -47,6 +73,22 @@ pub enum Reply {
         addrs: Vec<std::net::Ipv4Addr>,
         ttl: u32,
     },
+    MxSec {
+        secure: bool,
+        mx: Vec<(u16, String)>,
+    },
+    /// A host's addresses; `name` is the name they belong to after any
+    /// CNAMEs (the host's own name when there were none).
+    HostSec {
+        secure: bool,
+        name: String,
+        addrs: Vec<std::net::IpAddr>,
+    },
+    Tlsa {
+        secure: bool,
+        records: Vec<Tlsa>,
+    },
+    SecureCname(bool),
 }
 
 /// Longest TXT record passed on (its strings joined): an RSA-4096 DKIM
@@ -82,6 +124,10 @@ impl Message for Request {
                 Request::Txt(n) => r.set_txt(clip(n, NAME)),
                 Request::Ns(n) => r.set_ns(clip(n, NAME)),
                 Request::Dnsbl(n) => r.set_dnsbl(clip(n, NAME)),
+                Request::MxSec(n) => r.set_mx_sec(clip(n, NAME)),
+                Request::HostSec(n) => r.set_host_sec(clip(n, NAME)),
+                Request::Tlsa(n) => r.set_tlsa(clip(n, NAME)),
+                Request::CnameSec(n) => r.set_cname_sec(clip(n, NAME)),
             }
         }
         frame::finish(&b)
@@ -107,6 +153,10 @@ impl Message for Request {
             request::Txt(t) => Request::Txt(name(t, "txt")?),
             request::Ns(t) => Request::Ns(name(t, "ns")?),
             request::Dnsbl(t) => Request::Dnsbl(name(t, "dnsbl")?),
+            request::MxSec(t) => Request::MxSec(name(t, "mxSec")?),
+            request::HostSec(t) => Request::HostSec(name(t, "hostSec")?),
+            request::Tlsa(t) => Request::Tlsa(name(t, "tlsa")?),
+            request::CnameSec(t) => Request::CnameSec(name(t, "cnameSec")?),
         })
     }
 }
@@ -162,6 +212,46 @@ impl Message for Reply {
                         l.set(i as u32, a.to_string().as_str());
                     }
                 }
+                Reply::MxSec { secure, mx } => {
+                    let mut b = r.init_mx_sec();
+                    b.set_secure(*secure);
+                    let n = mx.len().min(MAX_ANSWERS);
+                    let mut l = b.init_mx(n as u32);
+                    for (i, (p, h)) in mx.iter().take(n).enumerate() {
+                        let mut e = l.reborrow().get(i as u32);
+                        e.set_preference(*p);
+                        e.set_exchange(clip(h, NAME));
+                    }
+                }
+                Reply::HostSec {
+                    secure,
+                    name,
+                    addrs,
+                } => {
+                    let mut b = r.init_host_sec();
+                    b.set_secure(*secure);
+                    b.set_name(clip(name, NAME));
+                    let n = addrs.len().min(MAX_ANSWERS);
+                    let mut l = b.init_addresses(n as u32);
+                    for (i, a) in addrs.iter().take(n).enumerate() {
+                        l.set(i as u32, a.to_string().as_str());
+                    }
+                }
+                Reply::Tlsa { secure, records } => {
+                    let mut b = r.init_tlsa();
+                    b.set_secure(*secure);
+                    let n = records.len().min(MAX_TLSA);
+                    let mut l = b.init_records(n as u32);
+                    for (i, t) in records.iter().take(n).enumerate() {
+                        let mut e = l.reborrow().get(i as u32);
+                        let big = t.data.len() > MAX_TLSA_DATA;
+                        e.set_usage(if big { 255 } else { t.usage });
+                        e.set_selector(t.selector);
+                        e.set_matching(t.matching);
+                        e.set_data(if big { &[] } else { &t.data });
+                    }
+                }
+                Reply::SecureCname(secure) => r.set_secure_cname(*secure),
             }
         }
         frame::finish(&b)
@@ -232,6 +322,66 @@ impl Message for Reply {
                     ttl: b.get_ttl(),
                 }
             }
+            reply::MxSec(b) => {
+                let b = b?;
+                let l = b.get_mx()?;
+                list_len(l.len(), "mxSec", MAX_ANSWERS)?;
+                let mut mx = Vec::new();
+                for e in l.iter() {
+                    mx.push((
+                        e.get_preference(),
+                        name(e.get_exchange(), "mxSec.exchange")?,
+                    ));
+                }
+                Reply::MxSec {
+                    secure: b.get_secure(),
+                    mx,
+                }
+            }
+            reply::HostSec(b) => {
+                let b = b?;
+                let l = b.get_addresses()?;
+                list_len(l.len(), "hostSec", MAX_ANSWERS)?;
+                let mut addrs = Vec::new();
+                for t in l.iter() {
+                    let s = text(t, "hostSec.address", 64)?;
+                    addrs.push(s.parse().map_err(|_| Violation::Field {
+                        field: "hostSec.address",
+                        why: "not an IP address".into(),
+                    })?);
+                }
+                Reply::HostSec {
+                    secure: b.get_secure(),
+                    name: name(b.get_name(), "hostSec.name")?,
+                    addrs,
+                }
+            }
+            reply::Tlsa(b) => {
+                let b = b?;
+                let l = b.get_records()?;
+                list_len(l.len(), "tlsa", MAX_TLSA)?;
+                let mut records = Vec::new();
+                for e in l.iter() {
+                    let data = e.get_data()?;
+                    if data.len() > MAX_TLSA_DATA {
+                        return Err(Violation::Field {
+                            field: "tlsa.data",
+                            why: "too long".into(),
+                        });
+                    }
+                    records.push(Tlsa {
+                        usage: e.get_usage(),
+                        selector: e.get_selector(),
+                        matching: e.get_matching(),
+                        data: data.to_vec(),
+                    });
+                }
+                Reply::Tlsa {
+                    secure: b.get_secure(),
+                    records,
+                }
+            }
+            reply::SecureCname(b) => Reply::SecureCname(b),
         })
     }
 }

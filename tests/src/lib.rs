@@ -14,6 +14,7 @@ use serde_json::Value;
 
 pub mod countsink;
 pub mod dns;
+pub mod dnssec;
 pub mod dovecot;
 pub mod haproxy;
 pub mod pki;

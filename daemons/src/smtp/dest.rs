@@ -42,6 +42,10 @@ pub struct Host {
     pub addrs: Vec<SocketAddr>,
     /// Its MX preference (0 for a next hop looked up without MX).
     pub preference: u16,
+    /// With DNSSEC lookups ([`route_dnssec`]): whether the MX lookup
+    /// that named it was secure (None: no MX lookup named it), and how
+    /// its addresses were found.
+    pub dnssec: Option<(Option<bool>, super::dane::SecureHost)>,
 }
 
 /// Why no host can be tried.
@@ -139,12 +143,37 @@ pub fn usable(
     out
 }
 
-async fn addresses(dns: &impl Dns, host: &str, port: u16) -> Result<Vec<SocketAddr>, RouteError> {
+/// A host's addresses; with `dnssec`, also how they were found (an
+/// address literal is secure: no DNS answer was trusted for it).
+async fn addresses(
+    dns: &impl Dns,
+    host: &str,
+    port: u16,
+    dnssec: bool,
+) -> Result<(Vec<SocketAddr>, Option<super::dane::SecureHost>), RouteError> {
+    let secure = |rname: &str, secure: bool| {
+        dnssec.then(|| super::dane::SecureHost {
+            qname: host.to_string(),
+            rname: rname.to_string(),
+            secure,
+        })
+    };
     if let Ok(ip) = host.trim_start_matches("IPv6:").parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
+        return Ok((vec![SocketAddr::new(ip, port)], secure(host, true)));
     }
-    match dns.query(Request::Addresses(host.to_string())).await {
-        Reply::Addresses(a) => Ok(a.into_iter().map(|ip| SocketAddr::new(ip, port)).collect()),
+    let req = if dnssec {
+        Request::HostSec(host.to_string())
+    } else {
+        Request::Addresses(host.to_string())
+    };
+    let at = |a: Vec<IpAddr>| a.into_iter().map(|ip| SocketAddr::new(ip, port)).collect();
+    match dns.query(req).await {
+        Reply::Addresses(a) => Ok((at(a), None)),
+        Reply::HostSec {
+            secure: s,
+            name,
+            addrs,
+        } => Ok((at(addrs), secure(&name, s))),
         Reply::Tempfail(e) => Err(RouteError::Temporary(
             "4.4.3".into(),
             try_again(host, "A", &e),
@@ -162,17 +191,48 @@ pub async fn route(
     nexthop: &Nexthop,
     local: &[IpAddr],
 ) -> Result<Vec<Host>, RouteError> {
+    route_with(dns, nexthop, local, false).await
+}
+
+/// As [`route`], asking DNSSEC-aware questions: each host says how
+/// secure the way to it was (for DANE).
+pub async fn route_dnssec(
+    dns: &impl Dns,
+    nexthop: &Nexthop,
+    local: &[IpAddr],
+) -> Result<Vec<Host>, RouteError> {
+    route_with(dns, nexthop, local, true).await
+}
+
+async fn route_with(
+    dns: &impl Dns,
+    nexthop: &Nexthop,
+    local: &[IpAddr],
+    dnssec: bool,
+) -> Result<Vec<Host>, RouteError> {
     if !nexthop.mx {
-        let addrs = addresses(dns, &nexthop.host, nexthop.port).await?;
+        let (addrs, sec) = addresses(dns, &nexthop.host, nexthop.port, dnssec).await?;
         return Ok(vec![Host {
             name: nexthop.host.clone(),
             addrs,
             preference: 0,
+            dnssec: sec.map(|h| (None, h)),
         }]);
     }
     let domain = &nexthop.host;
-    let mx = match dns.query(Request::Mx(domain.clone())).await {
+    let req = if dnssec {
+        Request::MxSec(domain.clone())
+    } else {
+        Request::Mx(domain.clone())
+    };
+    // None: the domain is its own mail host (no MX lookup named it).
+    let mut mx_secure = None;
+    let mx = match dns.query(req).await {
         Reply::Mx(list) => list,
+        Reply::MxSec { secure, mx } => {
+            mx_secure = Some(secure);
+            mx
+        }
         Reply::NullMx => {
             return Err(RouteError::Permanent(
                 "5.1.10".into(),
@@ -191,13 +251,14 @@ pub async fn route(
     let mut hosts: Vec<(u16, Host)> = Vec::new();
     let mut last_err = None;
     for (pref, name) in mx {
-        match addresses(dns, &name, nexthop.port).await {
-            Ok(addrs) => hosts.push((
+        match addresses(dns, &name, nexthop.port, dnssec).await {
+            Ok((addrs, sec)) => hosts.push((
                 pref,
                 Host {
                     name,
                     addrs,
                     preference: pref,
+                    dnssec: sec.map(|h| (mx_secure, h)),
                 },
             )),
             Err(e) => last_err = Some(e),
@@ -281,6 +342,10 @@ mod tests {
                 Request::Ns(d) => format!("NS {d}"),
                 Request::Txt(h) => format!("TXT {h}"),
                 Request::Dnsbl(h) => format!("DNSBL {h}"),
+                Request::MxSec(d) => format!("MXSEC {d}"),
+                Request::HostSec(h) => format!("HOSTSEC {h}"),
+                Request::Tlsa(n) => format!("TLSA {n}"),
+                Request::CnameSec(n) => format!("CNAMESEC {n}"),
             };
             self.0.get(&key).cloned().unwrap_or(Reply::NotFound)
         }

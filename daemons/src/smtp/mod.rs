@@ -4,9 +4,11 @@
 //! and never reuses such a session (L876), and keeps a size-capped cache of
 //! idle sessions per destination (L768, L929).
 mod auth;
+mod dane;
 pub(crate) mod dest;
 mod dkim;
 mod generic;
+mod idle;
 mod lmtp;
 mod pin;
 mod secure;
@@ -118,6 +120,9 @@ struct Settings {
     prefer: dest::Prefer,
     /// smtp_generic_maps is set (the broker has the tables).
     generic: bool,
+    /// smtp_dns_support_level = dnssec: DANE can be used.
+    dnssec: bool,
+    insecure_mx: dane::InsecureMx,
 }
 
 impl Settings {
@@ -156,6 +161,8 @@ impl Settings {
                 .any(|o| o == "noplaintext"),
             protocols: postern_config::inet::of(p),
             generic: !p.list("smtp_generic_maps").map_err(e)?.is_empty(),
+            dnssec: p.str("smtp_dns_support_level") == "dnssec",
+            insecure_mx: dane::InsecureMx::parse(p.str("smtp_tls_dane_insecure_mx_policy")),
             prefer: match p.str("smtp_address_preference") {
                 "ipv4" => dest::Prefer::Ipv4,
                 "ipv6" => dest::Prefer::Ipv6,
@@ -198,6 +205,8 @@ struct Smtp {
     /// smtp_tls_policy_maps, when set.
     maps: Option<PolicyMaps>,
     cert: Arc<tls::ClientCert>,
+    /// The `may` and `encrypt` policies DANE falls back to per host.
+    fallback: RefCell<HashMap<tls::Level, Rc<tls::Policy>>>,
     broker: BrokerLookup,
     /// DKIM signing, when dkim_signing_table is set.
     dkim: Option<dkim::Signer>,
@@ -228,6 +237,7 @@ async fn serve(
         tls: Rc::new(policy),
         maps,
         cert: cert.clone(),
+        fallback: RefCell::default(),
         broker: BrokerLookup(PeerPool::new(
             ctx.switchboard.clone(),
             Role::Broker,
@@ -305,49 +315,6 @@ fn secs(us: u64) -> String {
 }
 
 impl Smtp {
-    async fn expire_idle(&self) {
-        let stale: Vec<Session> = {
-            let mut cache = self.cache.borrow_mut();
-            let mut out = Vec::new();
-            for list in cache.values_mut() {
-                let (keep, old): (Vec<_>, Vec<_>) = list
-                    .drain(..)
-                    .partition(|(_, t)| t.elapsed() < self.s.cache_idle);
-                *list = keep;
-                out.extend(old.into_iter().map(|(s, _)| s));
-            }
-            cache.retain(|_, v| !v.is_empty());
-            out
-        };
-        for s in stale {
-            s.quit().await;
-        }
-    }
-
-    fn take_cached(&self, nexthop: &str) -> Option<Session> {
-        let mut cache = self.cache.borrow_mut();
-        let list = cache.get_mut(nexthop)?;
-        let s = list.pop().map(|(s, _)| s);
-        if list.is_empty() {
-            cache.remove(nexthop);
-        }
-        s
-    }
-
-    /// Keeps an idle session, within the cache's size cap (L929).
-    async fn put_cached(&self, nexthop: &str, s: Session) {
-        let total: usize = self.cache.borrow().values().map(Vec::len).sum();
-        if total >= self.s.cache_size || s.started.elapsed() >= self.s.reuse_time {
-            s.quit().await;
-            return;
-        }
-        self.cache
-            .borrow_mut()
-            .entry(nexthop.to_string())
-            .or_default()
-            .push((s, Instant::now()));
-    }
-
     /// A session to the next hop: a cached one that still answers, or a
     /// new one to the first host that talks to us, within the budget.
     async fn session(
@@ -371,19 +338,34 @@ impl Smtp {
                 format!("bad next hop: {e}"),
             )
         })?;
-        let hosts = dest::route(&self.dns, &nh, &self.local)
-            .await
-            .map_err(|e| match e {
-                RouteError::Permanent(d, t) => (Status::Bounced, d, t),
-                RouteError::Temporary(d, t) => (Status::Deferred, d, t),
-            })?;
         let pol = self.tls_policy(nexthop).await?;
+        let hosts = if pol.level.is_dane() && self.s.dnssec {
+            dest::route_dnssec(&self.dns, &nh, &self.local).await
+        } else {
+            dest::route(&self.dns, &nh, &self.local).await
+        }
+        .map_err(|e| match e {
+            RouteError::Permanent(d, t) => (Status::Bounced, d, t),
+            RouteError::Temporary(d, t) => (Status::Deferred, d, t),
+        })?;
         let mut last = (
             Status::Deferred,
             "4.4.1".to_string(),
             format!("connect to {nexthop}: no address"),
         );
         for h in hosts {
+            // DANE decides per host; other levels are the next hop's.
+            let pol = match self.host_policy(&pol, &nh, &h).await {
+                Ok(p) => p,
+                Err(e) => {
+                    log::line(&format!(
+                        "Failed to establish session to {nexthop} via {}: {}",
+                        h.name, e.2
+                    ));
+                    last = e;
+                    continue;
+                }
+            };
             for addr in &dest::usable(&h.addrs, self.s.protocols, self.s.prefer) {
                 let left = self.s.budget.saturating_sub(t0.elapsed());
                 if left.is_zero() {

@@ -8,8 +8,9 @@ use std::rc::Rc;
 use postern_ipc::deliver::Status;
 use postern_ipc::smtpd_broker as sb;
 
+use super::dane::{self, HostTls};
 use super::session::{self, Session};
-use super::{Smtp, tls};
+use super::{Smtp, dest, tls};
 use crate::log;
 
 /// smtp_tls_policy_maps: the CAs and SNI setting of the policies it
@@ -138,6 +139,81 @@ impl Smtp {
         .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
         let p = Rc::new(p);
         maps.made.borrow_mut().insert(entry, p.clone());
+        Ok(p)
+    }
+
+    /// The policy of one host: the next hop's, or for `dane` and
+    /// `dane-only` what its TLSA records say (smtp/dane.rs). Err: this
+    /// host cannot be used now.
+    pub(super) async fn host_policy(
+        &self,
+        pol: &Rc<tls::Policy>,
+        nh: &dest::Nexthop,
+        h: &dest::Host,
+    ) -> Result<Rc<tls::Policy>, (Status, String, String)> {
+        if !pol.level.is_dane() {
+            return Ok(pol.clone());
+        }
+        let deferred = |dsn: &str, text: String| (Status::Deferred, dsn.to_string(), text);
+        let Some((mx_secure, host)) = &h.dnssec else {
+            // smtp_dns_support_level is not dnssec (conf --check says so).
+            log::line(&format!(
+                "warning: {}: {} configured with dnssec lookups disabled",
+                nh.host,
+                if pol.level == tls::Level::DaneOnly {
+                    "dane-only"
+                } else {
+                    "dane"
+                }
+            ));
+            if pol.level == tls::Level::DaneOnly {
+                return Err(deferred(
+                    "4.7.5",
+                    format!(
+                        "{}: dane-only configured with dnssec lookups disabled",
+                        nh.host
+                    ),
+                ));
+            }
+            return self.fallback(tls::Level::May);
+        };
+        match dane::host_tls(
+            &self.dns,
+            pol.level,
+            self.s.insecure_mx,
+            *mx_secure,
+            host,
+            &nh.host,
+            nh.port,
+        )
+        .await
+        {
+            HostTls::Level(l) => self.fallback(l),
+            HostTls::Dane {
+                records,
+                names,
+                verified,
+            } => tls::Policy::dane(records, &names, verified, self.cert.clone())
+                .map(Rc::new)
+                .map_err(|e| deferred("4.7.5", e)),
+            HostTls::Defer(dsn, text) => Err(deferred(&dsn, text)),
+        }
+    }
+
+    /// The `may` or `encrypt` policy DANE falls back to, made once.
+    fn fallback(&self, level: tls::Level) -> Result<Rc<tls::Policy>, (Status, String, String)> {
+        if let Some(p) = self.fallback.borrow().get(&level) {
+            return Ok(p.clone());
+        }
+        let p = tls::Policy::new(
+            level,
+            &self.tls.servername,
+            rustls::RootCertStore::empty(),
+            self.cert.clone(),
+        )
+        .map_err(|e| (Status::Deferred, "4.7.5".to_string(), e))?;
+        let p = Rc::new(p);
+        self.fallback.borrow_mut().insert(level, p.clone());
         Ok(p)
     }
 }

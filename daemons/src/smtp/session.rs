@@ -314,8 +314,14 @@ impl Session {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 // rustls says why a certificate did not verify in the
-                // error it sends up as an io error.
-                let why = e.to_string();
+                // error it sends up as an io error; a verifier's own
+                // reason (DANE's) is said as the verifier words it.
+                let why = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) => {
+                        format!("invalid peer certificate: {}", o.0)
+                    }
+                    _ => e.to_string(),
+                };
                 return Err(Failure::Tls(if why.contains("invalid peer certificate") {
                     format!("Server certificate not verified ({why})")
                 } else {

@@ -15,6 +15,9 @@
 //!   or a policy entry's `match=` lists, by `smtp_tls_fingerprint_digest`;
 //!   no CA is involved, and names are not checked.
 //!
+//! - `dane`, `dane-only`: TLSA records found through DNSSEC decide, per MX
+//!   host (smtp/dane.rs); `dane` falls back to `may` where there are none.
+//!
 //! A match list (those parameters, or a policy entry's `match=`) holds
 //! `hostname`, `nexthop`, `dot-nexthop`, literal names and `.domain` (any
 //! name below it). webpki decides whether a certificate is valid for a
@@ -47,6 +50,11 @@ pub enum Level {
     Verify,
     Secure,
     Fingerprint,
+    /// Per host: DANE where DNSSEC-validated TLSA records exist, else
+    /// `may` (`encrypt` when they are all unusable).
+    Dane,
+    /// Per host: DANE or nothing.
+    DaneOnly,
 }
 
 impl Level {
@@ -57,8 +65,15 @@ impl Level {
             "verify" => Level::Verify,
             "secure" => Level::Secure,
             "fingerprint" => Level::Fingerprint,
+            "dane" => Level::Dane,
+            "dane-only" => Level::DaneOnly,
             _ => Level::May,
         }
+    }
+
+    /// Decided per host from TLSA records (smtp/dane.rs).
+    pub fn is_dane(self) -> bool {
+        matches!(self, Level::Dane | Level::DaneOnly)
     }
 
     pub fn required(self) -> bool {
@@ -342,11 +357,8 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
         Some("verify") => Level::Verify,
         Some("secure") => Level::Secure,
         Some("fingerprint") => Level::Fingerprint,
-        Some(l @ ("dane" | "dane-only")) => {
-            return Err(format!(
-                "TLS security level \"{l}\" is not supported by Postern yet (issue 18)"
-            ));
-        }
+        Some("dane") => Level::Dane,
+        Some("dane-only") => Level::DaneOnly,
         Some(other) => return Err(format!("unknown TLS security level \"{other}\"")),
         None => return Err("empty TLS policy".into()),
     };
@@ -364,6 +376,11 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
                     }
                     matches.push(n);
                 }
+            }
+            "match" if level.is_dane() => {
+                return Err(
+                    "match= does not apply to the dane levels (TLSA records decide)".into(),
+                );
             }
             "match" => {
                 matches = value
@@ -403,6 +420,9 @@ pub fn policy_keys(nexthop: &str) -> Vec<String> {
 
 pub struct Policy {
     pub level: Level,
+    /// A DANE connection's TLSA base domain (the name sent as SNI) and
+    /// whether its MX lookup was secure too ("Verified", else "Trusted").
+    dane: Option<(ServerName<'static>, bool)>,
     /// `smtp_tls_servername`: "" (no SNI), "hostname" or "nexthop".
     pub servername: String,
     connector: tokio_rustls::TlsConnector,
@@ -473,6 +493,7 @@ impl Policy {
         };
         Ok(Policy {
             level,
+            dane: None,
             servername: servername.to_string(),
             connector: tokio_rustls::TlsConnector::from(c.clone()),
             // One exact name is what the shared connector checks already.
@@ -485,6 +506,39 @@ impl Policy {
                 })
                 .map(|w| (w, c)),
             matches,
+        })
+    }
+
+    /// One DANE connection's policy (smtp/dane.rs decided it): TLS is
+    /// required, the certificate must match `records`, the SNI is the TLSA
+    /// base domain (`names[0]`). No session is resumed: a resumed session
+    /// would skip the check against today's TLSA records.
+    pub fn dane(
+        records: Vec<postern_ipc::resolver::Tlsa>,
+        names: &[String],
+        verified: bool,
+        cert: Arc<ClientCert>,
+    ) -> Result<Policy, String> {
+        let base = names
+            .first()
+            .and_then(|n| ServerName::try_from(bare(n).to_string()).ok())
+            .ok_or_else(|| "no TLSA base domain".to_string())?;
+        let verifier = Arc::new(super::dane::Verifier::new(records, names));
+        let mut c = ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(crate::tls::VERSIONS)
+            .map_err(|e| format!("smtp TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(cert);
+        c.resumption = rustls::client::Resumption::disabled();
+        c.enable_sni = true;
+        Ok(Policy {
+            level: Level::Dane,
+            dane: Some((base, verified)),
+            servername: String::new(),
+            connector: tokio_rustls::TlsConnector::from(Arc::new(c)),
+            matches: Vec::new(),
+            base: None,
         })
     }
 
@@ -535,6 +589,9 @@ impl Policy {
     /// match list, else the server's host name, or for `secure` (and
     /// `smtp_tls_servername = nexthop`) the next hop.
     pub fn name(&self, host: &str, nexthop: &str) -> Option<ServerName<'static>> {
+        if let Some((base, _)) = &self.dane {
+            return Some(base.clone());
+        }
         let exact = self
             .matches
             .iter()
@@ -552,6 +609,9 @@ impl Policy {
 
     /// How Postfix words the established line.
     pub fn trust_word(&self) -> &'static str {
+        if let Some((_, verified)) = self.dane {
+            return if verified { "Verified" } else { "Trusted" };
+        }
         if self.level.verifies() || self.level == Level::Fingerprint {
             "Verified"
         } else {
@@ -678,9 +738,10 @@ pub(super) mod tests {
         );
         assert_eq!(parse_entry("encrypt").unwrap().level, Level::Encrypt);
         assert_eq!(parse_entry("none").unwrap().level, Level::None);
+        assert_eq!(parse_entry("dane").unwrap().level, Level::Dane);
+        assert_eq!(parse_entry("dane-only").unwrap().level, Level::DaneOnly);
         for (bad, why) in [
-            ("dane", "not supported by Postern yet"),
-            ("dane-only", "not supported by Postern yet"),
+            ("dane match=hostname", "does not apply"),
             ("verify tafile=/etc/ta.pem", "\"tafile\" is not supported"),
             ("verify match", "expected name=value"),
             ("strict", "unknown TLS security level"),

@@ -361,6 +361,10 @@ impl Lookups for Broker<'_> {
             Ok(R::NotFound) => Dns::NotFound,
             Ok(R::NullMx) => Dns::NullMx,
             Ok(R::Tempfail(e)) | Err(e) => Dns::Temp(e),
+            // Answers to questions this code never asks.
+            Ok(R::MxSec { .. } | R::HostSec { .. } | R::Tlsa { .. } | R::SecureCname(_)) => {
+                Dns::Temp("unexpected answer from the resolver".into())
+            }
         }
     }
 
