@@ -66,6 +66,7 @@ const MX: u32 = roles(&[Role::Metrics]);
 const PO: u32 = roles(&[Role::Policy]);
 const MI: u32 = roles(&[Role::Milter]);
 const PS: u32 = roles(&[Role::Postscreen]);
+const ST: u32 = roles(&[Role::Sts]);
 
 const fn p(name: &'static str, default: &'static str, kind: Kind, roles: u32) -> ParamDef {
     ParamDef {
@@ -332,6 +333,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_helo_timeout", "300s", Kind::Duration { unit: "s", min_ms: 100 }, SM),
     p("smtp_line_length_limit", "998", int(80, 1 << 20), SM),
     p("smtp_mail_timeout", "300s", Kind::Duration { unit: "s", min_ms: 100 }, SM),
+    p("smtp_mta_sts_ca_file", "", Kind::Str, ST),
+    p("smtp_mta_sts_enable", "yes", Kind::Bool, SM),
     p("smtp_rcpt_timeout", "300s", Kind::Duration { unit: "s", min_ms: 100 }, SM),
     p("smtp_sasl_auth_enable", "no", Kind::Bool, SM),
     p("smtp_sasl_password_maps", "", Kind::List, SM | BR | PX),

@@ -59,6 +59,9 @@ roles! {
     /// accepts on the postscreen service's listeners, hands passed
     /// clients' sockets to smtpd.
     Postscreen => "postscreen",
+    /// Fetches MTA-STS policies (RFC 8461) over HTTPS for the smtp client:
+    /// the only role that talks to HTTPS servers.
+    Sts => "sts",
 }
 
 impl Role {

@@ -34,6 +34,7 @@ mod restrict;
 mod roles;
 mod smtp;
 mod smtpd;
+mod sts;
 mod submit;
 mod sysexits;
 mod tablecache;

@@ -5,7 +5,7 @@
 use postern_config::Role;
 use postern_ipc::{
     auth, bounce, cache, cleanup_broker, deliver, keys, metrics, milter, policy, postscreen_smtpd,
-    probe, proxymap, qmgr_broker, qmgr_queue, resolver, smtpd_broker, smtpd_cleanup, verify,
+    probe, proxymap, qmgr_broker, qmgr_queue, resolver, smtpd_broker, smtpd_cleanup, sts, verify,
 };
 
 /// (client, server, the edges the client may open).
@@ -58,6 +58,11 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Postscreen, Role::Smtpd, &[postscreen_smtpd::EDGE]),
     (Role::Postscreen, Role::Resolver, &[resolver::EDGE]),
     (Role::Postscreen, Role::Cache, &[cache::EDGE]),
+    // MTA-STS: smtp asks the sts role, which alone fetches policies over
+    // HTTPS; it resolves the policy hosts and keeps the policies.
+    (Role::Smtp, Role::Sts, &[sts::EDGE]),
+    (Role::Sts, Role::Resolver, &[resolver::EDGE]),
+    (Role::Sts, Role::Cache, &[cache::EDGE]),
     // Every process reports its figures to the metrics role (the master
     // over a channel it makes itself); nothing asks the metrics role
     // anything, and it opens nothing.
@@ -78,6 +83,7 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Policy, Role::Metrics, &[metrics::EDGE]),
     (Role::Milter, Role::Metrics, &[metrics::EDGE]),
     (Role::Postscreen, Role::Metrics, &[metrics::EDGE]),
+    (Role::Sts, Role::Metrics, &[metrics::EDGE]),
 ];
 
 /// May `client` ask for a channel to `server` at all?

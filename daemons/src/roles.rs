@@ -224,6 +224,20 @@ pub const SPECS: &[RoleSpec] = &[
         on_demand: false,
         main: crate::postscreen::main,
     },
+    RoleSpec {
+        role: Role::Sts,
+        // HTTPS to port 443 of the policy hosts (mta-sts.DOMAIN), names
+        // through the resolver; no files (its cache is the state store's).
+        network: true,
+        syscalls: COMMON.union(SyscallGroups::CONNECT),
+        // One process holds the policies in memory.
+        exclusive: true,
+        listeners: false,
+        // The smtp client asks it, for MX destinations, when
+        // smtp_mta_sts_enable is on.
+        on_demand: true,
+        main: crate::sts::main,
+    },
 ];
 
 pub fn spec(role: Role) -> Option<&'static RoleSpec> {
@@ -324,6 +338,10 @@ pub fn jail_spec(role: Role, params: &Params, keep_fds: Vec<RawFd>) -> JailSpec 
             // The Milters' ports only.
             (true, Role::Milter) => Network::Outbound {
                 tcp_ports: Some(crate::milter::ports(params)),
+            },
+            // HTTPS only.
+            (true, Role::Sts) => Network::Outbound {
+                tcp_ports: Some(vec![443]),
             },
             // Next hops may use any port (relayhost, transport_maps).
             (true, _) => Network::Outbound { tcp_ports: None },

@@ -37,6 +37,7 @@ pub mod resolver;
 pub mod sendmail_pickup;
 pub mod smtpd_broker;
 pub mod smtpd_cleanup;
+pub mod sts;
 pub mod verify;
 
 pub use channel::{Channel, ChannelError, Endpoint, Message};
@@ -237,7 +238,9 @@ pub mod fuzzing {
             policy::Reply,
             milter::Request,
             milter::Reply,
-            postscreen_smtpd::Reply
+            postscreen_smtpd::Reply,
+            sts::Request,
+            sts::Reply
         );
         // Messages that carry descriptors cannot round-trip without them.
         let _ = master::ToDaemon::decode(data, Vec::new());

@@ -46,7 +46,8 @@ fn schema_snapshots_match_generated_code() {
         "metrics",
         "policy",
         "milter",
-        "postscreen_smtpd"
+        "postscreen_smtpd",
+        "sts"
     );
     for (name, schema, snap) in pairs {
         assert_eq!(

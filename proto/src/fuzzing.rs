@@ -695,8 +695,12 @@ pub fn screen_session(data: &[u8]) {
 /// text that parses to the same policy, and its mx patterns match
 /// themselves (a wildcard: one label more).
 pub fn mta_sts(data: &[u8]) {
-    use crate::mtasts::{MAX_AGE, policy, sts_record, tlsrpt_record};
+    use crate::mtasts::{MAX_AGE, policy, policy_response, sts_record, tlsrpt_record};
     let text = String::from_utf8_lossy(data);
+    // The same bytes as an HTTPS server's whole response.
+    if let Ok(p) = policy_response(data) {
+        assert!(p.max_age <= MAX_AGE);
+    }
     if let Ok(r) = sts_record(&text) {
         assert!(!r.id.is_empty() && r.id.len() <= 32);
     }

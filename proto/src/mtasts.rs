@@ -195,6 +195,73 @@ impl Policy {
     }
 }
 
+/// Most bytes of a response's status line and headers.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// Most bytes of a whole response the fetcher reads.
+pub const MAX_RESPONSE: usize = MAX_RESPONSE_HEAD + MAX_POLICY;
+
+/// The request for `domain`'s policy (RFC 8461 §3.3), over HTTP/1.0: the
+/// server answers without chunked coding and closes the connection at the
+/// end, so the response is everything read until then.
+pub fn policy_request(domain: &str) -> Vec<u8> {
+    format!(
+        "GET /.well-known/mta-sts.txt HTTP/1.0\r\nHost: mta-sts.{domain}\r\n\
+         User-Agent: Postern\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A whole HTTP response to [`policy_request`], as read until the server
+/// closed the connection: the policy, or why there is none. Only 200 with
+/// a `text/plain` body counts; redirects are not followed (RFC 8461
+/// §3.3); a body shorter or longer than its Content-Length, a transfer
+/// coding, or more than [`MAX_POLICY`] bytes is refused.
+pub fn policy_response(resp: &[u8]) -> Result<Policy, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut r = httparse::Response::new(&mut headers);
+    let head = match r.parse(resp) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_RESPONSE_HEAD => n,
+        Ok(httparse::Status::Complete(_)) => return Err("response head too large".into()),
+        Ok(httparse::Status::Partial) => return Err("response ends in its head".into()),
+        Err(e) => return Err(format!("bad HTTP response: {e}")),
+    };
+    match r.code {
+        Some(200) => {}
+        Some(c @ 300..=399) => return Err(format!("HTTP {c}: redirects are not followed")),
+        Some(c) => return Err(format!("HTTP {c}")),
+        None => return Err("no status".into()),
+    }
+    let header = |name: &str| {
+        r.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    let media = header("content-type").unwrap_or_default();
+    if media.split(';').next().map(str::trim) != Some("text/plain") {
+        return Err(format!(
+            "Content-Type \"{}\" is not text/plain",
+            media.escape_default()
+        ));
+    }
+    if header("transfer-encoding").is_some() {
+        return Err("a transfer coding on an HTTP/1.0 response".into());
+    }
+    let body = &resp[head..];
+    if let Some(len) = header("content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| format!("bad Content-Length \"{}\"", len.escape_default()))?;
+        if len != body.len() {
+            return Err(format!(
+                "body of {} bytes where Content-Length says {len}",
+                body.len()
+            ));
+        }
+    }
+    policy(body)
+}
+
 /// Where TLS-RPT reports go (RFC 8460 §3): `mailto:` or `https:` URIs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rua {
@@ -324,5 +391,67 @@ mod tests {
         ] {
             assert!(tlsrpt_record(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn policy_responses() {
+        let body = "version: STSv1\r\nmode: enforce\r\nmx: mx.example.com\r\nmax_age: 86400\r\n";
+        let ok = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let p = policy_response(ok.as_bytes()).unwrap();
+        assert_eq!(p.mode, Mode::Enforce);
+        assert!(p.matches("mx.example.com"));
+        // No Content-Length: the body is what came before the close.
+        let open = format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{body}");
+        assert!(policy_response(open.as_bytes()).is_ok());
+        for (resp, why) in [
+            (
+                "HTTP/1.1 301 Moved\r\nLocation: https://evil.example/\r\n\r\n".to_string(),
+                "redirects are not followed",
+            ),
+            ("HTTP/1.1 404 Not Found\r\n\r\n".into(), "HTTP 404"),
+            (
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n{body}"),
+                "not text/plain",
+            ),
+            (
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 999\r\n\r\n{body}"
+                ),
+                "Content-Length says 999",
+            ),
+            (
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+                ),
+                "transfer coding",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Type: text/pl".into(),
+                "ends in its head",
+            ),
+            ("SSH-2.0-OpenSSH\r\n".into(), "bad HTTP response"),
+        ] {
+            let e = policy_response(resp.as_bytes()).unwrap_err();
+            assert!(e.contains(why), "{resp:?}: {e}");
+        }
+        let big = format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{body}{}",
+            "x: y\r\n".repeat(MAX_POLICY / 6 + 1)
+        );
+        assert!(
+            policy_response(big.as_bytes())
+                .unwrap_err()
+                .contains("larger")
+        );
+        assert!(
+            String::from_utf8(policy_request("example.com"))
+                .unwrap()
+                .starts_with(
+                    "GET /.well-known/mta-sts.txt HTTP/1.0\r\nHost: mta-sts.example.com\r\n"
+                )
+        );
     }
 }

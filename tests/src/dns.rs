@@ -15,6 +15,7 @@ use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 pub struct DnsServer {
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<(String, String)>>>,
+    catalog: Arc<tokio::sync::RwLock<Catalog>>,
 }
 
 impl DnsServer {
@@ -22,11 +23,37 @@ impl DnsServer {
     pub fn queries(&self) -> Vec<(String, String)> {
         self.log.lock().unwrap().clone()
     }
+
+    /// Serves `zone` for `origin` from now on (a zone edited in place: a
+    /// new TXT record id, a moved MX).
+    pub fn replace(&self, origin: &str, zone: &str) {
+        let (name, handler) = zone_handler(origin, zone);
+        self.catalog
+            .blocking_write()
+            .upsert(LowerName::from(name), vec![Arc::new(handler)]);
+    }
+}
+
+fn zone_handler(
+    origin: &str,
+    zone: &str,
+) -> (
+    Name,
+    InMemoryZoneHandler<hickory_server::net::runtime::TokioRuntimeProvider>,
+) {
+    let origin = Name::from_ascii(origin).expect("origin");
+    let (name, records) = Parser::new(zone.to_string(), None, Some(origin))
+        .parse()
+        .expect("zone text parses");
+    let handler =
+        InMemoryZoneHandler::new(name.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)
+            .expect("zone");
+    (name, handler)
 }
 
 /// The catalog, with a log of the questions it was asked.
 struct Logged {
-    catalog: Catalog,
+    catalog: Arc<tokio::sync::RwLock<Catalog>>,
     log: Arc<Mutex<Vec<(String, String)>>>,
 }
 
@@ -44,6 +71,8 @@ impl RequestHandler for Logged {
             ));
         }
         self.catalog
+            .read()
+            .await
             .handle_request::<R, T>(request, response_handle)
             .await
     }
@@ -71,17 +100,13 @@ pub fn start_zones_at(ip: &str, port: u16, zones: &[(&str, &str)]) -> DnsServer 
     udp.set_nonblocking(true).unwrap();
     tcp.set_nonblocking(true).unwrap();
     let addr = udp.local_addr().unwrap();
-    let mut handlers = Vec::new();
+    let mut catalog = Catalog::new();
     for (origin, zone) in zones {
-        let origin = Name::from_ascii(origin).expect("origin");
-        let (name, records) = Parser::new(zone.to_string(), None, Some(origin))
-            .parse()
-            .expect("zone text parses");
-        let handler: InMemoryZoneHandler<hickory_server::net::runtime::TokioRuntimeProvider> =
-            InMemoryZoneHandler::new(name.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)
-                .expect("zone");
-        handlers.push((name, handler));
+        let (name, handler) = zone_handler(origin, zone);
+        catalog.upsert(LowerName::from(name), vec![Arc::new(handler)]);
     }
+    let catalog = Arc::new(tokio::sync::RwLock::new(catalog));
+    let server_catalog = catalog.clone();
     let log: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let server_log = log.clone();
     std::thread::spawn(move || {
@@ -90,12 +115,8 @@ pub fn start_zones_at(ip: &str, port: u16, zones: &[(&str, &str)]) -> DnsServer 
             .build()
             .unwrap();
         rt.block_on(async move {
-            let mut catalog = Catalog::new();
-            for (name, handler) in handlers {
-                catalog.upsert(LowerName::from(name), vec![Arc::new(handler)]);
-            }
             let mut server = Server::new(Logged {
-                catalog,
+                catalog: server_catalog,
                 log: server_log,
             });
             server.register_socket(tokio::net::UdpSocket::from_std(udp).unwrap());
@@ -107,5 +128,5 @@ pub fn start_zones_at(ip: &str, port: u16, zones: &[(&str, &str)]) -> DnsServer 
             let _ = server.block_until_done().await;
         });
     });
-    DnsServer { addr, log }
+    DnsServer { addr, log, catalog }
 }

@@ -113,7 +113,10 @@ pub fn unique_loopback() -> String {
 pub const WAKE_VERIFY: &str = "smtpd_restriction_classes = wake_policy\n\
     wake_policy = check_policy_service { inet:127.0.0.1:9, try_limit=1, timeout=2s, default_action=DUNNO }\n\
     smtpd_recipient_restrictions = check_recipient_access inline:{ wake-verify@mx.test.example=reject_unverified_recipient, wake-policy@mx.test.example=wake_policy }\n\
-    non_smtpd_milters = { inet:127.0.0.1:9, default_action=accept }\n";
+    non_smtpd_milters = { inet:127.0.0.1:9, default_action=accept }\n\
+    # wake-sts: a message relayed to an MX domain wakes the sts role; DNS\n\
+    # questions go to a loopback port where nothing answers.\n\
+    dns_nameservers = 127.0.0.1:9\n";
 
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + timeout;
@@ -885,6 +888,20 @@ impl Instance {
         c.cmd("RCPT TO:<wake-verify@mx.test.example>");
         c.cmd("RCPT TO:<wake-policy@mx.test.example>");
         c.cmd("QUIT");
+        // Under WAKE_VERIFY, a relayed message asks the sts role for its
+        // domain's MTA-STS policy (the delivery then defers: no DNS).
+        let main_cf =
+            std::fs::read_to_string(self.config_dir().join("main.cf")).unwrap_or_default();
+        if main_cf.contains("# wake-sts") {
+            let mut c = self.greeted();
+            let r = c.send_mail(
+                "",
+                &["wake-sts@wake-sts.invalid"],
+                "Subject: wake sts\r\n\r\nx\r\n",
+            );
+            assert!(r.starts_with("250"), "{r}");
+            c.cmd("QUIT");
+        }
         let mut child = self
             .bare_command()
             .args(["sendmail", "-f", "root@localhost", "nosuchuser@localhost"])

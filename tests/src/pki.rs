@@ -64,3 +64,44 @@ pub fn make(dir: &Path, tag: &str, host: &str) -> Pki {
     write(&pki.client_key, &ckey.serialize_pem());
     pki
 }
+
+/// One CA and server certificates it issued, each for its own names.
+pub struct Issued {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// Per certificate asked for: the leaf plus the CA (a chain file), and
+    /// its key.
+    pub certs: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Creates a CA under `dir` (names prefixed by `tag`) and one server
+/// certificate for each list of names in `certs`.
+pub fn issue(dir: &Path, tag: &str, certs: &[&[&str]]) -> Issued {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("Postern Test CA {tag}"));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let ca_path = dir.join(format!("{tag}-ca.pem"));
+    write(&ca_path, &ca.pem());
+    let certs = certs
+        .iter()
+        .enumerate()
+        .map(|(i, names)| {
+            let key = KeyPair::generate().unwrap();
+            let mut p =
+                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                    .unwrap();
+            p.distinguished_name.push(DnType::CommonName, names[0]);
+            let cert = p.signed_by(&key, &ca).unwrap();
+            let chain = dir.join(format!("{tag}-{i}-chain.pem"));
+            let key_path = dir.join(format!("{tag}-{i}-key.pem"));
+            write(&chain, &format!("{}{}", cert.pem(), ca.pem()));
+            write(&key_path, &key.serialize_pem());
+            (chain, key_path)
+        })
+        .collect();
+    Issued { ca: ca_path, certs }
+}

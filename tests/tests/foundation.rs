@@ -97,13 +97,14 @@ fn every_daemon_runs_jailed_in_its_own_process() {
     assert_on_demand_idle(&inst);
     inst.wake_on_demand_roles();
     wait_for(
-        "proxymap, verify, policy and milter running",
+        "proxymap, verify, policy, milter and sts running",
         Duration::from_secs(30),
         || {
             inst.pid_of("proxymap")
                 .and(inst.pid_of("verify"))
                 .and(inst.pid_of("policy"))
                 .and(inst.pid_of("milter"))
+                .and(inst.pid_of("sts"))
         },
     );
     let st = inst.status();
@@ -111,7 +112,7 @@ fn every_daemon_runs_jailed_in_its_own_process() {
     let roles: BTreeSet<&str> = ps.iter().map(|p| p["role"].as_str().unwrap()).collect();
     for r in ROLES
         .iter()
-        .chain(&["master", "proxymap", "verify", "policy", "milter"])
+        .chain(&["master", "proxymap", "verify", "policy", "milter", "sts"])
     {
         assert!(roles.contains(r), "{r} missing from {st}");
     }
@@ -131,7 +132,7 @@ fn every_daemon_runs_jailed_in_its_own_process() {
         assert_eq!(p["cap_eff"], "0000000000000000", "{p}");
         assert_eq!(p["landlock"], "fully_enforced", "{p}");
         // Only the roles that talk to the network share the host's.
-        let networked = ["smtp", "resolver", "proxymap", "policy", "milter"]
+        let networked = ["smtp", "resolver", "proxymap", "policy", "milter", "sts"]
             .contains(&p["role"].as_str().unwrap_or(""));
         assert_eq!(
             p["netns"],
@@ -601,13 +602,14 @@ fn security_md_role_table_matches_postern_status() {
     inst.start();
     inst.wake_on_demand_roles();
     wait_for(
-        "proxymap, verify, policy and milter running",
+        "proxymap, verify, policy, milter and sts running",
         Duration::from_secs(30),
         || {
             inst.pid_of("proxymap")
                 .and(inst.pid_of("verify"))
                 .and(inst.pid_of("policy"))
                 .and(inst.pid_of("milter"))
+                .and(inst.pid_of("sts"))
         },
     );
     let st = inst.status();

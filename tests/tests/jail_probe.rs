@@ -39,6 +39,7 @@ const ROLES: &[(&str, bool, bool)] = &[
     ("smtp", false, true),
     ("auth", false, false),
     ("pickup", false, false),
+    ("sts", false, true),
 ];
 
 #[test]
@@ -152,13 +153,14 @@ fn non_root_mode_keeps_every_other_protection() {
     // bounce and auth start on first use: use them, then check every role.
     inst.wake_on_demand_roles();
     postern_tests::wait_for(
-        "proxymap, verify, policy and milter running",
+        "proxymap, verify, policy, milter and sts running",
         Duration::from_secs(30),
         || {
             inst.pid_of("proxymap")
                 .and(inst.pid_of("verify"))
                 .and(inst.pid_of("policy"))
                 .and(inst.pid_of("milter"))
+                .and(inst.pid_of("sts"))
         },
     );
     let st = inst.status();
@@ -171,7 +173,7 @@ fn non_root_mode_keeps_every_other_protection() {
         assert_eq!(p["seccomp"], 2, "{p}");
         assert_eq!(p["cap_eff"], "0000000000000000", "{p}");
         assert_eq!(p["landlock"], "fully_enforced", "{p}");
-        let networked = ["smtp", "resolver", "proxymap", "policy", "milter"]
+        let networked = ["smtp", "resolver", "proxymap", "policy", "milter", "sts"]
             .contains(&p["role"].as_str().unwrap_or(""));
         assert_eq!(
             p["netns"],

@@ -58,6 +58,16 @@ pub const NAMESPACES: &[Namespace] = &[
         max_entries: 100_000,
         max_value: 128,
     },
+    Namespace {
+        // MTA-STS policies by recipient domain: the TXT record's id and
+        // the policy as its file says it, kept for its max_age.
+        name: "mta-sts",
+        owner: Role::Sts,
+        readers: &[],
+        version: 1,
+        max_entries: 50_000,
+        max_value: 4096,
+    },
 ];
 
 pub fn namespace(name: &str) -> Option<&'static Namespace> {

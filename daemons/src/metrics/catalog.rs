@@ -67,7 +67,7 @@ families! {
         "Times the master throttled a role that kept failing, by role.";
     VIOLATIONS = "postern_ipc_violations_total", Counter, ["edge"], [
         Master, Broker, Smtpd, Cleanup, Qmgr, Resolver, Smtp, Local, Bounce, Pickup, Auth, Cache,
-        Proxymap, Verify, Metrics, Policy, Milter, Postscreen
+        Proxymap, Verify, Metrics, Policy, Milter, Postscreen, Sts
     ],
         "IPC channels dropped for a protocol violation, by edge.";
     QUEUE = "postern_queue_messages", Gauge, ["queue"], [Broker],

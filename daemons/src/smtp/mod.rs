@@ -13,6 +13,7 @@ mod lmtp;
 mod pin;
 mod secure;
 mod session;
+mod sts;
 mod tls;
 mod transaction;
 
@@ -37,7 +38,7 @@ pub(crate) use dest::ResolverClient;
 use dest::RouteError;
 use secure::PolicyMaps;
 use session::{Envelope, Session, Timeouts};
-pub(crate) use tls::{parse_entry as parse_tls_entry, policy_keys};
+pub(crate) use tls::{Level as TlsLevel, load_roots, parse_entry as parse_tls_entry, policy_keys};
 use transaction::Outcome;
 
 pub fn main(ipc_fd: RawFd) -> ! {
@@ -62,7 +63,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
             .unwrap_or_default()
             .is_empty())
         .then(|| PolicyMaps {
-            roots,
+            roots: roots.clone(),
             servername: params.str("smtp_tls_servername").to_string(),
             cert_match: cert_match.clone(),
             made: RefCell::default(),
@@ -91,7 +92,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
             })
             .unwrap_or_default();
         Ok((
-            move |ctx: Context| serve(ctx, s, lmtp, local, (policy, maps), cert),
+            move |ctx: Context| serve(ctx, s, lmtp, local, (policy, maps, roots), cert),
             Vec::new(),
         ))
     })
@@ -122,6 +123,8 @@ struct Settings {
     generic: bool,
     /// smtp_dns_support_level = dnssec: DANE can be used.
     dnssec: bool,
+    /// smtp_mta_sts_enable.
+    mta_sts: bool,
     insecure_mx: dane::InsecureMx,
 }
 
@@ -162,6 +165,7 @@ impl Settings {
             protocols: postern_config::inet::of(p),
             generic: !p.list("smtp_generic_maps").map_err(e)?.is_empty(),
             dnssec: p.str("smtp_dns_support_level") == "dnssec",
+            mta_sts: p.bool("smtp_mta_sts_enable").map_err(e)?,
             insecure_mx: dane::InsecureMx::parse(p.str("smtp_tls_dane_insecure_mx_policy")),
             prefer: match p.str("smtp_address_preference") {
                 "ipv4" => dest::Prefer::Ipv4,
@@ -205,8 +209,13 @@ struct Smtp {
     /// smtp_tls_policy_maps, when set.
     maps: Option<PolicyMaps>,
     cert: Arc<tls::ClientCert>,
-    /// The `may` and `encrypt` policies DANE falls back to per host.
+    /// The `may` and `encrypt` policies DANE falls back to per host, and
+    /// the `verify` one an MTA-STS policy in enforce mode asks for.
     fallback: RefCell<HashMap<tls::Level, Rc<tls::Policy>>>,
+    /// The CAs of smtp_tls_CAfile (or the system's), for MTA-STS.
+    roots: rustls::RootCertStore,
+    /// The sts role, for MTA-STS policies (smtp_mta_sts_enable).
+    sts: PeerPool<postern_ipc::sts::Link>,
     broker: BrokerLookup,
     /// DKIM signing, when dkim_signing_table is set.
     dkim: Option<dkim::Signer>,
@@ -219,7 +228,7 @@ async fn serve(
     s: Settings,
     lmtp: lmtp::LmtpSettings,
     local: Vec<IpAddr>,
-    (policy, maps): (tls::Policy, Option<PolicyMaps>),
+    (policy, maps, roots): (tls::Policy, Option<PolicyMaps>, rustls::RootCertStore),
     cert: Arc<tls::ClientCert>,
 ) {
     let dkim_settings = dkim::Settings::new(&ctx.params);
@@ -238,6 +247,14 @@ async fn serve(
         maps,
         cert: cert.clone(),
         fallback: RefCell::default(),
+        roots,
+        // A policy fetch may take the sts role 10 s on top of its DNS.
+        sts: PeerPool::new(
+            ctx.switchboard.clone(),
+            Role::Sts,
+            ctx.query_timeout() + Duration::from_secs(15),
+            4,
+        ),
         broker: BrokerLookup(PeerPool::new(
             ctx.switchboard.clone(),
             Role::Broker,
@@ -339,6 +356,7 @@ impl Smtp {
             )
         })?;
         let pol = self.tls_policy(nexthop).await?;
+        let sts = self.sts_policy(&nh, &pol).await?;
         let hosts = if pol.level.is_dane() && self.s.dnssec {
             dest::route_dnssec(&self.dns, &nh, &self.local).await
         } else {
@@ -354,8 +372,15 @@ impl Smtp {
             format!("connect to {nexthop}: no address"),
         );
         for h in hosts {
-            // DANE decides per host; other levels are the next hop's.
-            let pol = match self.host_policy(&pol, &nh, &h).await {
+            if let Some(p) = &sts
+                && let Err(e) = sts::admits(p, &nh.host, &h.name)
+            {
+                last = e;
+                continue;
+            }
+            // DANE decides per host; MTA-STS (enforce) asks for verified
+            // TLS where DANE does not; other levels are the next hop's.
+            let pol = match self.host_policy(&pol, &nh, &h, sts.as_ref()).await {
                 Ok(p) => p,
                 Err(e) => {
                     log::line(&format!(

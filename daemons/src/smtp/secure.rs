@@ -143,16 +143,23 @@ impl Smtp {
     }
 
     /// The policy of one host: the next hop's, or for `dane` and
-    /// `dane-only` what its TLSA records say (smtp/dane.rs). Err: this
-    /// host cannot be used now.
+    /// `dane-only` what its TLSA records say (smtp/dane.rs); where DANE
+    /// does not authenticate the host, an MTA-STS policy in enforce mode
+    /// (`sts`) asks for verified TLS. Err: this host cannot be used now.
     pub(super) async fn host_policy(
         &self,
         pol: &Rc<tls::Policy>,
         nh: &dest::Nexthop,
         h: &dest::Host,
+        sts: Option<&postern_ipc::sts::Policy>,
     ) -> Result<Rc<tls::Policy>, (Status, String, String)> {
+        let enforced = super::sts::enforces(sts);
         if !pol.level.is_dane() {
-            return Ok(pol.clone());
+            return if enforced {
+                self.sts_verified()
+            } else {
+                Ok(pol.clone())
+            };
         }
         let deferred = |dsn: &str, text: String| (Status::Deferred, dsn.to_string(), text);
         let Some((mx_secure, host)) = &h.dnssec else {
@@ -175,7 +182,11 @@ impl Smtp {
                     ),
                 ));
             }
-            return self.fallback(tls::Level::May);
+            return if enforced {
+                self.sts_verified()
+            } else {
+                self.fallback(tls::Level::May)
+            };
         };
         match dane::host_tls(
             &self.dns,
@@ -188,6 +199,7 @@ impl Smtp {
         )
         .await
         {
+            HostTls::Level(_) if enforced => self.sts_verified(),
             HostTls::Level(l) => self.fallback(l),
             HostTls::Dane {
                 records,

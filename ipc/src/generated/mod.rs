@@ -24,4 +24,5 @@ pub mod resolver_capnp;
 pub mod sendmail_pickup_capnp;
 pub mod smtpd_broker_capnp;
 pub mod smtpd_cleanup_capnp;
+pub mod sts_capnp;
 pub mod verify_capnp;

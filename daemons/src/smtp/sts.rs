@@ -1,0 +1,119 @@
+//! MTA-STS (RFC 8461) in the smtp client: the policy of a recipient
+//! domain (the sts role fetches and keeps it), which MX hosts it admits,
+//! and the verified TLS it asks for.
+//!
+//! It applies to MX next hops (a `[host]` next hop is the administrator's
+//! choice, not the domain's) whose TLS policy is the global
+//! smtp_tls_security_level at `may`, `encrypt`, `dane` or `dane-only`: an
+//! smtp_tls_policy_maps entry for the destination is the administrator's
+//! word and wins. In `enforce` mode, an MX host that no `mx:` pattern
+//! matches is not used (logged), and every other host gets TLS verified
+//! for its name against smtp_tls_CAfile (or the system CAs), unless DANE
+//! authenticates it: DANE takes precedence where both exist. In `testing`
+//! mode a host that would have been refused is logged and used. Sessions
+//! are cached per next hop, so messages for two domains never share a
+//! connection that only one domain's policy admitted.
+use std::rc::Rc;
+
+use postern_ipc::deliver::Status;
+use postern_ipc::sts::{Mode, Policy, Reply, Request};
+
+use super::{Smtp, dest, tls};
+use crate::log;
+
+type Failure = (Status, String, String);
+
+/// Does the policy let the client use MX host `host` of `domain`? Err:
+/// not in enforce mode (the reason the delivery gives if no host is left).
+pub(super) fn admits(p: &Policy, domain: &str, host: &str) -> Result<(), Failure> {
+    let pattern = postern_proto::mtasts::Policy {
+        mode: postern_proto::mtasts::Mode::Enforce,
+        mx: p.mx.clone(),
+        max_age: p.max_age,
+    };
+    if pattern.matches(host) {
+        return Ok(());
+    }
+    match p.mode {
+        Mode::Enforce => {
+            log::line(&format!(
+                "MX host {host} does not match the MTA-STS policy of {domain} (id {}, enforce): not used",
+                p.id
+            ));
+            Err((
+                Status::Deferred,
+                "4.7.5".into(),
+                format!("MX host {host} does not match the MTA-STS policy of {domain}"),
+            ))
+        }
+        Mode::Testing | Mode::None => {
+            log::line(&format!(
+                "MX host {host} does not match the MTA-STS policy of {domain} (id {}, testing): used all the same",
+                p.id
+            ));
+            Ok(())
+        }
+    }
+}
+
+/// Does the policy ask for verified TLS?
+pub(super) fn enforces(p: Option<&Policy>) -> bool {
+    p.is_some_and(|p| p.mode == Mode::Enforce)
+}
+
+impl Smtp {
+    /// The MTA-STS policy that applies to next hop `nh` under `pol`, if
+    /// any (mode none is none). The sts role unreachable defers: its
+    /// cached policies would otherwise be skipped silently.
+    pub(super) async fn sts_policy(
+        &self,
+        nh: &dest::Nexthop,
+        pol: &Rc<tls::Policy>,
+    ) -> Result<Option<Policy>, Failure> {
+        let global = Rc::ptr_eq(pol, &self.tls);
+        let level_applies = matches!(
+            pol.level,
+            tls::Level::May | tls::Level::Encrypt | tls::Level::Dane | tls::Level::DaneOnly
+        );
+        if !self.s.mta_sts || !nh.mx || !global || !level_applies {
+            return Ok(None);
+        }
+        let req = Request {
+            domain: nh.host.clone(),
+        };
+        match self.sts.call(&req).await {
+            Ok(Reply::Policy(p)) if p.mode != Mode::None => Ok(Some(p)),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                crate::warn!("{}: MTA-STS policy unavailable: {e}", nh.host);
+                Err((
+                    Status::Deferred,
+                    "4.7.5".into(),
+                    format!("MTA-STS policy of {} unavailable", nh.host),
+                ))
+            }
+        }
+    }
+
+    /// The policy an enforced MTA-STS policy gives a host DANE does not
+    /// authenticate: TLS verified for the MX host's name (made once).
+    pub(super) fn sts_verified(&self) -> Result<Rc<tls::Policy>, Failure> {
+        if let Some(p) = self.fallback.borrow().get(&tls::Level::Verify) {
+            return Ok(p.clone());
+        }
+        let p = tls::Policy::with_matches(
+            tls::Level::Verify,
+            "hostname",
+            self.roots.clone(),
+            self.cert.clone(),
+            vec!["hostname".into()],
+            crate::tls::ccert::Digest::Sha256,
+        )
+        .map_err(|e| (Status::Deferred, "4.7.5".to_string(), e))?;
+        let p = Rc::new(p);
+        self.fallback
+            .borrow_mut()
+            .insert(tls::Level::Verify, p.clone());
+        Ok(p)
+    }
+}
