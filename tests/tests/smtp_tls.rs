@@ -378,6 +378,13 @@ fn smtp_tls_policy_maps_set_the_level_per_destination() {
     );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(sink.messages().len(), 1, "the dane-only message went out");
+    // servername= sets the SNI (any certificate will do at encrypt).
+    let mut c = Instance::new("smtpd_error_sleep_time = 0");
+    table(&c, "encrypt servername=smtp.example.net");
+    c.start();
+    send(&c, "named");
+    let env = &delivered(&sink, 2)[1];
+    assert_eq!(env["sni"], "smtp.example.net", "{env}");
 }
 
 /// The sink certificate's SHA-256 fingerprint, as openssl prints it.

@@ -130,7 +130,7 @@ impl Smtp {
         }
         let p = tls::Policy::with_matches(
             entry.level,
-            &maps.servername,
+            entry.servername.as_deref().unwrap_or(&maps.servername),
             maps.roots.clone(),
             self.cert.clone(),
             maps.cert_match.for_level(entry.level, &entry.matches),

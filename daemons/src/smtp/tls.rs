@@ -342,6 +342,9 @@ pub struct Entry {
     /// `match=`: the names a verified certificate may carry (`hostname`,
     /// `nexthop`, or literal names); empty: the level's own.
     pub matches: Vec<String>,
+    /// `servername=`: the SNI (`hostname`, `nexthop` or a literal name);
+    /// None: smtp_tls_servername.
+    pub servername: Option<String>,
 }
 
 /// Parses a policy table value. Levels and attributes Postern cannot
@@ -363,6 +366,7 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
         None => return Err("empty TLS policy".into()),
     };
     let mut matches = Vec::new();
+    let mut servername = None;
     for w in words {
         let (name, value) = w
             .split_once('=')
@@ -389,6 +393,10 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
                     .map(|m| m.to_ascii_lowercase())
                     .collect();
             }
+            "servername" if value.is_empty() || value.contains(['[', ']', '/', '@']) => {
+                return Err(format!("bad servername \"{value}\""));
+            }
+            "servername" => servername = Some(value.to_ascii_lowercase()),
             "protocols" | "ciphers" | "exclude" => {}
             other => {
                 return Err(format!(
@@ -400,7 +408,11 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
     if level == Level::Fingerprint && matches.is_empty() {
         return Err("fingerprint without a match= fingerprint".into());
     }
-    Ok(Entry { level, matches })
+    Ok(Entry {
+        level,
+        matches,
+        servername,
+    })
 }
 
 /// The smtp_tls_policy_maps keys of a next hop: as written (`[host]:port`
@@ -587,7 +599,8 @@ impl Policy {
 
     /// The name to verify (and send as SNI): the first exact name of the
     /// match list, else the server's host name, or for `secure` (and
-    /// `smtp_tls_servername = nexthop`) the next hop.
+    /// `smtp_tls_servername = nexthop`) the next hop, or a literal
+    /// `smtp_tls_servername` (or `servername=`) as it is.
     pub fn name(&self, host: &str, nexthop: &str) -> Option<ServerName<'static>> {
         if let Some((base, _)) = &self.dane {
             return Some(base.clone());
@@ -602,6 +615,7 @@ impl Policy {
             Some("nexthop") => nexthop,
             Some(literal) => literal,
             None if self.level == Level::Secure || self.servername == "nexthop" => nexthop,
+            None if !matches!(self.servername.as_str(), "" | "hostname") => &self.servername,
             None => host,
         };
         ServerName::try_from(bare(n).to_string()).ok()
@@ -734,9 +748,18 @@ pub(super) mod tests {
             Entry {
                 level: Level::Verify,
                 matches: vec!["hostname".into(), "mx.example.com".into()],
+                servername: None,
             }
         );
         assert_eq!(parse_entry("encrypt").unwrap().level, Level::Encrypt);
+        assert_eq!(
+            parse_entry("encrypt servername=smtp.example.net")
+                .unwrap()
+                .servername
+                .as_deref(),
+            Some("smtp.example.net")
+        );
+        assert!(parse_entry("may servername=").is_err());
         assert_eq!(parse_entry("none").unwrap().level, Level::None);
         assert_eq!(parse_entry("dane").unwrap().level, Level::Dane);
         assert_eq!(parse_entry("dane-only").unwrap().level, Level::DaneOnly);
