@@ -583,6 +583,37 @@ impl Config {
                 "smtp_tls_security_level = fingerprint needs smtp_tls_fingerprint_cert_match (the server certificates' fingerprints)".into(),
             ));
         }
+        // REQUIRETLS policies: actions, and tables the smtp client can
+        // read (it has no files); LMTP gets REQUIRETLS where offered only.
+        for name in ["smtp_requiretls_policy", "lmtp_requiretls_policy"] {
+            let Some(v) = self.expanded(name, overrides) else {
+                continue;
+            };
+            let (file, line) = self.origin(name, overrides);
+            for item in value::split_list(&v) {
+                let word = item.to_ascii_lowercase();
+                let lmtp_ok = matches!(word.as_str(), "opportunistic" | "disable");
+                let why = match word.as_str() {
+                    _ if name.starts_with("lmtp") && !item.contains(':') && !lmtp_ok => {
+                        Some(format!(
+                            "{name}: \"{item}\": only opportunistic and disable are supported by Postern yet"
+                        ))
+                    }
+                    "enforce" | "opportunistic+starttls" | "opportunistic" | "disable" => None,
+                    _ if !item.contains(':') => Some(format!("{name}: unknown action \"{item}\"")),
+                    _ => match crate::tables::parse(&item) {
+                        Err(e) => Some(format!("{name}: {e}")),
+                        Ok(t) if !t.files().is_empty() || !t.remotes().is_empty() => Some(format!(
+                            "{name}: \"{item}\": only tables without files (inline:, cidr:{{...}}, static:) are supported by Postern yet"
+                        )),
+                        Ok(_) => None,
+                    },
+                };
+                if let Some(why) = why {
+                    out.push(Diagnostic::error(&file, line, why));
+                }
+            }
+        }
         // DANE trusts DNSSEC-validated answers only: without them `dane`
         // is `may` (as in Postfix, with a warning) and `dane-only` defers
         // every delivery.

@@ -38,12 +38,17 @@ struct Settings {
     /// The sender of double-bounce notices: mail that comes back to it is
     /// never bounced again (Postfix's double_bounce_sender).
     double_bounce_sender: String,
+    /// requiretls_redact_dsn: a notice about a REQUIRETLS message carries
+    /// its headers only and is sent without REQUIRETLS (RFC 8689 §5);
+    /// otherwise it returns what RET asked for, with REQUIRETLS.
+    redact: bool,
 }
 
 impl Settings {
     fn new(p: &Params) -> Settings {
         Settings {
             myhostname: p.str("myhostname").into(),
+            redact: p.bool("requiretls_redact_dsn").unwrap_or(true),
             myorigin: p.str("myorigin").into(),
             mail_name: p.str("mail_name").into(),
             classes: p
@@ -149,7 +154,7 @@ async fn send(s: &Settings, sb: &Switchboard, query: Duration, req: &Request, to
         To::Postmaster(pm) => (pm, s.double_bounce_sender.as_str()),
     };
     match notice(s, req, to, rcpt) {
-        Ok(msg) => match submit(sb, query, sender, rcpt, &msg).await {
+        Ok((msg, requiretls)) => match submit(sb, query, sender, rcpt, &msg, requiretls).await {
             Ok(id) => Reply::Queued(id),
             Err(e) => Reply::Failed(e),
         },
@@ -158,7 +163,8 @@ async fn send(s: &Settings, sb: &Switchboard, query: Duration, req: &Request, to
 }
 
 /// Builds the multipart/report notice.
-fn notice(s: &Settings, req: &Request, to: To<'_>, rcpt: &str) -> Result<Vec<u8>, String> {
+/// Also whether the notice must go out with REQUIRETLS.
+fn notice(s: &Settings, req: &Request, to: To<'_>, rcpt: &str) -> Result<(Vec<u8>, bool), String> {
     let buf = crate::fsutil::read_queue_file(&req.file)
         .map_err(|e| format!("cannot read {}: {e}", req.queue_id))?;
     let (records, _) = rec::decode_all(&buf);
@@ -168,6 +174,11 @@ fn notice(s: &Settings, req: &Request, to: To<'_>, rcpt: &str) -> Result<Vec<u8>
         Split::Incomplete => original.len(),
     };
     let fields = header::fields(&original[..headers_end]);
+    // A REQUIRETLS message: its record, or the header that carries it.
+    let requiretls = records.iter().any(|(_, r)| *r == rec::Record::RequireTls)
+        || fields
+            .iter()
+            .any(|f| f.is("Require-TLS-ESMTP") && f.value().trim().eq_ignore_ascii_case("yes"));
     let orig_id = fields
         .iter()
         .find(|f| f.is("Message-ID"))
@@ -279,7 +290,10 @@ fn notice(s: &Settings, req: &Request, to: To<'_>, rcpt: &str) -> Result<Vec<u8>
     }
     // RET=HDRS (2), and delay or success notices, return the headers only.
     // The postmaster sees the headers only (Postfix's postmaster copies).
-    let full = req.ret != 2 && req.kind == Kind::Failure && to == To::Sender;
+    // requiretls_redact_dsn: a REQUIRETLS message's body never travels in
+    // a notice that may take a path without TLS.
+    let full =
+        req.ret != 2 && req.kind == Kind::Failure && to == To::Sender && !(requiretls && s.redact);
     let (desc, ctype, body): (&str, &str, &[u8]) = if full {
         ("Undelivered Message", "message/rfc822", &original)
     } else {
@@ -298,7 +312,7 @@ fn notice(s: &Settings, req: &Request, to: To<'_>, rcpt: &str) -> Result<Vec<u8>
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    Ok(out)
+    Ok((out, requiretls && !s.redact && to == To::Sender))
 }
 
 /// Queues the notice through cleanup: one recipient, from `sender` (the
@@ -309,6 +323,7 @@ async fn submit(
     sender: &str,
     to: &str,
     msg: &[u8],
+    requiretls: bool,
 ) -> Result<String, String> {
     let begin = sc::Begin {
         client: sc::Client {
@@ -325,6 +340,7 @@ async fn submit(
         remote_headers: false,
         milter_ticket: 0,
         signable: true,
+        requiretls,
     };
     let rcpt = [sc::Recipient {
         address: to.to_string(),

@@ -3,7 +3,7 @@
 # sees a queue file: cleanup gets the file from the broker.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 9;
+const version :UInt32 = 10;
 
 struct Client {
   name @0 :Text;          # reverse name, or "unknown"
@@ -37,6 +37,7 @@ struct Begin {
                           # to it for the content of the message
   signable @9 :Bool;      # a source whose mail may be DKIM-signed: mynetworks,
                           # a SASL login, sendmail, Postern's own notices
+  requiretls @10 :Bool;   # MAIL FROM ... REQUIRETLS (RFC 8689)
 }
 
 # What smtpd's access tables asked for besides accepting (Postfix's HOLD,

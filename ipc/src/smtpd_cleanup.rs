@@ -59,6 +59,8 @@ pub struct Begin {
     /// The source's mail may be DKIM-signed: mynetworks, a SASL login,
     /// sendmail, Postern's own notices (and forwards of such mail).
     pub signable: bool,
+    /// MAIL FROM ... REQUIRETLS (RFC 8689): deliver only over verified TLS.
+    pub requiretls: bool,
 }
 
 /// Access-table actions that accept and change the message.
@@ -136,6 +138,7 @@ impl Message for Request {
                     bb.set_remote_headers(x.remote_headers);
                     bb.set_milter_ticket(x.milter_ticket);
                     bb.set_signable(x.signable);
+                    bb.set_requiretls(x.requiretls);
                 }
                 Request::Recipients(list) => {
                     let n = list.len().min(MAX_BATCH);
@@ -203,6 +206,7 @@ impl Message for Request {
                     remote_headers: b.get_remote_headers(),
                     milter_ticket: b.get_milter_ticket(),
                     signable: b.get_signable(),
+                    requiretls: b.get_requiretls(),
                 })
             }
             request::Recipients(l) => {

@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 
 /// Bump when a record's shape changes or a record is added; readers
 /// refuse newer files (and leave them in the queue untouched).
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// What a file that holds no record newer than version 1 says it is, so
 /// that a rollback to a version-1 reader still delivers it: cleanup writes
-/// [`VERSION`] only into files with a `Signable` record.
+/// [`VERSION_2`] only into files with a `Signable` record, and
+/// [`VERSION`] only into files with a `RequireTls` record.
 pub const VERSION_1: u16 = 1;
+pub const VERSION_2: u16 = 2;
 /// Largest record payload (a content chunk plus slack).
 pub const MAX_RECORD: usize = 128 * 1024;
 pub const FRAME: usize = 8;
@@ -127,6 +129,9 @@ pub enum Record {
     /// login, a local submission, Postern's own notices, or a forward of
     /// such a message).
     Signable,
+    /// Written by cleanup after the envelope (version 3): the client sent
+    /// MAIL FROM ... REQUIRETLS (RFC 8689).
+    RequireTls,
 }
 
 /// Frames one record.
@@ -228,6 +233,8 @@ pub struct Summary {
     pub trace: bool,
     /// The message may be DKIM-signed (a `Signable` record).
     pub signable: bool,
+    /// REQUIRETLS was asked for (a `RequireTls` record).
+    pub requiretls: bool,
     pub removed: bool,
     /// Byte length of the valid record prefix.
     pub valid_len: u64,
@@ -245,6 +252,7 @@ pub fn summarize(records: &[(u64, Record)], end: u64) -> Summary {
             Record::Sender(x) => s.sender = Some(x.clone()),
             Record::Client(c) => s.client = Some(c.clone()),
             Record::Signable => s.signable = true,
+            Record::RequireTls => s.requiretls = true,
             Record::Recipient(r) => s.recipients.push(r.clone()),
             Record::Content(_) => {}
             Record::EndOfContent {

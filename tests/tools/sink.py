@@ -21,6 +21,9 @@ Options after DIR:
                         and require it
   --implicit-tls CHAIN KEY  SMTPS: TLS from the first byte (port 465
                         style), no STARTTLS
+  --requiretls          announce REQUIRETLS (RFC 8689) after STARTTLS and
+                        accept the MAIL parameter there ("requiretls" in
+                        the envelope)
 """
 import asyncio, json, os, ssl, sys
 from aiosmtpd.controller import Controller
@@ -28,7 +31,7 @@ from aiosmtpd.smtp import SMTP as Server, AuthResult, LoginPassword
 
 host, port, outdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 opts = sys.argv[4:]
-tls_context, auth, implicit = None, None, None
+tls_context, auth, implicit, requiretls = None, None, None, False
 sni_seen = {}  # id(ssl object) -> the server name the client asked for
 while opts:
     if opts[0] == "--tls":
@@ -46,6 +49,9 @@ while opts:
         implicit = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         implicit.load_cert_chain(opts[1], opts[2])
         opts = opts[3:]
+    elif opts[0] == "--requiretls":
+        requiretls = True
+        opts = opts[1:]
     elif opts[0] == "--auth":
         auth = opts[1].encode().split(b":", 1)
         opts = opts[2:]
@@ -65,7 +71,26 @@ def mode():
     except FileNotFoundError:
         return "accept"
 
+class ReqTlsServer(Server):
+    """REQUIRETLS inside TLS: the MAIL parameter is taken off before
+    aiosmtpd, which knows no such parameter, reads the command."""
+    async def smtp_MAIL(self, arg):
+        self.requiretls_seen = False
+        if requiretls and arg and self._tls_protocol:
+            words = arg.split()
+            keep = [w for w in words if w.upper() != "REQUIRETLS"]
+            self.requiretls_seen = len(keep) != len(words)
+            arg = " ".join(keep)
+        return await super().smtp_MAIL(arg)
+
+
 class Handler:
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if requiretls and server._tls_protocol:
+            responses.insert(len(responses) - 1, "250-REQUIRETLS")
+        return responses
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if mode() == "close421":
             server.transport.write(b"421 4.3.2 Service shutting down\r\n")
@@ -104,7 +129,8 @@ class Handler:
                        "tls": sslobj.version() if sslobj else None,
                        "sni": sni_seen.get(id(sslobj)) if sslobj else None,
                        "client_cert": bool(sslobj and sslobj.getpeercert()),
-                       "auth": bool(session.authenticated)}, f)
+                       "auth": bool(session.authenticated),
+                       "requiretls": bool(getattr(server, "requiretls_seen", False))}, f)
         os.rename(base + ".eml.tmp", base + ".eml")
         return "250 2.0.0 Ok: stored as %04d" % counter[0]
 
@@ -116,7 +142,7 @@ class Quiet(Controller):
         if auth:
             kw.update(authenticator=authenticator, auth_required=True,
                       auth_require_tls=bool(tls_context) and not implicit)
-        return Server(self.handler, hostname="sink.test.example", enable_SMTPUTF8=True, decode_data=False, **kw)
+        return ReqTlsServer(self.handler, hostname="sink.test.example", enable_SMTPUTF8=True, decode_data=False, **kw)
 
 c = Quiet(Handler(), hostname=host, port=port, ssl_context=implicit)
 c.start()

@@ -28,6 +28,7 @@ mod authres;
 mod checks;
 mod inspect;
 mod milter;
+mod received;
 mod recipients;
 mod rewrite;
 
@@ -55,11 +56,16 @@ struct Settings {
     /// dkim_signing_table is set: a message from a trusted source gets a
     /// `Signable` record (without it, files stay version 1).
     dkim: bool,
+    /// requiretls_esmtp_header: a REQUIRETLS message gets
+    /// `Require-TLS-ESMTP: yes`, which carries the request through content
+    /// filters (and forwards).
+    requiretls_header: bool,
 }
 
 impl Settings {
     fn new(p: &Params, sb: Switchboard) -> Settings {
         Settings {
+            requiretls_header: p.bool("requiretls_esmtp_header").unwrap_or(true),
             checks: checks::ContentChecks::new(p),
             rewrite: rewrite::Rewriting::new(p),
             authres: authres::Settings::new(p).map(|a| {
@@ -431,8 +437,10 @@ impl Txn {
         self.record(&Record::Header(rec::Header {
             // A version-1 reader (a rollback) delivers files without the
             // newer record.
-            version: if self.signable {
+            version: if self.begin.requiretls {
                 rec::VERSION
+            } else if self.signable {
+                rec::VERSION_2
             } else {
                 rec::VERSION_1
             },
@@ -463,6 +471,9 @@ impl Txn {
         self.record(&client)?;
         if self.signable {
             self.record(&Record::Signable)?;
+        }
+        if self.begin.requiretls {
+            self.record(&Record::RequireTls)?;
         }
         Ok(())
     }
@@ -657,6 +668,12 @@ impl Txn {
                 if !have_date {
                     out.extend_from_slice(format!("Date: {}\r\n", clock::rfc5322()).as_bytes());
                 }
+                if self.begin.requiretls
+                    && s.requiretls_header
+                    && !fields.iter().any(|f| f.is("Require-TLS-ESMTP"))
+                {
+                    out.extend_from_slice(b"Require-TLS-ESMTP: yes\r\n");
+                }
                 // The body starts with a non-header line and no blank line: add one.
                 if body == headers && headers < buf.len() {
                     out.extend_from_slice(b"\r\n");
@@ -678,50 +695,6 @@ impl Txn {
                 self.body_bytes(&buf[body.max(headers)..], s).await;
             }
         }
-    }
-
-    fn received(&self, s: &Settings) -> String {
-        let c = &self.begin.client;
-        let helo = if c.helo.is_empty() {
-            c.name.as_str()
-        } else {
-            c.helo.as_str()
-        };
-        // Mail made on this machine (forwarded by local, notices from
-        // bounce) has no client to name.
-        let mut r = if let Some(uid) = c.local_uid {
-            // From sendmail, through pickup (Postfix's shape).
-            format!(
-                "Received: by {} ({}, from userid {uid})\r\n\tid {}",
-                s.myhostname, s.mail_name, self.id
-            )
-        } else if c.addr.is_empty() {
-            format!(
-                "Received: by {} ({}) id {}",
-                s.myhostname, s.mail_name, self.id
-            )
-        } else {
-            let tls = if c.tls.is_empty() {
-                String::new()
-            } else {
-                format!("\r\n\t(using {})", c.tls)
-            };
-            format!(
-                "Received: from {helo} ({} [{}]){tls}\r\n\tby {} ({}) with {} id {}",
-                c.name, c.addr, s.myhostname, s.mail_name, c.proto, self.id
-            )
-        };
-        let date = self
-            .arrival
-            .strftime("%a, %e %b %Y %H:%M:%S %z (%Z)")
-            .to_string()
-            .replace("  ", " ");
-        if self.nrcpt == 1 {
-            r.push_str(&format!("\r\n\tfor <{}>; {date}\r\n", self.first_rcpt));
-        } else {
-            r.push_str(&format!(";\r\n\t{date}\r\n"));
-        }
-        r
     }
 
     /// Ends the content: the header section if it never ended, then the

@@ -484,6 +484,7 @@ fn smtp_session(o: &Opts, params: &Params) -> ExitCode {
         auth_without_tls: false,
         auth_with_tls: false,
         chunking: false,
+        requiretls: false,
         content_chunk: 64 * 1024,
         // pickup applies the submission checks when the message arrives.
         checks: Stages::default(),

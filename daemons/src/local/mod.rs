@@ -631,6 +631,7 @@ impl Local {
             milter_ticket: 0,
             // A forward is signed only when the original could be.
             signable: req.file.as_ref().is_some_and(signable),
+            requiretls: false,
         };
         let rcpts: Vec<sc::Recipient> = targets
             .iter()

@@ -175,6 +175,7 @@ pub(super) async fn return_refused(sh: &Shared, uid: u32, sub: &Submission, why:
         remote_headers: false,
         milter_ticket: 0,
         signable: true,
+        requiretls: false,
     };
     let rcpt = [sc::Recipient {
         address: to.clone(),

@@ -306,6 +306,7 @@ pub(super) async fn submit(sh: &Shared, uid: u32, sub: &Submission) -> Result<St
         remote_headers: false,
         milter_ticket: 0,
         signable: true,
+        requiretls: false,
     };
     let list: Vec<sc::Recipient> = rcpts
         .iter()

@@ -12,6 +12,7 @@ mod idle;
 mod lmtp;
 mod pin;
 mod report;
+mod requiretls;
 mod secure;
 mod session;
 mod sts;
@@ -126,6 +127,13 @@ struct Settings {
     dnssec: bool,
     /// smtp_mta_sts_enable.
     mta_sts: bool,
+    /// smtp_requiretls_policy and lmtp_requiretls_policy.
+    reqtls: requiretls::Policy,
+    lmtp_reqtls: requiretls::Policy,
+    /// requiretls_esmtp_header and tls_required_enable: what headers of
+    /// a message say about TLS.
+    reqtls_header: bool,
+    tls_required: bool,
     insecure_mx: dane::InsecureMx,
 }
 
@@ -167,6 +175,16 @@ impl Settings {
             generic: !p.list("smtp_generic_maps").map_err(e)?.is_empty(),
             dnssec: p.str("smtp_dns_support_level") == "dnssec",
             mta_sts: p.bool("smtp_mta_sts_enable").map_err(e)?,
+            reqtls: requiretls::Policy::parse(
+                "smtp_requiretls_policy",
+                &p.list("smtp_requiretls_policy").map_err(e)?,
+            )?,
+            lmtp_reqtls: requiretls::Policy::parse(
+                "lmtp_requiretls_policy",
+                &p.list("lmtp_requiretls_policy").map_err(e)?,
+            )?,
+            reqtls_header: p.bool("requiretls_esmtp_header").map_err(e)?,
+            tls_required: p.bool("tls_required_enable").map_err(e)?,
             insecure_mx: dane::InsecureMx::parse(p.str("smtp_tls_dane_insecure_mx_policy")),
             prefer: match p.str("smtp_address_preference") {
                 "ipv4" => dest::Prefer::Ipv4,
@@ -335,12 +353,18 @@ fn secs(us: u64) -> String {
 impl Smtp {
     /// A session to the next hop: a cached one that still answers, or a
     /// new one to the first host that talks to us, within the budget.
+    /// `want`: what the message asks of TLS (REQUIRETLS: no cached
+    /// session, only hosts and sessions that meet the policy's action;
+    /// `TLS-Required: No`: the level is `may`, no TLS policy applies).
     async fn session(
         &self,
         nexthop: &str,
         setup: &mut Duration,
+        want: &requiretls::Request,
     ) -> Result<Session, (Status, String, String)> {
-        while let Some(mut s) = self.take_cached(nexthop) {
+        while want.action.is_none()
+            && let Some(mut s) = self.take_cached(nexthop)
+        {
             if s.rset(&self.s.t).await {
                 return Ok(s);
             }
@@ -356,8 +380,13 @@ impl Smtp {
                 format!("bad next hop: {e}"),
             )
         })?;
-        let pol = self.tls_policy(nexthop).await?;
-        let sts = self.sts_policy(&nh, &pol).await?;
+        let (pol, sts) = if want.tls_optional {
+            (self.fallback(tls::Level::May)?, None)
+        } else {
+            let pol = self.tls_policy(nexthop).await?;
+            let sts = self.sts_policy(&nh, &pol).await?;
+            (pol, sts)
+        };
         let hosts = if pol.level.is_dane() && self.s.dnssec {
             dest::route_dnssec(&self.dns, &nh, &self.local).await
         } else {
@@ -392,6 +421,13 @@ impl Smtp {
                     continue;
                 }
             };
+            if let Some(a) = want.action
+                && let Err(e) =
+                    requiretls::admits(a, pol.level.name(), pol.authenticates(), &h.name)
+            {
+                last = e;
+                continue;
+            }
             for addr in &dest::usable(&h.addrs, self.s.protocols, self.s.prefer) {
                 let left = self.s.budget.saturating_sub(t0.elapsed());
                 if left.is_zero() {
@@ -399,7 +435,7 @@ impl Smtp {
                     return Err(last);
                 }
                 match self
-                    .connect_one(&pol, &nh, nexthop, &h.name, *addr, left)
+                    .connect_one(&pol, &nh, nexthop, (&h.name, *addr), left, want.action)
                     .await
                 {
                     Ok(s) => {
@@ -427,9 +463,9 @@ impl Smtp {
         pol: &tls::Policy,
         nh: &dest::Nexthop,
         nexthop: &str,
-        host: &str,
-        addr: std::net::SocketAddr,
+        (host, addr): (&str, std::net::SocketAddr),
         left: Duration,
+        reqtls: Option<requiretls::Action>,
     ) -> Result<Session, (Status, String, String)> {
         let deferred = |dsn: &str, text: String| (Status::Deferred, dsn.to_string(), text);
         let mut use_tls = pol.level != tls::Level::None;
@@ -498,6 +534,10 @@ impl Smtp {
                     Err(f) => return Err(deferred("4.7.5", s.failed(&f))),
                 }
             }
+            if let Some(a) = reqtls {
+                let server = format!("{host}[{}]", addr.ip());
+                requiretls::session_ok(a, s.tls.is_some(), s.ext.requiretls, &server)?;
+            }
             if self.s.sasl {
                 self.sasl_login(&mut s, nexthop).await?;
             }
@@ -511,13 +551,14 @@ impl Smtp {
         let Some(file) = &req.file else {
             return self.probe(&req, start_us).await;
         };
-        let (content, signable) = match crate::fsutil::read_queue_file(file) {
+        let (content, signable, reqtls) = match crate::fsutil::read_queue_file(file) {
             Ok(buf) => {
                 let (records, _) = postern_proto::queue::decode_all(&buf);
-                let signable = records
-                    .iter()
-                    .any(|(_, r)| *r == postern_proto::queue::Record::Signable);
-                (postern_proto::queue::content(&records), signable)
+                let has =
+                    |want: postern_proto::queue::Record| records.iter().any(|(_, r)| *r == want);
+                let signable = has(postern_proto::queue::Record::Signable);
+                let reqtls = has(postern_proto::queue::Record::RequireTls);
+                (postern_proto::queue::content(&records), signable, reqtls)
             }
             Err(e) => {
                 warn!("{}: cannot read the queue file: {e}", req.queue_id);
@@ -573,7 +614,23 @@ impl Smtp {
             },
             _ => content,
         };
-        let mut s = match self.session(&req.nexthop, &mut setup).await {
+        let want = match self.tls_request(&req.nexthop, reqtls, &content) {
+            Ok(w) => w,
+            Err(text) => {
+                warn!("{}: {text}", req.queue_id);
+                let why = "REQUIRETLS policy configuration error";
+                return self.all(
+                    &req,
+                    Status::Deferred,
+                    "4.7.10",
+                    why,
+                    "none",
+                    start_us,
+                    setup,
+                );
+            }
+        };
+        let mut s = match self.session(&req.nexthop, &mut setup, &want).await {
             Ok(s) => s,
             Err((status, dsn, text)) => {
                 return self.all(&req, status, &dsn, &text, "none", start_us, setup);
@@ -631,6 +688,7 @@ impl Smtp {
             smtputf8: req.smtputf8,
             ret: req.ret,
             envid: &req.envid,
+            requiretls: want.action.is_some(),
         };
         let tx = s.send(&env, &content, self.s.line_limit, &self.s.t).await;
         let xfer = t_xfer.elapsed();

@@ -19,7 +19,8 @@ impl Smtp {
                 results: Vec::new(),
             };
         };
-        let mut s = match self.session(&req.nexthop, &mut setup).await {
+        let plain = super::requiretls::Request::default();
+        let mut s = match self.session(&req.nexthop, &mut setup, &plain).await {
             Ok(s) => s,
             Err((status, dsn, text)) => {
                 return self.all(req, status, &dsn, &text, "none", start_us, setup);

@@ -213,7 +213,10 @@ impl Smtp {
     }
 
     /// The `may` or `encrypt` policy DANE falls back to, made once.
-    fn fallback(&self, level: tls::Level) -> Result<Rc<tls::Policy>, (Status, String, String)> {
+    pub(super) fn fallback(
+        &self,
+        level: tls::Level,
+    ) -> Result<Rc<tls::Policy>, (Status, String, String)> {
         if let Some(p) = self.fallback.borrow().get(&level) {
             return Ok(p.clone());
         }

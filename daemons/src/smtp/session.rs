@@ -59,6 +59,8 @@ pub struct Extensions {
     pub dsn: bool,
     pub chunking: bool,
     pub starttls: bool,
+    /// REQUIRETLS (RFC 8689), as offered inside TLS.
+    pub requiretls: bool,
     /// AUTH mechanisms offered, upper case.
     pub auth: Vec<String>,
 }
@@ -246,6 +248,7 @@ impl Session {
                     "DSN" => self.ext.dsn = true,
                     "CHUNKING" => self.ext.chunking = true,
                     "STARTTLS" => self.ext.starttls = true,
+                    "REQUIRETLS" => self.ext.requiretls = true,
                     "AUTH" => {
                         self.ext.auth = it.map(str::to_ascii_uppercase).collect();
                     }
@@ -430,6 +433,9 @@ pub struct Envelope<'a> {
     pub smtputf8: bool,
     pub ret: u8,
     pub envid: &'a str,
+    /// Send MAIL FROM ... REQUIRETLS (the message asked for it, and this
+    /// session is TLS with a server that offers it).
+    pub requiretls: bool,
 }
 
 #[cfg(test)]

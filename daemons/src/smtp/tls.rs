@@ -71,6 +71,20 @@ impl Level {
         }
     }
 
+    /// Postfix's name of the level.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::None => "none",
+            Level::May => "may",
+            Level::Encrypt => "encrypt",
+            Level::Verify => "verify",
+            Level::Secure => "secure",
+            Level::Fingerprint => "fingerprint",
+            Level::Dane => "dane",
+            Level::DaneOnly => "dane-only",
+        }
+    }
+
     /// Decided per host from TLSA records (smtp/dane.rs).
     pub fn is_dane(self) -> bool {
         matches!(self, Level::Dane | Level::DaneOnly)
@@ -619,6 +633,12 @@ impl Policy {
             None => host,
         };
         ServerName::try_from(bare(n).to_string()).ok()
+    }
+
+    /// The server's certificate is matched: verify, secure, fingerprint,
+    /// or a DANE connection (REQUIRETLS's "enforce" wants one of these).
+    pub fn authenticates(&self) -> bool {
+        self.dane.is_some() || self.level.verifies() || self.level == Level::Fingerprint
     }
 
     /// How Postfix words the established line.

@@ -182,6 +182,9 @@ impl Session {
         if env.smtputf8 {
             mail.push_str(" SMTPUTF8");
         }
+        if env.requiretls && self.tls.is_some() && self.ext.requiretls {
+            mail.push_str(" REQUIRETLS");
+        }
         if self.ext.dsn {
             match env.ret {
                 1 => mail.push_str(" RET=FULL"),

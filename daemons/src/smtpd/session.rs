@@ -115,6 +115,7 @@ impl Settings {
             auth_without_tls: sasl::plaintext_allowed(p.str("smtpd_sasl_security_options"))?,
             auth_with_tls: sasl::plaintext_allowed(p.str("smtpd_sasl_tls_security_options"))?,
             chunking: true,
+            requiretls: p.bool("requiretls_enable").map_err(e)?,
             content_chunk: sc::MAX_CHUNK,
             checks: chains.stages(),
             soft_bounce: p.bool("soft_bounce").map_err(e)?,
@@ -556,6 +557,7 @@ impl Session {
             remote_headers: !self.local_headers(f.peer.addr, f.login.is_some()),
             milter_ticket: self.milter.ticket.get(),
             signable: f.login.is_some() || self.set.access.in_mynetworks(f.peer.addr),
+            requiretls: env.params.requiretls,
         };
         match self.sh.begin(begin).await {
             Ok((queue_id, ep)) => {

@@ -18,6 +18,8 @@ pub struct MailParams {
     pub ret: u8,
     /// ENVID, xtext-decoded; empty when not given.
     pub envid: String,
+    /// REQUIRETLS (RFC 8689): the message must go on over verified TLS.
+    pub requiretls: bool,
 }
 
 /// What the parameters of a RCPT command ask for.
@@ -34,11 +36,14 @@ fn unsupported(key: &str) -> Reply {
 }
 
 /// Checks MAIL parameters. `esmtp`: the client said EHLO (a HELO session
-/// has no parameters). `size_limit`: message_size_limit.
+/// has no parameters). `size_limit`: message_size_limit. `requiretls`:
+/// REQUIRETLS was announced (requiretls_enable, inside TLS); otherwise the
+/// parameter is unsupported, as in Postfix.
 pub fn mail_params(
     params: &[EsmtpParam],
     esmtp: bool,
     size_limit: u64,
+    requiretls: bool,
 ) -> Result<MailParams, Reply> {
     let mut m = MailParams::default();
     for p in params {
@@ -58,6 +63,7 @@ pub fn mail_params(
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => {}
             ("BODY", _) => return Err(Reply::new(501, "5.5.4", "Bad BODY keyword syntax")),
             ("SMTPUTF8", None) => m.smtputf8 = true,
+            ("REQUIRETLS", None) if requiretls => m.requiretls = true,
             ("RET", Some(v)) if v.eq_ignore_ascii_case("FULL") => m.ret = 1,
             ("RET", Some(v)) if v.eq_ignore_ascii_case("HDRS") => m.ret = 2,
             ("RET", _) => return Err(Reply::new(501, "5.5.4", "Bad RET parameter syntax")),
@@ -220,9 +226,11 @@ mod tests {
                 p("SMTPUTF8", None),
                 p("RET", Some("hdrs")),
                 p("ENVID", Some("x+2By")),
+                p("REQUIRETLS", None),
             ],
             true,
             100,
+            true,
         )
         .unwrap();
         assert_eq!(
@@ -232,10 +240,14 @@ mod tests {
                 body_8bit: true,
                 smtputf8: true,
                 ret: 2,
-                envid: "x+y".into()
+                envid: "x+y".into(),
+                requiretls: true,
             }
         );
-        let code = |ps: &[EsmtpParam], esmtp| mail_params(ps, esmtp, 100).unwrap_err().code;
+        let code = |ps: &[EsmtpParam], esmtp| mail_params(ps, esmtp, 100, false).unwrap_err().code;
+        // REQUIRETLS only where it was announced (inside TLS).
+        assert_eq!(code(&[p("REQUIRETLS", None)], true), 555);
+        assert_eq!(code(&[p("REQUIRETLS", Some("x"))], true), 555);
         assert_eq!(code(&[p("SIZE", Some("101"))], true), 552);
         assert_eq!(code(&[p("SIZE", Some("x"))], true), 501);
         assert_eq!(code(&[p("SIZE", Some("1"))], false), 555);

@@ -86,6 +86,7 @@ pub fn config() -> Config {
         auth_without_tls: true,
         auth_with_tls: true,
         chunking: true,
+        requiretls: true,
         content_chunk: 64 * 1024,
         checks: Stage::ALL
             .iter()

@@ -279,6 +279,8 @@ pub struct Config {
     pub auth_with_tls: bool,
     /// Offer CHUNKING (BDAT); without it BDAT is an unimplemented command.
     pub chunking: bool,
+    /// `requiretls_enable`: offer REQUIRETLS (RFC 8689) inside TLS.
+    pub requiretls: bool,
     /// Largest [`Action::Content`].
     pub content_chunk: usize,
     /// Stages the shell has checks for.

@@ -189,6 +189,10 @@ impl Server {
         if self.cfg.chunking {
             lines.push("CHUNKING".into());
         }
+        // RFC 8689: only inside TLS.
+        if self.cfg.requiretls && self.tls.is_some() {
+            lines.push("REQUIRETLS".into());
+        }
         self.done(verb, Reply::multi(250, lines));
     }
 
@@ -371,10 +375,12 @@ impl Server {
         if self.cfg.helo_required && self.helo.is_none() {
             return self.done("mail", r(503, "5.5.1", "Error: send HELO/EHLO first"));
         }
-        let params = match esmtp::mail_params(params, self.esmtp, self.cfg.message_size_limit) {
-            Ok(p) => p,
-            Err(reply) => return self.done("mail", reply),
-        };
+        let requiretls = self.cfg.requiretls && self.tls.is_some();
+        let params =
+            match esmtp::mail_params(params, self.esmtp, self.cfg.message_size_limit, requiretls) {
+                Ok(p) => p,
+                Err(reply) => return self.done("mail", reply),
+            };
         let sender = match parse_path(path, params.smtputf8) {
             Ok(m) => m,
             Err(AddressError::NeedsUtf8) => {
