@@ -336,7 +336,9 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_helo_name", "$myhostname", Kind::Str, SM),
     p("smtp_helo_timeout", "300s", Kind::Duration { unit: "s", min_ms: 100 }, SM),
     p("smtp_line_length_limit", "998", int(80, 1 << 20), SM),
-    p("smtp_log_tls_feature_status", "yes", Kind::Bool, SM),
+    // Postfix 3.11 says yes; the pflogsumm of Debian 12 (1.1.5) cannot
+    // read delivery lines with the tls= field, so Postern's default is no.
+    p("smtp_log_tls_feature_status", "no", Kind::Bool, SM),
     p("smtp_mail_timeout", "300s", Kind::Duration { unit: "s", min_ms: 100 }, SM),
     p("smtp_mta_sts_ca_file", "", Kind::Str, ST),
     p("smtp_mta_sts_enable", "yes", Kind::Bool, SM),

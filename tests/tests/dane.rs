@@ -158,7 +158,7 @@ fn dane_verifies_defers_and_never_downgrades() {
     std::fs::write(&policies, "only.unsigned.test dane-only\n").unwrap();
     inst.add_main_cf(&format!(
         "dns_nameservers = {}\nsmtp_dns_support_level = dnssec\n\
-         smtp_tls_security_level = dane\n\
+         smtp_tls_security_level = dane\nsmtp_log_tls_feature_status = yes\n\
          smtp_tls_policy_maps = texthash:{}\n",
         dns.resolver,
         policies.display()
@@ -221,6 +221,24 @@ fn dane_verifies_defers_and_never_downgrades() {
         "Trusted TLS connection established to mx-ee.dane.test[{}]:25",
         ee.ip
     ));
+
+    // Postfix 3.11's tls= field in the delivery lines.
+    let text = std::fs::read_to_string(inst.log_path()).unwrap();
+    for (rcpt, field) in [
+        ("u@ee.dane.test", "tls=dane, dsn=2.0.0"),
+        ("u@ta.dane.test", "tls=dane, dsn=2.0.0"),
+        (
+            "u@insecure-mx-ok.unsigned.test",
+            "tls=dane:halfdane, dsn=2.0.0",
+        ),
+        ("u@plain.unsigned.test", "tls=may, dsn=2.0.0"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("to=<{rcpt}>")) && l.contains("status=sent"))
+            .unwrap_or_else(|| panic!("no delivery line for {rcpt}"));
+        assert!(line.contains(field), "{rcpt}: {line}");
+    }
 
     // The refusals, each with its reason.
     for (rcpt, why) in [

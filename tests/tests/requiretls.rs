@@ -76,7 +76,7 @@ fn requiretls_is_enforced_and_tls_required_no_is_honoured() {
     .unwrap();
     inst.add_main_cf(&format!(
         "dns_nameservers = {}\nsmtp_tls_CAfile = {}\nsmtp_tls_policy_maps = texthash:{}\n\
-         smtp_mta_sts_enable = no\n",
+         smtp_mta_sts_enable = no\nsmtp_log_tls_feature_status = yes\n",
         dns.addr,
         issued.ca.display(),
         policies.display()
@@ -123,6 +123,14 @@ s.quit()
         &format!("Verified TLS connection established to mx.verified.test[{verified_ip}]:25"),
         Duration::from_secs(5),
     );
+    // The tls= field says REQUIRETLS was sent over a matched certificate.
+    let sent = inst
+        .log()
+        .lines()
+        .find(|l| l.contains("to=<u@verified.test>") && l.contains("status=sent"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(sent.contains("tls=verify/requiretls, dsn=2.0.0"), "{sent}");
     // The refusals: bounced with the RFC's codes, nothing sent.
     for (rcpt, dsn, why) in [
         (
@@ -169,5 +177,11 @@ s.quit()
     inst.wait_log(
         &format!("Untrusted TLS connection established to mx.tlsopt.test[{tlsopt_ip}]:25"),
         Duration::from_secs(5),
+    );
+    inst.wait_log("to=<u@tlsopt.test>", Duration::from_secs(5));
+    assert!(
+        inst.log()
+            .lines()
+            .any(|l| l.contains("to=<u@tlsopt.test>") && l.contains("tls=may, dsn=2.0.0"))
     );
 }

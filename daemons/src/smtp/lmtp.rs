@@ -196,10 +196,16 @@ impl Smtp {
                 other => deferred("4.4.2".into(), s.failed(&other)),
             });
         }
+        // The tls= field: none, unless TLS is tried below.
+        s.features = "none".into();
         let Some(policy) = &l.tls else { return Ok(()) };
         if s.tls.is_some() || s.is_unix() {
             return Ok(());
         }
+        s.features = match policy.level {
+            tls::Level::May => "may:none".into(),
+            l => l.name().into(),
+        };
         if !s.ext.starttls {
             if policy.level.required() {
                 return Err(deferred(
@@ -229,6 +235,8 @@ impl Smtp {
             .await
         {
             Ok(()) => {
+                s.features = policy.level.name().into();
+                s.matched = policy.authenticates();
                 crate::log::line(&format!(
                     "{} TLS connection established to {}[{}]:{}: {}",
                     policy.trust_word(),

@@ -134,6 +134,8 @@ struct Settings {
     /// a message say about TLS.
     reqtls_header: bool,
     tls_required: bool,
+    /// smtp_log_tls_feature_status: the tls= field in delivery lines.
+    tls_features: bool,
     insecure_mx: dane::InsecureMx,
 }
 
@@ -185,6 +187,7 @@ impl Settings {
             )?,
             reqtls_header: p.bool("requiretls_esmtp_header").map_err(e)?,
             tls_required: p.bool("tls_required_enable").map_err(e)?,
+            tls_features: p.bool("smtp_log_tls_feature_status").map_err(e)?,
             insecure_mx: dane::InsecureMx::parse(p.str("smtp_tls_dane_insecure_mx_policy")),
             prefer: match p.str("smtp_address_preference") {
                 "ipv4" => dest::Prefer::Ipv4,
@@ -534,6 +537,12 @@ impl Smtp {
                     Err(f) => return Err(deferred("4.7.5", s.failed(&f))),
                 }
             }
+            s.matched = s.tls.is_some() && pol.authenticates();
+            s.features = match (pol.dane_word(), s.tls.is_some()) {
+                (Some(w), _) => w.to_string(),
+                (None, false) if pol.level == tls::Level::May => "may:none".into(),
+                (None, _) => pol.level.name().into(),
+            };
             if let Some(a) = reqtls {
                 let server = format!("{host}[{}]", addr.ip());
                 requiretls::session_ok(a, s.tls.is_some(), s.ext.requiretls, &server)?;
@@ -690,6 +699,16 @@ impl Smtp {
             envid: &req.envid,
             requiretls: want.action.is_some(),
         };
+        // The tls= field: the session's level, and what became of a
+        // REQUIRETLS request.
+        let mut features = s.features.clone();
+        if want.action.is_some() && !features.is_empty() {
+            features.push_str(match (s.tls.is_some() && s.ext.requiretls, s.matched) {
+                (true, true) => "/requiretls",
+                (true, false) => "/requiretls:nocertmatch",
+                (false, _) => "/requiretls:none",
+            });
+        }
         let tx = s.send(&env, &content, self.s.line_limit, &self.s.t).await;
         let xfer = t_xfer.elapsed();
         let remote = s.remote_name.clone();
@@ -714,7 +733,16 @@ impl Smtp {
                 ),
             };
             self.log(
-                &req, &r.address, &relay, &dsn, status, &text, start_us, setup, xfer,
+                &req,
+                &r.address,
+                &relay,
+                &dsn,
+                status,
+                &text,
+                start_us,
+                setup,
+                xfer,
+                Some(&features),
             );
             results.push(DeliveryResult {
                 index: r.index,

@@ -27,6 +27,7 @@ impl Smtp {
             }
         };
         let relay = s.relay();
+        let features = s.features.clone();
         let t0 = Instant::now();
         let (outcome, reusable) = s.probe(&req.sender, &r.address, &self.s.t).await;
         let remote = s.remote_name.clone();
@@ -48,6 +49,7 @@ impl Smtp {
             start_us,
             setup,
             t0.elapsed(),
+            Some(&features),
         );
         deliver::Reply {
             results: vec![DeliveryResult {
@@ -73,10 +75,16 @@ impl Smtp {
         start_us: u64,
         setup: Duration,
         xfer: Duration,
+        tls: Option<&str>,
     ) {
         let word = log::status_word(status, req.is_probe());
+        // smtp_log_tls_feature_status: Postfix 3.11's tls= field.
+        let tls = match tls {
+            Some(t) if self.s.tls_features && !t.is_empty() => format!(", tls={t}"),
+            _ => String::new(),
+        };
         log::line(&format!(
-            "{}: to=<{to}>, relay={relay}, delay={}, delays={}/{}/{}/{}, dsn={dsn}, status={word} ({text})",
+            "{}: to=<{to}>, relay={relay}, delay={}, delays={}/{}/{}/{}{tls}, dsn={dsn}, status={word} ({text})",
             req.queue_id,
             secs(now_us().saturating_sub(req.arrival_us)),
             secs(req.active_us.saturating_sub(req.arrival_us)),
@@ -111,6 +119,7 @@ impl Smtp {
                     start_us,
                     setup,
                     Duration::ZERO,
+                    None,
                 );
                 DeliveryResult {
                     index: r.index,

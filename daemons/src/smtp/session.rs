@@ -93,6 +93,12 @@ pub struct Session {
     pub remote_name: String,
     pub started: Instant,
     pub messages: u32,
+    /// The TLS level this session was made under, as the `tls=` field of
+    /// delivery lines says it (`may`, `may:none`, `dane`,
+    /// `dane:halfdane`, `verify`...); empty for LMTP over a Unix socket.
+    pub features: String,
+    /// The server's certificate was matched (verified, pinned or DANE).
+    pub matched: bool,
 }
 
 impl Session {
@@ -125,6 +131,8 @@ impl Session {
             remote_name: String::new(),
             started: Instant::now(),
             messages: 0,
+            features: String::new(),
+            matched: false,
         })
     }
 
@@ -163,6 +171,8 @@ impl Session {
             remote_name: String::new(),
             started: Instant::now(),
             messages: 0,
+            features: String::new(),
+            matched: false,
         })
     }
 

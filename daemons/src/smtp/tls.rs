@@ -641,6 +641,14 @@ impl Policy {
         self.dane.is_some() || self.level.verifies() || self.level == Level::Fingerprint
     }
 
+    /// A DANE connection's `tls=` word: `dane`, or `dane:halfdane` when
+    /// the MX lookup was insecure (Postfix's words).
+    pub fn dane_word(&self) -> Option<&'static str> {
+        self.dane
+            .as_ref()
+            .map(|(_, verified)| if *verified { "dane" } else { "dane:halfdane" })
+    }
+
     /// How Postfix words the established line.
     pub fn trust_word(&self) -> &'static str {
         if let Some((_, verified)) = self.dane {
