@@ -583,6 +583,26 @@ impl Config {
                 "smtp_tls_security_level = fingerprint needs smtp_tls_fingerprint_cert_match (the server certificates' fingerprints)".into(),
             ));
         }
+        // smtp_tls_trust_anchor_file: the smtp client reads it at start;
+        // a file it cannot use would stop it.
+        if let Some(v) = self.expanded("smtp_tls_trust_anchor_file", overrides) {
+            let (file, line) = self.origin("smtp_tls_trust_anchor_file", overrides);
+            for f in value::split_list(&v) {
+                let why = match std::fs::read_to_string(&f) {
+                    Err(e) => Some(format!("smtp_tls_trust_anchor_file: cannot read {f}: {e}")),
+                    Ok(t) if t.contains("-----BEGIN PUBLIC KEY-----") => Some(format!(
+                        "smtp_tls_trust_anchor_file: {f}: public-key trust anchors are not supported by Postern yet"
+                    )),
+                    Ok(t) if !t.contains("-----BEGIN CERTIFICATE-----") => Some(format!(
+                        "smtp_tls_trust_anchor_file: {f}: no trust-anchor certificate"
+                    )),
+                    Ok(_) => None,
+                };
+                if let Some(why) = why {
+                    out.push(Diagnostic::error(&file, line, why));
+                }
+            }
+        }
         // REQUIRETLS policies: actions, and tables the smtp client can
         // read (it has no files); LMTP gets REQUIRETLS where offered only.
         for name in ["smtp_requiretls_policy", "lmtp_requiretls_policy"] {

@@ -359,6 +359,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_tls_secure_cert_match", "nexthop, dot-nexthop", Kind::List, SM),
     p("smtp_tls_security_level", "may", Kind::Enum(&["none", "may", "encrypt", "dane", "dane-only", "verify", "secure", "fingerprint"]), SM | QM),
     p("smtp_tls_servername", "hostname", Kind::Str, SM),
+    p("smtp_tls_trust_anchor_file", "", Kind::List, SM),
     p("smtp_tls_verify_cert_match", "hostname", Kind::List, SM),
     p("smtp_tls_wrappermode", "no", Kind::Bool, SM),
     p("smtpd_account_message_rate_limit", "0", int(0, 1_000_000), SD),

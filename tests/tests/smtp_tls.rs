@@ -385,6 +385,51 @@ fn smtp_tls_policy_maps_set_the_level_per_destination() {
     send(&c, "named");
     let env = &delivered(&sink, 2)[1];
     assert_eq!(env["sni"], "smtp.example.net", "{env}");
+
+    // tafile=: the sink's CA as the one trust anchor of this entry, with
+    // no smtp_tls_CAfile at all (the system CAs do not know it); and
+    // smtp_tls_trust_anchor_file, for the global level. An anchor file
+    // that names another CA defers.
+    let other = pki::make(a.config_dir(), "o", "other.example");
+    for (n, (main, entry)) in [
+        ("", format!("verify tafile={}", pki.ca.display())),
+        (
+            "smtp_tls_security_level = verify\nsmtp_tls_trust_anchor_file = {ca}\n",
+            String::new(),
+        ),
+        ("", format!("verify tafile={}", other.ca.display())),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut i = Instance::new("smtpd_error_sleep_time = 0");
+        let f = i.config_dir().join("tls_policy");
+        std::fs::write(&f, format!("[{sink_ip}]:2626 {entry}\n")).unwrap();
+        let maps = if entry.is_empty() {
+            String::new()
+        } else {
+            format!("smtp_tls_policy_maps = texthash:{}\n", f.display())
+        };
+        i.add_main_cf(&format!(
+            "relayhost = [{sink_ip}]:2626\n{FAST_RETRY}{maps}{}",
+            main.replace("{ca}", &pki.ca.display().to_string())
+        ));
+        i.start();
+        send(&i, &format!("anchored {n}"));
+        if n < 2 {
+            delivered(&sink, 3 + n);
+            i.wait_log(
+                &format!("Verified TLS connection established to {sink_ip}[{sink_ip}]:2626"),
+                Duration::from_secs(10),
+            );
+        } else {
+            i.wait_log(
+                "status=deferred (Server certificate not verified",
+                Duration::from_secs(20),
+            );
+            assert_eq!(sink.messages().len(), 4);
+        }
+    }
 }
 
 /// The sink certificate's SHA-256 fingerprint, as openssl prints it.

@@ -688,29 +688,32 @@ pub const TRANSPORT_PARAMS: &[&str] = &[
 /// table's file as it is now, or an inline table's text). A path with a
 /// `$` (a regexp substitution) is never one: the socket must be written
 /// out.
-pub fn lmtp_sockets(params: &crate::Params) -> Vec<PathBuf> {
-    let mut texts: Vec<Vec<u8>> = TRANSPORT_PARAMS
-        .iter()
-        .map(|n| params.str(n).as_bytes().to_vec())
-        .collect();
-    for name in ["transport_maps", "address_verify_transport_maps"] {
-        for spec in params.list(name).unwrap_or_default() {
-            texts.push(spec.as_bytes().to_vec());
-            if let Ok(t) = parse(&spec) {
-                for (p, _) in t.files() {
-                    if let Ok(d) = std::fs::read(&p) {
-                        texts.push(d);
-                    }
+/// The trust-anchor files `tafile=` names in smtp_tls_policy_maps (in the
+/// parameter's inline tables and in its table files as they are now),
+/// which the smtp client may have the master open for it.
+pub fn tafile_paths(params: &crate::Params) -> Vec<PathBuf> {
+    let mut texts: Vec<Vec<u8>> = Vec::new();
+    for spec in params.list("smtp_tls_policy_maps").unwrap_or_default() {
+        texts.push(spec.as_bytes().to_vec());
+        if let Ok(t) = parse(&spec) {
+            for (p, _) in t.files() {
+                if let Ok(d) = std::fs::read(&p) {
+                    texts.push(d);
                 }
             }
         }
     }
+    marked_paths(&texts, b"tafile=")
+}
+
+/// Absolute paths right after `mark` in `texts` (up to white space, a
+/// comma or a closing brace), without `$` substitutions.
+fn marked_paths(texts: &[Vec<u8>], mark: &[u8]) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    const MARK: &[u8] = b"lmtp:unix:";
-    for t in &texts {
+    for t in texts {
         let mut at = 0;
-        while let Some(i) = t[at..].windows(MARK.len()).position(|w| w == MARK) {
-            let start = at + i + MARK.len();
+        while let Some(i) = t[at..].windows(mark.len()).position(|w| w == mark) {
+            let start = at + i + mark.len();
             let end = t[start..]
                 .iter()
                 .position(|&b| {
@@ -729,6 +732,26 @@ pub fn lmtp_sockets(params: &crate::Params) -> Vec<PathBuf> {
     out.sort();
     out.dedup();
     out
+}
+
+pub fn lmtp_sockets(params: &crate::Params) -> Vec<PathBuf> {
+    let mut texts: Vec<Vec<u8>> = TRANSPORT_PARAMS
+        .iter()
+        .map(|n| params.str(n).as_bytes().to_vec())
+        .collect();
+    for name in ["transport_maps", "address_verify_transport_maps"] {
+        for spec in params.list(name).unwrap_or_default() {
+            texts.push(spec.as_bytes().to_vec());
+            if let Ok(t) = parse(&spec) {
+                for (p, _) in t.files() {
+                    if let Ok(d) = std::fs::read(&p) {
+                        texts.push(d);
+                    }
+                }
+            }
+        }
+    }
+    marked_paths(&texts, b"lmtp:unix:")
 }
 
 /// The table files a role may have the master open for it.
@@ -762,7 +785,11 @@ pub fn allowed_files(role: crate::Role, params: &crate::Params) -> Vec<PathBuf> 
         Role::Postscreen => files_of(params, ["postscreen_access_list"].iter()),
         // smtp: the Unix sockets of LMTP servers, which the master
         // connects to for it.
-        Role::Smtp => lmtp_sockets(params),
+        Role::Smtp => {
+            let mut v = lmtp_sockets(params);
+            v.extend(tafile_paths(params));
+            v
+        }
         // proxymap: the sockets of socketmap:unix: tables, which the
         // master connects to for it (it has no Unix sockets of its own).
         Role::Proxymap => remote_tables(params)

@@ -12,6 +12,14 @@ impl Master {
     }
 
     pub(super) fn on_message(&mut self, role: Role, epoch: u64, msg: FromDaemon) {
+        // smtp's trust-anchor files (tafile=) are files to open, where its
+        // other "tables" are LMTP sockets to connect to.
+        let tafiles = match &msg {
+            FromDaemon::OpenTable { .. } if role == Role::Smtp => {
+                crate::tables::tafile_paths(&self.params)
+            }
+            _ => Vec::new(),
+        };
         let tables_allowed = match &msg {
             FromDaemon::OpenTable { .. } => crate::tables::allowed_files(role, &self.params),
             _ => Vec::new(),
@@ -139,10 +147,11 @@ impl Master {
                 }
                 // proxymap's "tables" are the sockets of socketmap:unix:
                 // servers: the master connects, the jail needs no socket.
-                let file = if matches!(
-                    role,
-                    Role::Proxymap | Role::Smtp | Role::Policy | Role::Milter
-                ) {
+                let file = if !tafiles.contains(&wanted)
+                    && matches!(
+                        role,
+                        Role::Proxymap | Role::Smtp | Role::Policy | Role::Milter
+                    ) {
                     connect_socket(&wanted)
                 } else {
                     open_table(&wanted)

@@ -128,10 +128,19 @@ impl Smtp {
         if let Some(p) = maps.made.borrow().get(&entry) {
             return Ok(p.clone());
         }
+        // tafile=: the anchors replace the CAs (the master opens the files
+        // the tables name for us).
+        let roots = if entry.tafiles.is_empty() {
+            maps.roots.clone()
+        } else {
+            self.trust_anchors(&entry.tafiles)
+                .await
+                .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?
+        };
         let p = tls::Policy::with_matches(
             entry.level,
             entry.servername.as_deref().unwrap_or(&maps.servername),
-            maps.roots.clone(),
+            roots,
             self.cert.clone(),
             maps.cert_match.for_level(entry.level, &entry.matches),
             maps.cert_match.digest,
@@ -230,5 +239,24 @@ impl Smtp {
         let p = Rc::new(p);
         self.fallback.borrow_mut().insert(level, p.clone());
         Ok(p)
+    }
+
+    /// The trust anchors of `files`, opened by the master (only files a
+    /// `tafile=` of smtp_tls_policy_maps names).
+    async fn trust_anchors(&self, files: &[String]) -> Result<rustls::RootCertStore, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for f in files {
+            let fd = match self.sb.open_table(std::path::Path::new(f)).await {
+                Ok(Some(fd)) => fd,
+                Ok(None) => return Err(format!("{f}: No such file or directory")),
+                Err(e) => return Err(format!("{f}: {e}")),
+            };
+            let pem = crate::fsutil::read_whole(&fd, crate::fsutil::SMALL_FILE_CAP)
+                .map_err(|e| format!("{f}: {e}"))?;
+            for c in tls::load_anchors(&pem, f)? {
+                roots.add(c).map_err(|e| format!("{f}: {e}"))?;
+            }
+        }
+        Ok(roots)
     }
 }

@@ -127,6 +127,32 @@ pub fn load_roots(ca_file: &str, level: Level) -> Result<RootCertStore, String> 
     Ok(roots)
 }
 
+/// Trust anchors (`smtp_tls_trust_anchor_file`, `tafile=`): PEM
+/// certificates, which replace the CAs for the verify and secure levels;
+/// they may be roots, intermediates or a self-signed server certificate.
+/// Public keys as anchors are refused (not supported yet), as is a file
+/// with no certificate.
+pub fn load_anchors(pem: &[u8], name: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    if pem.windows(26).any(|w| w == b"-----BEGIN PUBLIC KEY-----") {
+        return Err(format!(
+            "{name}: public-key trust anchors are not supported by Postern yet"
+        ));
+    }
+    let mut out = Vec::new();
+    for c in CertificateDer::pem_slice_iter(pem) {
+        let c = c.map_err(|e| format!("{name}: bad certificate: {e}"))?;
+        let mut probe = RootCertStore::empty();
+        probe
+            .add(c.clone())
+            .map_err(|e| format!("{name}: not a usable trust anchor: {e}"))?;
+        out.push(c);
+    }
+    if out.is_empty() {
+        return Err(format!("{name}: no trust-anchor certificate"));
+    }
+    Ok(out)
+}
+
 /// Accepts any certificate (for `may` and `encrypt`: encryption without
 /// authentication, as Postfix does), but still checks that the server holds
 /// the key of the certificate it sent.
@@ -359,6 +385,9 @@ pub struct Entry {
     /// `servername=`: the SNI (`hostname`, `nexthop` or a literal name);
     /// None: smtp_tls_servername.
     pub servername: Option<String>,
+    /// `tafile=`: trust-anchor files that replace the CAs for this
+    /// destination (several add up).
+    pub tafiles: Vec<String>,
 }
 
 /// Parses a policy table value. Levels and attributes Postern cannot
@@ -381,6 +410,7 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
     };
     let mut matches = Vec::new();
     let mut servername = None;
+    let mut tafiles = Vec::new();
     for w in words {
         let (name, value) = w
             .split_once('=')
@@ -411,6 +441,10 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
                 return Err(format!("bad servername \"{value}\""));
             }
             "servername" => servername = Some(value.to_ascii_lowercase()),
+            "tafile" if value.starts_with('/') && !value.contains('$') => {
+                tafiles.push(value.to_string());
+            }
+            "tafile" => return Err(format!("bad tafile \"{value}\": an absolute path")),
             "protocols" | "ciphers" | "exclude" => {}
             other => {
                 return Err(format!(
@@ -426,6 +460,7 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
         level,
         matches,
         servername,
+        tafiles,
     })
 }
 
@@ -777,6 +812,7 @@ pub(super) mod tests {
                 level: Level::Verify,
                 matches: vec!["hostname".into(), "mx.example.com".into()],
                 servername: None,
+                tafiles: Vec::new(),
             }
         );
         assert_eq!(parse_entry("encrypt").unwrap().level, Level::Encrypt);
@@ -793,7 +829,11 @@ pub(super) mod tests {
         assert_eq!(parse_entry("dane-only").unwrap().level, Level::DaneOnly);
         for (bad, why) in [
             ("dane match=hostname", "does not apply"),
-            ("verify tafile=/etc/ta.pem", "\"tafile\" is not supported"),
+            ("verify tafile=etc/ta.pem", "an absolute path"),
+            (
+                "verify certfile=/etc/x.pem",
+                "\"certfile\" is not supported",
+            ),
             ("verify match", "expected name=value"),
             ("strict", "unknown TLS security level"),
             ("", "empty"),
