@@ -25,16 +25,21 @@ fn write(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
 }
 
-/// Creates the files under `dir` (names prefixed by `tag`), the server
-/// certificate valid for `host`.
-pub fn make(dir: &Path, tag: &str, host: &str) -> Pki {
+/// A fresh test CA named after `tag`.
+fn new_ca(tag: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
         .push(DnType::CommonName, format!("Postern Test CA {tag}"));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// Creates the files under `dir` (names prefixed by `tag`), the server
+/// certificate valid for `host`.
+pub fn make(dir: &Path, tag: &str, host: &str) -> Pki {
+    let ca = new_ca(tag);
     let leaf = |name: &str| {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
@@ -77,13 +82,7 @@ pub struct Issued {
 /// Creates a CA under `dir` (names prefixed by `tag`) and one server
 /// certificate for each list of names in `certs`.
 pub fn issue(dir: &Path, tag: &str, certs: &[&[&str]]) -> Issued {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("Postern Test CA {tag}"));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let ca = new_ca(tag);
     let ca_path = dir.join(format!("{tag}-ca.pem"));
     write(&ca_path, &ca.pem());
     let certs = certs
