@@ -51,7 +51,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
         let roots = tls::load_roots(params.str("smtp_tls_CAfile"), level)?;
         // smtp_tls_trust_anchor_file: anchors that replace the CAs for
         // verify and secure (MTA-STS keeps the CAs).
-        let anchors = trust_anchor_file(params)?.unwrap_or_else(|| roots.clone());
+        let anchors = secure::trust_anchor_file(params)?.unwrap_or_else(|| roots.clone());
         let cert = Arc::new(tls::ClientCert::default());
         let cert_match = tls::CertMatch::from_params(params);
         let policy = tls::Policy::with_matches(
@@ -101,25 +101,6 @@ pub fn main(ipc_fd: RawFd) -> ! {
             Vec::new(),
         ))
     })
-}
-
-/// smtp_tls_trust_anchor_file, read before the jail: None when unset.
-fn trust_anchor_file(p: &Params) -> Result<Option<rustls::RootCertStore>, String> {
-    let files = p
-        .list("smtp_tls_trust_anchor_file")
-        .map_err(|e| e.to_string())?;
-    if files.is_empty() {
-        return Ok(None);
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    for f in files {
-        let pem = crate::fsutil::read_path(&f, crate::fsutil::SMALL_FILE_CAP)
-            .map_err(|e| format!("smtp_tls_trust_anchor_file: cannot read {f}: {e}"))?;
-        for c in tls::load_anchors(&pem, &f)? {
-            roots.add(c).map_err(|e| format!("{f}: {e}"))?;
-        }
-    }
-    Ok(Some(roots))
 }
 
 struct Settings {

@@ -260,3 +260,24 @@ impl Smtp {
         Ok(roots)
     }
 }
+
+/// smtp_tls_trust_anchor_file, read before the jail: None when unset.
+pub(super) fn trust_anchor_file(
+    p: &postern_config::Params,
+) -> Result<Option<rustls::RootCertStore>, String> {
+    let files = p
+        .list("smtp_tls_trust_anchor_file")
+        .map_err(|e| e.to_string())?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for f in files {
+        let pem = crate::fsutil::read_path(&f, crate::fsutil::SMALL_FILE_CAP)
+            .map_err(|e| format!("smtp_tls_trust_anchor_file: cannot read {f}: {e}"))?;
+        for c in tls::load_anchors(&pem, &f)? {
+            roots.add(c).map_err(|e| format!("{f}: {e}"))?;
+        }
+    }
+    Ok(Some(roots))
+}
