@@ -20,6 +20,46 @@ pub struct Parsed {
     pub issuer_cn: String,
 }
 
+/// A certificate's key as OpenSSL (and so Postfix's TLS log line) names
+/// it: `RSA` with its size, `ECDSA` with its curve, `ED25519`, `ED448`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa(usize),
+    Ec(&'static str),
+    Ed25519,
+    Ed448,
+}
+
+/// The key of one DER certificate; None when it is no certificate or a
+/// key of another kind.
+pub fn key_kind(der: &[u8]) -> Option<KeyKind> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let spki = cert.public_key();
+    match spki.algorithm.algorithm.to_id_string().as_str() {
+        "1.3.101.112" => return Some(KeyKind::Ed25519),
+        "1.3.101.113" => return Some(KeyKind::Ed448),
+        _ => {}
+    }
+    match spki.parsed().ok()? {
+        x509_parser::public_key::PublicKey::RSA(rsa) => Some(KeyKind::Rsa(rsa.key_size())),
+        x509_parser::public_key::PublicKey::EC(_) => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string())?;
+            Some(KeyKind::Ec(match curve.as_str() {
+                "1.2.840.10045.3.1.7" => "prime256v1",
+                "1.3.132.0.34" => "secp384r1",
+                "1.3.132.0.35" => "secp521r1",
+                _ => return None,
+            }))
+        }
+        _ => None,
+    }
+}
+
 /// Parses one DER certificate; None when it is not one (or has bytes
 /// after it).
 pub fn parse(der: &[u8]) -> Option<Parsed> {
@@ -75,6 +115,20 @@ mod tests {
     fn fingerprints_are_colon_separated_upper_hex() {
         assert_eq!(fingerprint(&[0x0a, 0xff, 0x00]), "0A:FF:00");
         assert_eq!(fingerprint(&[]), "");
+    }
+
+    #[test]
+    fn key_kinds_as_openssl_names_them() {
+        let kind = |alg: &'static rcgen::SignatureAlgorithm| {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let params = rcgen::CertificateParams::new(vec!["mx.example".into()]).unwrap();
+            key_kind(params.self_signed(&key).unwrap().der())
+        };
+        assert_eq!(kind(&rcgen::PKCS_ECDSA_P256_SHA256), Some(KeyKind::Ec("prime256v1")));
+        assert_eq!(kind(&rcgen::PKCS_ECDSA_P384_SHA384), Some(KeyKind::Ec("secp384r1")));
+        assert_eq!(kind(&rcgen::PKCS_ED25519), Some(KeyKind::Ed25519));
+        assert_eq!(kind(&rcgen::PKCS_RSA_SHA256), Some(KeyKind::Rsa(2048)));
+        assert_eq!(key_kind(b"not a certificate"), None);
     }
 
     #[test]

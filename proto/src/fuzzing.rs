@@ -425,6 +425,10 @@ pub fn ccert(data: &[u8]) {
         assert!(p.cn.len() <= crate::ccert::MAX_CN);
         assert!(p.cn.bytes().all(|b| (0x20..0x7f).contains(&b)));
     }
+    // A server certificate's key, for the TLS log line.
+    if let Some(crate::ccert::KeyKind::Rsa(bits)) = crate::ccert::key_kind(data) {
+        assert!(bits <= data.len() * 8);
+    }
 }
 
 /// A header value's address list: the spans are in order, inside the

@@ -351,8 +351,22 @@ impl Session {
                 )));
             }
         };
+        // A full handshake's line names the server's signature too; a
+        // resumed one had none.
+        let signature = match tls.get_ref().1.handshake_kind() {
+            Some(rustls::HandshakeKind::Resumed) => None,
+            _ => tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|leaf| crate::tls::signature_words(leaf)),
+        };
         *self.io.get_mut() = Stream::Tls(Box::new(tls));
-        self.tls = self.io.get_ref().tls_summary();
+        self.tls = self.io.get_ref().tls_summary().map(|t| match &signature {
+            Some(w) => format!("{t} {w}"),
+            None => t,
+        });
         self.io.get_ref().count_tls("outbound");
         Ok(())
     }

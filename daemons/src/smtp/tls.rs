@@ -543,7 +543,7 @@ impl Policy {
             .with_protocol_versions(crate::tls::VERSIONS)
             .map_err(|e| format!("smtp TLS: {e}"))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
+            .with_custom_certificate_verifier(Arc::new(crate::tls::Noting(verifier)))
             .with_client_cert_resolver(cert);
         c.enable_sni = !servername.is_empty();
         let c = Arc::new(c);
@@ -589,7 +589,7 @@ impl Policy {
             .with_protocol_versions(crate::tls::VERSIONS)
             .map_err(|e| format!("smtp TLS: {e}"))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
+            .with_custom_certificate_verifier(Arc::new(crate::tls::Noting(verifier)))
             .with_client_cert_resolver(cert);
         c.resumption = rustls::client::Resumption::disabled();
         c.enable_sni = true;
@@ -612,10 +612,11 @@ impl Policy {
         };
         let names = self.wanted(host, nexthop);
         let mut c = (**base).clone();
-        c.dangerous().set_certificate_verifier(Arc::new(AnyName {
-            inner: webpki.clone(),
-            names,
-        }));
+        c.dangerous()
+            .set_certificate_verifier(Arc::new(crate::tls::Noting(Arc::new(AnyName {
+                inner: webpki.clone(),
+                names,
+            }))));
         tokio_rustls::TlsConnector::from(Arc::new(c))
     }
 

@@ -135,3 +135,116 @@ pub fn server_key_files(p: &postern_config::Params) -> Option<(Vec<String>, Vec<
 pub fn wants_server_tls(p: &postern_config::Params) -> bool {
     p.str("smtpd_tls_security_level") != "none" || p.bool("smtpd_tls_wrappermode").unwrap_or(false)
 }
+
+/// The signature scheme each server certificate last signed a full
+/// handshake with (keyed by the certificate's SHA-256), which rustls does
+/// not report after the handshake: for the `server-signature` and
+/// `server-digest` words of the smtp client's TLS line. A few hundred
+/// entries at most.
+static SCHEMES: std::sync::Mutex<Vec<([u8; 32], rustls::SignatureScheme)>> =
+    std::sync::Mutex::new(Vec::new());
+const MAX_SCHEMES: usize = 256;
+
+fn cert_key(cert: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert);
+    let mut k = [0u8; 32];
+    k.copy_from_slice(d.as_ref());
+    k
+}
+
+fn note_scheme(cert: &[u8], scheme: rustls::SignatureScheme) {
+    let k = cert_key(cert);
+    if let Ok(mut v) = SCHEMES.lock() {
+        v.retain(|(c, _)| *c != k);
+        if v.len() >= MAX_SCHEMES {
+            v.remove(0);
+        }
+        v.push((k, scheme));
+    }
+}
+
+/// `server-signature ECDSA (prime256v1) server-digest SHA256`, as Postfix
+/// 3.11 words the server's handshake signature, for a full handshake
+/// whose leaf certificate is `cert`; None when it is not known.
+pub fn signature_words(cert: &[u8]) -> Option<String> {
+    use postern_proto::ccert::KeyKind;
+    use rustls::SignatureScheme as S;
+    let k = cert_key(cert);
+    let scheme = SCHEMES
+        .lock()
+        .ok()?
+        .iter()
+        .rev()
+        .find(|(c, _)| *c == k)
+        .map(|(_, s)| *s)?;
+    let key = postern_proto::ccert::key_kind(cert)?;
+    let digest = match scheme {
+        S::ECDSA_NISTP256_SHA256 | S::RSA_PSS_SHA256 | S::RSA_PKCS1_SHA256 => Some("SHA256"),
+        S::ECDSA_NISTP384_SHA384 | S::RSA_PSS_SHA384 | S::RSA_PKCS1_SHA384 => Some("SHA384"),
+        S::ECDSA_NISTP521_SHA512 | S::RSA_PSS_SHA512 | S::RSA_PKCS1_SHA512 => Some("SHA512"),
+        _ => None,
+    };
+    let alg = match (key, scheme) {
+        (KeyKind::Rsa(bits), S::RSA_PSS_SHA256 | S::RSA_PSS_SHA384 | S::RSA_PSS_SHA512) => {
+            format!("RSA-PSS ({bits} bits)")
+        }
+        (KeyKind::Rsa(bits), _) => format!("RSA ({bits} bits)"),
+        (KeyKind::Ec(curve), _) => format!("ECDSA ({curve})"),
+        (KeyKind::Ed25519, _) => "ED25519".into(),
+        (KeyKind::Ed448, _) => "ED448".into(),
+    };
+    Some(match digest {
+        Some(d) => format!("server-signature {alg} server-digest {d}"),
+        None => format!("server-signature {alg}"),
+    })
+}
+
+/// A server certificate verifier that notes the scheme of each handshake
+/// signature it accepts (see [`signature_words`]); the checks are the
+/// inner verifier's.
+#[derive(Debug)]
+pub struct Noting(pub Arc<dyn rustls::client::danger::ServerCertVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for Noting {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.0
+            .verify_server_cert(end_entity, intermediates, name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let ok = self.0.verify_tls12_signature(message, cert, dss)?;
+        note_scheme(cert, dss.scheme);
+        Ok(ok)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let ok = self.0.verify_tls13_signature(message, cert, dss)?;
+        note_scheme(cert, dss.scheme);
+        Ok(ok)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.0.requires_raw_public_keys()
+    }
+}
