@@ -41,6 +41,7 @@ PACKAGES=(
     knot             # a real authoritative server signing the DANE test zones (its service never starts)
     unbound          # a real validating resolver in front of knot: DNSSEC answers with the AD bit
     knot-dnsutils    # kdig: the DANE tests check the validating path before they use it
+    python3-jsonschema # checks TLS-RPT report JSON against the RFC 8460 schema
 )
 . scripts/packages.sh
 ensure_packages "${PACKAGES[@]}"

@@ -124,8 +124,14 @@ mod tests {
             let params = rcgen::CertificateParams::new(vec!["mx.example".into()]).unwrap();
             key_kind(params.self_signed(&key).unwrap().der())
         };
-        assert_eq!(kind(&rcgen::PKCS_ECDSA_P256_SHA256), Some(KeyKind::Ec("prime256v1")));
-        assert_eq!(kind(&rcgen::PKCS_ECDSA_P384_SHA384), Some(KeyKind::Ec("secp384r1")));
+        assert_eq!(
+            kind(&rcgen::PKCS_ECDSA_P256_SHA256),
+            Some(KeyKind::Ec("prime256v1"))
+        );
+        assert_eq!(
+            kind(&rcgen::PKCS_ECDSA_P384_SHA384),
+            Some(KeyKind::Ec("secp384r1"))
+        );
         assert_eq!(kind(&rcgen::PKCS_ED25519), Some(KeyKind::Ed25519));
         assert_eq!(kind(&rcgen::PKCS_RSA_SHA256), Some(KeyKind::Rsa(2048)));
         assert_eq!(key_kind(b"not a certificate"), None);

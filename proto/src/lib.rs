@@ -21,3 +21,4 @@ pub mod screen;
 pub mod smtp;
 pub mod statefile;
 pub mod tablemap;
+pub mod tlsrpt;
