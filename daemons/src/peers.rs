@@ -63,6 +63,8 @@ pub const EDGES: &[(Role, Role, &[&str])] = &[
     (Role::Smtp, Role::Sts, &[sts::EDGE]),
     (Role::Sts, Role::Resolver, &[resolver::EDGE]),
     (Role::Sts, Role::Cache, &[cache::EDGE]),
+    // TLS-RPT reports to mailto: addresses go out as mail.
+    (Role::Sts, Role::Cleanup, &[smtpd_cleanup::EDGE]),
     // Every process reports its figures to the metrics role (the master
     // over a channel it makes itself); nothing asks the metrics role
     // anything, and it opens nothing.

@@ -5,11 +5,31 @@
 # policy over HTTPS when the record's id is new or the cached policy
 # expired, and keeps it in the state store. The answer never waits for
 # more than the role's fetch deadline.
+#
+# smtp -> sts also counts TLS sessions for TLS-RPT (RFC 8460,
+# smtp_tls_rpt_enable): the sts role keeps the day's counts per recipient
+# domain and policy in the state store and sends the daily reports.
 
-const version :UInt32 = 1;
+const version :UInt32 = 2;
 
 struct Request {
-  domain @0 :Text;           # the next-hop domain, at most 255 bytes
+  union {
+    domain @0 :Text;         # the policy of this next-hop domain, at most 255 bytes
+    count @1 :Count;
+  }
+}
+
+# One TLS session (or attempt) to a domain that has a policy.
+struct Count {
+  domain @0 :Text;           # the recipient domain, at most 255 bytes
+  kind @1 :Text;             # "sts" or "tlsa"
+  strings @2 :List(Text);    # the policy as text: at most 64 of 255 bytes
+  mx @3 :List(Text);         # MTA-STS mx patterns, or the TLSA host: at most 64
+  success @4 :Bool;
+  resultType @5 :Text;       # RFC 8460 4.3's result type, when it failed
+  sendingIp @6 :Text;
+  mxHost @7 :Text;
+  receivingIp @8 :Text;
 }
 
 enum Mode {
@@ -31,5 +51,6 @@ struct Reply {
     # No policy applies; why (printable, at most 512 bytes; empty when
     # the domain publishes no _mta-sts record).
     none @1 :Text;
+    counted @2 :Void;        # a count was taken
   }
 }

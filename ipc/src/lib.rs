@@ -93,6 +93,18 @@ pub mod fuzzing {
                 }],
             }
             .encode(),
+            crate::sts::Request::Count(crate::sts::Count {
+                domain: "example.com".into(),
+                kind: "sts".into(),
+                strings: vec!["version: STSv1".into(), "mode: enforce".into()],
+                mx: vec!["*.example.com".into()],
+                success: false,
+                result_type: "certificate-not-trusted".into(),
+                sending_ip: String::new(),
+                mx_host: "mx1.example.com".into(),
+                receiving_ip: "192.0.2.25".into(),
+            })
+            .encode(),
             crate::resolver::Reply::HostSec {
                 secure: false,
                 name: "host.example".into(),

@@ -120,10 +120,12 @@ impl Report {
                         .map(|d| {
                             let mut v = serde_json::json!({
                                 "result-type": d.result_type,
-                                "sending-mta-ip": d.sending_ip,
                                 "receiving-mx-hostname": d.mx_host,
                                 "failed-session-count": d.count,
                             });
+                            if !d.sending_ip.is_empty() {
+                                v["sending-mta-ip"] = serde_json::json!(d.sending_ip);
+                            }
                             if !d.receiving_ip.is_empty() {
                                 v["receiving-ip"] = serde_json::json!(d.receiving_ip);
                             }

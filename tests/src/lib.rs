@@ -1019,3 +1019,42 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap()
 }
+
+impl Sink {
+    /// A STARTTLS sink on port 25 of a fresh loopback address, with the
+    /// certificate chain and key given (and sink.py's `extra` options),
+    /// its files under `parent`/sink-`tag`: an MX host.
+    pub fn mx(
+        parent: &Path,
+        tag: &str,
+        chain: &Path,
+        key: &Path,
+        extra: &[&str],
+    ) -> (String, Sink) {
+        let ip = unique_loopback();
+        let (chain, key) = (chain.display().to_string(), key.display().to_string());
+        let mut opts = vec!["--tls", chain.as_str(), key.as_str()];
+        opts.extend_from_slice(extra);
+        let s = Sink::start_with(&ip, 25, &parent.join(format!("sink-{tag}")), &opts);
+        (ip, s)
+    }
+}
+
+/// A real HTTPS server on `ip`:443 serving MTA-STS policy files from
+/// `dir` (tests/tools/https_policy.py), once it listens.
+pub fn https_policy_server(ip: &str, chain: &Path, key: &Path, dir: &Path) -> Child {
+    let child = Command::new("/usr/bin/python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/https_policy.py"))
+        .args([ip, "443"])
+        .arg(chain)
+        .arg(key)
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the HTTPS policy server");
+    wait_for("the HTTPS policy server", Duration::from_secs(20), || {
+        dir.join("ready").exists().then_some(())
+    });
+    child
+}

@@ -114,19 +114,8 @@ fn mta_sts_policies_per_domain() {
         ],
     );
     let sink = |i: usize, tag: &str| {
-        let ip = unique_loopback();
         let (chain, key) = &issued.certs[i];
-        let s = Sink::start_with(
-            &ip,
-            25,
-            &inst.dir.path().join(format!("sink-{tag}")),
-            &[
-                "--tls",
-                &chain.display().to_string(),
-                &key.display().to_string(),
-            ],
-        );
-        (ip, s)
+        Sink::mx(inst.dir.path(), tag, chain, key, &[])
     };
     let (enf_ip, enf) = sink(1, "enf");
     let (nomatch_ip, nomatch) = sink(2, "nomatch");
@@ -147,19 +136,7 @@ fn mta_sts_policies_per_domain() {
     // policy (404).
     let https_ip = unique_loopback();
     let (chain, key) = &issued.certs[0];
-    let mut server = std::process::Command::new("/usr/bin/python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/https_policy.py"))
-        .args([&https_ip, "443"])
-        .arg(chain)
-        .arg(key)
-        .arg(&web)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the HTTPS policy server", Duration::from_secs(20), || {
-        web.join("ready").exists().then_some(())
-    });
+    let mut server = postern_tests::https_policy_server(&https_ip, chain, key, &web);
 
     let ips = [
         ("enf", enf_ip.as_str()),

@@ -68,6 +68,16 @@ pub const NAMESPACES: &[Namespace] = &[
         max_entries: 50_000,
         max_value: 4096,
     },
+    Namespace {
+        // TLS-RPT: each (UTC day, recipient domain)'s session counts per
+        // policy until its report went out, and their index.
+        name: "tls-rpt",
+        owner: Role::Sts,
+        readers: &[],
+        version: 1,
+        max_entries: 1_001,
+        max_value: 4096,
+    },
 ];
 
 pub fn namespace(name: &str) -> Option<&'static Namespace> {

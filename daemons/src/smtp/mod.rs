@@ -139,6 +139,8 @@ struct Settings {
     tls_required: bool,
     /// smtp_log_tls_feature_status: the tls= field in delivery lines.
     tls_features: bool,
+    /// smtp_tls_rpt_enable: sessions to domains with a policy are counted.
+    tls_rpt: bool,
     insecure_mx: dane::InsecureMx,
 }
 
@@ -191,6 +193,7 @@ impl Settings {
             reqtls_header: p.bool("requiretls_esmtp_header").map_err(e)?,
             tls_required: p.bool("tls_required_enable").map_err(e)?,
             tls_features: p.bool("smtp_log_tls_feature_status").map_err(e)?,
+            tls_rpt: p.bool("smtp_tls_rpt_enable").map_err(e)?,
             insecure_mx: dane::InsecureMx::parse(p.str("smtp_tls_dane_insecure_mx_policy")),
             prefer: match p.str("smtp_address_preference") {
                 "ipv4" => dest::Prefer::Ipv4,
@@ -411,6 +414,8 @@ impl Smtp {
             if let Some(p) = &sts
                 && let Err(e) = sts::admits(p, &nh.host, &h.name)
             {
+                self.tls_rpt(&nh, sts.as_ref(), None, (&h.name, None), Err(&e.2))
+                    .await;
                 last = e;
                 continue;
             }
@@ -423,6 +428,8 @@ impl Smtp {
                         "Failed to establish session to {nexthop} via {}: {}",
                         h.name, e.2
                     ));
+                    self.tls_rpt(&nh, sts.as_ref(), None, (&h.name, None), Err(&e.2))
+                        .await;
                     last = e;
                     continue;
                 }
@@ -445,6 +452,9 @@ impl Smtp {
                     .await
                 {
                     Ok(s) => {
+                        let to = (h.name.as_str(), Some(addr.ip()));
+                        self.tls_rpt(&nh, sts.as_ref(), Some(&pol), to, Ok(()))
+                            .await;
                         *setup = t0.elapsed();
                         return Ok(s);
                     }
@@ -453,7 +463,12 @@ impl Smtp {
                         *setup = t0.elapsed();
                         return Err(e);
                     }
-                    Err(e) => last = e,
+                    Err(e) => {
+                        let to = (h.name.as_str(), Some(addr.ip()));
+                        self.tls_rpt(&nh, sts.as_ref(), Some(&pol), to, Err(&e.2))
+                            .await;
+                        last = e;
+                    }
                 }
             }
         }

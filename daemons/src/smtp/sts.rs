@@ -56,6 +56,29 @@ pub(super) fn admits(p: &Policy, domain: &str, host: &str) -> Result<(), Failure
     }
 }
 
+/// TLS-RPT's result type (RFC 8460 §4.3) of a failed attempt, from why
+/// it failed (`dane`: the host was held to TLSA records); None: not a
+/// failure of the policy (a refused connection, a timeout).
+pub(super) fn result_type(dane: bool, why: &str) -> Option<&'static str> {
+    Some(if why.starts_with("TLSA lookup error") {
+        "dnssec-invalid"
+    } else if why.contains("does not match the MTA-STS policy") {
+        "validation-failure"
+    } else if why.contains("TLS is required, but was not offered") {
+        "starttls-not-supported"
+    } else if !why.contains("Server certificate not verified") {
+        return None;
+    } else if dane {
+        "validation-failure"
+    } else if why.contains("NotValidForName") {
+        "certificate-host-mismatch"
+    } else if why.contains("Expired") {
+        "certificate-expired"
+    } else {
+        "certificate-not-trusted"
+    })
+}
+
 /// Does the policy ask for verified TLS?
 pub(super) fn enforces(p: Option<&Policy>) -> bool {
     p.is_some_and(|p| p.mode == Mode::Enforce)
@@ -78,9 +101,7 @@ impl Smtp {
         if !self.s.mta_sts || !nh.mx || !global || !level_applies {
             return Ok(None);
         }
-        let req = Request {
-            domain: nh.host.clone(),
-        };
+        let req = Request::Policy(nh.host.clone());
         match self.sts.call(&req).await {
             Ok(Reply::Policy(p)) if p.mode != Mode::None => Ok(Some(p)),
             Ok(_) => Ok(None),
@@ -92,6 +113,67 @@ impl Smtp {
                     format!("MTA-STS policy of {} unavailable", nh.host),
                 ))
             }
+        }
+    }
+
+    /// TLS-RPT (smtp_tls_rpt_enable): tells the sts role about one
+    /// attempt on `host` of next hop `nh`, when it was held to a policy:
+    /// DANE's TLSA records (`pol`), else the domain's MTA-STS policy
+    /// (`sts`). `outcome`: success, or why it failed.
+    pub(super) async fn tls_rpt(
+        &self,
+        nh: &dest::Nexthop,
+        sts: Option<&Policy>,
+        pol: Option<&tls::Policy>,
+        (host, ip): (&str, Option<std::net::IpAddr>),
+        outcome: Result<(), &str>,
+    ) {
+        if !self.s.tls_rpt {
+            return;
+        }
+        let tlsa = pol.filter(|p| !p.tlsa.is_empty());
+        let lookup_error = outcome.is_err_and(|w| w.starts_with("TLSA lookup error"));
+        let (kind, strings, mx) = match (tlsa, sts) {
+            (Some(p), _) => ("tlsa", p.tlsa.clone(), vec![host.to_string()]),
+            (None, _) if lookup_error => ("tlsa", Vec::new(), vec![host.to_string()]),
+            (None, Some(s)) => {
+                let mut lines = vec![
+                    "version: STSv1".to_string(),
+                    format!(
+                        "mode: {}",
+                        if s.mode == Mode::Enforce {
+                            "enforce"
+                        } else {
+                            "testing"
+                        }
+                    ),
+                ];
+                lines.extend(s.mx.iter().map(|m| format!("mx: {m}")));
+                lines.push(format!("max_age: {}", s.max_age));
+                ("sts", lines, s.mx.clone())
+            }
+            (None, None) => return,
+        };
+        let result_type = match outcome {
+            Ok(()) => "",
+            Err(why) => match result_type(tlsa.is_some() || lookup_error, why) {
+                Some(t) => t,
+                None => return,
+            },
+        };
+        let count = postern_ipc::sts::Count {
+            domain: nh.host.clone(),
+            kind: kind.into(),
+            strings,
+            mx,
+            success: outcome.is_ok(),
+            result_type: result_type.into(),
+            sending_ip: String::new(),
+            mx_host: host.to_string(),
+            receiving_ip: ip.map(|i| i.to_string()).unwrap_or_default(),
+        };
+        if let Err(e) = self.sts.call(&Request::Count(count)).await {
+            crate::warn!("TLS-RPT: {}: session not counted: {e}", nh.host);
         }
     }
 

@@ -484,6 +484,9 @@ pub struct Policy {
     /// A DANE connection's TLSA base domain (the name sent as SNI) and
     /// whether its MX lookup was secure too ("Verified", else "Trusted").
     dane: Option<(ServerName<'static>, bool)>,
+    /// A DANE connection's TLSA records as text (`3 1 1 ab12...`), for
+    /// TLS-RPT.
+    pub tlsa: Vec<String>,
     /// `smtp_tls_servername`: "" (no SNI), "hostname" or "nexthop".
     pub servername: String,
     connector: tokio_rustls::TlsConnector,
@@ -555,6 +558,7 @@ impl Policy {
         Ok(Policy {
             level,
             dane: None,
+            tlsa: Vec::new(),
             servername: servername.to_string(),
             connector: tokio_rustls::TlsConnector::from(c.clone()),
             // One exact name is what the shared connector checks already.
@@ -584,6 +588,13 @@ impl Policy {
             .first()
             .and_then(|n| ServerName::try_from(bare(n).to_string()).ok())
             .ok_or_else(|| "no TLSA base domain".to_string())?;
+        let tlsa = records
+            .iter()
+            .map(|t| {
+                let hex: String = t.data.iter().map(|b| format!("{b:02x}")).collect();
+                format!("{} {} {} {hex}", t.usage, t.selector, t.matching)
+            })
+            .collect();
         let verifier = Arc::new(super::dane::Verifier::new(records, names));
         let mut c = ClientConfig::builder_with_provider(crate::tls::provider())
             .with_protocol_versions(crate::tls::VERSIONS)
@@ -596,6 +607,7 @@ impl Policy {
         Ok(Policy {
             level: Level::Dane,
             dane: Some((base, verified)),
+            tlsa,
             servername: String::new(),
             connector: tokio_rustls::TlsConnector::from(Arc::new(c)),
             matches: Vec::new(),

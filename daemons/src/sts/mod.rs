@@ -16,6 +16,10 @@
 //! without one the domain has no policy. Nothing of a failed fetch is
 //! kept. Each domain's policy is its own: one domain's broken policy
 //! changes nothing for another domain, even on the same MX hosts.
+//!
+//! It also keeps the TLS-RPT counts the smtp client reports and sends the
+//! daily reports (sts/report.rs).
+mod report;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::{OwnedFd, RawFd};
@@ -83,7 +87,11 @@ struct Sts {
     dns: crate::smtp::ResolverClient,
     store: crate::cache::client::Client,
     memory: RefCell<HashMap<String, Held>>,
+    reports: report::Reports,
 }
+
+/// How often the role looks for reports that are due.
+const REPORT_CHECK: Duration = Duration::from_secs(10);
 
 async fn serve(mut ctx: Context, tls: tokio_rustls::TlsConnector) {
     let query = ctx.query_timeout();
@@ -92,13 +100,30 @@ async fn serve(mut ctx: Context, tls: tokio_rustls::TlsConnector) {
         dns: crate::smtp::ResolverClient::new(ctx.switchboard.clone(), query),
         store: crate::cache::client::Client::new(ctx.switchboard.clone(), "mta-sts"),
         memory: RefCell::default(),
+        reports: report::Reports::new(report::Settings::new(&ctx.params), ctx.switchboard.clone()),
     });
+    let reporter = {
+        let sts = sts.clone();
+        async move {
+            loop {
+                tokio::time::sleep(REPORT_CHECK).await;
+                let post = |url: String, body: Vec<u8>| {
+                    let sts = sts.clone();
+                    async move { sts.post(&url, &body).await }
+                };
+                sts.reports.send_due(query, &sts.dns, post).await;
+            }
+        }
+    };
     // A fetch may take FETCH_TIMEOUT on top of the DNS questions.
     let deadline = query + FETCH_TIMEOUT;
-    daemon::serve_channels(&mut ctx, |from, fd| {
+    let channels = daemon::serve_channels(&mut ctx, |from, fd| {
         channel(sts.clone(), from, fd, deadline)
-    })
-    .await;
+    });
+    tokio::select! {
+        _ = channels => {}
+        _ = reporter => {}
+    }
 }
 
 async fn channel(sts: Rc<Sts>, from: Role, fd: OwnedFd, timeout: Duration) {
@@ -144,7 +169,14 @@ fn decode(v: &[u8], expires_in: u32) -> Option<Held> {
 
 impl Sts {
     async fn answer(&self, req: Request) -> Reply {
-        let domain = req.domain.trim_end_matches('.').to_ascii_lowercase();
+        let domain = match req {
+            Request::Policy(d) => d,
+            Request::Count(c) => {
+                self.reports.count(c).await;
+                return Reply::Counted;
+            }
+        };
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let held = self.held(&domain).await;
         let record = match self.dns.query(Ask::Txt(format!("_mta-sts.{domain}"))).await {
             Dns::Texts(texts) => {
@@ -298,5 +330,76 @@ impl Sts {
             return mtasts::policy_response(&resp).map_err(|e| format!("{host}: {e}"));
         }
         Err(last)
+    }
+
+    /// POSTs a TLS-RPT report (gzipped JSON) to an https: address, port
+    /// 443 only (the role's jail allows no other), within FETCH_TIMEOUT.
+    async fn post(&self, url: &str, body: &[u8]) -> Result<(), String> {
+        let rest = url.strip_prefix("https://").ok_or("not https")?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let host = match authority.split_once(':') {
+            Some((h, "443")) => h,
+            Some(_) => return Err("only port 443 is reachable from the sts role".into()),
+            None => authority,
+        };
+        let head = format!(
+            "POST {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: Postern\r\n\
+             Content-Type: application/tlsrpt+gzip\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        let go = async {
+            let resp = self.exchange(host, head.into_bytes(), body).await?;
+            let status = resp
+                .split(|b| *b == b'\n')
+                .next()
+                .and_then(|l| std::str::from_utf8(l).ok())
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|c| c.parse::<u16>().ok())
+                .ok_or("no HTTP status")?;
+            if (200..300).contains(&status) {
+                Ok(())
+            } else {
+                Err(format!("HTTP {status}"))
+            }
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, go)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    }
+
+    /// One HTTPS exchange with `host`:443: `head` and `body` out, the
+    /// response (up to MAX_RESPONSE bytes) back.
+    async fn exchange(&self, host: &str, head: Vec<u8>, body: &[u8]) -> Result<Vec<u8>, String> {
+        let ip = match self.dns.query(Ask::Addresses(host.to_string())).await {
+            Dns::Addresses(a) => a.into_iter().next().ok_or("no address")?,
+            _ => return Err(format!("{host}: no address")),
+        };
+        let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect((ip, 443))
+            .await
+            .map_err(|e| format!("{host}[{ip}]:443: {e}"))?;
+        let mut s = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("{host}[{ip}]:443: TLS: {e}"))?;
+        s.write_all(&head).await.map_err(|e| e.to_string())?;
+        s.write_all(body).await.map_err(|e| e.to_string())?;
+        let mut resp = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) if resp.len() + n > MAX_RESPONSE => return Err("response too large".into()),
+                Ok(n) => resp.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(resp)
     }
 }
