@@ -159,7 +159,7 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
         &cfg,
         "rpt",
         &[
-            &["mta-sts.good.test", "mta-sts.bad.test"],
+            &["mta-sts.good.test", "mta-sts.bad.test", "reports-web.test"],
             &["mx1.good.test"],
             &["mx1.bad.test"],
         ],
@@ -195,11 +195,11 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
         zone.push_str(&format!(
             "{d} 60 IN MX 10 mx1.{d}\nmx1.{d} 60 IN A {ip}\n\
              _mta-sts.{d} 60 IN TXT \"v=STSv1; id=1\"\nmta-sts.{d} 60 IN A {https_ip}\n\
-             _smtp._tls.{d} 60 IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@reports.test\"\n"
+             _smtp._tls.{d} 60 IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@reports.test,https://reports-web.test/v1/tlsrpt\"\n"
         ));
     }
     zone.push_str(&format!(
-        "reports 60 IN MX 10 mx.reports\nmx.reports 60 IN A {reports_ip}\n"
+        "reports 60 IN MX 10 mx.reports\nmx.reports 60 IN A {reports_ip}\nreports-web 60 IN A {https_ip}\n"
     ));
     let dns_ip = unique_loopback();
     let dns = postern_tests::dns::start_zones(&dns_ip, &[("test.", &zone)]);
@@ -265,6 +265,26 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
                 .unwrap_or("")
                 .to_string(),
         ));
+    }
+    // The same reports by HTTPS POST to the https: rua.
+    wait_for("two POSTed reports", Duration::from_secs(30), || {
+        web.join("post-2").exists().then_some(())
+    });
+    for n in 1..=2 {
+        let kind = std::fs::read_to_string(web.join(format!("post-{n}.type"))).unwrap();
+        assert_eq!(kind, "application/tlsrpt+gzip /v1/tlsrpt");
+        let out = Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg("import gzip, sys; sys.stdout.write(gzip.decompress(open(sys.argv[1], 'rb').read()).decode())")
+            .arg(web.join(format!("post-{n}")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        validate(&String::from_utf8(out.stdout).unwrap(), dir.path()).unwrap();
     }
     seen.sort();
     assert_eq!(

@@ -10,6 +10,9 @@ no such file. DIR/<host>.type, when present, is sent as the Content-Type
 instead (to serve a policy as something else). Every request's host is
 appended to DIR/requests.log. DIR/ready appears once it listens. The file
 is read at each request, so a test changes a policy by rewriting it.
+
+POST (a TLS-RPT report) writes the body to DIR/post-N with its
+Content-Type in DIR/post-N.type, and answers 201.
 """
 import http.server, os, ssl, sys
 
@@ -35,6 +38,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self):
+        n = len([f for f in os.listdir(root) if f.startswith("post-") and not f.endswith(".type")])
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        base = os.path.join(root, "post-%d" % (n + 1))
+        with open(base + ".type", "w") as f:
+            f.write((self.headers.get("Content-Type") or "") + " " + self.path)
+        with open(base + ".tmp", "wb") as f:
+            f.write(body)
+        os.rename(base + ".tmp", base)
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, *args):
         pass
