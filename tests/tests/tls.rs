@@ -727,6 +727,11 @@ fn postern_to_postern_negotiates_post_quantum_key_exchange() {
         b.log_lines("TLS connection established from").pop()
     });
     assert!(inb.contains("key-exchange X25519MLKEM768"), "{inb}");
+    // Both lines name B's handshake signature (its test key is P-256),
+    // as Postfix 3.11 does.
+    let words = "server-signature ECDSA (prime256v1) server-digest SHA256";
+    assert!(out.ends_with(words), "{out}");
+    assert!(inb.ends_with(words), "{inb}");
     a.stop();
     b.stop();
 }

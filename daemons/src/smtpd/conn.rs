@@ -46,6 +46,9 @@ pub struct Conn {
     pub min_data_rate: u64,
     deadline: Option<Instant>,
     data_credit: bool,
+    /// The words for the signature our handshake made (full handshakes
+    /// only), until the TLS line takes them.
+    pub signature: Option<String>,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -64,6 +67,7 @@ impl Conn {
             min_data_rate: 0,
             deadline: None,
             data_credit: false,
+            signature: None,
         }
     }
 
@@ -211,9 +215,16 @@ impl Conn {
         let Some(tcp) = self.stream.take_plain() else {
             return Err("TLS already active".into());
         };
-        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        // Our key's signer notes the signature it makes for this task.
+        let signature = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let handshake = crate::tls::remote::SERVER_SIGNATURE.scope(
+            signature.clone(),
+            tokio::time::timeout(timeout, acceptor.accept(tcp)),
+        );
+        match handshake.await {
             Ok(Ok(tls)) => {
                 self.stream = Stream::Tls(Box::new(tls));
+                self.signature = signature.borrow_mut().take();
                 Ok(discarded)
             }
             Ok(Err(e)) => Err(e.to_string()),

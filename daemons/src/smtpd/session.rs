@@ -472,7 +472,13 @@ impl Session {
                                 self.conn.stream.count_tls("inbound");
                                 self.info.tls = self.conn.stream.tls_info();
                                 Event::TlsEstablished {
-                                    summary: self.conn.stream.tls_summary().unwrap_or_default(),
+                                    summary: match (
+                                        self.conn.stream.tls_summary(),
+                                        self.conn.signature.take(),
+                                    ) {
+                                        (Some(t), Some(w)) => format!("{t} {w}"),
+                                        (t, _) => t.unwrap_or_default(),
+                                    },
                                     discarded,
                                     peer,
                                 }

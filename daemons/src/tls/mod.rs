@@ -167,8 +167,6 @@ fn note_scheme(cert: &[u8], scheme: rustls::SignatureScheme) {
 /// 3.11 words the server's handshake signature, for a full handshake
 /// whose leaf certificate is `cert`; None when it is not known.
 pub fn signature_words(cert: &[u8]) -> Option<String> {
-    use postern_proto::ccert::KeyKind;
-    use rustls::SignatureScheme as S;
     let k = cert_key(cert);
     let scheme = SCHEMES
         .lock()
@@ -177,7 +175,20 @@ pub fn signature_words(cert: &[u8]) -> Option<String> {
         .rev()
         .find(|(c, _)| *c == k)
         .map(|(_, s)| *s)?;
-    let key = postern_proto::ccert::key_kind(cert)?;
+    Some(signature_text(
+        postern_proto::ccert::key_kind(cert)?,
+        scheme,
+    ))
+}
+
+/// The words for a handshake signature made with `scheme` by a key of
+/// `key`'s kind.
+pub fn signature_text(
+    key: postern_proto::ccert::KeyKind,
+    scheme: rustls::SignatureScheme,
+) -> String {
+    use postern_proto::ccert::KeyKind;
+    use rustls::SignatureScheme as S;
     let digest = match scheme {
         S::ECDSA_NISTP256_SHA256 | S::RSA_PSS_SHA256 | S::RSA_PKCS1_SHA256 => Some("SHA256"),
         S::ECDSA_NISTP384_SHA384 | S::RSA_PSS_SHA384 | S::RSA_PKCS1_SHA384 => Some("SHA384"),
@@ -193,10 +204,10 @@ pub fn signature_words(cert: &[u8]) -> Option<String> {
         (KeyKind::Ed25519, _) => "ED25519".into(),
         (KeyKind::Ed448, _) => "ED448".into(),
     };
-    Some(match digest {
+    match digest {
         Some(d) => format!("server-signature {alg} server-digest {d}"),
         None => format!("server-signature {alg}"),
-    })
+    }
 }
 
 /// A server certificate verifier that notes the scheme of each handshake

@@ -82,6 +82,13 @@ impl KeyClient {
     }
 }
 
+tokio::task_local! {
+    /// The words for the signature smtpd's handshake makes (`server-signature
+    /// ECDSA (prime256v1) server-digest SHA256`), for the task that drives
+    /// that handshake: its TLS line and Received header name it.
+    pub static SERVER_SIGNATURE: std::rc::Rc<std::cell::RefCell<Option<String>>>;
+}
+
 /// A signing key whose private half is in the broker.
 #[derive(Debug)]
 pub struct RemoteKey {
@@ -89,11 +96,17 @@ pub struct RemoteKey {
     role: KeyRole,
     schemes: Vec<SignatureScheme>,
     algorithm: SignatureAlgorithm,
+    /// The key's kind, from the certificate, for the TLS line.
+    kind: Option<postern_proto::ccert::KeyKind>,
 }
 
 impl SigningKey for RemoteKey {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
         let scheme = *self.schemes.iter().find(|s| offered.contains(s))?;
+        if let Some(kind) = &self.kind {
+            let words = super::signature_text(kind.clone(), scheme);
+            let _ = SERVER_SIGNATURE.try_with(|c| *c.borrow_mut() = Some(words));
+        }
         Some(Box::new(RemoteSigner {
             client: self.client.clone(),
             role: self.role,
@@ -227,6 +240,9 @@ pub fn certified_key(
         role,
         schemes: id.schemes.into_iter().map(SignatureScheme::from).collect(),
         algorithm: SignatureAlgorithm::from(id.algorithm),
+        kind: chain
+            .first()
+            .and_then(|c| postern_proto::ccert::key_kind(c)),
     };
     Ok(Arc::new(CertifiedKey::new(chain, Arc::new(key))))
 }
