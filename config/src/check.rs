@@ -655,6 +655,7 @@ impl Config {
                 Diagnostic::error(&file, line, text)
             });
         }
+        self.check_tls_choices(overrides, out);
         if let Some(v) = self.expanded("metrics_listen", overrides)
             && let Err(e) = crate::inet::metrics_listen(&v)
         {
@@ -669,6 +670,68 @@ impl Config {
                         &file,
                         line,
                         format!("metrics_allowed_clients: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// TLS protocol and cipher settings each valid alone (their kinds
+    /// say) that together leave no protocol or suite: for smtp, lmtp and
+    /// smtpd, opportunistic and mandatory.
+    fn check_tls_choices(&self, overrides: &[Override], out: &mut Vec<Diagnostic>) {
+        for prefix in ["smtp", "lmtp", "smtpd"] {
+            for mandatory in [false, true] {
+                let m = if mandatory { "mandatory_" } else { "" };
+                let get = |n: &str| {
+                    self.expanded(&format!("{prefix}_tls_{n}"), overrides)
+                        .unwrap_or_default()
+                };
+                let mut excludes = vec![get("exclude_ciphers")];
+                if mandatory {
+                    excludes.push(get("mandatory_exclude_ciphers"));
+                }
+                let excludes: Vec<&str> = excludes.iter().map(String::as_str).collect();
+                let protocols = format!("{prefix}_tls_{m}protocols");
+                // Each value alone is checked by its kind.
+                let (Ok(_), Ok(_)) = (
+                    crate::tlsproto::protocols(&get(&format!("{m}protocols"))),
+                    crate::tlsproto::grade(&get(&format!("{m}ciphers"))),
+                ) else {
+                    continue;
+                };
+                if excludes
+                    .iter()
+                    .any(|e| crate::tlsproto::exclusions(e).is_err())
+                {
+                    continue;
+                }
+                if let Err(e) = crate::tlsproto::Choice::new(
+                    &get(&format!("{m}protocols")),
+                    &get(&format!("{m}ciphers")),
+                    &excludes,
+                ) {
+                    // Point at whichever of them is set.
+                    let (file, line) = [
+                        protocols.clone(),
+                        format!("{prefix}_tls_mandatory_exclude_ciphers"),
+                        format!("{prefix}_tls_exclude_ciphers"),
+                    ]
+                    .iter()
+                    .map(|n| self.origin(n, overrides))
+                    .find(|(_, line)| line.is_some())
+                    .unwrap_or_else(|| self.origin(&protocols, overrides));
+                    out.push(Diagnostic::error(
+                        &file,
+                        line,
+                        format!(
+                            "{protocols} with {prefix}_tls_exclude_ciphers{}: {e}",
+                            if mandatory {
+                                format!(" and {prefix}_tls_mandatory_exclude_ciphers")
+                            } else {
+                                String::new()
+                            }
+                        ),
                     ));
                 }
             }

@@ -22,6 +22,7 @@ pub mod restrictions;
 mod role;
 pub mod sasl;
 pub mod tables;
+pub mod tlsproto;
 pub mod value;
 
 use std::collections::{BTreeMap, BTreeSet};

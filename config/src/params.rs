@@ -43,6 +43,9 @@ pub(crate) fn check_value(def: &ParamDef, v: &str) -> Result<(), String> {
                 Err(format!("expected one of: {}", choices.join(", ")))
             }
         }
+        Kind::TlsProtocols => crate::tlsproto::protocols(v).map(|_| ()),
+        Kind::TlsGrade => crate::tlsproto::grade(v),
+        Kind::TlsExclude => crate::tlsproto::exclusions(v).map(|_| ()),
         Kind::Path => {
             if v.is_empty() {
                 Err("a path is required".into())

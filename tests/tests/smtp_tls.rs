@@ -534,3 +534,95 @@ fn fingerprint_level_pins_the_server_certificate() {
         "{err}"
     );
 }
+
+#[test]
+fn policy_entries_set_protocols_ciphers_and_the_plaintext_levels() {
+    // A STARTTLS sink that speaks TLS 1.2 at most, and a sink with no TLS;
+    // one instance per case, each relaying to one of them with its own
+    // main.cf lines and policy table entry.
+    let tls_ip = unique_loopback();
+    let plain_ip = unique_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki::make(dir.path(), "s", &tls_ip);
+    let tls_sink = Sink::start_with(
+        &tls_ip,
+        2626,
+        &dir.path().join("tls-sink"),
+        &[
+            "--tls",
+            &pki.server_cert.display().to_string(),
+            &pki.server_key.display().to_string(),
+            "--tls-max",
+            "1.2",
+        ],
+    );
+    let plain_sink = Sink::start_with(&plain_ip, 2626, &dir.path().join("plain-sink"), &[]);
+    // Each instance must live until its message is out (drop stops it).
+    let run = |ip: &str, main: &str, entry: &str, subject: &str| -> Instance {
+        let mut i = Instance::new("smtpd_error_sleep_time = 0");
+        let table = i.config_dir().join("tls_policy");
+        std::fs::write(&table, format!("[{ip}]:2626 {entry}\n")).unwrap();
+        i.add_main_cf(&format!(
+            "relayhost = [{ip}]:2626\n{FAST_RETRY}smtp_tls_CAfile = {}\nsmtp_tls_policy_maps = texthash:{}\n{main}",
+            pki.ca.display(),
+            table.display()
+        ));
+        i.start();
+        send(&i, subject);
+        i
+    };
+    let deferred = |i: &Instance, why: &str| {
+        i.wait_log(&format!("status=deferred ({why}"), Duration::from_secs(20));
+    };
+
+    // protocols= asks for TLS 1.3, which this server lacks: deferred,
+    // never sent over TLS 1.2 or in clear.
+    let a = run(&tls_ip, "", "encrypt protocols=>=TLSv1.3", "tls13 only");
+    deferred(&a, "");
+    // protocols= and exclude= that leave this server's TLS 1.2 and one
+    // suite: delivered with that suite.
+    let _b = run(
+        &tls_ip,
+        "",
+        "encrypt protocols=TLSv1.2 exclude=AES128:CHACHA20",
+        "aes256",
+    );
+    let env = &delivered(&tls_sink, 1)[0];
+    assert_eq!(env["tls"], "TLSv1.2", "{env}");
+    assert_eq!(env["cipher"], "ECDHE-ECDSA-AES256-GCM-SHA384", "{env}");
+    // smtp_tls_mandatory_protocols holds the levels that require TLS
+    // (deferred at encrypt), smtp_tls_protocols opportunistic TLS (may
+    // delivers over TLS 1.2).
+    let tls13 = "smtp_tls_mandatory_protocols = >=TLSv1.3\n";
+    let c = run(&tls_ip, tls13, "encrypt", "mandatory");
+    deferred(&c, "");
+    let _c2 = run(&tls_ip, tls13, "may", "opportunistic");
+    let env = &delivered(&tls_sink, 2)[1];
+    assert_eq!(env["tls"], "TLSv1.2", "{env}");
+    // ciphers=null cannot be honoured: the entry defers, never ignored.
+    let d = run(&tls_ip, "", "encrypt ciphers=null", "null");
+    deferred(&d, "smtp_tls_policy_maps: [");
+    assert!(d.log().contains("ciphers=null"), "{}", d.log());
+    // secure with a match= the certificate does not carry: deferred,
+    // where the global may would deliver.
+    let e = run(&tls_ip, "", "secure match=mx.elsewhere.example", "secure");
+    deferred(&e, "Server certificate not verified");
+
+    // none and may entries deliver to a server without STARTTLS although
+    // the global level is encrypt; without the entry it defers.
+    let enc = "smtp_tls_security_level = encrypt\n";
+    let _n = run(&plain_ip, enc, "none", "none entry");
+    let _m = run(&plain_ip, enc, "may", "may entry");
+    let got = delivered(&plain_sink, 2);
+    assert!(got.iter().all(|env| env["tls"].is_null()), "{got:?}");
+    let f = run(&plain_ip, enc, "encrypt", "encrypt entry");
+    deferred(&f, "TLS is required, but was not offered");
+
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(tls_sink.messages().len(), 2, "a deferred message went out");
+    assert_eq!(
+        plain_sink.messages().len(),
+        2,
+        "a deferred message went out"
+    );
+}

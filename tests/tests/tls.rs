@@ -34,7 +34,13 @@ fn tls_instance(extra: &str) -> (Instance, Pki) {
 
 /// `openssl s_client` with the test CA; returns its whole output.
 fn s_client(inst: &Instance, pki: &Pki, port: u16, starttls: bool) -> String {
+    s_client_with(inst, pki, port, starttls, &[])
+}
+
+/// `openssl s_client` with `extra` arguments (`-tls1_2`, `-cipher ...`).
+fn s_client_with(inst: &Instance, pki: &Pki, port: u16, starttls: bool, extra: &[&str]) -> String {
     let mut cmd = Command::new("openssl");
+    cmd.args(extra);
     cmd.args(["s_client", "-connect", &format!("{}:{port}", inst.ip)])
         .args(["-servername", "mx.test.example", "-showcerts"])
         .arg("-CAfile")
@@ -749,6 +755,59 @@ fn postern_to_postern_negotiates_post_quantum_key_exchange() {
 /// a weak one. testssl 3.0.8 does not know the post-quantum groups, so it
 /// lists only the classic curves; tls::postern_to_postern_negotiates_post_quantum_key_exchange
 /// covers X25519MLKEM768.
+#[test]
+fn smtpd_tls_protocols_and_cipher_exclusions_narrow_each_service() {
+    // Port 25 (opportunistic): no TLS 1.3, and no CHACHA20 or AES256
+    // suite; 587 (encrypt) and 465 (wrapper mode) take the mandatory
+    // settings: TLS 1.3 only.
+    let (inst, pki) = tls_instance(
+        "smtpd_tls_protocols = !TLSv1.3\n\
+         smtpd_tls_exclude_ciphers = CHACHA20, AES256\n\
+         smtpd_tls_mandatory_protocols = >=TLSv1.3\n",
+    );
+    let out = s_client(&inst, &pki, inst.smtp_port, true);
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    assert!(
+        out.contains("Protocol  : TLSv1.2") || out.contains("Protocol: TLSv1.2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Cipher is ECDHE-ECDSA-AES128-GCM-SHA256"),
+        "{out}"
+    );
+    let handshake =
+        |out: &str| out.contains("Verify return code: 0 (ok)") && out.contains("Cipher is ");
+    // A client that offers only excluded suites, or only TLS 1.3, gets
+    // no handshake on port 25.
+    for extra in [
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"][..],
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"],
+        &["-tls1_3"],
+    ] {
+        let out = s_client_with(&inst, &pki, inst.smtp_port, true, extra);
+        assert!(!handshake(&out), "{extra:?}: {out}");
+    }
+    // 587 and 465: TLS 1.3 (mandatory), and nothing below it.
+    for (port, starttls) in [(inst.submission_port, true), (WRAPPER_PORT, false)] {
+        let out = s_client(&inst, &pki, port, starttls);
+        assert!(handshake(&out) && out.contains("TLSv1.3"), "{port}: {out}");
+        let out = s_client_with(&inst, &pki, port, starttls, &["-tls1_2"]);
+        assert!(!handshake(&out), "{port}: {out}");
+    }
+    // A combination that leaves nothing is refused by conf --check, with
+    // the file and line.
+    let bad = Instance::new(
+        "smtpd_tls_mandatory_protocols = TLSv1.2\nsmtpd_tls_mandatory_exclude_ciphers = HIGH\n",
+    );
+    let out = bad.postern(&["conf", "--check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("main.cf:") && err.contains("leave no cipher suite"),
+        "{err}"
+    );
+}
+
 #[test]
 fn testssl_finds_no_weak_protocol_cipher_or_vulnerability() {
     let (inst, _pki) = tls_instance("");

@@ -21,6 +21,7 @@ Options after DIR:
                         and require it
   --implicit-tls CHAIN KEY  SMTPS: TLS from the first byte (port 465
                         style), no STARTTLS
+  --tls-max 1.2         (after --tls) speak TLS 1.2 at most
   --requiretls          announce REQUIRETLS (RFC 8689) after STARTTLS and
                         accept the MAIL parameter there ("requiretls" in
                         the envelope)
@@ -45,6 +46,9 @@ while opts:
             tls_context.verify_mode = ssl.CERT_OPTIONAL
             rest = rest[1:]
         opts = rest
+    elif opts[0] == "--tls-max" and opts[1] == "1.2":
+        tls_context.maximum_version = ssl.TLSVersion.TLSv1_2
+        opts = opts[2:]
     elif opts[0] == "--implicit-tls":
         implicit = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         implicit.load_cert_chain(opts[1], opts[2])
@@ -127,6 +131,7 @@ class Handler:
                        "mail_options": envelope.mail_options, "rcpt_options": envelope.rcpt_options,
                        "peer": str(session.peer), "time": __import__("time").time(),
                        "tls": sslobj.version() if sslobj else None,
+                       "cipher": sslobj.cipher()[0] if sslobj else None,
                        "sni": sni_seen.get(id(sslobj)) if sslobj else None,
                        "client_cert": bool(sslobj and sslobj.getpeercert()),
                        "auth": bool(session.authenticated),

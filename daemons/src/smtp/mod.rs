@@ -16,6 +16,7 @@ mod requiretls;
 mod secure;
 mod session;
 mod sts;
+mod suites;
 mod tls;
 mod transaction;
 
@@ -57,10 +58,10 @@ pub fn main(ipc_fd: RawFd) -> ! {
         let policy = tls::Policy::with_matches(
             level,
             params.str("smtp_tls_servername"),
-            anchors.clone(),
-            cert.clone(),
+            (anchors.clone(), cert.clone()),
             cert_match.for_level(level, &[]),
             cert_match.digest,
+            &s.suites.choice(level, &Default::default())?,
         )?;
         // smtp_tls_policy_maps: what per-destination policies are made of.
         let maps = (!params
@@ -79,6 +80,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
                 "",
                 tls::load_roots(params.str("smtp_tls_CAfile"), l)?,
                 cert.clone(),
+                &suites::Suites::from_params(params, "lmtp")?.choice(l, &Default::default())?,
             )?),
             None => None,
         };
@@ -142,6 +144,8 @@ struct Settings {
     /// smtp_tls_rpt_enable: sessions to domains with a policy are counted.
     tls_rpt: bool,
     insecure_mx: dane::InsecureMx,
+    /// smtp_tls_protocols, smtp_tls_ciphers, ... (and the mandatory ones).
+    suites: suites::Suites,
 }
 
 impl Settings {
@@ -195,6 +199,7 @@ impl Settings {
             tls_features: p.bool("smtp_log_tls_feature_status").map_err(e)?,
             tls_rpt: p.bool("smtp_tls_rpt_enable").map_err(e)?,
             insecure_mx: dane::InsecureMx::parse(p.str("smtp_tls_dane_insecure_mx_policy")),
+            suites: suites::Suites::from_params(p, "smtp")?,
             prefer: match p.str("smtp_address_preference") {
                 "ipv4" => dest::Prefer::Ipv4,
                 "ipv6" => dest::Prefer::Ipv6,
@@ -239,7 +244,7 @@ struct Smtp {
     cert: Arc<tls::ClientCert>,
     /// The `may` and `encrypt` policies DANE falls back to per host, and
     /// the `verify` one an MTA-STS policy in enforce mode asks for.
-    fallback: RefCell<HashMap<tls::Level, Rc<tls::Policy>>>,
+    fallback: RefCell<HashMap<(tls::Level, tls::Overrides), Rc<tls::Policy>>>,
     /// The CAs of smtp_tls_CAfile (or the system's), for MTA-STS.
     roots: rustls::RootCertStore,
     /// The sts role, for MTA-STS policies (smtp_mta_sts_enable).
@@ -390,7 +395,10 @@ impl Smtp {
             )
         })?;
         let (pol, sts) = if want.tls_optional {
-            (self.fallback(tls::Level::May)?, None)
+            (
+                self.fallback_for(tls::Level::May, &Default::default())?,
+                None,
+            )
         } else {
             let pol = self.tls_policy(nexthop).await?;
             let sts = self.sts_policy(&nh, &pol).await?;

@@ -137,15 +137,22 @@ impl Smtp {
                 .await
                 .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?
         };
-        let p = tls::Policy::with_matches(
-            entry.level,
-            entry.servername.as_deref().unwrap_or(&maps.servername),
-            roots,
-            self.cert.clone(),
-            maps.cert_match.for_level(entry.level, &entry.matches),
-            maps.cert_match.digest,
-        )
-        .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
+        let mut p = self
+            .s
+            .suites
+            .choice(entry.level, &entry.overrides)
+            .and_then(|choice| {
+                tls::Policy::with_matches(
+                    entry.level,
+                    entry.servername.as_deref().unwrap_or(&maps.servername),
+                    (roots, self.cert.clone()),
+                    maps.cert_match.for_level(entry.level, &entry.matches),
+                    maps.cert_match.digest,
+                    &choice,
+                )
+            })
+            .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
+        p.overrides = entry.overrides.clone();
         let p = Rc::new(p);
         maps.made.borrow_mut().insert(entry, p.clone());
         Ok(p)
@@ -194,7 +201,7 @@ impl Smtp {
             return if enforced {
                 self.sts_verified()
             } else {
-                self.fallback(tls::Level::May)
+                self.fallback_for(tls::Level::May, &pol.overrides)
             };
         };
         match dane::host_tls(
@@ -209,35 +216,49 @@ impl Smtp {
         .await
         {
             HostTls::Level(_) if enforced => self.sts_verified(),
-            HostTls::Level(l) => self.fallback(l),
+            HostTls::Level(l) => self.fallback_for(l, &pol.overrides),
             HostTls::Dane {
                 records,
                 names,
                 verified,
-            } => tls::Policy::dane(records, &names, verified, self.cert.clone())
+            } => self
+                .s
+                .suites
+                .choice(tls::Level::Dane, &pol.overrides)
+                .and_then(|c| tls::Policy::dane(records, &names, verified, self.cert.clone(), &c))
                 .map(Rc::new)
                 .map_err(|e| deferred("4.7.5", e)),
             HostTls::Defer(dsn, text) => Err(deferred(&dsn, text)),
         }
     }
 
-    /// The `may` or `encrypt` policy DANE falls back to, made once.
-    pub(super) fn fallback(
+    /// The `may` or `encrypt` policy DANE falls back to (with the policy
+    /// entry's protocol and cipher attributes), made once.
+    pub(super) fn fallback_for(
         &self,
         level: tls::Level,
+        overrides: &tls::Overrides,
     ) -> Result<Rc<tls::Policy>, (Status, String, String)> {
-        if let Some(p) = self.fallback.borrow().get(&level) {
+        let key = (level, overrides.clone());
+        if let Some(p) = self.fallback.borrow().get(&key) {
             return Ok(p.clone());
         }
-        let p = tls::Policy::new(
-            level,
-            &self.tls.servername,
-            rustls::RootCertStore::empty(),
-            self.cert.clone(),
-        )
-        .map_err(|e| (Status::Deferred, "4.7.5".to_string(), e))?;
+        let p = self
+            .s
+            .suites
+            .choice(level, overrides)
+            .and_then(|c| {
+                tls::Policy::new(
+                    level,
+                    &self.tls.servername,
+                    rustls::RootCertStore::empty(),
+                    self.cert.clone(),
+                    &c,
+                )
+            })
+            .map_err(|e| (Status::Deferred, "4.7.5".to_string(), e))?;
         let p = Rc::new(p);
-        self.fallback.borrow_mut().insert(level, p.clone());
+        self.fallback.borrow_mut().insert(key, p.clone());
         Ok(p)
     }
 

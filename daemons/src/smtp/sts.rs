@@ -180,22 +180,27 @@ impl Smtp {
     /// The policy an enforced MTA-STS policy gives a host DANE does not
     /// authenticate: TLS verified for the MX host's name (made once).
     pub(super) fn sts_verified(&self) -> Result<Rc<tls::Policy>, Failure> {
-        if let Some(p) = self.fallback.borrow().get(&tls::Level::Verify) {
+        let key = (tls::Level::Verify, tls::Overrides::default());
+        if let Some(p) = self.fallback.borrow().get(&key) {
             return Ok(p.clone());
         }
-        let p = tls::Policy::with_matches(
-            tls::Level::Verify,
-            "hostname",
-            self.roots.clone(),
-            self.cert.clone(),
-            vec!["hostname".into()],
-            crate::tls::ccert::Digest::Sha256,
-        )
-        .map_err(|e| (Status::Deferred, "4.7.5".to_string(), e))?;
+        let p = self
+            .s
+            .suites
+            .choice(tls::Level::Verify, &key.1)
+            .and_then(|c| {
+                tls::Policy::with_matches(
+                    tls::Level::Verify,
+                    "hostname",
+                    (self.roots.clone(), self.cert.clone()),
+                    vec!["hostname".into()],
+                    crate::tls::ccert::Digest::Sha256,
+                    &c,
+                )
+            })
+            .map_err(|e| (Status::Deferred, "4.7.5".to_string(), e))?;
         let p = Rc::new(p);
-        self.fallback
-            .borrow_mut()
-            .insert(tls::Level::Verify, p.clone());
+        self.fallback.borrow_mut().insert(key, p.clone());
         Ok(p)
     }
 }

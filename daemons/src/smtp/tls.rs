@@ -38,7 +38,9 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::pin::{Fingerprints, normalize_fingerprint};
+pub use super::suites::Overrides;
 use crate::tls::ccert::Digest;
+use postern_config::tlsproto::Choice;
 
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -388,12 +390,14 @@ pub struct Entry {
     /// `tafile=`: trust-anchor files that replace the CAs for this
     /// destination (several add up).
     pub tafiles: Vec<String>,
+    /// `protocols=`, `ciphers=`, `exclude=`.
+    pub overrides: Overrides,
 }
 
 /// Parses a policy table value. Levels and attributes Postern cannot
 /// honour are errors (the delivery is deferred), never ignored into a
-/// weaker policy; `protocols=`, `ciphers=` and `exclude=` are accepted as
-/// met, since Postern speaks only TLS 1.2 and 1.3 with strong suites.
+/// weaker policy; `protocols=`, `ciphers=` and `exclude=` are read as
+/// smtp/suites.rs says.
 pub fn parse_entry(v: &str) -> Result<Entry, String> {
     let mut words = v.split_whitespace();
     let level = match words.next() {
@@ -411,6 +415,7 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
     let mut matches = Vec::new();
     let mut servername = None;
     let mut tafiles = Vec::new();
+    let mut overrides = Overrides::default();
     for w in words {
         let (name, value) = w
             .split_once('=')
@@ -445,7 +450,7 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
                 tafiles.push(value.to_string());
             }
             "tafile" => return Err(format!("bad tafile \"{value}\": an absolute path")),
-            "protocols" | "ciphers" | "exclude" => {}
+            other if overrides.take(other, value)? => {}
             other => {
                 return Err(format!(
                     "TLS policy attribute \"{other}\" is not supported by Postern"
@@ -461,6 +466,7 @@ pub fn parse_entry(v: &str) -> Result<Entry, String> {
         matches,
         servername,
         tafiles,
+        overrides,
     })
 }
 
@@ -494,6 +500,9 @@ pub struct Policy {
     matches: Vec<String>,
     /// What a per-connection setup for `matches` is made of.
     base: Option<(Arc<rustls::client::WebPkiServerVerifier>, Arc<ClientConfig>)>,
+    /// The policy entry's `protocols=`, `ciphers=`, `exclude=`, for the
+    /// per-host policies DANE makes from this one.
+    pub overrides: Overrides,
 }
 
 impl Policy {
@@ -502,21 +511,30 @@ impl Policy {
         servername: &str,
         roots: RootCertStore,
         cert: Arc<ClientCert>,
+        choice: &Choice,
     ) -> Result<Policy, String> {
-        Policy::with_matches(level, servername, roots, cert, Vec::new(), Digest::Sha256)
+        Policy::with_matches(
+            level,
+            servername,
+            (roots, cert),
+            Vec::new(),
+            Digest::Sha256,
+            choice,
+        )
     }
 
     /// A policy whose verified certificate may name any of `matches`.
     /// For `fingerprint`, `matches` are the fingerprints, by `digest`.
+    /// `choice`: the protocols and suites it may negotiate.
     pub fn with_matches(
         level: Level,
         servername: &str,
-        roots: RootCertStore,
-        cert: Arc<ClientCert>,
+        (roots, cert): (RootCertStore, Arc<ClientCert>),
         matches: Vec<String>,
         digest: Digest,
+        choice: &Choice,
     ) -> Result<Policy, String> {
-        let provider = crate::tls::provider();
+        let (provider, versions) = crate::tls::chosen(choice);
         let webpki = if level.verifies() {
             Some(
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -543,7 +561,7 @@ impl Policy {
             None => Arc::new(Unverified(provider.clone())),
         };
         let mut c = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(crate::tls::VERSIONS)
+            .with_protocol_versions(versions)
             .map_err(|e| format!("smtp TLS: {e}"))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(crate::tls::Noting(verifier)))
@@ -571,6 +589,7 @@ impl Policy {
                 })
                 .map(|w| (w, c)),
             matches,
+            overrides: Overrides::default(),
         })
     }
 
@@ -583,6 +602,7 @@ impl Policy {
         names: &[String],
         verified: bool,
         cert: Arc<ClientCert>,
+        choice: &Choice,
     ) -> Result<Policy, String> {
         let base = names
             .first()
@@ -596,8 +616,9 @@ impl Policy {
             })
             .collect();
         let verifier = Arc::new(super::dane::Verifier::new(records, names));
-        let mut c = ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_protocol_versions(crate::tls::VERSIONS)
+        let (provider, versions) = crate::tls::chosen(choice);
+        let mut c = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
             .map_err(|e| format!("smtp TLS: {e}"))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(crate::tls::Noting(verifier)))
@@ -612,6 +633,7 @@ impl Policy {
             connector: tokio_rustls::TlsConnector::from(Arc::new(c)),
             matches: Vec::new(),
             base: None,
+            overrides: Overrides::default(),
         })
     }
 

@@ -41,10 +41,10 @@ fn cert_match_lists_decide_which_names_verify() {
         let pol = Policy::with_matches(
             Level::Secure,
             "",
-            roots.clone(),
-            Arc::new(ClientCert::default()),
+            (roots.clone(), Arc::new(ClientCert::default())),
             matches.iter().map(|m| m.to_string()).collect(),
             Digest::Sha256,
+            &postern_config::tlsproto::Choice::all(),
         )
         .unwrap();
         let v = AnyName {
@@ -90,10 +90,10 @@ fn cert_match_lists_decide_which_names_verify() {
         Policy::with_matches(
             Level::Secure,
             "",
-            roots.clone(),
-            Arc::new(ClientCert::default()),
+            (roots.clone(), Arc::new(ClientCert::default())),
             m.iter().map(|s| s.to_string()).collect(),
             Digest::Sha256,
+            &postern_config::tlsproto::Choice::all(),
         )
         .unwrap()
     };
@@ -111,7 +111,27 @@ fn policy_table_values_and_keys() {
             matches: vec!["hostname".into(), "mx.example.com".into()],
             servername: None,
             tafiles: Vec::new(),
+            overrides: Overrides {
+                protocols: Some("!SSLv2,!SSLv3".into()),
+                ..Default::default()
+            },
         }
+    );
+    // Protocol and cipher attributes are checked, never ignored.
+    let e = parse_entry("encrypt ciphers=null").unwrap_err();
+    assert!(
+        e.contains("ciphers=null") && e.contains("no encryption"),
+        "{e}"
+    );
+    assert!(parse_entry("encrypt protocols=TLSv1.1").is_err());
+    assert!(parse_entry("encrypt exclude=NOSUCH").is_err());
+    assert_eq!(
+        parse_entry("secure ciphers=high exclude=3DES")
+            .unwrap()
+            .overrides
+            .exclude
+            .as_deref(),
+        Some("3DES")
     );
     assert_eq!(parse_entry("encrypt").unwrap().level, Level::Encrypt);
     assert_eq!(

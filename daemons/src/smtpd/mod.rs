@@ -41,11 +41,13 @@ pub fn main(ipc_fd: RawFd) -> ! {
 }
 
 /// The TLS setup for a certificate whose key is in the broker; `ask`
-/// asks clients for a certificate (smtpd_tls_ask_ccert).
+/// asks clients for a certificate (smtpd_tls_ask_ccert); `choice` is what
+/// the service's protocol and cipher settings leave.
 fn server_config(
     ck: Arc<rustls::sign::CertifiedKey>,
     ticketer: Arc<crate::tls::remote::RemoteTicketer>,
     ask: Option<Arc<Ask>>,
+    choice: &postern_config::tlsproto::Choice,
 ) -> Option<tokio_rustls::TlsAcceptor> {
     #[derive(Debug)]
     struct One(Arc<rustls::sign::CertifiedKey>);
@@ -57,8 +59,9 @@ fn server_config(
             Some(self.0.clone())
         }
     }
-    let mut c = match rustls::ServerConfig::builder_with_provider(crate::tls::provider())
-        .with_protocol_versions(crate::tls::VERSIONS)
+    let (provider, versions) = crate::tls::chosen(choice);
+    let mut c = match rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
     {
         Ok(b) => match ask {
             Some(ask) => b.with_client_cert_verifier(ask),
@@ -173,6 +176,10 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
                             (s, Arc::new(t))
                         })
                         .collect();
+                    let choices: HashMap<String, postern_config::tlsproto::Choice> = services
+                        .iter()
+                        .map(|(s, set)| (s.clone(), set.tls_choice.clone()))
+                        .collect();
                     let timeout = query.min(Duration::from_secs(5));
                     let k = keys.clone();
                     crate::tls::remote::maintain(
@@ -185,8 +192,15 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
                                 ticketers
                                     .iter()
                                     .map(|(s, t)| {
-                                        server_config(ck.clone(), t.clone(), asks.get(s).cloned())
-                                            .map(|a| (s.clone(), a))
+                                        let all = postern_config::tlsproto::Choice::all();
+                                        let choice = choices.get(s).unwrap_or(&all);
+                                        server_config(
+                                            ck.clone(),
+                                            t.clone(),
+                                            asks.get(s).cloned(),
+                                            choice,
+                                        )
+                                        .map(|a| (s.clone(), a))
                                     })
                                     .collect::<Option<HashMap<_, _>>>()
                             });

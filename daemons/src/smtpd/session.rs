@@ -46,6 +46,10 @@ pub struct Settings {
     pub ipv6_prefix: u8,
     /// smtpd_client_new_tls_session_rate_limit (0: none).
     pub tls_rate_limit: u32,
+    /// smtpd_tls_protocols, smtpd_tls_ciphers, smtpd_tls_exclude_ciphers,
+    /// or their mandatory twins where TLS is required (encrypt, or wrapper
+    /// mode), as Postfix's smtpd chooses.
+    pub tls_choice: postern_config::tlsproto::Choice,
     /// smtpd_upstream_proxy_protocol = haproxy: the PROXY header's
     /// deadline (smtpd_upstream_proxy_timeout).
     pub upstream_proxy: Option<Duration>,
@@ -87,6 +91,33 @@ impl HeaderClients {
     }
 }
 
+/// What smtpd's TLS may negotiate: the protocol, grade and exclusion
+/// settings for opportunistic or for mandatory TLS.
+fn tls_choice(p: &Params, mandatory: bool) -> Result<postern_config::tlsproto::Choice, String> {
+    let (protocols, grade) = if mandatory {
+        (
+            "smtpd_tls_mandatory_protocols",
+            "smtpd_tls_mandatory_ciphers",
+        )
+    } else {
+        ("smtpd_tls_protocols", "smtpd_tls_ciphers")
+    };
+    let mut excludes = vec![p.str("smtpd_tls_exclude_ciphers")];
+    if mandatory {
+        excludes.push(p.str("smtpd_tls_mandatory_exclude_ciphers"));
+    }
+    postern_config::tlsproto::Choice::new(p.str(protocols), p.str(grade), &excludes).map_err(|e| {
+        format!(
+            "{protocols}, smtpd_tls_exclude_ciphers{}: {e}",
+            if mandatory {
+                ", smtpd_tls_mandatory_exclude_ciphers"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
 impl Settings {
     pub fn new(p: &Params) -> Result<Settings, String> {
         let e = |x: postern_config::ParamError| x.to_string();
@@ -121,7 +152,10 @@ impl Settings {
             soft_bounce: p.bool("soft_bounce").map_err(e)?,
             strict_rfc821: p.bool("strict_rfc821_envelopes").map_err(e)?,
         };
+        let mandatory = core.wrapper || core.tls == TlsPolicy::Encrypt;
+        let tls_choice = tls_choice(p, mandatory)?;
         Ok(Settings {
+            tls_choice,
             log_name: p.str("syslog_name").into(),
             timeout: p.duration("smtpd_timeout").map_err(e)?,
             per_request_deadline: p.bool("smtpd_per_request_deadline").map_err(e)?,

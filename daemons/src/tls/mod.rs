@@ -23,9 +23,51 @@ use rustls::{CommonState, SupportedProtocolVersion};
 pub static VERSIONS: &[&SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+static ONLY_TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
+static ONLY_TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
 /// The one crypto provider (aws-lc-rs: X25519MLKEM768 first).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The provider and versions a protocol/cipher choice leaves
+/// (`*_tls_protocols`, `*_tls_exclude_ciphers`, a policy entry's
+/// `protocols=` and `exclude=`; postern_config::tlsproto read them).
+pub fn chosen(
+    c: &postern_config::tlsproto::Choice,
+) -> (
+    Arc<CryptoProvider>,
+    &'static [&'static SupportedProtocolVersion],
+) {
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.cipher_suites
+        .retain(|s| openssl_name(s.suite()).is_none_or(|n| !c.exclude.contains(n)));
+    let versions: &'static [&'static SupportedProtocolVersion] =
+        match (c.versions.tls12, c.versions.tls13) {
+            (true, false) => ONLY_TLS12,
+            (false, true) => ONLY_TLS13,
+            _ => VERSIONS,
+        };
+    (Arc::new(p), versions)
+}
+
+/// A suite's OpenSSL name, as exclusion lists spell it (TLS 1.3 suites by
+/// their IANA names).
+fn openssl_name(s: rustls::CipherSuite) -> Option<&'static str> {
+    use rustls::CipherSuite as C;
+    Some(match s {
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        C::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        C::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        _ => return None,
+    })
 }
 
 /// Checks a handshake signature with the provider's algorithms. A
@@ -43,6 +85,50 @@ pub fn check_signature(
         rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
     } else {
         rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+}
+
+#[cfg(test)]
+mod choice_tests {
+    use postern_config::tlsproto::{Choice, SUITES};
+
+    /// Every suite of the provider has the OpenSSL name the exclusion
+    /// lists use, and each of those names is a suite of the provider.
+    #[test]
+    fn the_provider_has_exactly_the_named_suites() {
+        let p = rustls::crypto::aws_lc_rs::default_provider();
+        let mut names: Vec<&str> = p
+            .cipher_suites
+            .iter()
+            .map(|s| super::openssl_name(s.suite()).expect("a named suite"))
+            .collect();
+        names.sort();
+        let mut want = SUITES.to_vec();
+        want.sort();
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn a_choice_shapes_the_provider() {
+        let c = Choice::new("!TLSv1.3", "high", &["CHACHA20 aECDSA"]).unwrap();
+        let (p, v) = super::chosen(&c);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].version, rustls::ProtocolVersion::TLSv1_2);
+        let left: Vec<String> = p
+            .cipher_suites
+            .iter()
+            .filter(|s| s.version().version == rustls::ProtocolVersion::TLSv1_2)
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+            ]
+        );
+        let (p, v) = super::chosen(&Choice::all());
+        assert_eq!((p.cipher_suites.len(), v.len()), (9, 2));
     }
 }
 
