@@ -41,19 +41,7 @@ const WEAKENING: &[(&str, &str)] = &[
     ("smtpd_etrn_restrictions", "ETRN restrictions"),
     (
         "smtp_tls_per_site",
-        "per-destination TLS policy (issue #18)",
-    ),
-    (
-        "lmtp_tls_policy_maps",
-        "per-destination TLS policy for LMTP (issue #18)",
-    ),
-    (
-        "lmtp_tls_verify_cert_match",
-        "the names a verified LMTP server certificate may carry (issue #18)",
-    ),
-    (
-        "lmtp_tls_secure_cert_match",
-        "the names a verified LMTP server certificate may carry (issue #18)",
+        "per-destination TLS policy (the form Postfix made obsolete: write it as smtp_tls_policy_maps)",
     ),
     (
         "allow_mail_to_commands",
@@ -343,7 +331,7 @@ impl Config {
             ),
             (
                 "lmtp_tls_security_level",
-                &["none", "may", "encrypt", "verify", "secure"][..],
+                &["none", "may", "encrypt", "verify", "secure", "fingerprint"][..],
             ),
         ] {
             if let Some(v) = self.expanded(name, overrides) {
@@ -474,7 +462,12 @@ impl Config {
             }
         }
         // The names a verified server certificate may carry.
-        for name in ["smtp_tls_verify_cert_match", "smtp_tls_secure_cert_match"] {
+        for name in [
+            "smtp_tls_verify_cert_match",
+            "smtp_tls_secure_cert_match",
+            "lmtp_tls_verify_cert_match",
+            "lmtp_tls_secure_cert_match",
+        ] {
             let Some(v) = self.expanded(name, overrides) else {
                 continue;
             };
@@ -568,20 +561,24 @@ impl Config {
             }
         }
         // The fingerprint level with nothing to match would refuse every
-        // server.
-        if self
-            .expanded("smtp_tls_security_level", overrides)
-            .is_some_and(|v| v.trim() == "fingerprint")
-            && self
-                .expanded("smtp_tls_fingerprint_cert_match", overrides)
-                .is_none_or(|v| v.trim().is_empty())
-        {
-            let (file, line) = self.origin("smtp_tls_security_level", overrides);
-            out.push(Diagnostic::error(
-                &file,
-                line,
-                "smtp_tls_security_level = fingerprint needs smtp_tls_fingerprint_cert_match (the server certificates' fingerprints)".into(),
-            ));
+        // server (and stop the smtp client at start).
+        for prefix in ["smtp", "lmtp"] {
+            let level = format!("{prefix}_tls_security_level");
+            let matches = format!("{prefix}_tls_fingerprint_cert_match");
+            if self
+                .expanded(&level, overrides)
+                .is_some_and(|v| v.trim() == "fingerprint")
+                && self
+                    .expanded(&matches, overrides)
+                    .is_none_or(|v| v.trim().is_empty())
+            {
+                let (file, line) = self.origin(&level, overrides);
+                out.push(Diagnostic::error(
+                    &file,
+                    line,
+                    format!("{level} = fingerprint needs {matches} (the server certificates' fingerprints)"),
+                ));
+            }
         }
         // smtp_tls_trust_anchor_file: the smtp client reads it at start;
         // a file it cannot use would stop it.

@@ -4,7 +4,7 @@
 # effects. The broker answers each role only from the tables it needs.
 
 # Bump when any message in this file changes shape.
-const version :UInt32 = 5;
+const version :UInt32 = 6;
 
 enum Table {
   senderLogin @0;              # smtpd_sender_login_maps (smtpd)
@@ -18,6 +18,7 @@ enum Table {
   generic @7;                  # smtp_generic_maps: the query is an address; the
                                # value is the one it becomes (smtp)
   tlsPolicy @8;                # smtp_tls_policy_maps: next hop -> TLS policy (smtp)
+  lmtpTlsPolicy @9;            # lmtp_tls_policy_maps: LMTP next hop -> TLS policy (smtp)
 }
 
 struct Request {

@@ -40,6 +40,8 @@ pub enum Table {
     Generic,
     /// smtp_tls_policy_maps: next hop -> TLS policy.
     TlsPolicy,
+    /// lmtp_tls_policy_maps: LMTP next hop (`host:port`) -> TLS policy.
+    LmtpTlsPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,7 @@ fn wire(t: Table) -> WireTable {
         Table::VirtualMailboxDomain => WireTable::VirtualMailboxDomain,
         Table::Generic => WireTable::Generic,
         Table::TlsPolicy => WireTable::TlsPolicy,
+        Table::LmtpTlsPolicy => WireTable::LmtpTlsPolicy,
     }
 }
 
@@ -123,6 +126,7 @@ impl Message for Request {
                     WireTable::VirtualMailboxDomain => Table::VirtualMailboxDomain,
                     WireTable::Generic => Table::Generic,
                     WireTable::TlsPolicy => Table::TlsPolicy,
+                    WireTable::LmtpTlsPolicy => Table::LmtpTlsPolicy,
                 },
                 text(g.get_query(), "lookup.query", KEY)?,
             ),

@@ -176,6 +176,118 @@ fn a_virtual_mailbox_domain_is_delivered_to_dovecot_over_lmtp() {
 }
 
 #[test]
+fn lmtp_tls_policy_maps_choose_the_tls_of_each_lmtp_next_hop() {
+    if !dovecot::available() {
+        panic!("this test needs Debian's dovecot-lmtpd and root (scripts/test.sh installs it)");
+    }
+    // One Dovecot LMTP server with STARTTLS (a certificate for
+    // mailstore.test from the test CA), reached by two next hops that
+    // name it differently, each with its own policy table entry (the
+    // key is the next hop without inet:, as in Postfix). No global
+    // lmtp_tls_security_level: without the table, no STARTTLS at all.
+    let mut inst = Instance::new("smtpd_error_sleep_time = 0\n");
+    let ip = unique_loopback();
+    let pki = postern_tests::pki::make(inst.dir.path(), "lmtp", "mailstore.test");
+    let dc = Dovecot::start(
+        &ip,
+        2424,
+        &["bob@vmail.test", "carol@vmail.test", "dave@vmail.test"],
+        "full@vmail.test",
+        Some((&pki.server_cert, &pki.server_key)),
+    );
+    let users = inst.config_dir().join("vmailbox");
+    std::fs::write(
+        &users,
+        "bob@vmail.test x\ncarol@vmail.test x\ndave@vmail.test x\n",
+    )
+    .unwrap();
+    let table = inst.config_dir().join("lmtp_tls_policy");
+    std::fs::write(
+        &table,
+        format!("[{ip}]:2424 verify match=mailstore.test\n{ip}:2424 secure match=other.example\n"),
+    )
+    .unwrap();
+    inst.add_main_cf(&format!(
+        "virtual_mailbox_domains = vmail.test\n\
+         virtual_mailbox_maps = texthash:{users}\n\
+         virtual_transport = lmtp:inet:{ip}\n\
+         lmtp_tcp_port = 2424\n\
+         transport_maps = inline:{{ bob@vmail.test=lmtp:inet:[{ip}]:2424, carol@vmail.test=lmtp:inet:{ip}:2424 }}\n\
+         lmtp_tls_policy_maps = texthash:{table}\n\
+         smtp_tls_CAfile = {ca}\n\
+         smtpd_recipient_restrictions = reject_unauth_destination\n\
+         mynetworks = 192.0.2.0/24\n",
+        users = users.display(),
+        table = table.display(),
+        ca = pki.ca.display(),
+    ));
+    inst.start();
+    let r = smtplib(
+        &inst.ip,
+        inst.smtp_port,
+        "",
+        &["bob@vmail.test", "carol@vmail.test"],
+        Some(MESSAGE),
+    );
+    assert!(r[2].starts_with("250"), "{r:?}");
+    // [ip]:2424: verify, and the certificate names mailstore.test.
+    let line = logged(&inst, "to=<bob@vmail.test>");
+    assert!(line.contains("status=sent"), "{line}");
+    logged(
+        &inst,
+        &format!("Verified TLS connection established to {ip}[{ip}]:2424: TLSv1.3"),
+    );
+    // ip:2424: secure for a name the certificate lacks: deferred, never
+    // sent unverified or in clear.
+    let line = logged(&inst, "to=<carol@vmail.test>");
+    assert!(
+        line.contains("status=deferred") && line.contains("Server certificate not verified"),
+        "{line}"
+    );
+    assert_eq!(dc.maildir("bob", "vmail.test").len(), 1);
+    assert!(dc.maildir("carol", "vmail.test").is_empty());
+    // queue explain names the entry that chose each policy.
+    for (rcpt, level, why) in [
+        (
+            "bob@vmail.test",
+            "verify match=mailstore.test",
+            format!("lmtp_tls_policy_maps, key [{ip}]:2424"),
+        ),
+        (
+            "dave@vmail.test",
+            "none",
+            "lmtp_tls_security_level (no lmtp_tls_policy_maps entry)".to_string(),
+        ),
+    ] {
+        let out = inst.postern(&["queue", "explain", rcpt, "--json"]);
+        let x: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (x["tls_level"].as_str(), x["tls_reason"].as_str()),
+            (Some(level), Some(why.as_str())),
+            "{x}"
+        );
+    }
+    // A next hop without an entry (lmtp:inet:ip, lmtp_tcp_port): no
+    // STARTTLS (no global level).
+    let r = smtplib(
+        &inst.ip,
+        inst.smtp_port,
+        "",
+        &["dave@vmail.test"],
+        Some(MESSAGE),
+    );
+    assert!(r[1].starts_with("250"), "{r:?}");
+    let line = logged(&inst, "to=<dave@vmail.test>");
+    assert!(line.contains("status=sent"), "{line}");
+    assert_eq!(
+        inst.log().matches("TLS connection established").count(),
+        1,
+        "{}",
+        inst.log()
+    );
+}
+
+#[test]
 fn sender_dependent_relays_and_transports_and_relocated_users() {
     let mut inst = Instance::new("smtpd_error_sleep_time = 0\n");
     let dir = inst.config_dir().to_path_buf();

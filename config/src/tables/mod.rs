@@ -557,6 +557,7 @@ pub const TABLE_PARAMS: &[&str] = &[
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
     "smtp_tls_policy_maps",
+    "lmtp_tls_policy_maps",
     "dkim_signing_table",
     "dkim_key_table",
 ];
@@ -598,6 +599,7 @@ pub const LOOKUP_PARAMS: &[&str] = &[
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
     "smtp_tls_policy_maps",
+    "lmtp_tls_policy_maps",
     "local_login_sender_maps",
     "authorized_submit_users",
 ];
@@ -683,17 +685,16 @@ pub const TRANSPORT_PARAMS: &[&str] = &[
     "default_transport",
 ];
 
-/// Every `lmtp:unix:` socket the configuration names: in a transport
-/// parameter, or as a value in a transport_maps table (read from the
-/// table's file as it is now, or an inline table's text). A path with a
-/// `$` (a regexp substitution) is never one: the socket must be written
-/// out.
-/// The trust-anchor files `tafile=` names in smtp_tls_policy_maps (in the
-/// parameter's inline tables and in its table files as they are now),
-/// which the smtp client may have the master open for it.
+/// The trust-anchor files `tafile=` names in smtp_tls_policy_maps and
+/// lmtp_tls_policy_maps (in the parameters' inline tables and in their
+/// table files as they are now), which the smtp client may have the
+/// master open for it.
 pub fn tafile_paths(params: &crate::Params) -> Vec<PathBuf> {
     let mut texts: Vec<Vec<u8>> = Vec::new();
-    for spec in params.list("smtp_tls_policy_maps").unwrap_or_default() {
+    let specs = ["smtp_tls_policy_maps", "lmtp_tls_policy_maps"]
+        .iter()
+        .flat_map(|n| params.list(n).unwrap_or_default());
+    for spec in specs {
         texts.push(spec.as_bytes().to_vec());
         if let Ok(t) = parse(&spec) {
             for (p, _) in t.files() {
@@ -734,6 +735,11 @@ fn marked_paths(texts: &[Vec<u8>], mark: &[u8]) -> Vec<PathBuf> {
     out
 }
 
+/// Every `lmtp:unix:` socket the configuration names: in a transport
+/// parameter, or as a value in a transport_maps table (read from the
+/// table's file as it is now, or an inline table's text). A path with a
+/// `$` (a regexp substitution) is never one: the socket must be written
+/// out.
 pub fn lmtp_sockets(params: &crate::Params) -> Vec<PathBuf> {
     let mut texts: Vec<Vec<u8>> = TRANSPORT_PARAMS
         .iter()

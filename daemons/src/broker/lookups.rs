@@ -23,6 +23,8 @@ pub struct Lookups {
     sasl_password: Vec<TableRef>,
     /// `smtp_tls_policy_maps`, for smtp.
     tls_policy: Vec<TableRef>,
+    /// `lmtp_tls_policy_maps`, for smtp's LMTP sessions.
+    lmtp_tls_policy: Vec<TableRef>,
     /// `relay_recipient_maps`, for smtpd.
     relay_recipient: Vec<TableRef>,
     /// `virtual_alias_maps` and `virtual_alias_domains`, for smtpd's
@@ -51,6 +53,7 @@ pub fn lookups(params: &Params) -> Result<Lookups, String> {
         sender_login: table_list(params, "smtpd_sender_login_maps"),
         sasl_password: table_list(params, "smtp_sasl_password_maps"),
         tls_policy: table_list(params, "smtp_tls_policy_maps"),
+        lmtp_tls_policy: table_list(params, "lmtp_tls_policy_maps"),
         relay_recipient: table_list(params, "relay_recipient_maps"),
         virtual_alias: table_list(params, "virtual_alias_maps"),
         virtual_domains: crate::addrmap::Domains::new(params, "virtual_alias_domains"),
@@ -184,6 +187,9 @@ pub(super) async fn lookup_conn(
             }
             (Role::Smtp, sb::Request::Lookup(sb::Table::TlsPolicy, k)) => {
                 (&tables.tls_policy, k, "smtp_tls_policy_maps")
+            }
+            (Role::Smtp, sb::Request::Lookup(sb::Table::LmtpTlsPolicy, k)) => {
+                (&tables.lmtp_tls_policy, k, "lmtp_tls_policy_maps")
             }
             _ => return dropped(role.name(), format!("lookup outside its tables: {req:?}")),
         };

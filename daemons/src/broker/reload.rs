@@ -33,6 +33,7 @@ pub const LIVE: &[&str] = &[
     "smtpd_sender_login_maps",
     "smtp_sasl_password_maps",
     "smtp_tls_policy_maps",
+    "lmtp_tls_policy_maps",
     "queue_minfree",
     "dkim_key_table",
     "dkim_signing_table",

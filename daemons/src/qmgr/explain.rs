@@ -53,12 +53,23 @@ impl Qmgr {
                     x.nexthop = h.clone();
                     if let Some(inet) = h.strip_prefix("lmtp:") {
                         x.transport = "lmtp".into();
-                        x.tls_level = if s.lmtp_tls_level.is_empty() {
-                            "none".into()
+                        if inet.starts_with("unix:") {
+                            x.tls_level = "none".into();
+                            x.tls_why = "LMTP over a Unix socket".into();
                         } else {
-                            s.lmtp_tls_level.clone()
-                        };
-                        x.tls_why = "lmtp_tls_security_level".into();
+                            let level = match s.lmtp_tls_level.as_str() {
+                                "" => "none",
+                                l => l,
+                            };
+                            let key = inet.strip_prefix("inet:").unwrap_or(inet);
+                            (x.tls_level, x.tls_why) = tls_policy(
+                                &tables,
+                                ("lmtp_tls_policy_maps", &s.lmtp_tls_policy_maps),
+                                ("lmtp_tls_security_level", level),
+                                vec![key.to_string()],
+                            )
+                            .await;
+                        }
                         if let Some(hp) = inet.strip_prefix("inet:") {
                             hops(
                                 &resolver,
@@ -69,7 +80,13 @@ impl Qmgr {
                         }
                     } else {
                         x.transport = "smtp".into();
-                        (x.tls_level, x.tls_why) = tls_policy(&s, &tables, &h).await;
+                        (x.tls_level, x.tls_why) = tls_policy(
+                            &tables,
+                            ("smtp_tls_policy_maps", &s.tls_policy_maps),
+                            ("smtp_tls_security_level", &s.smtp_tls_level),
+                            crate::smtp::policy_keys(&h),
+                        )
+                        .await;
                         hops(&resolver, &h, &mut x).await;
                     }
                     Some((Role::Smtp, h))
@@ -155,36 +172,41 @@ async fn hops(resolver: &crate::smtp::ResolverClient, nexthop: &str, x: &mut Exp
     }
 }
 
-/// The TLS policy a delivery to `nexthop` would use, and what chose it:
-/// smtp_tls_policy_maps (by the keys the smtp client asks), else
-/// smtp_tls_security_level.
-async fn tls_policy(s: &Settings, tables: &TableCache, nexthop: &str) -> (String, String) {
-    if s.tls_policy_maps.is_empty() {
+/// The TLS policy a delivery would use, and what chose it: a policy table
+/// (smtp_ or lmtp_tls_policy_maps) by the keys the client asks, else the
+/// security level parameter.
+async fn tls_policy(
+    tables: &TableCache,
+    (maps_param, maps): (&str, &[TableRef]),
+    (level_param, level): (&str, &str),
+    keys: Vec<String>,
+) -> (String, String) {
+    if maps.is_empty() {
         return (
-            s.smtp_tls_level.clone(),
-            "smtp_tls_security_level (no per-destination TLS policy)".into(),
+            level.to_string(),
+            format!("{level_param} (no per-destination TLS policy)"),
         );
     }
-    for key in crate::smtp::policy_keys(nexthop) {
-        match tables.lookup_any(&s.tls_policy_maps, &key).await {
+    for key in keys {
+        match tables.lookup_any(maps, &key).await {
             Ok(Some(v)) => {
                 let usable = match crate::smtp::parse_tls_entry(&v) {
                     Ok(_) => String::new(),
                     Err(e) => format!("; not usable, deliveries defer: {e}"),
                 };
-                return (v, format!("smtp_tls_policy_maps, key {key}{usable}"));
+                return (v, format!("{maps_param}, key {key}{usable}"));
             }
             Ok(None) => {}
             Err(e) => {
                 return (
                     "unknown".into(),
-                    format!("smtp_tls_policy_maps lookup error (deliveries defer): {e}"),
+                    format!("{maps_param} lookup error (deliveries defer): {e}"),
                 );
             }
         }
     }
     (
-        s.smtp_tls_level.clone(),
-        "smtp_tls_security_level (no smtp_tls_policy_maps entry)".into(),
+        level.to_string(),
+        format!("{level_param} (no {maps_param} entry)"),
     )
 }

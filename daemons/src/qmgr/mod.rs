@@ -83,8 +83,9 @@ pub struct Settings {
     /// smtp_tls_security_level and lmtp_tls_security_level, for explain.
     smtp_tls_level: String,
     lmtp_tls_level: String,
-    /// smtp_tls_policy_maps, for `queue explain`.
+    /// smtp_tls_policy_maps and lmtp_tls_policy_maps, for `queue explain`.
     tls_policy_maps: Vec<TableRef>,
+    lmtp_tls_policy_maps: Vec<TableRef>,
 }
 
 /// Messages read and routed at once (each may hold a descriptor).
@@ -148,6 +149,7 @@ impl Settings {
             smtp_tls_level: p.str("smtp_tls_security_level").to_string(),
             lmtp_tls_level: p.str("lmtp_tls_security_level").to_string(),
             tls_policy_maps: table_list(p, "smtp_tls_policy_maps"),
+            lmtp_tls_policy_maps: table_list(p, "lmtp_tls_policy_maps"),
         })
     }
 }

@@ -7,14 +7,19 @@
 //! configuration names in an `lmtp:unix:` next hop (a transport parameter
 //! or a transport_maps table): this role cannot create a Unix socket of
 //! its own, so it cannot reach any other.
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postern_config::Params;
 use postern_ipc::deliver::Status;
+use postern_ipc::smtpd_broker as sb;
 
 use super::dest;
+use super::secure::PolicyMaps;
 use super::session::{Session, Timeouts};
-use super::{Smtp, tls};
+use super::{Smtp, suites, tls};
 
 /// Where an LMTP next hop points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,12 +71,42 @@ pub struct LmtpSettings {
     pub lhlo_name: String,
     pub tcp_port: u16,
     pub t: Timeouts,
-    pub tls: Option<tls::Policy>,
+    /// lmtp_tls_security_level's policy (None: no STARTTLS).
+    pub tls: Option<Rc<tls::Policy>>,
+    /// lmtp_tls_policy_maps, when set.
+    pub maps: Option<PolicyMaps>,
 }
 
 impl LmtpSettings {
-    pub fn new(p: &Params, tls: Option<tls::Policy>) -> Result<LmtpSettings, String> {
+    /// Reads the CAs (smtp_tls_CAfile, or the system's): call before the
+    /// jail.
+    pub fn new(p: &Params, cert: &Arc<tls::ClientCert>) -> Result<LmtpSettings, String> {
         let e = |x: postern_config::ParamError| x.to_string();
+        let level = tls_level(p);
+        let roots = tls::load_roots(p.str("smtp_tls_CAfile"), level.unwrap_or(tls::Level::May))?;
+        let suites = suites::Suites::from_params(p, "lmtp")?;
+        let cert_match = tls::CertMatch::from_params(p, "lmtp");
+        let tls = match level {
+            Some(l) => Some(Rc::new(tls::Policy::with_matches(
+                l,
+                "",
+                (roots.clone(), cert.clone()),
+                cert_match.for_level(l, &[]),
+                cert_match.digest,
+                &suites.choice(l, &Default::default())?,
+            )?)),
+            None => None,
+        };
+        let maps = (!p.list("lmtp_tls_policy_maps").map_err(e)?.is_empty()).then(|| PolicyMaps {
+            table: sb::Table::LmtpTlsPolicy,
+            param: "lmtp_tls_policy_maps",
+            dane: false,
+            roots,
+            servername: String::new(),
+            cert_match,
+            suites,
+            made: RefCell::default(),
+        });
         let d = |n: &str| p.duration(n).map_err(e);
         let connect = d("lmtp_connect_timeout")?;
         Ok(LmtpSettings {
@@ -92,6 +127,7 @@ impl LmtpSettings {
                 data_done: d("lmtp_data_done_timeout")?,
             },
             tls,
+            maps,
         })
     }
 }
@@ -137,9 +173,10 @@ impl Smtp {
                 };
                 let mut s =
                     Session::from_unix(&host, &path, fd).map_err(|e| deferred("4.4.1", e))?;
-                self.lmtp_greet(&mut s).await.map(|()| s)
+                self.lmtp_greet(&mut s, None).await.map(|()| s)
             }
             Dest::Inet { host, port } => {
+                let policy = self.lmtp_tls_policy(spec).await?;
                 let nh = dest::Nexthop {
                     host: host.clone(),
                     port,
@@ -158,7 +195,7 @@ impl Smtp {
                         match Session::connect(&h.name, addr, l.t.connect).await {
                             Ok(mut s) => {
                                 s.lmtp = true;
-                                match self.lmtp_greet(&mut s).await {
+                                match self.lmtp_greet(&mut s, policy.as_deref()).await {
                                     Ok(()) => {
                                         found = Some(s);
                                         break 'hosts;
@@ -177,9 +214,32 @@ impl Smtp {
         r
     }
 
-    /// Greeting, LHLO, and STARTTLS over inet: when lmtp_tls_security_level
-    /// asks for it.
-    async fn lmtp_greet(&self, s: &mut Session) -> Result<(), Failed> {
+    /// The TLS policy of an inet: next hop: lmtp_tls_policy_maps by the
+    /// next hop as written without `inet:` (`[host]:port`, `host:port`,
+    /// `host`), as Postfix looks it up; else lmtp_tls_security_level's.
+    /// None: no STARTTLS.
+    async fn lmtp_tls_policy(&self, spec: &str) -> Result<Option<Rc<tls::Policy>>, Failed> {
+        let l = &self.lmtp;
+        let Some(maps) = &l.maps else {
+            return Ok(l.tls.clone());
+        };
+        let key = spec.strip_prefix("inet:").unwrap_or(spec);
+        Ok(
+            match self.table_policy(maps, key, vec![key.to_string()]).await? {
+                Some(p) if p.level == tls::Level::None => None,
+                Some(p) => Some(p),
+                None => l.tls.clone(),
+            },
+        )
+    }
+
+    /// Greeting, LHLO, and STARTTLS over inet when `policy` asks for it
+    /// (lmtp_tls_security_level, or lmtp_tls_policy_maps).
+    async fn lmtp_greet(
+        &self,
+        s: &mut Session,
+        policy: Option<&tls::Policy>,
+    ) -> Result<(), Failed> {
         let l = &self.lmtp;
         let deferred = |dsn: String, text: String| (Status::Deferred, dsn, text);
         if let Err(f) = s.handshake(&l.lhlo_name, &l.t).await {
@@ -198,7 +258,7 @@ impl Smtp {
         }
         // The tls= field: none, unless TLS is tried below.
         s.features = "none".into();
-        let Some(policy) = &l.tls else { return Ok(()) };
+        let Some(policy) = policy else { return Ok(()) };
         if s.tls.is_some() || s.is_unix() {
             return Ok(());
         }
@@ -224,9 +284,10 @@ impl Smtp {
                 format!("no usable TLS server name for {}", s.host),
             )
         })?;
+        let connector = policy.connector_for(&s.host, &s.host);
         match s
             .starttls(
-                policy.connector(),
+                &connector,
                 name,
                 &l.lhlo_name,
                 &l.t,

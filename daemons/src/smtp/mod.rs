@@ -15,6 +15,7 @@ mod report;
 mod requiretls;
 mod secure;
 mod session;
+mod settings;
 mod sts;
 mod suites;
 mod tls;
@@ -40,7 +41,8 @@ use crate::{log, warn};
 pub(crate) use dest::ResolverClient;
 use dest::RouteError;
 use secure::PolicyMaps;
-use session::{Envelope, Session, Timeouts};
+use session::{Envelope, Session};
+use settings::Settings;
 pub(crate) use tls::{Level as TlsLevel, load_roots, parse_entry as parse_tls_entry, policy_keys};
 use transaction::Outcome;
 
@@ -54,7 +56,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
         // verify and secure (MTA-STS keeps the CAs).
         let anchors = secure::trust_anchor_file(params)?.unwrap_or_else(|| roots.clone());
         let cert = Arc::new(tls::ClientCert::default());
-        let cert_match = tls::CertMatch::from_params(params);
+        let cert_match = tls::CertMatch::from_params(params, "smtp");
         let policy = tls::Policy::with_matches(
             level,
             params.str("smtp_tls_servername"),
@@ -69,22 +71,16 @@ pub fn main(ipc_fd: RawFd) -> ! {
             .unwrap_or_default()
             .is_empty())
         .then(|| PolicyMaps {
+            table: sb::Table::TlsPolicy,
+            param: "smtp_tls_policy_maps",
+            dane: true,
             roots: anchors,
             servername: params.str("smtp_tls_servername").to_string(),
             cert_match: cert_match.clone(),
+            suites: s.suites.clone(),
             made: RefCell::default(),
         });
-        let lmtp_tls = match lmtp::tls_level(params) {
-            Some(l) => Some(tls::Policy::new(
-                l,
-                "",
-                tls::load_roots(params.str("smtp_tls_CAfile"), l)?,
-                cert.clone(),
-                &suites::Suites::from_params(params, "lmtp")?.choice(l, &Default::default())?,
-            )?),
-            None => None,
-        };
-        let lmtp = lmtp::LmtpSettings::new(params, lmtp_tls)?;
+        let lmtp = lmtp::LmtpSettings::new(params, &cert)?;
         // This machine's addresses, for mail-loop detection, read before
         // the jail (it cannot open a netlink socket afterwards).
         let local = nix::ifaddrs::getifaddrs()
@@ -103,110 +99,6 @@ pub fn main(ipc_fd: RawFd) -> ! {
             Vec::new(),
         ))
     })
-}
-
-struct Settings {
-    helo_name: String,
-    myhostname: String,
-    t: Timeouts,
-    budget: Duration,
-    line_limit: usize,
-    cache_idle: Duration,
-    reuse_time: Duration,
-    cache_size: usize,
-    starttls_timeout: Duration,
-    /// smtp_tls_wrappermode: TLS from the first byte (port 465), no
-    /// STARTTLS.
-    wrapper: bool,
-    sasl: bool,
-    /// `smtp_sasl_security_options` contains noplaintext: PLAIN and LOGIN
-    /// only inside TLS (`smtp_sasl_tls_security_options` allows them).
-    sasl_noplaintext: bool,
-    sasl_tls_noplaintext: bool,
-    /// inet_protocols and smtp_address_preference.
-    protocols: postern_config::inet::Protocols,
-    prefer: dest::Prefer,
-    /// smtp_generic_maps is set (the broker has the tables).
-    generic: bool,
-    /// smtp_dns_support_level = dnssec: DANE can be used.
-    dnssec: bool,
-    /// smtp_mta_sts_enable.
-    mta_sts: bool,
-    /// smtp_requiretls_policy and lmtp_requiretls_policy.
-    reqtls: requiretls::Policy,
-    lmtp_reqtls: requiretls::Policy,
-    /// requiretls_esmtp_header and tls_required_enable: what headers of
-    /// a message say about TLS.
-    reqtls_header: bool,
-    tls_required: bool,
-    /// smtp_log_tls_feature_status: the tls= field in delivery lines.
-    tls_features: bool,
-    /// smtp_tls_rpt_enable: sessions to domains with a policy are counted.
-    tls_rpt: bool,
-    insecure_mx: dane::InsecureMx,
-    /// smtp_tls_protocols, smtp_tls_ciphers, ... (and the mandatory ones).
-    suites: suites::Suites,
-}
-
-impl Settings {
-    fn new(p: &Params) -> Result<Settings, String> {
-        let e = |x: postern_config::ParamError| x.to_string();
-        let d = |n: &str| p.duration(n).map_err(e);
-        Ok(Settings {
-            helo_name: p.str("smtp_helo_name").into(),
-            myhostname: p.str("myhostname").into(),
-            t: Timeouts {
-                connect: d("smtp_connect_timeout")?,
-                helo: d("smtp_helo_timeout")?,
-                mail: d("smtp_mail_timeout")?,
-                rcpt: d("smtp_rcpt_timeout")?,
-                data_init: d("smtp_data_init_timeout")?,
-                data_xfer: d("smtp_data_xfer_timeout")?,
-                data_done: d("smtp_data_done_timeout")?,
-            },
-            budget: d("smtp_connect_budget")?,
-            line_limit: p.int("smtp_line_length_limit").map_err(e)? as usize,
-            cache_idle: d("smtp_connection_cache_time_limit")?,
-            reuse_time: d("smtp_connection_reuse_time_limit")?,
-            cache_size: p.int("smtp_connection_cache_size").map_err(e)? as usize,
-            starttls_timeout: d("smtp_starttls_timeout")?,
-            wrapper: p.bool("smtp_tls_wrappermode").map_err(e)?,
-            sasl: p.bool("smtp_sasl_auth_enable").map_err(e)?,
-            sasl_noplaintext: p
-                .list("smtp_sasl_security_options")
-                .map_err(e)?
-                .iter()
-                .any(|o| o == "noplaintext"),
-            sasl_tls_noplaintext: p
-                .list("smtp_sasl_tls_security_options")
-                .map_err(e)?
-                .iter()
-                .any(|o| o == "noplaintext"),
-            protocols: postern_config::inet::of(p),
-            generic: !p.list("smtp_generic_maps").map_err(e)?.is_empty(),
-            dnssec: p.str("smtp_dns_support_level") == "dnssec",
-            mta_sts: p.bool("smtp_mta_sts_enable").map_err(e)?,
-            reqtls: requiretls::Policy::parse(
-                "smtp_requiretls_policy",
-                &p.list("smtp_requiretls_policy").map_err(e)?,
-            )?,
-            lmtp_reqtls: requiretls::Policy::parse(
-                "lmtp_requiretls_policy",
-                &p.list("lmtp_requiretls_policy").map_err(e)?,
-            )?,
-            reqtls_header: p.bool("requiretls_esmtp_header").map_err(e)?,
-            tls_required: p.bool("tls_required_enable").map_err(e)?,
-            tls_features: p.bool("smtp_log_tls_feature_status").map_err(e)?,
-            tls_rpt: p.bool("smtp_tls_rpt_enable").map_err(e)?,
-            insecure_mx: dane::InsecureMx::parse(p.str("smtp_tls_dane_insecure_mx_policy")),
-            suites: suites::Suites::from_params(p, "smtp")?,
-            prefer: match p.str("smtp_address_preference") {
-                "ipv4" => dest::Prefer::Ipv4,
-                "ipv6" => dest::Prefer::Ipv6,
-                _ => dest::Prefer::Any,
-            },
-        })
-    }
 }
 
 /// Lookups the broker does for us (smtp_sasl_password_maps).

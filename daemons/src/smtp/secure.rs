@@ -13,12 +13,19 @@ use super::session::{self, Session};
 use super::{Smtp, dest, tls};
 use crate::log;
 
-/// smtp_tls_policy_maps: the CAs and SNI setting of the policies it
-/// names, and the policies made so far, one per distinct table value.
+/// smtp_tls_policy_maps or lmtp_tls_policy_maps: the table and the
+/// settings its policies are made with, and the policies made so far,
+/// one per distinct table value.
 pub(super) struct PolicyMaps {
+    pub(super) table: sb::Table,
+    /// The parameter's name, for messages.
+    pub(super) param: &'static str,
+    /// Whether the dane levels can be honoured (not for LMTP).
+    pub(super) dane: bool,
     pub(super) roots: rustls::RootCertStore,
     pub(super) servername: String,
     pub(super) cert_match: tls::CertMatch,
+    pub(super) suites: super::suites::Suites,
     pub(super) made: RefCell<HashMap<tls::Entry, Rc<tls::Policy>>>,
 }
 
@@ -103,42 +110,57 @@ impl Smtp {
         let Some(maps) = &self.maps else {
             return Ok(self.tls.clone());
         };
+        Ok(self
+            .table_policy(maps, nexthop, tls::policy_keys(nexthop))
+            .await?
+            .unwrap_or_else(|| self.tls.clone()))
+    }
+
+    /// The policy of the first of `keys` a policy table (smtp_tls_ or
+    /// lmtp_tls_policy_maps) has an entry for; None: no entry.
+    pub(super) async fn table_policy(
+        &self,
+        maps: &PolicyMaps,
+        nexthop: &str,
+        keys: Vec<String>,
+    ) -> Result<Option<Rc<tls::Policy>>, (Status, String, String)> {
+        let param = maps.param;
         let deferred = |dsn: &str, text: String| (Status::Deferred, dsn.to_string(), text);
+        let unusable = |e: String| deferred("4.7.5", format!("{param}: {nexthop}: {e}"));
         let mut value = None;
-        for k in tls::policy_keys(nexthop) {
-            match self.broker.lookup(sb::Table::TlsPolicy, &k).await {
+        for k in keys {
+            match self.broker.lookup(maps.table, &k).await {
                 Ok(Some(v)) => {
                     value = Some(v);
                     break;
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(deferred(
-                        "4.3.0",
-                        format!("smtp_tls_policy_maps lookup error: {e}"),
-                    ));
+                    return Err(deferred("4.3.0", format!("{param} lookup error: {e}")));
                 }
             }
         }
         let Some(v) = value else {
-            return Ok(self.tls.clone());
+            return Ok(None);
         };
-        let entry = tls::parse_entry(&v)
-            .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
+        let entry = tls::parse_entry(&v).map_err(unusable)?;
+        if entry.level.is_dane() && !maps.dane {
+            return Err(unusable(format!(
+                "the {} level is not supported here",
+                entry.level.name()
+            )));
+        }
         if let Some(p) = maps.made.borrow().get(&entry) {
-            return Ok(p.clone());
+            return Ok(Some(p.clone()));
         }
         // tafile=: the anchors replace the CAs (the master opens the files
         // the tables name for us).
         let roots = if entry.tafiles.is_empty() {
             maps.roots.clone()
         } else {
-            self.trust_anchors(&entry.tafiles)
-                .await
-                .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?
+            self.trust_anchors(&entry.tafiles).await.map_err(unusable)?
         };
-        let mut p = self
-            .s
+        let mut p = maps
             .suites
             .choice(entry.level, &entry.overrides)
             .and_then(|choice| {
@@ -151,11 +173,11 @@ impl Smtp {
                     &choice,
                 )
             })
-            .map_err(|e| deferred("4.7.5", format!("smtp_tls_policy_maps: {nexthop}: {e}")))?;
+            .map_err(unusable)?;
         p.overrides = entry.overrides.clone();
         let p = Rc::new(p);
         maps.made.borrow_mut().insert(entry, p.clone());
-        Ok(p)
+        Ok(Some(p))
     }
 
     /// The policy of one host: the next hop's, or for `dane` and

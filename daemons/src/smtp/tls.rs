@@ -338,7 +338,8 @@ impl Default for CertMatch {
 }
 
 impl CertMatch {
-    pub fn from_params(p: &postern_config::Params) -> CertMatch {
+    /// `prefix` is smtp or lmtp.
+    pub fn from_params(p: &postern_config::Params, prefix: &str) -> CertMatch {
         let list = |n: &str| {
             p.list(n)
                 .unwrap_or_default()
@@ -347,16 +348,18 @@ impl CertMatch {
                 .collect()
         };
         CertMatch {
-            verify: list("smtp_tls_verify_cert_match"),
-            secure: list("smtp_tls_secure_cert_match"),
+            verify: list(&format!("{prefix}_tls_verify_cert_match")),
+            secure: list(&format!("{prefix}_tls_secure_cert_match")),
             fingerprints: p
-                .list("smtp_tls_fingerprint_cert_match")
+                .list(&format!("{prefix}_tls_fingerprint_cert_match"))
                 .unwrap_or_default()
                 .iter()
                 .map(|f| normalize_fingerprint(f))
                 .collect(),
-            digest: crate::tls::ccert::Digest::from_name(p.str("smtp_tls_fingerprint_digest"))
-                .unwrap_or(crate::tls::ccert::Digest::Sha256),
+            digest: crate::tls::ccert::Digest::from_name(
+                p.str(&format!("{prefix}_tls_fingerprint_digest")),
+            )
+            .unwrap_or(crate::tls::ccert::Digest::Sha256),
         }
     }
 
@@ -675,10 +678,6 @@ impl Policy {
                     .map(Wanted::Exact),
             })
             .collect()
-    }
-
-    pub fn connector(&self) -> &tokio_rustls::TlsConnector {
-        &self.connector
     }
 
     /// The name to verify (and send as SNI): the first exact name of the

@@ -5,7 +5,7 @@
 // capnp binary version: 0.9.2
 // capnpc crate version: 0.27.0
 
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 #[repr(u16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +19,7 @@ pub enum Table {
     VirtualMailboxDomain = 6,
     Generic = 7,
     TlsPolicy = 8,
+    LmtpTlsPolicy = 9,
 }
 
 impl ::capnp::introspect::Introspect for Table {
@@ -40,6 +41,7 @@ impl ::core::convert::TryFrom<u16> for Table {
             6 => ::core::result::Result::Ok(Self::VirtualMailboxDomain),
             7 => ::core::result::Result::Ok(Self::Generic),
             8 => ::core::result::Result::Ok(Self::TlsPolicy),
+            9 => ::core::result::Result::Ok(Self::LmtpTlsPolicy),
             n => ::core::result::Result::Err(::capnp::NotInSchema(n)),
         }
     }
@@ -52,7 +54,7 @@ impl ::capnp::traits::HasTypeId for Table {
     const TYPE_ID: u64 = 0x8277_07fa_6af4_33f7u64;
 }
 mod table {
-pub(crate) static ENCODED_NODE: [::capnp::Word; 64] = [
+pub(crate) static ENCODED_NODE: [::capnp::Word; 69] = [
     ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
     ::capnp::word(247, 51, 244, 106, 250, 7, 119, 130),
     ::capnp::word(19, 0, 0, 0, 2, 0, 0, 0),
@@ -62,7 +64,7 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 64] = [
     ::capnp::word(21, 0, 0, 0, 202, 0, 0, 0),
     ::capnp::word(33, 0, 0, 0, 7, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(29, 0, 0, 0, 223, 0, 0, 0),
+    ::capnp::word(29, 0, 0, 0, 247, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(115, 109, 116, 112, 100, 95, 98, 114),
@@ -70,33 +72,36 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 64] = [
     ::capnp::word(110, 112, 58, 84, 97, 98, 108, 101),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 1, 0, 1, 0),
-    ::capnp::word(36, 0, 0, 0, 1, 0, 2, 0),
+    ::capnp::word(40, 0, 0, 0, 1, 0, 2, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(101, 0, 0, 0, 98, 0, 0, 0),
+    ::capnp::word(113, 0, 0, 0, 98, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(97, 0, 0, 0, 106, 0, 0, 0),
+    ::capnp::word(109, 0, 0, 0, 106, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(2, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(93, 0, 0, 0, 122, 0, 0, 0),
+    ::capnp::word(105, 0, 0, 0, 122, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(3, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(89, 0, 0, 0, 106, 0, 0, 0),
+    ::capnp::word(101, 0, 0, 0, 106, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(4, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(85, 0, 0, 0, 154, 0, 0, 0),
+    ::capnp::word(97, 0, 0, 0, 154, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(5, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(85, 0, 0, 0, 122, 0, 0, 0),
+    ::capnp::word(97, 0, 0, 0, 122, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(6, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(81, 0, 0, 0, 170, 0, 0, 0),
+    ::capnp::word(93, 0, 0, 0, 170, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(7, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(81, 0, 0, 0, 66, 0, 0, 0),
+    ::capnp::word(93, 0, 0, 0, 66, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(73, 0, 0, 0, 82, 0, 0, 0),
+    ::capnp::word(85, 0, 0, 0, 82, 0, 0, 0),
+    ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(9, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(81, 0, 0, 0, 114, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(115, 101, 110, 100, 101, 114, 76, 111),
     ::capnp::word(103, 105, 110, 0, 0, 0, 0, 0),
@@ -117,6 +122,8 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 64] = [
     ::capnp::word(103, 101, 110, 101, 114, 105, 99, 0),
     ::capnp::word(116, 108, 115, 80, 111, 108, 105, 99),
     ::capnp::word(121, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(108, 109, 116, 112, 84, 108, 115, 80),
+    ::capnp::word(111, 108, 105, 99, 121, 0, 0, 0),
 ];
 pub(crate) fn get_annotation_types(child_index: Option<u16>, index: u32) -> ::capnp::introspect::Type {
     ::capnp::introspect::panic_invalid_annotation_indices(child_index, index)
