@@ -38,6 +38,7 @@ PACKAGES=(
     python3-dnspython # dkimpy's key lookups in the loopback DNS server
     rspamd           # a real Milter (its proxy worker), no Redis (its service never starts)
     testssl.sh       # testssl 3.0.8: protocols, ciphers and vulnerabilities of every TLS port
+    gnutls-bin       # gnutls-cli: a client that asks smtpd for an RFC 7250 raw public key
     knot             # a real authoritative server signing the DANE test zones (its service never starts)
     unbound          # a real validating resolver in front of knot: DNSSEC answers with the AD bit
     knot-dnsutils    # kdig: the DANE tests check the validating path before they use it

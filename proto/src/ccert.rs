@@ -34,7 +34,21 @@ pub enum KeyKind {
 /// key of another kind.
 pub fn key_kind(der: &[u8]) -> Option<KeyKind> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let spki = cert.public_key();
+    kind_of(cert.public_key())
+}
+
+/// The key of a DER SubjectPublicKeyInfo (an RFC 7250 raw public key);
+/// None when it is none (or has bytes after it) or a key of another kind.
+pub fn spki_key_kind(der: &[u8]) -> Option<KeyKind> {
+    use x509_parser::prelude::FromDer;
+    let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(der).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    kind_of(&spki)
+}
+
+fn kind_of(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Option<KeyKind> {
     match spki.algorithm.algorithm.to_id_string().as_str() {
         "1.3.101.112" => return Some(KeyKind::Ed25519),
         "1.3.101.113" => return Some(KeyKind::Ed448),
@@ -119,10 +133,17 @@ mod tests {
 
     #[test]
     fn key_kinds_as_openssl_names_them() {
+        // The certificate's key, and the same key as a raw public key.
         let kind = |alg: &'static rcgen::SignatureAlgorithm| {
             let key = rcgen::KeyPair::generate_for(alg).unwrap();
             let params = rcgen::CertificateParams::new(vec!["mx.example".into()]).unwrap();
-            key_kind(params.self_signed(&key).unwrap().der())
+            let der = params.self_signed(&key).unwrap().der().to_vec();
+            let from_cert = key_kind(&der);
+            let spki = parse(&der).unwrap().spki;
+            assert_eq!(spki_key_kind(&spki), from_cert);
+            assert_eq!(spki_key_kind(&der), None, "a certificate is no raw key");
+            assert_eq!(key_kind(&spki), None, "a raw key is no certificate");
+            from_cert
         };
         assert_eq!(
             kind(&rcgen::PKCS_ECDSA_P256_SHA256),

@@ -429,6 +429,10 @@ pub fn ccert(data: &[u8]) {
     if let Some(crate::ccert::KeyKind::Rsa(bits)) = crate::ccert::key_kind(data) {
         assert!(bits <= data.len() * 8);
     }
+    // A raw public key's, likewise.
+    if let Some(crate::ccert::KeyKind::Rsa(bits)) = crate::ccert::spki_key_kind(data) {
+        assert!(bits <= data.len() * 8);
+    }
 }
 
 /// A header value's address list: the spans are in order, inside the

@@ -17,7 +17,11 @@
 //! - an insecure MX RRset naming a host with secure TLSA records keeps
 //!   DANE (smtp_tls_dane_insecure_mx_policy = dane): a mismatch defers, a
 //!   match delivers, logged "Trusted";
-//! - `dane-only` (smtp_tls_policy_maps) for a domain without TLSA defers.
+//! - `dane-only` (smtp_tls_policy_maps) for a domain without TLSA defers;
+//! - where every TLSA record names a key (3 1 x), the client asks for an
+//!   RFC 7250 raw public key: another Postern instance as the MX sends
+//!   one (both sides log "raw public key"); the aiosmtpd sinks, which
+//!   have none, get a second connection that asks for certificates.
 use std::process::Command;
 use std::time::Duration;
 
@@ -82,10 +86,20 @@ fn dane_verifies_defers_and_never_downgrades() {
     let bogus = host(&inst, "bogus", None);
     let alias_bad = host(&inst, "alias-bad", Some(&other));
     let alias_ok = host(&inst, "alias-ok", Some(&ee_pki));
+    // A Postern instance as an MX on port 25, which sends its key raw
+    // when asked.
+    let rpk_ip = unique_loopback();
+    let mut rpk = Instance::with_master_cf(
+        "myhostname = mx-rpk.dane.test\nsmtpd_error_sleep_time = 0\n",
+        Some(&format!("{rpk_ip}:25 inet n - n - - smtpd\n")),
+    );
+    rpk.ip = rpk_ip.clone();
+    let rpk_pki = pki::make(rpk.config_dir(), "rpk", "mx-rpk.dane.test");
 
     let ee_key = spki_sha256(&ee_pki.server_cert);
     let ta_key = spki_sha256(&ta_pki.ca);
     let wrong = spki_sha256(&other.ca);
+    let rpk_key = spki_sha256(&rpk_pki.server_cert);
     let dane_zone = format!(
         "ee 60 IN MX 10 mx-ee\n\
          mx-ee 60 IN A {ee}\n\
@@ -105,7 +119,10 @@ fn dane_verifies_defers_and_never_downgrades() {
          _25._tcp.mx-alias-bad 60 IN TLSA 3 1 1 {wrong}\n\
          alias-ok 60 IN MX 10 mx-alias-ok\n\
          mx-alias-ok 60 IN CNAME host-alias-ok.unsigned.test.\n\
-         _25._tcp.mx-alias-ok 60 IN TLSA 3 1 1 {ee_key}\n",
+         _25._tcp.mx-alias-ok 60 IN TLSA 3 1 1 {ee_key}\n\
+         rpk 60 IN MX 10 mx-rpk\n\
+         mx-rpk 60 IN A {rpk_ip}\n\
+         _25._tcp.mx-rpk 60 IN TLSA 3 1 1 {rpk_key}\n",
         ee = ee.ip,
         ta = ta.ip,
         bad = bad.ip,
@@ -164,6 +181,14 @@ fn dane_verifies_defers_and_never_downgrades() {
         policies.display()
     ));
     inst.start();
+    // The receiving instance relays anything from loopback to a port
+    // where nothing listens (it only has to take the message).
+    rpk.add_main_cf(&format!(
+        "smtpd_tls_chain_files = {}\nmynetworks = 127.0.0.0/8\nrelayhost = [127.0.0.1]:9\ndns_nameservers = {}\n",
+        rpk_pki.server_chain.display(),
+        dns.resolver
+    ));
+    rpk.start();
 
     let rcpts = [
         "u@ee.dane.test",
@@ -176,6 +201,7 @@ fn dane_verifies_defers_and_never_downgrades() {
         "u@insecure-mx-bad.unsigned.test",
         "u@insecure-mx-ok.unsigned.test",
         "u@only.unsigned.test",
+        "u@rpk.dane.test",
     ];
     for r in rcpts {
         python_ok(&format!(
@@ -221,6 +247,34 @@ fn dane_verifies_defers_and_never_downgrades() {
         "Trusted TLS connection established to mx-ee.dane.test[{}]:25",
         ee.ip
     ));
+
+    // A raw public key from the Postern MX: both sides say so, as
+    // Postfix does. The aiosmtpd sinks have none: a second connection
+    // asked them for certificates.
+    let words = "server-signature ECDSA (prime256v1 raw public key) server-digest SHA256";
+    let out = wait_for("the client's TLS line", Duration::from_secs(30), || {
+        inst.log_lines(&format!(
+            "Verified TLS connection established to mx-rpk.dane.test[{rpk_ip}]:25: TLSv1.3"
+        ))
+        .pop()
+    });
+    assert!(out.ends_with(words), "{out}");
+    let inb = wait_for("the MX's TLS line", Duration::from_secs(20), || {
+        rpk.log_lines("TLS connection established from").pop()
+    });
+    assert!(inb.ends_with(words), "{inb}");
+    log("to=<u@rpk.dane.test>, relay=mx-rpk.dane.test");
+    log(&format!(
+        "mx-ee.dane.test[{}]:25: no raw public key (",
+        ee.ip
+    ));
+    assert!(
+        !inst
+            .log()
+            .contains(&format!("mx-rpk.dane.test[{rpk_ip}]:25: no raw public key")),
+        "{}",
+        inst.log()
+    );
 
     // Postfix 3.11's tls= field in the delivery lines.
     let text = std::fs::read_to_string(inst.log_path()).unwrap();

@@ -808,6 +808,61 @@ fn smtpd_tls_protocols_and_cipher_exclusions_narrow_each_service() {
     );
 }
 
+/// `gnutls-cli` (Debian's gnutls-bin) with a priority string; its whole
+/// output.
+fn gnutls_cli(inst: &Instance, port: u16, starttls: bool, priority: &str) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["20", "gnutls-cli", "--insecure", "--priority", priority])
+        .args(["-p", &port.to_string()]);
+    if starttls {
+        cmd.args(["--starttls-proto", "smtp"]);
+    }
+    let out = cmd
+        .arg(&inst.ip)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("gnutls-cli (apt-get install gnutls-bin)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_client_that_asks_for_a_raw_public_key_gets_one() {
+    // As Postfix 3.9+ does: the key alone (RFC 7250) whenever a client
+    // asks for it, on STARTTLS and in wrapper mode; rustls does that in
+    // TLS 1.3 only, so a TLS 1.2 client gets the chain, as does a client
+    // that does not ask. Debian's gnutls-cli asks.
+    let (inst, _pki) = tls_instance("");
+    let rpk = "NORMAL:-CTYPE-SRV-ALL:+CTYPE-SRV-RAWPK:+CTYPE-SRV-X509";
+    let done = |out: &str| out.contains("- Handshake was completed");
+    for (port, starttls) in [(inst.smtp_port, true), (WRAPPER_PORT, false)] {
+        let out = gnutls_cli(&inst, port, starttls, rpk);
+        assert!(
+            done(&out) && out.contains("- Certificate type: Raw Public Key"),
+            "{port}: {out}"
+        );
+        for p in ["NORMAL".to_string(), format!("{rpk}:-VERS-TLS1.3")] {
+            let out = gnutls_cli(&inst, port, starttls, &p);
+            assert!(
+                done(&out) && out.contains("- Certificate type: X.509"),
+                "{port} {p}: {out}"
+            );
+        }
+    }
+    // smtpd's TLS line says which, in Postfix's words.
+    let raw = inst.log_lines("TLS connection established from");
+    let raw: Vec<&String> = raw
+        .iter()
+        .filter(|l| {
+            l.ends_with("server-signature ECDSA (prime256v1 raw public key) server-digest SHA256")
+        })
+        .collect();
+    assert_eq!(raw.len(), 2, "{}", inst.log());
+}
+
 #[test]
 fn testssl_finds_no_weak_protocol_cipher_or_vulnerability() {
     let (inst, _pki) = tls_instance("");

@@ -201,18 +201,27 @@ pub async fn host_tls(
 /// (selector 0) or its SubjectPublicKeyInfo (selector 1), exactly or by
 /// SHA-256 or SHA-512.
 pub fn matches(t: &Tlsa, der: &[u8]) -> bool {
-    let spki;
-    let subject: &[u8] = match t.selector {
-        0 => der,
-        1 => match postern_proto::ccert::parse(der) {
-            Some(p) => {
-                spki = p.spki;
-                &spki
-            }
-            None => return false,
-        },
-        _ => return false,
-    };
+    match t.selector {
+        0 => matches_data(t, der),
+        1 => postern_proto::ccert::parse(der).is_some_and(|p| matches_data(t, &p.spki)),
+        _ => false,
+    }
+}
+
+/// Whether `t` (DANE-EE, selector 1) matches an RFC 7250 raw public key
+/// (a DER SubjectPublicKeyInfo).
+pub fn matches_key(t: &Tlsa, spki: &[u8]) -> bool {
+    t.usage == 3 && t.selector == 1 && matches_data(t, spki)
+}
+
+/// Whether every record names the server's public key (DANE-EE,
+/// selector 1): then a raw public key is all the server need send (RFC
+/// 7672 3.1.1, RFC 7250).
+pub fn all_keys(records: &[Tlsa]) -> bool {
+    !records.is_empty() && records.iter().all(|t| t.usage == 3 && t.selector == 1)
+}
+
+fn matches_data(t: &Tlsa, subject: &[u8]) -> bool {
     let digest = |alg| aws_lc_rs::digest::digest(alg, subject);
     match t.matching {
         0 => subject == t.data.as_slice(),
@@ -233,12 +242,16 @@ pub struct Verifier {
     signatures: Unverified,
     records: Vec<Tlsa>,
     names: Vec<ServerName<'static>>,
+    /// Ask for an RFC 7250 raw public key (every record names a key):
+    /// rustls then requires one, and TLS 1.3.
+    raw: bool,
 }
 
 impl Verifier {
-    pub fn new(records: Vec<Tlsa>, names: &[String]) -> Verifier {
+    pub fn new(records: Vec<Tlsa>, names: &[String], raw: bool) -> Verifier {
         Verifier {
             signatures: Unverified(crate::tls::provider()),
+            raw,
             records,
             names: names
                 .iter()
@@ -295,6 +308,16 @@ impl ServerCertVerifier for Verifier {
         _: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.raw {
+            // The one "certificate" is the server's SubjectPublicKeyInfo.
+            return if self.records.iter().any(|t| matches_key(t, end_entity)) {
+                Ok(ServerCertVerified::assertion())
+            } else {
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Other(rustls::OtherError(Arc::new(NoMatch))),
+                ))
+            };
+        }
         let ee = self.records.iter().filter(|t| t.usage == 3);
         if ee.clone().any(|t| matches(t, end_entity)) {
             return Ok(ServerCertVerified::assertion());
@@ -326,11 +349,23 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if self.raw {
+            return rustls::crypto::verify_tls13_signature_with_raw_key(
+                message,
+                &rustls::pki_types::SubjectPublicKeyInfoDer::from(cert.as_ref()),
+                dss,
+                &self.signatures.0.signature_verification_algorithms,
+            );
+        }
         self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.signatures.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.raw
     }
 }
 
@@ -401,6 +436,18 @@ mod tests {
         assert!(matches(&tlsa(3, 1, 2, &sha512(&spki)), &leaf));
         assert!(!matches(&tlsa(3, 1, 1, &sha256(&leaf)), &leaf));
         assert!(!matches(&tlsa(3, 0, 1, &sha256(&spki)), &leaf));
+        // A raw public key is matched by DANE-EE key records only.
+        assert!(matches_key(&tlsa(3, 1, 1, &sha256(&spki)), &spki));
+        assert!(matches_key(&tlsa(3, 1, 0, &spki), &spki));
+        assert!(!matches_key(&tlsa(2, 1, 1, &sha256(&spki)), &spki));
+        assert!(!matches_key(&tlsa(3, 0, 1, &sha256(&spki)), &spki));
+        assert!(!matches_key(&tlsa(3, 1, 1, &sha256(&leaf)), &spki));
+        // A raw key is asked for only when every record names a key.
+        let key = tlsa(3, 1, 1, &sha256(&spki));
+        assert!(all_keys(&[key.clone(), tlsa(3, 1, 2, &sha512(&spki))]));
+        assert!(!all_keys(&[key.clone(), tlsa(3, 0, 1, &sha256(&leaf))]));
+        assert!(!all_keys(&[key, tlsa(2, 1, 1, &[0; 32])]));
+        assert!(!all_keys(&[]));
     }
 
     #[test]
@@ -411,7 +458,7 @@ mod tests {
         let names = ["mx.example.com".to_string(), "example.com".to_string()];
         let any = ServerName::try_from("ignored.invalid").unwrap();
         let ok = |records: Vec<Tlsa>, ee: &CertificateDer<'_>, chain: &[CertificateDer<'_>]| {
-            Verifier::new(records, &names)
+            Verifier::new(records, &names, false)
                 .verify_server_cert(ee, chain, &any, &[], UnixTime::now())
                 .is_ok()
         };

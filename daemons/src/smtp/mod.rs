@@ -122,6 +122,11 @@ impl BrokerLookup {
     }
 }
 
+/// How many DANE hosts without raw public keys one smtp process keeps in
+/// mind; past it, it forgets them all (each then costs one more
+/// connection).
+const NO_RAW_KEY_MAX: usize = 4096;
+
 struct Smtp {
     s: Settings,
     lmtp: lmtp::LmtpSettings,
@@ -134,6 +139,9 @@ struct Smtp {
     /// smtp_tls_policy_maps, when set.
     maps: Option<PolicyMaps>,
     cert: Arc<tls::ClientCert>,
+    /// DANE hosts that sent no raw public key when asked: asked for
+    /// certificates from then on (at most [`NO_RAW_KEY_MAX`] remembered).
+    no_raw_key: RefCell<std::collections::HashSet<String>>,
     /// The `may` and `encrypt` policies DANE falls back to per host, and
     /// the `verify` one an MTA-STS policy in enforce mode asks for.
     fallback: RefCell<HashMap<(tls::Level, tls::Overrides), Rc<tls::Policy>>>,
@@ -172,6 +180,7 @@ async fn serve(
         maps,
         cert: cert.clone(),
         fallback: RefCell::default(),
+        no_raw_key: RefCell::default(),
         roots,
         // A policy fetch may take the sts role 10 s on top of its DNS.
         sts: PeerPool::new(
@@ -381,7 +390,7 @@ impl Smtp {
     /// once in plaintext on a new connection.
     async fn connect_one(
         &self,
-        pol: &tls::Policy,
+        mut pol: &tls::Policy,
         nh: &dest::Nexthop,
         nexthop: &str,
         (host, addr): (&str, std::net::SocketAddr),
@@ -434,6 +443,28 @@ impl Smtp {
             if use_tls {
                 match self.start_tls(pol, &mut s, nexthop).await {
                     Ok(()) => {}
+                    // DANE asked for a raw public key and the handshake
+                    // failed short of a key check: ask for certificates
+                    // on a new connection, and from now on.
+                    Err(session::Failure::Tls(e))
+                        if pol.x509.is_some()
+                            && !e.starts_with("Server certificate not verified") =>
+                    {
+                        log::line(&format!(
+                            "{host}[{}]:{}: no raw public key ({e}); asking for certificates",
+                            addr.ip(),
+                            addr.port()
+                        ));
+                        let mut no_raw = self.no_raw_key.borrow_mut();
+                        if no_raw.len() >= NO_RAW_KEY_MAX {
+                            no_raw.clear();
+                        }
+                        no_raw.insert(host.to_string());
+                        if let Some(x) = &pol.x509 {
+                            pol = x;
+                        }
+                        continue;
+                    }
                     // Opportunistic: the handshake failed, go plain.
                     Err(session::Failure::Tls(e)) if !pol.level.required() => {
                         log::line(&format!(

@@ -243,13 +243,18 @@ impl Smtp {
                 records,
                 names,
                 verified,
-            } => self
-                .s
-                .suites
-                .choice(tls::Level::Dane, &pol.overrides)
-                .and_then(|c| tls::Policy::dane(records, &names, verified, self.cert.clone(), &c))
-                .map(Rc::new)
-                .map_err(|e| deferred("4.7.5", e)),
+            } => {
+                // A raw public key, unless this host had none to send.
+                let raw = !self.no_raw_key.borrow().contains(&h.name);
+                self.s
+                    .suites
+                    .choice(tls::Level::Dane, &pol.overrides)
+                    .and_then(|c| {
+                        tls::Policy::dane(records, &names, (verified, raw), self.cert.clone(), &c)
+                    })
+                    .map(Rc::new)
+                    .map_err(|e| deferred("4.7.5", e))
+            }
             HostTls::Defer(dsn, text) => Err(deferred(&dsn, text)),
         }
     }

@@ -506,6 +506,9 @@ pub struct Policy {
     /// The policy entry's `protocols=`, `ciphers=`, `exclude=`, for the
     /// per-host policies DANE makes from this one.
     pub overrides: Overrides,
+    /// A DANE policy that asks for a raw public key: the same policy with
+    /// certificates, for a server that has no raw key to send.
+    pub x509: Option<Box<Policy>>,
 }
 
 impl Policy {
@@ -593,6 +596,7 @@ impl Policy {
                 .map(|w| (w, c)),
             matches,
             overrides: Overrides::default(),
+            x509: None,
         })
     }
 
@@ -600,12 +604,42 @@ impl Policy {
     /// required, the certificate must match `records`, the SNI is the TLSA
     /// base domain (`names[0]`). No session is resumed: a resumed session
     /// would skip the check against today's TLSA records.
+    ///
+    /// With `raw`, when every record names a key and TLS 1.3 is allowed,
+    /// the policy asks for an RFC 7250 raw public key. rustls cannot offer
+    /// both kinds, as OpenSSL does: it requires the raw key, so a server
+    /// without raw key support fails the handshake, and the policy carries
+    /// its certificate twin ([`Policy::x509`]) for a second connection.
     pub fn dane(
+        records: Vec<postern_ipc::resolver::Tlsa>,
+        names: &[String],
+        (verified, raw): (bool, bool),
+        cert: Arc<ClientCert>,
+        choice: &Choice,
+    ) -> Result<Policy, String> {
+        let x509 = Policy::dane_one(
+            records.clone(),
+            names,
+            verified,
+            cert.clone(),
+            choice,
+            false,
+        )?;
+        if !(raw && choice.versions.tls13 && super::dane::all_keys(&records)) {
+            return Ok(x509);
+        }
+        let mut p = Policy::dane_one(records, names, verified, cert, choice, true)?;
+        p.x509 = Some(Box::new(x509));
+        Ok(p)
+    }
+
+    fn dane_one(
         records: Vec<postern_ipc::resolver::Tlsa>,
         names: &[String],
         verified: bool,
         cert: Arc<ClientCert>,
         choice: &Choice,
+        raw: bool,
     ) -> Result<Policy, String> {
         let base = names
             .first()
@@ -618,8 +652,14 @@ impl Policy {
                 format!("{} {} {} {hex}", t.usage, t.selector, t.matching)
             })
             .collect();
-        let verifier = Arc::new(super::dane::Verifier::new(records, names));
+        let verifier = Arc::new(super::dane::Verifier::new(records, names, raw));
         let (provider, versions) = crate::tls::chosen(choice);
+        // rustls does raw public keys in TLS 1.3 only.
+        let versions = if raw {
+            &[&rustls::version::TLS13][..]
+        } else {
+            versions
+        };
         let mut c = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .map_err(|e| format!("smtp TLS: {e}"))?
@@ -637,6 +677,7 @@ impl Policy {
             matches: Vec::new(),
             base: None,
             overrides: Overrides::default(),
+            x509: None,
         })
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// The client's connection: plain until STARTTLS (or from the first byte
@@ -206,7 +206,7 @@ impl Conn {
     /// class); returns how many bytes that was.
     pub async fn start_tls(
         &mut self,
-        acceptor: &TlsAcceptor,
+        setup: &super::tlsconf::ServerTls,
         timeout: Duration,
     ) -> Result<usize, String> {
         self.flush().await.map_err(|e| format!("{e:?}"))?;
@@ -217,14 +217,24 @@ impl Conn {
         };
         // Our key's signer notes the signature it makes for this task.
         let signature = std::rc::Rc::new(std::cell::RefCell::new(None));
-        let handshake = crate::tls::remote::SERVER_SIGNATURE.scope(
-            signature.clone(),
-            tokio::time::timeout(timeout, acceptor.accept(tcp)),
-        );
+        // The ClientHello first: it says whether the client asks for a
+        // raw public key.
+        let raw = std::cell::Cell::new(false);
+        let handshake = async {
+            let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+            let (config, is_raw) = setup.for_hello(&start.client_hello());
+            raw.set(is_raw);
+            start.into_stream(config).await
+        };
+        let handshake = crate::tls::remote::SERVER_SIGNATURE
+            .scope(signature.clone(), tokio::time::timeout(timeout, handshake));
         match handshake.await {
             Ok(Ok(tls)) => {
                 self.stream = Stream::Tls(Box::new(tls));
-                self.signature = signature.borrow_mut().take();
+                self.signature = signature
+                    .borrow_mut()
+                    .take()
+                    .map(|(kind, scheme)| crate::tls::signature_text(kind, scheme, raw.get()));
                 Ok(discarded)
             }
             Ok(Err(e)) => Err(e.to_string()),

@@ -9,6 +9,7 @@ mod milter;
 mod pool;
 pub(crate) mod proxy;
 mod session;
+mod tlsconf;
 pub(crate) use session::merge;
 
 use crate::metrics::catalog::{CONNECTIONS, SESSIONS};
@@ -38,45 +39,6 @@ pub fn main(ipc_fd: RawFd) -> ! {
         let cas = crate::tls::ccert::load_cas(params.str("smtpd_tls_CAfile"))?;
         Ok((move |ctx: Context| serve(ctx, cas), Vec::new()))
     })
-}
-
-/// The TLS setup for a certificate whose key is in the broker; `ask`
-/// asks clients for a certificate (smtpd_tls_ask_ccert); `choice` is what
-/// the service's protocol and cipher settings leave.
-fn server_config(
-    ck: Arc<rustls::sign::CertifiedKey>,
-    ticketer: Arc<crate::tls::remote::RemoteTicketer>,
-    ask: Option<Arc<Ask>>,
-    choice: &postern_config::tlsproto::Choice,
-) -> Option<tokio_rustls::TlsAcceptor> {
-    #[derive(Debug)]
-    struct One(Arc<rustls::sign::CertifiedKey>);
-    impl rustls::server::ResolvesServerCert for One {
-        fn resolve(
-            &self,
-            _: rustls::server::ClientHello<'_>,
-        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-            Some(self.0.clone())
-        }
-    }
-    let (provider, versions) = crate::tls::chosen(choice);
-    let mut c = match rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-    {
-        Ok(b) => match ask {
-            Some(ask) => b.with_client_cert_verifier(ask),
-            None => b.with_no_client_auth(),
-        }
-        .with_cert_resolver(Arc::new(One(ck))),
-        Err(e) => {
-            warn!("TLS setup: {e}");
-            return None;
-        }
-    };
-    c.ticketer = ticketer;
-    // One ticket per handshake: each costs a round trip to the broker.
-    c.send_tls13_tickets = 1;
-    Some(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
 }
 
 async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
@@ -194,13 +156,13 @@ async fn serve(mut ctx: Context, cas: Option<rustls::RootCertStore>) {
                                     .map(|(s, t)| {
                                         let all = postern_config::tlsproto::Choice::all();
                                         let choice = choices.get(s).unwrap_or(&all);
-                                        server_config(
+                                        tlsconf::ServerTls::new(
                                             ck.clone(),
                                             t.clone(),
                                             asks.get(s).cloned(),
                                             choice,
                                         )
-                                        .map(|a| (s.clone(), a))
+                                        .map(|a| (s.clone(), Arc::new(a)))
                                     })
                                     .collect::<Option<HashMap<_, _>>>()
                             });

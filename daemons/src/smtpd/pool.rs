@@ -31,7 +31,7 @@ pub struct MilterLease {
     pub broken: std::cell::Cell<bool>,
 }
 /// A TLS acceptor per listener, by service name.
-pub type TlsAcceptors = std::collections::HashMap<String, tokio_rustls::TlsAcceptor>;
+pub type TlsAcceptors = std::collections::HashMap<String, Arc<super::tlsconf::ServerTls>>;
 use crate::peerpool::PeerPool;
 use postern_ipc::auth;
 
@@ -293,7 +293,7 @@ impl Shared {
     /// The TLS server setup of the listener `scope`, while the broker can
     /// sign for it: with the broker away, STARTTLS is not offered (and
     /// answered 454) rather than started and failed.
-    pub fn tls(&self, scope: &str) -> Option<tokio_rustls::TlsAcceptor> {
+    pub fn tls(&self, scope: &str) -> Option<Arc<super::tlsconf::ServerTls>> {
         match &*self.tls.borrow() {
             Some((a, keys)) if keys.connected() => a.get(scope).cloned(),
             _ => None,

@@ -109,6 +109,52 @@ mod choice_tests {
     }
 
     #[test]
+    fn signature_words_as_postfix_logs_them() {
+        use postern_proto::ccert::KeyKind;
+        use rustls::SignatureScheme as S;
+        for (kind, scheme, raw, want) in [
+            (
+                KeyKind::Ec("prime256v1"),
+                S::ECDSA_NISTP256_SHA256,
+                false,
+                "server-signature ECDSA (prime256v1) server-digest SHA256",
+            ),
+            (
+                KeyKind::Ec("prime256v1"),
+                S::ECDSA_NISTP256_SHA256,
+                true,
+                "server-signature ECDSA (prime256v1 raw public key) server-digest SHA256",
+            ),
+            (
+                KeyKind::Rsa(2048),
+                S::RSA_PSS_SHA256,
+                false,
+                "server-signature RSA-PSS (2048 bits) server-digest SHA256",
+            ),
+            (
+                KeyKind::Rsa(2048),
+                S::RSA_PSS_SHA384,
+                true,
+                "server-signature RSA-PSS (2048 bit raw public key) server-digest SHA384",
+            ),
+            (
+                KeyKind::Ed25519,
+                S::ED25519,
+                false,
+                "server-signature ED25519",
+            ),
+            (
+                KeyKind::Ed25519,
+                S::ED25519,
+                true,
+                "server-signature ED25519 (raw public key)",
+            ),
+        ] {
+            assert_eq!(super::signature_text(kind, scheme, raw), want);
+        }
+    }
+
+    #[test]
     fn a_choice_shapes_the_provider() {
         let c = Choice::new("!TLSv1.3", "high", &["CHACHA20 aECDSA"]).unwrap();
         let (p, v) = super::chosen(&c);
@@ -251,8 +297,13 @@ fn note_scheme(cert: &[u8], scheme: rustls::SignatureScheme) {
 
 /// `server-signature ECDSA (prime256v1) server-digest SHA256`, as Postfix
 /// 3.11 words the server's handshake signature, for a full handshake
-/// whose leaf certificate is `cert`; None when it is not known.
+/// whose leaf certificate (or RFC 7250 raw public key: `ECDSA (prime256v1
+/// raw public key)`) is `cert`; None when it is not known.
 pub fn signature_words(cert: &[u8]) -> Option<String> {
+    let (kind, raw) = match postern_proto::ccert::key_kind(cert) {
+        Some(k) => (k, false),
+        None => (postern_proto::ccert::spki_key_kind(cert)?, true),
+    };
     let k = cert_key(cert);
     let scheme = SCHEMES
         .lock()
@@ -261,17 +312,16 @@ pub fn signature_words(cert: &[u8]) -> Option<String> {
         .rev()
         .find(|(c, _)| *c == k)
         .map(|(_, s)| *s)?;
-    Some(signature_text(
-        postern_proto::ccert::key_kind(cert)?,
-        scheme,
-    ))
+    Some(signature_text(kind, scheme, raw))
 }
 
 /// The words for a handshake signature made with `scheme` by a key of
-/// `key`'s kind.
+/// `key`'s kind; `raw`: the key went as a raw public key, not in a
+/// certificate (Postfix's wording).
 pub fn signature_text(
     key: postern_proto::ccert::KeyKind,
     scheme: rustls::SignatureScheme,
+    raw: bool,
 ) -> String {
     use postern_proto::ccert::KeyKind;
     use rustls::SignatureScheme as S;
@@ -281,12 +331,22 @@ pub fn signature_text(
         S::ECDSA_NISTP521_SHA512 | S::RSA_PSS_SHA512 | S::RSA_PKCS1_SHA512 => Some("SHA512"),
         _ => None,
     };
-    let alg = match (key, scheme) {
-        (KeyKind::Rsa(bits), S::RSA_PSS_SHA256 | S::RSA_PSS_SHA384 | S::RSA_PSS_SHA512) => {
-            format!("RSA-PSS ({bits} bits)")
+    let bits = |b: usize| {
+        if raw {
+            format!("{b} bit raw public key")
+        } else {
+            format!("{b} bits")
         }
-        (KeyKind::Rsa(bits), _) => format!("RSA ({bits} bits)"),
-        (KeyKind::Ec(curve), _) => format!("ECDSA ({curve})"),
+    };
+    let rpk = if raw { " raw public key" } else { "" };
+    let alg = match (key, scheme) {
+        (KeyKind::Rsa(b), S::RSA_PSS_SHA256 | S::RSA_PSS_SHA384 | S::RSA_PSS_SHA512) => {
+            format!("RSA-PSS ({})", bits(b))
+        }
+        (KeyKind::Rsa(b), _) => format!("RSA ({})", bits(b)),
+        (KeyKind::Ec(curve), _) => format!("ECDSA ({curve}{rpk})"),
+        (KeyKind::Ed25519, _) if raw => "ED25519 (raw public key)".into(),
+        (KeyKind::Ed448, _) if raw => "ED448 (raw public key)".into(),
         (KeyKind::Ed25519, _) => "ED25519".into(),
         (KeyKind::Ed448, _) => "ED448".into(),
     };

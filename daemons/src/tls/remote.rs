@@ -83,10 +83,13 @@ impl KeyClient {
 }
 
 tokio::task_local! {
-    /// The words for the signature smtpd's handshake makes (`server-signature
-    /// ECDSA (prime256v1) server-digest SHA256`), for the task that drives
-    /// that handshake: its TLS line and Received header name it.
-    pub static SERVER_SIGNATURE: std::rc::Rc<std::cell::RefCell<Option<String>>>;
+    /// The key kind and scheme of the signature smtpd's handshake makes,
+    /// for the task that drives that handshake: its TLS line and Received
+    /// header name it (`server-signature ECDSA (prime256v1) server-digest
+    /// SHA256`, see [`super::signature_text`]).
+    pub static SERVER_SIGNATURE: std::rc::Rc<
+        std::cell::RefCell<Option<(postern_proto::ccert::KeyKind, SignatureScheme)>>,
+    >;
 }
 
 /// A signing key whose private half is in the broker.
@@ -104,8 +107,7 @@ impl SigningKey for RemoteKey {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
         let scheme = *self.schemes.iter().find(|s| offered.contains(s))?;
         if let Some(kind) = &self.kind {
-            let words = super::signature_text(kind.clone(), scheme);
-            let _ = SERVER_SIGNATURE.try_with(|c| *c.borrow_mut() = Some(words));
+            let _ = SERVER_SIGNATURE.try_with(|c| *c.borrow_mut() = Some((kind.clone(), scheme)));
         }
         Some(Box::new(RemoteSigner {
             client: self.client.clone(),
