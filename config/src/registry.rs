@@ -381,7 +381,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_tls_protocols", ">=TLSv1", Kind::TlsProtocols, SM),
     p("smtp_tls_rpt_clock_offset", "0s", Kind::Duration { unit: "s", min_ms: 0 }, ST),
     p("smtp_tls_rpt_contact", "postmaster@$mydomain", Kind::Str, ST),
-    p("smtp_tls_rpt_enable", "no", Kind::Bool, SM | ST),
+    p("smtp_tls_rpt_enable", "no", Kind::Bool, M | SM | ST),
     p("smtp_tls_rpt_organization", "$myhostname", Kind::Str, ST),
     p("smtp_tls_secure_cert_match", "nexthop, dot-nexthop", Kind::List, SM),
     p("smtp_tls_security_level", "may", Kind::Enum(&["none", "may", "encrypt", "dane", "dane-only", "verify", "secure", "fingerprint"]), SM | QM),

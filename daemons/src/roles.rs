@@ -254,9 +254,17 @@ pub fn all() -> impl Iterator<Item = Role> {
 pub fn started(params: &Params) -> impl Iterator<Item = Role> + '_ {
     SPECS
         .iter()
-        .filter(|s| !s.on_demand)
+        .filter(|s| !s.on_demand || wanted_at_start(s.role, params))
         .filter(|s| configured(s.role, params))
         .map(|s| s.role)
+}
+
+/// An on-demand role the configuration wants running from the start:
+/// the sts role when it sends TLS-RPT reports (smtp_tls_rpt_enable), so
+/// that each day's reports leave after midnight even when no mail goes
+/// to a policy domain that day.
+pub fn wanted_at_start(role: Role, params: &Params) -> bool {
+    role == Role::Sts && params.bool("smtp_tls_rpt_enable").unwrap_or(false)
 }
 
 /// Does the configuration use `role` at all? (Only the metrics role, without

@@ -211,6 +211,15 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
         ca = issued.ca.display()
     ));
     inst.start();
+    // With TLS-RPT on, the sts role runs from the start (its reports must
+    // leave after midnight even on a day without a delivery), not on
+    // first use.
+    inst.wait_log(" sts pid ", Duration::from_secs(10));
+    assert!(
+        !inst.log().contains("starting sts on first use"),
+        "{}",
+        inst.log()
+    );
     let send = |rcpt: &str| {
         python_ok(&format!(
             "import smtplib\ns = smtplib.SMTP({ip:?}, {port})\nr = s.sendmail('a@example.org', [{rcpt:?}], 'Subject: to {rcpt}\\r\\n\\r\\nhi\\r\\n')\nassert r == {{}}, r\ns.quit()\n",

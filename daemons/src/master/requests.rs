@@ -267,7 +267,8 @@ impl Master {
 
     pub(super) fn restart_role(&mut self, role: Role) {
         let exclusive = roles::spec(role).is_some_and(|s| s.exclusive);
-        let on_demand = roles::spec(role).is_some_and(|s| s.on_demand);
+        let on_demand = roles::spec(role).is_some_and(|s| s.on_demand)
+            && !roles::wanted_at_start(role, &self.params);
         let configured = roles::configured(role, &self.params);
         let slot = self.slots.get_mut(&role).expect("slot");
         // A role the new configuration turns off (postscreen without a
