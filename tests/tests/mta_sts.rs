@@ -13,22 +13,33 @@
 //! - three domains on one MX host: one whose policy cannot be fetched
 //!   (no policy: delivered), one whose enforced policy names the host
 //!   (delivered, verified) and one whose enforced policy does not
-//!   (deferred): each domain's policy is its own.
+//!   (deferred): each domain's policy is its own;
+//! - a policy past half its max_age is fetched again in the background
+//!   while mail goes there (the cached one answers meanwhile), so a
+//!   change on the policy host shows without a new TXT id.
 use std::path::Path;
 use std::time::Duration;
 
 use postern_tests::{Instance, Sink, pki, python_ok, unique_loopback, wait_for};
 
 const DOMAINS: &[&str] = &[
-    "enf", "nomatch", "testing", "change", "good", "broken", "refused",
+    "enf", "nomatch", "testing", "change", "good", "broken", "refused", "warm",
 ];
+
+/// warm.test's policy lives this long (seconds).
+const WARM_MAX_AGE: u64 = 20;
 
 fn policy(dir: &Path, domain: &str, mode: &str, mx: &[&str]) {
     let mut body = format!("version: STSv1\r\nmode: {mode}\r\n");
     for m in mx {
         body.push_str(&format!("mx: {m}\r\n"));
     }
-    body.push_str("max_age: 86400\r\n");
+    let max_age = if domain == "warm" {
+        WARM_MAX_AGE
+    } else {
+        86400
+    };
+    body.push_str(&format!("max_age: {max_age}\r\n"));
     std::fs::write(dir.join(format!("mta-sts.{domain}.test.txt")), body).unwrap();
 }
 
@@ -56,6 +67,7 @@ fn zone(ips: &[(&str, &str)], https: &str, change_id: u32) -> String {
         z.push_str(&format!("{d} 60 IN MX 10 mx.shared\n"));
     }
     z.push_str(&format!("mx.shared 60 IN A {}\n", ip("shared")));
+    z.push_str("warm 60 IN MX 10 mx1.enf\n");
     z
 }
 
@@ -132,6 +144,7 @@ fn mta_sts_policies_per_domain() {
     policy(&web, "change", "testing", &["mx.elsewhere.test"]);
     policy(&web, "good", "enforce", &["mx.shared.test", "*.enf.test"]);
     policy(&web, "refused", "enforce", &["mx1.enf.test"]);
+    policy(&web, "warm", "testing", &["mx.elsewhere.test"]);
     // broken.test publishes a TXT record, but its policy host has no
     // policy (404).
     let https_ip = unique_loopback();
@@ -149,12 +162,14 @@ fn mta_sts_policies_per_domain() {
     let dns = postern_tests::dns::start_zones(&dns_ip, &[("test.", &zone(&ips, &https_ip, 1))]);
     inst.add_main_cf(&format!(
         "dns_nameservers = {}\nsmtp_tls_CAfile = {ca}\nsmtp_mta_sts_ca_file = {ca}\n\
-         minimal_backoff_time = 1s\nmaximal_backoff_time = 2s\n",
+         minimal_backoff_time = 1s\nmaximal_backoff_time = 2s\n\
+         smtp_connection_cache_size = 0\n",
         dns.addr,
         ca = issued.ca.display()
     ));
     inst.start();
 
+    let t0 = std::time::Instant::now();
     for d in DOMAINS {
         send(&inst, &format!("u@{d}.test"));
     }
@@ -209,6 +224,8 @@ fn mta_sts_policies_per_domain() {
     );
     let line = attempt(&inst, "u@broken.test", 1);
     assert!(line.contains("status=sent"), "{line}");
+    let line = attempt(&inst, "u@warm.test", 1);
+    assert!(line.contains("status=sent"), "{line}");
     assert!(nomatch.messages().is_empty());
 
     // Kept: a second message to enf.test fetches nothing; nor does one
@@ -243,6 +260,33 @@ fn mta_sts_policies_per_domain() {
     );
     assert_eq!(fetches(&web, "mta-sts.change.test"), 2);
     assert_eq!(change.messages().len(), 1);
+
+    // Kept warm: past half its max_age (same TXT id), a message still
+    // goes by the cached policy (testing: delivered) and the policy is
+    // fetched again meanwhile; the next message (on a new connection: no
+    // session is cached here) meets the new one.
+    policy(&web, "warm", "enforce", &["mx.elsewhere.test"]);
+    let half = Duration::from_secs(WARM_MAX_AGE / 2 + 1);
+    std::thread::sleep(half.saturating_sub(t0.elapsed()));
+    send(&inst, "v@warm.test");
+    let line = attempt(&inst, "v@warm.test", 1);
+    assert!(line.contains("status=sent"), "the cached policy: {line}");
+    inst.wait_log(
+        "warm.test: MTA-STS policy id 1 refreshed before it expires: mode enforce",
+        Duration::from_secs(10),
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(WARM_MAX_AGE),
+        "too slow to tell a refresh from an expiry"
+    );
+    send(&inst, "w@warm.test");
+    let line = attempt(&inst, "w@warm.test", 1);
+    assert!(
+        line.contains("status=deferred")
+            && line.contains("does not match the MTA-STS policy of warm.test"),
+        "{line}"
+    );
+    assert_eq!(fetches(&web, "mta-sts.warm.test"), 2);
     let _ = server.kill();
     let _ = server.wait();
 }

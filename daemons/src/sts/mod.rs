@@ -87,6 +87,8 @@ struct Sts {
     dns: crate::smtp::ResolverClient,
     store: crate::cache::client::Client,
     memory: RefCell<HashMap<String, Held>>,
+    /// Domains whose policy is being refreshed before it expires.
+    refreshing: RefCell<std::collections::HashSet<String>>,
     reports: report::Reports,
 }
 
@@ -100,6 +102,7 @@ async fn serve(mut ctx: Context, tls: tokio_rustls::TlsConnector) {
         dns: crate::smtp::ResolverClient::new(ctx.switchboard.clone(), query),
         store: crate::cache::client::Client::new(ctx.switchboard.clone(), "mta-sts"),
         memory: RefCell::default(),
+        refreshing: RefCell::default(),
         reports: report::Reports::new(report::Settings::new(&ctx.params), ctx.switchboard.clone()),
     });
     let reporter = {
@@ -168,7 +171,7 @@ fn decode(v: &[u8], expires_in: u32) -> Option<Held> {
 }
 
 impl Sts {
-    async fn answer(&self, req: Request) -> Reply {
+    async fn answer(self: &Rc<Self>, req: Request) -> Reply {
         let domain = match req {
             Request::Policy(d) => d,
             Request::Count(c) => {
@@ -205,6 +208,13 @@ impl Sts {
         if let Some(h) = &held
             && h.id == record.id
         {
+            // Mail still goes there: past half its max_age, the policy is
+            // fetched again in the background, so that it stays warm and
+            // an attacker who blocks the fetch when it would expire finds
+            // a fresh one (RFC 8461 §10.2); the cached policy answers now.
+            if h.expires.saturating_sub(now()) < u64::from(h.policy.max_age) / 2 {
+                self.refresh(&domain, &record.id);
+            }
             return reply(h);
         }
         match self.fetch(&domain).await {
@@ -232,6 +242,37 @@ impl Sts {
                 }
             }
         }
+    }
+
+    /// Fetches `domain`'s policy (TXT id `id`) again, in the background,
+    /// once at a time; a failure keeps the cached policy.
+    fn refresh(self: &Rc<Self>, domain: &str, id: &str) {
+        if !self.refreshing.borrow_mut().insert(domain.to_string()) {
+            return;
+        }
+        let (sts, domain, id) = (self.clone(), domain.to_string(), id.to_string());
+        tokio::task::spawn_local(async move {
+            match sts.fetch(&domain).await {
+                Ok(policy) => {
+                    info!(
+                        "{domain}: MTA-STS policy id {id} refreshed before it expires: mode {}, max_age {}, mx {}",
+                        policy.mode.as_str(),
+                        policy.max_age,
+                        policy.mx.join(" ")
+                    );
+                    let h = Held {
+                        expires: now() + u64::from(policy.max_age),
+                        policy,
+                        id,
+                    };
+                    sts.keep(&domain, &h).await;
+                }
+                Err(e) => {
+                    warn!("{domain}: MTA-STS policy refresh failed (the cached policy stays): {e}")
+                }
+            }
+            sts.refreshing.borrow_mut().remove(&domain);
+        });
     }
 
     /// The unexpired policy held for `domain`: in memory, else in the
