@@ -218,22 +218,7 @@ impl Sts {
             return reply(h);
         }
         match self.fetch(&domain).await {
-            Ok(policy) => {
-                info!(
-                    "{domain}: MTA-STS policy id {}: mode {}, max_age {}, mx {}",
-                    record.id,
-                    policy.mode.as_str(),
-                    policy.max_age,
-                    policy.mx.join(" ")
-                );
-                let h = Held {
-                    expires: now() + u64::from(policy.max_age),
-                    policy,
-                    id: record.id,
-                };
-                self.keep(&domain, &h).await;
-                reply(&h)
-            }
+            Ok(policy) => reply(&self.adopt(&domain, record.id, policy, "").await),
             Err(e) => {
                 warn!("{domain}: MTA-STS policy fetch failed: {e}");
                 match held {
@@ -242,6 +227,24 @@ impl Sts {
                 }
             }
         }
+    }
+
+    /// A policy just fetched: logged (`how` it came) and kept for its
+    /// max_age.
+    async fn adopt(&self, domain: &str, id: String, policy: mtasts::Policy, how: &str) -> Held {
+        info!(
+            "{domain}: MTA-STS policy id {id}{how}: mode {}, max_age {}, mx {}",
+            policy.mode.as_str(),
+            policy.max_age,
+            policy.mx.join(" ")
+        );
+        let h = Held {
+            expires: now() + u64::from(policy.max_age),
+            policy,
+            id,
+        };
+        self.keep(domain, &h).await;
+        h
     }
 
     /// Fetches `domain`'s policy (TXT id `id`) again, in the background,
@@ -254,18 +257,8 @@ impl Sts {
         tokio::task::spawn_local(async move {
             match sts.fetch(&domain).await {
                 Ok(policy) => {
-                    info!(
-                        "{domain}: MTA-STS policy id {id} refreshed before it expires: mode {}, max_age {}, mx {}",
-                        policy.mode.as_str(),
-                        policy.max_age,
-                        policy.mx.join(" ")
-                    );
-                    let h = Held {
-                        expires: now() + u64::from(policy.max_age),
-                        policy,
-                        id,
-                    };
-                    sts.keep(&domain, &h).await;
+                    sts.adopt(&domain, id, policy, " refreshed before it expires")
+                        .await;
                 }
                 Err(e) => {
                     warn!("{domain}: MTA-STS policy refresh failed (the cached policy stays): {e}")
