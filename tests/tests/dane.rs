@@ -1,9 +1,12 @@
-//! DANE (RFC 7672): Postern's smtp client at `smtp_tls_security_level =
-//! dane` and `dane-only`, against zones Debian's knot signs and Debian's
-//! unbound validates (tests/src/dnssec.rs), with aiosmtpd sinks on port 25
-//! of their own loopback addresses.
+//! DANE (RFC 7672): Postern's smtp client at the `dane` and `dane-only`
+//! levels, against zones Debian's knot signs and Debian's unbound
+//! validates (tests/src/dnssec.rs), with aiosmtpd sinks on port 25 of
+//! their own loopback addresses.
 //!
-//! One instance sends to every case at once:
+//! One instance, whose global level is `may`, sends to every case at
+//! once; smtp_tls_policy_maps entries by parent domain (`.dane.test
+//! dane`, `.unsigned.test dane`) ask for DANE, so without them every case
+//! would be delivered untrusted:
 //! - DANE-EE 3 1 1 and DANE-TA 2 1 1 verify and deliver ("Verified");
 //! - a TLSA record that matches nothing defers ("Server certificate not
 //!   verified"), nothing reaches that sink;
@@ -172,10 +175,17 @@ fn dane_verifies_defers_and_never_downgrades() {
     assert!(f.contains("NOERROR") && !f.contains(" ad"), "{f}");
 
     let policies = cfg.join("tls_policy");
-    std::fs::write(&policies, "only.unsigned.test dane-only\n").unwrap();
+    // The global level is may: the table's entries ask for DANE, by
+    // parent domain (`.dane.test` is any domain below it), and the exact
+    // entry wins over its parent's.
+    std::fs::write(
+        &policies,
+        "only.unsigned.test dane-only\n.dane.test dane\n.unsigned.test dane\n",
+    )
+    .unwrap();
     inst.add_main_cf(&format!(
         "dns_nameservers = {}\nsmtp_dns_support_level = dnssec\n\
-         smtp_tls_security_level = dane\nsmtp_log_tls_feature_status = yes\n\
+         smtp_tls_security_level = may\nsmtp_log_tls_feature_status = yes\n\
          smtp_tls_policy_maps = texthash:{}\n",
         dns.resolver,
         policies.display()
@@ -329,6 +339,38 @@ fn dane_verifies_defers_and_never_downgrades() {
     }
     assert_eq!(ee.sink.messages().len(), 2);
     assert_eq!(plain.sink.messages().len(), 1, "dane-only went to mx");
+
+    // The same as the global level, without a table: a second instance.
+    let mut global = Instance::new("smtpd_error_sleep_time = 0");
+    global.add_main_cf(&format!(
+        "dns_nameservers = {}\nsmtp_dns_support_level = dnssec\nsmtp_tls_security_level = dane\n",
+        dns.resolver
+    ));
+    global.start();
+    for r in ["v@ta.dane.test", "v@bad.dane.test"] {
+        python_ok(&format!(
+            "import smtplib\ns = smtplib.SMTP({ip:?}, {port})\nr = s.sendmail('a@example.org', [{r:?}], 'Subject: to {r}\\r\\n\\r\\nhi\\r\\n')\nassert r == {{}}, r\ns.quit()\n",
+            ip = global.ip,
+            port = global.smtp_port
+        ));
+    }
+    count(&ta, 2, "the DANE-TA host's second message");
+    global.wait_log(
+        &format!(
+            "Verified TLS connection established to mx-ta.dane.test[{}]:25",
+            ta.ip
+        ),
+        Duration::from_secs(30),
+    );
+    global.wait_log("to=<v@bad.dane.test>", Duration::from_secs(30));
+    assert!(
+        global
+            .log()
+            .contains("status=deferred (Server certificate not verified"),
+        "{}",
+        global.log()
+    );
+    assert!(bad.sink.messages().is_empty());
 }
 
 /// conf --check: the dane levels need DNSSEC lookups. `dane` without them
