@@ -587,12 +587,14 @@ impl Config {
             for f in value::split_list(&v) {
                 let why = match std::fs::read_to_string(&f) {
                     Err(e) => Some(format!("smtp_tls_trust_anchor_file: cannot read {f}: {e}")),
-                    Ok(t) if t.contains("-----BEGIN PUBLIC KEY-----") => Some(format!(
-                        "smtp_tls_trust_anchor_file: {f}: public-key trust anchors are not supported by Postern yet"
-                    )),
-                    Ok(t) if !t.contains("-----BEGIN CERTIFICATE-----") => Some(format!(
-                        "smtp_tls_trust_anchor_file: {f}: no trust-anchor certificate"
-                    )),
+                    Ok(t)
+                        if !t.contains("-----BEGIN CERTIFICATE-----")
+                            && !t.contains("-----BEGIN PUBLIC KEY-----") =>
+                    {
+                        Some(format!(
+                            "smtp_tls_trust_anchor_file: {f}: no trust-anchor certificate or public key"
+                        ))
+                    }
                     Ok(_) => None,
                 };
                 if let Some(why) = why {

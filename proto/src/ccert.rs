@@ -96,6 +96,38 @@ pub fn parse(der: &[u8]) -> Option<Parsed> {
     })
 }
 
+/// The value of a DER TLV (what follows its tag and length), when `der`
+/// is exactly one TLV with a one-byte tag.
+pub fn der_value(der: &[u8]) -> Option<&[u8]> {
+    let (&first_len, rest) = der.get(1..)?.split_first()?;
+    let (len, body) = match first_len {
+        n @ 0..=0x7f => (usize::from(n), rest),
+        0x81..=0x84 => {
+            let k = usize::from(first_len & 0x7f);
+            let (len, body) = (rest.get(..k)?, rest.get(k..)?);
+            if len[0] == 0 {
+                return None;
+            }
+            (
+                len.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)),
+                body,
+            )
+        }
+        _ => return None,
+    };
+    (body.len() == len).then_some(body)
+}
+
+/// The issuer Name of one DER certificate, as the value of its SEQUENCE
+/// (the form a trust anchor's subject takes in webpki), and the
+/// certificate's DER SubjectPublicKeyInfo; None when it is no
+/// certificate.
+pub fn issuer_and_spki(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let issuer = der_value(cert.issuer().as_raw())?.to_vec();
+    Some((issuer, cert.public_key().raw.to_vec()))
+}
+
 fn printable(s: &str) -> String {
     s.chars()
         .take(MAX_CN)
@@ -156,6 +188,30 @@ mod tests {
         assert_eq!(kind(&rcgen::PKCS_ED25519), Some(KeyKind::Ed25519));
         assert_eq!(kind(&rcgen::PKCS_RSA_SHA256), Some(KeyKind::Rsa(2048)));
         assert_eq!(key_kind(b"not a certificate"), None);
+    }
+
+    #[test]
+    fn der_values_and_a_certificates_issuer() {
+        assert_eq!(der_value(&[0x30, 0x02, 1, 2]), Some(&[1u8, 2][..]));
+        assert_eq!(der_value(&[0x30, 0x03, 1, 2]), None, "short");
+        assert_eq!(der_value(&[0x30, 0x01, 1, 2]), None, "trailing bytes");
+        let mut long = vec![0x30, 0x81, 0x80];
+        long.extend([7u8; 0x80]);
+        assert_eq!(der_value(&long).map(<[u8]>::len), Some(0x80));
+        assert_eq!(der_value(&[0x30, 0x81, 0x00]), None, "non-minimal");
+        assert_eq!(der_value(&[0x30, 0x80]), None, "indefinite");
+        assert_eq!(der_value(&[]), None);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["mx.example".into()]).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "Some Issuer");
+        let der = p.self_signed(&key).unwrap().der().to_vec();
+        let (issuer, spki) = issuer_and_spki(&der).unwrap();
+        // Self-signed: the issuer is the subject; its value holds the CN.
+        assert!(issuer.windows(11).any(|w| w == b"Some Issuer"));
+        assert_eq!(issuer[0], 0x31, "a SET of the RDN, not the outer SEQUENCE");
+        assert_eq!(spki, parse(&der).unwrap().spki);
+        assert_eq!(issuer_and_spki(b"junk"), None);
     }
 
     #[test]

@@ -429,6 +429,13 @@ pub fn ccert(data: &[u8]) {
     if let Some(crate::ccert::KeyKind::Rsa(bits)) = crate::ccert::key_kind(data) {
         assert!(bits <= data.len() * 8);
     }
+    // A certificate's issuer and key, for public-key trust anchors.
+    if let Some((issuer, spki)) = crate::ccert::issuer_and_spki(data) {
+        assert!(issuer.len() < data.len() && spki.len() < data.len());
+    }
+    if let Some(v) = crate::ccert::der_value(data) {
+        assert!(v.len() < data.len());
+    }
     // A raw public key's, likewise.
     if let Some(crate::ccert::KeyKind::Rsa(bits)) = crate::ccert::spki_key_kind(data) {
         assert!(bits <= data.len() * 8);

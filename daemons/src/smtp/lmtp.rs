@@ -90,7 +90,7 @@ impl LmtpSettings {
             Some(l) => Some(Rc::new(tls::Policy::with_matches(
                 l,
                 "",
-                (roots.clone(), cert.clone()),
+                (roots.clone().into(), cert.clone()),
                 cert_match.for_level(l, &[]),
                 cert_match.digest,
                 &suites.choice(l, &Default::default())?,
@@ -101,7 +101,7 @@ impl LmtpSettings {
             table: sb::Table::LmtpTlsPolicy,
             param: "lmtp_tls_policy_maps",
             dane: false,
-            roots,
+            roots: roots.into(),
             servername: String::new(),
             cert_match,
             suites,

@@ -3,6 +3,7 @@
 //! pipelines commands, uses BDAT where offered, handles 421 at every step
 //! and never reuses such a session (L876), and keeps a size-capped cache of
 //! idle sessions per destination (L768, L929).
+mod anchors;
 mod auth;
 mod dane;
 pub(crate) mod dest;
@@ -54,7 +55,7 @@ pub fn main(ipc_fd: RawFd) -> ! {
         let roots = tls::load_roots(params.str("smtp_tls_CAfile"), level)?;
         // smtp_tls_trust_anchor_file: anchors that replace the CAs for
         // verify and secure (MTA-STS keeps the CAs).
-        let anchors = secure::trust_anchor_file(params)?.unwrap_or_else(|| roots.clone());
+        let anchors = secure::trust_anchor_file(params)?.unwrap_or_else(|| roots.clone().into());
         let cert = Arc::new(tls::ClientCert::default());
         let cert_match = tls::CertMatch::from_params(params, "smtp");
         let policy = tls::Policy::with_matches(

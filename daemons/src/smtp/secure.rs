@@ -22,7 +22,7 @@ pub(super) struct PolicyMaps {
     pub(super) param: &'static str,
     /// Whether the dane levels can be honoured (not for LMTP).
     pub(super) dane: bool,
-    pub(super) roots: rustls::RootCertStore,
+    pub(super) roots: tls::Anchors,
     pub(super) servername: String,
     pub(super) cert_match: tls::CertMatch,
     pub(super) suites: super::suites::Suites,
@@ -278,7 +278,7 @@ impl Smtp {
                 tls::Policy::new(
                     level,
                     &self.tls.servername,
-                    rustls::RootCertStore::empty(),
+                    tls::Anchors::empty(),
                     self.cert.clone(),
                     &c,
                 )
@@ -291,8 +291,8 @@ impl Smtp {
 
     /// The trust anchors of `files`, opened by the master (only files a
     /// `tafile=` of smtp_tls_policy_maps names).
-    async fn trust_anchors(&self, files: &[String]) -> Result<rustls::RootCertStore, String> {
-        let mut roots = rustls::RootCertStore::empty();
+    async fn trust_anchors(&self, files: &[String]) -> Result<tls::Anchors, String> {
+        let mut roots = tls::Anchors::empty();
         for f in files {
             let fd = match self.sb.open_table(std::path::Path::new(f)).await {
                 Ok(Some(fd)) => fd,
@@ -301,9 +301,7 @@ impl Smtp {
             };
             let pem = crate::fsutil::read_whole(&fd, crate::fsutil::SMALL_FILE_CAP)
                 .map_err(|e| format!("{f}: {e}"))?;
-            for c in tls::load_anchors(&pem, f)? {
-                roots.add(c).map_err(|e| format!("{f}: {e}"))?;
-            }
+            roots.add_pem(&pem, f)?;
         }
         Ok(roots)
     }
@@ -312,20 +310,18 @@ impl Smtp {
 /// smtp_tls_trust_anchor_file, read before the jail: None when unset.
 pub(super) fn trust_anchor_file(
     p: &postern_config::Params,
-) -> Result<Option<rustls::RootCertStore>, String> {
+) -> Result<Option<tls::Anchors>, String> {
     let files = p
         .list("smtp_tls_trust_anchor_file")
         .map_err(|e| e.to_string())?;
     if files.is_empty() {
         return Ok(None);
     }
-    let mut roots = rustls::RootCertStore::empty();
+    let mut roots = tls::Anchors::empty();
     for f in files {
         let pem = crate::fsutil::read_path(&f, crate::fsutil::SMALL_FILE_CAP)
             .map_err(|e| format!("smtp_tls_trust_anchor_file: cannot read {f}: {e}"))?;
-        for c in tls::load_anchors(&pem, &f)? {
-            roots.add(c).map_err(|e| format!("{f}: {e}"))?;
-        }
+        roots.add_pem(&pem, &f)?;
     }
     Ok(Some(roots))
 }

@@ -192,7 +192,7 @@ impl Smtp {
                 tls::Policy::with_matches(
                     tls::Level::Verify,
                     "hostname",
-                    (self.roots.clone(), self.cert.clone()),
+                    (self.roots.clone().into(), self.cert.clone()),
                     vec!["hostname".into()],
                     crate::tls::ccert::Digest::Sha256,
                     &c,

@@ -30,13 +30,14 @@
 //! sessions are cached per server name and resumed.
 use std::sync::{Arc, RwLock};
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+pub use super::anchors::Anchors;
 use super::pin::{Fingerprints, normalize_fingerprint};
 pub use super::suites::Overrides;
 use crate::tls::ccert::Digest;
@@ -129,32 +130,6 @@ pub fn load_roots(ca_file: &str, level: Level) -> Result<RootCertStore, String> 
     Ok(roots)
 }
 
-/// Trust anchors (`smtp_tls_trust_anchor_file`, `tafile=`): PEM
-/// certificates, which replace the CAs for the verify and secure levels;
-/// they may be roots, intermediates or a self-signed server certificate.
-/// Public keys as anchors are refused (not supported yet), as is a file
-/// with no certificate.
-pub fn load_anchors(pem: &[u8], name: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    if pem.windows(26).any(|w| w == b"-----BEGIN PUBLIC KEY-----") {
-        return Err(format!(
-            "{name}: public-key trust anchors are not supported by Postern yet"
-        ));
-    }
-    let mut out = Vec::new();
-    for c in CertificateDer::pem_slice_iter(pem) {
-        let c = c.map_err(|e| format!("{name}: bad certificate: {e}"))?;
-        let mut probe = RootCertStore::empty();
-        probe
-            .add(c.clone())
-            .map_err(|e| format!("{name}: not a usable trust anchor: {e}"))?;
-        out.push(c);
-    }
-    if out.is_empty() {
-        return Err(format!("{name}: no trust-anchor certificate"));
-    }
-    Ok(out)
-}
-
 /// Accepts any certificate (for `may` and `encrypt`: encryption without
 /// authentication, as Postfix does), but still checks that the server holds
 /// the key of the certificate it sent.
@@ -216,7 +191,7 @@ enum Wanted {
 /// name any one of `names`.
 #[derive(Debug)]
 struct AnyName {
-    inner: Arc<WebPkiServerVerifier>,
+    inner: Arc<dyn ServerCertVerifier>,
     names: Vec<Wanted>,
 }
 
@@ -502,7 +477,7 @@ pub struct Policy {
     /// `match=` names (verify, secure), resolved per connection.
     matches: Vec<String>,
     /// What a per-connection setup for `matches` is made of.
-    base: Option<(Arc<rustls::client::WebPkiServerVerifier>, Arc<ClientConfig>)>,
+    base: Option<(Arc<dyn ServerCertVerifier>, Arc<ClientConfig>)>,
     /// The policy entry's `protocols=`, `ciphers=`, `exclude=`, for the
     /// per-host policies DANE makes from this one.
     pub overrides: Overrides,
@@ -515,7 +490,7 @@ impl Policy {
     pub fn new(
         level: Level,
         servername: &str,
-        roots: RootCertStore,
+        roots: Anchors,
         cert: Arc<ClientCert>,
         choice: &Choice,
     ) -> Result<Policy, String> {
@@ -535,18 +510,14 @@ impl Policy {
     pub fn with_matches(
         level: Level,
         servername: &str,
-        (roots, cert): (RootCertStore, Arc<ClientCert>),
+        (anchors, cert): (Anchors, Arc<ClientCert>),
         matches: Vec<String>,
         digest: Digest,
         choice: &Choice,
     ) -> Result<Policy, String> {
         let (provider, versions) = crate::tls::chosen(choice);
         let webpki = if level.verifies() {
-            Some(
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| format!("smtp TLS: {e}"))?,
-            )
+            Some(anchors.verifier(provider.clone())?)
         } else {
             None
         };

@@ -1,5 +1,6 @@
 //! Tests of smtp/tls.rs: certificate match lists and policy table values.
 use super::*;
+use rustls::client::WebPkiServerVerifier;
 
 /// A CA and leaf certificates it signed for `names`, as DER.
 pub(in crate::smtp) fn chain(names: &[&[&str]]) -> (RootCertStore, Vec<CertificateDer<'static>>) {
@@ -41,7 +42,7 @@ fn cert_match_lists_decide_which_names_verify() {
         let pol = Policy::with_matches(
             Level::Secure,
             "",
-            (roots.clone(), Arc::new(ClientCert::default())),
+            (roots.clone().into(), Arc::new(ClientCert::default())),
             matches.iter().map(|m| m.to_string()).collect(),
             Digest::Sha256,
             &postern_config::tlsproto::Choice::all(),
@@ -90,7 +91,7 @@ fn cert_match_lists_decide_which_names_verify() {
         Policy::with_matches(
             Level::Secure,
             "",
-            (roots.clone(), Arc::new(ClientCert::default())),
+            (roots.clone().into(), Arc::new(ClientCert::default())),
             m.iter().map(|s| s.to_string()).collect(),
             Digest::Sha256,
             &postern_config::tlsproto::Choice::all(),
