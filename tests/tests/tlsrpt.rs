@@ -159,7 +159,12 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
         &cfg,
         "rpt",
         &[
-            &["mta-sts.good.test", "mta-sts.bad.test", "reports-web.test"],
+            &[
+                "mta-sts.good.test",
+                "mta-sts.bad.test",
+                "mta-sts.cert.test",
+                "reports-web.test",
+            ],
             &["mx1.good.test"],
             &["mx1.bad.test"],
         ],
@@ -170,6 +175,9 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
     };
     let (good_ip, good) = sink(1, "good");
     let (bad_ip, bad) = sink(2, "bad");
+    // cert.test's MX host presents mx1.bad.test's certificate: a session
+    // that fails on the certificate's name.
+    let (cert_ip, cert) = sink(2, "cert");
     let reports_ip = unique_loopback();
     let reports = Sink::start(&reports_ip, 25, &inst.dir.path().join("sink-reports"));
     let web = inst.dir.path().join("web");
@@ -177,6 +185,11 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
     std::fs::write(
         web.join("mta-sts.good.test.txt"),
         "version: STSv1\r\nmode: enforce\r\nmx: mx1.good.test\r\nmax_age: 86400\r\n",
+    )
+    .unwrap();
+    std::fs::write(
+        web.join("mta-sts.cert.test.txt"),
+        "version: STSv1\r\nmode: enforce\r\nmx: mx1.cert.test\r\nmax_age: 86400\r\n",
     )
     .unwrap();
     std::fs::write(
@@ -191,7 +204,7 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
         "@ 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60\n\
          @ 3600 IN NS ns.test.\nns 3600 IN A 127.0.0.1\n",
     );
-    for (d, ip) in [("good", &good_ip), ("bad", &bad_ip)] {
+    for (d, ip) in [("good", &good_ip), ("bad", &bad_ip), ("cert", &cert_ip)] {
         zone.push_str(&format!(
             "{d} 60 IN MX 10 mx1.{d}\nmx1.{d} 60 IN A {ip}\n\
              _mta-sts.{d} 60 IN TXT \"v=STSv1; id=1\"\nmta-sts.{d} 60 IN A {https_ip}\n\
@@ -238,6 +251,8 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
         "MX host mx1.bad.test does not match the MTA-STS policy of bad.test",
         Duration::from_secs(30),
     );
+    send("u@cert.test");
+    inst.wait_log("to=<u@cert.test>, relay=none", Duration::from_secs(30));
     // The day ends: the counts survive the role's restart in the state
     // store, and the reports go out.
     inst.add_main_cf("smtp_tls_rpt_clock_offset = 1d\n");
@@ -245,8 +260,8 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
     assert!(out.status.success(), "{out:?}");
     // The role starts again on its next use.
     send("v@good.test");
-    wait_for("two reports", Duration::from_secs(60), || {
-        (reports.messages().len() == 2).then_some(())
+    wait_for("three reports", Duration::from_secs(60), || {
+        (reports.messages().len() == 3).then_some(())
     });
     inst.wait_log("TLS-RPT: report for good.test", Duration::from_secs(5));
     let dir = tempfile::tempdir().unwrap();
@@ -261,6 +276,14 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
         assert_eq!(v["organization-name"], "Postern test");
         let p = &v["policies"][0];
         assert_eq!(p["policy"]["policy-type"], "sts");
+        // A failed session names both ends: the MX host's address and
+        // ours (sending-mta-ip).
+        if p["policy"]["policy-domain"] == "cert.test" {
+            let d = &p["failure-details"][0];
+            assert_eq!(d["receiving-ip"], cert_ip.as_str(), "{d}");
+            let ours: std::net::IpAddr = d["sending-mta-ip"].as_str().unwrap().parse().unwrap();
+            assert!(ours.is_loopback(), "{d}");
+        }
         seen.push((
             p["policy"]["policy-domain"].as_str().unwrap().to_string(),
             p["summary"]["total-successful-session-count"]
@@ -276,10 +299,10 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
         ));
     }
     // The same reports by HTTPS POST to the https: rua.
-    wait_for("two POSTed reports", Duration::from_secs(30), || {
-        web.join("post-2").exists().then_some(())
+    wait_for("three POSTed reports", Duration::from_secs(30), || {
+        web.join("post-3").exists().then_some(())
     });
-    for n in 1..=2 {
+    for n in 1..=3 {
         let kind = std::fs::read_to_string(web.join(format!("post-{n}.type"))).unwrap();
         assert_eq!(kind, "application/tlsrpt+gzip /v1/tlsrpt");
         let out = Command::new("/usr/bin/python3")
@@ -305,10 +328,17 @@ fn daily_reports_count_the_sessions_and_are_mailed() {
                 1,
                 "validation-failure".to_string()
             ),
+            (
+                "cert.test".to_string(),
+                0,
+                1,
+                "certificate-host-mismatch".to_string()
+            ),
             ("good.test".to_string(), 2, 0, String::new()),
         ]
     );
     assert!(bad.messages().is_empty());
+    assert!(cert.messages().is_empty());
     let _ = server.kill();
     let _ = server.wait();
 }

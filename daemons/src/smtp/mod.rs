@@ -324,7 +324,7 @@ impl Smtp {
             if let Some(p) = &sts
                 && let Err(e) = sts::admits(p, &nh.host, &h.name)
             {
-                self.tls_rpt(&nh, sts.as_ref(), None, (&h.name, None), Err(&e.2))
+                self.tls_rpt(&nh, sts.as_ref(), None, (&h.name, None, None), Err(&e.2))
                     .await;
                 last = e;
                 continue;
@@ -338,7 +338,7 @@ impl Smtp {
                         "Failed to establish session to {nexthop} via {}: {}",
                         h.name, e.2
                     ));
-                    self.tls_rpt(&nh, sts.as_ref(), None, (&h.name, None), Err(&e.2))
+                    self.tls_rpt(&nh, sts.as_ref(), None, (&h.name, None, None), Err(&e.2))
                         .await;
                     last = e;
                     continue;
@@ -357,12 +357,21 @@ impl Smtp {
                     *setup = t0.elapsed();
                     return Err(last);
                 }
+                // Our address on this connection, once connected.
+                let local = std::cell::Cell::new(None);
                 match self
-                    .connect_one(&pol, &nh, nexthop, (&h.name, *addr), left, want.action)
+                    .connect_one(
+                        &pol,
+                        &nh,
+                        nexthop,
+                        (&h.name, *addr, &local),
+                        left,
+                        want.action,
+                    )
                     .await
                 {
                     Ok(s) => {
-                        let to = (h.name.as_str(), Some(addr.ip()));
+                        let to = (h.name.as_str(), Some(addr.ip()), s.local);
                         self.tls_rpt(&nh, sts.as_ref(), Some(&pol), to, Ok(()))
                             .await;
                         *setup = t0.elapsed();
@@ -374,7 +383,7 @@ impl Smtp {
                         return Err(e);
                     }
                     Err(e) => {
-                        let to = (h.name.as_str(), Some(addr.ip()));
+                        let to = (h.name.as_str(), Some(addr.ip()), local.get());
                         self.tls_rpt(&nh, sts.as_ref(), Some(&pol), to, Err(&e.2))
                             .await;
                         last = e;
@@ -394,7 +403,7 @@ impl Smtp {
         mut pol: &tls::Policy,
         nh: &dest::Nexthop,
         nexthop: &str,
-        (host, addr): (&str, std::net::SocketAddr),
+        (host, addr, local): (&str, std::net::SocketAddr, &std::cell::Cell<Option<IpAddr>>),
         left: Duration,
         reqtls: Option<requiretls::Action>,
     ) -> Result<Session, (Status, String, String)> {
@@ -404,6 +413,7 @@ impl Smtp {
             let mut s = Session::connect(host, addr, self.s.t.connect.min(left))
                 .await
                 .map_err(|e| deferred("4.4.1", e))?;
+            local.set(s.local);
             if self.s.wrapper {
                 // SUBMISSIONS/SMTPS: TLS before the greeting; no plaintext
                 // fallback (the configuration requires encrypt or more).

@@ -82,6 +82,8 @@ pub struct Session {
     pub tls: Option<String>,
     pub host: String,
     pub addr: SocketAddr,
+    /// Our end's address (TCP only), for TLS-RPT's sending-mta-ip.
+    pub local: Option<std::net::IpAddr>,
     /// The server's address as logs show it: an IP address, or the path
     /// of a Unix socket.
     pub peer: String,
@@ -125,6 +127,7 @@ impl Session {
             tls: None,
             host: host.to_string(),
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            local: None,
             peer: path.to_string(),
             lmtp: true,
             ext: Extensions::default(),
@@ -161,6 +164,7 @@ impl Session {
         };
         let _ = stream.set_nodelay(true);
         Ok(Session {
+            local: stream.local_addr().ok().map(|a| a.ip()),
             io: BufReader::new(Stream::Plain(stream)),
             tls: None,
             host: host.to_string(),

@@ -70,9 +70,10 @@ pub(super) fn result_type(dane: bool, why: &str) -> Option<&'static str> {
         return None;
     } else if dane {
         "validation-failure"
-    } else if why.contains("NotValidForName") {
+    } else if why.contains("NotValidForName") || why.contains("certificate not valid for name") {
+        // rustls words an error with its context, or names it without.
         "certificate-host-mismatch"
-    } else if why.contains("Expired") {
+    } else if why.contains("Expired") || why.contains("certificate expired") {
         "certificate-expired"
     } else {
         "certificate-not-trusted"
@@ -119,13 +120,14 @@ impl Smtp {
     /// TLS-RPT (smtp_tls_rpt_enable): tells the sts role about one
     /// attempt on `host` of next hop `nh`, when it was held to a policy:
     /// DANE's TLSA records (`pol`), else the domain's MTA-STS policy
-    /// (`sts`). `outcome`: success, or why it failed.
+    /// (`sts`), at the server's address `ip` from our `sending` address
+    /// (each when known). `outcome`: success, or why it failed.
     pub(super) async fn tls_rpt(
         &self,
         nh: &dest::Nexthop,
         sts: Option<&Policy>,
         pol: Option<&tls::Policy>,
-        (host, ip): (&str, Option<std::net::IpAddr>),
+        (host, ip, sending): (&str, Option<std::net::IpAddr>, Option<std::net::IpAddr>),
         outcome: Result<(), &str>,
     ) {
         if !self.s.tls_rpt {
@@ -168,7 +170,7 @@ impl Smtp {
             mx,
             success: outcome.is_ok(),
             result_type: result_type.into(),
-            sending_ip: String::new(),
+            sending_ip: sending.map(|i| i.to_string()).unwrap_or_default(),
             mx_host: host.to_string(),
             receiving_ip: ip.map(|i| i.to_string()).unwrap_or_default(),
         };
@@ -202,5 +204,71 @@ impl Smtp {
         let p = Rc::new(p);
         self.fallback.borrow_mut().insert(key, p.clone());
         Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::result_type;
+
+    /// RFC 8460's result types from the reasons deliveries give, as the
+    /// smtp client and rustls word them.
+    #[test]
+    fn result_types_from_reasons() {
+        let not_verified =
+            |e: &str| format!("Server certificate not verified (invalid peer certificate: {e})");
+        for (dane, why, want) in [
+            (
+                false,
+                not_verified(
+                    "certificate not valid for name \"mx1.a.test\"; certificate is only valid for DnsName(\"mx1.b.test\")",
+                ),
+                Some("certificate-host-mismatch"),
+            ),
+            (
+                false,
+                not_verified("NotValidForName"),
+                Some("certificate-host-mismatch"),
+            ),
+            (
+                false,
+                not_verified(
+                    "certificate expired: verification time 2 (UNIX), but certificate is not valid after 1 (1 seconds ago)",
+                ),
+                Some("certificate-expired"),
+            ),
+            (
+                false,
+                not_verified("UnknownIssuer"),
+                Some("certificate-not-trusted"),
+            ),
+            (
+                true,
+                not_verified("no TLSA record matches the server certificate chain"),
+                Some("validation-failure"),
+            ),
+            (
+                false,
+                "TLSA lookup error for mx.a.test:25".into(),
+                Some("dnssec-invalid"),
+            ),
+            (
+                false,
+                "MX host mx.a.test does not match the MTA-STS policy of a.test".into(),
+                Some("validation-failure"),
+            ),
+            (
+                false,
+                "TLS is required, but was not offered by host mx.a.test[192.0.2.1]".into(),
+                Some("starttls-not-supported"),
+            ),
+            (
+                false,
+                "connect to mx.a.test[192.0.2.1]:25: Connection refused".into(),
+                None,
+            ),
+        ] {
+            assert_eq!(result_type(dane, &why), want, "{why}");
+        }
     }
 }
