@@ -27,7 +27,7 @@ const DOMAINS: &[&str] = &[
 ];
 
 /// warm.test's policy lives this long (seconds).
-const WARM_MAX_AGE: u64 = 20;
+const WARM_MAX_AGE: u64 = 30;
 
 fn policy(dir: &Path, domain: &str, mode: &str, mx: &[&str]) {
     let mut body = format!("version: STSv1\r\nmode: {mode}\r\n");
@@ -169,7 +169,6 @@ fn mta_sts_policies_per_domain() {
     ));
     inst.start();
 
-    let t0 = std::time::Instant::now();
     for d in DOMAINS {
         send(&inst, &format!("u@{d}.test"));
     }
@@ -226,6 +225,8 @@ fn mta_sts_policies_per_domain() {
     assert!(line.contains("status=sent"), "{line}");
     let line = attempt(&inst, "u@warm.test", 1);
     assert!(line.contains("status=sent"), "{line}");
+    // warm.test's policy was fetched before this moment.
+    let fetched = std::time::Instant::now();
     assert!(nomatch.messages().is_empty());
 
     // Kept: a second message to enf.test fetches nothing; nor does one
@@ -267,17 +268,13 @@ fn mta_sts_policies_per_domain() {
     // session is cached here) meets the new one.
     policy(&web, "warm", "enforce", &["mx.elsewhere.test"]);
     let half = Duration::from_secs(WARM_MAX_AGE / 2 + 1);
-    std::thread::sleep(half.saturating_sub(t0.elapsed()));
+    std::thread::sleep(half.saturating_sub(fetched.elapsed()));
     send(&inst, "v@warm.test");
     let line = attempt(&inst, "v@warm.test", 1);
     assert!(line.contains("status=sent"), "the cached policy: {line}");
     inst.wait_log(
         "warm.test: MTA-STS policy id 1 refreshed before it expires: mode enforce",
         Duration::from_secs(10),
-    );
-    assert!(
-        t0.elapsed() < Duration::from_secs(WARM_MAX_AGE),
-        "too slow to tell a refresh from an expiry"
     );
     send(&inst, "w@warm.test");
     let line = attempt(&inst, "w@warm.test", 1);
